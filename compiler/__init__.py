@@ -1,0 +1,1 @@
+"""reidc compiler: graph IR, passes, lowering to TVM, artifacts, verification, CLI."""

@@ -1,0 +1,8 @@
+"""reidc's graph IR: immutable nodes with a closed op set, held in a networkx graph."""
+from .graph import Graph
+from .node import Node, const
+from .ops import Op
+from .verify import IRError, verify
+from .dump import dump
+
+__all__ = ["Graph", "Node", "Op", "IRError", "verify", "dump", "const"]

@@ -1,0 +1,148 @@
+"""IR graphs (one per run mode) -> one TVM Relax IRModule with an entry per mode.
+
+Activations travel in a blocked channel layout (N, C//cb, H, W, cb) between convs; the image
+enters as NCHW and the feature leaves as (N, F). Convs call reidc's TE kernel; everything
+else is a Relax op that TVM legalises and fuses into the conv epilogues.
+Entries: `visible(x)`, `infrared(x)`, `mixed(x, modality)`; x is (n, 3, H, W) float32 with a
+symbolic batch n, modality is (n,) int32 (0 visible, 1 infrared).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, tirx as tir
+
+from compiler.ir import Graph, Op
+from kernels.conv2d import conv2d_nchwc, pack_weight
+
+BLOCK = 16  # channel block for activations when the channel count allows
+
+
+class LoweringError(ValueError):
+    pass
+
+
+def _block(c: int) -> int:
+    for b in (BLOCK, 8):
+        if c % b == 0:
+            return b
+    return c
+
+
+class _Lowerer:
+    def __init__(self, bb: relax.BlockBuilder, g: Graph, x: relax.Var, m: relax.Var | None, n):
+        self.bb, self.g, self.m, self.n = bb, g, m, n
+        self.val: dict[str, relax.Expr] = {}
+        self.cb: dict[str, int] = {}   # channel block of a 4-D value; 0 for 2-D values
+        self.x = x
+
+    def emit(self, e):
+        return self.bb.emit(e)
+
+    def per_channel(self, nid: str, vec: np.ndarray) -> relax.Expr:
+        """A (C,) or per-modality (2, C) constant shaped to broadcast over nid's layout."""
+        node, cb = self.g[nid], self.cb[nid]
+        c = node.shape[1]
+        if vec.ndim == 1:
+            shape = (1, c // cb, 1, 1, cb) if cb else (1, c)
+            return relax.const(vec.reshape(shape).astype("float32"))
+        if self.m is None:
+            raise LoweringError(f"per-modality constant at {node.source or nid} outside the mixed entry")
+        table = relax.const(vec.reshape((2, c // cb, cb) if cb else (2, c)).astype("float32"))
+        picked = self.emit(relax.op.take(table, self.m, axis=0, mode="clip"))
+        shape = (self.n, c // cb, 1, 1, cb) if cb else (self.n, c)
+        return self.emit(relax.op.reshape(picked, shape))
+
+    def lower(self, nid: str):
+        n = self.g[nid]
+        ins = [self.val[i] for i in n.inputs]
+        op = n.op
+        if op == Op.INPUT:
+            if n.attrs["name"] == "modality":
+                self.val[nid], self.cb[nid] = self.m, 0
+                return
+            _, c, h, w = n.shape
+            cb = _block(c)
+            v = self.emit(relax.op.reshape(self.x, (self.n, c // cb, cb, h, w)))
+            self.val[nid] = self.emit(relax.op.permute_dims(v, [0, 1, 3, 4, 2]))
+            self.cb[nid] = cb
+        elif op == Op.CONV2D:
+            src = n.inputs[0]
+            cb, ob = self.cb[src], _block(n.shape[1])
+            w = relax.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
+            args = [ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"])]
+            if n.attrs["weight"].ndim == 5:
+                args.append(ins[1])
+            y = self.bb.emit_te(conv2d_nchwc, *args, primfunc_name_hint="conv2d",
+                                primfunc_attrs={"op_pattern": 4})
+            self.cb[nid] = ob
+            bias = n.attr("bias")
+            bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
+            self.val[nid] = y
+            self.val[nid] = self.emit(relax.op.add(y, self.per_channel(nid, bias)))
+        elif op == Op.AFFINE:
+            self.cb[nid] = self.cb[n.inputs[0]]
+            y = self.emit(relax.op.multiply(ins[0], self.per_channel(nid, np.asarray(n.attrs["scale"]))))
+            self.val[nid] = self.emit(relax.op.add(y, self.per_channel(nid, np.asarray(n.attrs["bias"]))))
+        elif op == Op.RELU:
+            self.cb[nid] = self.cb[n.inputs[0]]
+            self.val[nid] = self.emit(relax.op.nn.relu(ins[0]))
+        elif op == Op.ADD:
+            a, b = n.inputs
+            if self.cb[a] != self.cb[b]:
+                raise LoweringError(f"add at {n.source or nid}: operands in layouts c{self.cb[a]} and c{self.cb[b]}")
+            self.cb[nid] = self.cb[a]
+            self.val[nid] = self.emit(relax.op.add(ins[0], ins[1]))
+        elif op == Op.MAXPOOL2D:
+            cb = self.cb[nid] = self.cb[n.inputs[0]]
+            self.val[nid] = self.emit(relax.op.nn.max_pool2d(
+                ins[0], n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"], layout=f"NCHW{cb}c"))
+        elif op == Op.GLOBAL_AVGPOOL:
+            y = self.emit(relax.op.mean(ins[0], axis=[2, 3]))
+            self.val[nid] = self.emit(relax.op.reshape(y, (self.n, n.shape[1])))
+            self.cb[nid] = 0
+        elif op == Op.DENSE:
+            if self.cb[n.inputs[0]]:
+                raise LoweringError(f"dense at {n.source or nid} needs a 2-D input")
+            w = relax.const(np.ascontiguousarray(np.asarray(n.attrs["weight"]).T))
+            y = self.emit(relax.op.matmul(ins[0], w))
+            b = n.attr("bias")
+            self.val[nid] = self.emit(relax.op.add(y, relax.const(np.asarray(b).reshape(1, -1)))) if b is not None else y
+            self.cb[nid] = 0
+        else:
+            raise LoweringError(f"no lowering for op {op} at {n.source or nid}")
+
+    def output(self, nid: str) -> relax.Expr:
+        v, cb, node = self.val[nid], self.cb[nid], self.g[nid]
+        if cb:  # back to NCHW
+            _, c, h, w = node.shape
+            v = self.emit(relax.op.permute_dims(v, [0, 1, 4, 2, 3]))
+            v = self.emit(relax.op.reshape(v, (self.n, c, h, w)))
+        return v
+
+
+def to_relax(graphs: dict[str, Graph]) -> tvm.IRModule:
+    """One Relax function per mode graph; each takes the batch size symbolically."""
+    bb = relax.BlockBuilder()
+    for mode, g in graphs.items():
+        x_node = next(g[i] for i, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x") \
+            if any(n.op == Op.INPUT and n.attrs["name"] == "x" for _, n in g.items()) else None
+        if x_node is None:
+            raise LoweringError(f"{mode} graph has no image input")
+        nvar = tir.Var("n", "int64")
+        x = relax.Var("x", relax.TensorType((nvar,) + tuple(x_node.shape[1:]), "float32"))
+        params = [x]
+        m = None
+        if mode == "mixed":
+            m = relax.Var("modality", relax.TensorType((nvar,), "int32"))
+            params.append(m)
+        with bb.function(mode, params):
+            with bb.dataflow():
+                low = _Lowerer(bb, g, x, m, nvar)
+                for nid in g.topo():
+                    low.lower(nid)
+                if len(g.outputs) != 1:
+                    raise LoweringError(f"{mode} graph has {len(g.outputs)} outputs; expected one")
+                out = bb.emit_output(low.output(g.outputs[0]))
+            bb.emit_func_output(out)
+    return bb.get()

@@ -1,0 +1,1 @@
+"""IR passes, one per file, run in the explicit per-mode pipeline of `pipeline.py`."""

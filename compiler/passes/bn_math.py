@@ -1,0 +1,30 @@
+"""Pure maths of BatchNorm folding (numpy in, numpy out); the passes only wire these."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def bn_affine(gamma, beta, mean, var, eps):
+    """BN(x) = x * scale + shift, computed in float64 and returned as float32."""
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    shift = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def fold_affine_into_conv(weight, bias, scale, shift):
+    """conv(x, W, b) * s + t == conv(x, W * s[o], b * s + t); W is (O, I, kh, kw)."""
+    w = np.asarray(weight, np.float64) * np.asarray(scale, np.float64)[:, None, None, None]
+    b = np.zeros(weight.shape[0]) if bias is None else np.asarray(bias, np.float64)
+    return w.astype(np.float32), (b * scale + shift).astype(np.float32)
+
+
+def fold_affine_into_dense(weight, bias, scale, shift):
+    """dense(x * s + t, W, b) == dense(x, W * s[i], W @ t + b); W is (O, I)."""
+    w = np.asarray(weight, np.float64)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
+    return (w * np.asarray(scale, np.float64)[None, :]).astype(np.float32), (w @ shift + b).astype(np.float32)
+
+
+def bn_params_affine(params, eps, key):
+    gamma, beta, mean, var = params[key]
+    return bn_affine(gamma, beta, mean, var, eps)

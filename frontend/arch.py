@@ -1,0 +1,133 @@
+"""Architecture specs: which BatchNorms are split by modality (CM-NAS's search space).
+
+The split vector follows CM-NAS's order: the stem BN, then per stage the downsample BN
+first, then each block's BNs (bn1, bn2[, bn3]). 0 = split (visible BN + infrared BN),
+1 = shared. ResNet-50 has 53 entries, ResNet-18 has 20.
+"""
+from __future__ import annotations
+
+import json
+import random as _random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# depth -> (block kind, blocks per stage)
+DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+STAGE_WIDTHS = (64, 128, 256, 512)
+SPEC_VERSION = 1
+
+
+class ArchError(ValueError):
+    """An architecture spec that does not describe a supported network."""
+
+
+def bn_names(depth: int) -> list[str]:
+    """Module paths of the switchable BNs, in CM-NAS's split-vector order."""
+    kind, blocks = DEPTHS[depth]
+    per_block = ("bn1", "bn2") if kind == "basic" else ("bn1", "bn2", "bn3")
+    expansion = 1 if kind == "basic" else 4
+    names = ["bn1"]
+    in_ch = 64
+    for stage, n in enumerate(blocks):
+        out_ch = STAGE_WIDTHS[stage] * expansion
+        stride = 1 if stage in (0, 3) else 2  # last stride 1 (ReID convention)
+        if stride != 1 or in_ch != out_ch:
+            names.append(f"layer{stage + 1}.0.downsample.1")
+        for b in range(n):
+            names.extend(f"layer{stage + 1}.{b}.{bn}" for bn in per_block)
+        in_ch = out_ch
+    return names
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What a checkpoint's weights mean: the network, its BN split vector and its input."""
+
+    depth: int
+    split: tuple[int, ...]
+    input_size: tuple[int, int] = (256, 128)
+    num_classes: int = 395
+    family: str = "cmnas"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.depth not in DEPTHS:
+            raise ArchError(f"unsupported ResNet depth {self.depth}; supported: {sorted(DEPTHS)}")
+        n = len(bn_names(self.depth))
+        if len(self.split) != n:
+            raise ArchError(
+                f"split vector has {len(self.split)} entries but ResNet-{self.depth} has {n} BatchNorms")
+        bad = [i for i, v in enumerate(self.split) if v not in (0, 1)]
+        if bad:
+            raise ArchError(f"split vector entry {bad[0]} is {self.split[bad[0]]!r}; entries must be 0 (split) or 1 (shared)")
+        h, w = self.input_size
+        if h < 32 or w < 32 or h % 32 or w % 32:
+            raise ArchError(f"input size {h}x{w} must be multiples of 32, at least 32x32")
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}-resnet{self.depth}"
+
+    def split_of(self) -> dict[str, bool]:
+        """BN module path -> True when that BN is split by modality."""
+        return {n: v == 0 for n, v in zip(bn_names(self.depth), self.split)}
+
+    def to_json(self) -> dict:
+        return {"version": SPEC_VERSION, "family": self.family, "depth": self.depth,
+                "split": list(self.split), "input_size": list(self.input_size),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_json(cls, d: dict, source: str = "spec") -> "ArchSpec":
+        try:
+            if d.get("version", SPEC_VERSION) != SPEC_VERSION:
+                raise ArchError(f"{source}: spec version {d['version']} is not supported (expected {SPEC_VERSION})")
+            return cls(depth=int(d["depth"]), split=tuple(int(v) for v in d["split"]),
+                       input_size=tuple(int(v) for v in d.get("input_size", (256, 128))),
+                       num_classes=int(d.get("num_classes", 395)), family=str(d.get("family", "cmnas")))
+        except ArchError as e:
+            raise ArchError(f"{source}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArchError(f"{source}: malformed architecture spec ({e!r})") from None
+
+
+def parse_split(text: str, depth: int) -> tuple[int, ...]:
+    """`all-split`, `all-shared`, `random:SEED`, or an explicit `0 1 1 ...` / `0,1,1` list."""
+    n = len(bn_names(depth))
+    text = text.strip()
+    if text == "all-split":
+        return (0,) * n
+    if text == "all-shared":
+        return (1,) * n
+    if text.startswith("random:"):
+        try:
+            seed = int(text.split(":", 1)[1])
+        except ValueError:
+            raise ArchError(f"bad split {text!r}: expected random:<integer seed>") from None
+        rng = _random.Random(seed)
+        return tuple(rng.randint(0, 1) for _ in range(n))
+    try:
+        return tuple(int(t) for t in text.replace(",", " ").split())
+    except ValueError:
+        raise ArchError(f"bad split {text!r}: expected all-split, all-shared, random:SEED or a list of 0/1") from None
+
+
+def read_cmnas_config(path: str | Path) -> tuple[int, ...]:
+    """CM-NAS's `config.cfg`: one line of space-separated ints (0 = split, 1 = shared)."""
+    p = Path(path)
+    try:
+        line = p.read_text().strip().splitlines()[0]
+        return tuple(int(t) for t in line.split())
+    except (OSError, IndexError, ValueError) as e:
+        raise ArchError(f"{p}: not a CM-NAS config.cfg (one line of space-separated 0/1): {e}") from None
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArchError(f"{p}: cannot read architecture spec: {e}") from None
+    if not isinstance(d, dict):
+        raise ArchError(f"{p}: architecture spec must be a JSON object")
+    return ArchSpec.from_json(d, source=str(p))

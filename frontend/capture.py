@@ -1,0 +1,244 @@
+"""Capture a PyTorch model (an nn.Module, or a torch.export program saved as .pt2) into reidc's IR.
+
+nn.Modules are traced with torch.fx, keeping `SwitchableBN` as one leaf so each BN becomes one
+IR `batch_norm` node tagged shared or split. `.pt2` programs are read at the ATen level.
+Anything outside the supported op set is an error naming the op and its module path.
+"""
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from compiler.ir import Graph, Node, Op, verify
+from compiler.ir.shapes import infer
+
+from .models import SwitchableBN
+
+
+class CaptureError(ValueError):
+    """The model uses something reidc cannot compile."""
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def _bn_params(bn) -> tuple:
+    c = bn.num_features
+    gamma = bn.weight if bn.weight is not None else torch.ones(c)
+    beta = bn.bias if bn.bias is not None else torch.zeros(c)
+    return tuple(_np(t) for t in (gamma, beta, bn.running_mean, bn.running_var))
+
+
+class _Builder:
+    """Adds IR nodes with inferred shapes; keeps names unique and ordered."""
+
+    def __init__(self, name):
+        self.g = Graph(name)
+        self.k = 0
+
+    def add(self, base, op, inputs, attrs=None, source="", modality="any", shape=None, dtype="float32"):
+        attrs = attrs or {}
+        if shape is None:
+            shape = infer(op, [self.g[i].shape for i in inputs], attrs)
+        nid = self.g.fresh_id(base.replace(".", "_") or str(op))
+        self.g.add(nid, Node(op, inputs, shape, dtype, attrs, source, modality))
+        self.g.g.nodes[nid]["order"] = self.k
+        self.k += 1
+        return nid
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _conv_attrs(weight, bias, stride, padding, dilation, groups, where):
+    if tuple(_pair(dilation)) != (1, 1) or groups != 1:
+        raise CaptureError(f"unsupported op conv2d with dilation={dilation} groups={groups} at {where}")
+    if isinstance(padding, str):
+        raise CaptureError(f"unsupported op conv2d with padding={padding!r} at {where}")
+    a = {"weight": _np(weight), "stride": _pair(stride), "padding": _pair(padding)}
+    if bias is not None:
+        a["bias"] = _np(bias)
+    return a
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, SwitchableBN) or super().is_leaf_module(m, qualname)
+
+
+def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: str = "model") -> Graph:
+    """Trace `model(x, modality)` (eval mode) into IR. input_shape is (C, H, W)."""
+    model = model.eval()
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # fx raises many kinds of errors for untraceable code
+        raise CaptureError(f"cannot trace {type(model).__name__}: {e}") from None
+    b = _Builder(name)
+    env: dict[str, str] = {}
+    mods = dict(model.named_modules())
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for i, p in enumerate(placeholders):
+        if i == 0:
+            env[p.name] = b.add("x", Op.INPUT, [], {"name": "x"}, shape=("N",) + tuple(input_shape))
+        elif i == 1:
+            env[p.name] = b.add("modality", Op.INPUT, [], {"name": "modality"}, shape=("N",), dtype="int32")
+        else:
+            raise CaptureError(f"model takes an unexpected input {p.name!r}")
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            b.g.outputs = [env[n.args[0].name]]
+            continue
+        args = [env.get(a.name) if isinstance(a, fx.Node) else a for a in n.args]
+        where = n.target if n.op == "call_module" else n.name
+        if n.op == "call_module":
+            m = mods[n.target]
+            x = args[0]
+            if isinstance(m, nn.Conv2d):
+                env[n.name] = b.add(n.target, Op.CONV2D, [x], _conv_attrs(
+                    m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
+            elif isinstance(m, SwitchableBN):
+                if m.split:
+                    params = {"visible": _bn_params(m.visible_bn), "infrared": _bn_params(m.thermal_bn)}
+                    env[n.name] = b.add(n.target, Op.BATCH_NORM, [x, args[1]],
+                                        {"eps": m.visible_bn.eps, "params": params}, n.target, "split")
+                else:
+                    env[n.name] = b.add(n.target, Op.BATCH_NORM, [x],
+                                        {"eps": m.sharable_bn.eps, "params": {"shared": _bn_params(m.sharable_bn)}},
+                                        n.target, "shared")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                env[n.name] = b.add(n.target, Op.BATCH_NORM, [x], {"eps": m.eps, "params": {"shared": _bn_params(m)}},
+                                    n.target, "shared")
+            elif isinstance(m, nn.ReLU):
+                env[n.name] = b.add(n.target, Op.RELU, [x], source=n.target)
+            elif isinstance(m, nn.MaxPool2d):
+                if _pair(m.dilation) != (1, 1) or m.ceil_mode:
+                    raise CaptureError(f"unsupported op max_pool2d with dilation/ceil_mode at {n.target}")
+                env[n.name] = b.add(n.target, Op.MAXPOOL2D, [x], {"kernel": _pair(m.kernel_size),
+                                    "stride": _pair(m.stride or m.kernel_size), "padding": _pair(m.padding)}, n.target)
+            elif isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) == (1, 1):
+                env[n.name] = b.add(n.target, Op.GLOBAL_AVGPOOL, [x], source=n.target)
+            elif isinstance(m, nn.Linear):
+                a = {"weight": _np(m.weight)}
+                if m.bias is not None:
+                    a["bias"] = _np(m.bias)
+                env[n.name] = b.add(n.target, Op.DENSE, [x], a, n.target)
+            else:
+                raise CaptureError(f"unsupported op {type(m).__name__} at module {n.target}")
+        elif n.op == "call_function" and n.target in (operator.add, torch.add):
+            env[n.name] = b.add(n.name, Op.ADD, args[:2])
+        elif n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu):
+            env[n.name] = b.add(n.name, Op.RELU, [args[0]])
+        elif (n.op == "call_function" and n.target is torch.flatten) or (n.op == "call_method" and n.target == "flatten"):
+            env[n.name] = _flatten(b, args[0], where)
+        else:
+            raise CaptureError(f"unsupported op {n.target} ({n.op}) at {where}")
+    return verify(b.g)
+
+
+def _flatten(b: _Builder, x: str, where: str) -> str:
+    """global_avgpool already yields (N, C): flattening it is the identity; nothing else is supported."""
+    if len(b.g[x].shape) == 2:
+        return x
+    raise CaptureError(f"unsupported op flatten of a {len(b.g[x].shape)}-D tensor at {where}")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.export programs (.pt2), ATen level
+
+_aten = torch.ops.aten
+
+
+def capture_exported(path: str | Path, name: str | None = None) -> Graph:
+    """Load a `torch.export.save`d program (no pickle of code) and convert its ATen graph."""
+    path = Path(path)
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # corrupt zip, version mismatch, ...
+        raise CaptureError(f"{path}: cannot load torch.export program: {str(e).splitlines()[0] if str(e) else e!r}") from None
+    return capture_program(ep, name or path.stem)
+
+
+def _where(n: fx.Node) -> str:
+    stack = n.meta.get("nn_module_stack") or {}
+    return (list(stack.values())[-1][0] if stack else "") or n.name
+
+
+def capture_program(ep, name: str = "model") -> Graph:
+    sig = ep.graph_signature
+    consts = {**{k: v for k, v in ep.state_dict.items()}, **dict(getattr(ep, "constants", {}) or {})}
+    p2t = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
+           **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
+    b = _Builder(name)
+    env: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    user_inputs = list(sig.user_inputs)
+    if len(user_inputs) != 1:
+        raise CaptureError(f"{name}: the program takes {len(user_inputs)} inputs; reidc expects one image tensor")
+    for n in ep.graph.nodes:
+        if n.op == "placeholder":
+            if n.name in p2t:
+                tensors[n.name] = consts[p2t[n.name]]
+            else:
+                shape = tuple(n.meta["val"].shape)
+                if len(shape) != 4:
+                    raise CaptureError(f"{name}: input {n.name} has shape {shape}; expected NCHW images")
+                env[n.name] = b.add("x", Op.INPUT, [], {"name": "x"}, shape=("N",) + tuple(int(d) for d in shape[1:]))
+            continue
+        if n.op == "output":
+            outs = [a for a in n.args[0] if a is not None]
+            b.g.outputs = [env[o.name] for o in outs[:1]]
+            continue
+        t, a, where = n.target, n.args, _where(n)
+        T = lambda v: tensors[v.name] if isinstance(v, fx.Node) and v.name in tensors else None  # noqa: E731
+        X = lambda v: env[v.name]  # noqa: E731
+        if t in (_aten.conv2d.default, _aten.convolution.default):
+            if t == _aten.convolution.default and a[6]:
+                raise CaptureError(f"unsupported op transposed convolution at {where}")
+            stride, pad, dil = (a[3:6] if len(a) > 5 else (a[3] if len(a) > 3 else 1, a[4] if len(a) > 4 else 0, 1))
+            groups = a[8] if t == _aten.convolution.default else (a[6] if len(a) > 6 else 1)
+            env[n.name] = b.add(where, Op.CONV2D, [X(a[0])], _conv_attrs(
+                T(a[1]), T(a[2]) if len(a) > 2 else None, stride, pad, dil, groups, where), where)
+        elif t in (_aten._native_batch_norm_legit_no_training.default, _aten.batch_norm.default):
+            w, bias, mean, var = (T(v) for v in a[1:5])
+            eps = a[-1] if t == _aten._native_batch_norm_legit_no_training.default else a[7]
+            c = mean.shape[0]
+            params = tuple(_np(v) for v in (w if w is not None else torch.ones(c),
+                                            bias if bias is not None else torch.zeros(c), mean, var))
+            env[n.name] = b.add(where, Op.BATCH_NORM, [X(a[0])], {"eps": float(eps), "params": {"shared": params}},
+                                where, "shared")
+        elif t == operator.getitem:
+            if a[1] != 0:
+                raise CaptureError(f"unsupported use of output {a[1]} of {a[0].target} at {where}")
+            env[n.name] = env[a[0].name]
+        elif t in (_aten.relu.default, _aten.relu_.default):
+            env[n.name] = b.add(where, Op.RELU, [X(a[0])], source=where)
+        elif t in (_aten.add.Tensor, _aten.add_.Tensor) and all(isinstance(v, fx.Node) for v in a[:2]):
+            env[n.name] = b.add(n.name, Op.ADD, [X(a[0]), X(a[1])], source=where)
+        elif t in (_aten.max_pool2d.default, _aten.max_pool2d_with_indices.default):
+            k = _pair(a[1]); s = _pair(a[2]) if len(a) > 2 and a[2] else k
+            p = _pair(a[3]) if len(a) > 3 else (0, 0)
+            if (len(a) > 4 and _pair(a[4]) != (1, 1)) or (len(a) > 5 and a[5]):
+                raise CaptureError(f"unsupported op max_pool2d with dilation/ceil_mode at {where}")
+            env[n.name] = b.add(where, Op.MAXPOOL2D, [X(a[0])], {"kernel": k, "stride": s, "padding": p}, where)
+        elif (t == _aten.adaptive_avg_pool2d.default and _pair(a[1]) == (1, 1)) or (
+                t == _aten.mean.dim and sorted(d % 4 for d in a[1]) == [2, 3]):
+            env[n.name] = b.add(where, Op.GLOBAL_AVGPOOL, [X(a[0])], source=where)
+        elif t in (_aten.flatten.using_ints, _aten.view.default, _aten.reshape.default, _aten._unsafe_view.default):
+            env[n.name] = _flatten(b, X(a[0]), where)
+        elif t == _aten.linear.default:
+            attrs = {"weight": _np(T(a[1]))}
+            if len(a) > 2 and a[2] is not None:
+                attrs["bias"] = _np(T(a[2]))
+            env[n.name] = b.add(where, Op.DENSE, [X(a[0])], attrs, where)
+        else:
+            raise CaptureError(f"unsupported op {t} at {where}")
+    return verify(b.g)

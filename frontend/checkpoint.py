@@ -1,0 +1,142 @@
+"""Safe checkpoint I/O. Checkpoints are untrusted: nothing is ever unpickled.
+
+A reidc checkpoint is a directory holding `model.safetensors` (weights) and `arch.json`
+(the `ArchSpec`). Also accepted: a `.safetensors` file or a weights-only torch file
+(`.pt`/`.pth`, loaded with `weights_only=True`) plus a spec from `arch=` (reidc's JSON spec)
+or `split_config=` (CM-NAS's `config.cfg`). State dicts whose keys carry prefixes such as
+`module.` or `base_resnet.base.` (as CM-NAS saves them) load by unique key suffix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
+from .models import CMNASResNet, build_model
+
+WEIGHTS, SPEC = "model.safetensors", "arch.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely or does not fit its architecture."""
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors "
+                              f"(weights_only=True rejected it: {first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated torch file ({str(e).splitlines()[0]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state_dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def _match_keys(model_keys: list[str], ckpt: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys onto model keys: exact, else by a unique dotted suffix."""
+    if all(k in ckpt for k in model_keys):
+        return {k: ckpt[k] for k in model_keys}
+    by_suffix: dict[str, list[str]] = {}
+    for ck in ckpt:
+        parts = ck.split(".")
+        for i in range(len(parts)):
+            by_suffix.setdefault(".".join(parts[i:]), []).append(ck)
+    out = {}
+    for k in model_keys:
+        if k in ckpt:
+            out[k] = ckpt[k]
+            continue
+        cands = by_suffix.get(k, [])
+        if len(cands) == 1:
+            out[k] = ckpt[cands[0]]
+        elif len(cands) > 1:
+            raise CheckpointError(f"{source}: key {k!r} is ambiguous in the checkpoint: {cands[:3]}")
+    return out
+
+
+def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Strictly load: every parameter and BN statistic must be present with the right shape."""
+    want = model.state_dict()
+    required = [k for k in want if not k.endswith("num_batches_tracked") and not k.startswith("classifier.")]
+    got = _match_keys(list(want), weights, source)
+    missing = [k for k in required if k not in got]
+    if missing:
+        raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {len(missing)} tensors missing, "
+                              f"first {missing[0]!r}")
+    for k, v in got.items():
+        if tuple(v.shape) != tuple(want[k].shape):
+            raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {k!r} has shape "
+                                  f"{tuple(v.shape)}, the architecture needs {tuple(want[k].shape)}")
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{source}: tensor {k!r} holds NaN or Inf")
+    model.load_state_dict({k: v.to(want[k].dtype) for k, v in got.items()}, strict=False)
+
+
+def resolve_spec(path: Path, arch: str | Path | None = None, split_config: str | Path | None = None,
+                 depth: int | None = None) -> ArchSpec:
+    if arch is not None:
+        return load_spec(arch)
+    if split_config is not None:
+        split = read_cmnas_config(split_config)
+        if depth is None:
+            from .arch import DEPTHS, bn_names
+            depths = [d for d in DEPTHS if len(bn_names(d)) == len(split)]
+            if not depths:
+                raise ArchError(f"{split_config}: {len(split)} entries fit no supported ResNet")
+            depth = depths[-1]
+        return ArchSpec(depth=depth, split=split)
+    if path.is_dir():
+        return load_spec(path / SPEC)
+    raise ArchError(f"{path}: no architecture spec: pass a checkpoint directory with {SPEC}, "
+                    "or --arch SPEC.json, or --split-config config.cfg")
+
+
+def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None) -> CMNASResNet:
+    """Build the model described by the checkpoint and load its weights (eval mode)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    spec = resolve_spec(path, arch, split_config, depth)
+    wpath = path / WEIGHTS if path.is_dir() else path
+    model = build_model(spec)
+    load_weights_into(model, _read_weights(wpath), wpath)
+    return model.eval()
+
+
+def save_checkpoint(model: CMNASResNet, out_dir: str | Path) -> Path:
+    """Write `out_dir/{model.safetensors,arch.json}` atomically (temp dir, then rename)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "reidc", "model": model.spec.name})
+        (tmp / SPEC).write_text(json.dumps(model.spec.to_json(), indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

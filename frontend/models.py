@@ -1,0 +1,172 @@
+"""CM-NAS cross-modality ResNets (ResNet-18/34/50, last stride 1, BNNeck head) in PyTorch.
+
+Every BatchNorm2d of the backbone is a `SwitchableBN` holding a visible BN, an infrared
+("thermal") BN and a shared BN, with CM-NAS's attribute names. Modality codes: 0 visible,
+1 infrared. `forward(x, modality)` takes `"visible"`, `"infrared"` or an int tensor (N,)
+with one code per sample (a mixed batch). Inference returns the BNNeck feature.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .arch import DEPTHS, STAGE_WIDTHS, ArchSpec
+
+VISIBLE, INFRARED = 0, 1
+MODES = ("visible", "infrared", "mixed")
+
+
+class SwitchableBN(nn.Module):
+    """A BN that is either shared by both modalities or split into visible/infrared BNs."""
+
+    def __init__(self, channels: int, split: bool):
+        super().__init__()
+        self.split = split
+        self.visible_bn = nn.BatchNorm2d(channels)
+        self.thermal_bn = nn.BatchNorm2d(channels)
+        self.sharable_bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, modality) -> torch.Tensor:
+        if not self.split:
+            return self.sharable_bn(x)
+        if isinstance(modality, str):
+            return self.visible_bn(x) if modality == "visible" else self.thermal_bn(x)
+        if self.training:  # per-modality batch statistics, as CM-NAS trains
+            out = torch.empty_like(x)
+            for code, bn in ((VISIBLE, self.visible_bn), (INFRARED, self.thermal_bn)):
+                idx = (modality == code).nonzero(as_tuple=True)[0]
+                if idx.numel():
+                    out[idx] = bn(x[idx])
+            return out
+        sel = (modality == INFRARED).view(-1, 1, 1, 1)
+        return torch.where(sel, self.thermal_bn(x), self.visible_bn(x))
+
+    def extra_repr(self) -> str:
+        return f"split={self.split}"
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, width, stride, downsample, split_of, prefix):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride, 1, bias=False)
+        self.bn1 = SwitchableBN(width, split_of[f"{prefix}.bn1"])
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = SwitchableBN(width, split_of[f"{prefix}.bn2"])
+        self.relu = nn.ReLU(inplace=False)
+        self.downsample = downsample
+
+    def forward(self, x, m):
+        out = self.relu(self.bn1(self.conv1(x), m))
+        out = self.bn2(self.conv2(out), m)
+        idt = x if self.downsample is None else self.downsample(x, m)
+        return self.relu(out + idt)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, width, stride, downsample, split_of, prefix):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = SwitchableBN(width, split_of[f"{prefix}.bn1"])
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = SwitchableBN(width, split_of[f"{prefix}.bn2"])
+        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+        self.bn3 = SwitchableBN(width * 4, split_of[f"{prefix}.bn3"])
+        self.relu = nn.ReLU(inplace=False)
+        self.downsample = downsample
+
+    def forward(self, x, m):
+        out = self.relu(self.bn1(self.conv1(x), m))
+        out = self.relu(self.bn2(self.conv2(out), m))
+        out = self.bn3(self.conv3(out), m)
+        idt = x if self.downsample is None else self.downsample(x, m)
+        return self.relu(out + idt)
+
+
+class Downsample(nn.Module):
+    """1x1 strided conv + switchable BN; indices 0 and 1 keep torchvision's key names."""
+
+    def __init__(self, cin, cout, stride, split):
+        super().__init__()
+        self.add_module("0", nn.Conv2d(cin, cout, 1, stride, bias=False))
+        self.add_module("1", SwitchableBN(cout, split))
+
+    def forward(self, x, m):
+        return getattr(self, "1")(getattr(self, "0")(x), m)
+
+
+class Stage(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        for i, b in enumerate(blocks):
+            self.add_module(str(i), b)
+
+    def forward(self, x, m):
+        for b in self.children():
+            x = b(x, m)
+        return x
+
+
+class CMNASResNet(nn.Module):
+    """ResNet backbone with switchable BNs, last stride 1, and a BNNeck feature head."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        self.spec = spec
+        kind, blocks = DEPTHS[spec.depth]
+        block = BasicBlock if kind == "basic" else Bottleneck
+        split_of = spec.split_of()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = SwitchableBN(64, split_of["bn1"])
+        self.relu = nn.ReLU(inplace=False)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for s, n in enumerate(blocks):
+            width = STAGE_WIDTHS[s]
+            cout = width * block.expansion
+            stride = 1 if s in (0, 3) else 2
+            ds = None
+            if stride != 1 or cin != cout:
+                ds = Downsample(cin, cout, stride, split_of[f"layer{s + 1}.0.downsample.1"])
+            layers = []
+            for b in range(n):
+                layers.append(block(cin, width, stride if b == 0 else 1, ds if b == 0 else None,
+                                    split_of, f"layer{s + 1}.{b}"))
+                cin = cout
+            self.add_module(f"layer{s + 1}", Stage(layers))
+        self.feat_dim = cin
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bottleneck = nn.BatchNorm1d(cin)  # BNNeck
+        self.bottleneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(cin, spec.num_classes, bias=False)
+
+    def backbone(self, x, m):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x), m)))
+        for s in range(1, 5):
+            x = getattr(self, f"layer{s}")(x, m)
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: torch.Tensor, modality="visible") -> torch.Tensor:
+        """Inference: the BNNeck feature (N, feat_dim). Training: (feature, logits)."""
+        feat = self.bottleneck(self.backbone(x, modality))
+        if self.training:
+            return feat, self.classifier(feat)
+        return feat
+
+
+def build_model(spec: ArchSpec) -> CMNASResNet:
+    if spec.family != "cmnas":
+        raise ValueError(f"model family {spec.family!r} is not supported by this frontend")
+    return CMNASResNet(spec).eval()
+
+
+def modality_tensor(mode: str, n: int) -> torch.Tensor | str:
+    """The `modality` argument for a batch of n in a run mode; mixed alternates 0,1,0,1..."""
+    if mode in ("visible", "infrared"):
+        return mode
+    if mode == "mixed":
+        return torch.arange(n, dtype=torch.int32) % 2
+    raise ValueError(f"unknown modality mode {mode!r}; expected one of {MODES}")

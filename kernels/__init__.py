@@ -1,0 +1,1 @@
+"""reidc kernels: TE computes (pure, documented) and per-target schedules for TVM."""

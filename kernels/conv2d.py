@@ -1,0 +1,53 @@
+"""conv2d in a blocked channel layout (NCHW[x]c) and its x86 schedule.
+
+Layouts:
+  data    (N, C // cb, H, W, cb)                     cb: the producer's channel block
+  weight  (O // ob, C // cb, KH, KW, cb, ob)         packed at compile time by `pack_weight`
+  or per-modality weight (2, O // ob, C // cb, KH, KW, cb, ob) with an int32 modality (N,)
+  output  (N, O // ob, OH, OW, ob)
+The compute is plain TE; the schedule is a dlight rule that TVM applies after it has fused
+the conv with its elementwise epilogue (bias, per-sample affine, residual add, ReLU).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx as tir
+
+CONV_BLOCK = "reidc_conv2d_nchwc"
+PAD_BLOCK = "reidc_pad"
+
+
+def pack_weight(w: np.ndarray, cb: int, ob: int) -> np.ndarray:
+    """(O, C, KH, KW) -> (O//ob, C//cb, KH, KW, cb, ob); a leading modality axis is kept."""
+    lead = w.shape[:-4]
+    o, c, kh, kw = w.shape[-4:]
+    v = w.reshape(lead + (o // ob, ob, c // cb, cb, kh, kw))
+    k = len(lead)
+    perm = tuple(range(k)) + (k, k + 2, k + 4, k + 5, k + 3, k + 1)
+    return np.ascontiguousarray(v.transpose(perm))
+
+
+def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple,
+                 modality: te.Tensor | None = None) -> te.Tensor:
+    """Direct convolution; `modality` selects a per-sample weight set when weight is 7-D."""
+    n, cc, h, w, cb = data.shape
+    oc, _, kh, kw, _, ob = weight.shape[-6:]
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    if ph or pw:
+        src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
+            tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
+            tir.const(0.0, data.dtype)), name=PAD_BLOCK)
+    else:
+        src = data
+    ic = te.reduce_axis((0, cc * cb), "ic")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+
+    def wt(b, o, c, y, x, i, v):
+        return weight[o, c, y, x, i, v] if modality is None else weight[modality[b], o, c, y, x, i, v]
+
+    return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb] * wt(b, o, ic // cb, ry, rx, ic % cb, v),
+        axis=[ic, ry, rx]), name=CONV_BLOCK)

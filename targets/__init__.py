@@ -1,0 +1,4 @@
+"""Target presets as data: TVM target dicts plus what reidc's schedules need to know."""
+from .presets import PRESETS, TargetError, TargetPreset, get_target, host_features
+
+__all__ = ["PRESETS", "TargetError", "TargetPreset", "get_target", "host_features"]
