@@ -18,13 +18,15 @@ from .fold_modality_bn import fold_modality_bn
 from .fold_shared_bn import fold_shared_bn
 from .specialise_modality import specialise_modality
 
-MODES = ("visible", "infrared", "mixed")
+MODES = ("visible", "infrared", "mixed", "main")
 
 
 def passes_for(mode: str, mixed_strategy: str | None = None) -> list[tuple[str, callable]]:
     if mode in ("visible", "infrared"):
         first = [("specialise_modality", partial(specialise_modality, modality=mode))]
         middle = []
+    elif mode == "main":  # a modality-agnostic program (.pt2): nothing to specialise
+        first, middle = [], []
     elif mode == "mixed":
         first = []
         middle = [("fold_modality_bn", partial(fold_modality_bn, strategy=mixed_strategy))]

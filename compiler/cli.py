@@ -1,0 +1,207 @@
+"""The `reidc` command line. Thin: parses arguments and calls library functions."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import USER_ERRORS, ArtifactError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="reidc: compile person re-identification networks for real hardware.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Deterministic zoo checkpoints.")
+app.add_typer(zoo_app, name="zoo")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _progress(msg: str) -> None:
+    err.print(f"[dim]reidc:[/] {msg}", highlight=False)
+
+
+@zoo_app.command("list")
+def zoo_list():
+    """List zoo models."""
+    from frontend.zoo import ZOO
+    for name, depth in ZOO.items():
+        out.print(f"{name}  (ResNet-{depth}, switchable BNs, BNNeck, 256x128)")
+
+
+@zoo_app.command("export")
+def zoo_export(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resnet50"),
+               output: Path = typer.Option(..., "-o", "--output", help="checkpoint directory to write"),
+               split: str = typer.Option("all-split", help="all-split | all-shared | random:SEED | '0 1 ...'"),
+               split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg (overrides --split)"),
+               seed: int = typer.Option(0, help="seed for weights and BN statistics"),
+               input_size: str = typer.Option("256x128", help="HxW")):
+    """Write a deterministic checkpoint (seeded weights and BN statistics; no downloads)."""
+    from frontend.arch import read_cmnas_config
+    from frontend.checkpoint import save_checkpoint
+    from frontend.zoo import zoo_model
+    try:
+        if split_config is not None:
+            split = " ".join(map(str, read_cmnas_config(split_config)))
+        h, w = (int(v) for v in input_size.lower().split("x"))
+        model = zoo_model(name, split, seed, (h, w))
+        save_checkpoint(model, output)
+    except KeyError as e:
+        _fail(ValueError(e.args[0]))
+    except (ValueError,) + USER_ERRORS as e:
+        _fail(e)
+    out.print(f"wrote {output} ({model.spec.name}, {sum(1 - s for s in model.spec.split)} of "
+              f"{len(model.spec.split)} BNs split)")
+
+
+@app.command()
+def targets():
+    """List target presets and what each enables."""
+    from targets import PRESETS, get_target
+    t = Table("name", "TVM target", "SIMD", "enables", "runs here")
+    for p in [get_target("host"), *PRESETS.values()]:
+        missing = p.missing_on_host()
+        t.add_row(p.name, json.dumps(p.tvm), f"{p.vector_bits}-bit", ", ".join(p.features),
+                  "yes" if not missing else "no (lacks " + ", ".join(missing) + ")")
+    out.print(t)
+
+
+@app.command("compile")
+def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .safetensors/.pt file, or .pt2 program"),
+                output: Path = typer.Option(..., "-o", "--output", help="artifact directory"),
+                target: str = typer.Option("host", help="preset name (see `reidc targets`) or TVM target JSON"),
+                arch: Optional[Path] = typer.Option(None, help="architecture spec JSON for a bare weights file"),
+                split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg for a bare weights file"),
+                dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
+                mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
+                verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)")):
+    """Compile a checkpoint for a target; the artifact is written only after it verifies."""
+    from .compile import CompileOptions, compile_checkpoint
+    if mixed_strategy not in ("auto", "affine", "weights"):
+        _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
+    opts = CompileOptions(target=target, arch=arch, split_config=split_config, dump_ir=dump_ir,
+                          mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy,
+                          verify=verify, progress=_progress)
+    try:
+        man = compile_checkpoint(checkpoint, output, opts)
+    except USER_ERRORS as e:
+        _fail(e)
+    v = man["verification"]
+    errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
+    out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['build_seconds']} s -> {output}; "
+              f"verification {v['status']}" + (f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else ""))
+
+
+def _load_compiled(artifact: Path):
+    from .runtime import Compiled
+    return Compiled(artifact)
+
+
+@app.command()
+def run(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
+        input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W) float32"),
+        modality: str = typer.Option("visible", help="visible | infrared | a .npy int vector (0 visible, 1 infrared)"),
+        output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
+    """Run a compiled model on images."""
+    import numpy as np
+    from .errors import InputError
+    try:
+        comp = _load_compiled(artifact)
+        try:
+            x = np.load(input, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{input}: cannot read as .npy: {e}") from None
+        m = modality
+        if modality.endswith(".npy"):
+            try:
+                m = np.load(modality, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise InputError(f"{modality}: cannot read as .npy: {e}") from None
+        feats = comp.run(x, m)
+    except USER_ERRORS as e:
+        _fail(e)
+    tmp = output.with_name(output.name + ".partial.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, output)
+    out.print(f"wrote {output}: features {tuple(feats.shape)}")
+
+
+@app.command("bench")
+def bench_cmd(artifact: Path = typer.Argument(...),
+              batch: List[int] = typer.Option([1, 16], "--batch", help="batch sizes (repeatable)"),
+              mode: List[str] = typer.Option(["visible", "mixed"], "--mode", help="modality modes (repeatable)"),
+              checkpoint: Optional[Path] = typer.Option(None, help="the PyTorch side (default: the one compiled)"),
+              threads: int = typer.Option(2, help="threads for every runtime"),
+              repeat: int = typer.Option(5),
+              json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
+    """reidc vs PyTorch eager, torch.compile and ONNX Runtime, in this process."""
+    from .bench import bench
+    from .compile import CompileOptions, _digest, load_source
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        comp = _load_compiled(artifact)
+        ck = Path(checkpoint or comp.manifest["checkpoint"])
+        if not ck.exists():
+            raise ArtifactError(f"checkpoint {ck} is gone; pass --checkpoint")
+        if _digest(ck) != comp.manifest["checkpoint_sha256"]:
+            raise ArtifactError(f"{ck} is not the checkpoint {artifact} was compiled from (sha256 differs)")
+        model = load_source(ck, CompileOptions())[0]
+        rows = bench(comp, model, tuple(batch), tuple(mode), threads, repeat, progress=_progress)
+    except USER_ERRORS as e:
+        _fail(e)
+    t = Table("model", "batch", "modality", "reidc ms", "eager ms", "compile ms", "ORT ms",
+              "vs eager", "vs ORT", "max rel err")
+    for r in rows:
+        t.add_row(r["model"], str(r["batch"]), r["modality"], f"{r['reidc_ms']:.1f}", f"{r['torch_eager_ms']:.1f}",
+                  f"{r.get('torch_compile_ms', float('nan')):.1f}", f"{r.get('onnxruntime_ms', float('nan')):.1f}",
+                  f"{r['speedup_vs_torch_eager']:.2f}x", f"{r.get('speedup_vs_onnxruntime', float('nan')):.2f}x",
+                  f"{r['max_rel_err']:.1e}")
+    out.print(t)
+    if json_out:
+        tmp = json_out.with_name(json_out.name + ".partial")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        os.replace(tmp, json_out)
+
+
+@app.command()
+def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
+         workdir: Path = typer.Option(Path("demo"), help="where the checkpoint and artifact go")):
+    """The main job on the embedded default: export, compile for this machine, verify, compare with PyTorch."""
+    from frontend.checkpoint import save_checkpoint
+    from frontend.zoo import zoo_model
+    from .bench import bench
+    from .compile import CompileOptions, compile_checkpoint
+    from .runtime import Compiled
+    os.environ.setdefault("TVM_NUM_THREADS", "2")
+    ck = workdir / "ckpt"
+    _progress(f"exporting {model} (all-split) to {ck}")
+    torch_model = zoo_model(model, "all-split")
+    save_checkpoint(torch_model, ck)
+    try:
+        man = compile_checkpoint(ck, workdir / "build", CompileOptions(target="host", progress=_progress))
+    except USER_ERRORS as e:
+        _fail(e)
+    _progress("verified: " + ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items()))
+    rows = bench(Compiled(workdir / "build"), torch_model, (1,), ("visible",), 2, 5,
+                 runtimes=("torch_eager",), progress=_progress)
+    r = rows[0]
+    out.print(f"{model} at {man['input_shape'][1]}x{man['input_shape'][2]}, batch 1, 2 threads: reidc {r['reidc_ms']:.1f} ms, "
+              f"PyTorch eager {r['torch_eager_ms']:.1f} ms -> speedup {r['speedup_vs_torch_eager']:.2f}x "
+              f"(features agree to {r['max_rel_err']:.1e})")
+
+
+def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

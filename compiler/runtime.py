@@ -1,0 +1,75 @@
+"""Load an artifact directory and run it (validating inputs against its manifest)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError, InputError
+
+LIB, MANIFEST = "model.so", "manifest.json"
+
+
+def read_manifest(path: str | Path) -> dict:
+    p = Path(path)
+    if not (p / MANIFEST).is_file() or not (p / LIB).is_file():
+        raise ArtifactError(f"{p}: not a reidc artifact (needs {LIB} and {MANIFEST})")
+    try:
+        return json.loads((p / MANIFEST).read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{p / MANIFEST}: corrupt manifest: {e}") from None
+
+
+class Compiled:
+    """A compiled model: `run(x, "visible" | "infrared" | modality_vector)` -> features."""
+
+    def __init__(self, path: str | Path, exec_=None):
+        import tvm
+        from tvm import relax
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        if self.manifest.get("tvm_version") != tvm.__version__:
+            raise ArtifactError(f"{self.path}: built with TVM {self.manifest.get('tvm_version')}, "
+                                f"this is TVM {tvm.__version__}")
+        ex = exec_ if exec_ is not None else tvm.runtime.load_module(str(self.path / LIB))
+        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+        self.input_shape = tuple(self.manifest["input_shape"])
+        self.modes = tuple(self.manifest["modes"])
+        self._tvm = tvm
+
+    def check(self, x: np.ndarray, modality) -> tuple[np.ndarray, str, np.ndarray | None]:
+        x = np.asarray(x)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise InputError(f"input has shape {tuple(x.shape)}; this artifact takes (N, "
+                             f"{', '.join(map(str, self.input_shape))}) float32 images")
+        if x.shape[0] < 1:
+            raise InputError("input batch is empty")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if "main" in self.modes:
+            return x, "main", None
+        if isinstance(modality, str):
+            if modality not in ("visible", "infrared"):
+                raise InputError(f"modality {modality!r}: expected visible, infrared or a per-sample vector")
+            return x, modality, None
+        m = np.asarray(modality)
+        if m.shape != (x.shape[0],) or not np.isin(m, (0, 1)).all():
+            raise InputError(f"modality vector must hold {x.shape[0]} values of 0 (visible) or 1 (infrared); "
+                             f"got shape {m.shape}")
+        return x, "mixed", np.ascontiguousarray(m, dtype=np.int32)
+
+    def args(self, x, modality):
+        x, mode, m = self.check(x, modality)
+        a = [self._tvm.runtime.tensor(x)]
+        if m is not None:
+            a.append(self._tvm.runtime.tensor(m))
+        return mode, a
+
+    def run(self, x: np.ndarray, modality="visible") -> np.ndarray:
+        mode, a = self.args(x, modality)
+        return self.vm[mode](*a).numpy()
+
+    def time_ms(self, x, modality, number: int = 5, repeat: int = 3) -> float:
+        mode, a = self.args(x, modality)
+        f = self.vm.time_evaluator(mode, self._tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=0)
+        return min(f(*a).results) * 1e3
