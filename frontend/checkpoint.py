@@ -38,10 +38,15 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":
+        raise CheckpointError(f"{path}: corrupt or truncated torch file (neither a torch zip archive nor a pickle)")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()), lines[0] if lines else "unsafe pickle")
         raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors "
                               f"(weights_only=True rejected it: {first})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
@@ -54,25 +59,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _match_keys(model_keys: list[str], ckpt: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
-    """Map checkpoint keys onto model keys: exact, else by a unique dotted suffix."""
-    if all(k in ckpt for k in model_keys):
-        return {k: ckpt[k] for k in model_keys}
-    by_suffix: dict[str, list[str]] = {}
-    for ck in ckpt:
-        parts = ck.split(".")
-        for i in range(len(parts)):
-            by_suffix.setdefault(".".join(parts[i:]), []).append(ck)
-    out = {}
-    for k in model_keys:
-        if k in ckpt:
-            out[k] = ckpt[k]
-            continue
-        cands = by_suffix.get(k, [])
-        if len(cands) == 1:
-            out[k] = ckpt[cands[0]]
-        elif len(cands) > 1:
-            raise CheckpointError(f"{source}: key {k!r} is ambiguous in the checkpoint: {cands[:3]}")
-    return out
+    """Map checkpoint keys onto model keys under the one key prefix (e.g. `module.base_resnet.base.`)
+    that explains the most of them; CM-NAS saves its backbone under such prefixes."""
+    anchor = model_keys[0]
+    prefixes = {k[: len(k) - len(anchor)] for k in ckpt if k.endswith(anchor)} or {""}
+    best = max(sorted(prefixes), key=lambda p: sum(p + k in ckpt for k in model_keys))
+    return {k: ckpt[best + k] for k in model_keys if best + k in ckpt}
 
 
 def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], source: Path) -> None:
