@@ -59,8 +59,13 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     if ckpt.suffix == ".pt2":
         import torch
         g = capture_exported(ckpt)
-        module = torch.export.load(str(ckpt)).module()
-        facts = {"model": ckpt.stem, "family": "torch.export", "arch": None}
+        ep = torch.export.load(str(ckpt))
+        module = ep.module()
+        example = next(n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"
+                       and n.name in ep.graph_signature.user_inputs)
+        # the program's guards may pin the batch size: verify at the batch it was exported with
+        batch = example.shape[0] if isinstance(example.shape[0], int) else None
+        facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch}
         return module, g, ("main",), facts
     model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config)
     spec = model.spec
@@ -138,7 +143,8 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
               "max_rel_err": {}}
     for mode in modes:
         say(f"verifying the {mode} entry against PyTorch")
-        x, m = seeded_inputs(shape, opts.verify_batch, mode, opts.seed)
+        batch = manifest.get("export_batch") or opts.verify_batch
+        x, m = seeded_inputs(shape, batch, mode, opts.seed)
         ref = torch_forward(module, x, mode, m)
         got = compiled.run(x, m if mode == "mixed" else mode)
         err = rel_err(got, ref)
