@@ -34,9 +34,12 @@ class Conv2dNCHWc(dl.ScheduleRule):
     """Output-stationary direct conv: parallel over (n, oc-block, row), a register tile of
     `reg_w` output pixels x `ob` channels, reduction loops outside, channel lanes vectorised."""
 
-    def __init__(self, vector_lanes: int = 8, accumulators: int = 12):
+    def __init__(self, vector_lanes: int = 8, accumulators: int = 12, acc_bytes: int = 16384,
+                 weight_bytes: int = 16384):
         self.lanes = vector_lanes
         self.accumulators = accumulators
+        self.acc_bytes = acc_bytes
+        self.weight_bytes = weight_bytes
 
     def is_target_available(self, target: Target) -> bool:
         return target.kind.name == "llvm"
@@ -71,30 +74,35 @@ class Conv2dNCHWc(dl.ScheduleRule):
         ow = _extent(sch, w)
         if ob is None or ow is None:
             return None
+        oh = _extent(sch, h)
+        kh, kw, cin, cb = _conv_dims(sch)
         vecs_per_pixel = max(1, ob // self.lanes)
         reg_w = _largest_divisor_at_most(ow, max(1, self.accumulators // vecs_per_pixel))
-        wo, wi = sch.split(w, [None, reg_w])
-        outer = sch.fuse(n, o, h)
+        # rows per task: the accumulator block (rows x OW x ob floats) stays within L1
+        rows = _largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4))) if oh else 1
+        # input-channel chunk: its weights (chunk x kh x kw x ob floats) stay within L1
+        chunks = max(1, cin // cb)
+        per_chunk = _largest_divisor_at_most(chunks, max(1, self.weight_bytes // (cb * kh * kw * ob * 4)))
+        ho, hi = sch.split(h, [None, rows])
+        outer = sch.fuse(n, o, ho)
         sch.parallel(outer)
+        wo, wi = sch.split(w, [None, reg_w])
         sch.vectorize(v)
-        sch.compute_at(conv, wo)
+        sch.compute_at(conv, outer)
         sch.set_scope(conv, 0, "local")
-        cl = sch.get_loops(conv)[2:]  # loops of extent 1 vanish under compute_at
-        if reg_w > 1:
-            cwi, cv = cl[0], cl[1]
-            reds = cl[2:]
-        else:
-            cwi, cv = None, cl[0]
-            reds = cl[1:]
-        ic, rest = reds[0], reds[1:]
-        cb = _ic_block(sch, func)
-        ico, ici = sch.split(ic, [None, cb])
-        order = [ico, *rest, ici] + ([cwi] if cwi is not None else []) + [cv]
+        cl = sch.get_loops(conv)[1:]  # loops of extent 1 vanish under compute_at
+        sp, red = _split_kinds(cl, cin, kh, kw)
+        ch, cw, cv = _pad_spatial(sp, rows, ow, ob)
+        ic, rest = red[0], red[1:]
+        icc, icm, ici = sch.split(ic, [None, per_chunk, cb])
+        cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
+        order = [icc] + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + [icm, *rest, ici] \
+            + ([cwi] if cwi is not None else []) + [cv]
         sch.reorder(*order)
         if cwi is not None:
             sch.unroll(cwi)
         sch.vectorize(cv)
-        init = sch.decompose_reduction(conv, ico)
+        init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
         if _block_named(sch, func, PAD_BLOCK) is not None:
             pad = sch.get_sblock(PAD_BLOCK)
@@ -105,13 +113,39 @@ class Conv2dNCHWc(dl.ScheduleRule):
         return sch
 
 
-def _ic_block(sch, func) -> int:
-    """Innermost channel block of the conv's data input (the last dim of its first read)."""
+def _conv_dims(sch):
+    """(kh, kw, input channels, input channel block) read off the conv block's iter domains."""
     block = sch.get(sch.get_sblock(CONV_BLOCK))
-    region = block.reads[0]
-    src = getattr(region, "buffer", None) or region.source
-    shape = src.shape
-    return int(shape[-1])
+    red = [iv.dom.extent for iv in block.iter_vars if iv.iter_type == 2]
+    cin, kh, kw = (int(e) for e in red)
+    return kh, kw, cin, _ic_block(sch, None)
+
+
+def _split_kinds(loops, cin, kh, kw):
+    """Loops under a compute_at point: spatial ones first, then the reductions (ic, ry, rx) in
+    the compute's order; unit-extent loops are dropped by compute_at, so count only the others."""
+    nred = sum(e > 1 for e in (cin, kh, kw))
+    return list(loops[:-nred]), list(loops[-nred:])
+
+
+def _pad_spatial(sp, rows, ow, ob):
+    """Name the (row, column, lane) loops among the spatial ones; unit loops are absent."""
+    sp = list(sp)
+    cv = sp.pop()  # the lane loop is always innermost and never unit (ob >= 3)
+    cw = sp.pop() if ow > 1 and sp else None
+    ch = sp.pop() if rows > 1 and sp else None
+    return ch, cw, cv
+
+
+def _ic_block(sch, func) -> int:
+    """Innermost channel block of the conv's data input: its first 5-D read (weights are 6/7-D,
+    the modality vector 1-D)."""
+    block = sch.get(sch.get_sblock(CONV_BLOCK))
+    for region in block.reads:
+        buf = getattr(region, "buffer", None) or region.source
+        if len(buf.shape) == 5:
+            return int(buf.shape[-1])
+    raise ValueError(f"{CONV_BLOCK} reads no 5-D data buffer")
 
 
 class CPUFallback(dl.ScheduleRule):

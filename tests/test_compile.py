@@ -85,3 +85,17 @@ def test_resnet50_all_modes_verified(tmp_path, split):
     man, _ = _compile(tmp_path, m)
     assert man["verification"]["status"] == "passed"
     assert max(man["verification"]["max_rel_err"].values()) <= 1e-4
+
+
+def test_artifact_loads_with_plain_tvm_runtime(tmp_path, small_r18):
+    """What the README shows: no reidc import needed to run an artifact."""
+    import tvm
+    from tvm import relax
+    m = small_r18["all-split"]
+    _compile(tmp_path, m)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "art" / "model.so")), tvm.cpu())
+    x = np.random.default_rng(9).standard_normal((2, 3, 64, 32), dtype=np.float32)
+    mod = np.array([1, 0], np.int32)
+    got = vm["mixed"](tvm.runtime.tensor(x), tvm.runtime.tensor(mod)).numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(got, m(torch.from_numpy(x), torch.from_numpy(mod)).numpy(), rtol=1e-4, atol=1e-5)
