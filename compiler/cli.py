@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 zoo_app = typer.Typer(no_args_is_help=True, help="Deterministic zoo checkpoints.")
 app.add_typer(zoo_app, name="zoo")
 err = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped
 
 
 def _fail(e: Exception) -> None:

@@ -92,7 +92,7 @@ class Conv2dNCHWc(dl.ScheduleRule):
         sch.set_scope(conv, 0, "local")
         cl = sch.get_loops(conv)[1:]  # loops of extent 1 vanish under compute_at
         sp, red = _split_kinds(cl, cin, kh, kw)
-        ch, cw, cv = _pad_spatial(sp, rows, ow, ob)
+        ch, cw, cv = _name_spatial(sp, rows, ow, ob)
         ic, rest = red[0], red[1:]
         icc, icm, ici = sch.split(ic, [None, per_chunk, cb])
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
@@ -118,7 +118,7 @@ def _conv_dims(sch):
     block = sch.get(sch.get_sblock(CONV_BLOCK))
     red = [iv.dom.extent for iv in block.iter_vars if iv.iter_type == 2]
     cin, kh, kw = (int(e) for e in red)
-    return kh, kw, cin, _ic_block(sch, None)
+    return kh, kw, cin, _ic_block(sch)
 
 
 def _split_kinds(loops, cin, kh, kw):
@@ -128,7 +128,7 @@ def _split_kinds(loops, cin, kh, kw):
     return list(loops[:-nred]), list(loops[-nred:])
 
 
-def _pad_spatial(sp, rows, ow, ob):
+def _name_spatial(sp, rows, ow, ob):
     """Name the (row, column, lane) loops among the spatial ones; unit loops are absent."""
     sp = list(sp)
     cv = sp.pop()  # the lane loop is always innermost and never unit (ob >= 3)
@@ -137,7 +137,7 @@ def _pad_spatial(sp, rows, ow, ob):
     return ch, cw, cv
 
 
-def _ic_block(sch, func) -> int:
+def _ic_block(sch) -> int:
     """Innermost channel block of the conv's data input: its first 5-D read (weights are 6/7-D,
     the modality vector 1-D)."""
     block = sch.get(sch.get_sblock(CONV_BLOCK))

@@ -45,6 +45,17 @@ def test_compile_run_roundtrip(tmp_path, ckpt):
     assert not (tmp_path / "h.npy").exists()
 
 
+def test_explicit_preset_and_target_json(tmp_path, ckpt):
+    from targets import PRESETS
+    if PRESETS["x86-avx2"].missing_on_host():
+        pytest.skip("this machine cannot run AVX2 code")  # deliberate: depends on the CPU
+    _ok(["compile", str(ckpt), "--target", "x86-avx2", "-o", str(tmp_path / "a")])
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["target"]["tvm"]["mcpu"] == "x86-64-v3"
+    _ok(["compile", str(ckpt), "--target", '{"kind": "llvm", "mcpu": "x86-64-v2"}', "-o", str(tmp_path / "b")])
+    _err(["compile", str(ckpt), "--target", '{"kind": "llvm", "mcpu"', "-o", str(tmp_path / "c")],
+         "target JSON does not parse")
+
+
 def test_unknown_target(tmp_path, ckpt):
     _err(["compile", str(ckpt), "--target", "pdp11", "-o", str(tmp_path / "a")], "unknown target 'pdp11'")
     assert not (tmp_path / "a").exists()
