@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from frontend.atomic import atomic_directory
 from frontend.capture import capture_exported, capture_module
 from frontend.checkpoint import load_checkpoint
 from targets import get_target
@@ -96,9 +94,7 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     ex = build(to_relax(graphs), preset)
     build_s = time.perf_counter() - t0
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         ex.export_library(str(tmp / LIB))
         manifest = {
             "reidc_version": REIDC_VERSION, "tvm_version": tvm.__version__,
@@ -115,12 +111,6 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
         }
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     say(f"wrote {out}")
     return manifest
 

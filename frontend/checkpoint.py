@@ -9,10 +9,7 @@ or `split_config=` (CM-NAS's `config.cfg`). State dicts whose keys carry prefixe
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_directory
 from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
 from .models import CMNASResNet, build_model
 
@@ -118,17 +116,8 @@ def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None) 
 
 def save_checkpoint(model: CMNASResNet, out_dir: str | Path) -> Path:
     """Write `out_dir/{model.safetensors,arch.json}` atomically (temp dir, then rename)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "reidc", "model": model.spec.name})
         (tmp / SPEC).write_text(json.dumps(model.spec.to_json(), indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

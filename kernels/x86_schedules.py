@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
-from tvm.target import Target
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 
@@ -30,7 +30,7 @@ def _block_named(sch, func, name):
         return None
 
 
-class Conv2dNCHWc(dl.ScheduleRule):
+class Conv2dNCHWc(CPUScheduleRule):
     """Output-stationary direct conv: parallel over (n, oc-block, row), a register tile of
     `reg_w` output pixels x `ob` channels, reduction loops outside, channel lanes vectorised."""
 
@@ -40,9 +40,6 @@ class Conv2dNCHWc(dl.ScheduleRule):
         self.accumulators = accumulators
         self.acc_bytes = acc_bytes
         self.weight_bytes = weight_bytes
-
-    def is_target_available(self, target: Target) -> bool:
-        return target.kind.name == "llvm"
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc):
@@ -148,12 +145,9 @@ def _ic_block(sch) -> int:
     raise ValueError(f"{CONV_BLOCK} reads no 5-D data buffer")
 
 
-class CPUFallback(dl.ScheduleRule):
+class CPUFallback(CPUScheduleRule):
     """Inline what can be inlined, then parallelise the outer spatial loops of each block and
     vectorise an innermost spatial loop of static extent. Correct for any PrimFunc."""
-
-    def is_target_available(self, target: Target) -> bool:
-        return target.kind.name == "llvm"
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc):
