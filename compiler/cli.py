@@ -34,8 +34,9 @@ def _progress(msg: str) -> None:
 def zoo_list():
     """List zoo models."""
     from frontend.zoo import ZOO
-    for name, depth in ZOO.items():
-        out.print(f"{name}  (ResNet-{depth}, switchable BNs, BNNeck, 256x128)")
+    for name, (family, depth) in ZOO.items():
+        kind = "binarized BiRe-ID style" if family == "bire" else "CM-NAS"
+        out.print(f"{name}  ({kind} ResNet-{depth}, switchable BNs, BNNeck, 256x128)")
 
 
 @zoo_app.command("export")

@@ -21,8 +21,34 @@ class ArchError(ValueError):
     """An architecture spec that does not describe a supported network."""
 
 
-def bn_names(depth: int) -> list[str]:
-    """Module paths of the switchable BNs, in CM-NAS's split-vector order."""
+FAMILIES = ("cmnas", "bire")
+
+
+def _stages(depth: int, expansion: int):
+    """(stage index, blocks, in channels, out channels, stride) with last stride 1."""
+    _, blocks = DEPTHS[depth]
+    cin = 64
+    for stage, n in enumerate(blocks):
+        cout = STAGE_WIDTHS[stage] * expansion
+        yield stage, n, cin, cout, (1 if stage in (0, 3) else 2)
+        cin = cout
+
+
+def bn_names(depth: int, family: str = "cmnas") -> list[str]:
+    """Module paths of the switchable BNs, in split-vector order: the stem BN, then per stage
+    the downsample BN first, then each block's BNs (CM-NAS: bn1, bn2[, bn3]; BiRe: per conv
+    unit the BN before the sign and the BN after the binary conv)."""
+    if family == "bire":
+        if DEPTHS[depth][0] != "basic":
+            raise ArchError(f"binarized networks use basic blocks: ResNet-18 or -34, not {depth}")
+        names = ["bn1"]
+        for stage, n, cin, cout, stride in _stages(depth, 1):
+            if stride != 1 or cin != cout:
+                names.append(f"layer{stage + 1}.0.unit1.shortcut.bn")
+            for b in range(n):
+                for u in ("unit1", "unit2"):
+                    names += [f"layer{stage + 1}.{b}.{u}.bn_in", f"layer{stage + 1}.{b}.{u}.bn_out"]
+        return names
     kind, blocks = DEPTHS[depth]
     per_block = ("bn1", "bn2") if kind == "basic" else ("bn1", "bn2", "bn3")
     expansion = 1 if kind == "basic" else 4
@@ -48,12 +74,18 @@ class ArchSpec:
     input_size: tuple[int, int] = (256, 128)
     num_classes: int = 395
     family: str = "cmnas"
+    binary_stages: tuple[bool, ...] = (True, True, True, True)  # bire: which stages binarize
+    binary_downsample: bool = False                              # bire: 1x1 shortcut binary too
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ArchError(f"unknown model family {self.family!r}; known: {', '.join(FAMILIES)}")
         if self.depth not in DEPTHS:
             raise ArchError(f"unsupported ResNet depth {self.depth}; supported: {sorted(DEPTHS)}")
-        n = len(bn_names(self.depth))
+        if len(self.binary_stages) != 4:
+            raise ArchError(f"binary_stages needs 4 entries (one per stage), has {len(self.binary_stages)}")
+        n = len(bn_names(self.depth, self.family))
         if len(self.split) != n:
             raise ArchError(
                 f"split vector has {len(self.split)} entries but ResNet-{self.depth} has {n} BatchNorms")
@@ -70,12 +102,16 @@ class ArchSpec:
 
     def split_of(self) -> dict[str, bool]:
         """BN module path -> True when that BN is split by modality."""
-        return {n: v == 0 for n, v in zip(bn_names(self.depth), self.split)}
+        return {n: v == 0 for n, v in zip(bn_names(self.depth, self.family), self.split)}
 
     def to_json(self) -> dict:
-        return {"version": SPEC_VERSION, "family": self.family, "depth": self.depth,
-                "split": list(self.split), "input_size": list(self.input_size),
-                "num_classes": self.num_classes}
+        d = {"version": SPEC_VERSION, "family": self.family, "depth": self.depth,
+             "split": list(self.split), "input_size": list(self.input_size),
+             "num_classes": self.num_classes}
+        if self.family == "bire":
+            d["binary_stages"] = [bool(b) for b in self.binary_stages]
+            d["binary_downsample"] = bool(self.binary_downsample)
+        return d
 
     @classmethod
     def from_json(cls, d: dict, source: str = "spec") -> "ArchSpec":
@@ -84,16 +120,18 @@ class ArchSpec:
                 raise ArchError(f"{source}: spec version {d['version']} is not supported (expected {SPEC_VERSION})")
             return cls(depth=int(d["depth"]), split=tuple(int(v) for v in d["split"]),
                        input_size=tuple(int(v) for v in d.get("input_size", (256, 128))),
-                       num_classes=int(d.get("num_classes", 395)), family=str(d.get("family", "cmnas")))
+                       num_classes=int(d.get("num_classes", 395)), family=str(d.get("family", "cmnas")),
+                       binary_stages=tuple(bool(b) for b in d.get("binary_stages", (True,) * 4)),
+                       binary_downsample=bool(d.get("binary_downsample", False)))
         except ArchError as e:
             raise ArchError(f"{source}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise ArchError(f"{source}: malformed architecture spec ({e!r})") from None
 
 
-def parse_split(text: str, depth: int) -> tuple[int, ...]:
+def parse_split(text: str, depth: int, family: str = "cmnas") -> tuple[int, ...]:
     """`all-split`, `all-shared`, `random:SEED`, or an explicit `0 1 1 ...` / `0,1,1` list."""
-    n = len(bn_names(depth))
+    n = len(bn_names(depth, family))
     text = text.strip()
     if text == "all-split":
         return (0,) * n

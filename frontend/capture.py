@@ -17,6 +17,7 @@ from torch import nn
 from compiler.ir import Graph, Node, Op, verify
 from compiler.ir.shapes import infer
 
+from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
 
 
@@ -70,7 +71,7 @@ def _conv_attrs(weight, bias, stride, padding, dilation, groups, where):
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, SwitchableBN) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (SwitchableBN, BinaryConv2d)) or super().is_leaf_module(m, qualname)
 
 
 def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: str = "model") -> Graph:
@@ -102,7 +103,11 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
         if n.op == "call_module":
             m = mods[n.target]
             x = args[0]
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, BinaryConv2d):  # sign + conv with +-alpha weights: found again by pattern
+                s_id = b.add(f"{n.target}.sign", Op.SIGN, [x], source=n.target)
+                env[n.name] = b.add(n.target, Op.CONV2D, [s_id], _conv_attrs(
+                    m.binary_weight(), None, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
+            elif isinstance(m, nn.Conv2d):
                 env[n.name] = b.add(n.target, Op.CONV2D, [x], _conv_attrs(
                     m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
             elif isinstance(m, SwitchableBN):
@@ -119,6 +124,13 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                                     n.target, "shared")
             elif isinstance(m, nn.ReLU):
                 env[n.name] = b.add(n.target, Op.RELU, [x], source=n.target)
+            elif isinstance(m, nn.PReLU):
+                env[n.name] = b.add(n.target, Op.PRELU, [x], {"slope": _slope(m.weight, b.g[x].shape[1])}, n.target)
+            elif isinstance(m, nn.AvgPool2d):
+                if _pair(m.padding) != (0, 0) or m.ceil_mode:
+                    raise CaptureError(f"unsupported op AvgPool2d with padding/ceil_mode at {n.target}")
+                env[n.name] = b.add(n.target, Op.AVGPOOL2D, [x], {"kernel": _pair(m.kernel_size),
+                                    "stride": _pair(m.stride or m.kernel_size)}, n.target)
             elif isinstance(m, nn.MaxPool2d):
                 if _pair(m.dilation) != (1, 1) or m.ceil_mode:
                     raise CaptureError(f"unsupported op max_pool2d with dilation/ceil_mode at {n.target}")
@@ -135,6 +147,8 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                 raise CaptureError(f"unsupported op {type(m).__name__} at module {n.target}")
         elif n.op == "call_function" and n.target in (operator.add, torch.add):
             env[n.name] = b.add(n.name, Op.ADD, args[:2])
+        elif n.op == "call_function" and n.target in (binarize, torch.sign):
+            env[n.name] = b.add(n.name, Op.SIGN, [args[0]])
         elif n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu):
             env[n.name] = b.add(n.name, Op.RELU, [args[0]])
         elif (n.op == "call_function" and n.target is torch.flatten) or (n.op == "call_method" and n.target == "flatten"):
@@ -142,6 +156,11 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
         else:
             raise CaptureError(f"unsupported op {n.target} ({n.op}) at {where}")
     return verify(b.g)
+
+
+def _slope(w: torch.Tensor, channels: int) -> np.ndarray:
+    w = _np(w).reshape(-1)
+    return np.full(channels, w[0], np.float32) if w.size == 1 else w
 
 
 def _flatten(b: _Builder, x: str, where: str) -> str:
@@ -153,6 +172,26 @@ def _flatten(b: _Builder, x: str, where: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # torch.export programs (.pt2), ATen level
+
+def _all_constant(n: fx.Node, tensors: dict) -> bool:
+    ins = [v for v in n.all_input_nodes]
+    return bool(ins) and all(v.name in tensors for v in ins) and n.op == "call_function"
+
+
+def _fold_constant(n: fx.Node, tensors: dict, where: str) -> torch.Tensor:
+    """Evaluate an ATen op whose inputs are all parameters/constants (ATen ops are pure)."""
+    def sub(v):
+        return tensors[v.name] if isinstance(v, fx.Node) else v
+    args = fx.node.map_aggregate(n.args, sub)
+    kwargs = fx.node.map_aggregate(n.kwargs, sub)
+    try:
+        with torch.no_grad():
+            out = n.target(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - report which op could not be folded
+        raise CaptureError(f"cannot fold constant op {n.target} at {where}: {e}") from None
+    if not isinstance(out, torch.Tensor):
+        raise CaptureError(f"unsupported constant op {n.target} at {where} (returns {type(out).__name__})")
+    return out
 
 _aten = torch.ops.aten
 
@@ -200,7 +239,19 @@ def capture_program(ep, name: str = "model") -> Graph:
         t, a, where = n.target, n.args, _where(n)
         T = lambda v: tensors[v.name] if isinstance(v, fx.Node) and v.name in tensors else None  # noqa: E731
         X = lambda v: env[v.name]  # noqa: E731
-        if t in (_aten.conv2d.default, _aten.convolution.default):
+        if _all_constant(n, tensors):  # e.g. sign(W) * alpha computed from parameters: fold now
+            tensors[n.name] = _fold_constant(n, tensors, where)
+            continue
+        if t == _aten.sign.default:
+            env[n.name] = b.add(where, Op.SIGN, [X(a[0])], source=where)
+        elif t == _aten.prelu.default:
+            env[n.name] = b.add(where, Op.PRELU, [X(a[0])], {"slope": _slope(T(a[1]), b.g[X(a[0])].shape[1])}, where)
+        elif t == _aten.avg_pool2d.default:
+            k = _pair(a[1]); s = _pair(a[2]) if len(a) > 2 and a[2] else k
+            if (len(a) > 3 and _pair(a[3]) != (0, 0)) or (len(a) > 4 and a[4]):
+                raise CaptureError(f"unsupported op avg_pool2d with padding/ceil_mode at {where}")
+            env[n.name] = b.add(where, Op.AVGPOOL2D, [X(a[0])], {"kernel": k, "stride": s}, where)
+        elif t in (_aten.conv2d.default, _aten.convolution.default):
             if t == _aten.convolution.default and a[6]:
                 raise CaptureError(f"unsupported op transposed convolution at {where}")
             stride, pad, dil = (a[3:6] if len(a) > 5 else (a[3] if len(a) > 3 else 1, a[4] if len(a) > 4 else 0, 1))

@@ -157,9 +157,11 @@ class CMNASResNet(nn.Module):
         return feat
 
 
-def build_model(spec: ArchSpec) -> CMNASResNet:
-    if spec.family != "cmnas":
-        raise ValueError(f"model family {spec.family!r} is not supported by this frontend")
+def build_model(spec: ArchSpec) -> nn.Module:
+    """The PyTorch network an architecture spec describes, in eval mode."""
+    if spec.family == "bire":
+        from .bire import BiReResNet
+        return BiReResNet(spec).eval()
     return CMNASResNet(spec).eval()
 
 

@@ -6,7 +6,8 @@ import torch
 from .arch import ArchSpec, parse_split
 from .models import CMNASResNet, SwitchableBN, build_model
 
-ZOO = {"cmnas-resnet18": 18, "cmnas-resnet34": 34, "cmnas-resnet50": 50}
+ZOO = {"cmnas-resnet18": ("cmnas", 18), "cmnas-resnet34": ("cmnas", 34), "cmnas-resnet50": ("cmnas", 50),
+       "bire-resnet18": ("bire", 18), "bire-resnet34": ("bire", 34)}
 
 
 def _fill_bn(bn: torch.nn.BatchNorm2d | torch.nn.BatchNorm1d, g: torch.Generator, gain: float) -> None:
@@ -43,9 +44,58 @@ def init_deterministic(model: CMNASResNet, seed: int = 0) -> CMNASResNet:
     return model.eval()
 
 
-def zoo_model(name: str, split: str = "all-split", seed: int = 0, input_size=(256, 128)) -> CMNASResNet:
+def init_binarized(model, seed: int = 0):
+    """Seeded weights; alpha = mean |W| per output channel (XNOR-Net's choice); BN statistics
+    calibrated on seeded images (visible BNs on colour-like inputs, infrared BNs on grey-like
+    ones), so signs are balanced and activations stay O(1); then seeded gains and shifts."""
+    from .bire import BinaryConv2d
+    g = torch.Generator().manual_seed(seed)
+    bns = []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                if isinstance(m, BinaryConv2d):
+                    m.alpha.copy_(m.weight.abs().mean(dim=(1, 2, 3)))
+        elif isinstance(m, torch.nn.PReLU):
+            with torch.no_grad():
+                m.weight.copy_(0.1 + 0.2 * torch.rand(m.weight.shape, generator=g))
+        elif isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            bns.append((name, m))
+    h, w = model.spec.input_size
+    vis = torch.randn((4, 3, h, w), generator=g)
+    ir = torch.randn((4, 1, h, w), generator=g).expand(4, 3, h, w) + 0.1 * torch.randn((4, 3, h, w), generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # calibration statistics independent of the thread count
+    try:
+        for _, bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average: a shared BN sees both modalities
+        model.train()
+        with torch.no_grad():
+            model(vis, "visible")
+            model(ir, "infrared")
+    finally:
+        torch.set_num_threads(threads)
+        for _, bn in bns:
+            bn.momentum = 0.1
+    for name, bn in bns:
+        c = bn.num_features
+        small = name.endswith(("bn_out", "shortcut.bn"))
+        with torch.no_grad():
+            bn.weight.copy_((0.3 if small else 1.0) * (0.5 + torch.rand(c, generator=g)))
+            bn.bias.copy_(0.1 * torch.randn(c, generator=g))
+    with torch.no_grad():
+        model.bottleneck.bias.zero_()
+    return model.eval()
+
+
+def zoo_model(name: str, split: str = "all-split", seed: int = 0, input_size=(256, 128), **spec_extra):
     if name not in ZOO:
         raise KeyError(f"unknown zoo model {name!r}; available: {', '.join(sorted(ZOO))}")
-    depth = ZOO[name]
-    spec = ArchSpec(depth=depth, split=parse_split(split, depth), input_size=tuple(input_size))
-    return init_deterministic(build_model(spec), seed)
+    family, depth = ZOO[name]
+    spec = ArchSpec(depth=depth, split=parse_split(split, depth, family), input_size=tuple(input_size),
+                    family=family, **spec_extra)
+    model = build_model(spec)
+    return init_binarized(model, seed) if family == "bire" else init_deterministic(model, seed)

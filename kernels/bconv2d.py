@@ -13,31 +13,16 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx as tir
 
-from .bitpack import WORD_BITS, pack_bits
+from compiler.passes.binary_math import border_correction, pack_signs  # noqa: F401 (re-exported)
 
 BCONV_BLOCK = "reidc_bconv2d"
 
 
 def pack_binary_weight(w: np.ndarray, ob: int, word: str = "uint64") -> np.ndarray:
-    """(O, C, KH, KW) float +-alpha -> (O // ob, KH, KW, CW, ob) packed signs."""
+    """(O, C, KH, KW) +-alpha (or +-1) -> (O // ob, KH, KW, CW, ob) packed signs."""
     o = w.shape[0]
-    packed = pack_bits(np.transpose(w, (0, 2, 3, 1)), word)  # (O, KH, KW, CW)
+    packed = pack_signs(np.transpose(w, (0, 2, 3, 1)), word)  # (O, KH, KW, CW)
     return np.ascontiguousarray(packed.reshape(o // ob, ob, *packed.shape[1:]).transpose(0, 2, 3, 4, 1))
-
-
-def border_correction(w: np.ndarray, in_hw: tuple[int, int], stride: tuple[int, int],
-                      padding: tuple[int, int]) -> np.ndarray:
-    """(OH, OW, O) int32: what zero-word padding adds to each output's dot product."""
-    o, c, kh, kw = w.shape
-    (h, wd), (sh, sw), (ph, pw) = in_hw, stride, padding
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-    tap = c - 2 * (np.asarray(w) < 0).sum(axis=1)  # (O, KH, KW): C - 2*popcount(w_tap)
-    ys = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] - ph  # (OH, KH) input rows
-    xs = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] - pw
-    oob_y = (ys < 0) | (ys >= h)
-    oob_x = (xs < 0) | (xs >= wd)
-    oob = oob_y[:, None, :, None] | oob_x[None, :, None, :]  # (OH, OW, KH, KW)
-    return np.einsum("yxij,oij->yxo", oob.astype(np.int64), tap).astype(np.int32)
 
 
 def bconv2d_nhwc(data: te.Tensor, weight: te.Tensor, correction: te.Tensor, channels: int,

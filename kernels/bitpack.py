@@ -7,26 +7,9 @@ never count as a mismatch.
 """
 from __future__ import annotations
 
-import numpy as np
 from tvm import te, tirx as tir
 
-WORD_BITS = {"uint32": 32, "uint64": 64}
-
-
-def words(channels: int, word: str = "uint64") -> int:
-    return -(-channels // WORD_BITS[word])
-
-
-def pack_bits(x: np.ndarray, word: str = "uint64") -> np.ndarray:
-    """Pack the last axis of x by sign: (..., C) float -> (..., words(C)) uint32/uint64."""
-    bits = WORD_BITS[word]
-    c = x.shape[-1]
-    neg = (np.asarray(x) < 0).astype(np.uint64)
-    pad = words(c, word) * bits - c
-    neg = np.concatenate([neg, np.zeros(neg.shape[:-1] + (pad,), np.uint64)], axis=-1)
-    neg = neg.reshape(neg.shape[:-1] + (-1, bits))
-    weights = (np.uint64(1) << np.arange(bits, dtype=np.uint64))
-    return (neg * weights).sum(axis=-1, dtype=np.uint64).astype(word)
+from compiler.passes.binary_math import WORD_BITS, pack_signs, words  # noqa: F401 (re-exported)
 
 
 def bitpack_nhwc(x: te.Tensor, word: str = "uint64", name: str = "reidc_bitpack") -> te.Tensor:

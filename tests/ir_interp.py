@@ -61,6 +61,24 @@ def run_ir(g: Graph, x: np.ndarray, modality: np.ndarray | None = None) -> np.nd
             b = n.attr("bias")
             vals[nid] = F.linear(ins[0], torch.from_numpy(np.array(n.attrs["weight"])),
                                  None if b is None else torch.from_numpy(np.array(b)))
+        elif n.op == Op.SIGN:
+            vals[nid] = torch.where(ins[0] >= 0, 1.0, -1.0).to(ins[0].dtype)
+        elif n.op == Op.PRELU:
+            slope = torch.from_numpy(np.array(n.attrs["slope"])).view(1, -1, 1, 1)
+            vals[nid] = torch.where(ins[0] >= 0, ins[0], ins[0] * slope)
+        elif n.op == Op.AVGPOOL2D:
+            vals[nid] = F.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"])
+        elif n.op == Op.BITPACK:  # bits are represented by the +-1 values they stand for
+            mm = ins[1] if len(ins) > 1 else m
+            thr, flip = _per(n.attrs["threshold"], mm, 4), _per(n.attrs["flip"], mm, 4).bool()
+            neg = torch.where(flip, ins[0] > thr, ins[0] < thr)
+            vals[nid] = torch.where(neg, -1.0, 1.0).to(torch.float64)
+        elif n.op == Op.BCONV2D:
+            w = torch.from_numpy(np.array(n.attrs["signs"], dtype=np.float64))
+            dot = F.conv2d(ins[0].to(torch.float64), w, stride=n.attrs["stride"], padding=n.attrs["padding"])
+            mm = ins[1] if len(ins) > 1 else m
+            out = dot * _per(n.attrs["scale"], mm, 4).double() + _per(n.attrs["bias"], mm, 4).double()
+            vals[nid] = out.to(torch.float32)
         else:
             raise NotImplementedError(n.op)
     return vals[g.outputs[0]].detach().numpy()

@@ -9,7 +9,7 @@ from tvm import te
 from tvm.s_tir import Schedule
 
 from kernels.bconv2d import bconv2d_nhwc, border_correction, pack_binary_weight, schedule_bconv2d
-from kernels.bitpack import bitpack_nhwc, pack_bits, words
+from kernels.bitpack import bitpack_nhwc, pack_signs as pack_bits, words
 from targets import get_target
 
 TARGET = get_target("host").tvm_target()
@@ -64,7 +64,7 @@ def test_bconv2d_is_integer_exact(shape, word):
     out = tvm.runtime.tensor(np.zeros((n, oh, ow, o), np.int32))
     lib["main"](tvm.runtime.tensor(pack_bits(x.transpose(0, 2, 3, 1), word)),
                 tvm.runtime.tensor(pack_binary_weight(wt, ob, word)),
-                tvm.runtime.tensor(border_correction(wt, (h, w), (s, s), (p, p))), out)
+                tvm.runtime.tensor(border_correction(np.sign(wt).astype(np.int8), (h, w), (s, s), (p, p))), out)
     xs = torch.from_numpy(np.where(x < 0, -1.0, 1.0))
     ref = torch.nn.functional.conv2d(xs, torch.from_numpy(np.sign(wt)).double(), stride=s, padding=p)
     np.testing.assert_array_equal(out.numpy(), ref.numpy().transpose(0, 2, 3, 1).astype(np.int32))
@@ -73,7 +73,7 @@ def test_bconv2d_is_integer_exact(shape, word):
 def test_border_correction_is_zero_without_padding():
     w = np.sign(np.random.default_rng(2).standard_normal((8, 5, 3, 3)))
     assert not border_correction(w, (6, 6), (1, 1), (0, 0)).any()
-    corr = border_correction(w, (6, 6), (1, 1), (1, 1))
+    corr = border_correction(w.astype(np.int8), (6, 6), (1, 1), (1, 1))
     assert corr[2:-2, 2:-2].sum() == 0 and corr[0, 0].any()
 
 

@@ -18,11 +18,22 @@ class Op(str, Enum):
     MAXPOOL2D = "maxpool2d"      # attrs: kernel, stride, padding
     GLOBAL_AVGPOOL = "global_avgpool"  # (N,C,H,W) -> (N,C)
     DENSE = "dense"              # attrs: weight (O,I), bias?
+    SIGN = "sign"                # +1 where x >= 0 else -1 (sign(0) = +1, as Larq)
+    PRELU = "prelu"              # attrs: slope (C,)
+    AVGPOOL2D = "avgpool2d"      # attrs: kernel, stride (no padding)
+    # binarization, explicit as in Larq Compute Engine:
+    BITPACK = "bitpack"          # inputs: x[, modality] float -> dtype "bits" (N,C,H,W): bit = 1 means -1.
+                                 # attrs: threshold, flip ((C,) or (2,C)): bit = x > thr if flip else x < thr
+    BCONV2D = "bconv2d"          # inputs: packed bits[, modality]; attrs: signs (O,C,kh,kw) int8 +-1, stride,
+                                 # padding (zero padding of the +-1 input, as PyTorch), scale, bias ((O,) or (2,O)):
+                                 # out = dot * scale + bias, dot = exact integer sum of sign products;
+                                 # after bitpack_weights also packed (O,kh,kw,words) and word
 
     def __str__(self) -> str:
         return self.value
 
 
-ELEMENTWISE = frozenset({Op.RELU, Op.ADD, Op.AFFINE})
+ELEMENTWISE = frozenset({Op.RELU, Op.ADD, Op.AFFINE, Op.SIGN, Op.PRELU})
+BITS = "bits"  # dtype of a bit-packed tensor; its shape stays the logical (N, C, H, W)
 #: BN placements that carry one set of statistics, or one per modality
 SHARED, SPLIT = "shared", "split"

@@ -13,6 +13,11 @@ def infer(op: Op, ins: list[tuple], attrs: dict) -> tuple:
     x = ins[0]
     if op == Op.CONV2D:
         return conv_out(x, attrs["weight"].shape, attrs["stride"], attrs["padding"])
+    if op == Op.BCONV2D:
+        return conv_out(x, attrs["signs"].shape, attrs["stride"], attrs["padding"])
+    if op == Op.AVGPOOL2D:
+        k, s = attrs["kernel"], attrs["stride"]
+        return x[:2] + tuple((x[2 + d] - k[d]) // s[d] + 1 for d in (0, 1))
     if op == Op.MAXPOOL2D:
         k, s, p = attrs["kernel"], attrs["stride"], attrs["padding"]
         return x[:2] + tuple((x[2 + d] + 2 * p[d] - k[d]) // s[d] + 1 for d in (0, 1))

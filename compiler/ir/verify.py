@@ -5,7 +5,7 @@ import networkx as nx
 import numpy as np
 
 from .graph import Graph
-from .ops import Op
+from .ops import BITS, Op
 
 
 class IRError(ValueError):
@@ -41,8 +41,12 @@ def verify(g: Graph) -> Graph:
         if not ins:
             _fail(nid, n, "has no inputs")
         x = ins[0]
-        if x.dtype != "float32":
-            _fail(nid, n, f"data input has dtype {x.dtype}, expected float32")
+        want_in = BITS if n.op == Op.BCONV2D else "float32"
+        if x.dtype != want_in:
+            _fail(nid, n, f"data input has dtype {x.dtype}, expected {want_in}")
+        want_out = BITS if n.op == Op.BITPACK else "float32"
+        if n.dtype != want_out:
+            _fail(nid, n, f"output dtype {n.dtype}, expected {want_out}")
         modal = len(ins) > 1 and n.op != Op.ADD
         if modal and (ins[1].dtype != "int32" or len(ins[1].shape) != 1):
             _fail(nid, n, "second input must be the int32 modality vector (N,)")
@@ -83,9 +87,46 @@ def verify(g: Graph) -> Graph:
                     _fail(nid, n, f"{k} has shape {n.attrs[k].shape}, expected {want}")
             if n.shape != x.shape:
                 _fail(nid, n, "shape must equal the input's")
-        elif n.op in (Op.RELU,):
+        elif n.op in (Op.RELU, Op.SIGN):
             if n.shape != x.shape:
                 _fail(nid, n, "shape must equal the input's")
+        elif n.op == Op.PRELU:
+            if n.shape != x.shape or n.attrs["slope"].shape != (_channels(x.shape),):
+                _fail(nid, n, f"slope {n.attrs['slope'].shape} does not fit {x.shape}")
+        elif n.op == Op.AVGPOOL2D:
+            k, s = n.attrs["kernel"], n.attrs["stride"]
+            want = x.shape[:2] + tuple((x.shape[2 + d] - k[d]) // s[d] + 1 for d in (0, 1))
+            if n.shape != want:
+                _fail(nid, n, f"shape {n.shape} but pooling {x.shape} gives {want}")
+        elif n.op == Op.BITPACK:
+            c = _channels(x.shape)
+            want = (2, c) if modal else (c,)
+            if n.shape != x.shape or len(x.shape) != 4:
+                _fail(nid, n, f"packs a 4-D tensor to its own logical shape, got {x.shape} -> {n.shape}")
+            for k in ("threshold", "flip"):
+                if n.attrs[k].shape != want:
+                    _fail(nid, n, f"{k} has shape {n.attrs[k].shape}, expected {want}")
+        elif n.op == Op.BCONV2D:
+            signs = n.attrs["signs"]
+            o, i, kh, kw = signs.shape
+            if i != _channels(x.shape):
+                _fail(nid, n, f"weights expect {i} input channels, input has {_channels(x.shape)}")
+            if not np.isin(signs, (-1, 1)).all():
+                _fail(nid, n, "binary weights must be +-1")
+            (sh, sw), (ph, pw) = n.attrs["stride"], n.attrs["padding"]
+            want = (x.shape[0], o, (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
+            if n.shape != want:
+                _fail(nid, n, f"shape {n.shape} but bconv of {x.shape} gives {want}")
+            aff = (2, o) if modal else (o,)
+            for k in ("scale", "bias"):
+                if n.attrs[k].shape != aff:
+                    _fail(nid, n, f"{k} has shape {n.attrs[k].shape}, expected {aff}")
+            packed = n.attr("packed")
+            if packed is not None:
+                bits = {"uint32": 32, "uint64": 64}[n.attrs["word"]]
+                if packed.shape != (o, kh, kw, -(-i // bits)) or packed.dtype != np.dtype(n.attrs["word"]):
+                    _fail(nid, n, f"packed weights {packed.shape} {packed.dtype} do not fit {i} channels "
+                                  f"in {n.attrs['word']} words")
         elif n.op == Op.ADD:
             if len(ins) != 2 or ins[0].shape != ins[1].shape or n.shape != x.shape:
                 _fail(nid, n, f"add needs two inputs of one shape, got {[t.shape for t in ins]}")

@@ -1,8 +1,11 @@
 """The explicit pass pipeline, one per run mode, with optional IR dumps after each pass.
 
-visible / infrared:  specialise_modality -> fold_shared_bn -> fold_bnneck -> remove_dead_nodes
-mixed:               fold_shared_bn -> fold_modality_bn -> fold_bnneck -> remove_dead_nodes
-The verifier runs after every pass.
+visible / infrared:  specialise_modality -> BINARY -> fold_shared_bn -> fold_sign_threshold
+                     -> bitpack_weights -> fold_bnneck -> remove_dead_nodes
+mixed:               BINARY -> fold_shared_bn -> fold_modality_bn -> fold_sign_threshold -> ...
+BINARY = detect_binary_conv -> fold_binary_scale (before the BN folds, so a BN after a binary
+conv lands in its scale, never in the +-1 weights). Binary passes fire only where the pattern
+is (conv of sign(x) with +-alpha weights). The verifier runs after every pass.
 """
 from __future__ import annotations
 
@@ -12,7 +15,11 @@ from pathlib import Path
 
 from compiler.ir import Graph, dump, verify
 
+from .bitpack_weights import bitpack_weights
 from .dead_nodes import remove_dead_nodes
+from .detect_binary_conv import detect_binary_conv
+from .fold_binary_scale import fold_binary_scale
+from .fold_sign_threshold import fold_sign_threshold
 from .fold_bnneck import fold_bnneck
 from .fold_modality_bn import fold_modality_bn
 from .fold_shared_bn import fold_shared_bn
@@ -32,7 +39,9 @@ def passes_for(mode: str, mixed_strategy: str | None = None) -> list[tuple[str, 
         middle = [("fold_modality_bn", partial(fold_modality_bn, strategy=mixed_strategy))]
     else:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return first + [("fold_shared_bn", fold_shared_bn)] + middle + [
+    binary = [("detect_binary_conv", detect_binary_conv), ("fold_binary_scale", fold_binary_scale)]
+    return first + binary + [("fold_shared_bn", fold_shared_bn)] + middle + [
+        ("fold_sign_threshold", fold_sign_threshold), ("bitpack_weights", bitpack_weights),
         ("fold_bnneck", fold_bnneck), ("remove_dead_nodes", remove_dead_nodes)]
 
 

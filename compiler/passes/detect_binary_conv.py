@@ -1,0 +1,50 @@
+"""Find binary convolutions by pattern, not by module class (stage 1 of 4, as in Larq CE:
+detect -> fold scales and biases -> thresholds -> bit-pack).
+
+Pattern: conv2d(sign(x)) whose weights are +-alpha_o per output channel (checked on the
+constants, relative tolerance 1e-5). Rewrite: bconv2d(bitpack(x)) with the +-1 signs, scale
+alpha and the conv's bias; `bitpack` with threshold 0 is exactly sign(). Bail-outs (logged,
+counted): a weight tensor that is not +-alpha per channel, per-modality weights (run before
+the BN folds, which create those). Run before fold_shared_bn, so a BN after a binary conv
+folds into its scale (fold_binary_scale), never into the +-1 weights.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from compiler.ir import Graph, Node, Op
+from compiler.ir.ops import BITS
+
+from .binary_math import binary_weight_scale
+from .rewrite import Rule, apply_rules, producer_is
+
+
+def _rewrite(g: Graph, nid, n):
+    found = binary_weight_scale(n.attrs["weight"])
+    if found is None:
+        return None
+    signs, alpha = found
+    sid = n.inputs[0]
+    sign = g[sid]
+    x = sign.inputs[0]
+    pid = g.fresh_id(f"{sid}_bitpack")
+    c = g[x].shape[1]
+    g.add(pid, Node(Op.BITPACK, (x,), g[x].shape, BITS, {
+        "threshold": np.zeros(c, np.float32), "flip": np.zeros(c, np.int8)}, sign.source))
+    g.g.nodes[pid]["order"] = g.g.nodes[sid].get("order", 0)
+    bias = n.attr("bias")
+    g.replace(nid, n.with_(op=Op.BCONV2D, inputs=(pid,), attrs={
+        "signs": signs, "scale": alpha, "bias": np.zeros(len(alpha), np.float32) if bias is None else bias,
+        "stride": n.attrs["stride"], "padding": n.attrs["padding"]}))
+    if not g.consumers(sid) and sid not in g.outputs:  # the sign lives on only in the bitpack
+        g.remove(sid)
+    return "binary conv"
+
+
+def detect_binary_conv(g: Graph, stats: Counter | None = None) -> Graph:
+    single = ("one weight set", lambda g, nid, n: n.attrs["weight"].ndim == 4)
+    pm = ("weights are +-alpha per output channel", lambda g, nid, n: binary_weight_scale(n.attrs["weight"]) is not None)
+    rules = [Rule("detect_binary_conv", Op.CONV2D, _rewrite, (producer_is(Op.SIGN), single, pm))]
+    return apply_rules(g, rules, stats)

@@ -1,0 +1,52 @@
+"""Fold a per-channel affine (a BN before the sign) into the bit-packing threshold (stage 3):
+sign(x * s + t) packs as bit = x < -t/s (x > -t/s where s < 0). Per-modality BNs give
+per-modality thresholds. Guards: the producer is an affine or a BN with one use.
+
+Thresholds move the comparison from `x*s + t < 0` to `x < -t/s`: activations within float
+rounding of the threshold can flip sign. Verification counts such near-threshold values on
+the PyTorch side and reports them (compiler/reference.py), never hides them.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from compiler.ir import Graph, Op
+
+from .binary_math import sign_threshold
+from .bn_math import bn_params_affine
+from .rewrite import Rule, apply_rules, producer_has_one_use
+
+MODS = ("visible", "infrared")
+
+
+def _affine_of(node):
+    if node.op == Op.AFFINE:
+        return np.asarray(node.attrs["scale"]), np.asarray(node.attrs["bias"])
+    if node.modality == "shared":
+        return bn_params_affine(node.attrs["params"], node.attrs["eps"], "shared")
+    pairs = [bn_params_affine(node.attrs["params"], node.attrs["eps"], m) for m in MODS]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _fold(g: Graph, nid, n):
+    pid = n.inputs[0]
+    p = g[pid]
+    s, t = _affine_of(p)
+    if np.asarray(n.attrs["threshold"]).any() or np.asarray(n.attrs["flip"]).any():
+        return None  # already thresholded
+    thr, flip = sign_threshold(s, t)
+    inputs = (p.inputs[0],) + ((p.inputs[1],) if thr.ndim == 2 else ())
+    g.replace(nid, n.with_(inputs=inputs, attrs={"threshold": thr, "flip": flip},
+                           modality="split" if thr.ndim == 2 else n.modality))
+    if not g.consumers(pid) and pid not in g.outputs:
+        g.remove(pid)
+    return f"threshold from {pid}"
+
+
+def fold_sign_threshold(g: Graph, stats: Counter | None = None) -> Graph:
+    affine_like = ("producer is a per-channel affine or BN",
+                   lambda g, nid, n: g[n.inputs[0]].op in (Op.AFFINE, Op.BATCH_NORM))
+    rules = [Rule("fold_sign_threshold", Op.BITPACK, _fold, (affine_like, producer_has_one_use()))]
+    return apply_rules(g, rules, stats)
