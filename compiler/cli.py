@@ -100,6 +100,11 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
     errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
     out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['build_seconds']} s -> {output}; "
               f"verification {v['status']}" + (f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else ""))
+    for mode, rows in v.get("sign_flips", {}).items():
+        if rows:
+            out.print(f"  {mode}: {len(rows)} of {v['batch']} samples flipped signs under float rounding (first flips "
+                      f"within {max(r['first_site_max_abs_presign'] for r in rows):.1e} of the threshold; max feature "
+                      f"change {max(r['rel_err'] for r in rows):.2g}); details in manifest.json")
 
 
 def _load_compiled(artifact: Path):

@@ -19,8 +19,9 @@ from frontend.checkpoint import load_checkpoint
 from targets import get_target
 
 from .errors import VerificationError
+from .ir import Op
 from .passes.pipeline import run_pipeline
-from .reference import rel_err, seeded_inputs, torch_forward
+from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import LIB, MANIFEST, Compiled
 
 TOLERANCE = 1e-4
@@ -75,7 +76,7 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
     from compiler.lower.build import build  # TVM is imported only once compiling starts
-    from compiler.lower.to_relax import to_relax
+    from compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
     opts = opts or CompileOptions()
@@ -107,6 +108,8 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": _digest(Path(ckpt)),
             "mixed_plan": graphs["mixed"].meta.get("mixed_plan", {}) if "mixed" in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
+            "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
+            "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
         }
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
@@ -116,7 +119,13 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
 
 
 def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, preset, say) -> dict:
-    """Run the written library against PyTorch eager on seeded inputs for every mode."""
+    """Run the written library against PyTorch eager on seeded inputs for every mode.
+
+    Binarized networks: the `<mode>_bits` entry returns every packed activation, compared bit
+    by bit with the signs PyTorch computes. A sample with no flipped bit must match to the
+    tolerance. A sample with flips is reported (count, error); the first layer where it flips
+    may only flip values within ROUNDING_MARGIN of 0 (float rounding before a threshold), or
+    verification fails. Two flip-free samples per mode are required."""
     if not opts.verify:
         return {"status": "skipped", "why": "--no-verify"}
     missing = preset.missing_on_host()
@@ -127,17 +136,36 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     (path / MANIFEST).write_text(json.dumps(manifest))
     compiled = Compiled(path)
     shape = tuple(manifest["input_shape"])
+    sites = manifest.get("bit_sites", {})
+    batch = manifest.get("export_batch") or (8 if sites else opts.verify_batch)
     result = {"status": "passed", "tolerance": TOLERANCE,
               "norm": "max over samples of ||y - y_torch||_2 / ||y_torch||_2",
-              "reference": "PyTorch eager, same checkpoint", "seed": opts.seed, "batch": opts.verify_batch,
+              "reference": "PyTorch eager, same checkpoint", "seed": opts.seed, "batch": batch,
               "max_rel_err": {}}
     for mode in modes:
         say(f"verifying the {mode} entry against PyTorch")
-        batch = manifest.get("export_batch") or opts.verify_batch
         x, m = seeded_inputs(shape, batch, mode, opts.seed)
         ref = torch_forward(module, x, mode, m)
         got = compiled.run(x, m if mode == "mixed" else mode)
-        err = rel_err(got, ref)
+        errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
+        clean = list(range(len(x)))
+        if sites.get(mode):
+            bits = [b.numpy() for b in list(compiled.run_bits(x, m if mode == "mixed" else mode))[1:]]
+            flips = count_flips(bits, sites[mode], presign_values(module, x, mode, m))
+            bad = [f for f in flips if not f["rounding_only"]]
+            if bad:
+                raise VerificationError(
+                    f"verification failed: the {mode} entry flips signs at {bad[0]['first_site']} where PyTorch's "
+                    f"pre-sign value is {bad[0]['first_site_max_abs_presign']:.3g} from 0 (more than rounding); "
+                    "no artifact written")
+            clean = [i for i, f in enumerate(flips) if f["flipped_bits"] == 0]
+            result.setdefault("sign_flips", {})[mode] = [
+                {"sample": i, **f, "rel_err": errs[i]} for i, f in enumerate(flips) if f["flipped_bits"]]
+            if len(clean) < 2:
+                raise VerificationError(
+                    f"verification inconclusive: only {len(clean)} of {len(x)} samples of the {mode} entry ran "
+                    "without a rounding sign flip; no artifact written")
+        err = max(errs[i] for i in clean)
         result["max_rel_err"][mode] = err
         if not err <= TOLERANCE:
             raise VerificationError(f"verification failed: the {mode} entry differs from PyTorch by {err:.3g} "

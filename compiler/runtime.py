@@ -80,6 +80,11 @@ class Compiled:
         mode, a = self.args(x, modality)
         return self.vm[mode](*a).numpy()
 
+    def run_bits(self, x: np.ndarray, modality="visible"):
+        """(features, packed bits of every bitpack layer) from the `<mode>_bits` entry."""
+        mode, a = self.args(x, modality)
+        return self.vm[f"{mode}_bits"](*a)
+
     def time_ms(self, x, modality, number: int = 5, repeat: int = 3) -> float:
         mode, a = self.args(x, modality)
         f = self.vm.time_evaluator(mode, self._tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=0)

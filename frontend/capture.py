@@ -104,7 +104,7 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
             m = mods[n.target]
             x = args[0]
             if isinstance(m, BinaryConv2d):  # sign + conv with +-alpha weights: found again by pattern
-                s_id = b.add(f"{n.target}.sign", Op.SIGN, [x], source=n.target)
+                s_id = b.add(f"{n.target}.sign", Op.SIGN, [x], {"site": n.target}, source=n.target)
                 env[n.name] = b.add(n.target, Op.CONV2D, [s_id], _conv_attrs(
                     m.binary_weight(), None, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
             elif isinstance(m, nn.Conv2d):
@@ -148,7 +148,7 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
         elif n.op == "call_function" and n.target in (operator.add, torch.add):
             env[n.name] = b.add(n.name, Op.ADD, args[:2])
         elif n.op == "call_function" and n.target in (binarize, torch.sign):
-            env[n.name] = b.add(n.name, Op.SIGN, [args[0]])
+            env[n.name] = b.add(n.name, Op.SIGN, [args[0]], {"site": n.name})
         elif n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu):
             env[n.name] = b.add(n.name, Op.RELU, [args[0]])
         elif (n.op == "call_function" and n.target is torch.flatten) or (n.op == "call_method" and n.target == "flatten"):
@@ -243,7 +243,7 @@ def capture_program(ep, name: str = "model") -> Graph:
             tensors[n.name] = _fold_constant(n, tensors, where)
             continue
         if t == _aten.sign.default:
-            env[n.name] = b.add(where, Op.SIGN, [X(a[0])], source=where)
+            env[n.name] = b.add(where, Op.SIGN, [X(a[0])], {"site": n.name}, source=where)
         elif t == _aten.prelu.default:
             env[n.name] = b.add(where, Op.PRELU, [X(a[0])], {"slope": _slope(T(a[1]), b.g[X(a[0])].shape[1])}, where)
         elif t == _aten.avg_pool2d.default:

@@ -1,27 +1,33 @@
-"""Bit-packing of signs along the channel axis (NHWC), at compile time (numpy) and at run time (TE).
+"""Bit-packing with a per-channel threshold, from the float blocked layout (N, C//cb, H, W, cb)
+to packed NHWC words (N, H, W, words(C)).
 
-Convention (as Larq Compute Engine's): bit 1 means -1, bit 0 means +1; x >= 0 packs to 0
-(sign(0) is taken as +1). Channels fill words little-endian: channel c sits in word c // B,
-bit c % B. Unused high bits of the last word are 0 in activations and weights alike, so they
-never count as a mismatch.
+bit(c) = x > thr[c] if flip[c] else x < thr[c]   (bit 1 means -1; thr 0, flip 0 is sign(x))
+Per-modality thresholds (2, C) are picked per sample by an int32 modality vector. Channels
+past C in the last word stay 0. Conventions: compiler/passes/binary_math.py.
 """
 from __future__ import annotations
 
 from tvm import te, tirx as tir
 
-from compiler.passes.binary_math import WORD_BITS, pack_signs, words  # noqa: F401 (re-exported)
+from compiler.passes.binary_math import WORD_BITS, words
+
+BITPACK_BLOCK = "reidc_bitpack"
 
 
-def bitpack_nhwc(x: te.Tensor, word: str = "uint64", name: str = "reidc_bitpack") -> te.Tensor:
-    """TE: (N, H, W, C) float -> (N, H, W, words(C)) packed signs."""
-    n, h, w, c = x.shape
+def bitpack_nchwc(data: te.Tensor, threshold: te.Tensor, flip: te.Tensor, channels: int,
+                  modality: te.Tensor | None = None, word: str = "uint64") -> te.Tensor:
+    n, _, h, w, cb = data.shape
     bits = WORD_BITS[word]
-    cw = words(int(c), word)
     k = te.reduce_axis((0, bits), "bit")
 
-    def bit(b, y, xx, wi, i):
-        ch = wi * bits + i
-        neg = tir.all(ch < c, x[b, y, xx, tir.min(ch, c - 1)] < tir.const(0, x.dtype))
-        return tir.Select(neg, tir.const(1, word) << i.astype(word), tir.const(0, word))
+    def bit(b, y, x, wi, i):
+        ch = tir.min(wi * bits + i, channels - 1)
+        v = data[b, ch // cb, y, x, ch % cb]
+        t = threshold[ch] if modality is None else threshold[modality[b], ch]
+        f = flip[ch] if modality is None else flip[modality[b], ch]
+        neg = tir.Select(f != 0, v > t, v < t)
+        return tir.Select(tir.all(wi * bits + i < channels, neg), tir.const(1, word) << i.astype(word),
+                          tir.const(0, word))
 
-    return te.compute((n, h, w, cw), lambda b, y, xx, wi: te.sum(bit(b, y, xx, wi, k), axis=k), name=name)
+    return te.compute((n, h, w, words(channels, word)), lambda b, y, x, wi: te.sum(bit(b, y, x, wi, k), axis=k),
+                      name=BITPACK_BLOCK)

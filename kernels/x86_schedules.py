@@ -10,6 +10,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
+from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 
 
@@ -48,21 +49,9 @@ class Conv2dNCHWc(CPUScheduleRule):
         if _block_named(sch, func, CONV_BLOCK) is None:
             return None
         conv = sch.get_sblock(CONV_BLOCK)
-        # inline every injective block between the conv and the function's output
-        blocks = sch.get_child_blocks(root) if (root := _block_named(sch, func, "root")) is not None else []
-        names = [sch.get(b).name_hint for b in blocks]
-        if not blocks:
-            return None
-        out = blocks[-1]
-        if sch.get(out).name_hint == CONV_BLOCK:
+        out = _inline_epilogue(sch, func, (CONV_BLOCK, PAD_BLOCK))
+        if out is None or sch.get(out).name_hint == CONV_BLOCK:
             return None  # always lowered with a bias epilogue; anything else takes the fallback
-        for b, name in zip(blocks[:-1], names[:-1]):
-            if name in (CONV_BLOCK, PAD_BLOCK):
-                continue
-            try:
-                sch.compute_inline(b)
-            except s_tir.ScheduleError:
-                return None
         loops = sch.get_loops(out)
         if len(loops) != 5:
             return None
@@ -107,6 +96,69 @@ class Conv2dNCHWc(CPUScheduleRule):
             sch.parallel(sch.fuse(*pl[:3]))
             if _extent(sch, pl[-1]) is not None:
                 sch.vectorize(pl[-1])
+        return sch
+
+
+def _inline_epilogue(sch, func, keep):
+    """Inline every block except `keep` and the last; return the last (the output) or None."""
+    root = _block_named(sch, func, "root")
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    if not blocks:
+        return None
+    for b in blocks[:-1]:
+        if sch.get(b).name_hint in keep:
+            continue
+        try:
+            sch.compute_inline(b)
+        except s_tir.ScheduleError:
+            return None
+    return blocks[-1]
+
+
+class BConv2dNCHWc(CPUScheduleRule):
+    """Binary conv: parallel over (n, oc-block, row), `reg_w` pixels x `ob` output channels of
+    popcount accumulators in vector registers (vector popcount: VPOPCNTQ with AVX-512
+    VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside."""
+
+    def __init__(self, reg_w: int = 7):
+        self.reg_w = reg_w
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        if _block_named(sch, func, BCONV_BLOCK) is None:
+            return None
+        pop = sch.get_sblock(BCONV_BLOCK)
+        out = _inline_epilogue(sch, func, (BCONV_BLOCK, BPAD_BLOCK))
+        if out is None or sch.get(out).name_hint == BCONV_BLOCK:
+            return None
+        loops = sch.get_loops(out)
+        if len(loops) != 5:
+            return None
+        n, o, h, w, v = loops
+        ow = _extent(sch, w)
+        if ow is None:
+            return None
+        reg_w = _largest_divisor_at_most(ow, self.reg_w)
+        wo, wi = sch.split(w, [None, reg_w])
+        sch.parallel(sch.fuse(n, o, h))
+        sch.vectorize(v)
+        sch.compute_at(pop, wo)
+        sch.set_scope(pop, 0, "local")
+        inner = sch.get_loops(pop)[2:]  # under (n*o*h, w-block); unit loops are dropped
+        nsp = 1 + (reg_w > 1)
+        spatial, red = inner[:nsp], inner[nsp:]
+        if red:
+            sch.reorder(*red, *spatial)
+        if len(spatial) == 2:
+            sch.unroll(spatial[0])
+        sch.vectorize(spatial[-1])
+        init = sch.decompose_reduction(pop, red[0] if red else spatial[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        if _block_named(sch, func, BPAD_BLOCK) is not None:
+            pl = sch.get_loops(sch.get_sblock(BPAD_BLOCK))
+            sch.parallel(sch.fuse(pl[0], pl[1]))
         return sch
 
 

@@ -6,34 +6,53 @@ import pytest
 import torch
 import tvm
 from tvm import te
-from tvm.s_tir import Schedule
 
-from kernels.bconv2d import bconv2d_nhwc, border_correction, pack_binary_weight, schedule_bconv2d
-from kernels.bitpack import bitpack_nhwc, pack_signs as pack_bits, words
+from compiler.passes.binary_math import border_correction, pack_signs, sign_threshold, words
+from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
+from kernels.bitpack import bitpack_nchwc
+from kernels.x86_schedules import BConv2dNCHWc
 from targets import get_target
 
 TARGET = get_target("host").tvm_target()
 
 
-def _build(sch_or_func):
-    f = sch_or_func.mod["main"] if hasattr(sch_or_func, "mod") else sch_or_func
+def _build(f):
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=TARGET)
 
 
 @pytest.mark.parametrize("word", ["uint32", "uint64"])
-def test_pack_bits_numpy_matches_te_kernel(word):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 5, 70)).astype(np.float32)
-    x[0, 0, 0, :5] = 0.0  # sign(0) packs as +1 (bit 0)
-    ref = pack_bits(x, word)
-    assert ref.shape == (2, 3, 5, words(70, word)) and ref.dtype == np.dtype(word)
-    assert int(ref[0, 0, 0, 0]) & 0b11111 == 0
+def test_pack_signs_bit_order(word):
+    x = np.random.default_rng(0).standard_normal((2, 3, 70)).astype(np.float32)
+    x[0, 0, :5] = 0.0  # sign(0) packs as +1 (bit 0)
+    ref = pack_signs(x, word)
+    assert ref.shape == (2, 3, words(70, word)) and ref.dtype == np.dtype(word)
     bits = np.unpackbits(ref.view(np.uint8), axis=-1, bitorder="little")[..., :70]
     np.testing.assert_array_equal(bits, (x < 0).astype(np.uint8))
-    X = te.placeholder(x.shape, "float32", name="X")
-    lib = _build(te.create_prim_func([X, bitpack_nhwc(X, word)]))
-    out = tvm.runtime.tensor(np.zeros(ref.shape, word))
-    lib["main"](tvm.runtime.tensor(x), out)
+
+
+@pytest.mark.parametrize("modal", [False, True])
+def test_bitpack_kernel_thresholds(modal):
+    """Blocked float input -> packed NHWC words, with per-channel (or per-modality) thresholds."""
+    rng = np.random.default_rng(1)
+    n, c, h, w, cb = 3, 80, 4, 5, 16
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    scale = rng.standard_normal((2, c) if modal else (c,)).astype(np.float32)
+    scale[..., 0] = 0.0  # a constant channel
+    shift = rng.standard_normal(scale.shape).astype(np.float32)
+    thr, flip = sign_threshold(scale, shift)
+    mod = np.array([0, 1, 1], np.int32)
+    X = te.placeholder((n, c // cb, h, w, cb), "float32", name="X")
+    T = te.placeholder(thr.shape, "float32", name="T")
+    F = te.placeholder(flip.shape, "int8", name="F")
+    M = te.placeholder((n,), "int32", name="M") if modal else None
+    Y = bitpack_nchwc(X, T, F, c, M)
+    lib = _build(te.create_prim_func([X, T, F] + ([M] if modal else []) + [Y]))
+    out = tvm.runtime.tensor(np.zeros((n, h, w, words(c)), np.uint64))
+    xb = np.ascontiguousarray(x.reshape(n, c // cb, cb, h, w).transpose(0, 1, 3, 4, 2))
+    args = [tvm.runtime.tensor(a) for a in (xb, thr, flip)] + ([tvm.runtime.tensor(mod)] if modal else [])
+    lib["main"](*args, out)
+    per = (scale[mod] if modal else scale[None])[:, :, None, None], (shift[mod] if modal else shift[None])[:, :, None, None]
+    ref = pack_signs((x * per[0] + per[1]).transpose(0, 2, 3, 1))  # sign(x*s + t), the unfolded form
     np.testing.assert_array_equal(out.numpy(), ref)
 
 
@@ -47,27 +66,33 @@ SHAPES = [  # N, C, H, W, O, k, stride, pad
 ]
 
 
-@pytest.mark.parametrize("word", ["uint32", "uint64"])
+def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET):
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    X = te.placeholder((n, h, w, words(c)), "uint64", name="X")
+    W = te.placeholder((o // ob, k, k, words(c), ob), "uint64", name="W")
+    corr = te.placeholder((oh, ow, o), "int32", name="corr")
+    func = te.create_prim_func([X, W, corr, bconv2d_nchwc(X, W, corr, c, (s, s), (p, p))])
+    sch = BConv2dNCHWc().apply(func, target, False)
+    return tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_bconv2d_is_integer_exact(shape, word):
+def test_bconv2d_is_integer_exact(shape):
     n, c, h, w, o, k, s, p = shape
     ob = 16
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    X = te.placeholder((n, h, w, words(c, word)), word, name="X")
-    W = te.placeholder((o // ob, k, k, words(c, word), ob), word, name="W")
-    corr = te.placeholder((oh, ow, o), "int32", name="corr")
-    Y = bconv2d_nhwc(X, W, corr, c, (s, s), (p, p), word)
-    lib = _build(schedule_bconv2d(Schedule(te.create_prim_func([X, W, corr, Y])), ob))
+    lib = _bconv_lib(n, c, h, w, o, k, s, p, ob)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    wt = np.sign(rng.standard_normal((o, c, k, k))).astype(np.float32) * 0.37  # +-alpha: only signs matter
-    out = tvm.runtime.tensor(np.zeros((n, oh, ow, o), np.int32))
-    lib["main"](tvm.runtime.tensor(pack_bits(x.transpose(0, 2, 3, 1), word)),
-                tvm.runtime.tensor(pack_binary_weight(wt, ob, word)),
-                tvm.runtime.tensor(border_correction(np.sign(wt).astype(np.int8), (h, w), (s, s), (p, p))), out)
+    signs = np.where(rng.standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)
+    out = tvm.runtime.tensor(np.zeros((n, o // ob, oh, ow, ob), np.int32))
+    lib["main"](tvm.runtime.tensor(pack_signs(x.transpose(0, 2, 3, 1))),
+                tvm.runtime.tensor(pack_binary_weight(pack_signs(signs.transpose(0, 2, 3, 1)), ob)),
+                tvm.runtime.tensor(border_correction(signs, (h, w), (s, s), (p, p))), out)
     xs = torch.from_numpy(np.where(x < 0, -1.0, 1.0))
-    ref = torch.nn.functional.conv2d(xs, torch.from_numpy(np.sign(wt)).double(), stride=s, padding=p)
-    np.testing.assert_array_equal(out.numpy(), ref.numpy().transpose(0, 2, 3, 1).astype(np.int32))
+    ref = torch.nn.functional.conv2d(xs, torch.from_numpy(signs.astype(np.float64)), stride=s, padding=p).numpy()
+    got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(ref.shape)
+    np.testing.assert_array_equal(got, ref.astype(np.int32))
 
 
 def test_border_correction_is_zero_without_padding():
@@ -81,11 +106,5 @@ def test_border_correction_is_zero_without_padding():
 def test_vector_popcount_in_generated_code(preset, instruction):
     """Compiles only (no need to run): AVX-512 VPOPCNTDQ targets get the native instruction,
     AVX2 gets LLVM's nibble-lookup sequence."""
-    c, o, ob = 128, 32, 16
-    X = te.placeholder((1, 8, 8, words(c)), "uint64", name="X")
-    W = te.placeholder((o // ob, 3, 3, words(c), ob), "uint64", name="W")
-    corr = te.placeholder((8, 8, o), "int32", name="corr")
-    sch = schedule_bconv2d(Schedule(te.create_prim_func([X, W, corr, bconv2d_nhwc(X, W, corr, c, (1, 1), (1, 1))])), ob)
-    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
-                      target=get_target(preset).tvm_target())
+    lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target())
     assert instruction in lib.mod.inspect_source("asm")

@@ -13,6 +13,9 @@ import tvm
 from tvm import relax, tirx as tir
 
 from compiler.ir import Graph, Op
+from compiler.passes.binary_math import border_correction
+from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
+from kernels.bitpack import bitpack_nchwc
 from kernels.conv2d import conv2d_nchwc, pack_weight
 
 BLOCK = 16  # channel block for activations when the channel count allows
@@ -87,6 +90,29 @@ class _Lowerer:
         elif op == Op.RELU:
             self.cb[nid] = self.cb[n.inputs[0]]
             self.val[nid] = self.emit(relax.op.nn.relu(ins[0]))
+        elif op == Op.PRELU:
+            self.cb[nid] = self.cb[n.inputs[0]]
+            zero = relax.const(np.float32(0))
+            neg = self.emit(relax.op.multiply(relax.op.minimum(ins[0], zero), self.per_channel(nid, np.asarray(n.attrs["slope"]))))
+            self.val[nid] = self.emit(relax.op.add(relax.op.maximum(ins[0], zero), neg))
+        elif op == Op.SIGN:
+            self.cb[nid] = self.cb[n.inputs[0]]
+            pos = relax.op.astype(relax.op.greater_equal(ins[0], relax.const(np.float32(0))), "float32")
+            self.val[nid] = self.emit(relax.op.subtract(relax.op.multiply(pos, relax.const(np.float32(2))),
+                                                        relax.const(np.float32(1))))
+        elif op == Op.AVGPOOL2D:
+            cb = self.cb[nid] = self.cb[n.inputs[0]]
+            self.val[nid] = self.emit(relax.op.nn.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
+                                                             layout=f"NCHW{cb}c"))
+        elif op == Op.BITPACK:
+            args = [ins[0], relax.const(np.asarray(n.attrs["threshold"], np.float32)),
+                    relax.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
+            if len(ins) > 1:
+                args.append(ins[1])
+            self.val[nid] = self.bb.emit_te(bitpack_nchwc, *args, primfunc_name_hint="bitpack")
+            self.cb[nid] = -1  # packed NHWC words
+        elif op == Op.BCONV2D:
+            self.lower_bconv(nid, n, ins)
         elif op == Op.ADD:
             a, b = n.inputs
             if self.cb[a] != self.cb[b]:
@@ -112,6 +138,19 @@ class _Lowerer:
         else:
             raise LoweringError(f"no lowering for op {op} at {n.source or nid}")
 
+    def lower_bconv(self, nid, n, ins):
+        src = self.g[n.inputs[0]]
+        ob = _block(n.shape[1])
+        w = relax.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
+        corr = relax.const(border_correction(np.asarray(n.attrs["signs"]), src.shape[2:], n.attrs["stride"],
+                                             n.attrs["padding"]))
+        dot = self.bb.emit_te(bconv2d_nchwc, ins[0], w, corr, src.shape[1], tuple(n.attrs["stride"]),
+                              tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d",
+                              primfunc_attrs={"op_pattern": 4})
+        self.cb[nid] = ob
+        y = self.emit(relax.op.multiply(relax.op.astype(dot, "float32"), self.per_channel(nid, np.asarray(n.attrs["scale"]))))
+        self.val[nid] = self.emit(relax.op.add(y, self.per_channel(nid, np.asarray(n.attrs["bias"]))))
+
     def output(self, nid: str) -> relax.Expr:
         v, cb, node = self.val[nid], self.cb[nid], self.g[nid]
         if cb:  # back to NCHW
@@ -121,28 +160,45 @@ class _Lowerer:
         return v
 
 
+def bit_sites(g: Graph) -> list[str]:
+    """The bitpack nodes in execution order, named by the sign they replace (its module path for
+    reidc's models, its node name in an exported program): the keys of `presign_values`."""
+    return [n.attr("site") or n.source or nid for nid, n in g.items() if n.op == Op.BITPACK]
+
+
+def _function(bb, mode, g, name, with_bits):
+    x_node = next((n for _, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x"), None)
+    if x_node is None:
+        raise LoweringError(f"{mode} graph has no image input")
+    if len(g.outputs) != 1:
+        raise LoweringError(f"{mode} graph has {len(g.outputs)} outputs; expected one")
+    nvar = tir.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((nvar,) + tuple(x_node.shape[1:]), "float32"))
+    params = [x]
+    m = None
+    if mode == "mixed":
+        m = relax.Var("modality", relax.TensorType((nvar,), "int32"))
+        params.append(m)
+    with bb.function(name, params):
+        with bb.dataflow():
+            low = _Lowerer(bb, g, x, m, nvar)
+            for nid in g.topo():
+                low.lower(nid)
+            result = low.output(g.outputs[0])
+            if with_bits:
+                result = relax.Tuple([result] + [low.val[nid] for nid, n in g.items() if n.op == Op.BITPACK])
+            out = bb.emit_output(result)
+        bb.emit_func_output(out)
+
+
 def to_relax(graphs: dict[str, Graph]) -> tvm.IRModule:
-    """One Relax function per mode graph; each takes the batch size symbolically."""
+    """One Relax function per mode graph; each takes the batch size symbolically. Graphs with
+    binary layers also get `<mode>_bits`, returning (features, packed bits of every bitpack in
+    `bit_sites` order), which verification uses to count sign flips exactly; it shares all
+    kernels with the main entry."""
     bb = relax.BlockBuilder()
     for mode, g in graphs.items():
-        x_node = next(g[i] for i, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x") \
-            if any(n.op == Op.INPUT and n.attrs["name"] == "x" for _, n in g.items()) else None
-        if x_node is None:
-            raise LoweringError(f"{mode} graph has no image input")
-        nvar = tir.Var("n", "int64")
-        x = relax.Var("x", relax.TensorType((nvar,) + tuple(x_node.shape[1:]), "float32"))
-        params = [x]
-        m = None
-        if mode == "mixed":
-            m = relax.Var("modality", relax.TensorType((nvar,), "int32"))
-            params.append(m)
-        with bb.function(mode, params):
-            with bb.dataflow():
-                low = _Lowerer(bb, g, x, m, nvar)
-                for nid in g.topo():
-                    low.lower(nid)
-                if len(g.outputs) != 1:
-                    raise LoweringError(f"{mode} graph has {len(g.outputs)} outputs; expected one")
-                out = bb.emit_output(low.output(g.outputs[0]))
-            bb.emit_func_output(out)
+        _function(bb, mode, g, mode, with_bits=False)
+        if g.count(Op.BITPACK):
+            _function(bb, mode, g, f"{mode}_bits", with_bits=True)
     return bb.get()

@@ -32,7 +32,8 @@ def _rewrite(g: Graph, nid, n):
     pid = g.fresh_id(f"{sid}_bitpack")
     c = g[x].shape[1]
     g.add(pid, Node(Op.BITPACK, (x,), g[x].shape, BITS, {
-        "threshold": np.zeros(c, np.float32), "flip": np.zeros(c, np.int8)}, sign.source))
+        "threshold": np.zeros(c, np.float32), "flip": np.zeros(c, np.int8),
+        "site": sign.attr("site", sign.source)}, sign.source))
     g.g.nodes[pid]["order"] = g.g.nodes[sid].get("order", 0)
     bias = n.attr("bias")
     g.replace(nid, n.with_(op=Op.BCONV2D, inputs=(pid,), attrs={

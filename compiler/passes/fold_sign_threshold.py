@@ -38,7 +38,7 @@ def _fold(g: Graph, nid, n):
         return None  # already thresholded
     thr, flip = sign_threshold(s, t)
     inputs = (p.inputs[0],) + ((p.inputs[1],) if thr.ndim == 2 else ())
-    g.replace(nid, n.with_(inputs=inputs, attrs={"threshold": thr, "flip": flip},
+    g.replace(nid, n.with_(inputs=inputs, attrs={**n.attrs, "threshold": thr, "flip": flip},
                            modality="split" if thr.ndim == 2 else n.modality))
     if not g.consumers(pid) and pid not in g.outputs:
         g.remove(pid)
