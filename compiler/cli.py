@@ -84,6 +84,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg for a bare weights file"),
                 dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
                 mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
+                modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
                 verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     from .compile import CompileOptions, compile_checkpoint
@@ -91,15 +92,22 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
     opts = CompileOptions(target=target, arch=arch, split_config=split_config, dump_ir=dump_ir,
                           mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy,
-                          verify=verify, progress=_progress)
+                          verify=verify, progress=_progress,
+                          modes=tuple(m.strip() for m in modes.split(",")) if modes else None)
     try:
         man = compile_checkpoint(checkpoint, output, opts)
-    except USER_ERRORS as e:
+    except USER_ERRORS + (ValueError,) as e:
         _fail(e)
     v = man["verification"]
     errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
     out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['build_seconds']} s -> {output}; "
               f"verification {v['status']}" + (f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else ""))
+    w, ops = man["weights"], man["per_sample"]
+    if man.get("binary_layers"):
+        out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
+                  f"{w['fp32_weight_bytes'] / 1e6:.1f} MB fp32; library {w['artifact_bytes'] / 1e6:.2f} MB; "
+                  f"{ops['ops'] / 1e9:.3f} GOPs/sample vs {ops['fp32_equivalent_ops'] / 1e9:.3f} G fp32 MACs "
+                  f"({ops['fp32_equivalent_ops'] / max(ops['ops'], 1):.1f}x fewer)")
     for mode, rows in v.get("sign_flips", {}).items():
         if rows:
             out.print(f"  {mode}: {len(rows)} of {v['batch']} samples flipped signs under float rounding (first flips "

@@ -18,6 +18,7 @@ from frontend.capture import capture_exported, capture_module
 from frontend.checkpoint import load_checkpoint
 from targets import get_target
 
+from .costs import macs, weight_bytes
 from .errors import VerificationError
 from .ir import Op
 from .passes.pipeline import run_pipeline
@@ -37,6 +38,7 @@ class CompileOptions:
     mixed_strategy: str | None = None   # None: per-layer choice; "affine" | "weights"
     verify: bool = True
     verify_batch: int = 3
+    modes: tuple[str, ...] | None = None  # entries to build; default: every mode the model has
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -86,6 +88,11 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     t0 = time.perf_counter()
     say(f"loading {ckpt}")
     module, g, modes, facts = load_source(ckpt, opts)
+    if opts.modes:
+        unknown = [m for m in opts.modes if m not in modes]
+        if unknown:
+            raise ValueError(f"--modes {', '.join(unknown)}: this model has the entries {', '.join(modes)}")
+        modes = tuple(m for m in modes if m in opts.modes)
     stats: Counter = Counter()
     graphs = {}
     for mode in modes:
@@ -111,8 +118,11 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
+            "per_sample": macs(graphs[modes[0]]),
+            "weights": weight_bytes(graphs[modes[0]]),
         }
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
+        manifest["weights"]["artifact_bytes"] = (tmp / LIB).stat().st_size
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     say(f"wrote {out}")
     return manifest

@@ -7,7 +7,7 @@ import torch
 import tvm
 from tvm import te
 
-from compiler.passes.binary_math import border_correction, pack_signs, sign_threshold, words
+from compiler.passes.binary_math import border_correction, expand_correction, pack_signs, sign_threshold, words
 from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
 from kernels.bitpack import bitpack_nchwc
 from kernels.x86_schedules import BConv2dNCHWc
@@ -70,10 +70,15 @@ def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET):
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     X = te.placeholder((n, h, w, words(c)), "uint64", name="X")
     W = te.placeholder((o // ob, k, k, words(c), ob), "uint64", name="W")
-    corr = te.placeholder((oh, ow, o), "int32", name="corr")
-    func = te.create_prim_func([X, W, corr, bconv2d_nchwc(X, W, corr, c, (s, s), (p, p))])
+    signs = np.where(np.random.default_rng(1).standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)
+    table, ycls, xcls = border_correction(signs, (h, w), (s, s), (p, p))
+    corr = te.placeholder(table.shape, "int32", name="corr")
+    yc = te.placeholder(ycls.shape, "int32", name="yc")
+    xc = te.placeholder(xcls.shape, "int32", name="xc")
+    func = te.create_prim_func([X, W, corr, yc, xc, bconv2d_nchwc(X, W, corr, yc, xc, c, (s, s), (p, p))])
     sch = BConv2dNCHWc().apply(func, target, False)
-    return tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    return lib, signs, (table, ycls, xcls)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -81,30 +86,31 @@ def test_bconv2d_is_integer_exact(shape):
     n, c, h, w, o, k, s, p = shape
     ob = 16
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    lib = _bconv_lib(n, c, h, w, o, k, s, p, ob)
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    signs = np.where(rng.standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)
+    lib, signs, corr = _bconv_lib(n, c, h, w, o, k, s, p, ob)
+    x = np.random.default_rng(2).standard_normal((n, c, h, w)).astype(np.float32)
     out = tvm.runtime.tensor(np.zeros((n, o // ob, oh, ow, ob), np.int32))
     lib["main"](tvm.runtime.tensor(pack_signs(x.transpose(0, 2, 3, 1))),
                 tvm.runtime.tensor(pack_binary_weight(pack_signs(signs.transpose(0, 2, 3, 1)), ob)),
-                tvm.runtime.tensor(border_correction(signs, (h, w), (s, s), (p, p))), out)
+                *(tvm.runtime.tensor(a) for a in corr), out)
     xs = torch.from_numpy(np.where(x < 0, -1.0, 1.0))
     ref = torch.nn.functional.conv2d(xs, torch.from_numpy(signs.astype(np.float64)), stride=s, padding=p).numpy()
     got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(ref.shape)
     np.testing.assert_array_equal(got, ref.astype(np.int32))
 
 
-def test_border_correction_is_zero_without_padding():
-    w = np.sign(np.random.default_rng(2).standard_normal((8, 5, 3, 3)))
-    assert not border_correction(w, (6, 6), (1, 1), (0, 0)).any()
-    corr = border_correction(w.astype(np.int8), (6, 6), (1, 1), (1, 1))
-    assert corr[2:-2, 2:-2].sum() == 0 and corr[0, 0].any()
+def test_border_correction_classes():
+    w = np.where(np.random.default_rng(2).standard_normal((8, 5, 3, 3)) < 0, -1, 1).astype(np.int8)
+    table, ycls, xcls = border_correction(w, (6, 6), (1, 1), (0, 0))
+    assert table.shape == (1, 1, 8) and not table.any()
+    table, ycls, xcls = border_correction(w, (6, 6), (1, 1), (1, 1))
+    assert table.shape == (3, 3, 8)  # top / interior / bottom x left / interior / right
+    full = expand_correction(table, ycls, xcls)
+    assert full[1:-1, 1:-1].sum() == 0 and full[0, 0].tolist() == (w[:, :, 0, :].sum((1, 2)) + w[:, :, 1:, 0].sum((1, 2))).tolist()
 
 
 @pytest.mark.parametrize("preset, instruction", [("x86-avx512", "vpopcntq"), ("x86-avx2", "vpshufb")])
 def test_vector_popcount_in_generated_code(preset, instruction):
     """Compiles only (no need to run): AVX-512 VPOPCNTDQ targets get the native instruction,
     AVX2 gets LLVM's nibble-lookup sequence."""
-    lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target())
+    lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target())[0]
     assert instruction in lib.mod.inspect_source("asm")

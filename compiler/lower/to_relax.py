@@ -8,6 +8,8 @@ symbolic batch n, modality is (n,) int32 (0 visible, 1 infrared).
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import tvm
 from tvm import relax, tirx as tir
@@ -32,9 +34,27 @@ def _block(c: int) -> int:
     return c
 
 
+class _Constants:
+    """One relax.Constant per distinct array, shared by every entry of the module: the packed
+    binary weights, and float weights a shared BN leaves equal in the visible and infrared
+    entries, are stored once in the library."""
+
+    def __init__(self):
+        self.seen: dict[tuple, relax.Constant] = {}
+
+    def __call__(self, a: np.ndarray) -> relax.Constant:
+        a = np.ascontiguousarray(a)
+        key = (a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest())
+        if key not in self.seen:
+            self.seen[key] = relax.const(a)
+        return self.seen[key]
+
+
 class _Lowerer:
-    def __init__(self, bb: relax.BlockBuilder, g: Graph, x: relax.Var, m: relax.Var | None, n):
+    def __init__(self, bb: relax.BlockBuilder, g: Graph, x: relax.Var, m: relax.Var | None, n,
+                 const: _Constants | None = None):
         self.bb, self.g, self.m, self.n = bb, g, m, n
+        self.const = const or _Constants()
         self.val: dict[str, relax.Expr] = {}
         self.cb: dict[str, int] = {}   # channel block of a 4-D value; 0 for 2-D values
         self.x = x
@@ -48,10 +68,10 @@ class _Lowerer:
         c = node.shape[1]
         if vec.ndim == 1:
             shape = (1, c // cb, 1, 1, cb) if cb else (1, c)
-            return relax.const(vec.reshape(shape).astype("float32"))
+            return self.const(vec.reshape(shape).astype("float32"))
         if self.m is None:
             raise LoweringError(f"per-modality constant at {node.source or nid} outside the mixed entry")
-        table = relax.const(vec.reshape((2, c // cb, cb) if cb else (2, c)).astype("float32"))
+        table = self.const(vec.reshape((2, c // cb, cb) if cb else (2, c)).astype("float32"))
         picked = self.emit(relax.op.take(table, self.m, axis=0, mode="clip"))
         shape = (self.n, c // cb, 1, 1, cb) if cb else (self.n, c)
         return self.emit(relax.op.reshape(picked, shape))
@@ -72,7 +92,7 @@ class _Lowerer:
         elif op == Op.CONV2D:
             src = n.inputs[0]
             cb, ob = self.cb[src], _block(n.shape[1])
-            w = relax.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
+            w = self.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
             args = [ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"])]
             if n.attrs["weight"].ndim == 5:
                 args.append(ins[1])
@@ -105,8 +125,8 @@ class _Lowerer:
             self.val[nid] = self.emit(relax.op.nn.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
                                                              layout=f"NCHW{cb}c"))
         elif op == Op.BITPACK:
-            args = [ins[0], relax.const(np.asarray(n.attrs["threshold"], np.float32)),
-                    relax.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
+            args = [ins[0], self.const(np.asarray(n.attrs["threshold"], np.float32)),
+                    self.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
             if len(ins) > 1:
                 args.append(ins[1])
             self.val[nid] = self.bb.emit_te(bitpack_nchwc, *args, primfunc_name_hint="bitpack")
@@ -130,7 +150,7 @@ class _Lowerer:
         elif op == Op.DENSE:
             if self.cb[n.inputs[0]]:
                 raise LoweringError(f"dense at {n.source or nid} needs a 2-D input")
-            w = relax.const(np.ascontiguousarray(np.asarray(n.attrs["weight"]).T))
+            w = self.const(np.asarray(n.attrs["weight"]).T)
             y = self.emit(relax.op.matmul(ins[0], w))
             b = n.attr("bias")
             self.val[nid] = self.emit(relax.op.add(y, relax.const(np.asarray(b).reshape(1, -1)))) if b is not None else y
@@ -141,10 +161,10 @@ class _Lowerer:
     def lower_bconv(self, nid, n, ins):
         src = self.g[n.inputs[0]]
         ob = _block(n.shape[1])
-        w = relax.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
-        corr = relax.const(border_correction(np.asarray(n.attrs["signs"]), src.shape[2:], n.attrs["stride"],
-                                             n.attrs["padding"]))
-        dot = self.bb.emit_te(bconv2d_nchwc, ins[0], w, corr, src.shape[1], tuple(n.attrs["stride"]),
+        w = self.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
+        corr = [self.const(a) for a in border_correction(np.asarray(n.attrs["signs"]), src.shape[2:],
+                                                          n.attrs["stride"], n.attrs["padding"])]
+        dot = self.bb.emit_te(bconv2d_nchwc, ins[0], w, *corr, src.shape[1], tuple(n.attrs["stride"]),
                               tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d",
                               primfunc_attrs={"op_pattern": 4})
         self.cb[nid] = ob
@@ -166,7 +186,7 @@ def bit_sites(g: Graph) -> list[str]:
     return [n.attr("site") or n.source or nid for nid, n in g.items() if n.op == Op.BITPACK]
 
 
-def _function(bb, mode, g, name, with_bits):
+def _function(bb, mode, g, name, with_bits, const):
     x_node = next((n for _, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x"), None)
     if x_node is None:
         raise LoweringError(f"{mode} graph has no image input")
@@ -181,7 +201,7 @@ def _function(bb, mode, g, name, with_bits):
         params.append(m)
     with bb.function(name, params):
         with bb.dataflow():
-            low = _Lowerer(bb, g, x, m, nvar)
+            low = _Lowerer(bb, g, x, m, nvar, const)
             for nid in g.topo():
                 low.lower(nid)
             result = low.output(g.outputs[0])
@@ -197,8 +217,9 @@ def to_relax(graphs: dict[str, Graph]) -> tvm.IRModule:
     `bit_sites` order), which verification uses to count sign flips exactly; it shares all
     kernels with the main entry."""
     bb = relax.BlockBuilder()
+    const = _Constants()
     for mode, g in graphs.items():
-        _function(bb, mode, g, mode, with_bits=False)
+        _function(bb, mode, g, mode, False, const)
         if g.count(Op.BITPACK):
-            _function(bb, mode, g, f"{mode}_bits", with_bits=True)
+            _function(bb, mode, g, f"{mode}_bits", True, const)
     return bb.get()

@@ -61,14 +61,24 @@ def pack_signs(x: np.ndarray, word: str = "uint64") -> np.ndarray:
 
 
 def border_correction(signs: np.ndarray, in_hw: tuple[int, int], stride: tuple[int, int],
-                      padding: tuple[int, int]) -> np.ndarray:
-    """(OH, OW, O) int32: what padding with zero words (= +1 bits) adds to each output's dot
-    product, to subtract so borders equal PyTorch's zero padding of the +-1 input."""
+                      padding: tuple[int, int]):
+    """What padding with zero words (= +1 bits) adds to each output's dot product, to subtract
+    so borders equal PyTorch's zero padding of the +-1 input. Returned compactly, by border
+    class: (table (NY, NX, O) int32, row class (OH,) int32, column class (OW,) int32); the
+    correction at (y, x, o) is table[row[y], col[x], o]. Interior pixels share a zero entry."""
     o, c, kh, kw = signs.shape
     (h, wd), (sh, sw), (ph, pw) = in_hw, stride, padding
     oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
     tap = np.asarray(signs, np.int64).sum(axis=1)  # (O, KH, KW): a +1 input against the tap's weights
-    ys = np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] - ph
-    xs = np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] - pw
-    oob = ((ys < 0) | (ys >= h))[:, None, :, None] | ((xs < 0) | (xs >= wd))[None, :, None, :]
-    return np.einsum("yxij,oij->yxo", oob.astype(np.int64), tap).astype(np.int32)
+    oob_y = (lambda ys: (ys < 0) | (ys >= h))(np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] - ph)
+    oob_x = (lambda xs: (xs < 0) | (xs >= wd))(np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] - pw)
+    ky, ycls = np.unique(oob_y, axis=0, return_inverse=True)  # distinct out-of-bounds patterns
+    kx, xcls = np.unique(oob_x, axis=0, return_inverse=True)
+    oob = ky[:, None, :, None] | kx[None, :, None, :]  # (NY, NX, KH, KW)
+    table = np.einsum("yxij,oij->yxo", oob.astype(np.int64), tap).astype(np.int32)
+    return table, ycls.reshape(-1).astype(np.int32), xcls.reshape(-1).astype(np.int32)
+
+
+def expand_correction(table: np.ndarray, ycls: np.ndarray, xcls: np.ndarray) -> np.ndarray:
+    """The full (OH, OW, O) correction, for tests and reference."""
+    return table[ycls][:, xcls]
