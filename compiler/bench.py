@@ -56,7 +56,10 @@ def _onnx_session(entry: _Entry, x: np.ndarray, m: np.ndarray | None, threads: i
 
 def bench(compiled: Compiled, model: torch.nn.Module, batches=(1, 16), modes=("visible", "mixed"),
           threads: int = 2, repeat: int = 5, runtimes=("torch_eager", "torch_compile", "onnxruntime"),
-          progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+          progress: Callable[[str], None] = lambda s: None,
+          baseline: tuple[Compiled, torch.nn.Module] | None = None) -> list[dict]:
+    """One row per (mode, batch). `baseline` (another compiled model and its PyTorch module,
+    e.g. the fp32 network a binarized one replaces) adds its reidc, eager and ORT times."""
     torch.set_num_threads(threads)
     model = model.eval()
     man = compiled.manifest
@@ -65,7 +68,8 @@ def bench(compiled: Compiled, model: torch.nn.Module, batches=(1, 16), modes=("v
     for mode in modes:
         entry = _Entry(model, mode).eval()
         compiled_fn = torch.compile(entry) if "torch_compile" in runtimes else None
-        sess = None
+        sess = base_sess = None
+        base_entry = _Entry(baseline[1].eval(), mode).eval() if baseline else None
         for batch in batches:
             x, m = seeded_inputs(tuple(man["input_shape"]), batch, mode, seed=1)
             xt = torch.from_numpy(x)
@@ -91,7 +95,19 @@ def bench(compiled: Compiled, model: torch.nn.Module, batches=(1, 16), modes=("v
                 feed = {"x": x, **({"modality": m} if m is not None else {})}
                 row["onnxruntime_ms"] = time_ms(lambda: sess.run(None, feed), repeat=repeat)
                 row["onnxruntime_rel_err"] = rel_err(sess.run(None, feed)[0], ref)
-            for k in ("torch_eager_ms", "torch_compile_ms", "onnxruntime_ms"):
+            if baseline:
+                bc = baseline[0]
+                row["baseline_model"] = bc.manifest["model"]
+                progress(f"{man['model']} {mode} batch {batch}: baseline {row['baseline_model']}")
+                row["baseline_reidc_ms"] = bc.time_ms(x, arg, number=1, repeat=repeat)
+                with torch.no_grad():
+                    row["baseline_torch_eager_ms"] = time_ms(lambda: base_entry(xt, mt), repeat=repeat)
+                if base_sess is None:
+                    base_sess = _onnx_session(base_entry, x, m, threads)
+                feed = {"x": x, **({"modality": m} if m is not None else {})}
+                row["baseline_onnxruntime_ms"] = time_ms(lambda: base_sess.run(None, feed), repeat=repeat)
+            for k in ("torch_eager_ms", "torch_compile_ms", "onnxruntime_ms", "baseline_reidc_ms",
+                      "baseline_torch_eager_ms", "baseline_onnxruntime_ms"):
                 if k in row:
                     row[f"speedup_vs_{k[:-3]}"] = row[k] / row["reidc_ms"]
             rows.append(row)

@@ -156,20 +156,32 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               checkpoint: Optional[Path] = typer.Option(None, help="the PyTorch side (default: the one compiled)"),
               threads: int = typer.Option(2, help="threads for every runtime"),
               repeat: int = typer.Option(5),
+              baseline: Optional[Path] = typer.Option(None, help="another artifact to compare with (e.g. the fp32 "
+                                                       "network a binarized one replaces): its reidc, eager and ORT times"),
+              no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, in this process."""
     from .bench import bench
     from .compile import CompileOptions, _digest, load_source
     os.environ["TVM_NUM_THREADS"] = str(threads)
-    try:
-        comp = _load_compiled(artifact)
-        ck = Path(checkpoint or comp.manifest["checkpoint"])
+    def source(comp, ck=None):
+        ck = Path(ck or comp.manifest["checkpoint"])
         if not ck.exists():
             raise ArtifactError(f"checkpoint {ck} is gone; pass --checkpoint")
         if _digest(ck) != comp.manifest["checkpoint_sha256"]:
-            raise ArtifactError(f"{ck} is not the checkpoint {artifact} was compiled from (sha256 differs)")
-        model = load_source(ck, CompileOptions())[0]
-        rows = bench(comp, model, tuple(batch), tuple(mode), threads, repeat, progress=_progress)
+            raise ArtifactError(f"{ck} is not the checkpoint {comp.path} was compiled from (sha256 differs)")
+        return load_source(ck, CompileOptions())[0]
+
+    try:
+        comp = _load_compiled(artifact)
+        model = source(comp, checkpoint)
+        base = None
+        if baseline is not None:
+            bcomp = _load_compiled(baseline)
+            base = (bcomp, source(bcomp))
+        runtimes = ("torch_eager", "onnxruntime") if no_compile else ("torch_eager", "torch_compile", "onnxruntime")
+        rows = bench(comp, model, tuple(batch), tuple(mode), threads, repeat, runtimes, progress=_progress,
+                     baseline=base)
     except USER_ERRORS as e:
         _fail(e)
     t = Table("model", "batch", "modality", "reidc ms", "eager ms", "compile ms", "ORT ms",
@@ -180,6 +192,12 @@ def bench_cmd(artifact: Path = typer.Argument(...),
                   f"{r['speedup_vs_torch_eager']:.2f}x", f"{r.get('speedup_vs_onnxruntime', float('nan')):.2f}x",
                   f"{r['max_rel_err']:.1e}")
     out.print(t)
+    for r in rows:
+        if "baseline_model" in r:
+            out.print(f"batch {r['batch']} {r['modality']}: vs {r['baseline_model']}: reidc {r['baseline_reidc_ms']:.1f} ms "
+                      f"({r['speedup_vs_baseline_reidc']:.2f}x), eager {r['baseline_torch_eager_ms']:.1f} ms "
+                      f"({r['speedup_vs_baseline_torch_eager']:.2f}x), ORT {r['baseline_onnxruntime_ms']:.1f} ms "
+                      f"({r['speedup_vs_baseline_onnxruntime']:.2f}x)")
     if json_out:
         tmp = json_out.with_name(json_out.name + ".partial")
         tmp.write_text(json.dumps(rows, indent=1) + "\n")

@@ -11,6 +11,7 @@ from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
+from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 
 
@@ -120,8 +121,9 @@ class BConv2dNCHWc(CPUScheduleRule):
     popcount accumulators in vector registers (vector popcount: VPOPCNTQ with AVX-512
     VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside."""
 
-    def __init__(self, reg_w: int = 7):
+    def __init__(self, reg_w: int = 12, lanes: int = 4):
         self.reg_w = reg_w
+        self.lanes = lanes  # output channels (64-bit words) per register tile: one vector register
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc):
@@ -142,11 +144,15 @@ class BConv2dNCHWc(CPUScheduleRule):
             return None
         reg_w = _largest_divisor_at_most(ow, self.reg_w)
         wo, wi = sch.split(w, [None, reg_w])
+        ob = _extent(sch, v)
+        lanes = _largest_divisor_at_most(ob, self.lanes)
+        vo, vi = sch.split(v, [None, lanes])
+        sch.reorder(vo, wo, wi, vi)
         sch.parallel(sch.fuse(n, o, h))
-        sch.vectorize(v)
+        sch.vectorize(vi)
         sch.compute_at(pop, wo)
         sch.set_scope(pop, 0, "local")
-        inner = sch.get_loops(pop)[2:]  # under (n*o*h, w-block); unit loops are dropped
+        inner = sch.get_loops(pop)[3:]  # under (n*o*h, lane block, w-block); unit loops dropped
         nsp = 1 + (reg_w > 1)
         spatial, red = inner[:nsp], inner[nsp:]
         if red:
@@ -159,6 +165,25 @@ class BConv2dNCHWc(CPUScheduleRule):
         if _block_named(sch, func, BPAD_BLOCK) is not None:
             pl = sch.get_loops(sch.get_sblock(BPAD_BLOCK))
             sch.parallel(sch.fuse(pl[0], pl[1]))
+        return sch
+
+
+class Bitpack(CPUScheduleRule):
+    """Parallel over (n, row); the loop over a word's bits fully unrolled, so channel indices
+    become constants and LLVM vectorises the compares (8x faster than the rolled loop here)."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        if _block_named(sch, func, BITPACK_BLOCK) is None:
+            return None
+        out = _inline_epilogue(sch, func, (BITPACK_BLOCK,))
+        if out is None or sch.get(out).name_hint != BITPACK_BLOCK:
+            return None
+        loops = sch.get_loops(out)
+        sch.parallel(sch.fuse(loops[0], loops[1]))
+        sch.unroll(loops[-1])
         return sch
 
 

@@ -67,7 +67,6 @@ SHAPES = [  # N, C, H, W, O, k, stride, pad
 
 
 def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET):
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     X = te.placeholder((n, h, w, words(c)), "uint64", name="X")
     W = te.placeholder((o // ob, k, k, words(c), ob), "uint64", name="W")
     signs = np.where(np.random.default_rng(1).standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)

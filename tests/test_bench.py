@@ -37,3 +37,51 @@ def test_cmnas_resnet50(benchmark, r50, batch, mode):
     benchmark.pedantic(comp.run, args=(x, m if mode == "mixed" else mode), rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(row)
     assert row["max_rel_err"] <= 1e-4 and row["onnxruntime_rel_err"] <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def bire18(tmp_path_factory):
+    """bire-resnet18 and the fp32 ResNet-18 it replaces (cmnas-resnet18, all BNs shared),
+    both compiled for this machine, visible entry only."""
+    from compiler.compile import CompileOptions, compile_checkpoint
+    from compiler.runtime import Compiled
+    from frontend.checkpoint import save_checkpoint
+    from frontend.zoo import zoo_model
+    os.environ["TVM_NUM_THREADS"] = "2"
+    d = tmp_path_factory.mktemp("bire")
+    out = {}
+    for name, split in (("bire-resnet18", "all-shared"), ("cmnas-resnet18", "all-shared")):
+        model = zoo_model(name, split)
+        save_checkpoint(model, d / name)
+        compile_checkpoint(d / name, d / f"{name}.art", CompileOptions(modes=("visible",)))
+        out[name] = (Compiled(d / f"{name}.art"), model)
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_bire_resnet18_end_to_end(benchmark, bire18, batch):
+    """reidc bire-resnet18 vs PyTorch eager of the same network, and vs reidc / eager / ONNX
+    Runtime of the fp32 ResNet-18 (ratios in extra_info)."""
+    from compiler.bench import bench
+    from compiler.reference import seeded_inputs
+    comp, model = bire18["bire-resnet18"]
+    row = bench(comp, model, (batch,), ("visible",), threads=2, repeat=5, runtimes=("torch_eager", "onnxruntime"),
+                baseline=bire18["cmnas-resnet18"])[0]
+    x, _ = seeded_inputs(comp.input_shape, batch, "visible", seed=1)
+    benchmark.pedantic(comp.run, args=(x, "visible"), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(row)
+    assert comp.manifest["weights"]["artifact_bytes"] * 10 < bire18["cmnas-resnet18"][0].manifest["weights"]["artifact_bytes"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_binary_layer_14x14x256(benchmark, threads):
+    """The ResNet-18 layer shape 14x14x256 -> 256, 3x3, batch 1: the whole binary layer
+    (bit-packing, popcount conv, fused float epilogue) against PyTorch's float conv."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "compiler.layer_bench", "--threads", str(threads)],
+                         capture_output=True, text=True, check=True, env={**os.environ, "TVM_NUM_THREADS": str(threads)})
+    row = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+    benchmark.extra_info.update(row)
+    benchmark.pedantic(lambda: None, rounds=1)
+    assert row["exact"]

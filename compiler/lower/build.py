@@ -7,14 +7,14 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.s_tir import dlight as dl
 
-from kernels.x86_schedules import BConv2dNCHWc, Conv2dNCHWc, CPUFallback
+from kernels.x86_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
 from targets import TargetPreset
 
 
 def schedule_rules(preset: TargetPreset) -> list:
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes,
                         accumulators=12 if preset.vector_bits <= 256 else 24),
-            BConv2dNCHWc(), CPUFallback()]
+            BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 
 def relax_pipeline(preset: TargetPreset, extra_tir: list | None = None) -> tvm.transform.Pass:
