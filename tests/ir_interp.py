@@ -70,13 +70,16 @@ def run_ir(g: Graph, x: np.ndarray, modality: np.ndarray | None = None) -> np.nd
             vals[nid] = F.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"])
         elif n.op == Op.BITPACK:  # bits are represented by the +-1 values they stand for
             mm = ins[1] if len(ins) > 1 else m
-            thr, flip = _per(n.attrs["threshold"], mm, 4), _per(n.attrs["flip"], mm, 4).bool()
+            thr, flip = _per(n.attrs["threshold"], mm, 4).to(ins[0].dtype), _per(n.attrs["flip"], mm, 4).bool()
             neg = torch.where(flip, ins[0] > thr, ins[0] < thr)
             vals[nid] = torch.where(neg, -1.0, 1.0).to(torch.float64)
         elif n.op == Op.BCONV2D:
             w = torch.from_numpy(np.array(n.attrs["signs"], dtype=np.float64))
             dot = F.conv2d(ins[0].to(torch.float64), w, stride=n.attrs["stride"], padding=n.attrs["padding"])
             mm = ins[1] if len(ins) > 1 else m
+            if n.attr("accumulator"):
+                vals[nid] = dot  # exact integers (float64)
+                continue
             out = dot * _per(n.attrs["scale"], mm, 4).double() + _per(n.attrs["bias"], mm, 4).double()
             vals[nid] = out.to(torch.float32)
         else:

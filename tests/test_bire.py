@@ -161,3 +161,56 @@ def test_bnn_from_a_pt2_outside_the_zoo(tmp_path):
         ref = m(x).numpy()
     got = Compiled(tmp_path / "art").run(x.numpy())
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
+
+
+class ChainBNN(nn.Module):
+    """Binary convs in a row (bconv -> BN -> sign -> bconv): the second sign's threshold must
+    land on the first bconv's integer accumulator. Some BN gains are negative (flipped bits)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.stem = nn.Conv2d(3, 32, 3, 2, 1)
+        self.bn0 = nn.BatchNorm2d(32)
+        self.w1 = nn.Parameter(torch.randn(64, 32, 3, 3, generator=g))
+        self.a1 = nn.Parameter(torch.rand(64, generator=g) + 0.5)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.w2 = nn.Parameter(torch.randn(64, 64, 3, 3, generator=g))
+        self.a2 = nn.Parameter(torch.rand(64, generator=g) + 0.5)
+        self.bn2 = nn.BatchNorm2d(64)
+        with torch.no_grad():
+            self.bn1.running_var.copy_(32 * 9 * self.a1 ** 2)
+            self.bn1.running_mean.uniform_(-3, 3, generator=g)
+            self.bn1.weight.copy_(torch.where(torch.arange(64) % 5 == 0, -1.0, 1.0))
+            self.bn2.running_var.copy_(64 * 9 * self.a2 ** 2)
+
+    def forward(self, x):
+        y = torch.sign(self.bn0(self.stem(x)))
+        y = F.conv2d(y, torch.sign(self.w1) * self.a1.view(-1, 1, 1, 1), padding=1)
+        y = torch.sign(self.bn1(y))
+        y = F.conv2d(y, torch.sign(self.w2) * self.a2.view(-1, 1, 1, 1), padding=1)
+        return torch.relu(self.bn2(y)).mean(dim=(2, 3))
+
+
+def test_binary_layers_chain_on_the_integer_accumulator(tmp_path):
+    from frontend.capture import capture_exported
+    m = ChainBNN().eval()
+    x = torch.randn(4, 3, 32, 32)
+    torch.export.save(torch.export.export(m, (x,)), tmp_path / "chain.pt2")
+    st = Counter()
+    g = run_pipeline(capture_exported(tmp_path / "chain.pt2"), "main", stats=st)
+    # bn0 folds into the stem conv (so the first sign keeps threshold 0); bn1 lands on the accumulator
+    assert st["detect_binary_conv"] == 2 and st["fold_shared_bn_into_conv"] == 1 and st["fold_sign_threshold"] == 0
+    assert st["threshold_on_accumulator"] == 1
+    acc = [n for _, n in g.items() if n.op == Op.BCONV2D and n.attr("accumulator")]
+    assert len(acc) == 1 and acc[0].dtype == "int32"
+    packs = [n for _, n in g.items() if n.op == Op.BITPACK and n.attrs["threshold"].dtype == np.int32]
+    assert len(packs) == 1 and packs[0].attrs["flip"].sum() == 13  # the 13 channels with negative gain
+    with torch.no_grad():
+        np.testing.assert_allclose(run_ir(g, x.numpy()), m(x).numpy(), rtol=1e-4, atol=1e-5)
+    man = compile_checkpoint(tmp_path / "chain.pt2", tmp_path / "art")
+    assert man["verification"]["status"] == "passed" and man["binary_layers"] == 2
+    with torch.no_grad():
+        ref = m(x).numpy()
+    got = Compiled(tmp_path / "art").run(x.numpy())
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4

@@ -41,10 +41,10 @@ def verify(g: Graph) -> Graph:
         if not ins:
             _fail(nid, n, "has no inputs")
         x = ins[0]
-        want_in = BITS if n.op == Op.BCONV2D else "float32"
-        if x.dtype != want_in:
-            _fail(nid, n, f"data input has dtype {x.dtype}, expected {want_in}")
-        want_out = BITS if n.op == Op.BITPACK else "float32"
+        want_in = {Op.BCONV2D: (BITS,), Op.BITPACK: ("float32", "int32")}.get(n.op, ("float32",))
+        if x.dtype not in want_in:
+            _fail(nid, n, f"data input has dtype {x.dtype}, expected {' or '.join(want_in)}")
+        want_out = BITS if n.op == Op.BITPACK else ("int32" if n.attr("accumulator") else "float32")
         if n.dtype != want_out:
             _fail(nid, n, f"output dtype {n.dtype}, expected {want_out}")
         modal = len(ins) > 1 and n.op != Op.ADD
@@ -118,7 +118,7 @@ def verify(g: Graph) -> Graph:
             if n.shape != want:
                 _fail(nid, n, f"shape {n.shape} but bconv of {x.shape} gives {want}")
             aff = (2, o) if modal else (o,)
-            for k in ("scale", "bias"):
+            for k in ("scale", "bias") if not n.attr("accumulator") else ():
                 if n.attrs[k].shape != aff:
                     _fail(nid, n, f"{k} has shape {n.attrs[k].shape}, expected {aff}")
             packed = n.attr("packed")

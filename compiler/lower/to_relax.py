@@ -125,7 +125,8 @@ class _Lowerer:
             self.val[nid] = self.emit(relax.op.nn.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
                                                              layout=f"NCHW{cb}c"))
         elif op == Op.BITPACK:
-            args = [ins[0], self.const(np.asarray(n.attrs["threshold"], np.float32)),
+            src_dtype = self.g[n.inputs[0]].dtype  # float32, or int32 from a bconv accumulator
+            args = [ins[0], self.const(np.asarray(n.attrs["threshold"], src_dtype)),
                     self.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
             if len(ins) > 1:
                 args.append(ins[1])
@@ -168,6 +169,9 @@ class _Lowerer:
                               tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d",
                               primfunc_attrs={"op_pattern": 4})
         self.cb[nid] = ob
+        if n.attr("accumulator"):  # a bitpack with an integer threshold reads the int32 dot
+            self.val[nid] = dot
+            return
         y = self.emit(relax.op.multiply(relax.op.astype(dot, "float32"), self.per_channel(nid, np.asarray(n.attrs["scale"]))))
         self.val[nid] = self.emit(relax.op.add(y, self.per_channel(nid, np.asarray(n.attrs["bias"]))))
 

@@ -39,6 +39,19 @@ def sign_threshold(scale: np.ndarray, shift: np.ndarray):
     return thr.astype(np.float32), (s < 0).astype(np.int8)
 
 
+def integer_threshold(scale: np.ndarray, shift: np.ndarray):
+    """sign(dot * a + b) for an integer dot, as an exact integer comparison on dot:
+    a > 0: bit when dot < ceil(-b/a); a < 0: bit when dot > floor(-b/a); a == 0: constant.
+    Returns (thr int32, flip int8); computed in float64 as PyTorch's float layer would round."""
+    a = np.asarray(scale, np.float64)
+    b = np.asarray(shift, np.float64)
+    big = np.iinfo(np.int32).max
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = -b / a
+        thr = np.where(a > 0, np.ceil(q), np.where(a < 0, np.floor(q), np.where(b < 0, big, -big)))
+    return np.clip(thr, -big, big).astype(np.int32), (a < 0).astype(np.int8)
+
+
 def words(channels: int, word: str = "uint64") -> int:
     return -(-channels // WORD_BITS[word])
 
