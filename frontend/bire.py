@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .arch import ArchSpec, _stages
-from .models import SwitchableBN
+from .models import ReIDResNet, Stage, SwitchableBN
 
 
 class _SignSTE(torch.autograd.Function):
@@ -93,27 +93,10 @@ class Block(nn.Module):
         return self.unit2(self.unit1(x, m), m)
 
 
-class Stage(nn.Module):
-    def __init__(self, blocks):
-        super().__init__()
-        for i, b in enumerate(blocks):
-            self.add_module(str(i), b)
-
-    def forward(self, x, m):
-        for b in self.children():
-            x = b(x, m)
-        return x
-
-
-class BiReResNet(nn.Module):
+class BiReResNet(ReIDResNet):
     def __init__(self, spec: ArchSpec):
-        super().__init__()
-        self.spec = spec
+        super().__init__(spec)
         split_of = spec.split_of()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = SwitchableBN(64, split_of["bn1"])
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
         for stage, n, cin, cout, stride in _stages(spec.depth, 1):
             binary = spec.binary_stages[stage]
             prefix = f"layer{stage + 1}"
@@ -124,20 +107,4 @@ class BiReResNet(nn.Module):
             blocks = [Block(cin if b == 0 else cout, cout, stride if b == 0 else 1, binary, split_of,
                             f"{prefix}.{b}", sc if b == 0 else None) for b in range(n)]
             self.add_module(prefix, Stage(blocks))
-            self.feat_dim = cout
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.bottleneck = nn.BatchNorm1d(self.feat_dim)
-        self.bottleneck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(self.feat_dim, spec.num_classes, bias=False)
-
-    def backbone(self, x, m):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x), m)))
-        for s in range(1, 5):
-            x = getattr(self, f"layer{s}")(x, m)
-        return torch.flatten(self.pool(x), 1)
-
-    def forward(self, x, modality="visible"):
-        feat = self.bottleneck(self.backbone(x, modality))
-        if self.training:
-            return feat, self.classifier(feat)
-        return feat
+        self.add_head(cout)

@@ -110,19 +110,47 @@ class Stage(nn.Module):
         return x
 
 
-class CMNASResNet(nn.Module):
-    """ResNet backbone with switchable BNs, last stride 1, and a BNNeck feature head."""
+class ReIDResNet(nn.Module):
+    """What every reidc ReID ResNet shares: a real stem (7x7 conv, switchable BN, ReLU, max
+    pool), four stages `layer1..4` that subclasses add, and the BNNeck head."""
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
         self.spec = spec
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = SwitchableBN(64, spec.split_of()["bn1"])
+        self.relu = nn.ReLU(inplace=False)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+
+    def add_head(self, feat_dim: int) -> None:
+        self.feat_dim = feat_dim
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bottleneck = nn.BatchNorm1d(feat_dim)  # BNNeck
+        self.bottleneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(feat_dim, self.spec.num_classes, bias=False)
+
+    def backbone(self, x, m):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x), m)))
+        for s in range(1, 5):
+            x = getattr(self, f"layer{s}")(x, m)
+        return torch.flatten(self.pool(x), 1)
+
+    def forward(self, x: torch.Tensor, modality="visible") -> torch.Tensor:
+        """Inference: the BNNeck feature (N, feat_dim). Training: (feature, logits)."""
+        feat = self.bottleneck(self.backbone(x, modality))
+        if self.training:
+            return feat, self.classifier(feat)
+        return feat
+
+
+class CMNASResNet(ReIDResNet):
+    """ResNet backbone with switchable BNs, last stride 1, and a BNNeck feature head."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__(spec)
         kind, blocks = DEPTHS[spec.depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         split_of = spec.split_of()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = SwitchableBN(64, split_of["bn1"])
-        self.relu = nn.ReLU(inplace=False)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for s, n in enumerate(blocks):
             width = STAGE_WIDTHS[s]
@@ -137,24 +165,7 @@ class CMNASResNet(nn.Module):
                                     split_of, f"layer{s + 1}.{b}"))
                 cin = cout
             self.add_module(f"layer{s + 1}", Stage(layers))
-        self.feat_dim = cin
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.bottleneck = nn.BatchNorm1d(cin)  # BNNeck
-        self.bottleneck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(cin, spec.num_classes, bias=False)
-
-    def backbone(self, x, m):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x), m)))
-        for s in range(1, 5):
-            x = getattr(self, f"layer{s}")(x, m)
-        return torch.flatten(self.pool(x), 1)
-
-    def forward(self, x: torch.Tensor, modality="visible") -> torch.Tensor:
-        """Inference: the BNNeck feature (N, feat_dim). Training: (feature, logits)."""
-        feat = self.bottleneck(self.backbone(x, modality))
-        if self.training:
-            return feat, self.classifier(feat)
-        return feat
+        self.add_head(cin)
 
 
 def build_model(spec: ArchSpec) -> nn.Module:

@@ -19,6 +19,12 @@ def _fill_bn(bn: torch.nn.BatchNorm2d | torch.nn.BatchNorm1d, g: torch.Generator
         bn.running_var.copy_(0.5 + torch.rand(c, generator=g))
 
 
+def _kaiming(conv: torch.nn.Conv2d, g: torch.Generator) -> None:
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+
+
 def init_deterministic(model: CMNASResNet, seed: int = 0) -> CMNASResNet:
     """Kaiming conv weights; BN statistics drawn so activations stay O(1) through the net.
 
@@ -28,9 +34,7 @@ def init_deterministic(model: CMNASResNet, seed: int = 0) -> CMNASResNet:
     g = torch.Generator().manual_seed(seed)
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Conv2d):
-            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            with torch.no_grad():
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            _kaiming(m, g)
         elif isinstance(m, SwitchableBN):
             last = name.endswith(("bn3", "downsample.1")) or (name.endswith("bn2") and model.spec.depth < 50)
             for bn in (m.visible_bn, m.thermal_bn, m.sharable_bn):
@@ -53,10 +57,9 @@ def init_binarized(model, seed: int = 0):
     bns = []
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Conv2d):
-            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            with torch.no_grad():
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if isinstance(m, BinaryConv2d):
+            _kaiming(m, g)
+            if isinstance(m, BinaryConv2d):
+                with torch.no_grad():
                     m.alpha.copy_(m.weight.abs().mean(dim=(1, 2, 3)))
         elif isinstance(m, torch.nn.PReLU):
             with torch.no_grad():
