@@ -71,6 +71,9 @@ class Compiled:
 
     def args(self, x, modality):
         x, mode, m = self.check(x, modality)
+        if mode not in self.modes:
+            raise InputError(f"{self.path} has no {mode} entry (built with --modes {','.join(self.modes)}); "
+                             f"recompile with --modes including {mode}")
         a = [self._tvm.runtime.tensor(x)]
         if m is not None:
             a.append(self._tvm.runtime.tensor(m))

@@ -56,6 +56,16 @@ def test_explicit_preset_and_target_json(tmp_path, ckpt):
          "target JSON does not parse")
 
 
+def test_modes_subset_and_missing_entry(tmp_path, ckpt):
+    _ok(["compile", str(ckpt), "--modes", "visible", "-o", str(tmp_path / "a")])
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["modes"] == ["visible"]
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 64, 32), np.float32))
+    _err(["run", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy"), "--modality", "infrared",
+          "-o", str(tmp_path / "f.npy")], "has no infrared entry")
+    _err(["compile", str(ckpt), "--modes", "thermal", "-o", str(tmp_path / "b")], "--modes thermal")
+    assert not (tmp_path / "b").exists()
+
+
 def test_unknown_target(tmp_path, ckpt):
     _err(["compile", str(ckpt), "--target", "pdp11", "-o", str(tmp_path / "a")], "unknown target 'pdp11'")
     assert not (tmp_path / "a").exists()
