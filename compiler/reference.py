@@ -93,7 +93,8 @@ def count_flips(bits: list[np.ndarray], sites: list[str], presign: dict[str, np.
     for i in range(n):
         per_site, first_ok, first_site, worst = [], True, None, 0.0
         for k, site in enumerate(sites):
-            v = presign[site][i]  # (C, H, W)
+            v = presign[site][i]  # (C, H, W), or (C,) before a binary dense
+            v = v.reshape(v.shape + (1, 1)) if v.ndim == 1 else v
             ref = pack_signs(v.transpose(1, 2, 0))
             diff = np.bitwise_xor(bits[k][i], ref)
             flips = int(np.unpackbits(diff.view(np.uint8)).sum())

@@ -70,17 +70,21 @@ def run_ir(g: Graph, x: np.ndarray, modality: np.ndarray | None = None) -> np.nd
             vals[nid] = F.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"])
         elif n.op == Op.BITPACK:  # bits are represented by the +-1 values they stand for
             mm = ins[1] if len(ins) > 1 else m
-            thr, flip = _per(n.attrs["threshold"], mm, 4).to(ins[0].dtype), _per(n.attrs["flip"], mm, 4).bool()
+            nd = ins[0].ndim
+            thr, flip = _per(n.attrs["threshold"], mm, nd).to(ins[0].dtype), _per(n.attrs["flip"], mm, nd).bool()
             neg = torch.where(flip, ins[0] > thr, ins[0] < thr)
             vals[nid] = torch.where(neg, -1.0, 1.0).to(torch.float64)
         elif n.op == Op.BCONV2D:
             w = torch.from_numpy(np.array(n.attrs["signs"], dtype=np.float64))
-            dot = F.conv2d(ins[0].to(torch.float64), w, stride=n.attrs["stride"], padding=n.attrs["padding"])
+            x4 = ins[0].to(torch.float64)
+            x4 = x4.reshape(x4.shape + (1, 1)) if x4.ndim == 2 else x4
+            dot = F.conv2d(x4, w, stride=n.attrs["stride"], padding=n.attrs["padding"])
+            dot = dot.reshape(dot.shape[:2]) if ins[0].ndim == 2 else dot
             mm = ins[1] if len(ins) > 1 else m
             if n.attr("accumulator"):
                 vals[nid] = dot  # exact integers (float64)
                 continue
-            out = dot * _per(n.attrs["scale"], mm, 4).double() + _per(n.attrs["bias"], mm, 4).double()
+            out = dot * _per(n.attrs["scale"], mm, dot.ndim).double() + _per(n.attrs["bias"], mm, dot.ndim).double()
             vals[nid] = out.to(torch.float32)
         else:
             raise NotImplementedError(n.op)

@@ -214,3 +214,42 @@ def test_binary_layers_chain_on_the_integer_accumulator(tmp_path):
         ref = m(x).numpy()
     got = Compiled(tmp_path / "art").run(x.numpy())
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
+
+
+class BinaryHead(nn.Module):
+    """A binary dense layer (sign(feature) @ (sign(W) * alpha)^T) after a real feature extractor."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.stem = nn.Conv2d(3, 96, 3, 2, 1)
+        self.bn = nn.BatchNorm1d(96)
+        self.w = nn.Parameter(torch.randn(40, 96, generator=g))
+        self.alpha = nn.Parameter(torch.rand(40, generator=g) + 0.5)
+        self.bn_out = nn.BatchNorm1d(40)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(0.0, 0.3, generator=g)
+            self.bn_out.running_var.copy_(96 * self.alpha ** 2)
+
+    def forward(self, x):
+        f = torch.relu(self.stem(x)).mean(dim=(2, 3))
+        return self.bn_out(F.linear(torch.sign(self.bn(f)), torch.sign(self.w) * self.alpha.view(-1, 1)))
+
+
+def test_binary_dense(tmp_path):
+    from frontend.capture import capture_exported
+    m = BinaryHead().eval()
+    x = torch.randn(3, 3, 32, 32)
+    torch.export.save(torch.export.export(m, (x,)), tmp_path / "head.pt2")
+    st = Counter()
+    g = run_pipeline(capture_exported(tmp_path / "head.pt2"), "main", stats=st)
+    assert st["detect_binary_dense"] == 1 and st["fold_bn_into_bconv"] == 1 and st["fold_sign_threshold"] == 1
+    (b,) = [n for _, n in g.items() if n.op == Op.BCONV2D]
+    assert b.shape == ("N", 40) and b.attrs["signs"].shape == (40, 96, 1, 1) and b.attrs["packed"].shape == (40, 1, 1, 2)
+    with torch.no_grad():
+        ref = m(x).numpy()
+    np.testing.assert_allclose(run_ir(g, x.numpy()), ref, rtol=1e-4, atol=1e-4)
+    man = compile_checkpoint(tmp_path / "head.pt2", tmp_path / "art")
+    assert man["verification"]["status"] == "passed" and man["binary_layers"] == 1
+    got = Compiled(tmp_path / "art").run(x.numpy())
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4

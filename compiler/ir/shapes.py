@@ -14,6 +14,8 @@ def infer(op: Op, ins: list[tuple], attrs: dict) -> tuple:
     if op == Op.CONV2D:
         return conv_out(x, attrs["weight"].shape, attrs["stride"], attrs["padding"])
     if op == Op.BCONV2D:
+        if len(x) == 2:  # binary dense
+            return (x[0], attrs["signs"].shape[0])
         return conv_out(x, attrs["signs"].shape, attrs["stride"], attrs["padding"])
     if op == Op.AVGPOOL2D:
         k, s = attrs["kernel"], attrs["stride"]

@@ -101,8 +101,8 @@ def verify(g: Graph) -> Graph:
         elif n.op == Op.BITPACK:
             c = _channels(x.shape)
             want = (2, c) if modal else (c,)
-            if n.shape != x.shape or len(x.shape) != 4:
-                _fail(nid, n, f"packs a 4-D tensor to its own logical shape, got {x.shape} -> {n.shape}")
+            if n.shape != x.shape or len(x.shape) not in (2, 4):
+                _fail(nid, n, f"packs a 4-D or 2-D tensor to its own logical shape, got {x.shape} -> {n.shape}")
             for k in ("threshold", "flip"):
                 if n.attrs[k].shape != want:
                     _fail(nid, n, f"{k} has shape {n.attrs[k].shape}, expected {want}")
@@ -114,7 +114,12 @@ def verify(g: Graph) -> Graph:
             if not np.isin(signs, (-1, 1)).all():
                 _fail(nid, n, "binary weights must be +-1")
             (sh, sw), (ph, pw) = n.attrs["stride"], n.attrs["padding"]
-            want = (x.shape[0], o, (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
+            if len(x.shape) == 2:  # binary dense: a 1x1 bconv on (N, C)
+                want = (x.shape[0], o)
+                if (kh, kw, sh, sw, ph, pw) != (1, 1, 1, 1, 0, 0):
+                    _fail(nid, n, "a binary dense must be 1x1, stride 1, no padding")
+            else:
+                want = (x.shape[0], o, (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1)
             if n.shape != want:
                 _fail(nid, n, f"shape {n.shape} but bconv of {x.shape} gives {want}")
             aff = (2, o) if modal else (o,)

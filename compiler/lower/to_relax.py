@@ -126,7 +126,10 @@ class _Lowerer:
                                                              layout=f"NCHW{cb}c"))
         elif op == Op.BITPACK:
             src_dtype = self.g[n.inputs[0]].dtype  # float32, or int32 from a bconv accumulator
-            args = [ins[0], self.const(np.asarray(n.attrs["threshold"], src_dtype)),
+            data = ins[0]
+            if not self.cb[n.inputs[0]]:  # (N, C) -> (N, 1, 1, 1, C): one channel block, 1x1 pixels
+                data = self.emit(relax.op.reshape(data, (self.n, 1, 1, 1, n.shape[1])))
+            args = [data, self.const(np.asarray(n.attrs["threshold"], src_dtype)),
                     self.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
             if len(ins) > 1:
                 args.append(ins[1])
@@ -163,12 +166,15 @@ class _Lowerer:
         src = self.g[n.inputs[0]]
         ob = _block(n.shape[1])
         w = self.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
-        corr = [self.const(a) for a in border_correction(np.asarray(n.attrs["signs"]), src.shape[2:],
+        corr = [self.const(a) for a in border_correction(np.asarray(n.attrs["signs"]), src.shape[2:] or (1, 1),
                                                           n.attrs["stride"], n.attrs["padding"])]
         dot = self.bb.emit_te(bconv2d_nchwc, ins[0], w, *corr, src.shape[1], tuple(n.attrs["stride"]),
                               tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d",
                               primfunc_attrs={"op_pattern": 4})
         self.cb[nid] = ob
+        if len(n.shape) == 2:  # binary dense: (N, O//ob, 1, 1, ob) -> (N, O)
+            dot = self.emit(relax.op.reshape(dot, (self.n, n.shape[1])))
+            self.cb[nid] = 0
         if n.attr("accumulator"):  # a bitpack with an integer threshold reads the int32 dot
             self.val[nid] = dot
             return

@@ -1,8 +1,9 @@
 """Find binary convolutions by pattern, not by module class (stage 1 of 4, as in Larq CE:
 detect -> fold scales and biases -> thresholds -> bit-pack).
 
-Pattern: conv2d(sign(x)) whose weights are +-alpha_o per output channel (checked on the
-constants, relative tolerance 1e-5). Rewrite: bconv2d(bitpack(x)) with the +-1 signs, scale
+Pattern: conv2d(sign(x)) or dense(sign(x)) whose weights are +-alpha_o per output channel
+(checked on the constants, relative tolerance 1e-5); a binary dense becomes a 1x1 bconv2d on
+the (N, C) tensor. Rewrite: bconv2d(bitpack(x)) with the +-1 signs, scale
 alpha and the conv's bias; `bitpack` with threshold 0 is exactly sign(). Bail-outs (logged,
 counted): a weight tensor that is not +-alpha per channel, per-modality weights (run before
 the BN folds, which create those). Run before fold_shared_bn, so a BN after a binary conv
@@ -36,9 +37,11 @@ def _rewrite(g: Graph, nid, n):
         "site": sign.attr("site", sign.source)}, sign.source))
     g.g.nodes[pid]["order"] = g.g.nodes[sid].get("order", 0)
     bias = n.attr("bias")
+    if n.op == Op.DENSE:  # a binary dense is a 1x1 binary conv on (N, C)
+        signs = signs.reshape(signs.shape + (1, 1))
     g.replace(nid, n.with_(op=Op.BCONV2D, inputs=(pid,), attrs={
         "signs": signs, "scale": alpha, "bias": np.zeros(len(alpha), np.float32) if bias is None else bias,
-        "stride": n.attrs["stride"], "padding": n.attrs["padding"]}))
+        "stride": n.attr("stride", (1, 1)), "padding": n.attr("padding", (0, 0))}))
     if not g.consumers(sid) and sid not in g.outputs:  # the sign lives on only in the bitpack
         g.remove(sid)
     return "binary conv"
@@ -47,5 +50,6 @@ def _rewrite(g: Graph, nid, n):
 def detect_binary_conv(g: Graph, stats: Counter | None = None) -> Graph:
     single = ("one weight set", lambda g, nid, n: n.attrs["weight"].ndim == 4)
     pm = ("weights are +-alpha per output channel", lambda g, nid, n: binary_weight_scale(n.attrs["weight"]) is not None)
-    rules = [Rule("detect_binary_conv", Op.CONV2D, _rewrite, (producer_is(Op.SIGN), single, pm))]
+    rules = [Rule("detect_binary_conv", Op.CONV2D, _rewrite, (producer_is(Op.SIGN), single, pm)),
+             Rule("detect_binary_dense", Op.DENSE, _rewrite, (producer_is(Op.SIGN), pm))]
     return apply_rules(g, rules, stats)
