@@ -162,13 +162,13 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, in this process."""
     from .bench import bench
-    from .compile import CompileOptions, _digest, load_source
+    from .compile import CompileOptions, checkpoint_digest, load_source
     os.environ["TVM_NUM_THREADS"] = str(threads)
     def source(comp, ck=None):
         ck = Path(ck or comp.manifest["checkpoint"])
         if not ck.exists():
             raise ArtifactError(f"checkpoint {ck} is gone; pass --checkpoint")
-        if _digest(ck) != comp.manifest["checkpoint_sha256"]:
+        if checkpoint_digest(ck) != comp.manifest["checkpoint_sha256"]:
             raise ArtifactError(f"{ck} is not the checkpoint {comp.path} was compiled from (sha256 differs)")
         return load_source(ck, CompileOptions())[0]
 

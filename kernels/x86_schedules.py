@@ -44,15 +44,11 @@ class Conv2dNCHWc(CPUScheduleRule):
         self.weight_bytes = weight_bytes
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
+        found = _anchored(func, CONV_BLOCK, (CONV_BLOCK, PAD_BLOCK))
+        if found is None:  # a conv is always lowered with a bias epilogue; others take the fallback
             return None
-        sch = s_tir.Schedule(func)
-        if _block_named(sch, func, CONV_BLOCK) is None:
-            return None
+        sch, out = found
         conv = sch.get_sblock(CONV_BLOCK)
-        out = _inline_epilogue(sch, func, (CONV_BLOCK, PAD_BLOCK))
-        if out is None or sch.get(out).name_hint == CONV_BLOCK:
-            return None  # always lowered with a bias epilogue; anything else takes the fallback
         loops = sch.get_loops(out)
         if len(loops) != 5:
             return None
@@ -91,13 +87,33 @@ class Conv2dNCHWc(CPUScheduleRule):
         sch.vectorize(cv)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
-        if _block_named(sch, func, PAD_BLOCK) is not None:
-            pad = sch.get_sblock(PAD_BLOCK)
-            pl = sch.get_loops(pad)
-            sch.parallel(sch.fuse(*pl[:3]))
-            if _extent(sch, pl[-1]) is not None:
-                sch.vectorize(pl[-1])
+        _parallel_rows(sch, func, PAD_BLOCK, 3)
         return sch
+
+
+def _anchored(func, anchor: str, keep: tuple[str, ...], anchor_is_output: bool = False):
+    """(schedule, output block) for a PrimFunc holding block `anchor`, with the injective blocks
+    around it inlined (blocks in `keep` stay); None when the function is not of that form:
+    the output must be the anchor itself, or an epilogue after it, as `anchor_is_output` says."""
+    if not isinstance(func, tirx.PrimFunc):
+        return None
+    sch = s_tir.Schedule(func)
+    if _block_named(sch, func, anchor) is None:
+        return None
+    out = _inline_epilogue(sch, func, keep)
+    if out is None or (sch.get(out).name_hint == anchor) != anchor_is_output:
+        return None
+    return sch, out
+
+
+def _parallel_rows(sch, func, block: str, nfuse: int) -> None:
+    """Parallelise a padding stage over its first `nfuse` loops and vectorise its innermost
+    (channel) loop, if the function has that stage."""
+    if _block_named(sch, func, block) is not None:
+        loops = sch.get_loops(sch.get_sblock(block))
+        sch.parallel(sch.fuse(*loops[:nfuse]))
+        if _extent(sch, loops[-1]) is not None:
+            sch.vectorize(loops[-1])
 
 
 def _inline_epilogue(sch, func, keep):
@@ -126,15 +142,11 @@ class BConv2dNCHWc(CPUScheduleRule):
         self.lanes = lanes  # output channels (64-bit words) per register tile: one vector register
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
+        found = _anchored(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        if _block_named(sch, func, BCONV_BLOCK) is None:
-            return None
+        sch, out = found
         pop = sch.get_sblock(BCONV_BLOCK)
-        out = _inline_epilogue(sch, func, (BCONV_BLOCK, BPAD_BLOCK))
-        if out is None or sch.get(out).name_hint == BCONV_BLOCK:
-            return None
         loops = sch.get_loops(out)
         if len(loops) != 5:
             return None
@@ -162,9 +174,7 @@ class BConv2dNCHWc(CPUScheduleRule):
         sch.vectorize(spatial[-1])
         init = sch.decompose_reduction(pop, red[0] if red else spatial[0])
         sch.vectorize(sch.get_loops(init)[-1])
-        if _block_named(sch, func, BPAD_BLOCK) is not None:
-            pl = sch.get_loops(sch.get_sblock(BPAD_BLOCK))
-            sch.parallel(sch.fuse(pl[0], pl[1]))
+        _parallel_rows(sch, func, BPAD_BLOCK, 2)
         return sch
 
 
@@ -173,14 +183,10 @@ class Bitpack(CPUScheduleRule):
     become constants and LLVM vectorises the compares (8x faster than the rolled loop here)."""
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
+        found = _anchored(func, BITPACK_BLOCK, (BITPACK_BLOCK,), anchor_is_output=True)
+        if found is None:  # bit-packing is always the function's output
             return None
-        sch = s_tir.Schedule(func)
-        if _block_named(sch, func, BITPACK_BLOCK) is None:
-            return None
-        out = _inline_epilogue(sch, func, (BITPACK_BLOCK,))
-        if out is None or sch.get(out).name_hint != BITPACK_BLOCK:
-            return None
+        sch, out = found
         loops = sch.get_loops(out)
         sch.parallel(sch.fuse(loops[0], loops[1]))
         sch.unroll(loops[-1])

@@ -3,7 +3,6 @@ TVM lowers to a VM executable."""
 from __future__ import annotations
 
 import tvm
-from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.s_tir import dlight as dl
 
@@ -17,7 +16,7 @@ def schedule_rules(preset: TargetPreset) -> list:
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 
-def relax_pipeline(preset: TargetPreset, extra_tir: list | None = None) -> tvm.transform.Pass:
+def relax_pipeline(preset: TargetPreset) -> tvm.transform.Pass:
     target = preset.tvm_target()
 
     @tvm.transform.module_pass(opt_level=0, name="reidc_relax_pipeline")
@@ -25,7 +24,6 @@ def relax_pipeline(preset: TargetPreset, extra_tir: list | None = None) -> tvm.t
         with target:
             seq = tvm.transform.Sequential(
                 cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                + (extra_tir or [])
                 + [dl.ApplyDefaultSchedule(*schedule_rules(preset))]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return seq(mod)
@@ -35,8 +33,3 @@ def relax_pipeline(preset: TargetPreset, extra_tir: list | None = None) -> tvm.t
 def build(mod: tvm.IRModule, preset: TargetPreset):
     """Compile to a `tvm.relax` VM executable (call `.export_library(path)` to save it)."""
     return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset))
-
-
-def load_vm(path_or_exec, threads: int | None = None) -> relax.VirtualMachine:
-    ex = tvm.runtime.load_module(str(path_or_exec)) if not hasattr(path_or_exec, "export_library") else path_or_exec
-    return relax.VirtualMachine(ex, tvm.cpu())
