@@ -2,7 +2,7 @@
 from frontend.arch import ArchError
 from frontend.capture import CaptureError
 from frontend.checkpoint import CheckpointError
-from targets import TargetError
+from targets import TargetError, ToolchainError
 
 
 class VerificationError(RuntimeError):
@@ -17,5 +17,5 @@ class ArtifactError(ValueError):
     """An artifact directory that is missing, incomplete or from another TVM."""
 
 
-USER_ERRORS = (ArchError, CaptureError, CheckpointError, TargetError, VerificationError, InputError,
-               ArtifactError)
+USER_ERRORS = (ArchError, CaptureError, CheckpointError, TargetError, ToolchainError, VerificationError,
+               InputError, ArtifactError)

@@ -30,24 +30,34 @@ def usable_cpus() -> int:
 
 
 class Compiled:
-    """A compiled model: `run(x, "visible" | "infrared" | modality_vector)` -> features."""
+    """A compiled model: `run(x, "visible" | "infrared" | modality_vector)` -> features.
 
-    def __init__(self, path: str | Path, exec_=None):
+    Runs wherever the artifact's target can run from here: in this process (x86, CUDA), or
+    under qemu for an aarch64 build (see targets/executors.py)."""
+
+    def __init__(self, path: str | Path, progress=lambda msg: None):
         # TVM's CPU thread pool reads TVM_NUM_THREADS once, at the first parallel kernel; left
         # unset it takes half the logical CPUs (1 thread on a 2-core VM, measured 1.8x slower).
         os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
         import tvm
-        from tvm import relax
+        from targets import TargetError, preset_from_manifest
+        from targets.executors import executor_for
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if self.manifest.get("tvm_version") != tvm.__version__:
             raise ArtifactError(f"{self.path}: built with TVM {self.manifest.get('tvm_version')}, "
                                 f"this is TVM {tvm.__version__}")
-        ex = exec_ if exec_ is not None else tvm.runtime.load_module(str(self.path / LIB))
-        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+        try:
+            self.preset = preset_from_manifest(self.manifest["target"])
+        except (KeyError, TargetError) as e:
+            raise ArtifactError(f"{self.path / MANIFEST}: bad target entry: {e}") from None
+        missing = self.preset.missing_on_host()
+        if missing:
+            raise ArtifactError(f"{self.path} is built for {self.preset.name}; running it here needs "
+                                f"{', '.join(missing)}")
+        self.executor = executor_for(self.preset, self.path / LIB, progress)
         self.input_shape = tuple(self.manifest["input_shape"])
         self.modes = tuple(self.manifest["modes"])
-        self._tvm = tvm
 
     def check(self, x: np.ndarray, modality) -> tuple[np.ndarray, str, np.ndarray | None]:
         x = np.asarray(x)
@@ -69,26 +79,22 @@ class Compiled:
                              f"got shape {m.shape}")
         return x, "mixed", np.ascontiguousarray(m, dtype=np.int32)
 
-    def args(self, x, modality):
+    def args(self, x, modality) -> tuple[str, list[np.ndarray]]:
         x, mode, m = self.check(x, modality)
         if mode not in self.modes:
             raise InputError(f"{self.path} has no {mode} entry (built with --modes {','.join(self.modes)}); "
                              f"recompile with --modes including {mode}")
-        a = [self._tvm.runtime.tensor(x)]
-        if m is not None:
-            a.append(self._tvm.runtime.tensor(m))
-        return mode, a
+        return mode, [x] if m is None else [x, m]
 
     def run(self, x: np.ndarray, modality="visible") -> np.ndarray:
         mode, a = self.args(x, modality)
-        return self.vm[mode](*a).numpy()
+        return self.executor.call(mode, a)[0]
 
-    def run_bits(self, x: np.ndarray, modality="visible"):
-        """(features, packed bits of every bitpack layer) from the `<mode>_bits` entry."""
+    def run_bits(self, x: np.ndarray, modality="visible") -> list[np.ndarray]:
+        """[features, packed bits of every bitpack layer...] from the `<mode>_bits` entry."""
         mode, a = self.args(x, modality)
-        return self.vm[f"{mode}_bits"](*a)
+        return self.executor.call(f"{mode}_bits", a)
 
     def time_ms(self, x, modality, number: int = 5, repeat: int = 3) -> float:
         mode, a = self.args(x, modality)
-        f = self.vm.time_evaluator(mode, self._tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=0)
-        return min(f(*a).results) * 1e3
+        return self.executor.time_ms(mode, a, number=number, repeat=repeat)

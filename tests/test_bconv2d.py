@@ -10,7 +10,7 @@ from tvm import te
 from compiler.passes.binary_math import border_correction, expand_correction, pack_signs, sign_threshold, words
 from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
 from kernels.bitpack import bitpack_nchwc
-from kernels.x86_schedules import BConv2dNCHWc
+from kernels.cpu_schedules import BConv2dNCHWc
 from targets import get_target
 
 TARGET = get_target("host").tvm_target()

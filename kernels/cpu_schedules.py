@@ -1,5 +1,8 @@
-"""x86 schedules as dlight rules: `Conv2dNCHWc` for reidc's conv (with its fused epilogue) and
-`CPUFallback` for everything else (pooling, reductions, elementwise, layout changes).
+"""CPU schedules (x86 and aarch64) as dlight rules: `Conv2dNCHWc` for reidc's conv (with its
+fused epilogue), `BConv2dNCHWc` and `Bitpack` for the binary kernels, and `CPUFallback` for
+everything else (pooling, reductions, elementwise, layout changes). One rule serves both ISAs:
+the target's SIMD width and register count (targets/presets.py) set the register tiles, LLVM
+selects the instructions (x86: FMA, vpshufb/VPOPCNTQ popcount; NEON: fmla, cnt + uaddlp).
 
 Tunable knobs (register tile width, reduction split) are plain parameters so MetaSchedule
 can search them later; the defaults are derived from the target's SIMD width.
@@ -13,23 +16,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
-
-
-def _extent(sch, loop):
-    e = sch.get(loop).extent
-    return int(e) if isinstance(e, (int, tirx.IntImm)) else None
-
-
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    return max(d for d in range(1, max(1, min(n, cap)) + 1) if n % d == 0)
-
-
-def _block_named(sch, func, name):
-    """The block called `name`, or None (TVM raises a generic error for a missing block)."""
-    try:
-        return sch.get_sblock(name)
-    except Exception:  # noqa: BLE001
-        return None
+from .schedule_utils import anchored, block_named, extent, largest_divisor_at_most
 
 
 class Conv2dNCHWc(CPUScheduleRule):
@@ -44,7 +31,7 @@ class Conv2dNCHWc(CPUScheduleRule):
         self.weight_bytes = weight_bytes
 
     def apply(self, func, target, tunable):
-        found = _anchored(func, CONV_BLOCK, (CONV_BLOCK, PAD_BLOCK))
+        found = anchored(func, CONV_BLOCK, (CONV_BLOCK, PAD_BLOCK))
         if found is None:  # a conv is always lowered with a bias epilogue; others take the fallback
             return None
         sch, out = found
@@ -53,19 +40,19 @@ class Conv2dNCHWc(CPUScheduleRule):
         if len(loops) != 5:
             return None
         n, o, h, w, v = loops
-        ob = _extent(sch, v)
-        ow = _extent(sch, w)
+        ob = extent(sch, v)
+        ow = extent(sch, w)
         if ob is None or ow is None:
             return None
-        oh = _extent(sch, h)
+        oh = extent(sch, h)
         kh, kw, cin, cb = _conv_dims(sch)
         vecs_per_pixel = max(1, ob // self.lanes)
-        reg_w = _largest_divisor_at_most(ow, max(1, self.accumulators // vecs_per_pixel))
+        reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // vecs_per_pixel))
         # rows per task: the accumulator block (rows x OW x ob floats) stays within L1
-        rows = _largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4))) if oh else 1
+        rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4))) if oh else 1
         # input-channel chunk: its weights (chunk x kh x kw x ob floats) stay within L1
         chunks = max(1, cin // cb)
-        per_chunk = _largest_divisor_at_most(chunks, max(1, self.weight_bytes // (cb * kh * kw * ob * 4)))
+        per_chunk = largest_divisor_at_most(chunks, max(1, self.weight_bytes // (cb * kh * kw * ob * 4)))
         ho, hi = sch.split(h, [None, rows])
         outer = sch.fuse(n, o, ho)
         sch.parallel(outer)
@@ -91,45 +78,14 @@ class Conv2dNCHWc(CPUScheduleRule):
         return sch
 
 
-def _anchored(func, anchor: str, keep: tuple[str, ...], anchor_is_output: bool = False):
-    """(schedule, output block) for a PrimFunc holding block `anchor`, with the injective blocks
-    around it inlined (blocks in `keep` stay); None when the function is not of that form:
-    the output must be the anchor itself, or an epilogue after it, as `anchor_is_output` says."""
-    if not isinstance(func, tirx.PrimFunc):
-        return None
-    sch = s_tir.Schedule(func)
-    if _block_named(sch, func, anchor) is None:
-        return None
-    out = _inline_epilogue(sch, func, keep)
-    if out is None or (sch.get(out).name_hint == anchor) != anchor_is_output:
-        return None
-    return sch, out
-
-
 def _parallel_rows(sch, func, block: str, nfuse: int) -> None:
     """Parallelise a padding stage over its first `nfuse` loops and vectorise its innermost
     (channel) loop, if the function has that stage."""
-    if _block_named(sch, func, block) is not None:
+    if block_named(sch, func, block) is not None:
         loops = sch.get_loops(sch.get_sblock(block))
         sch.parallel(sch.fuse(*loops[:nfuse]))
-        if _extent(sch, loops[-1]) is not None:
+        if extent(sch, loops[-1]) is not None:
             sch.vectorize(loops[-1])
-
-
-def _inline_epilogue(sch, func, keep):
-    """Inline every block except `keep` and the last; return the last (the output) or None."""
-    root = _block_named(sch, func, "root")
-    blocks = sch.get_child_blocks(root) if root is not None else []
-    if not blocks:
-        return None
-    for b in blocks[:-1]:
-        if sch.get(b).name_hint in keep:
-            continue
-        try:
-            sch.compute_inline(b)
-        except s_tir.ScheduleError:
-            return None
-    return blocks[-1]
 
 
 class BConv2dNCHWc(CPUScheduleRule):
@@ -142,7 +98,7 @@ class BConv2dNCHWc(CPUScheduleRule):
         self.lanes = lanes  # output channels (64-bit words) per register tile: one vector register
 
     def apply(self, func, target, tunable):
-        found = _anchored(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
+        found = anchored(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
         if found is None:
             return None
         sch, out = found
@@ -151,13 +107,13 @@ class BConv2dNCHWc(CPUScheduleRule):
         if len(loops) != 5:
             return None
         n, o, h, w, v = loops
-        ow = _extent(sch, w)
+        ow = extent(sch, w)
         if ow is None:
             return None
-        reg_w = _largest_divisor_at_most(ow, self.reg_w)
+        reg_w = largest_divisor_at_most(ow, self.reg_w)
         wo, wi = sch.split(w, [None, reg_w])
-        ob = _extent(sch, v)
-        lanes = _largest_divisor_at_most(ob, self.lanes)
+        ob = extent(sch, v)
+        lanes = largest_divisor_at_most(ob, self.lanes)
         vo, vi = sch.split(v, [None, lanes])
         sch.reorder(vo, wo, wi, vi)
         sch.parallel(sch.fuse(n, o, h))
@@ -183,7 +139,7 @@ class Bitpack(CPUScheduleRule):
     become constants and LLVM vectorises the compares (8x faster than the rolled loop here)."""
 
     def apply(self, func, target, tunable):
-        found = _anchored(func, BITPACK_BLOCK, (BITPACK_BLOCK,), anchor_is_output=True)
+        found = anchored(func, BITPACK_BLOCK, (BITPACK_BLOCK,), anchor_is_output=True)
         if found is None:  # bit-packing is always the function's output
             return None
         sch, out = found
@@ -249,7 +205,7 @@ class CPUFallback(CPUScheduleRule):
             lead = 0
             while lead < len(kinds) and kinds[lead] == "S":
                 lead += 1
-            if lead == len(kinds) and lead > 1 and (_extent(sch, loops[-1]) or 0) <= 64:
+            if lead == len(kinds) and lead > 1 and (extent(sch, loops[-1]) or 0) <= 64:
                 sch.vectorize(loops[-1])
                 lead -= 1
             if lead >= 1:

@@ -1,0 +1,53 @@
+"""Schedule helpers shared by the CPU and CUDA rules: find a kernel's anchor block in a fused
+PrimFunc, inline what surrounds it, read loop extents."""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+
+def extent(sch, loop):
+    e = sch.get(loop).extent
+    return int(e) if isinstance(e, (int, tirx.IntImm)) else None
+
+
+def largest_divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, max(1, min(n, cap)) + 1) if n % d == 0)
+
+
+def block_named(sch, func, name):
+    """The block called `name`, or None (TVM raises a generic error for a missing block)."""
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def anchored(func, anchor: str, keep: tuple[str, ...], anchor_is_output: bool = False):
+    """(schedule, output block) for a PrimFunc holding block `anchor`, with the injective blocks
+    around it inlined (blocks in `keep` stay); None when the function is not of that form:
+    the output must be the anchor itself, or an epilogue after it, as `anchor_is_output` says."""
+    if not isinstance(func, tirx.PrimFunc):
+        return None
+    sch = s_tir.Schedule(func)
+    if block_named(sch, func, anchor) is None:
+        return None
+    out = inline_epilogue(sch, func, keep)
+    if out is None or (sch.get(out).name_hint == anchor) != anchor_is_output:
+        return None
+    return sch, out
+
+
+def inline_epilogue(sch, func, keep):
+    """Inline every block except `keep` and the last; return the last (the output) or None."""
+    root = block_named(sch, func, "root")
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    if not blocks:
+        return None
+    for b in blocks[:-1]:
+        if sch.get(b).name_hint in keep:
+            continue
+        try:
+            sch.compute_inline(b)
+        except s_tir.ScheduleError:
+            return None
+    return blocks[-1]

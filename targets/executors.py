@@ -1,0 +1,49 @@
+"""How a built library is executed from this machine: TVM's Relax VM in this process (x86 CPU,
+or a CUDA GPU), or reidc's C++ runner under qemu for an aarch64 library. One interface:
+`call(entry, arrays) -> [numpy arrays]` (tuples flattened) and `time_ms(entry, arrays)`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .presets import CUDA, QEMU_AARCH64, TargetPreset
+
+
+class LocalExecutor:
+    """The library loaded into this process; kernels run on the CPU or on CUDA GPU 0."""
+
+    def __init__(self, lib: Path, device: str = "cpu"):
+        import tvm
+        from tvm import relax
+        self._tvm = tvm
+        self.device = tvm.cuda(0) if device == "cuda" else tvm.cpu()
+        ex = tvm.runtime.load_module(str(lib))
+        self.vm = relax.VirtualMachine(ex, self.device)
+        self.description = f"TVM runtime, {device}"
+
+    def _args(self, arrays):
+        return [self._tvm.runtime.tensor(a, self.device) for a in arrays]
+
+    def call(self, entry: str, arrays) -> list[np.ndarray]:
+        out = self.vm[entry](*self._args(arrays))
+        return [t.numpy() for t in _flatten(out)]
+
+    def time_ms(self, entry: str, arrays, number: int = 5, repeat: int = 3) -> float:
+        f = self.vm.time_evaluator(entry, self.device, number=number, repeat=repeat, min_repeat_ms=0)
+        return min(f(*self._args(arrays)).results) * 1e3
+
+
+def _flatten(v):
+    if hasattr(v, "numpy"):
+        return [v]
+    return [t for e in v for t in _flatten(e)]
+
+
+def executor_for(preset: TargetPreset, lib: Path, progress=lambda msg: None):
+    """The executor that can run a library built for `preset` from this machine."""
+    import platform
+    if preset.runs_via == QEMU_AARCH64 and platform.machine() != "aarch64":
+        from .qemu import QemuExecutor
+        return QemuExecutor(lib, progress)
+    return LocalExecutor(lib, "cuda" if preset.runs_via == CUDA else "cpu")
