@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu
+from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
-from kernels.x86_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
+from kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
+from kernels.cuda_schedules import cuda_rules
 from targets import TargetPreset
 
 
 def schedule_rules(preset: TargetPreset) -> list:
-    return [Conv2dNCHWc(vector_lanes=preset.vector_lanes,
-                        accumulators=12 if preset.vector_bits <= 256 else 24),
+    """CPU rules tiled for the preset: 3/4 of the SIMD registers hold accumulators (AVX2: 12 of
+    16; AVX-512 and NEON: 24 of 32), the rest the broadcast input and weight vectors."""
+    return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 
@@ -22,14 +25,45 @@ def relax_pipeline(preset: TargetPreset) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="reidc_relax_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
-            seq = tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(*schedule_rules(preset))]
-                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
-            return seq(mod)
+            if preset.kind == "cuda":
+                # legalise and fuse (TVM's CUDA list minus its dlight pass), then reidc's GPU
+                # rules ahead of dlight's own
+                passes = (cuda.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                          + [dl.ApplyDefaultSchedule(*cuda_rules(), dl.gpu.Matmul(), dl.gpu.GEMV(),
+                                                     dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                                     dl.gpu.Fallback())]
+                          + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))
+            else:
+                passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                          + [dl.ApplyDefaultSchedule(*schedule_rules(preset))]
+                          + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
     return _pipeline
 
 
 def build(mod: tvm.IRModule, preset: TargetPreset):
     """Compile to a `tvm.relax` VM executable (call `.export_library(path)` to save it)."""
     return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset))
+
+
+def device_source(ex) -> str | None:
+    """The generated CUDA C of a built executable (None for CPU builds)."""
+    stack = [ex.mod]
+    while stack:
+        m = stack.pop()
+        if m.kind == "cuda":
+            return m.inspect_source("")
+        stack.extend(m.imports)
+    return None
+
+
+def export(ex, path, preset: TargetPreset) -> None:
+    """Write the library (and, for CUDA, the generated kernels' source beside it as kernels.cu,
+    for nvcc checks and profiling); cross targets link with their toolchain."""
+    if preset.kind == "cuda":
+        (path.parent / "kernels.cu").write_text(device_source(ex))
+    if preset.cross_compiler:
+        from tvm.support.cc import cross_compiler
+        ex.export_library(str(path), fcompile=cross_compiler(preset.cross_compiler))
+    else:
+        ex.export_library(str(path))

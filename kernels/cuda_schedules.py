@@ -1,0 +1,166 @@
+"""CUDA schedules as dlight rules: `ConvGPU` for reidc's float conv and binary conv (each with
+its fused epilogue), `BitpackGPU` for bit-packing. Everything else takes TVM's dlight GPU rules
+(Matmul, GEMV, Reduction, GeneralReduction, Fallback; see compiler/lower/build.py).
+
+ConvGPU, for an output (N, O//ob, OH, OW, ob):
+  block  = one (n, channel block, `rows` output rows) tile, `threads` threads
+  thread = `px` adjacent output pixels x `ch` output channels, accumulators in registers
+  the reduction runs in chunks (input channels for the float conv, 64-bit words for the binary
+  conv); per chunk the block stages the padded input tile and the weight tile in shared memory,
+  fetched cooperatively by all threads (consecutive threads read consecutive addresses).
+The binary conv's inner loop is XOR + `__popcll` on packed words (PTX popc.b64).
+"""
+from __future__ import annotations
+
+from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
+
+from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
+from .bitpack import BITPACK_BLOCK
+from .conv2d import CONV_BLOCK, PAD_BLOCK
+from .schedule_utils import anchored, block_named, extent, largest_divisor_at_most
+
+
+def _reads(sch, block_rv):
+    """[(index, buffer)] of a block's reads."""
+    return [(i, getattr(r, "buffer", None) or r.source) for i, r in enumerate(sch.get(block_rv).reads)]
+
+
+def _cooperative_fetch(sch, block_rv, at, threads: int) -> None:
+    """Spread a shared-memory stage's copy loops (those under loop `at`) over the block's threads."""
+    loops = sch.get_loops(block_rv)
+    depth = 1 + next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at)))
+    fetch = sch.fuse(*loops[depth:]) if len(loops) - depth > 1 else loops[depth]
+    _, tx = sch.split(fetch, [None, threads])
+    sch.bind(tx, "threadIdx.x")
+
+
+class ConvGPU(GPUScheduleRule):
+    """Direct conv with shared-memory tiles; `chunk_axis` names the reduction axis that is
+    staged chunk by chunk (0: the float conv's input channels, 2: the binary conv's words)."""
+
+    def __init__(self, anchor: str, pad: str, chunk_axis: int, elem_bytes: int, threads: int = 256,
+                 px: int = 2, ch: int = 4, smem_bytes: int = 24 * 1024):
+        self.anchor, self.pad, self.chunk_axis, self.elem_bytes = anchor, pad, chunk_axis, elem_bytes
+        self.threads, self.px, self.ch, self.smem_bytes = threads, px, ch, smem_bytes
+
+    def apply(self, func, target, tunable):
+        found = anchored(func, self.anchor, (self.anchor, self.pad))
+        if found is None:
+            return None
+        sch, out = found
+        main = sch.get_sblock(self.anchor)
+        loops = sch.get_loops(out)
+        if len(loops) != 5:
+            return None
+        n, o, h, w, v = loops
+        oh, ow, ob = extent(sch, h), extent(sch, w), extent(sch, v)
+        if None in (oh, ow, ob):
+            return None
+        red = [int(iv.dom.extent) for iv in sch.get(main).iter_vars if iv.iter_type == 2]
+        tc, tw = largest_divisor_at_most(ob, self.ch), largest_divisor_at_most(ow, self.px)
+        per_row = (ow // tw) * (ob // tc)
+        rows = largest_divisor_at_most(oh, max(1, self.threads // per_row))
+        threads = rows * per_row
+        ho, hi = sch.split(h, [None, rows])
+        wo, wi = sch.split(w, [None, tw])
+        vo, vi = sch.split(v, [None, tc])
+        sch.reorder(n, o, ho, hi, wo, vo, wi, vi)
+        bx, tx = sch.fuse(n, o, ho), sch.fuse(hi, wo, vo)
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        for lp in (wi, vi):
+            if extent(sch, lp) > 1:
+                sch.unroll(lp)
+        sch.compute_at(main, tx)
+        sch.set_scope(main, 0, "local")
+
+        # loops of the conv under the thread loop: spatial (unit loops dropped), then reductions
+        ml = sch.get_loops(main)[2:]
+        nred = sum(e > 1 for e in red)
+        spatial, red_loops = ml[:len(ml) - nred], ml[len(ml) - nred:]
+        named = dict(zip([i for i, e in enumerate(red) if e > 1], red_loops))
+        chunk_total = red[self.chunk_axis]
+        data_buf, weight = self._inputs(sch, main)
+        per_unit = self._bytes_per_chunk_unit(sch, data_buf, weight, rows, oh, ow, red)
+        step = self._chunk_step(data_buf, chunk_total)
+        units = largest_divisor_at_most(chunk_total // step, max(1, self.smem_bytes // max(1, per_unit * step)))
+        if self.chunk_axis in named:
+            co, ci = sch.split(named.pop(self.chunk_axis), [None, units * step])
+        else:
+            co, ci = sch.add_unit_loop(main), None
+        rest = [named[k] for k in sorted(named)]
+        sch.reorder(co, *([ci] if ci is not None else []), *rest, *spatial)
+        for lp in spatial:
+            sch.unroll(lp)
+
+        # stage the (padded) input tile and the weight tile in shared memory, per chunk
+        if block_named(sch, func, self.pad) is not None:
+            stage = sch.get_sblock(self.pad)
+            sch.set_scope(stage, 0, "shared")  # before compute_at: the region then spans all threads
+            sch.compute_at(stage, co)
+        else:
+            stage = sch.cache_read(main, data_buf[0], "shared")
+            sch.compute_at(stage, co)
+        _cooperative_fetch(sch, stage, co, threads)
+        if weight is not None:
+            ws = sch.cache_read(main, weight[0], "shared")
+            sch.compute_at(ws, co)
+            _cooperative_fetch(sch, ws, co, threads)
+        sch.decompose_reduction(main, co)
+        return sch
+
+    def _inputs(self, sch, main):
+        """(index, buffer) of the conv's data input and of its weights (None for per-modality
+        weights, which are indexed per sample and stay in global memory)."""
+        reads = _reads(sch, main)
+        wdim = 6 if self.anchor == CONV_BLOCK else 5
+        data = next(r for r in reads if len(r[1].shape) == (5 if self.anchor == CONV_BLOCK else 4))
+        weight = next((r for r in reads if len(r[1].shape) == wdim), None)
+        return data, weight
+
+    def _chunk_step(self, data, chunk_total: int) -> int:
+        """The float conv's channel chunks are whole channel blocks (cb); words are single."""
+        if self.anchor == CONV_BLOCK:
+            cb = int(data[1].shape[-1])
+            return cb if chunk_total % cb == 0 else chunk_total
+        return 1
+
+    def _bytes_per_chunk_unit(self, sch, data, weight, rows, oh, ow, red) -> int:
+        """Shared bytes one unit of the chunked axis costs: the input tile plus the weight tile."""
+        if self.anchor == CONV_BLOCK:
+            _, kh, kw = red
+            hp, wp = int(data[1].shape[2]), int(data[1].shape[3])
+        else:
+            kh, kw, _ = red
+            hp, wp = int(data[1].shape[1]), int(data[1].shape[2])
+        sh = max(1, (hp - kh) // max(1, oh - 1)) if oh > 1 else 1
+        rows_in = min(hp + 2 * kh, (rows - 1) * sh + kh)
+        cols_in = min(wp + 2 * kw, wp + kw)
+        ob = int(weight[1].shape[-1]) if weight is not None else 0
+        return self.elem_bytes * (rows_in * cols_in + kh * kw * ob)
+
+
+class BitpackGPU(GPUScheduleRule):
+    """One thread per output word, its 64 channel compares unrolled into a register, 128
+    threads per block."""
+
+    def apply(self, func, target, tunable):
+        found = anchored(func, BITPACK_BLOCK, (BITPACK_BLOCK,), anchor_is_output=True)
+        if found is None:
+            return None
+        sch, out = found
+        if len(sch.get_loops(out)) != 5:
+            return None
+        store = sch.cache_write(out, 0, "local")
+        bx, tx = sch.split(sch.fuse(*sch.get_loops(store)), [None, 128])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.compute_at(out, tx)
+        sch.unroll(sch.get_loops(out)[-1])
+        return sch
+
+
+def cuda_rules() -> list:
+    return [ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
+            ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8),
+            BitpackGPU()]
