@@ -68,11 +68,12 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resne
 def targets():
     """List target presets and what each enables."""
     from targets import PRESETS, get_target
-    t = Table("name", "TVM target", "SIMD", "enables", "runs here")
+    t = Table("name", "description", "TVM target", "enables", "runs from here")
     for p in [get_target("host"), *PRESETS.values()]:
         missing = p.missing_on_host()
-        t.add_row(p.name, json.dumps(p.tvm), f"{p.vector_bits}-bit", ", ".join(p.features),
-                  "yes" if not missing else "no (lacks " + ", ".join(missing) + ")")
+        how = {"local": "in process", "qemu-aarch64": "under qemu", "cuda": "on the GPU"}[p.runs_via]
+        t.add_row(p.name, p.description, json.dumps(p.tvm), ", ".join(p.features),
+                  how if not missing else "no (needs " + ", ".join(missing) + ")")
     out.print(t)
 
 
@@ -113,6 +114,38 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
             out.print(f"  {mode}: {len(rows)} of {v['batch']} samples flipped signs under float rounding (first flips "
                       f"within {max(r['first_site_max_abs_presign'] for r in rows):.1e} of the threshold; max feature "
                       f"change {max(r['rel_err'] for r in rows):.2g}); details in manifest.json")
+
+
+@app.command()
+def verify(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
+           checkpoint: Optional[Path] = typer.Option(None, help="the checkpoint (default: the path in the manifest)")):
+    """Verify an artifact against PyTorch where it runs (e.g. a CUDA build made with --no-verify
+    on a machine without a GPU); updates its manifest."""
+    from .compile import reverify
+    try:
+        man = reverify(artifact, checkpoint, progress=_progress)
+    except USER_ERRORS as e:
+        _fail(e)
+    errs = ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items())
+    out.print(f"{artifact}: verification passed (max rel. L2 error: {errs})")
+
+
+@app.command()
+def runner(output: Path = typer.Option(..., "-o", "--output", help="directory to write the aarch64 runner bundle to")):
+    """Cross-compile reidc's C++ runner for aarch64, with TVM's aarch64 runtime libraries beside it:
+    copy the directory and an artifact to a board and run `./reidc_run ARTIFACT/model.so ...`."""
+    import shutil
+    from targets.arm_runtime import ensure_runner, runtime_dir
+    try:
+        binary = ensure_runner(_progress)
+    except USER_ERRORS as e:
+        _fail(e)
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, output / "reidc_run")
+    for lib in sorted((runtime_dir() / "lib").iterdir()):
+        shutil.copy2(lib, output / lib.name)
+    out.print(f"wrote {output}: reidc_run + {', '.join(p.name for p in sorted((runtime_dir() / 'lib').iterdir()))} "
+              "(aarch64; the runner finds the libraries beside it)")
 
 
 def _load_compiled(artifact: Path):
@@ -162,15 +195,14 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, in this process."""
     from .bench import bench
-    from .compile import CompileOptions, checkpoint_digest, load_source
+    from .compile import artifact_source
     os.environ["TVM_NUM_THREADS"] = str(threads)
+
     def source(comp, ck=None):
-        ck = Path(ck or comp.manifest["checkpoint"])
-        if not ck.exists():
-            raise ArtifactError(f"checkpoint {ck} is gone; pass --checkpoint")
-        if checkpoint_digest(ck) != comp.manifest["checkpoint_sha256"]:
-            raise ArtifactError(f"{ck} is not the checkpoint {comp.path} was compiled from (sha256 differs)")
-        return load_source(ck, CompileOptions())[0]
+        if comp.preset.runs_via == "qemu-aarch64":
+            raise ArtifactError(f"{comp.path} is an aarch64 build, run here under qemu: its timings say nothing "
+                                "about ARM speed; time it on the board with `reidc_run ... --repeat N` (README, Deploying)")
+        return artifact_source(comp.manifest, comp.path, ck)
 
     try:
         comp = _load_compiled(artifact)

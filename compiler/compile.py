@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
 
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
-    from compiler.lower.build import build  # TVM is imported only once compiling starts
+    from compiler.lower.build import build, export  # TVM is imported only once compiling starts
     from compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
@@ -103,7 +104,7 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     build_s = time.perf_counter() - t0
 
     with atomic_directory(out) as tmp:
-        ex.export_library(str(tmp / LIB))
+        export(ex, tmp / LIB, preset)
         manifest = {
             "reidc_version": REIDC_VERSION, "tvm_version": tvm.__version__,
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
@@ -121,10 +122,44 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "per_sample": macs(graphs[modes[0]]),
             "weights": weight_bytes(graphs[modes[0]]),
         }
+        (tmp / MANIFEST).write_text(json.dumps(manifest))  # the runtime reads it while verifying
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
         manifest["weights"]["artifact_bytes"] = (tmp / LIB).stat().st_size
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     say(f"wrote {out}")
+    return manifest
+
+
+def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = None):
+    """The PyTorch module an artifact was compiled from (its checkpoint, checked by digest)."""
+    from .errors import ArtifactError
+    ck = Path(checkpoint or manifest["checkpoint"])
+    if not ck.exists():
+        raise ArtifactError(f"checkpoint {ck} is not here; pass --checkpoint")
+    if checkpoint_digest(ck) != manifest["checkpoint_sha256"]:
+        raise ArtifactError(f"{ck} is not the checkpoint {path} was compiled from (sha256 differs)")
+    opts = CompileOptions()
+    with tempfile.TemporaryDirectory() as d:
+        if manifest.get("arch") and not ck.is_dir():  # a bare weights file: the spec it was built with
+            opts.arch = Path(d) / "arch.json"
+            opts.arch.write_text(json.dumps(manifest["arch"]))
+        return load_source(ck, opts)[0]
+
+
+def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progress=lambda msg: None) -> dict:
+    """Verify an existing artifact where it can run (e.g. a CUDA build made on a machine without
+    a GPU, now on one with a GPU); its manifest's "verification" is replaced atomically."""
+    from .runtime import read_manifest
+    from targets import preset_from_manifest
+    path = Path(artifact)
+    manifest = read_manifest(path)
+    opts = CompileOptions(progress=progress)
+    module = artifact_source(manifest, path, checkpoint)
+    manifest["verification"] = verify_artifact(path, module, tuple(manifest["modes"]), manifest, opts,
+                                               preset_from_manifest(manifest["target"]), progress)
+    tmp = path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path / MANIFEST)
     return manifest
 
 
@@ -141,10 +176,12 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     missing = preset.missing_on_host()
     if missing:
         raise VerificationError(
-            f"target {preset.name} needs CPU features this machine lacks ({', '.join(missing)}), so the "
-            "build cannot be verified here; pass --no-verify to write it unverified")
-    (path / MANIFEST).write_text(json.dumps(manifest))
-    compiled = Compiled(path)
+            f"target {preset.name}: running the build here needs {', '.join(missing)}, so it cannot be "
+            "verified on this machine; pass --no-verify to write it unverified (and verify it where it runs "
+            "with `reidc verify`)")
+    compiled = Compiled(path, say)
+    if preset.runs_via != "local":
+        say(f"running the {preset.name} build with {compiled.executor.description}")
     shape = tuple(manifest["input_shape"])
     sites = manifest.get("bit_sites", {})
     batch = manifest.get("export_batch") or (8 if sites else opts.verify_batch)
@@ -158,7 +195,7 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
         ref = torch_forward(module, x, mode, m)
         arg = m if mode == "mixed" else mode
         if sites.get(mode):  # one run gives the features and every packed activation
-            got, *bits = (t.numpy() for t in compiled.run_bits(x, arg))
+            got, *bits = compiled.run_bits(x, arg)
         else:
             got = compiled.run(x, arg)
         errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
