@@ -3,7 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARM_PACKAGES := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+
+.PHONY: setup setup-arm demo test bench clean
 
 $(BIN)/reidc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,10 +17,18 @@ $(BIN)/reidc: pyproject.toml
 
 setup: $(BIN)/reidc
 
+# The arm tier: the aarch64 GNU toolchain and qemu-user (Debian packages), TVM's aarch64 runtime
+# (PyPI wheels) and reidc's C++ runner built against it (cached in ~/.cache/reidc).
+setup-arm: setup
+	@command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null || \
+	  $(SUDO) apt-get install -y -qq $(ARM_PACKAGES) >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(ARM_PACKAGES) >/dev/null; }
+	$(BIN)/reidc runner -o build/arm-runner
+
 demo: setup
 	$(BIN)/reidc demo
 
-test: setup
+test: setup-arm
 	$(BIN)/pytest -q
 
 bench: setup

@@ -1,0 +1,121 @@
+"""The `arm` tier: aarch64 builds cross-compiled here, run under qemu-user through reidc's C++
+runner (TVM's aarch64 runtime), compared with PyTorch. Needs qemu-user and the aarch64 GNU
+toolchain (the Makefile's set-up installs them); with REIDC_REQUIRE_TOOLS=1 (CI) a missing tool
+fails the tier instead of skipping it."""
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from compiler.cli import app
+from compiler.compile import CompileOptions, compile_checkpoint
+from compiler.reference import torch_forward
+from compiler.runtime import Compiled
+from frontend.checkpoint import save_checkpoint
+from frontend.zoo import zoo_model
+from targets import PRESETS
+
+pytestmark = pytest.mark.arm
+SIZE = (64, 32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools():
+    missing = PRESETS["rpi4"].missing_on_host()
+    if missing:
+        msg = f"the arm tier needs {', '.join(missing)}"
+        if os.environ.get("REIDC_REQUIRE_TOOLS"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _build(d, name, split, target, **kw):
+    model = zoo_model(name, split, seed=1, input_size=SIZE)
+    save_checkpoint(model, d / "ck")
+    man = compile_checkpoint(d / "ck", d / "art", CompileOptions(target=target, **kw))
+    return model, man, d / "art"
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("arm-r18"), "cmnas-resnet18", "random:7", "rpi4")
+
+
+@pytest.fixture(scope="module")
+def bire18(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("arm-bire"), "bire-resnet18", "random:3", "rpi5")
+
+
+def _x(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3) + SIZE, dtype=np.float32)
+
+
+def test_cmnas_resnet18_verifies_in_all_modes_under_qemu(r18):
+    model, man, art = r18
+    v = man["verification"]
+    assert v["status"] == "passed" and set(v["max_rel_err"]) == {"visible", "infrared", "mixed"}
+    assert max(v["max_rel_err"].values()) < 1e-4
+    comp = Compiled(art)
+    assert type(comp.executor).__name__ == "QemuExecutor"
+    x, m = _x(3, seed=5), np.array([1, 0, 1], np.int32)
+    ref = torch_forward(model, x, "mixed", m)
+    np.testing.assert_allclose(comp.run(x, m), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bire_resnet18_verifies_bit_exactly_under_qemu(bire18):
+    model, man, art = bire18
+    v = man["verification"]
+    assert v["status"] == "passed" and set(v["max_rel_err"]) == {"visible", "infrared", "mixed"}
+    assert max(v["max_rel_err"].values()) < 1e-4
+    # every flipped bit, if any, was a float-rounding tie at the first binary layer it reached
+    assert all(f["rounding_only"] for rows in v["sign_flips"].values() for f in rows)
+    assert man["binary_layers"] > 0
+    feats, *bits = Compiled(art).run_bits(_x(2), "infrared")
+    assert feats.shape == (2, 512) and bits and all(b.dtype == np.uint64 for b in bits)
+
+
+def _disassemble(lib):
+    return subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(lib)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_neon_instructions_in_the_libraries(r18, bire18):
+    float_asm, bin_asm = _disassemble(r18[2] / "model.so"), _disassemble(bire18[2] / "model.so")
+    assert re.search(r"\bfmla\s+v\d+\.4s", float_asm)            # NEON fp32 FMA in the convs
+    assert len(re.findall(r"\bcnt\s+v\d+\.(8|16)b", bin_asm)) > 10  # NEON popcount in the binary convs
+    assert "cnt" not in re.findall(r"\b(cnt)\s+v", float_asm)     # and none where nothing is binary
+
+
+def test_cli_run_on_an_aarch64_artifact_uses_qemu(tmp_path, r18):
+    model, _, art = r18
+    x = _x(2, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    r = CliRunner().invoke(app, ["run", str(art), "--input", str(tmp_path / "x.npy"), "--modality", "infrared",
+                                 "-o", str(tmp_path / "f.npy")])
+    assert r.exit_code == 0, r.output
+    ref = torch_forward(model, x, "infrared")
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bench_refuses_qemu_timings(r18):
+    r = CliRunner().invoke(app, ["bench", str(r18[2]), "--batch", "1", "--mode", "visible"])
+    assert r.exit_code == 1 and "qemu" in r.output
+
+
+def test_runner_reports_a_missing_entry(r18):
+    from targets.qemu import QemuError
+    comp = Compiled(r18[2])
+    with pytest.raises(QemuError, match="has no entry nope"):
+        comp.executor.call("nope", [_x(1)])
+
+
+def test_runner_bundle_is_aarch64(tmp_path):
+    r = CliRunner().invoke(app, ["runner", "-o", str(tmp_path / "bundle")])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "bundle").iterdir())
+    assert names == ["libtvm_ffi.so", "libtvm_runtime.so", "reidc_run"]
+    head = (tmp_path / "bundle" / "reidc_run").read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64

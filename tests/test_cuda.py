@@ -1,0 +1,132 @@
+"""CUDA: codegen for every CUDA preset, checked by nvcc (no GPU needed), and the `cuda` tier
+that runs the builds on a GPU and compares them with PyTorch on CUDA (skipped without one).
+With REIDC_REQUIRE_TOOLS=1 (CI) a missing nvcc fails instead of skipping."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from compiler.compile import CompileOptions, compile_checkpoint
+from compiler.errors import VerificationError
+from compiler.reference import torch_forward
+from frontend.checkpoint import save_checkpoint
+from frontend.zoo import zoo_model
+from targets import PRESETS
+from targets.devices import cuda_device_count
+
+SIZE = (64, 32)
+CUDA_PRESETS = [n for n, p in PRESETS.items() if p.kind == "cuda"]
+
+
+@pytest.fixture(scope="module")
+def nvcc():
+    path = shutil.which("nvcc")
+    if path is None:
+        if os.environ.get("REIDC_REQUIRE_TOOLS"):
+            pytest.fail("nvcc is not on PATH; the CUDA codegen tests need it")
+        pytest.skip("nvcc is not on PATH")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cuda-ck")
+    out = {}
+    for name, split in (("bire-resnet18", "random:3"), ("cmnas-resnet18", "random:7")):
+        model = zoo_model(name, split, seed=1, input_size=SIZE)
+        save_checkpoint(model, d / name)
+        out[name] = (model, d / name)
+    return out
+
+
+def _kernels(source: str) -> dict[str, str]:
+    """{kernel name: body} of a CUDA source file."""
+    parts = re.split(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(', source)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2) if "{" in parts[i + 1][:2000]}
+
+
+def _nvcc(nvcc, src, arch, tmp):
+    """PTX, then a cubin from it with ptxas (which rejects over-size shared memory or bad code)."""
+    ptx = tmp / f"{arch}.ptx"
+    r = subprocess.run([nvcc, "--ptx", f"-arch={arch}", "-o", str(ptx), str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ptxas = os.path.join(os.path.dirname(nvcc), "ptxas")
+    r = subprocess.run([ptxas, f"-arch={arch}", "-o", str(tmp / f"{arch}.cubin"), str(ptx)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return ptx.read_text()
+
+
+@pytest.mark.parametrize("preset", CUDA_PRESETS)
+def test_binary_network_codegen_compiles_for_every_cuda_preset(tmp_path, ckpts, nvcc, preset):
+    _, ck = ckpts["bire-resnet18"]
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=preset, verify=False, modes=("mixed",)))
+    assert man["verification"]["status"] == "skipped" and man["target"]["tvm"]["kind"] == "cuda"
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    kernels = _kernels(src)
+    bconv = {k: v for k, v in kernels.items() if "bconv2d" in k}
+    assert len(bconv) >= 4  # distinct binary conv shapes: at least one per stage
+    for name, body in bconv.items():   # reidc's own schedule, not dlight's fallback
+        assert "__popcll" in body, name
+        assert "__shared__" in body and "__syncthreads" in body, name
+        assert re.search(r"reidc_bconv2d_local_ptr\[[1-9]\]", body), name  # several outputs per thread
+    assert any("bitpack" in k for k in kernels)
+    arch = PRESETS[preset].cuda_arch
+    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", arch, tmp_path)
+    assert f".target {arch}" in ptx
+    assert len(re.findall(r"\bpopc\.b(32|64)\b", ptx)) >= len(bconv)
+
+
+def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc):
+    _, ck = ckpts["cmnas-resnet18"]
+    compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False))
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    convs = {k: v for k, v in _kernels(src).items() if "conv2d" in k}
+    assert convs and all("__shared__" in v for v in convs.values())
+    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+    assert "fma.rn.f32" in ptx and "popc" not in ptx
+
+
+def test_jetson_preset_links_an_aarch64_host_library(tmp_path, ckpts):
+    _, ck = ckpts["bire-resnet18"]
+    compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm87", verify=False, modes=("visible",)))
+    head = (tmp_path / "art" / "model.so").read_bytes()[:20]
+    assert int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64: Orin's CPU runs the host code
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a GPU: the build verifies")
+def test_cuda_build_without_a_gpu_is_refused_unless_asked(tmp_path, ckpts):
+    _, ck = ckpts["cmnas-resnet18"]
+    with pytest.raises(VerificationError, match="needs an NVIDIA GPU"):
+        compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm90", modes=("visible",)))
+    assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("name", ["cmnas-resnet18", "bire-resnet18"])
+def test_cuda_tier_matches_pytorch_on_the_gpu(tmp_path, ckpts, name):
+    import torch
+    from compiler.runtime import Compiled
+    model, ck = ckpts[name]
+    arch = "sm%d%d" % torch.cuda.get_device_capability()
+    target = arch if arch in PRESETS else '{"kind": "cuda", "arch": "sm_%s"}' % arch[2:]
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=target))
+    assert man["verification"]["status"] == "passed"
+    comp = Compiled(tmp_path / "art")
+    x = np.random.default_rng(2).standard_normal((4, 3) + SIZE, dtype=np.float32)
+    m = np.array([0, 1, 1, 0], np.int32)
+    gpu_model = model.cuda()
+    with torch.no_grad():
+        ref = gpu_model(torch.from_numpy(x).cuda(), torch.from_numpy(m).cuda()).cpu().numpy()
+    model.cpu()
+    got = comp.run(x, m)
+    errs = np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)
+    # float: every sample; binarized: GPU PyTorch may round a pre-sign value across 0 where the
+    # CPU reference did not, so most samples (verification above already checked bit-exactness)
+    assert (np.max(errs) if name.startswith("cmnas") else np.median(errs)) < 1e-4, errs
+    cpu_ref = torch_forward(model, x, "mixed", m)
+    assert np.median(np.linalg.norm(got - cpu_ref, axis=1) / np.linalg.norm(cpu_ref, axis=1)) < 1e-4
