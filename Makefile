@@ -18,12 +18,14 @@ $(BIN)/reidc: pyproject.toml
 setup: $(BIN)/reidc
 
 # The arm tier: the aarch64 GNU toolchain and qemu-user (Debian packages), TVM's aarch64 runtime
-# (PyPI wheels) and reidc's C++ runner built against it (cached in ~/.cache/reidc).
+# (PyPI wheels) and reidc's C++ runner built against it, and an arm64 Python with TVM for an
+# emulated RPC device (both cached in ~/.cache/reidc).
 setup-arm: setup
 	@command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null || \
 	  $(SUDO) apt-get install -y -qq $(ARM_PACKAGES) >/dev/null || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(ARM_PACKAGES) >/dev/null; }
 	$(BIN)/reidc runner -o build/arm-runner
+	$(BIN)/reidc qemu-server --setup-only      # an emulated ARM device for the RPC tuning tests
 
 demo: setup
 	$(BIN)/reidc demo

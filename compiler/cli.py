@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -86,14 +87,17 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
                 mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
-                verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)")):
+                verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)"),
+                batch: Optional[int] = typer.Option(None, help="fixed batch size (default: any); tuned kernels need one"),
+                tuning_db: Optional[Path] = typer.Option(None, help="apply the records of a `reidc tune` database")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     from .compile import CompileOptions, compile_checkpoint
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
     opts = CompileOptions(target=target, arch=arch, split_config=split_config, dump_ir=dump_ir,
                           mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy,
-                          verify=verify, progress=_progress,
+                          verify=verify, progress=_progress, batch=batch,
+                          tuning_db=str(tuning_db) if tuning_db else None,
                           modes=tuple(m.strip() for m in modes.split(",")) if modes else None)
     try:
         man = compile_checkpoint(checkpoint, output, opts)
@@ -114,6 +118,61 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
             out.print(f"  {mode}: {len(rows)} of {v['batch']} samples flipped signs under float rounding (first flips "
                       f"within {max(r['first_site_max_abs_presign'] for r in rows):.1e} of the threshold; max feature "
                       f"change {max(r['rel_err'] for r in rows):.2g}); details in manifest.json")
+
+
+@app.command()
+def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to tune (omit with --report)"),
+         db: Optional[Path] = typer.Option(None, "--db", help="tuning database directory (created if new; resumes)"),
+         target: str = typer.Option("host", help="preset name or TVM target JSON"),
+         trials: int = typer.Option(64, help="measured trials per task"),
+         batch: int = typer.Option(1, help="the batch size to tune for"),
+         modes: str = typer.Option("visible", help="entries whose kernels to tune, e.g. visible,mixed"),
+         only: Optional[str] = typer.Option(None, help="tune only tasks whose name contains one of these (comma list)"),
+         rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
+         rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
+         timeout: float = typer.Option(30.0, help="seconds a candidate may run (and an RPC session may wait)"),
+         cores: Optional[int] = typer.Option(None, help="the device's CPU cores (default: this machine's; 4 via RPC)"),
+         report: Optional[Path] = typer.Option(None, "--report", help="print a report of this database and plot it")):
+    """Auto-tune a model's kernels with MetaSchedule (locally or through an RPC tracker); Ctrl-C
+    keeps every finished trial and a rerun resumes. `--report DB` summarises a database."""
+    if report is not None:
+        return _tune_report(report)
+    if checkpoint is None or db is None:
+        _fail(ValueError("reidc tune needs a CHECKPOINT and --db DIR (or --report DB)"))
+    from .tune.tune import TuneOptions, tune_checkpoint
+    opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch,
+                       modes=tuple(m.strip() for m in modes.split(",")),
+                       only=tuple(o.strip() for o in only.split(",")) if only else (),
+                       rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
+                       progress=_progress)
+    try:
+        res = tune_checkpoint(checkpoint, opts)
+    except KeyboardInterrupt:
+        out.print(f"interrupted: every finished trial is in {db}; run the same command again to resume")
+        raise typer.Exit(130)
+    except USER_ERRORS + (ValueError,) as e:
+        _fail(e)
+    out.print(f"tuned {res['tasks']} tasks; {res['records']} records in {res['database']}; "
+              f"`reidc compile {checkpoint} --target {target} --tuning-db {db}` applies them")
+
+
+def _tune_report(db: Path) -> None:
+    from .tune.report import plot, report_rows
+    try:
+        data = report_rows(db)
+    except USER_ERRORS as e:
+        _fail(e)
+    for key, d in data.items():
+        t = Table("task", "calls", "trials", "failed", "default ms", "tuned ms", "speedup", "share of run",
+                  title=f"{key} ({d['preset']})")
+        for r in d["rows"]:
+            f = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+            t.add_row(r["task"][:60], str(r["calls"]), str(r["trials"]), str(r["failed"]), f(r["default_ms"]),
+                      f(r["tuned_ms"]), "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+                      "-" if r["share"] is None else f"{100 * r['share']:.1f}%")
+        out.print(t)
+        png = plot(key, d, db / key / "report.png")
+        out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; plot: {png}")
 
 
 @app.command()
@@ -146,6 +205,34 @@ def runner(output: Path = typer.Option(..., "-o", "--output", help="directory to
         shutil.copy2(lib, output / lib.name)
     out.print(f"wrote {output}: reidc_run + {', '.join(p.name for p in sorted((runtime_dir() / 'lib').iterdir()))} "
               "(aarch64; the runner finds the libraries beside it)")
+
+
+@app.command("qemu-server")
+def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of the RPC tracker to register with"),
+                key: str = typer.Option("qemu-aarch64", help="device key to register under"),
+                setup_only: bool = typer.Option(False, help="only build the emulated aarch64 Python (cached)")):
+    """Run TVM's RPC server on an aarch64 Python under qemu-user: an emulated ARM device for
+    `reidc tune --rpc-tracker` (proves the path; its timings are not ARM speed)."""
+    import sys
+    from targets.arm_python import server_command
+    from targets.rpc import free_port
+    try:
+        python, env, extra = server_command(_progress)
+    except USER_ERRORS as e:
+        _fail(e)
+    if setup_only:
+        out.print(f"emulated aarch64 Python ready: {python[0]}")
+        return
+    if not tracker:
+        _fail(ValueError("--tracker HOST:PORT is required (or --setup-only)"))
+    port = free_port()
+    cmd = python + ["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                    str(port + 1), "--tracker", tracker, "--key", key] + extra
+    out.print(f"serving key {key!r} to {tracker} under qemu (Ctrl-C stops)")
+    try:
+        sys.exit(subprocess.run(cmd, env={**os.environ, **env}).returncode)
+    except KeyboardInterrupt:
+        pass
 
 
 def _load_compiled(artifact: Path):

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from frontend.atomic import atomic_directory
 from frontend.capture import capture_exported, capture_module
 from frontend.checkpoint import load_checkpoint
@@ -40,6 +42,8 @@ class CompileOptions:
     verify: bool = True
     verify_batch: int = 3
     modes: tuple[str, ...] | None = None  # entries to build; default: every mode the model has
+    batch: int | None = None      # fixed batch size (tuned kernels need one); None: any batch
+    tuning_db: str | None = None  # a `reidc tune` database: its records replace default schedules
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -76,6 +80,26 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     return model, g, ("visible", "infrared", "mixed"), facts
 
 
+def prepare(ckpt, opts: CompileOptions):
+    """(torch module, {mode: optimised IR graph}, modes, manifest facts, pass stats): everything
+    before TVM, shared by compile and tune."""
+    opts.progress(f"loading {ckpt}")
+    module, g, modes, facts = load_source(ckpt, opts)
+    if opts.modes:
+        unknown = [m for m in opts.modes if m not in modes]
+        if unknown:
+            raise ValueError(f"--modes {', '.join(unknown)}: this model has the entries {', '.join(modes)}")
+        modes = tuple(m for m in modes if m in opts.modes)
+    if opts.batch is not None and opts.batch < 1:
+        raise ValueError(f"--batch {opts.batch}: must be at least 1")
+    stats: Counter = Counter()
+    graphs = {}
+    for mode in modes:
+        opts.progress(f"running passes for the {mode} entry")
+        graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats)
+    return module, graphs, modes, facts, stats
+
+
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
     from compiler.lower.build import build, export  # TVM is imported only once compiling starts
@@ -87,20 +111,22 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     preset = get_target(opts.target)
     out = Path(out)
     t0 = time.perf_counter()
-    say(f"loading {ckpt}")
-    module, g, modes, facts = load_source(ckpt, opts)
-    if opts.modes:
-        unknown = [m for m in opts.modes if m not in modes]
-        if unknown:
-            raise ValueError(f"--modes {', '.join(unknown)}: this model has the entries {', '.join(modes)}")
-        modes = tuple(m for m in modes if m in opts.modes)
-    stats: Counter = Counter()
-    graphs = {}
-    for mode in modes:
-        say(f"running passes for the {mode} entry")
-        graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats)
-    say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})")
-    ex = build(to_relax(graphs), preset)
+    module, graphs, modes, facts, stats = prepare(ckpt, opts)
+    if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
+        raise ValueError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
+    tuning, batch = None, opts.batch
+    if opts.tuning_db:
+        from compiler.tune.database import open_for_compile
+        tuning = open_for_compile(opts.tuning_db, preset, opts.batch, say)
+        batch = tuning.batch
+    say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})"
+        + (f", batch {batch}" if batch else ""))
+    relax_mod = to_relax(graphs, batch)
+    if tuning:
+        from compiler.lower.build import fused_module
+        tuning.count_applicable(fused_module(relax_mod, preset), preset.tvm_target())
+        say(f"{tuning.tuned_functions} of {tuning.functions} kernels have tuning records; reidc's schedules do the rest")
+    ex = build(relax_mod, preset, tuning.database if tuning else None)
     build_s = time.perf_counter() - t0
 
     with atomic_directory(out) as tmp:
@@ -110,7 +136,8 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
                                                                if n.attrs.get("name") == "x")].shape[1:]),
             "input_dtype": "float32", "output": "BNNeck feature (N, F) float32" if facts["family"] == "cmnas" else "program output",
-            "modes": list(modes),
+            "modes": list(modes), "batch": batch,
+            "tuning": tuning.summary() if tuning else None,
             "entries": {m: ("(x, modality)" if m == "mixed" else "(x)") for m in modes},
             "target": {"preset": preset.name, "tvm": preset.tvm},
             "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": checkpoint_digest(Path(ckpt)),
@@ -184,7 +211,9 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
         say(f"running the {preset.name} build with {compiled.executor.description}")
     shape = tuple(manifest["input_shape"])
     sites = manifest.get("bit_sites", {})
-    batch = manifest.get("export_batch") or (8 if sites else opts.verify_batch)
+    n = 8 if sites else opts.verify_batch
+    step = manifest.get("batch") or manifest.get("export_batch")  # a fixed-batch build runs in steps
+    batch = -(-n // step) * step if step else n
     result = {"status": "passed", "tolerance": TOLERANCE,
               "norm": "max over samples of ||y - y_torch||_2 / ||y_torch||_2",
               "reference": "PyTorch eager, same checkpoint", "seed": opts.seed, "batch": batch,
@@ -192,12 +221,14 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     for mode in modes:
         say(f"verifying the {mode} entry against PyTorch")
         x, m = seeded_inputs(shape, batch, mode, opts.seed)
-        ref = torch_forward(module, x, mode, m)
-        arg = m if mode == "mixed" else mode
+        chunks = [slice(i, i + (step or batch)) for i in range(0, batch, step or batch)]
+        ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
+        outs = [(compiled.run_bits if sites.get(mode) else compiled.run)(x[c], m[c] if mode == "mixed" else mode)
+                for c in chunks]
         if sites.get(mode):  # one run gives the features and every packed activation
-            got, *bits = compiled.run_bits(x, arg)
+            got, *bits = (np.concatenate(parts) for parts in zip(*outs))
         else:
-            got = compiled.run(x, arg)
+            got = np.concatenate(outs)
         errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
         clean = list(range(len(x)))
         if sites.get(mode):

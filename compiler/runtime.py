@@ -66,6 +66,10 @@ class Compiled:
                              f"{', '.join(map(str, self.input_shape))}) float32 images")
         if x.shape[0] < 1:
             raise InputError("input batch is empty")
+        fixed = self.manifest.get("batch")
+        if fixed and x.shape[0] != fixed:
+            raise InputError(f"input batch is {x.shape[0]}; this artifact was built for batch {fixed} "
+                             "(compile without --batch for any batch size)")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if "main" in self.modes:
             return x, "main", None

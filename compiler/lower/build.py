@@ -19,31 +19,47 @@ def schedule_rules(preset: TargetPreset) -> list:
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 
-def relax_pipeline(preset: TargetPreset) -> tvm.transform.Pass:
+def fused_module(mod: tvm.IRModule, preset: TargetPreset) -> tvm.IRModule:
+    """TVM's legalisation and fusion: the PrimFuncs that get scheduled (and that tuning tunes)."""
+    target = preset.tvm_target()
+    with target:
+        return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+
+
+def relax_pipeline(preset: TargetPreset, database=None) -> tvm.transform.Pass:
+    """Legalise and fuse; apply tuned schedules from `database` (a MetaSchedule Database) where
+    it has a record for a function; reidc's rules schedule the rest."""
     target = preset.tvm_target()
 
     @tvm.transform.module_pass(opt_level=0, name="reidc_relax_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
+        if database is not None:
+            with database:
+                return _passes(mod)
+        return _passes(mod)
+
+    def _passes(mod):
+        with target:  # the database pass reads the target when it is created
+            tuned = [tvm.relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
             if preset.kind == "cuda":
                 # legalise and fuse (TVM's CUDA list minus its dlight pass), then reidc's GPU
                 # rules ahead of dlight's own
-                passes = (cuda.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                passes = (cuda.library_dispatch_passes(target) + cpu.legalize_passes(target) + tuned
                           + [dl.ApplyDefaultSchedule(*cuda_rules(), dl.gpu.Matmul(), dl.gpu.GEMV(),
                                                      dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
                                                      dl.gpu.Fallback())]
                           + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))
             else:
-                passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + tuned
                           + [dl.ApplyDefaultSchedule(*schedule_rules(preset))]
                           + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
     return _pipeline
 
 
-def build(mod: tvm.IRModule, preset: TargetPreset):
+def build(mod: tvm.IRModule, preset: TargetPreset, database=None):
     """Compile to a `tvm.relax` VM executable (call `.export_library(path)` to save it)."""
-    return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset))
+    return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset, database))
 
 
 def device_source(ex) -> str | None:

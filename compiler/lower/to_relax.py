@@ -196,13 +196,13 @@ def bit_sites(g: Graph) -> list[str]:
     return [n.attr("site") or n.source or nid for nid, n in g.items() if n.op == Op.BITPACK]
 
 
-def _function(bb, mode, g, name, with_bits, const):
+def _function(bb, mode, g, name, with_bits, const, batch):
     x_node = next((n for _, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x"), None)
     if x_node is None:
         raise LoweringError(f"{mode} graph has no image input")
     if len(g.outputs) != 1:
         raise LoweringError(f"{mode} graph has {len(g.outputs)} outputs; expected one")
-    nvar = tir.Var("n", "int64")
+    nvar = tir.Var("n", "int64") if batch is None else tir.IntImm("int64", batch)
     x = relax.Var("x", relax.TensorType((nvar,) + tuple(x_node.shape[1:]), "float32"))
     params = [x]
     m = None
@@ -221,15 +221,16 @@ def _function(bb, mode, g, name, with_bits, const):
         bb.emit_func_output(out)
 
 
-def to_relax(graphs: dict[str, Graph]) -> tvm.IRModule:
-    """One Relax function per mode graph; each takes the batch size symbolically. Graphs with
+def to_relax(graphs: dict[str, Graph], batch: int | None = None) -> tvm.IRModule:
+    """One Relax function per mode graph; each takes the batch size symbolically, or fixed at
+    `batch` (what tuning measures, and the tuned kernels need: MetaSchedule tunes static shapes). Graphs with
     binary layers also get `<mode>_bits`, returning (features, packed bits of every bitpack in
     `bit_sites` order), which verification uses to count sign flips exactly; it shares all
     kernels with the main entry."""
     bb = relax.BlockBuilder()
     const = _Constants()
     for mode, g in graphs.items():
-        _function(bb, mode, g, mode, False, const)
+        _function(bb, mode, g, mode, False, const, batch)
         if g.count(Op.BITPACK):
-            _function(bb, mode, g, f"{mode}_bits", True, const)
+            _function(bb, mode, g, f"{mode}_bits", True, const, batch)
     return bb.get()

@@ -1,0 +1,109 @@
+"""Builders and runners for tuning: candidates are built (cross-compiled for aarch64) on this
+machine in worker processes, and measured here (LocalRunner) or on devices registered with TVM's
+RPC tracker (RPCRunner). A candidate that fails to build, crashes or runs past the timeout comes
+back as an error and MetaSchedule records it as failed; tuning goes on."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from targets import TargetPreset
+
+
+def build_candidate(mod, target, _params):
+    """Worker-side build (MetaSchedule's default imports every tensor intrinsic, ~30 s here)."""
+    return tvm.compile(mod, target=target)
+
+
+def export_native(rt_mod) -> str:
+    path = os.path.join(tempfile.mkdtemp(prefix="reidc-ms-"), "candidate.so")
+    rt_mod.export_library(path)
+    return path
+
+
+def export_aarch64(rt_mod) -> str:
+    from tvm.support.cc import cross_compiler
+    path = os.path.join(tempfile.mkdtemp(prefix="reidc-ms-"), "candidate.so")
+    rt_mod.export_library(path, fcompile=cross_compiler("aarch64-linux-gnu-g++"))
+    return path
+
+
+def builder(preset: TargetPreset, timeout_s: float = 60.0, workers: int | None = None) -> ms.builder.LocalBuilder:
+    export = export_aarch64 if preset.arch == "aarch64" else export_native
+    return ms.builder.LocalBuilder(f_build=build_candidate, f_export=export, timeout_sec=timeout_s,
+                                   max_workers=workers or max(1, (os.cpu_count() or 2) // 2))
+
+
+def _fill(tensor) -> None:
+    """Random floats and words; int32 inputs are index vectors (border classes, modality),
+    so zeros, which index validly (random ones would read out of bounds and crash)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    shape, dtype = tuple(int(d) for d in tensor.shape), str(tensor.dtype)
+    if dtype.startswith("float"):
+        a = rng.standard_normal(shape).astype(dtype)
+    elif dtype.startswith("uint"):
+        a = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True)
+    else:
+        a = np.zeros(shape, dtype)
+    tensor.copyfrom(a)
+
+
+def alloc_local(device, args_info, alloc_repeat):
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+    return alloc_argument_common(_fill, device, args_info, alloc_repeat)
+
+
+def alloc_rpc(session, device, args_info, alloc_repeat):
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+    return alloc_argument_common(_fill, device, args_info, alloc_repeat)
+
+
+def create_session(rpc_config):
+    """Fail at once when the tracker has no device for the key (TVM's request would wait for one
+    forever), so a farm whose last device died ends the tuning with a message, not a hang."""
+    if rpc_config.count_num_servers(allow_missing=True) == 0:
+        raise RuntimeError(f"the tracker has no device with key {rpc_config.tracker_key!r}")
+    return rpc_config.connect_server()
+
+
+def evaluator(number: int = 3, repeat: int = 3) -> ms.runner.EvaluatorConfig:
+    return ms.runner.EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=20, enable_cpu_cache_flush=False)
+
+
+def runner(preset: TargetPreset, tracker: str | None = None, key: str | None = None, timeout_s: float = 30.0,
+           workers: int = 1):
+    if tracker:
+        host, _, port = tracker.rpartition(":")
+        cfg = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                  session_timeout_sec=int(timeout_s), session_priority=1)
+        return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator(), max_workers=workers,
+                                   f_create_session=create_session, f_alloc_argument=alloc_rpc)
+    if preset.arch == "aarch64":
+        raise ValueError(f"target {preset.name} is aarch64: measure it on a board (or a qemu server) through "
+                         "--rpc-tracker HOST:PORT --rpc-key KEY")
+    if preset.kind == "cuda":
+        raise ValueError("tuning CUDA targets is not supported yet (reidc's GPU schedules have no tuning space)")
+    return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator(), f_alloc_argument=alloc_local)
+
+
+def measure_once(sch, preset: TargetPreset, build, run) -> tuple[float | None, str | None]:
+    """(seconds, error) of one schedule through the same builder and runner the search uses."""
+    target = preset.tvm_target()
+    (b,) = build.build([ms.builder.BuilderInput(sch.mod, target)])
+    if b.error_msg:
+        return None, b.error_msg
+    try:
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        dev = "cuda" if preset.kind == "cuda" else "cpu"
+        (fut,) = run.run([ms.runner.RunnerInput(b.artifact_path, dev, args)])
+        r = fut.result()
+    finally:
+        ms.utils.remove_build_dir(b.artifact_path)
+    if r.error_msg:
+        return None, r.error_msg
+    secs = [float(s) for s in r.run_secs]
+    return sum(secs) / len(secs), None

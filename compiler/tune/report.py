@@ -1,0 +1,52 @@
+"""`reidc tune --report DB`: per target and task, reidc-default vs tuned latency, trials, and the
+task's share of end-to-end kernel time (latency x calls per run); a bar chart per target."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .database import INDEX, TASKS, TuningDatabaseError, read_json
+
+
+def report_rows(root: str | Path) -> dict[str, list[dict]]:
+    root = Path(root)
+    index = read_json(root / INDEX, None)
+    if index is None:
+        raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX})")
+    out = {}
+    for key in sorted(index):
+        rows = []
+        for wk, t in read_json(root / key / TASKS, {}).items():
+            default, best = t.get("default_s"), t.get("best_s")
+            tuned = min(x for x in (default, best) if x) if (default or best) else None
+            rows.append({"task": t.get("name", wk), "calls": t.get("weight", 1), "batch": t.get("batch"),
+                         "trials": t.get("trials", 0), "failed": t.get("failed", 0),
+                         "default_ms": default * 1e3 if default else None, "tuned_ms": tuned * 1e3 if tuned else None})
+        total = sum(r["calls"] * r["tuned_ms"] for r in rows if r["tuned_ms"])
+        total_default = sum(r["calls"] * r["default_ms"] for r in rows if r["default_ms"])
+        for r in rows:
+            r["share"] = r["calls"] * r["tuned_ms"] / total if r["tuned_ms"] and total else None
+            r["speedup"] = r["default_ms"] / r["tuned_ms"] if r["default_ms"] and r["tuned_ms"] else None
+        rows.sort(key=lambda r: -(r["share"] or 0))
+        out[key] = {"preset": index[key]["preset"], "rows": rows, "total_ms": total, "total_default_ms": total_default}
+    return out
+
+
+def plot(key: str, data: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in data["rows"] if r["default_ms"] and r["tuned_ms"]][:30]
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.5))
+    y = range(len(rows))
+    ax.barh([i + 0.2 for i in y], [r["default_ms"] * r["calls"] for r in rows], 0.4, label="reidc default")
+    ax.barh([i - 0.2 for i in y], [r["tuned_ms"] * r["calls"] for r in rows], 0.4, label="tuned")
+    ax.set_yticks(list(y), [f"{r['task'][:48]} ({r['trials']} trials, {100 * (r['share'] or 0):.0f}%)" for r in rows],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per run (latency x calls)")
+    ax.set_title(f"{key}: kernels {data['total_default_ms']:.2f} ms default -> {data['total_ms']:.2f} ms tuned")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,62 @@
+"""The search space of a task: reidc's own schedule rules over a grid of their knobs (register
+tile, cache blocking, popcount lanes) unioned with MetaSchedule's generated space (multi-level
+tiling etc., searched by evolution with the XGBoost cost model). The reidc-default schedule, the
+one `reidc compile` uses without a database, is measured first, so a tuned kernel is never one
+that measured slower than the default."""
+from __future__ import annotations
+
+import itertools
+
+import tvm
+import tvm_ffi
+from tvm.s_tir import meta_schedule as ms
+
+from compiler.lower.build import schedule_rules
+from kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc
+from targets import TargetPreset
+
+
+def rule_variants(preset: TargetPreset) -> list:
+    """reidc's CPU rules with alternative knob settings (the default settings come first)."""
+    lanes = preset.vector_lanes
+    regs = preset.vector_registers
+    convs = [Conv2dNCHWc(vector_lanes=lanes, accumulators=a, acc_bytes=ab, weight_bytes=wb)
+             for a, ab, wb in itertools.product(sorted({regs * 3 // 4, regs // 2, regs - 2}),
+                                                (8192, 16384, 32768), (16384, 65536))]
+    words = max(1, preset.vector_bits // 64)
+    bconvs = [BConv2dNCHWc(reg_w=r, lanes=w) for r, w in itertools.product((4, 8, 12, 16), sorted({words, 2 * words}))]
+    return schedule_rules(preset)[:2] + convs + bconvs
+
+
+def default_schedule(func: tvm.tirx.PrimFunc, preset: TargetPreset):
+    """The schedule `reidc compile` gives this function without a database (first rule that applies)."""
+    target = preset.tvm_target()
+    for rule in schedule_rules(preset):
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch
+    return None
+
+
+def reidc_space(preset: TargetPreset) -> ms.space_generator.ScheduleFn:
+    target = preset.tvm_target()
+    variants = rule_variants(preset)
+
+    def schedules(sch: tvm.s_tir.Schedule):
+        func = sch.mod["main"]
+        out, seen = [], set()
+        for rule in variants:
+            try:
+                s = rule.apply(func, target, False)
+            except (tvm.TVMError, ValueError):  # a knob that does not fit this shape
+                continue
+            if s is not None and (h := tvm_ffi.structural_hash(s.mod)) not in seen:
+                seen.add(h)
+                out.append(s)
+        return out
+
+    return ms.space_generator.ScheduleFn(schedules, sch_rules=[], postprocs=[], mutator_probs={})
+
+
+def search_space(preset: TargetPreset):
+    return ms.space_generator.SpaceGeneratorUnion([reidc_space(preset), ms.space_generator.PostOrderApply()])

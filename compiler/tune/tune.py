@@ -1,0 +1,214 @@
+"""`reidc tune`: one MetaSchedule search per task of the compiled model, task after task.
+
+For each task (a fused PrimFunc of the model at a fixed batch) reidc first measures its default
+schedule and records it, then lets MetaSchedule search (evolutionary, XGBoost cost model) over
+reidc's rule variants and MetaSchedule's generated space. Every measured trial is appended to
+the database as it comes back (MetaSchedule's AddToDatabase); reidc's per-task trial counts are
+saved after every batch, so a killed run resumes with the trials it has not done yet.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import tvm
+import tvm_ffi
+from tvm.s_tir import meta_schedule as ms
+from tvm.ir.utils import derived_object
+
+from compiler.compile import CompileOptions, prepare
+from compiler.lower.build import fused_module
+from compiler.lower.to_relax import to_relax
+from compiler.runtime import usable_cpus
+from targets import get_target
+from targets.presets import ToolchainError
+
+from . import measure
+from .database import TargetDB
+from .space import default_schedule, search_space
+
+
+class TuningAborted(ToolchainError):
+    pass
+
+
+@dataclass
+class TuneOptions:
+    db: str
+    target: str = "host"
+    trials: int = 64               # per task
+    batch: int = 1
+    modes: tuple[str, ...] = ("visible",)
+    only: tuple[str, ...] = ()     # tune only tasks whose name contains one of these
+    rpc_tracker: str | None = None  # HOST:PORT
+    rpc_key: str | None = None
+    timeout_s: float = 30.0
+    per_iter: int = 8              # trials measured per batch (also what a kill can lose at most)
+    cores: int | None = None       # the device's cores (MetaSchedule's parallel tiling); default: this
+                                   # machine's when measuring here, 4 through RPC
+    seed: int = 0
+    progress: Callable[[str], None] = field(default=lambda msg: None)
+
+
+def _cpu_tensor_intrinsics() -> None:
+    """Register only the x86 and ARM tensor intrinsics. MetaSchedule's TuneContext imports the
+    whole `tvm.s_tir.tensor_intrin` package, whose CUDA half parses ~250 TVMScript functions:
+    143 s measured here in a process that has torch loaded (TVMScript's inspect.stack() walks
+    every loaded module). reidc tunes CPU targets only, so the package is set up without it."""
+    import importlib
+    import sys
+    import types
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    pkg = types.ModuleType(name)
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules[name] = pkg
+    for sub in ("x86", "arm_cpu"):
+        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
+
+
+def workload_key(mod: tvm.IRModule) -> str:
+    return f"{tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def extract_tasks(ckpt, opts: TuneOptions, preset):
+    _, graphs, _, facts, _ = prepare(ckpt, CompileOptions(modes=opts.modes, batch=opts.batch, progress=opts.progress))
+    mod = fused_module(to_relax(graphs, opts.batch), preset)
+    tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
+    if opts.only:
+        tasks = [t for t in tasks if any(s in t.task_name for s in opts.only)]
+    return tasks, facts
+
+
+def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
+    say = opts.progress
+    preset = get_target(opts.target)
+    if opts.rpc_tracker and not opts.rpc_key:
+        raise ValueError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
+    tasks, facts = extract_tasks(ckpt, opts, preset)
+    _cpu_tensor_intrinsics()
+    if not tasks:
+        raise ValueError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+    db = TargetDB(Path(opts.db), preset)
+    database = db.open()
+    db.register(opts.batch)
+    cores = opts.cores or (4 if opts.rpc_tracker else usable_cpus())
+    target = tvm.target.Target({**{k: v for k, v in preset.tvm.items() if k != "num-cores"}, "num-cores": cores})
+    build = measure.builder(preset)
+    run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
+    info = db.tasks()
+    for t in tasks:  # bookkeeping first: the report knows every task even if tuning stops early
+        e = info.setdefault(workload_key(t.dispatched[0]), {"trials": 0, "failed": 0})
+        e.update(name=t.task_name, weight=int(t.weight), batch=opts.batch, model=facts["model"])
+    db.save_tasks(info)
+    say(f"{len(tasks)} tasks for {preset.name} at batch {opts.batch}; {opts.trials} trials each; database {db.path}")
+    clock = _Clock(sum(max(0, opts.trials - info[workload_key(t.dispatched[0])]["trials"]) for t in tasks))
+    for k, task in enumerate(tasks, 1):
+        wk = workload_key(task.dispatched[0])
+        entry = info[wk]
+        label = f"task {k}/{len(tasks)} {task.task_name}"
+        if "default_s" not in entry:
+            _measure_default(task, preset, build, run, database, entry, say, label)
+            db.save_tasks(info)
+        left = opts.trials - entry["trials"]
+        if left <= 0:
+            say(f"{label}: done earlier ({entry['trials']} trials)")
+            continue
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=search_space(preset),
+                             search_strategy=_strategy(opts.trials), task_name=task.task_name,
+                             rand_state=opts.seed + 1000 * k + entry["trials"], num_threads=1)
+        watch = _Progress(entry, lambda: db.save_tasks(info), say, label, opts.trials, clock, opts)
+        try:
+            ms.tune.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(db.path / "logs"),
+                               max_trials_global=left, max_trials_per_task=left,
+                               num_trials_per_iter=min(opts.per_iter, left), builder=build, runner=run,
+                               database=database, cost_model="xgb",
+                               measure_callbacks=ms.measure_callback.MeasureCallback.create("default") + [watch],
+                               task_scheduler="round-robin")
+        except Exception:  # noqa: BLE001  (our callback's abort arrives wrapped by TVM's FFI)
+            if watch.abort:
+                raise TuningAborted(watch.abort) from None
+            raise
+        if entry["trials"] < opts.trials:  # the space ran out of new candidates before the budget
+            say(f"{label}: search space exhausted after {entry['trials']} trials")
+            entry["exhausted"] = True
+            db.save_tasks(info)
+    return {"target_key": db.key, "database": str(db.path), "tasks": len(tasks), "records": db.record_count()}
+
+
+def _strategy(trials: int):
+    """MetaSchedule's evolutionary search, its population scaled to the budget (the default 512
+    costs ~50 s of sampling per task on 2 cores, too much for a 16-trial budget)."""
+    population = max(32, min(512, 8 * trials))
+    return ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                 init_min_unmeasured=min(50, population // 4),
+                                                 genetic_num_iters=2 if trials < 64 else 4)
+
+
+def _measure_default(task, preset, build, run, database, entry, say, label):
+    mod = task.dispatched[0]
+    sch = default_schedule(mod["main"], preset)
+    if sch is None:
+        entry["default_s"] = None
+        return
+    secs, err = measure.measure_once(sch, preset, build, run)
+    entry["default_s"] = secs
+    if err:
+        say(f"{label}: the default schedule failed to measure: {err.strip().splitlines()[-1][:200]}")
+        return
+    wl = database.commit_workload(mod)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, wl, [secs], preset.tvm_target(), ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+    say(f"{label}: reidc default {secs * 1e3:.3f} ms")
+
+
+def _ms(secs) -> str:
+    return f"{secs * 1e3:.3f} ms" if secs else "-"
+
+
+class _Clock:
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def left_s(self) -> float:
+        return (time.monotonic() - self.t0) / max(1, self.done) * max(0, self.total - self.done)
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """After each measured batch: count trials and failures, save them, print progress; with
+    RPC, stop with a clear message when the tracker has no device left for the key."""
+
+    def __init__(self, entry, save, say, label, budget, clock, opts):
+        self.entry, self.save, self.say, self.label, self.budget, self.clock = entry, save, say, label, budget, clock
+        self.opts = opts
+        self.abort = None
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        ok = []
+        for b, r in zip(builder_results, runner_results):
+            if b.error_msg is None and r.error_msg is None and r.run_secs:
+                ok.append(sum(float(s) for s in r.run_secs) / len(r.run_secs))
+        n = len(runner_results)
+        self.entry["trials"] += n
+        self.entry["failed"] += n - len(ok)
+        if ok:
+            self.entry["best_s"] = min(ok + ([self.entry["best_s"]] if self.entry.get("best_s") else []))
+        self.save()
+        self.clock.done += n
+        best, default = self.entry.get("best_s"), self.entry.get("default_s")
+        self.say(f"{self.label}: {self.entry['trials']}/{self.budget} trials ({self.entry['failed']} failed); "
+                 f"best {_ms(best)} (reidc default {_ms(default)}); about {self.clock.left_s() / 60:.1f} min left")
+        if self.opts.rpc_tracker and len(ok) < n:
+            from targets.rpc import tracker_devices
+            host, _, port = self.opts.rpc_tracker.rpartition(":")
+            if tracker_devices(host, int(port), self.opts.rpc_key) == 0:
+                self.abort = (f"no device with key {self.opts.rpc_key!r} is left on the tracker "
+                              f"{self.opts.rpc_tracker}; {self.entry['trials']} trials of this task are saved, "
+                              "rerun `reidc tune` to resume")
+                raise RuntimeError(self.abort)
+

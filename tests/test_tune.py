@@ -1,0 +1,200 @@
+"""`reidc tune`: MetaSchedule with reidc's spaces, a target-keyed JSON database that survives a
+kill, `compile --tuning-db`, RPC through a loopback tracker, and faults. Budgets are tiny (a
+few trials of one or two kernels): these prove the machinery, the note has the benchmark."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from compiler.cli import app
+from compiler.compile import CompileOptions, compile_checkpoint
+from compiler.reference import torch_forward
+from compiler.runtime import Compiled
+from compiler.tune.database import RECORDS, TASKS, TargetDB, TuningDatabaseError, repair
+from compiler.tune.tune import TuneOptions, TuningAborted, tune_checkpoint
+from frontend.checkpoint import save_checkpoint
+from frontend.zoo import zoo_model
+from targets import get_target
+from targets.rpc import free_port, start_server, start_tracker, tracker_devices, wait_for_devices
+
+SIZE = (64, 32)
+BCONV = "bconv2d1_"   # one binary conv task of bire-resnet18 (stage 1)
+
+
+@pytest.fixture(scope="module")
+def bnn(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tune")
+    model = zoo_model("bire-resnet18", "all-shared", seed=1, input_size=SIZE)
+    save_checkpoint(model, d / "ck")
+    return model, d / "ck"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, bnn):
+    """A database with 8 trials of a binary conv and of a float conv, tuned locally."""
+    db = tmp_path_factory.mktemp("tune-db") / "db"
+    res = tune_checkpoint(bnn[1], TuneOptions(db=str(db), trials=8, only=(BCONV, "fused_conv2d_add_relu"),
+                                              progress=print))
+    return db, res
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def test_local_tuning_writes_a_target_keyed_json_database(tuned):
+    db, res = tuned
+    key = TargetDB(db, get_target("host")).key
+    assert res["target_key"] == key and res["tasks"] == 2
+    index = json.loads((db / "index.json").read_text())
+    assert index[key]["batches"] == [1] and index[key]["preset"] == "host"
+    tasks = json.loads((db / key / TASKS).read_text())
+    assert sorted(t["trials"] for t in tasks.values()) == [8, 8]
+    assert all(t["default_s"] > 0 for t in tasks.values())
+    # TVM's own JSONDatabase reads it: one default record + 8 trials per task
+    from tvm.s_tir import meta_schedule as ms
+    tvm_db = ms.database.JSONDatabase(work_dir=str(db / key))
+    assert len(tvm_db) == 18 == len(_lines(db / key / RECORDS))
+
+
+def test_compile_with_the_database_applies_records_and_verifies(tmp_path, bnn, tuned):
+    model, ck = bnn
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(tuning_db=str(tuned[0]), modes=("visible",)))
+    assert man["batch"] == 1 and man["tuning"]["kernels_with_records"] == 2
+    assert man["verification"]["status"] == "passed"
+    x = np.random.default_rng(1).standard_normal((1, 3) + SIZE, dtype=np.float32)
+    np.testing.assert_allclose(Compiled(tmp_path / "art").run(x), torch_forward(model, x, "visible"),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_records_of_one_target_are_not_applied_to_another(tmp_path, bnn, tuned):
+    with pytest.raises(TuningDatabaseError, match="no records for target x86-64"):
+        compile_checkpoint(bnn[1], tmp_path / "art", CompileOptions(target="x86-64", tuning_db=str(tuned[0])))
+    assert not (tmp_path / "art").exists()
+
+
+def test_report_prints_a_table_and_writes_a_plot(tuned):
+    db, res = tuned
+    r = CliRunner().invoke(app, ["tune", "--report", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "default ms" in r.output and "share of run" in r.output
+    png = db / res["target_key"] / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_torn_last_line_is_dropped_and_nothing_else(tmp_path):
+    p = tmp_path / RECORDS
+    p.write_text('[0, {"a": 1}]\n[0, {"b": 2}]\n[0, {"c"')
+    assert repair(p) == 1
+    assert _lines(p) == ['[0, {"a": 1}]', '[0, {"b": 2}]']
+
+
+def test_killed_tuning_resumes_without_losing_trials(tmp_path, bnn):
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "compiler.cli", "tune", str(bnn[1]), "--db", str(db), "--trials", "24",
+           "--only", BCONV]
+    key = TargetDB(db, get_target("host")).key
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # kill -9 once the first batch of 8 trials is saved
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 240:
+            tasks = json.loads((db / key / TASKS).read_text()) if (db / key / TASKS).is_file() else {}
+            if any(t.get("trials", 0) >= 8 for t in tasks.values()):
+                break
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = _lines(db / key / RECORDS)
+    done = next(iter(json.loads((db / key / TASKS).read_text()).values()))["trials"]
+    assert 8 <= done < 24 and len(before) >= done + 1
+    with open(db / key / RECORDS, "a") as f:  # as if the kill had torn a record in half
+        f.write('[0, [[["GetSBlock"')
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    after = _lines(db / key / RECORDS)
+    assert after[:len(before)] == before           # every record written before the kill is kept
+    assert len(after) == 1 + 24                      # the default + exactly the budget, no repeats
+    assert json.loads((db / key / TASKS).read_text())[next(iter(json.loads(
+        (db / key / TASKS).read_text())))]["trials"] == 24
+
+
+def test_candidates_past_their_timeout_are_recorded_failed(tmp_path, bnn):
+    db = tmp_path / "db"
+    res = tune_checkpoint(bnn[1], TuneOptions(db=str(db), trials=4, only=(BCONV,), timeout_s=0.01))
+    task = next(iter(json.loads((db / res["target_key"] / TASKS).read_text()).values()))
+    assert task["trials"] == 4 and task["failed"] == 4 and task["default_s"] is None
+    secs = [json.loads(line)[1][1] for line in _lines(db / res["target_key"] / RECORDS)]
+    assert secs == [[1e10]] * 4  # MetaSchedule's mark for a failed measurement
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    log = open(tmp_path / "rpc.log", "w")
+    port = free_port()
+    procs = [start_tracker(port, log)]
+    yield port, procs, log
+    for p in procs:
+        p.stop()
+    assert all(p.proc.poll() is not None for p in procs)
+
+
+def test_tuning_through_a_loopback_rpc_tracker(tmp_path, bnn, tracker):
+    port, procs, log = tracker
+    procs.append(start_server(port, "x86-test", log))
+    wait_for_devices(port, "x86-test")
+    res = tune_checkpoint(bnn[1], TuneOptions(db=str(tmp_path / "db"), trials=4, only=(BCONV,),
+                                              rpc_tracker=f"127.0.0.1:{port}", rpc_key="x86-test"))
+    task = next(iter(json.loads((tmp_path / "db" / res["target_key"] / TASKS).read_text()).values()))
+    assert task["trials"] == 4 and task["failed"] == 0 and task["best_s"] > 0
+    assert "load_module" in (tmp_path / "rpc.log").read_text()  # measured on the server
+
+
+def test_a_server_that_dies_mid_tune_stops_tuning_with_a_clear_message(tmp_path, bnn, tracker):
+    port, procs, log = tracker
+    server = start_server(port, "x86-dies", log)
+    procs.append(server)
+    wait_for_devices(port, "x86-dies")
+    msgs = []
+
+    def progress(msg):
+        msgs.append(msg)
+        if "reidc default" in msg and server.proc.poll() is None and "trials" not in msg:
+            server.stop()  # the device goes away after the default is measured
+            t0 = time.monotonic()
+            while tracker_devices("127.0.0.1", port, "x86-dies") and time.monotonic() - t0 < 30:
+                time.sleep(0.5)
+
+    with pytest.raises(TuningAborted, match="no device with key 'x86-dies' is left"):
+        tune_checkpoint(bnn[1], TuneOptions(db=str(tmp_path / "db"), trials=8, only=(BCONV,), timeout_s=5,
+                                            rpc_tracker=f"127.0.0.1:{port}", rpc_key="x86-dies", progress=progress))
+    db = tmp_path / "db" / TargetDB(tmp_path / "db", get_target("host")).key
+    task = next(iter(json.loads((db / TASKS).read_text()).values()))
+    assert task["failed"] == task["trials"] > 0  # its pending measurements were recorded as failed
+
+
+@pytest.mark.arm
+def test_tuning_an_arm_target_through_a_qemu_server_then_compiling(tmp_path, bnn, tracker):
+    from targets.arm_python import server_command
+    if get_target("rpi4").missing_on_host() and not os.environ.get("REIDC_REQUIRE_TOOLS"):
+        pytest.skip("needs qemu-user and the aarch64 toolchain")
+    port, procs, log = tracker
+    python, env, extra = server_command()
+    procs.append(start_server(port, "rpi4-qemu", log, python=python, env=env, extra=extra))
+    wait_for_devices(port, "rpi4-qemu", timeout_s=120)
+    db = tmp_path / "db"
+    res = tune_checkpoint(bnn[1], TuneOptions(db=str(db), target="rpi4", trials=4, only=(BCONV,), timeout_s=60,
+                                              rpc_tracker=f"127.0.0.1:{port}", rpc_key="rpi4-qemu"))
+    task = next(iter(json.loads((db / res["target_key"] / TASKS).read_text()).values()))
+    assert task["trials"] == 4 and task["failed"] == 0 and task["default_s"] > 0
+    man = compile_checkpoint(bnn[1], tmp_path / "art", CompileOptions(target="rpi4", tuning_db=str(db),
+                                                                     modes=("visible",)))
+    assert man["tuning"]["kernels_with_records"] == 1 and man["verification"]["status"] == "passed"
