@@ -232,7 +232,8 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
         errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
         clean = list(range(len(x)))
         if sites.get(mode):
-            flips = count_flips(bits, sites[mode], presign_values(module, x, mode, m))
+            pre = [presign_values(module, x[c], mode, None if m is None else m[c]) for c in chunks]
+            flips = count_flips(bits, sites[mode], {k: np.concatenate([p[k] for p in pre]) for k in pre[0]})
             bad = [f for f in flips if not f["rounding_only"]]
             if bad:
                 raise VerificationError(

@@ -58,8 +58,7 @@ def alloc_local(device, args_info, alloc_repeat):
 
 
 def alloc_rpc(session, device, args_info, alloc_repeat):
-    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
-    return alloc_argument_common(_fill, device, args_info, alloc_repeat)
+    return alloc_local(device, args_info, alloc_repeat)  # tensors on the remote device; the fill copies over
 
 
 def create_session(rpc_config):
