@@ -194,6 +194,8 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
             if b.error_msg is None and r.error_msg is None and r.run_secs:
                 ok.append(sum(float(s) for s in r.run_secs) / len(r.run_secs))
         n = len(runner_results)
+        if n == 0:  # MetaSchedule reports an empty batch when the space has nothing new
+            return
         self.entry["trials"] += n
         self.entry["failed"] += n - len(ok)
         if ok:
@@ -202,7 +204,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.clock.done += n
         best, default = self.entry.get("best_s"), self.entry.get("default_s")
         self.say(f"{self.label}: {self.entry['trials']}/{self.budget} trials ({self.entry['failed']} failed); "
-                 f"best {_ms(best)} (reidc default {_ms(default)}); about {self.clock.left_s() / 60:.1f} min left")
+                 f"best searched {_ms(best)}, reidc default {_ms(default)}; about {self.clock.left_s() / 60:.1f} min left")
         if self.opts.rpc_tracker and len(ok) < n:
             from targets.rpc import tracker_devices
             host, _, port = self.opts.rpc_tracker.rpartition(":")
