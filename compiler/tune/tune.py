@@ -87,6 +87,8 @@ def extract_tasks(ckpt, opts: TuneOptions, preset):
 def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     say = opts.progress
     preset = get_target(opts.target)
+    if opts.trials < 1 or opts.batch < 1:
+        raise ValueError(f"--trials {opts.trials} / --batch {opts.batch}: both must be at least 1")
     if opts.rpc_tracker and not opts.rpc_key:
         raise ValueError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
     tasks, facts = extract_tasks(ckpt, opts, preset)
@@ -115,7 +117,7 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
             _measure_default(task, preset, build, run, database, entry, say, label)
             db.save_tasks(info)
         left = opts.trials - entry["trials"]
-        if left <= 0:
+        if left <= 0 or entry.get("exhausted"):
             say(f"{label}: done earlier ({entry['trials']} trials)")
             continue
         ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=search_space(preset),
