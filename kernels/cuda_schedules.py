@@ -134,8 +134,8 @@ class ConvGPU(GPUScheduleRule):
             kh, kw, _ = red
             hp, wp = int(data[1].shape[1]), int(data[1].shape[2])
         sh = max(1, (hp - kh) // max(1, oh - 1)) if oh > 1 else 1
-        rows_in = min(hp + 2 * kh, (rows - 1) * sh + kh)
-        cols_in = min(wp + 2 * kw, wp + kw)
+        rows_in = min(hp, (rows - 1) * sh + kh)  # hp, wp: the (padded) input the conv reads
+        cols_in = wp                              # a tile spans whole rows
         ob = int(weight[1].shape[-1]) if weight is not None else 0
         return self.elem_bytes * (rows_in * cols_in + kh * kw * ob)
 

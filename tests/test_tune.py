@@ -184,7 +184,7 @@ def test_a_server_that_dies_mid_tune_stops_tuning_with_a_clear_message(tmp_path,
 def test_tuning_an_arm_target_through_a_qemu_server_then_compiling(tmp_path, bnn, tracker):
     from targets.arm_python import server_command
     if get_target("rpi4").missing_on_host() and not os.environ.get("REIDC_REQUIRE_TOOLS"):
-        pytest.skip("needs qemu-user and the aarch64 toolchain")
+        pytest.skip("needs qemu-user and the aarch64 toolchain")  # deliberate: CI sets REIDC_REQUIRE_TOOLS
     port, procs, log = tracker
     python, env, extra = server_command()
     procs.append(start_server(port, "rpi4-qemu", log, python=python, env=env, extra=extra))
