@@ -175,6 +175,72 @@ def _tune_report(db: Path) -> None:
         out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; plot: {png}")
 
 
+def _duration(text: str) -> float:
+    """`20m`, `90s`, `1.5h` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ValueError(f"--time-limit {text!r}: expected e.g. 20m, 90s or 1.5h") from None
+
+
+@app.command()
+def search(output: Path = typer.Option(..., "-o", "--output", help="directory for the supernet, the results and the pick"),
+           latency_aware: bool = typer.Option(True, "--latency-aware/--accuracy-only",
+                                              help="score by latency on the target too, or by accuracy alone"),
+           target: str = typer.Option("host", help="preset name or TVM target JSON the latency is measured for"),
+           budget_ms: Optional[float] = typer.Option(None, help="latency budget (ms) for the latency-aware pick"),
+           dataset: str = typer.Option("synthetic", help="synthetic[:IDS] | sysu:PATH | regdb:PATH[#TRIAL]"),
+           time_limit: str = typer.Option("20m", help="wall-clock limit for the whole search, e.g. 20m"),
+           scenario: str = typer.Option("mixed:8", help="what latency means: MODE:BATCH, MODE visible|infrared|mixed"),
+           input_size: str = typer.Option("64x32", help="HxW the networks take (images are resized)"),
+           train_steps: int = typer.Option(600, help="supernet training steps (8 ids x 4 images each)"),
+           population: int = typer.Option(12, help="candidates per generation"),
+           generations: int = typer.Option(6, help="generations of the evolutionary search"),
+           margin: float = typer.Option(0.02, help="latency-aware without a budget: mAP it may give up for speed"),
+           measure_front: int = typer.Option(6, help="Pareto candidates compiled and measured at the end"),
+           seed: int = typer.Option(0, help="seed for data, training and search"),
+           rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
+           rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
+           latency_cache: Optional[Path] = typer.Option(None, help="latency cache file (default: in REIDC_CACHE)")):
+    """Search BN splits and binarized stages by validation accuracy and measured latency."""
+    from .search.data import DatasetError
+    from .search.search import SearchOptions, search as run_search
+    try:
+        if (rpc_tracker is None) != (rpc_key is None):
+            raise ValueError("--rpc-tracker and --rpc-key go together")
+        h, w = (int(v) for v in input_size.lower().split("x"))
+        opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=(h, w), target=target,
+                             scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=_duration(time_limit),
+                             train_steps=train_steps, population=population, generations=generations,
+                             measure_front=measure_front, seed=seed,
+                             rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
+                             progress=_progress)
+        res = run_search(output, opts)
+    except KeyboardInterrupt:
+        out.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume")
+        raise typer.Exit(130)
+    except USER_ERRORS + (DatasetError, ValueError) as e:
+        _fail(e)
+    t = Table("", "binary stages", "split BNs", "val mAP", "predicted ms", "measured ms", "weights MB",
+              title=f"Pareto front ({res['mode']}, {res['target']['target']}, {res['scenario']})")
+    for r in res["pareto_front"]:
+        star = "*" if r["key"] == res["pick"]["key"] else ""
+        t.add_row(star, r["arch"]["binary_stages"], str(r["arch"]["split_bns"]), f"{r['val_score_mAP']:.4f}",
+                  f"{r['predicted_ms']:.2f}", "-" if r["measured_ms"] is None else f"{r['measured_ms']:.2f}",
+                  "-" if r["weight_bytes"] is None else f"{r['weight_bytes'] / 2**20:.2f}")
+    out.print(t)
+    p, e = res["pick"], res["latency_table"]["error"]
+    test = "; ".join(f"{k} rank-1 {v['rank1']:.3f} mAP {v['mAP']:.3f} mINP {v['mINP']:.3f}" for k, v in p["test"].items())
+    out.print(f"pick (*): binary stages {p['arch']['binary_stages']}, {p['arch']['split_bns']} split BNs, "
+              f"{p['measured_ms']:.2f} ms measured; test: {test}")
+    if e["candidates"]:
+        out.print(f"latency table error on {e['candidates']} measured candidates: mean {100 * e['mean_abs_rel_err']:.1f}%, "
+                  f"max {100 * e['max_abs_rel_err']:.1f}%")
+    out.print(f"checkpoint: {p['checkpoint']}  (compiled and verified: {p['artifact']})")
+
+
 @app.command()
 def verify(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
            checkpoint: Optional[Path] = typer.Option(None, help="the checkpoint (default: the path in the manifest)")):

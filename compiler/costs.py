@@ -41,3 +41,17 @@ def weight_bytes(g: Graph) -> dict[str, int]:
             fp32 += 4 * count
             packed += 4 * count
     return {"fp32_weight_bytes": fp32, "stored_weight_bytes": packed}
+
+
+def deployed_weight_bytes(graphs: dict[str, Graph]) -> int:
+    """Bytes of the distinct constant arrays over a model's entries (what its library stores):
+    a weight set that a shared BN leaves equal in the visible and infrared entries counts once,
+    a split BN in front of a float conv makes two; binary weights count packed."""
+    import hashlib
+    seen: dict[tuple, int] = {}
+    for g in graphs.values():
+        for _, n in g.items():
+            for k, v in n.attrs.items():
+                if isinstance(v, np.ndarray) and not (k == "signs" and n.attr("packed") is not None):
+                    seen[(v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v).tobytes()).hexdigest())] = v.nbytes
+    return sum(seen.values())

@@ -35,7 +35,8 @@ class Compiled:
     Runs wherever the artifact's target can run from here: in this process (x86, CUDA), or
     under qemu for an aarch64 build (see targets/executors.py)."""
 
-    def __init__(self, path: str | Path, progress=lambda msg: None):
+    def __init__(self, path: str | Path, progress=lambda msg: None, rpc: tuple[str, str] | None = None):
+        """`rpc`: (tracker HOST:PORT, device key) to run on a remote device instead."""
         # TVM's CPU thread pool reads TVM_NUM_THREADS once, at the first parallel kernel; left
         # unset it takes half the logical CPUs (1 thread on a 2-core VM, measured 1.8x slower).
         os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
@@ -51,11 +52,15 @@ class Compiled:
             self.preset = preset_from_manifest(self.manifest["target"])
         except (KeyError, TargetError) as e:
             raise ArtifactError(f"{self.path / MANIFEST}: bad target entry: {e}") from None
-        missing = self.preset.missing_on_host()
-        if missing:
-            raise ArtifactError(f"{self.path} is built for {self.preset.name}; running it here needs "
-                                f"{', '.join(missing)}")
-        self.executor = executor_for(self.preset, self.path / LIB, progress)
+        if rpc:
+            from targets.executors import RPCExecutor
+            self.executor = RPCExecutor(self.path / LIB, *rpc, device="cuda" if self.preset.kind == "cuda" else "cpu")
+        else:
+            missing = self.preset.missing_on_host()
+            if missing:
+                raise ArtifactError(f"{self.path} is built for {self.preset.name}; running it here needs "
+                                    f"{', '.join(missing)}")
+            self.executor = executor_for(self.preset, self.path / LIB, progress)
         self.input_shape = tuple(self.manifest["input_shape"])
         self.modes = tuple(self.manifest["modes"])
 

@@ -47,3 +47,34 @@ def executor_for(preset: TargetPreset, lib: Path, progress=lambda msg: None):
         from .qemu import QemuExecutor
         return QemuExecutor(lib, progress)
     return LocalExecutor(lib, "cuda" if preset.runs_via == CUDA else "cpu")
+
+
+class RPCExecutor:
+    """The library on a device registered with TVM's RPC tracker: uploaded, loaded there, run
+    by a Relax VM on the device; timings come from the device's own clock."""
+
+    def __init__(self, lib: Path, tracker: str, key: str, device: str = "cpu", timeout_s: float = 600):
+        from tvm import relax, rpc
+        from .presets import ToolchainError
+        from .rpc import tracker_devices
+        host, _, port = tracker.rpartition(":")
+        if not host or not port.isdigit():
+            raise ToolchainError(f"--rpc-tracker {tracker!r}: expected HOST:PORT")
+        if tracker_devices(host, int(port), key) == 0:  # TVM's request would wait forever
+            raise ToolchainError(f"the RPC tracker at {tracker} has no device with key {key!r} (or is unreachable)")
+        self.session = rpc.connect_tracker(host, int(port)).request(key, priority=1, session_timeout=timeout_s)
+        self.session.upload(str(lib))
+        self.device = self.session.cuda(0) if device == "cuda" else self.session.cpu(0)
+        self.vm = relax.VirtualMachine(self.session.load_module(Path(lib).name), self.device)
+        self.description = f"RPC device {key!r} via tracker {tracker}"
+
+    def _args(self, arrays):
+        import tvm
+        return [tvm.runtime.tensor(a, self.device) for a in arrays]
+
+    def call(self, entry: str, arrays) -> list[np.ndarray]:
+        return [t.numpy() for t in _flatten(self.vm[entry](*self._args(arrays)))]
+
+    def time_ms(self, entry: str, arrays, number: int = 5, repeat: int = 3) -> float:
+        f = self.vm.time_evaluator(entry, self.device, number=number, repeat=repeat, min_repeat_ms=0)
+        return min(f(*self._args(arrays)).results) * 1e3

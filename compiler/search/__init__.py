@@ -1,0 +1,1 @@
+"""Latency-aware architecture search: data, metrics, supernet training, latency, evolution."""

@@ -1,0 +1,62 @@
+"""Accuracy of one candidate with inherited weights: recalibrate its BNs on training batches,
+embed a protocol's pool (each image through its own modality's path), rank, score."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from frontend.supernet import recalibrate_bn, set_arch
+
+from .data import Protocol, ReIDData, normalise
+from .metrics import mean_metrics, retrieval_metrics
+from .train import TrainConfig, sample_batch
+
+RECAL_BATCHES = 8
+
+
+@torch.no_grad()
+def embed(model, images: np.ndarray, modality: np.ndarray, batch: int = 128) -> np.ndarray:
+    """L2-normalised BNNeck features, each image run with its modality ("visible"/"infrared")."""
+    model.eval()
+    out = np.zeros((len(images), model.feat_dim), np.float32)
+    for code, name in ((0, "visible"), (1, "infrared")):
+        idx = np.flatnonzero(modality == code)
+        for s in range(0, len(idx), batch):
+            part = idx[s:s + batch]
+            out[part] = torch.nn.functional.normalize(model(torch.from_numpy(normalise(images[part])), name), dim=1).numpy()
+    return out
+
+
+def score_protocol(feats: np.ndarray, proto: Protocol) -> dict[str, dict]:
+    """Per setting: CMC rank-1/5/10, mAP, mINP averaged over its trials (cosine distance)."""
+    p = proto.pool
+    res = {}
+    for setting, trials in proto.settings.items():
+        rows = []
+        for t in trials:
+            dist = 1.0 - feats[t.query] @ feats[t.gallery].T
+            rows.append(retrieval_metrics(dist, p.pids[t.query], p.pids[t.gallery], p.cams[t.query],
+                                          p.cams[t.gallery], proto.exclude))
+        res[setting] = mean_metrics(rows)
+    return res
+
+
+def headline(res: dict[str, dict]) -> float:
+    """The number the search maximises: mAP averaged over the protocol's settings."""
+    return float(np.mean([r["mAP"] for r in res.values()]))
+
+
+def prepare_candidate(net, spec, data: ReIDData, cfg: TrainConfig):
+    """Set the supernet to `spec` and recalibrate its BNs on fixed training batches."""
+    set_arch(net, spec)
+    batches = [sample_batch(data, cfg, 10_000_000 + i, augment=False)[::2] for i in range(RECAL_BATCHES)]
+    recalibrate_bn(net, batches, lambda m: m)
+    return net
+
+
+def evaluate_candidate(net, spec, data: ReIDData, cfg: TrainConfig, protocol: str = "val") -> dict:
+    """Set the supernet to `spec`, recalibrate its BNs, score it on `protocol` (val or test)."""
+    prepare_candidate(net, spec, data, cfg)
+    proto = data.val if protocol == "val" else data.test
+    res = score_protocol(embed(net, proto.pool.images, proto.pool.modality), proto)
+    return {"score": headline(res), "settings": res}

@@ -1,0 +1,128 @@
+"""Measured latency of a candidate: compiled by reidc for the target, verified against
+PyTorch where the build can run here, timed on the target (in this process, or on a device
+behind TVM's RPC tracker) for a stated scenario. Measurements are cached on disk by
+(architecture, target, scenario, measurement setup), so reruns and the other search mode
+reuse them."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from frontend.arch import ArchSpec
+
+MODES = ("visible", "infrared", "mixed")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What a deployment runs: a batch of `batch` images of one modality, or mixed (half each)."""
+    mode: str = "mixed"
+    batch: int = 8
+
+    @classmethod
+    def parse(cls, text: str) -> "Scenario":
+        mode, _, batch = text.partition(":")
+        if mode not in MODES or not batch.isdigit() or int(batch) < 1:
+            raise ValueError(f"--scenario {text!r}: expected MODE:BATCH with MODE one of {', '.join(MODES)}, e.g. mixed:8")
+        return cls(mode, int(batch))
+
+    def __str__(self) -> str:
+        return f"{self.mode}:{self.batch}"
+
+    def describe(self) -> str:
+        if self.mode == "mixed":
+            return f"mixed batch of {self.batch} ({(self.batch + 1) // 2} visible + {self.batch // 2} infrared)"
+        return f"{self.mode} batch of {self.batch}"
+
+    def inputs(self, input_size) -> tuple[np.ndarray, object]:
+        from compiler.reference import seeded_inputs
+        x, m = seeded_inputs((3,) + tuple(input_size), self.batch, self.mode, seed=5)
+        return x, (m if self.mode == "mixed" else self.mode)
+
+
+def arch_key(spec: ArchSpec) -> str:
+    """Only what changes the compiled program: depth, input size, splits, binarized stages."""
+    return (f"r{spec.depth}-{spec.input_size[0]}x{spec.input_size[1]}-"
+            f"b{''.join('1' if b else '0' for b in spec.binary_stages)}-s{''.join(map(str, spec.split))}")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("REIDC_CACHE", Path.home() / ".cache" / "reidc"))
+
+
+class LatencyMeter:
+    """`measure(spec, model)` -> {"ms", ...}; `model` is the candidate's PyTorch network (its
+    weights only matter for the verification, not for the program or its speed)."""
+
+    def __init__(self, target: str, scenario: Scenario, cache: Path | None = None, rpc: tuple[str, str] | None = None,
+                 number: int = 10, repeat: int = 5, progress: Callable[[str], None] = lambda s: None):
+        from targets import get_target
+        self.preset = get_target(target)
+        self.scenario, self.rpc, self.number, self.repeat, self.say = scenario, rpc, number, repeat, progress
+        if rpc is None and self.preset.runs_via != "local":
+            why = ("qemu emulation times are not the board's" if self.preset.runs_via == "qemu-aarch64"
+                   else "it runs on a GPU")
+            missing = self.preset.missing_on_host()
+            if self.preset.runs_via == "qemu-aarch64" or missing:
+                raise ValueError(f"target {self.preset.name}: latency cannot be measured on this machine ({why}); "
+                                 "give --rpc-tracker HOST:PORT --rpc-key KEY of a device that runs it")
+        self.cache_path = Path(cache) if cache else _cache_root() / "latency.json"
+        self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        self.measured = 0
+
+    def setup(self) -> dict:
+        import tvm
+        from compiler.compile import REIDC_VERSION
+        where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{os.environ.get('TVM_NUM_THREADS', '?')} threads"
+        return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
+                "where": where, "tvm": tvm.__version__, "reidc": REIDC_VERSION,
+                "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs"}
+
+    def key(self, spec: ArchSpec) -> str:
+        blob = json.dumps({"arch": arch_key(spec), **self.setup()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def cached(self, spec: ArchSpec) -> dict | None:
+        return self.cache.get(self.key(spec))
+
+    def _write_cache(self) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".latency-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.cache, f, indent=0)
+        os.replace(tmp, self.cache_path)
+
+    def measure(self, spec: ArchSpec, model) -> dict:
+        hit = self.cached(spec)
+        if hit:
+            return hit
+        from compiler.compile import CompileOptions, compile_checkpoint
+        from frontend.checkpoint import save_checkpoint
+        t0 = time.time()
+        with tempfile.TemporaryDirectory(prefix="reidc-lat-") as d:
+            save_checkpoint(model, Path(d) / "ckpt")
+            opts = CompileOptions(target=self.preset.name, modes=(self.scenario.mode,),
+                                  verify=not self.preset.missing_on_host() and (
+                                      self.rpc is None or self.preset.runs_via != "cuda"))
+            man = compile_checkpoint(Path(d) / "ckpt", Path(d) / "art", opts)
+            x, arg = self.scenario.inputs(spec.input_size)
+            ms = self._time(Path(d) / "art", x, arg)
+        rec = {"arch": arch_key(spec), "ms": ms, **self.setup(),
+               "verified": man["verification"]["status"], "library_bytes": man["weights"]["artifact_bytes"],
+               "seconds": round(time.time() - t0, 1)}
+        self.cache[self.key(spec)] = rec
+        self._write_cache()
+        self.measured += 1
+        return rec
+
+    def _time(self, art: Path, x, arg) -> float:
+        from compiler.runtime import Compiled
+        return Compiled(art, self.say, rpc=self.rpc).time_ms(x, arg, number=self.number, repeat=self.repeat)

@@ -1,0 +1,54 @@
+"""ReID retrieval metrics: CMC rank-k, mAP and mINP (pure numpy).
+
+For each query the gallery is sorted by distance (ties keep gallery order); gallery entries
+whose (query camera, gallery camera) pair is excluded by the protocol are dropped; queries
+with no true match left are skipped, as the standard evaluation code does.
+- CMC rank-k: fraction of queries whose first true match is within the first k.
+- AP: mean over the true matches of precision at each match's rank.
+- INP (Ye et al., 2021): (number of true matches) / (rank of the hardest, i.e. last, true match);
+  mINP is its mean, and says how much of the list a user reads to find every match.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+RANKS = (1, 5, 10)
+
+
+def retrieval_metrics(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None,
+                      exclude: tuple[tuple[int, int], ...] = ()) -> dict[str, float]:
+    dist = np.asarray(dist, np.float64)
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    if dist.shape != (len(q_pids), len(g_pids)):
+        raise ValueError(f"distance matrix {dist.shape} does not match {len(q_pids)} queries x {len(g_pids)} gallery")
+    order = np.argsort(dist, axis=1, kind="stable")
+    cmc_hits = np.zeros(max(RANKS))
+    aps, inps = [], []
+    for i in range(len(q_pids)):
+        o = order[i]
+        if exclude:
+            keep = np.ones(len(o), bool)
+            for qc, gc in exclude:
+                if q_cams[i] == qc:
+                    keep &= np.asarray(g_cams)[o] != gc
+            o = o[keep]
+        match = g_pids[o] == q_pids[i]
+        pos = np.flatnonzero(match)
+        if not len(pos):
+            continue
+        if pos[0] < len(cmc_hits):
+            cmc_hits[pos[0]:] += 1
+        aps.append(float(np.mean(np.arange(1, len(pos) + 1) / (pos + 1))))
+        inps.append(len(pos) / (pos[-1] + 1))
+    if not aps:
+        raise ValueError("no query has a true match in the gallery")
+    n = len(aps)
+    out = {f"rank{k}": float(cmc_hits[k - 1] / n) for k in RANKS}
+    out.update(mAP=float(np.mean(aps)), mINP=float(np.mean(inps)), queries=n)
+    return out
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Average over trials (e.g. SYSU-MM01's random gallery draws)."""
+    keys = [k for k in rows[0] if k != "queries"]
+    return {**{k: float(np.mean([r[k] for r in rows])) for k in keys}, "trials": len(rows)}

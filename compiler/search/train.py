@@ -1,0 +1,150 @@
+"""Supernet training (single-path one-shot): every step samples one candidate uniformly from
+the search space and trains it on a P x K batch (P identities, K visible + K infrared images
+each) with CM-NAS's objective. Checkpointed atomically every `save_every` steps; a rerun with
+the same configuration resumes from the last checkpoint (the batch and candidate of step k
+depend only on (seed, k), so a resumed run follows the same sequence)."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from frontend.atomic import atomic_directory
+from frontend.supernet import build_supernet, random_arch, set_arch
+
+from .data import ReIDData, normalise
+from .losses import cmnas_loss
+
+WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 600
+    ids_per_batch: int = 8        # P
+    per_modality: int = 2         # K images per identity and modality
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    save_every: int = 50
+
+
+def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random horizontal flip and a random crop from a 4-pixel zero padding (uint8 NHWC)."""
+    n, h, w, _ = images.shape
+    pad = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    out = np.empty_like(images)
+    for i in range(n):
+        dy, dx = rng.integers(0, 9, 2)
+        crop = pad[i, dy:dy + h, dx:dx + w]
+        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+    return out
+
+
+def sample_batch(data: ReIDData, cfg: TrainConfig, step: int, augment: bool = True):
+    """(images (N, 3, H, W), labels, modality) for step `step`: P identities x (K visible + K infrared)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    pool = data.train
+    ids = rng.choice(np.unique(pool.pids), size=cfg.ids_per_batch, replace=False)
+    idx = []
+    for pid in ids:
+        for mod in (0, 1):
+            cand = np.flatnonzero((pool.pids == pid) & (pool.modality == mod))
+            idx.extend(rng.choice(cand, size=cfg.per_modality, replace=len(cand) < cfg.per_modality))
+    idx = np.array(idx)
+    images = pool.images[idx]
+    if augment:
+        images = _augment(images, rng)
+    return (torch.from_numpy(normalise(images)), torch.from_numpy(pool.pids[idx]),
+            torch.from_numpy(pool.modality[idx]))
+
+
+def _optimizer(net, cfg: TrainConfig):
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    warm = max(1, cfg.steps // 20)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, cfg.steps - warm)))
+
+
+def _identity(data: ReIDData, cfg: TrainConfig) -> dict:
+    return {"dataset": data.name, "input_size": list(data.input_size), "num_classes": int(data.train.num_ids),
+            "config": asdict(cfg)}
+
+
+def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
+    """(supernet, optimizer, steps done): from `out` when it holds a run of this configuration."""
+    net = build_supernet(data.input_size, data.train.num_ids)
+    opt = _optimizer(net, cfg)
+    done = 0
+    if (out / CONFIG).is_file():
+        saved = json.loads((out / CONFIG).read_text())
+        want = _identity(data, cfg)
+        same = {k: saved.get(k) for k in want} == want or (
+            {k: v for k, v in saved.items() if k not in ("config", "steps_done")} == {k: v for k, v in want.items() if k != "config"}
+            and {k: v for k, v in saved["config"].items() if k != "steps"} == {k: v for k, v in want["config"].items() if k != "steps"})
+        if not same:
+            raise ValueError(f"{out} holds a supernet trained with another configuration "
+                             f"({saved.get('dataset')}, {saved.get('config')}); use another -o directory")
+        net.load_state_dict(load_file(str(out / WEIGHTS)))
+        opt.load_state_dict(torch.load(str(out / STATE), weights_only=True))
+        done = int(saved["steps_done"])
+    return net, opt, done
+
+
+def _save(out: Path, net, opt, data, cfg, done: int) -> None:
+    with atomic_directory(out) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
+        torch.save(opt.state_dict(), str(tmp / STATE))
+        (tmp / CONFIG).write_text(json.dumps({**_identity(data, cfg), "steps_done": done}, indent=1) + "\n")
+
+
+def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float | None = None,
+                   progress: Callable[[str], None] = lambda s: None):
+    """Train (or resume) the supernet in `out`; stop at cfg.steps or the deadline (time.time()).
+    Returns (supernet in eval mode, steps done)."""
+    out = Path(out)
+    net, opt, done = load_supernet(out, data, cfg)
+    if done >= cfg.steps:
+        progress(f"supernet in {out} is trained ({done} steps)")
+        return net.eval(), done
+    if done:
+        progress(f"resuming supernet training at step {done} of {cfg.steps}")
+    net.train()
+    t0, start, log = time.time(), done, {}
+    for step in range(done, cfg.steps):
+        if deadline is not None and time.time() > deadline:
+            progress(f"time limit: supernet training stops at step {step} of {cfg.steps} (saved; rerun to continue)")
+            break
+        arch = random_arch(random.Random(cfg.seed * 1_000_003 + step), data.input_size, data.train.num_ids)
+        set_arch(net, arch)
+        x, y, m = sample_batch(data, cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        feat = net.backbone(x, m)
+        logits = net.classifier(net.bottleneck(feat))
+        loss, parts = cmnas_loss(feat, logits, y, m)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in parts.items():
+            log[k] = 0.9 * log.get(k, v) + 0.1 * v
+        done = step + 1
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            _save(out, net, opt, data, cfg, done)
+        if done % 25 == 0 or done == cfg.steps:
+            rate = (done - start) / max(time.time() - t0, 1e-6)
+            progress(f"supernet step {done}/{cfg.steps}: " + ", ".join(f"{k} {v:.3f}" for k, v in log.items())
+                     + f"; {rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
+    _save(out, net, opt, data, cfg, done)
+    return net.eval(), done
