@@ -200,6 +200,8 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            generations: int = typer.Option(6, help="generations of the evolutionary search"),
            margin: float = typer.Option(0.02, help="latency-aware without a budget: mAP it may give up for speed"),
            measure_front: int = typer.Option(6, help="Pareto candidates compiled and measured at the end"),
+           latency_table: str = typer.Option("all", help="all: measure the 16 real/binary stage patterns; "
+                                                         "stages: 5, summed per stage (faster, less accurate)"),
            seed: int = typer.Option(0, help="seed for data, training and search"),
            rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
            rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
@@ -214,7 +216,7 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
         opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=(h, w), target=target,
                              scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=_duration(time_limit),
                              train_steps=train_steps, population=population, generations=generations,
-                             measure_front=measure_front, seed=seed,
+                             measure_front=measure_front, latency_table=latency_table, seed=seed,
                              rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
                              progress=_progress)
         res = run_search(output, opts)

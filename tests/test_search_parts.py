@@ -177,28 +177,42 @@ def _spec(binary=(False,) * 4, split=None):
                     split=split or (1,) * len(t.split), binary_stages=binary)
 
 
-def test_latency_table_is_exact_on_an_additive_model():
-    """Built from a synthetic additive latency, the table predicts every candidate exactly."""
-    from compiler.search.latency_table import stage_of
+def test_latency_table_predicts_a_known_latency_model_exactly():
+    """A synthetic latency with a cache cliff (binarizing is not additive per stage) and additive
+    split costs: the table built from its measurements predicts every candidate exactly, and its
+    additive-per-stage diagnostic shows the cliff."""
+    from compiler.search.latency_table import pattern, stage_of
     from frontend.arch import bn_names
     names = bn_names(18, "bire")
-    cost_bin, cost_split = [-3.0, -2.0, -1.5, -0.5], [[0.1, 0.01], [0.2, 0.02], [0.3, 0.03], [0.4, 0.04]]
+    cost_split = [[0.1, 0.01], [0.2, 0.02], [0.3, 0.03], [0.4, 0.04]]
 
     def true_ms(s):
-        ms = 10.0 + sum(cost_bin[i] for i in range(4) if s.binary_stages[i])
+        floats = sum(w for w, b in zip((1, 2, 4, 8), s.binary_stages) if not b)
+        ms = 0.5 + 0.1 * floats + (2.0 if floats > 4 else 0.0)       # a cache cliff
         return ms + sum(cost_split[stage_of(n)][int(s.binary_stages[stage_of(n)])] for n, v in zip(names, s.split) if v == 0)
 
     template = _spec()
-    for scen, n in ((Scenario("mixed", 8), 13), (Scenario("visible", 1), 5)):
+    for scen, n in ((Scenario("mixed", 8), 24), (Scenario("visible", 1), 16)):
         archs = table_archs(template, scen)
-        assert len(archs) == n and archs["base"].split.count(0) == 0 and not any(archs["base"].binary_stages)
+        assert len(archs) == n and all(a.split.count(0) == 0 for k, a in archs.items() if k.startswith("binary"))
+        assert sorted(pattern(a) for k, a in archs.items() if k.startswith("binary")) == sorted(
+            f"{i:04b}" for i in range(16))
         table = LatencyTable.build(template, scen, {k: true_ms(s) for k, s in archs.items()})
-        cands = [random_arch(random.Random(i), (64, 32), 10) for i in range(5)]
-        err = prediction_error(table, [(c, true_ms(c)) for c in cands])
+        cands = [random_arch(random.Random(i), (64, 32), 10) for i in range(8)]
         if scen.mode == "mixed":
-            assert err["max_abs_rel_err"] < 1e-9
+            assert prediction_error(table, [(c, true_ms(c)) for c in cands])["max_abs_rel_err"] < 1e-9
         else:   # splits are structurally free in a single-modality scenario: the table says 0
-            assert all(table.predict(c) == pytest.approx(table.predict(_spec(c.binary_stages))) for c in cands)
+            assert all(table.predict(c) == pytest.approx(table.patterns[pattern(c)]) for c in cands)
+        add = table.additive_error()
+        assert add["max_abs_rel_err"] > 0.5 and add["worst_pattern"] != "0000"
+    # the cheap table: 5 patterns measured, the rest summed per stage (wrong across the cliff)
+    archs = table_archs(template, Scenario("visible", 1), "stages")
+    cheap = LatencyTable.build(template, Scenario("visible", 1), {k: true_ms(s) for k, s in archs.items()})
+    assert len(archs) == 5 and cheap.additive_error() is None
+    assert cheap.predict(_spec((True, False, False, False))) == pytest.approx(true_ms(_spec((True, False, False, False))))
+    assert cheap.predict(_spec((True,) * 4)) != pytest.approx(true_ms(_spec((True,) * 4)))
+    with pytest.raises(ValueError, match="expected all or stages"):
+        table_archs(template, Scenario("visible", 1), "some")
 
 
 def test_pareto_rank_and_operators():

@@ -125,4 +125,8 @@ class LatencyMeter:
 
     def _time(self, art: Path, x, arg) -> float:
         from compiler.runtime import Compiled
-        return Compiled(art, self.say, rpc=self.rpc).time_ms(x, arg, number=self.number, repeat=self.repeat)
+        comp = Compiled(art, self.say, rpc=self.rpc)
+        for _ in range(3):  # warm up, and let PyTorch's worker threads (verification) go idle first
+            comp.run(x, arg)
+        time.sleep(0.3)
+        return comp.time_ms(x, arg, number=self.number, repeat=self.repeat)

@@ -49,6 +49,7 @@ class SearchOptions:
     population: int = 12
     generations: int = 6
     measure_front: int = 6            # Pareto candidates measured on the target at the end
+    latency_table: str = "all"        # "all": 16 stage patterns measured; "stages": 5, summed per stage
     seed: int = 0
     rpc: tuple[str, str] | None = None
     latency_cache: Path | None = None
@@ -106,7 +107,7 @@ class _Search:
         return self.meter.measure(spec, self.model(spec) if not hit else None)["ms"]
 
     def build_table(self) -> LatencyTable:
-        archs = table_archs(self.template, self.scenario)
+        archs = table_archs(self.template, self.scenario, self.opts.latency_table)
         measured = {name: self.measure(spec, f"latency-table entry {name} ({i + 1}/{len(archs)})")
                     for i, (name, spec) in enumerate(archs.items())}
         table = LatencyTable.build(self.template, self.scenario, measured)
@@ -130,15 +131,18 @@ class _Search:
         table = self.build_table()
         per_measure = max([r["seconds"] for r in self.meter.cache.values() if "seconds" in r] or [20.0])
         reserve = (o.measure_front + 4) * per_measure + 60
-        self.say(f"latency table ({self.scenario.describe()}): base {table.base_ms:.2f} ms; binarizing stages 1-4 "
-                 + ", ".join(f"{d:+.2f}" for d in table.binary_ms) + " ms")
+        add = table.additive_error()
+        self.say(f"latency table ({self.scenario.describe()}): all real {table.patterns['0000']:.2f} ms, all binarized "
+                 f"{table.patterns['1111']:.2f} ms" + (
+                     f"; per-stage sums would be off by up to {100 * add['max_abs_rel_err']:.0f}% (pattern "
+                     f"{add['worst_pattern']}), so patterns are measured whole" if add else " (per-stage sums)"))
 
         def evaluate(spec):
             a = self.accuracy(spec)
             return Candidate(spec, a["score"], table.predict(spec), a["settings"])
 
         rng = random.Random(o.seed)
-        base = table_archs(self.template, self.scenario)["base"]
+        base = table_archs(self.template, self.scenario, "stages")["binary0000"]
         initial = [base, ArchSpec(**{**base.__dict__, "binary_stages": (True,) * 4})] + [
             random_arch(rng, self.data.input_size, self.data.train.num_ids) for _ in range(o.population - 2)]
         objective = "latency" if o.latency_aware else "accuracy"

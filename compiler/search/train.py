@@ -74,7 +74,7 @@ def _lr(cfg: TrainConfig, step: int) -> float:
     warm = max(1, cfg.steps // 20)
     if step < warm:
         return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, cfg.steps - warm)))
+    return float(cfg.lr * 0.5 * (1 + np.cos(np.pi * (step - warm) / max(1, cfg.steps - warm))))
 
 
 def _identity(data: ReIDData, cfg: TrainConfig) -> dict:
@@ -84,7 +84,9 @@ def _identity(data: ReIDData, cfg: TrainConfig) -> dict:
 
 def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
     """(supernet, optimizer, steps done): from `out` when it holds a run of this configuration."""
-    net = build_supernet(data.input_size, data.train.num_ids)
+    with torch.random.fork_rng():  # the initial weights depend on the seed only
+        torch.manual_seed(cfg.seed)
+        net = build_supernet(data.input_size, data.train.num_ids)
     opt = _optimizer(net, cfg)
     done = 0
     if (out / CONFIG).is_file():

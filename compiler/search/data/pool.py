@@ -74,6 +74,9 @@ class ReIDData:
     test: Protocol
     input_size: tuple[int, int]
 
+    def __post_init__(self):
+        self.train = self.train.relabelled()  # classifier labels 0..C-1, whatever the dataset's ids
+
 
 def normalise(images: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, ImageNet mean/std."""

@@ -1,0 +1,152 @@
+"""`reidc search` end to end on the built-in data and on a SYSU-MM01-layout folder: both modes,
+the Pareto output, the pick compiled and verified; supernet resume; latency through RPC; errors.
+Small settings (12 training identities, a few training steps, visible:1 scenario) keep it to
+minutes; the accuracy numbers here mean nothing, the plumbing and the compiled pick do."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compiler.cli import app
+from compiler.runtime import Compiled
+from compiler.reference import seeded_inputs, torch_forward
+from compiler.search.data import load_dataset
+from compiler.search.data.folders import write_sysu_layout
+from compiler.search.latency import LatencyMeter, Scenario, arch_key
+from compiler.search.train import TrainConfig, train_supernet
+from frontend.checkpoint import load_checkpoint
+from frontend.supernet import extract, random_arch, set_arch
+
+SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",
+         "--measure-front", "2", "--scenario", "visible:1", "--time-limit", "15m", "--latency-table", "stages"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("latency") / "latency.json"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("search")
+    r = CliRunner().invoke(app, ["search", "-o", str(out), "--latency-aware", "--latency-cache", str(cache)] + SMALL)
+    assert r.exit_code == 0, r.output
+    return out, r.output
+
+
+def test_latency_aware_search_end_to_end(searched):
+    out, text = searched
+    res = json.loads((out / "latency-aware" / "pareto.json").read_text())
+    assert res["mode"] == "latency-aware" and res["target"]["target"] == "host"
+    assert (out / "latency-aware" / "pareto.png").stat().st_size > 10_000
+    assert len(res["latency_table"]["measured"]) == 5        # all real + one per binarized stage
+    front = res["pareto_front"]
+    assert front and all(r["predicted_ms"] > 0 for r in front)
+    scores = [r["val_score_mAP"] for r in sorted(front, key=lambda r: r["predicted_ms"])]
+    assert scores == sorted(scores)                          # a front: slower only if more accurate
+    pick = res["pick"]
+    assert pick["measured_ms"] > 0 and pick["weight_bytes"] > 0
+    assert set(pick["test"]) == {"all-search", "indoor-search"}
+    assert 0 <= pick["test"]["all-search"]["mINP"] <= pick["test"]["all-search"]["mAP"] <= 1
+    text = " ".join(text.split())
+    assert "Pareto front (latency-aware" in text and "checkpoint:" in text
+
+
+def test_the_pick_is_a_checkpoint_that_compiles_and_matches_pytorch(searched):
+    out, _ = searched
+    model = load_checkpoint(out / "latency-aware" / "chosen")
+    art = out / "latency-aware" / "chosen-host"
+    man = json.loads((art / "manifest.json").read_text())
+    assert man["verification"]["status"] == "passed" and man["arch"]["family"] == "bire"
+    assert man["binary_layers"] == 4 * sum(model.spec.binary_stages)
+    comp = Compiled(art)
+    x, m = seeded_inputs((3, 64, 32), 4, "mixed", seed=9)
+    got, ref = comp.run(x, m), torch_forward(model, x, "mixed", m)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
+
+
+def test_accuracy_only_reuses_the_supernet_and_the_scores(searched, cache):
+    out, _ = searched
+    before = json.loads((out / "accuracy.json").read_text())
+    r = CliRunner().invoke(app, ["search", "-o", str(out), "--accuracy-only", "--latency-cache", str(cache)] + SMALL)
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "supernet in" in text and "is trained (3 steps)" in text
+    res = json.loads((out / "accuracy-only" / "pareto.json").read_text())
+    acc = json.loads((out / "accuracy.json").read_text())
+    assert set(before) <= set(acc)
+    assert res["pick"]["val_score_mAP"] == max(r["val_score_mAP"] for r in res["pareto_front"])
+    assert res["latency_measurements_new"] <= 3      # the table and most candidates come from the cache
+    assert (out / "accuracy-only" / "chosen-host" / "model.so").is_file()
+
+
+def test_search_on_a_sysu_layout_folder(tmp_path, cache):
+    root = write_sysu_layout(load_dataset("synthetic:12", (64, 32), seed=5), tmp_path / "SYSU-MM01")
+    args = ["search", "-o", str(tmp_path / "out"), "--accuracy-only", "--latency-cache", str(cache)] + SMALL
+    args[args.index("synthetic:12")] = f"sysu:{root}"
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "accuracy-only" / "pareto.json").read_text())
+    assert res["dataset"].startswith("SYSU-MM01") and set(res["pick"]["test"]) == {"all-search", "indoor-search"}
+    assert json.loads((tmp_path / "out" / "accuracy-only" / "chosen-host" / "manifest.json").read_text())[
+        "verification"]["status"] == "passed"
+
+
+def test_supernet_training_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Stopped by its time limit after 3 of 4 steps, then rerun: the same weights as one run."""
+    import itertools
+    import compiler.search.train as train
+    data = load_dataset("synthetic:12", (64, 32), seed=1)
+    cfg = TrainConfig(steps=4, save_every=1)
+    full, _ = train_supernet(data, cfg, tmp_path / "full")
+    clock = itertools.count()
+    monkeypatch.setattr(train.time, "time", lambda: float(next(clock)))
+    said = []
+    _, done = train_supernet(data, cfg, tmp_path / "part", deadline=3.5, progress=said.append)
+    monkeypatch.undo()
+    assert done == 3 and any("stops at step 3 of 4" in m for m in said)
+    net, done = train_supernet(data, cfg, tmp_path / "part", progress=said.append)
+    assert done == 4 and any("resuming supernet training at step 3" in m for m in said)
+    for (k, a), b in zip(full.state_dict().items(), net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_supernet(data, TrainConfig(steps=4, lr=0.5), tmp_path / "part")
+
+
+def test_latency_through_an_rpc_tracker(tmp_path):
+    from targets.rpc import free_port, start_server, start_tracker, wait_for_devices
+    port = free_port()
+    log = open(tmp_path / "rpc.log", "w")
+    tracker = start_tracker(port, log)
+    server = start_server(port, "x86-search", log)
+    try:
+        wait_for_devices(port, "x86-search")
+        from frontend.supernet import build_supernet
+        net = build_supernet((64, 32), 10).eval()
+        spec = random_arch(__import__("random").Random(2), (64, 32), 10)
+        meter = LatencyMeter("host", Scenario("mixed", 2), cache=tmp_path / "lat.json",
+                             rpc=(f"127.0.0.1:{port}", "x86-search"), number=2, repeat=2)
+        rec = meter.measure(spec, extract(set_arch(net, spec), spec))
+        assert rec["ms"] > 0 and rec["where"] == "rpc:x86-search" and rec["verified"] == "passed"
+        assert meter.cached(spec) == rec and json.loads((tmp_path / "lat.json").read_text())[meter.key(spec)]["ms"] == rec["ms"]
+        local = LatencyMeter("host", Scenario("mixed", 2), cache=tmp_path / "lat.json")
+        assert local.cached(spec) is None            # a different measurement setup is a different key
+    finally:
+        server.stop()
+        tracker.stop()
+        log.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "sysu:/no/such/folder"], "no such SYSU-MM01 folder"),
+    (["--dataset", "mnist"], "expected synthetic, sysu:PATH or regdb:PATH"),
+    (["--target", "rpi4"], "qemu emulation times are not the board's"),
+    (["--scenario", "mixed"], "expected MODE:BATCH"),
+    (["--time-limit", "soon"], "expected e.g. 20m"),
+    (["--rpc-key", "pi"], "go together"),
+])
+def test_search_errors_name_the_bad_input(tmp_path, args, message):
+    r = CliRunner().invoke(app, ["search", "-o", str(tmp_path / "o")] + args)
+    assert r.exit_code == 1 and message in r.output, r.output
