@@ -237,6 +237,11 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
     test = "; ".join(f"{k} rank-1 {v['rank1']:.3f} mAP {v['mAP']:.3f} mINP {v['mINP']:.3f}" for k, v in p["test"].items())
     out.print(f"pick (*): binary stages {p['arch']['binary_stages']}, {p['arch']['split_bns']} split BNs, "
               f"{p['measured_ms']:.2f} ms measured; test: {test}")
+    ab = res.get("pick_vs_most_accurate")
+    if ab:
+        out.print(f"pick vs the most accurate candidate (val mAP {ab['pick_val_mAP']:.4f} vs {ab['most_accurate_val_mAP']:.4f}), "
+                  f"timed in alternating rounds: {ab['pick_ms']:.2f} ms vs {ab['most_accurate_ms']:.2f} ms "
+                  f"({ab['speedup']:.2f}x)")
     if e["candidates"]:
         out.print(f"latency table error on {e['candidates']} measured candidates: mean {100 * e['mean_abs_rel_err']:.1f}%, "
                   f"max {100 * e['max_abs_rel_err']:.1f}%")

@@ -49,6 +49,8 @@ def test_latency_aware_search_end_to_end(searched):
     pick = res["pick"]
     assert pick["measured_ms"] > 0 and pick["weight_bytes"] > 0
     assert set(pick["test"]) == {"all-search", "indoor-search"}
+    ab = res["pick_vs_most_accurate"]    # None when the pick is the most accurate candidate
+    assert ab is None or (ab["pick_ms"] > 0 and ab["most_accurate_val_mAP"] >= ab["pick_val_mAP"])
     assert 0 <= pick["test"]["all-search"]["mINP"] <= pick["test"]["all-search"]["mAP"] <= 1
     text = " ".join(text.split())
     assert "Pareto front (latency-aware" in text and "checkpoint:" in text

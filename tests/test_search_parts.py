@@ -211,6 +211,11 @@ def test_latency_table_predicts_a_known_latency_model_exactly():
     assert len(archs) == 5 and cheap.additive_error() is None
     assert cheap.predict(_spec((True, False, False, False))) == pytest.approx(true_ms(_spec((True, False, False, False))))
     assert cheap.predict(_spec((True,) * 4)) != pytest.approx(true_ms(_spec((True,) * 4)))
+    # timing noise that makes a split look faster than none counts as no cost
+    mixed = table_archs(template, Scenario("mixed", 8))
+    noisy = {k: true_ms(a) - (1.0 if k == "split2-binary" else 0.0) for k, a in mixed.items()}
+    t = LatencyTable.build(template, Scenario("mixed", 8), noisy)
+    assert t.split_ms[1]["binary"] == 0.0 and t.split_ms[1]["real"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="expected all or stages"):
         table_archs(template, Scenario("visible", 1), "some")
 

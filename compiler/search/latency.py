@@ -65,7 +65,7 @@ class LatencyMeter:
     def __init__(self, target: str, scenario: Scenario, cache: Path | None = None, rpc: tuple[str, str] | None = None,
                  number: int = 10, repeat: int = 5, progress: Callable[[str], None] = lambda s: None):
         from targets import get_target
-        self.preset = get_target(target)
+        self.preset, self.target = get_target(target), target
         self.scenario, self.rpc, self.number, self.repeat, self.say = scenario, rpc, number, repeat, progress
         if rpc is None and self.preset.runs_via != "local":
             why = ("qemu emulation times are not the board's" if self.preset.runs_via == "qemu-aarch64"
@@ -109,7 +109,7 @@ class LatencyMeter:
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="reidc-lat-") as d:
             save_checkpoint(model, Path(d) / "ckpt")
-            opts = CompileOptions(target=self.preset.name, modes=(self.scenario.mode,),
+            opts = CompileOptions(target=self.target, modes=(self.scenario.mode,),
                                   verify=not self.preset.missing_on_host() and (
                                       self.rpc is None or self.preset.runs_via != "cuda"))
             man = compile_checkpoint(Path(d) / "ckpt", Path(d) / "art", opts)
@@ -130,3 +130,20 @@ class LatencyMeter:
             comp.run(x, arg)
         time.sleep(0.3)
         return comp.time_ms(x, arg, number=self.number, repeat=self.repeat)
+
+
+def interleaved_ms(artifacts: dict[str, Path], scenario: Scenario, input_size, rounds: int = 8,
+                   number: int = 10, rpc: tuple[str, str] | None = None) -> dict[str, float]:
+    """Time several artifacts in alternating rounds (min per artifact), so that the slow drift
+    of a shared machine's speed hits them alike; separate measurements minutes apart differ by
+    more than the candidates do (measured here: the same network 20.8 to 27.0 ms)."""
+    from compiler.runtime import Compiled
+    comps = {k: Compiled(p, rpc=rpc) for k, p in artifacts.items()}
+    x, arg = scenario.inputs(input_size)
+    for c in comps.values():
+        c.run(x, arg)
+    best = {k: float("inf") for k in comps}
+    for _ in range(rounds):
+        for k, c in comps.items():
+            best[k] = min(best[k], c.time_ms(x, arg, number=number, repeat=1))
+    return best

@@ -8,9 +8,11 @@ Entries, all measured end to end on the target in the scenario:
   stages is not the sum of their savings (measured: `additive_error`, the error of per-stage
   sums on the 16 patterns, e.g. a negative latency predicted for the fully binarized net).
 - `split[s][real|binary]`, mixed scenarios only: what one split BN of stage s costs (the stem
-  BN counts with stage 1), from the stage with every BN split vs none, divided by its BN
-  count; with the stage real and with it binarized (before a sign a split BN is a per-modality
-  threshold, after a float conv a second weight set or a per-sample affine). These are per layer.
+  BN counts with stage 1), from stage s with every BN split vs none, divided by its BN count;
+  `real` in the all-real network, `binary` in the all-binarized one (before a sign a split BN
+  is a per-modality threshold, after a float conv a second weight set or a per-sample affine).
+  Each is measured in the fastest context it can be, where the VM's timing noise (5-15%) is
+  smallest in milliseconds; a negative difference is noise (a split adds work) and counts 0.
 In a single-modality scenario a split BN folds into its conv like a shared one, so split
 entries are zero by construction (the error report checks that claim on measured candidates).
 Prediction: the pattern's latency + the split entries of the candidate's split BNs.
@@ -41,19 +43,20 @@ def base_arch(template: ArchSpec) -> ArchSpec:
 
 def table_archs(template: ArchSpec, scenario: Scenario, patterns: str = "all") -> dict[str, ArchSpec]:
     """The candidates the table is built from: 16 patterns, or with `patterns="stages"` the
-    all-real one and one per binarized stage (5; the rest summed per stage, cheaper and less
-    accurate); plus 8 for a mixed scenario."""
+    all-real one and one per binarized stage (5, plus all-binarized for a mixed scenario; the
+    rest summed per stage, cheaper and less accurate); plus 8 for a mixed scenario."""
     if patterns not in ("all", "stages"):
         raise ValueError(f"--latency-table {patterns!r}: expected all or stages")
     base = base_arch(template)
     names = bn_names(template.depth, template.family)
-    chosen = PATTERNS if patterns == "all" else ["0000"] + [_single(s) for s in range(4)]
+    chosen = PATTERNS if patterns == "all" else ["0000"] + [_single(s) for s in range(4)] + (
+        ["1111"] if scenario.mode == "mixed" else [])
     out = {f"binary{p}": replace(base, binary_stages=tuple(c == "1" for c in p)) for p in chosen}
     if scenario.mode == "mixed":
         for s in range(4):
             split = tuple(0 if stage_of(n) == s else 1 for n in names)
             out[f"split{s + 1}-real"] = replace(base, split=split)
-            out[f"split{s + 1}-binary"] = replace(base, split=split, binary_stages=tuple(i == s for i in range(4)))
+            out[f"split{s + 1}-binary"] = replace(base, split=split, binary_stages=(True,) * 4)
     return out
 
 
@@ -81,8 +84,8 @@ class LatencyTable:
         split = []
         for s in range(4):
             if scenario.mode == "mixed":
-                split.append({"real": (measured[f"split{s + 1}-real"] - patterns["0000"]) / per_stage[s],
-                              "binary": (measured[f"split{s + 1}-binary"] - patterns[_single(s)]) / per_stage[s]})
+                split.append({"real": max(0.0, measured[f"split{s + 1}-real"] - patterns["0000"]) / per_stage[s],
+                              "binary": max(0.0, measured[f"split{s + 1}-binary"] - patterns["1111"]) / per_stage[s]})
             else:
                 split.append({"real": 0.0, "binary": 0.0})
         return cls(str(scenario), patterns, measured_patterns, split, per_stage)
