@@ -18,7 +18,7 @@ def plot_pareto(result: dict, candidates, path: Path) -> None:
     meas = [r for r in front if r["measured_ms"] is not None]
     if meas:
         mb = [max(r["weight_bytes"] or 0, 1) / 2**20 for r in meas]
-        ax.scatter([r["measured_ms"] for r in meas], [r["val_score_mAP"] for r in meas], s=[30 + 25 * m for m in mb],
+        ax.scatter([r["measured_ms"] for r in meas], [r["val_score_mAP"] for r in meas], s=[15 + 6 * m for m in mb],
                    c="tab:blue", alpha=0.7, label="Pareto front, measured (size = weight MB)")
         for r, m in zip(meas, mb):
             ax.annotate(f"{m:.1f} MB", (r["measured_ms"], r["val_score_mAP"]), fontsize=7, xytext=(4, 4),
@@ -31,7 +31,10 @@ def plot_pareto(result: dict, candidates, path: Path) -> None:
     ax.set_xlabel(f"latency, ms ({result['target']['target']}, {result['scenario']})")
     ax.set_ylabel("validation mAP")
     ax.set_title(f"reidc search, {result['mode']}: {result['dataset']}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    leg = ax.legend(fontsize=7, loc="lower right")
+    for h in getattr(leg, "legend_handles", []):  # legend markers at one size, not the first point's
+        if hasattr(h, "set_sizes"):
+            h.set_sizes([40])
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
