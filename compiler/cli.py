@@ -201,7 +201,7 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            margin: float = typer.Option(0.02, help="latency-aware without a budget: mAP it may give up for speed"),
            measure_front: int = typer.Option(6, help="Pareto candidates compiled and measured at the end"),
            latency_table: str = typer.Option("all", help="all: measure the 16 real/binary stage patterns; "
-                                                         "stages: 5, summed per stage (faster, less accurate)"),
+                                                         "stages: 6, the rest summed per stage (faster, less accurate)"),
            seed: int = typer.Option(0, help="seed for data, training and search"),
            rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
            rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),

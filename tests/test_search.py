@@ -41,7 +41,7 @@ def test_latency_aware_search_end_to_end(searched):
     res = json.loads((out / "latency-aware" / "pareto.json").read_text())
     assert res["mode"] == "latency-aware" and res["target"]["target"] == "host"
     assert (out / "latency-aware" / "pareto.png").stat().st_size > 10_000
-    assert len(res["latency_table"]["measured"]) == 5        # all real + one per binarized stage
+    assert len(res["latency_table"]["measured"]) == 6        # all real, one per binarized stage, all binarized
     front = res["pareto_front"]
     assert front and all(r["predicted_ms"] > 0 for r in front)
     scores = [r["val_score_mAP"] for r in sorted(front, key=lambda r: r["predicted_ms"])]

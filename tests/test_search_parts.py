@@ -205,12 +205,16 @@ def test_latency_table_predicts_a_known_latency_model_exactly():
             assert all(table.predict(c) == pytest.approx(table.patterns[pattern(c)]) for c in cands)
         add = table.additive_error()
         assert add["max_abs_rel_err"] > 0.5 and add["worst_pattern"] != "0000"
-    # the cheap table: 5 patterns measured, the rest summed per stage (wrong across the cliff)
+    # the cheap table: 6 patterns measured, the rest summed per stage (wrong across the cliff),
+    # never below the all-binarized network
     archs = table_archs(template, Scenario("visible", 1), "stages")
     cheap = LatencyTable.build(template, Scenario("visible", 1), {k: true_ms(s) for k, s in archs.items()})
-    assert len(archs) == 5 and cheap.additive_error() is None
-    assert cheap.predict(_spec((True, False, False, False))) == pytest.approx(true_ms(_spec((True, False, False, False))))
-    assert cheap.predict(_spec((True,) * 4)) != pytest.approx(true_ms(_spec((True,) * 4)))
+    assert len(archs) == 6 and cheap.additive_error()["worst_pattern"] == "1111"
+    for b in ((True, False, False, False), (True,) * 4):
+        assert cheap.predict(_spec(b)) == pytest.approx(true_ms(_spec(b)))
+    three = _spec((False, False, True, True))   # crosses the cliff: the sum misses it
+    assert cheap.predict(three) != pytest.approx(true_ms(three))
+    assert min(cheap.patterns.values()) == cheap.patterns["1111"] > 0
     # timing noise that makes a split look faster than none counts as no cost
     mixed = table_archs(template, Scenario("mixed", 8))
     noisy = {k: true_ms(a) - (1.0 if k == "split2-binary" else 0.0) for k, a in mixed.items()}

@@ -49,7 +49,7 @@ class SearchOptions:
     population: int = 12
     generations: int = 6
     measure_front: int = 6            # Pareto candidates measured on the target at the end
-    latency_table: str = "all"        # "all": 16 stage patterns measured; "stages": 5, summed per stage
+    latency_table: str = "all"        # "all": 16 stage patterns measured; "stages": 6, the rest summed
     seed: int = 0
     rpc: tuple[str, str] | None = None
     latency_cache: Path | None = None
