@@ -91,11 +91,10 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
     done = 0
     if (out / CONFIG).is_file():
         saved = json.loads((out / CONFIG).read_text())
+        # the same run, possibly with more steps asked for (which goes on training)
+        strip = lambda d: {**d, "config": {k: v for k, v in (d.get("config") or {}).items() if k != "steps"}}  # noqa: E731
         want = _identity(data, cfg)
-        same = {k: saved.get(k) for k in want} == want or (
-            {k: v for k, v in saved.items() if k not in ("config", "steps_done")} == {k: v for k, v in want.items() if k != "config"}
-            and {k: v for k, v in saved["config"].items() if k != "steps"} == {k: v for k, v in want["config"].items() if k != "steps"})
-        if not same:
+        if strip({k: saved.get(k) for k in want}) != strip(want):
             raise ValueError(f"{out} holds a supernet trained with another configuration "
                              f"({saved.get('dataset')}, {saved.get('config')}); use another -o directory")
         net.load_state_dict(load_file(str(out / WEIGHTS)))
