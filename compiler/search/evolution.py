@@ -18,6 +18,8 @@ from typing import Callable
 
 from frontend.arch import ArchSpec
 
+from .latency import arch_key
+
 
 @dataclass
 class Candidate:
@@ -69,7 +71,6 @@ def evolve(initial: list[ArchSpec], evaluate: Callable[[ArchSpec], Candidate], o
            budget_ms: float | None, population: int, generations: int, seed: int,
            deadline: float | None = None, progress: Callable[[str], None] = lambda s: None) -> list[Candidate]:
     """Every candidate evaluated, in order. Stops after `generations` or at the deadline."""
-    from compiler.search.latency import arch_key
     rng = random.Random(seed)
     seen: dict[str, Candidate] = {}
 

@@ -54,10 +54,6 @@ def arch_key(spec: ArchSpec) -> str:
             f"b{''.join('1' if b else '0' for b in spec.binary_stages)}-s{''.join(map(str, spec.split))}")
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("REIDC_CACHE", Path.home() / ".cache" / "reidc"))
-
-
 class LatencyMeter:
     """`measure(spec, model)` -> {"ms", ...}; `model` is the candidate's PyTorch network (its
     weights only matter for the verification, not for the program or its speed)."""
@@ -74,7 +70,8 @@ class LatencyMeter:
             if self.preset.runs_via == "qemu-aarch64" or missing:
                 raise ValueError(f"target {self.preset.name}: latency cannot be measured on this machine ({why}); "
                                  "give --rpc-tracker HOST:PORT --rpc-key KEY of a device that runs it")
-        self.cache_path = Path(cache) if cache else _cache_root() / "latency.json"
+        from targets.arm_runtime import cache_root
+        self.cache_path = Path(cache) if cache else cache_root() / "latency.json"
         self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
         self.measured = 0
 

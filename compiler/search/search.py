@@ -87,6 +87,7 @@ class _Search:
         self.acc = json.loads(self.acc_path.read_text()) if self.acc_path.is_file() else {}
         self.template = random_arch(random.Random(0), self.data.input_size, self.data.train.num_ids)
         self.net = None
+        self.weight_bytes: dict[str, int] = {}   # arch key -> deployed weight bytes
 
     # -- accuracy ---------------------------------------------------------------------------
     def accuracy(self, spec: ArchSpec) -> dict:
@@ -117,6 +118,12 @@ class _Search:
         return table
 
     def memory(self, spec: ArchSpec) -> int:
+        k = arch_key(spec)
+        if k not in self.weight_bytes:
+            self.weight_bytes[k] = self._memory(spec)
+        return self.weight_bytes[k]
+
+    def _memory(self, spec: ArchSpec) -> int:
         from compiler.costs import deployed_weight_bytes
         from compiler.passes.pipeline import run_pipeline
         from frontend.capture import capture_module
