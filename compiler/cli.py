@@ -11,19 +11,66 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
-from .errors import USER_ERRORS, ArtifactError
+from .errors import USER_ERRORS, ArtifactError, one_line
+from .runtime import INPUT_CONTRACT
+from .version import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped
+_debug = {"on": False}
+
+
+class _Guarded(TyperGroup):
+    """The top-level handler: every command ends with its result, one `error:` line and exit 1,
+    or (Ctrl-C) one `interrupted` line and exit 130; never a traceback unless --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted: nothing half-written was kept (outputs are replaced only when complete)",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(130)
+        except Exception as e:  # noqa: BLE001  (the one place every other error is turned into a line)
+            if _debug["on"]:
+                raise
+            internal = not isinstance(e, USER_ERRORS + (OSError, ValueError))
+            msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
+            err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            if internal:
+                err.print("[dim](an internal error: rerun with --debug for the traceback, and please report it)[/]",
+                          highlight=False)
+            raise typer.Exit(1)
+
+
+app = typer.Typer(cls=_Guarded, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
                   help="reidc: compile person re-identification networks for real hardware.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Deterministic zoo checkpoints.")
 app.add_typer(zoo_app, name="zoo")
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped
+
+
+def _version(value: bool):
+    if value:
+        out.print(f"reidc {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print reidc's version and exit")):
+    """reidc: compile person re-identification networks for real hardware."""
+    _debug["on"] = debug
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {one_line(e)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -49,14 +96,16 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resne
                input_size: str = typer.Option("256x128", help="HxW")):
     """Write a deterministic checkpoint (seeded weights and BN statistics; no downloads)."""
     from frontend.arch import read_cmnas_config
+    from frontend.atomic import guard_output_dir
     from frontend.checkpoint import save_checkpoint
     from frontend.zoo import zoo_model
     try:
         if split_config is not None:
             split = " ".join(map(str, read_cmnas_config(split_config)))
         h, w = (int(v) for v in input_size.lower().split("x"))
+        guard_output_dir(output, "checkpoint", [split_config])  # before building the model
         model = zoo_model(name, split, seed, (h, w))
-        save_checkpoint(model, output)
+        save_checkpoint(model, output, [split_config])
     except KeyError as e:
         _fail(ValueError(e.args[0]))
     except (ValueError,) + USER_ERRORS as e:
@@ -105,7 +154,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
         _fail(e)
     v = man["verification"]
     errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
-    out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['build_seconds']} s -> {output}; "
+    out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['total_seconds']} s "
+              f"(build {man['build_seconds']} s) -> {output}; "
               f"verification {v['status']}" + (f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else ""))
     w, ops = man["weights"], man["per_sample"]
     if man.get("binary_layers"):
@@ -267,15 +317,17 @@ def runner(output: Path = typer.Option(..., "-o", "--output", help="directory to
     """Cross-compile reidc's C++ runner for aarch64, with TVM's aarch64 runtime libraries beside it:
     copy the directory and an artifact to a board and run `./reidc_run ARTIFACT/model.so ...`."""
     import shutil
+    from frontend.atomic import atomic_directory, guard_output_dir
     from targets.arm_runtime import ensure_runner, runtime_dir
     try:
+        guard_output_dir(output, "runner")
         binary = ensure_runner(_progress)
+        with atomic_directory(output, "runner") as tmp:
+            shutil.copy2(binary, tmp / "reidc_run")
+            for lib in sorted((runtime_dir() / "lib").iterdir()):
+                shutil.copy2(lib, tmp / lib.name)
     except USER_ERRORS as e:
         _fail(e)
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(binary, output / "reidc_run")
-    for lib in sorted((runtime_dir() / "lib").iterdir()):
-        shutil.copy2(lib, output / lib.name)
     out.print(f"wrote {output}: reidc_run + {', '.join(p.name for p in sorted((runtime_dir() / 'lib').iterdir()))} "
               "(aarch64; the runner finds the libraries beside it)")
 
@@ -308,20 +360,34 @@ def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of t
         pass
 
 
+def _check_output_file(path: Path, flag: str = "-o") -> None:
+    """An output file's folder must exist and the path must not be a folder (checked before work)."""
+    from frontend.atomic import OutputError
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise OutputError(f"{flag} {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: cannot write in {path.parent} (permission denied)")
+
+
 def _load_compiled(artifact: Path):
     from .runtime import Compiled
-    return Compiled(artifact)
+    return Compiled(artifact, _progress)
 
 
 @app.command()
 def run(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
-        input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W) float32"),
+        input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W): " + INPUT_CONTRACT),
         modality: str = typer.Option("visible", help="visible | infrared | a .npy int vector (0 visible, 1 infrared)"),
         output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
     """Run a compiled model on images."""
+    import io
     import numpy as np
+    from frontend.atomic import atomic_write_bytes
     from .errors import InputError
     try:
+        _check_output_file(output)  # before any work
         comp = _load_compiled(artifact)
         try:
             x = np.load(input, allow_pickle=False)
@@ -334,11 +400,11 @@ def run(artifact: Path = typer.Argument(..., help="artifact directory from `reid
             except (OSError, ValueError) as e:
                 raise InputError(f"{modality}: cannot read as .npy: {e}") from None
         feats = comp.run(x, m)
+        buf = io.BytesIO()
+        np.save(buf, feats)
+        atomic_write_bytes(output, buf.getvalue(), flag="-o")
     except USER_ERRORS as e:
         _fail(e)
-    tmp = output.with_name(output.name + ".partial.npy")
-    np.save(tmp, feats)
-    os.replace(tmp, output)
     out.print(f"wrote {output}: features {tuple(feats.shape)}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -16,20 +17,21 @@ from typing import Callable
 
 import numpy as np
 
-from frontend.atomic import atomic_directory
+from frontend.atomic import atomic_directory, atomic_write_json, guard_output_dir
 from frontend.capture import capture_exported, capture_module
 from frontend.checkpoint import load_checkpoint
-from targets import get_target
+from targets import ToolchainError, get_target
 
 from .costs import macs, weight_bytes
 from .errors import VerificationError
 from .ir import Op
 from .passes.pipeline import run_pipeline
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
-from .runtime import LIB, MANIFEST, Compiled
+from .version import __version__
+from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, file_sha256
 
 TOLERANCE = 1e-4
-REIDC_VERSION = "0.1.0"
+REIDC_VERSION = __version__
 
 
 @dataclass
@@ -108,9 +110,12 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
 
     opts = opts or CompileOptions()
     say = opts.progress
+    t0 = time.perf_counter()
     preset = get_target(opts.target)
     out = Path(out)
-    t0 = time.perf_counter()
+    inputs = [ckpt, opts.tuning_db, opts.arch, opts.split_config]
+    guard_output_dir(out, "artifact", inputs)  # refuse before any work: nothing of the user's is at risk
+    check_can_build(preset, opts.verify)
     module, graphs, modes, facts, stats = prepare(ckpt, opts)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise ValueError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
@@ -129,17 +134,18 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     ex = build(relax_mod, preset, tuning.database if tuning else None)
     build_s = time.perf_counter() - t0
 
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "artifact", inputs) as tmp:
         export(ex, tmp / LIB, preset)
         manifest = {
             "reidc_version": REIDC_VERSION, "tvm_version": tvm.__version__,
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
                                                                if n.attrs.get("name") == "x")].shape[1:]),
-            "input_dtype": "float32", "output": "BNNeck feature (N, F) float32" if facts["family"] == "cmnas" else "program output",
+            "input_dtype": "float32", "input_contract": INPUT_CONTRACT, "output": "BNNeck feature (N, F) float32" if facts["family"] == "cmnas" else "program output",
             "modes": list(modes), "batch": batch,
             "tuning": tuning.summary() if tuning else None,
             "entries": {m: ("(x, modality)" if m == "mixed" else "(x)") for m in modes},
-            "target": {"preset": preset.name, "tvm": preset.tvm},
+            "target": {"preset": preset.name, "tvm": preset.tvm, "arch": preset.arch,
+                       "cpu_features": list(preset.cpu_features())},
             "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": checkpoint_digest(Path(ckpt)),
             "mixed_plan": graphs["mixed"].meta.get("mixed_plan", {}) if "mixed" in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
@@ -152,9 +158,26 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
         (tmp / MANIFEST).write_text(json.dumps(manifest))  # the runtime reads it while verifying
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
         manifest["weights"]["artifact_bytes"] = (tmp / LIB).stat().st_size
+        manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
+        manifest["total_seconds"] = round(time.perf_counter() - t0, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     say(f"wrote {out}")
     return manifest
+
+
+def check_can_build(preset, verify: bool) -> None:
+    """Everything a build for `preset` needs that can be checked before the work starts: the
+    CPU and features LLVM must know, the cross compiler, and (to verify) a way to run it here."""
+    preset.validate()
+    if preset.cross_compiler and not shutil.which(preset.cross_compiler):
+        raise ToolchainError(f"target {preset.name} links with {preset.cross_compiler}, which is not installed "
+                             "(apt-get install g++-aarch64-linux-gnu)")
+    missing = preset.missing_on_host() if verify else []
+    if missing:
+        raise VerificationError(
+            f"target {preset.name}: running the build here needs {', '.join(missing)}, so it cannot be "
+            "verified on this machine; pass --no-verify to write it unverified (and verify it where it runs "
+            "with `reidc verify`)")
 
 
 def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = None):
@@ -184,9 +207,7 @@ def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progres
     module = artifact_source(manifest, path, checkpoint)
     manifest["verification"] = verify_artifact(path, module, tuple(manifest["modes"]), manifest, opts,
                                                preset_from_manifest(manifest["target"]), progress)
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(path / MANIFEST)
+    atomic_write_json(path / MANIFEST, manifest)
     return manifest
 
 
@@ -200,7 +221,7 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     verification fails. Two flip-free samples per mode are required."""
     if not opts.verify:
         return {"status": "skipped", "why": "--no-verify"}
-    missing = preset.missing_on_host()
+    missing = preset.missing_on_host(tuple(manifest["target"].get("cpu_features", ())) or None)
     if missing:
         raise VerificationError(
             f"target {preset.name}: running the build here needs {', '.join(missing)}, so it cannot be "

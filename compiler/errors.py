@@ -1,5 +1,6 @@
 """Errors a user can cause; the CLI prints them as one line and exits non-zero."""
 from frontend.arch import ArchError
+from frontend.atomic import OutputError
 from frontend.capture import CaptureError
 from frontend.checkpoint import CheckpointError
 from targets import TargetError, ToolchainError
@@ -18,4 +19,28 @@ class ArtifactError(ValueError):
 
 
 USER_ERRORS = (ArchError, CaptureError, CheckpointError, TargetError, ToolchainError, VerificationError,
-               InputError, ArtifactError)
+               InputError, ArtifactError, OutputError)
+
+
+_OPS = {"mkdir": "create folder", "makedirs": "create folder", "open": "open", "write_text": "write",
+        "write_bytes": "write", "read_text": "read", "read_bytes": "read", "replace": "rename",
+        "rename": "rename", "unlink": "remove", "rmtree": "remove", "mkstemp": "create a file in",
+        "mkdtemp": "create a folder in", "copy2": "copy", "copyfile": "copy", "iterdir": "list", "stat": "read",
+        "chmod": "change the mode of", "save": "write", "load": "read"}
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as the single line the CLI prints. File-system errors name the operation
+    (from the innermost frame that raised it) and the path."""
+    if isinstance(e, OSError) and (e.filename or e.strerror):
+        tb, op = e.__traceback__, None
+        while tb is not None:
+            op = _OPS.get(tb.tb_frame.f_code.co_name, op)
+            tb = tb.tb_next
+        path = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        return f"cannot {op or 'access'} {path}: {e.strerror or e}"
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if isinstance(e, KeyError) and text:
+        return f"missing entry {text}"
+    return text or type(e).__name__

@@ -1,8 +1,10 @@
 """Load an artifact directory and run it (validating inputs against its manifest)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +14,92 @@ from .errors import ArtifactError, InputError
 LIB, MANIFEST = "model.so", "manifest.json"
 
 
+MODES = ("visible", "infrared", "mixed", "main")
+# What a run takes: written into every manifest and shown by `reidc run --help`.
+INPUT_CONTRACT = ("float32 images (N, C, H, W), finite values, normalised as the network was trained "
+                  "(reidc applies no scaling)")
+
+
 def read_manifest(path: str | Path) -> dict:
+    """The artifact's manifest, checked for the fields every command relies on (one-line
+    ArtifactError naming the file and the field otherwise)."""
     p = Path(path)
+    if not p.is_dir():
+        raise ArtifactError(f"{p}: no such artifact directory")
     if not (p / MANIFEST).is_file() or not (p / LIB).is_file():
         raise ArtifactError(f"{p}: not a reidc artifact (needs {LIB} and {MANIFEST})")
     try:
-        return json.loads((p / MANIFEST).read_text())
-    except json.JSONDecodeError as e:
+        man = json.loads((p / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{p / MANIFEST}: corrupt manifest: {e}") from None
+    where = p / MANIFEST
+    if not isinstance(man, dict):
+        raise ArtifactError(f"{where}: corrupt manifest: not a JSON object")
+    modes = man.get("modes")
+    if not isinstance(modes, list) or not modes or not all(m in MODES for m in modes):
+        raise ArtifactError(f"{where}: corrupt manifest: 'modes' must list entries among {', '.join(MODES)} "
+                            f"(found {modes!r})")
+    shape = man.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise ArtifactError(f"{where}: corrupt manifest: 'input_shape' must be [C, H, W] (found {shape!r})")
+    tgt = man.get("target")
+    if not isinstance(tgt, dict) or not isinstance(tgt.get("tvm"), dict):
+        raise ArtifactError(f"{where}: corrupt manifest: no 'target' entry with a TVM target")
+    batch = man.get("batch")
+    if batch is not None and not (isinstance(batch, int) and batch > 0):
+        raise ArtifactError(f"{where}: corrupt manifest: 'batch' must be a positive integer or null")
+    return man
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_integrity(path: Path, manifest: dict) -> None:
+    """The library and the files beside it are byte for byte what was compiled (the manifest's
+    sha256 digests), and the library is a whole ELF file for the artifact's CPU; a changed,
+    truncated or foreign file is refused before it is loaded (loading one crashes the process)."""
+    files = manifest.get("files")
+    if files is not None:
+        if not isinstance(files, dict):
+            raise ArtifactError(f"{path / MANIFEST}: corrupt manifest: 'files' must map names to sha256 digests")
+        for name, want in files.items():
+            f = path / name
+            if "/" in name or name.startswith(".") or not f.is_file():
+                raise ArtifactError(f"{path}: {name} is missing (the manifest lists it)")
+            if file_sha256(f) != want:
+                raise ArtifactError(f"{f}: differs from what was compiled (sha256 mismatch): the file was changed "
+                                    "or damaged; recompile")
+    _check_elf(path / LIB, manifest)
+
+
+_ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
+
+
+def _check_elf(lib: Path, manifest: dict) -> None:
+    """A cheap structural check of a shared library: ELF64 little-endian, the artifact's CPU
+    architecture, and every section header inside the file (a truncated file would fault)."""
+    size = lib.stat().st_size
+    with open(lib, "rb") as f:
+        head = f.read(64)
+    if len(head) < 64 or head[:4] != b"\x7fELF":
+        raise ArtifactError(f"{lib}: not a shared library (invalid ELF header)")
+    if head[4] != 2 or head[5] != 1:
+        raise ArtifactError(f"{lib}: not a 64-bit little-endian ELF library")
+    machine = _ELF_MACHINE.get(struct.unpack_from("<H", head, 18)[0], "another CPU")
+    want = "aarch64" if str(manifest["target"]["tvm"].get("host", manifest["target"]["tvm"]).get("mtriple", "")
+                             ).startswith("aarch64") else "x86_64"
+    if machine != want:
+        raise ArtifactError(f"{lib}: the library is built for {machine}, the manifest says {want}")
+    shoff, = struct.unpack_from("<Q", head, 40)
+    shentsize, shnum = struct.unpack_from("<HH", head, 58)
+    if shoff + shentsize * shnum > size:
+        raise ArtifactError(f"{lib}: truncated ({size} bytes; its section table ends at byte "
+                            f"{shoff + shentsize * shnum}); recompile")
 
 
 def usable_cpus() -> int:
@@ -44,6 +124,7 @@ class Compiled:
         from targets import TargetError, preset_from_manifest
         from targets.executors import executor_for
         self.path = Path(path)
+        self.progress = progress
         self.manifest = read_manifest(self.path)
         if self.manifest.get("tvm_version") != tvm.__version__:
             raise ArtifactError(f"{self.path}: built with TVM {self.manifest.get('tvm_version')}, "
@@ -56,16 +137,28 @@ class Compiled:
             from targets.executors import RPCExecutor
             self.executor = RPCExecutor(self.path / LIB, *rpc, device="cuda" if self.preset.kind == "cuda" else "cpu")
         else:
-            missing = self.preset.missing_on_host()
+            required = self.manifest["target"].get("cpu_features")
+            missing = self.preset.missing_on_host(None if required is None else tuple(required))
             if missing:
                 raise ArtifactError(f"{self.path} is built for {self.preset.name}; running it here needs "
-                                    f"{', '.join(missing)}")
-            self.executor = executor_for(self.preset, self.path / LIB, progress)
+                                    f"{', '.join(missing)}, which this machine lacks: recompile for this machine "
+                                    "(--target host) or run it where those are")
+            check_integrity(self.path, self.manifest)
+            try:
+                self.executor = executor_for(self.preset, self.path / LIB, progress)
+            except tvm.error.TVMError as e:
+                raise ArtifactError(f"{self.path / LIB}: TVM cannot load the library: "
+                                    f"{str(e).strip().splitlines()[-1][:300]}") from None
         self.input_shape = tuple(self.manifest["input_shape"])
         self.modes = tuple(self.manifest["modes"])
 
     def check(self, x: np.ndarray, modality) -> tuple[np.ndarray, str, np.ndarray | None]:
         x = np.asarray(x)
+        if x.dtype.kind not in "fiu" or x.dtype.itemsize > 8:
+            raise InputError(f"input has dtype {x.dtype}; this artifact takes {INPUT_CONTRACT}")
+        if x.dtype.kind in "iu":
+            self.progress(f"warning: input has integer dtype {x.dtype}; it is converted to float32 as is "
+                          "(no scaling): this artifact takes " + INPUT_CONTRACT)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise InputError(f"input has shape {tuple(x.shape)}; this artifact takes (N, "
                              f"{', '.join(map(str, self.input_shape))}) float32 images")
@@ -76,6 +169,10 @@ class Compiled:
             raise InputError(f"input batch is {x.shape[0]}; this artifact was built for batch {fixed} "
                              "(compile without --batch for any batch size)")
         x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if bad.any():
+            raise InputError(f"input sample {int(np.argmax(bad))} (and {int(bad.sum()) - 1} more) holds NaN or Inf "
+                             "(or a value beyond float32's range); this artifact takes " + INPUT_CONTRACT)
         if "main" in self.modes:
             return x, "main", None
         if isinstance(modality, str):
@@ -83,6 +180,8 @@ class Compiled:
                 raise InputError(f"modality {modality!r}: expected visible, infrared or a per-sample vector")
             return x, modality, None
         m = np.asarray(modality)
+        if m.dtype.kind not in "biuf":
+            raise InputError(f"modality vector has dtype {m.dtype}; expected integers 0 (visible) or 1 (infrared)")
         if m.shape != (x.shape[0],) or not np.isin(m, (0, 1)).all():
             raise InputError(f"modality vector must hold {x.shape[0]} values of 0 (visible) or 1 (infrared); "
                              f"got shape {m.shape}")

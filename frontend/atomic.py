@@ -1,26 +1,204 @@
-"""Atomic directory writes: build in a temporary sibling, rename into place only on success."""
+"""Writing what reidc produces without ever destroying what it did not write.
+
+One helper for every command that writes:
+- `atomic_directory(out, kind)`: build a directory in a temporary sibling; on success swap it
+  into place (the old one, if reidc wrote it, is removed only after the swap); on any error
+  or Ctrl-C the temporary is removed and `out` is left exactly as it was.
+- `guard_output_dir(out, kind, inputs)`: the rules that protect a user's files. `-o` may name
+  a missing or empty folder, or a folder reidc itself wrote for this kind of output. It may not
+  name a file, the current folder or one of its parents, a folder that holds (or is) one of the
+  inputs, or a non-empty folder holding anything reidc does not recognise.
+- `atomic_write_text/json/bytes(path, data)`: a file replaced by rename, mode 0644.
+
+Each refusal is an `OutputError`: one line naming the path and the reason.
+"""
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+# What reidc writes, per kind of output directory: (files that must be there, files that may be).
+# A folder holding only these is reidc's own and may be replaced.
+KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "artifact": (frozenset({"manifest.json"}), frozenset({"manifest.json", "model.so", "kernels.cu"})),
+    "checkpoint": (frozenset({"arch.json"}), frozenset({"arch.json", "model.safetensors"})),
+    "supernet": (frozenset({"train.json"}), frozenset({"supernet.safetensors", "optimizer.pt", "train.json"})),
+    "runner": (frozenset({"reidc_run"}), None),   # None: any file of the bundle's (libraries change by version)
+}
+
+
+class OutputError(ValueError):
+    """An output path reidc refuses to write (it would destroy a user's files) or cannot write."""
+
+
+def _is_relative_to(a: Path, b: Path) -> bool:
+    try:
+        a.relative_to(b)
+        return True
+    except ValueError:
+        return False
+
+
+def owned_by_reidc(path: Path, kind: str) -> bool:
+    """True if `path` is a directory that holds only what reidc writes for `kind`."""
+    must, may = KINDS[kind]
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return False
+    if not must <= names:
+        return False
+    if may is not None and not names <= may:
+        return False
+    return all((path / n).is_file() and not (path / n).is_symlink() for n in names)
+
+
+def _foreign(path: Path, kind: str) -> str:
+    """The first entry of `path` that reidc did not write for `kind` (for the error message)."""
+    must, may = KINDS[kind]
+    names = sorted(p.name for p in path.iterdir())
+    odd = [n for n in names if (may is not None and n not in may) or not (path / n).is_file()]
+    if odd:
+        return odd[0]
+    return f"no {sorted(must - set(names))[0]}" if must - set(names) else names[0]
+
+
+def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = (), flag: str = "-o") -> Path:
+    """Check that `out` may be (re)written as a `kind` directory; return it resolved.
+
+    Raises OutputError naming the path and why not."""
+    out = Path(out)
+    full = Path(os.path.abspath(out))
+    cwd = Path.cwd().resolve()
+    real = full.resolve()
+    if full.is_symlink():
+        raise OutputError(f"{flag} {out}: is a symbolic link; name a real folder")
+    if _is_relative_to(cwd, real):
+        raise OutputError(f"{flag} {out}: is the current folder or one of its parents; name a new folder")
+    for i in inputs:
+        if i is None:
+            continue
+        ip = Path(i).resolve()
+        if ip == real or _is_relative_to(ip, real):
+            raise OutputError(f"{flag} {out}: holds the input {i}; name a new folder")
+    if full.exists() or full.is_symlink():
+        if not full.is_dir():
+            raise OutputError(f"{flag} {out}: exists and is not a folder")
+        try:
+            empty = not any(full.iterdir())
+        except PermissionError:
+            raise OutputError(f"{flag} {out}: cannot list the folder (permission denied)") from None
+        if not empty and not owned_by_reidc(full, kind):
+            raise OutputError(f"{flag} {out}: the folder holds files reidc did not write (e.g. {_foreign(full, kind)!r}); "
+                              f"refusing to replace it: name a new or empty folder")
+    parent = full.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{flag} {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {out}: cannot write in {parent} (permission denied)")
+    return full
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    e = ctypes.get_errno()
+    if e in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP if hasattr(errno, "EOPNOTSUPP") else errno.EINVAL):
+        return False
+    raise OSError(e, os.strerror(e), str(b))
+
+
+def _mkdirs(path: Path, flag: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{flag} {path}: a parent of the output is a file") from None
+    except PermissionError:
+        raise OutputError(f"{flag} {path}: cannot create the folder (permission denied)") from None
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot create the folder ({e.strerror})") from None
 
 
 @contextmanager
-def atomic_directory(out: str | Path) -> Iterator[Path]:
-    """Yield a fresh temp dir next to `out`; on normal exit it replaces `out`, on any error
-    (or Ctrl-C) it is removed and `out` is left as it was."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+def atomic_directory(out: str | Path, kind: str = "artifact", inputs: Iterable[str | Path] = (),
+                     flag: str = "-o") -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `out`. On normal exit it takes `out`'s place
+    (the previous `out`, which `guard_output_dir` has checked is reidc's own, is removed after
+    the swap); on any error or Ctrl-C it is removed and `out` is untouched."""
+    out = guard_output_dir(out, kind, inputs, flag)
+    _mkdirs(out.parent, flag)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise OutputError(f"{flag} {out}: cannot write in {out.parent} ({e.strerror})") from None
     try:
         yield tmp
+        os.chmod(tmp, DIR_MODE)
+        guard_output_dir(out, kind, inputs, flag)  # nothing foreign appeared meanwhile
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            if _exchange(tmp, out):
+                shutil.rmtree(tmp)          # tmp now holds the previous output (reidc's own)
+                return
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "d")
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, flag: str | None = None) -> Path:
+    """Write `path` through a temporary sibling and a rename (mode 0644); an existing folder at
+    `path` is refused, and on failure the old file is left as it was."""
+    path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise OutputError(f"{where}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise OutputError(f"{where}: the folder {path.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
+    except OSError as e:
+        raise OutputError(f"{where}: cannot write in {path.parent} ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, flag: str | None = None) -> Path:
+    return atomic_write_bytes(path, text.encode(), flag)
+
+
+def atomic_write_json(path: str | Path, obj, flag: str | None = None, indent: int | None = 1) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", flag)

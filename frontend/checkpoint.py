@@ -114,9 +114,10 @@ def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None) 
     return model.eval()
 
 
-def save_checkpoint(model: CMNASResNet, out_dir: str | Path) -> Path:
-    """Write `out_dir/{model.safetensors,arch.json}` atomically (temp dir, then rename)."""
-    with atomic_directory(out_dir) as tmp:
+def save_checkpoint(model: CMNASResNet, out_dir: str | Path, inputs=()) -> Path:
+    """Write `out_dir/{model.safetensors,arch.json}` atomically (temp dir, then rename); an
+    existing `out_dir` is replaced only if it is a reidc checkpoint (frontend.atomic's rules)."""
+    with atomic_directory(out_dir, "checkpoint", inputs) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "reidc", "model": model.spec.name})
         (tmp / SPEC).write_text(json.dumps(model.spec.to_json(), indent=1) + "\n")

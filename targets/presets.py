@@ -3,6 +3,7 @@ the toolchain that links the library, how the code can be run from this machine,
 features a machine needs to run it (checked before local verification)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -58,12 +59,13 @@ class TargetPreset:
         import tvm  # targets/ is one of the layers allowed to import TVM
         return tvm.target.Target(self.tvm)
 
-    def missing_on_host(self) -> list[str]:
-        """What this machine lacks to run (and so verify) code built for the preset."""
+    def missing_on_host(self, cpu_features: tuple[str, ...] | None = None) -> list[str]:
+        """What this machine lacks to run (and so verify) code built for the preset.
+        `cpu_features`: the artifact's recorded CPU contract (default: derived from the target)."""
         machine = platform.machine()
         if self.runs_via == QEMU_AARCH64:
             if machine == "aarch64":
-                return []
+                return missing_cpu_features(self.cpu_features() if cpu_features is None else cpu_features, "aarch64")
             need = [t for t in ("qemu-aarch64", self.cross_compiler or "aarch64-linux-gnu-g++") if not shutil.which(t)]
             return [f"{t} (apt-get install qemu-user g++-aarch64-linux-gnu)" for t in need]
         if self.runs_via == CUDA:
@@ -74,8 +76,90 @@ class TargetPreset:
             return missing
         if machine not in ("x86_64", "AMD64"):
             return [f"an x86-64 CPU (this is {machine})"]
-        have = host_features()
-        return [f for f in self.requires if f not in have]
+        return missing_cpu_features(self.cpu_features() if cpu_features is None else cpu_features, "x86_64")
+
+    def llvm_target(self) -> dict:
+        """The LLVM (CPU) part of the target: the target itself, or a CUDA target's host."""
+        return self.tvm.get("host", {"kind": "llvm"}) if self.kind == "cuda" else self.tvm
+
+    def cpu_features(self) -> tuple[str, ...]:
+        """The instruction-set extensions (LLVM names) the generated CPU code may use: what a
+        machine must have to run it. Recorded in the manifest; checked before anything runs."""
+        return tuple(sorted(set(_llvm_isa_features(json.dumps(self.llvm_target(), sort_keys=True), self.arch))
+                            | set(self.requires_llvm)))
+
+    @property
+    def requires_llvm(self) -> tuple[str, ...]:
+        return tuple(_FLAG_TO_LLVM.get(f, f) for f in self.requires)
+
+    def validate(self) -> None:
+        """Refuse a CPU or feature name LLVM does not know (it would warn and build generic code)."""
+        d = self.llvm_target()
+        triple = str(d.get("mtriple") or ("aarch64-linux-gnu" if self.arch == "aarch64" else "x86_64-linux-gnu"))
+        from tvm.target import codegen
+        cpu = d.get("mcpu")
+        if cpu and not codegen.llvm_is_valid_cpu(str(cpu), triple):
+            import tvm
+            known = [c for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))
+                     if not c.startswith("generic")]
+            raise TargetError(f"target {self.name}: mcpu {cpu!r} is not a CPU LLVM knows for {triple} "
+                              f"(e.g. {', '.join(known[:6])}, ...)")
+        for attr in d.get("mattr", []) or []:
+            a = str(attr)
+            if a[:1] not in "+-" or len(a) < 2:
+                raise TargetError(f"target {self.name}: mattr {a!r}: expected +feature or -feature")
+            probe = {"kind": "llvm", "mtriple": triple, "mattr": ["+" + a[1:]]}
+            if a[1:] not in _quiet_llvm_features(json.dumps(probe, sort_keys=True)):
+                raise TargetError(f"target {self.name}: mattr {a!r}: {a[1:]!r} is not a feature LLVM knows for {triple}")
+
+
+# LLVM feature names of the instruction-set extensions that generated code can use, and how
+# /proc/cpuinfo spells them where it differs after dropping '-', '.' and '_'.
+_X86_ISA = ("sse", "ssse3", "avx", "amx", "fma", "f16c", "bmi", "popcnt", "lzcnt", "movbe", "gfni", "vaes",
+            "vpclmulqdq", "aes", "pclmul", "sha", "adx", "xop", "cx16")
+_X86_SKIP = ("evex512", "avx10")          # no cpuinfo flag of their own (implied by avx512f)
+_A64_ISA = ("neon", "fp-armv8", "dotprod", "fullfp16", "i8mm", "sve", "sve2", "bf16")
+_CPUINFO = {"x86_64": {"sse3": "pni", "bmi": "bmi1", "lzcnt": "abm", "pclmul": "pclmulqdq", "sha": "shani"},
+            "aarch64": {"neon": "asimd", "fparmv8": "fp", "dotprod": "asimddp", "fullfp16": "asimdhp"}}
+_FLAG_TO_LLVM = {"avx512_vpopcntdq": "avx512vpopcntdq"}
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "").replace(".", "").replace("_", "")
+
+
+def _quiet_llvm_features(target_json: str) -> frozenset[str]:
+    """LLVM's feature set for a target, with LLVM's warnings about unknown names silenced."""
+    import tvm
+    from tvm.target import codegen
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            return frozenset(str(f) for f in codegen.llvm_get_cpu_features(tvm.target.Target(json.loads(target_json))))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@lru_cache(maxsize=64)
+def _llvm_isa_features(target_json: str, arch: str) -> tuple[str, ...]:
+    d = json.loads(target_json)
+    if arch == "x86_64" and not d.get("mcpu") and not d.get("mattr"):
+        d = {**d, "mcpu": "x86-64"}  # LLVM's default for a bare x86 target
+    feats = _quiet_llvm_features(json.dumps(d, sort_keys=True))
+    if arch == "aarch64":
+        return tuple(sorted(f for f in feats if f in _A64_ISA))
+    return tuple(sorted(f for f in feats if f.startswith(_X86_ISA) and not f.startswith(_X86_SKIP)))
+
+
+def missing_cpu_features(required, arch: str) -> list[str]:
+    """The required features (LLVM names) this machine's CPU lacks, by /proc/cpuinfo."""
+    have = {_norm(f) for f in host_features()}
+    if not have:  # no /proc/cpuinfo (not Linux): nothing to check against
+        return []
+    table = _CPUINFO.get(arch, {})
+    return [f for f in required if table.get(_norm(f), _norm(f)) not in have]
 
 
 @lru_cache(maxsize=1)
@@ -83,7 +167,7 @@ def host_features() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -181,6 +265,14 @@ def get_target(name_or_json: str) -> TargetPreset:
 def preset_from_manifest(entry: dict) -> TargetPreset:
     """The preset an artifact was built for, from its manifest's "target" entry."""
     name, d = entry.get("preset"), entry.get("tvm", {})
+    if not isinstance(d, dict):
+        raise TargetError(f"the target's TVM entry is {type(d).__name__}, not an object")
     if name in PRESETS and PRESETS[name].tvm == d:
         return PRESETS[name]
-    return _from_dict(d) if name != "host" else get_target("host")
+    p = _from_dict(d)  # host: what the build machine resolved to, not this machine
+    if name == "host":
+        base = next((b for b in PRESETS.values() if b.tvm == {k: v for k, v in d.items() if k != "num-cores"}), None)
+        if base is not None:
+            p = dataclasses.replace(base, tvm=d)
+        return dataclasses.replace(p, name="host", description="the machine it was built on")
+    return p
