@@ -28,6 +28,9 @@ class _Guarded(TyperGroup):
     or (Ctrl-C) one `interrupted` line and exit 130; never a traceback unless --debug."""
 
     def invoke(self, ctx):
+        import warnings
+        warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}",
+                                                                   highlight=False, soft_wrap=True)
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
@@ -43,7 +46,7 @@ class _Guarded(TyperGroup):
             msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
             err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
             if internal:
-                err.print("[dim](an internal error: rerun with --debug for the traceback, and please report it)[/]",
+                err.print("[dim](a bug in reidc, not in your input: rerun with --debug for the traceback and please report it)[/]",
                           highlight=False)
             raise typer.Exit(1)
 
@@ -227,12 +230,16 @@ def _tune_report(db: Path) -> None:
 
 def _duration(text: str) -> float:
     """`20m`, `90s`, `1.5h` or plain seconds."""
+    import math
     units = {"s": 1, "m": 60, "h": 3600}
     t = text.strip().lower()
     try:
-        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        s = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
-        raise ValueError(f"--time-limit {text!r}: expected e.g. 20m, 90s or 1.5h") from None
+        s = math.nan
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"--time-limit {text!r}: expected e.g. 20m, 90s or 1.5h (a positive duration)")
+    return s
 
 
 @app.command()
@@ -360,17 +367,6 @@ def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of t
         pass
 
 
-def _check_output_file(path: Path, flag: str = "-o") -> None:
-    """An output file's folder must exist and the path must not be a folder (checked before work)."""
-    from frontend.atomic import OutputError
-    if path.is_dir():
-        raise OutputError(f"{flag} {path}: is a folder; name a file")
-    if not path.parent.is_dir():
-        raise OutputError(f"{flag} {path}: the folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: cannot write in {path.parent} (permission denied)")
-
-
 def _load_compiled(artifact: Path):
     from .runtime import Compiled
     return Compiled(artifact, _progress)
@@ -384,10 +380,10 @@ def run(artifact: Path = typer.Argument(..., help="artifact directory from `reid
     """Run a compiled model on images."""
     import io
     import numpy as np
-    from frontend.atomic import atomic_write_bytes
+    from frontend.atomic import atomic_write_bytes, guard_output_file
     from .errors import InputError
     try:
-        _check_output_file(output)  # before any work
+        guard_output_file(output)  # before any work
         comp = _load_compiled(artifact)
         try:
             x = np.load(input, allow_pickle=False)
@@ -411,55 +407,43 @@ def run(artifact: Path = typer.Argument(..., help="artifact directory from `reid
 @app.command("bench")
 def bench_cmd(artifact: Path = typer.Argument(...),
               batch: List[int] = typer.Option([1, 16], "--batch", help="batch sizes (repeatable)"),
-              mode: List[str] = typer.Option(["visible", "mixed"], "--mode", help="modality modes (repeatable)"),
+              mode: Optional[List[str]] = typer.Option(None, "--mode", help="visible | infrared | mixed (repeatable; "
+                                                       "default: the artifact's visible and mixed entries)"),
               checkpoint: Optional[Path] = typer.Option(None, help="the PyTorch side (default: the one compiled)"),
-              threads: int = typer.Option(2, help="threads for every runtime"),
-              repeat: int = typer.Option(5),
+              threads: int = typer.Option(2, help="threads of every engine (each runs in a process of its own)"),
+              repeat: int = typer.Option(5, help="timed rounds per engine (each about 0.2 s, warm-up excluded)"),
               baseline: Optional[Path] = typer.Option(None, help="another artifact to compare with (e.g. the fp32 "
                                                        "network a binarized one replaces): its reidc, eager and ORT times"),
               no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
-    """reidc vs PyTorch eager, torch.compile and ONNX Runtime, in this process."""
-    from .bench import bench
-    from .compile import artifact_source
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-
-    def source(comp, ck=None):
-        if comp.preset.runs_via == "qemu-aarch64":
-            raise ArtifactError(f"{comp.path} is an aarch64 build, run here under qemu: its timings say nothing "
-                                "about ARM speed; time it on the board with `reidc_run ... --repeat N` (README, Deploying)")
-        return artifact_source(comp.manifest, comp.path, ck)
-
+    """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
+    from frontend.atomic import OutputError
+    from .bench import ROUND_S, RUNTIMES, EngineError, _label, bench
     try:
-        comp = _load_compiled(artifact)
-        model = source(comp, checkpoint)
-        base = None
-        if baseline is not None:
-            bcomp = _load_compiled(baseline)
-            base = (bcomp, source(bcomp))
-        runtimes = ("torch_eager", "onnxruntime") if no_compile else ("torch_eager", "torch_compile", "onnxruntime")
-        rows = bench(comp, model, tuple(batch), tuple(mode), threads, repeat, runtimes, progress=_progress,
-                     baseline=base)
-    except USER_ERRORS as e:
+        rows = bench(artifact, checkpoint, tuple(batch), tuple(mode or ()) or None, threads, repeat,
+                     tuple(r for r in RUNTIMES if not (no_compile and r == "torch_compile")),
+                     progress=_progress, baseline=baseline, json_out=json_out)
+    except USER_ERRORS + (EngineError, OutputError) as e:
         _fail(e)
-    t = Table("model", "batch", "modality", "reidc ms", "eager ms", "compile ms", "ORT ms",
-              "vs eager", "vs ORT", "max rel err")
+    t = Table("model", "batch", "modality", "engine", "median ms", "min ms", "max ms", "spread",
+              "reidc speedup", "rel err vs eager")
+    errs = {"reidc": "max_rel_err", "torch_compile": "torch_compile_rel_err", "onnxruntime": "onnxruntime_rel_err",
+            "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err"}
     for r in rows:
-        t.add_row(r["model"], str(r["batch"]), r["modality"], f"{r['reidc_ms']:.1f}", f"{r['torch_eager_ms']:.1f}",
-                  f"{r.get('torch_compile_ms', float('nan')):.1f}", f"{r.get('onnxruntime_ms', float('nan')):.1f}",
-                  f"{r['speedup_vs_torch_eager']:.2f}x", f"{r.get('speedup_vs_onnxruntime', float('nan')):.2f}x",
-                  f"{r['max_rel_err']:.1e}")
+        for i, n in enumerate(r["worker_pids"]):
+            label = _label(n) + (f" ({r['baseline_model']})" if n.startswith("baseline_") and n.endswith("reidc") else "")
+            if n == "torch_compile":
+                label += f" (compile {r['torch_compile_compile_s']:.1f} s)"
+            t.add_row(*((r["model"], str(r["batch"]), r["modality"]) if i == 0 else ("", "", "")), label,
+                      f"{r[n + '_ms']:.2f}", f"{r[n + '_min_ms']:.2f}", f"{r[n + '_max_ms']:.2f}",
+                      f"{r[n + '_spread']:.0%}", "" if n == "reidc" else f"{r['speedup_vs_' + n]:.2f}x",
+                      f"{r[errs[n]]:.1e}" if n in errs else "")
     out.print(t)
-    for r in rows:
-        if "baseline_model" in r:
-            out.print(f"batch {r['batch']} {r['modality']}: vs {r['baseline_model']}: reidc {r['baseline_reidc_ms']:.1f} ms "
-                      f"({r['speedup_vs_baseline_reidc']:.2f}x), eager {r['baseline_torch_eager_ms']:.1f} ms "
-                      f"({r['speedup_vs_baseline_torch_eager']:.2f}x), ORT {r['baseline_onnxruntime_ms']:.1f} ms "
-                      f"({r['speedup_vs_baseline_onnxruntime']:.2f}x)")
+    out.print(f"each engine in a process of its own, {threads} thread(s), timed in turn: {repeat} rounds of about "
+              f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; speedup = engine median / "
+              "reidc median")
     if json_out:
-        tmp = json_out.with_name(json_out.name + ".partial")
-        tmp.write_text(json.dumps(rows, indent=1) + "\n")
-        os.replace(tmp, json_out)
+        out.print(f"wrote {json_out}")
 
 
 @app.command()
@@ -468,9 +452,8 @@ def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
     """The main job on the embedded default: export, compile for this machine, verify, compare with PyTorch."""
     from frontend.checkpoint import save_checkpoint
     from frontend.zoo import zoo_model
-    from .bench import bench
+    from .bench import EngineError, bench
     from .compile import CompileOptions, compile_checkpoint
-    from .runtime import Compiled
     os.environ.setdefault("TVM_NUM_THREADS", "2")
     ck = workdir / "ckpt"
     _progress(f"exporting {model} (all-split) to {ck}")
@@ -481,16 +464,26 @@ def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
     except USER_ERRORS as e:
         _fail(e)
     _progress("verified: " + ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items()))
-    rows = bench(Compiled(workdir / "build"), torch_model, (1,), ("visible",), 2, 5,
-                 runtimes=("torch_eager",), progress=_progress)
-    r = rows[0]
+    try:  # reidc and PyTorch eager, each in a process of its own with 2 threads
+        r = bench(workdir / "build", ck, (1,), ("visible",), 2, 5, runtimes=("torch_eager",), progress=_progress)[0]
+    except USER_ERRORS + (EngineError,) as e:
+        _fail(e)
     out.print(f"{model} at {man['input_shape'][1]}x{man['input_shape'][2]}, batch 1, 2 threads: reidc {r['reidc_ms']:.1f} ms, "
               f"PyTorch eager {r['torch_eager_ms']:.1f} ms -> speedup {r['speedup_vs_torch_eager']:.2f}x "
               f"(features agree to {r['max_rel_err']:.1e})")
 
 
 def main():  # pragma: no cover
-    app()
+    """The `reidc` script. After Ctrl-C the process ends at once once its one line is out:
+    interpreter teardown would run TVM's destructors and join worker threads mid-task."""
+    try:
+        app()
+    except SystemExit as e:
+        if e.code == 130:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

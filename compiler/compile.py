@@ -21,6 +21,7 @@ from frontend.atomic import atomic_directory, atomic_write_json, guard_output_di
 from frontend.capture import capture_exported, capture_module
 from frontend.checkpoint import load_checkpoint
 from targets import ToolchainError, get_target
+from targets.presets import cpuinfo_names
 
 from .costs import macs, weight_bytes
 from .errors import VerificationError
@@ -145,7 +146,8 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "tuning": tuning.summary() if tuning else None,
             "entries": {m: ("(x, modality)" if m == "mixed" else "(x)") for m in modes},
             "target": {"preset": preset.name, "tvm": preset.tvm, "arch": preset.arch,
-                       "cpu_features": list(preset.cpu_features())},
+                       "cpu_features": list(preset.cpu_features()),
+                       "cpuinfo_flags": cpuinfo_names(preset.cpu_features(), preset.arch)},
             "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": checkpoint_digest(Path(ckpt)),
             "mixed_plan": graphs["mixed"].meta.get("mixed_plan", {}) if "mixed" in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},

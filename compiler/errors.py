@@ -1,8 +1,6 @@
 """Errors a user can cause; the CLI prints them as one line and exits non-zero."""
-from frontend.arch import ArchError
 from frontend.atomic import OutputError
-from frontend.capture import CaptureError
-from frontend.checkpoint import CheckpointError
+from frontend.errors import ArchError, CaptureError, CheckpointError
 from targets import TargetError, ToolchainError
 
 

@@ -11,14 +11,12 @@ import random as _random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ArchError  # noqa: F401  (defined where the CLI imports it without torch)
+
 # depth -> (block kind, blocks per stage)
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 STAGE_WIDTHS = (64, 128, 256, 512)
 SPEC_VERSION = 1
-
-
-class ArchError(ValueError):
-    """An architecture spec that does not describe a supported network."""
 
 
 FAMILIES = ("cmnas", "bire")

@@ -8,6 +8,7 @@ One helper for every command that writes:
   a missing or empty folder, or a folder reidc itself wrote for this kind of output. It may not
   name a file, the current folder or one of its parents, a folder that holds (or is) one of the
   inputs, or a non-empty folder holding anything reidc does not recognise.
+- `guard_output_file(path)`: an output file's folder exists and is writable, and it is no folder.
 - `atomic_write_text/json/bytes(path, data)`: a file replaced by rename, mode 0644.
 
 Each refusal is an `OutputError`: one line naming the path and the reason.
@@ -107,8 +108,31 @@ def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = 
     if not parent.is_dir():
         raise OutputError(f"{flag} {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {out}: cannot write in {parent} (permission denied)")
+        raise OutputError(f"{flag} {out}: cannot write in {parent} ({_why_not_writable(parent)})")
     return full
+
+
+def guard_output_file(path: str | Path, flag: str = "-o") -> Path:
+    """An output file's folder must exist and be writable, and the path must not be a folder:
+    checked before the work that produces it."""
+    path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise OutputError(f"{where}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise OutputError(f"{where}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{where}: cannot write in {path.parent} ({_why_not_writable(path.parent)})")
+    return path
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -169,15 +193,11 @@ def atomic_directory(out: str | Path, kind: str = "artifact", inputs: Iterable[s
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, flag: str | None = None) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, flag: str = "") -> Path:
     """Write `path` through a temporary sibling and a rename (mode 0644); an existing folder at
     `path` is refused, and on failure the old file is left as it was."""
-    path = Path(path)
+    path = guard_output_file(path, flag)
     where = f"{flag} {path}" if flag else str(path)
-    if path.is_dir():
-        raise OutputError(f"{where}: is a folder; name a file")
-    if not path.parent.is_dir():
-        raise OutputError(f"{where}: the folder {path.parent} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
     except OSError as e:
@@ -196,9 +216,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, flag: str | None = None) -
     return path
 
 
-def atomic_write_text(path: str | Path, text: str, flag: str | None = None) -> Path:
+def atomic_write_text(path: str | Path, text: str, flag: str = "") -> Path:
     return atomic_write_bytes(path, text.encode(), flag)
 
 
-def atomic_write_json(path: str | Path, obj, flag: str | None = None, indent: int | None = 1) -> Path:
+def atomic_write_json(path: str | Path, obj, flag: str = "", indent: int | None = 1) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", flag)

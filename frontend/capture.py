@@ -19,10 +19,7 @@ from compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
-
-
-class CaptureError(ValueError):
-    """The model uses something reidc cannot compile."""
+from .errors import CaptureError  # noqa: F401  (defined where the CLI imports it without torch)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,12 +21,9 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_directory
 from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
 from .models import CMNASResNet, build_model
+from .errors import CheckpointError  # noqa: F401  (defined where the CLI imports it without torch)
 
 WEIGHTS, SPEC = "model.safetensors", "arch.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read safely or does not fit its architecture."""
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -80,7 +78,21 @@ def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], sour
                                   f"{tuple(v.shape)}, the architecture needs {tuple(want[k].shape)}")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{source}: tensor {k!r} holds NaN or Inf")
+    _check_not_blank(got, source)
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in got.items()}, strict=False)
+
+
+def _check_not_blank(weights: dict[str, torch.Tensor], source: Path) -> None:
+    """All-zero conv/dense weights are an untrained or blanked file: every feature would be the
+    same. All of them zero is an error; some of them zero a warning naming them."""
+    kernels = [k for k, v in weights.items() if k.endswith(".weight") and v.ndim >= 2 and v.is_floating_point()]
+    zero = [k for k in kernels if not bool(weights[k].any())]
+    if kernels and len(zero) == len(kernels):
+        raise CheckpointError(f"{source}: every convolution and dense weight is zero (an untrained or blanked "
+                              "checkpoint: all features would be equal)")
+    if zero:
+        warnings.warn(f"{source}: {len(zero)} of {len(kernels)} conv/dense weights are all zero "
+                      f"(first {zero[0]!r}); their layers output only their bias", stacklevel=2)
 
 
 def resolve_spec(path: Path, arch: str | Path | None = None, split_config: str | Path | None = None,

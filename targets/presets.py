@@ -153,6 +153,13 @@ def _llvm_isa_features(target_json: str, arch: str) -> tuple[str, ...]:
     return tuple(sorted(f for f in feats if f.startswith(_X86_ISA) and not f.startswith(_X86_SKIP)))
 
 
+def cpuinfo_names(features, arch: str) -> list[str]:
+    """LLVM feature names as /proc/cpuinfo spells them (compared with '-', '.', '_' dropped):
+    what the C++ runner checks on a board that has no Python."""
+    table = _CPUINFO.get(arch, {})
+    return [table.get(_norm(f), _norm(f)) for f in features]
+
+
 def missing_cpu_features(required, arch: str) -> list[str]:
     """The required features (LLVM names) this machine's CPU lacks, by /proc/cpuinfo."""
     have = {_norm(f) for f in host_features()}

@@ -16,6 +16,8 @@
 #include <tvm/ffi/function.h>
 
 #include <algorithm>
+#include <cctype>
+#include <iterator>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -98,6 +100,48 @@ void WriteOutput(const ffi::Tensor& t, const std::string& dir, size_t i) {
   std::cout << "\n";
 }
 
+std::string Norm(const std::string& s) {
+  std::string out;
+  for (char c : s)
+    if (c != '_' && c != '-' && c != '.') out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// The CPU features the artifact's manifest (beside LIB) says its code needs ("cpuinfo_flags"),
+// checked against /proc/cpuinfo before the library is loaded: a missing one would be SIGILL
+// mid-run. Skipped where /proc/cpuinfo has no ARM "Features" line (qemu-user shows the host's).
+// REIDC_CPUINFO names another cpuinfo file to check against.
+void CheckCpu(const std::string& lib) {
+  size_t slash = lib.find_last_of('/');
+  std::ifstream m((slash == std::string::npos ? std::string() : lib.substr(0, slash + 1)) + "manifest.json");
+  if (!m) return;
+  std::string text((std::istreambuf_iterator<char>(m)), std::istreambuf_iterator<char>());
+  size_t k = text.find("\"cpuinfo_flags\"");
+  if (k == std::string::npos) return;
+  size_t a = text.find('[', k), b = text.find(']', a);
+  if (a == std::string::npos || b == std::string::npos) Fail("manifest.json: corrupt cpuinfo_flags");
+  std::vector<std::string> need;
+  for (size_t q = text.find('"', a); q != std::string::npos && q < b; q = text.find('"', q + 1)) {
+    size_t e = text.find('"', q + 1);
+    need.push_back(text.substr(q + 1, e - q - 1));
+    q = e;
+  }
+  const char* path = std::getenv("REIDC_CPUINFO");  // tests point this at a board's cpuinfo
+  std::ifstream c(path ? path : "/proc/cpuinfo");
+  std::string line, have;
+  while (std::getline(c, line))
+    if (line.rfind("Features", 0) == 0) { have = line.substr(line.find(':') + 1); break; }
+  if (have.empty()) return;
+  std::vector<std::string> flags;
+  std::stringstream ss(have);
+  for (std::string f; ss >> f;) flags.push_back(Norm(f));
+  std::string missing;
+  for (const std::string& n : need)
+    if (std::find(flags.begin(), flags.end(), Norm(n)) == flags.end()) missing += (missing.empty() ? "" : ", ") + n;
+  if (!missing.empty())
+    Fail("this CPU lacks " + missing + ", which " + lib + " needs (manifest.json); compile for this board's preset");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -112,6 +156,7 @@ int main(int argc, char** argv) {
       inputs.emplace_back(ReadInput(argv[i]));
     }
   }
+  CheckCpu(lib);
   ffi::Module exec = ffi::Module::LoadFromFile(lib);
   ffi::Optional<ffi::Function> load = exec->GetFunction("vm_load_executable");
   if (!load) Fail(lib + " is not a Relax VM library (no vm_load_executable)");

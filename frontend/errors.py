@@ -1,0 +1,14 @@
+"""The frontend's user errors, in a module that imports nothing heavy: the CLI and the runtime
+catch them without loading PyTorch."""
+
+
+class ArchError(ValueError):
+    """An architecture spec (arch.json, CM-NAS config.cfg, zoo name) that is malformed or unsupported."""
+
+
+class CaptureError(ValueError):
+    """A module or .pt2 program that uses something reidc cannot compile (names the op and where)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely or does not fit its architecture."""
