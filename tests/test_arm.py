@@ -119,3 +119,23 @@ def test_runner_bundle_is_aarch64(tmp_path):
     assert names == ["libtvm_ffi.so", "libtvm_runtime.so", "reidc_run"]
     head = (tmp_path / "bundle" / "reidc_run").read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+
+
+def test_the_runner_refuses_a_board_that_lacks_the_manifests_cpu_features(bire18, tmp_path):
+    """rpi5 code uses dotprod and fp16: on a Cortex-A72 (rpi4) it would die with SIGILL; the
+    runner reads the manifest's cpuinfo_flags and refuses first (board cpuinfo simulated)."""
+    from targets.arm_runtime import SYSROOT, ensure_runner, runtime_dir
+    _, man, art = bire18
+    assert {"asimddp", "asimdhp"} <= set(man["target"]["cpuinfo_flags"])
+    _x(1).tofile(tmp_path / "x.bin")
+    a72, a76 = tmp_path / "a72", tmp_path / "a76"
+    a72.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n")
+    a76.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid fphp asimdhp asimdrdm lrcpc asimddp\n")
+    cmd = ["qemu-aarch64", "-L", SYSROOT, str(ensure_runner()), str(art / "model.so"), "visible", str(tmp_path),
+           f"{tmp_path / 'x.bin'}:float32:1x3x{SIZE[0]}x{SIZE[1]}"]
+    env = {**os.environ, "LD_LIBRARY_PATH": str(runtime_dir() / "lib")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "REIDC_CPUINFO": str(a72)})
+    assert r.returncode == 2 and "this CPU lacks asimddp, asimdhp" in r.stderr, r.stderr
+    assert not (tmp_path / "out0.bin").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "REIDC_CPUINFO": str(a76)})
+    assert r.returncode == 0 and (tmp_path / "out0.bin").exists(), r.stderr
