@@ -18,8 +18,9 @@ from typing import Callable
 import numpy as np
 
 from frontend.atomic import atomic_directory, atomic_write_json, guard_output_dir
-from frontend.capture import capture_exported, capture_module
+from frontend.capture import capture_module, capture_program
 from frontend.checkpoint import load_checkpoint
+from frontend.pt2 import load_program
 from targets import ToolchainError, get_target
 from targets.presets import cpuinfo_names
 
@@ -66,9 +67,8 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     """(torch module, IR graph, modes, manifest facts) for a reidc checkpoint or a .pt2 program."""
     ckpt = Path(ckpt)
     if ckpt.suffix == ".pt2":
-        import torch
-        g = capture_exported(ckpt)
-        ep = torch.export.load(str(ckpt))
+        ep = load_program(ckpt)  # refused, nothing unpickled, unless it holds only plain tensors
+        g = capture_program(ep, ckpt.stem)
         module = ep.module()
         example = next(n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"
                        and n.name in ep.graph_signature.user_inputs)

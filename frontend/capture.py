@@ -194,13 +194,11 @@ _aten = torch.ops.aten
 
 
 def capture_exported(path: str | Path, name: str | None = None) -> Graph:
-    """Load a `torch.export.save`d program (no pickle of code) and convert its ATen graph."""
+    """Load a `torch.export.save`d archive, checked first so that nothing in it is unpickled
+    (frontend/pt2.py), and convert its ATen graph."""
+    from .pt2 import load_program
     path = Path(path)
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as e:  # corrupt zip, version mismatch, ...
-        raise CaptureError(f"{path}: cannot load torch.export program: {str(e).splitlines()[0] if str(e) else e!r}") from None
-    return capture_program(ep, name or path.stem)
+    return capture_program(load_program(path), name or path.stem)
 
 
 def _where(n: fx.Node) -> str:
