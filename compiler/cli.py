@@ -141,7 +141,12 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
                 verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)"),
                 batch: Optional[int] = typer.Option(None, help="fixed batch size (default: any); tuned kernels need one"),
-                tuning_db: Optional[Path] = typer.Option(None, help="apply the records of a `reidc tune` database")):
+                tuning_db: Optional[Path] = typer.Option(None, help="apply the records of a `reidc tune` database"),
+                weights: str = typer.Option("model", help="a training checkpoint's weights: model, or ema (CM-NAS)"),
+                feature: str = typer.Option("bnneck", help="bnneck: the feature after the BNNeck BN (CM-NAS's feat); "
+                                                           "pool: before it (its global_feat)"),
+                input_size: Optional[str] = typer.Option(None, help="HxW the network takes (default: the spec's, "
+                                                                    "256x128 for a bare weights file)")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     from .compile import CompileOptions, compile_checkpoint
     if mixed_strategy not in ("auto", "affine", "weights"):
@@ -150,7 +155,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                           mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy,
                           verify=verify, progress=_progress, batch=batch,
                           tuning_db=str(tuning_db) if tuning_db else None,
-                          modes=tuple(m.strip() for m in modes.split(",")) if modes else None)
+                          modes=tuple(m.strip() for m in modes.split(",")) if modes else None,
+                          weights=weights, feature=None if feature == "bnneck" else feature,
+                          input_size=_hw(input_size) if input_size else None)
     try:
         man = compile_checkpoint(checkpoint, output, opts)
     except USER_ERRORS + (ValueError,) as e:
@@ -193,15 +200,20 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
     if checkpoint is None or db is None:
         _fail(ValueError("reidc tune needs a CHECKPOINT and --db DIR (or --report DB)"))
     from .tune.tune import TuneOptions, tune_checkpoint
+
+    def interrupted():
+        err.print(f"interrupted: every finished trial is in {db}; run the same command again to resume",
+                  highlight=False, soft_wrap=True)
+
     opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch,
                        modes=tuple(m.strip() for m in modes.split(",")),
                        only=tuple(o.strip() for o in only.split(",")) if only else (),
                        rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
-                       progress=_progress)
+                       progress=_progress, on_stop_now=interrupted)
     try:
         res = tune_checkpoint(checkpoint, opts)
-    except KeyboardInterrupt:
-        out.print(f"interrupted: every finished trial is in {db}; run the same command again to resume")
+    except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
+        interrupted()
         raise typer.Exit(130)
     except USER_ERRORS + (ValueError,) as e:
         _fail(e)
@@ -224,7 +236,10 @@ def _tune_report(db: Path) -> None:
                       f(r["tuned_ms"]), "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
                       "-" if r["share"] is None else f"{100 * r['share']:.1f}%")
         out.print(t)
-        png = plot(key, d, db / key / "report.png")
+        try:
+            png = plot(key, d, db / key / "report.png")
+        except OSError as e:  # a read-only database still gets its table
+            png = f"not written ({e.strerror or e})"
         out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; plot: {png}")
 
 
@@ -367,6 +382,14 @@ def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of t
         pass
 
 
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size {text!r}: expected HxW, e.g. 256x128") from None
+    return h, w
+
+
 def _load_compiled(artifact: Path):
     from .runtime import Compiled
     return Compiled(artifact, _progress)
@@ -375,7 +398,8 @@ def _load_compiled(artifact: Path):
 @app.command()
 def run(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
         input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W): " + INPUT_CONTRACT),
-        modality: str = typer.Option("visible", help="visible | infrared | a .npy int vector (0 visible, 1 infrared)"),
+        modality: str = typer.Option("visible", help="visible | infrared | halves (first half visible, second "
+                                                      "infrared: CM-NAS's mode 0) | a .npy int vector (0 visible, 1 infrared)"),
         output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
     """Run a compiled model on images."""
     import io
@@ -418,7 +442,7 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
     from frontend.atomic import OutputError
-    from .bench import ROUND_S, RUNTIMES, EngineError, _label, bench
+    from .bench import BUSY_CORES, ROUND_S, RUNTIMES, EngineError, _label, bench
     try:
         rows = bench(artifact, checkpoint, tuple(batch), tuple(mode or ()) or None, threads, repeat,
                      tuple(r for r in RUNTIMES if not (no_compile and r == "torch_compile")),
@@ -442,6 +466,10 @@ def bench_cmd(artifact: Path = typer.Argument(...),
     out.print(f"each engine in a process of its own, {threads} thread(s), timed in turn: {repeat} rounds of about "
               f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; speedup = engine median / "
               "reidc median")
+    busy = max((r["others_cpu_cores"] or 0.0 for r in rows), default=0.0)
+    if busy > BUSY_CORES:
+        err.print(f"[yellow]warning:[/] other processes used {busy:.1f} CPU cores on average while timing "
+                  f"(this machine has {os.cpu_count()}): these figures come from a busy machine", highlight=False)
     if json_out:
         out.print(f"wrote {json_out}")
 

@@ -48,6 +48,9 @@ class CompileOptions:
     modes: tuple[str, ...] | None = None  # entries to build; default: every mode the model has
     batch: int | None = None      # fixed batch size (tuned kernels need one); None: any batch
     tuning_db: str | None = None  # a `reidc tune` database: its records replace default schedules
+    weights: str = "model"        # a training checkpoint's weights: "model" or CM-NAS's "ema"
+    feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
+    input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -76,10 +79,11 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
         batch = example.shape[0] if isinstance(example.shape[0], int) else None
         facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch}
         return module, g, ("main",), facts
-    model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config)
+    model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config, weights=opts.weights,
+                            feature=opts.feature, input_size=opts.input_size)
     spec = model.spec
     g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
-    facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json()}
+    facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": opts.weights}
     return model, g, ("visible", "infrared", "mixed"), facts
 
 
@@ -141,7 +145,7 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "reidc_version": REIDC_VERSION, "tvm_version": tvm.__version__,
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
                                                                if n.attrs.get("name") == "x")].shape[1:]),
-            "input_dtype": "float32", "input_contract": INPUT_CONTRACT, "output": "BNNeck feature (N, F) float32" if facts["family"] == "cmnas" else "program output",
+            "input_dtype": "float32", "input_contract": INPUT_CONTRACT, "output": _output_of(facts),
             "modes": list(modes), "batch": batch,
             "tuning": tuning.summary() if tuning else None,
             "entries": {m: ("(x, modality)" if m == "mixed" else "(x)") for m in modes},
@@ -167,6 +171,14 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     return manifest
 
 
+def _output_of(facts: dict) -> str:
+    if facts["family"] == "torch.export":
+        return "program output"
+    if (facts.get("arch") or {}).get("feature") == "pool":
+        return "pooled feature before the BNNeck BN (N, F) float32"
+    return "BNNeck feature (N, F) float32"
+
+
 def check_can_build(preset, verify: bool) -> None:
     """Everything a build for `preset` needs that can be checked before the work starts: the
     CPU and features LLVM must know, the cross compiler, and (to verify) a way to run it here."""
@@ -190,7 +202,9 @@ def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = 
         raise ArtifactError(f"checkpoint {ck} is not here; pass --checkpoint")
     if checkpoint_digest(ck) != manifest["checkpoint_sha256"]:
         raise ArtifactError(f"{ck} is not the checkpoint {path} was compiled from (sha256 differs)")
-    opts = CompileOptions()
+    arch = manifest.get("arch") or {}
+    opts = CompileOptions(weights=manifest.get("weights_entry", "model"), feature=arch.get("feature"),
+                          input_size=tuple(arch["input_size"]) if "input_size" in arch else None)
     with tempfile.TemporaryDirectory() as d:
         if manifest.get("arch") and not ck.is_dir():  # a bare weights file: the spec it was built with
             opts.arch = Path(d) / "arch.json"

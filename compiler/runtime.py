@@ -176,9 +176,14 @@ class Compiled:
         if "main" in self.modes:
             return x, "main", None
         if isinstance(modality, str):
-            if modality not in ("visible", "infrared"):
-                raise InputError(f"modality {modality!r}: expected visible, infrared or a per-sample vector")
-            return x, modality, None
+            if modality == "halves":  # CM-NAS's mode 0: torch.cat((x_visible, x_infrared))
+                if len(x) % 2:
+                    raise InputError(f"modality halves: the batch of {len(x)} does not split into two equal halves")
+                modality = np.repeat(np.array([0, 1], np.int32), len(x) // 2)
+            elif modality not in ("visible", "infrared"):
+                raise InputError(f"modality {modality!r}: expected visible, infrared, halves or a per-sample vector")
+            else:
+                return x, modality, None
         m = np.asarray(modality)
         if m.dtype.kind not in "biuf":
             raise InputError(f"modality vector has dtype {m.dtype}; expected integers 0 (visible) or 1 (infrared)")

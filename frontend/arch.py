@@ -20,6 +20,7 @@ SPEC_VERSION = 1
 
 
 FAMILIES = ("cmnas", "bire")
+FEATURES = ("bnneck", "pool")  # CM-NAS eval: `feat` after the BNNeck BN, `global_feat` before it
 
 
 def _stages(depth: int, expansion: int):
@@ -74,6 +75,7 @@ class ArchSpec:
     family: str = "cmnas"
     binary_stages: tuple[bool, ...] = (True, True, True, True)  # bire: which stages binarize
     binary_downsample: bool = False                              # bire: 1x1 shortcut binary too
+    feature: str = "bnneck"       # the output: "bnneck" (after the BNNeck BN) or "pool" (before it)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -90,6 +92,8 @@ class ArchSpec:
         bad = [i for i, v in enumerate(self.split) if v not in (0, 1)]
         if bad:
             raise ArchError(f"split vector entry {bad[0]} is {self.split[bad[0]]!r}; entries must be 0 (split) or 1 (shared)")
+        if self.feature not in FEATURES:
+            raise ArchError(f"feature {self.feature!r}: expected {' or '.join(FEATURES)}")
         h, w = self.input_size
         if h < 32 or w < 32 or h % 32 or w % 32:
             raise ArchError(f"input size {h}x{w} must be multiples of 32, at least 32x32")
@@ -109,6 +113,8 @@ class ArchSpec:
         if self.family == "bire":
             d["binary_stages"] = [bool(b) for b in self.binary_stages]
             d["binary_downsample"] = bool(self.binary_downsample)
+        if self.feature != "bnneck":
+            d["feature"] = self.feature
         return d
 
     @classmethod
@@ -120,7 +126,8 @@ class ArchSpec:
                        input_size=tuple(int(v) for v in d.get("input_size", (256, 128))),
                        num_classes=int(d.get("num_classes", 395)), family=str(d.get("family", "cmnas")),
                        binary_stages=tuple(bool(b) for b in d.get("binary_stages", (True,) * 4)),
-                       binary_downsample=bool(d.get("binary_downsample", False)))
+                       binary_downsample=bool(d.get("binary_downsample", False)),
+                       feature=str(d.get("feature", "bnneck")))
         except ArchError as e:
             raise ArchError(f"{source}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

@@ -2,12 +2,16 @@
 
 A reidc checkpoint is a directory holding `model.safetensors` (weights) and `arch.json`
 (the `ArchSpec`). Also accepted: a `.safetensors` file or a weights-only torch file
-(`.pt`/`.pth`, loaded with `weights_only=True`) plus a spec from `arch=` (reidc's JSON spec)
-or `split_config=` (CM-NAS's `config.cfg`). State dicts whose keys carry prefixes such as
-`module.` or `base_resnet.base.` (as CM-NAS saves them) load by unique key suffix.
+(`.pt`/`.pth`/`.pth.tar`, loaded with `weights_only=True`) plus a spec from `arch=` (reidc's JSON
+spec) or `split_config=` (CM-NAS's `config.cfg`). The file may be a bare state dict or a training
+checkpoint: CM-NAS's `{'epoch', 'model', 'ema', 'optimizer'}` (`weights="model"` or `"ema"`),
+torchreid's `{'state_dict', ...}`. Keys may sit under DataParallel's `module.` and follow any
+layout in `frontend/layouts.py` (reidc's own, CM-NAS's TwoStreamSwitchBNOp and Baseline); a
+Baseline checkpoint needs no spec (its BNs are all shared).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -20,13 +24,14 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_directory
 from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
+from .layouts import LAYOUTS, Layout, infer_depth, strip_wrapper_prefix, translate
 from .models import CMNASResNet, build_model
 from .errors import CheckpointError  # noqa: F401  (defined where the CLI imports it without torch)
 
 WEIGHTS, SPEC = "model.safetensors", "arch.json"
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, weights: str = "model") -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
@@ -45,39 +50,95 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         first = next((ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()), lines[0] if lines else "unsafe pickle")
         raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors "
                               f"(weights_only=True rejected it: {first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated torch file ({str(e).splitlines()[0]})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state_dict of tensors, found {type(obj).__name__}")
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated torch file ({first})") from None
+    return _state_dict_of(obj, path, weights)
+
+
+def _state_dict_of(obj, path: Path, weights: str) -> dict[str, torch.Tensor]:
+    """The tensors of a bare state dict or of a training checkpoint (CM-NAS: 'model' / 'ema';
+    torchreid: 'state_dict')."""
+    if weights not in ("model", "ema"):
+        raise CheckpointError(f"--weights {weights!r}: expected model or ema")
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        elif "model" in obj or "ema" in obj:
+            if weights not in obj:
+                raise CheckpointError(f"{path}: the training checkpoint has no {weights!r} entry "
+                                      f"(it has {', '.join(map(repr, obj))})")
+            if obj[weights] is None:
+                raise CheckpointError(f"{path}: the training checkpoint's {weights!r} entry is empty "
+                                      "(trained without EMA?); use --weights model")
+            obj = obj[weights]
+        else:
+            keys = ", ".join(repr(k) for k in list(obj)[:6])
+            raise CheckpointError(f"{path}: a dict that is neither a state dict nor a training checkpoint "
+                                  f"('model'/'ema' or 'state_dict'); its keys: {keys}")
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: expected a state_dict of tensors, found {type(obj).__name__}"
+                              + (" (empty)" if isinstance(obj, dict) else ""))
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor) or not isinstance(k, str)), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: entry {bad!r} of the state dict is a {type(obj[bad]).__name__}, not a tensor")
     return obj
 
 
-def _match_keys(model_keys: list[str], ckpt: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
-    """Map checkpoint keys onto model keys under the one key prefix (e.g. `module.base_resnet.base.`)
-    that explains the most of them; CM-NAS saves its backbone under such prefixes."""
+def _legacy_prefix_mapping(model_keys: list[str], ckpt: dict[str, torch.Tensor]) -> dict[str, str]:
+    """reidc's own names under one extra prefix (e.g. `module.base_resnet.base.`): the prefix
+    that explains the most keys."""
     anchor = model_keys[0]
     prefixes = {k[: len(k) - len(anchor)] for k in ckpt if k.endswith(anchor)} or {""}
     best = max(sorted(prefixes), key=lambda p: sum(p + k in ckpt for k in model_keys))
-    return {k: ckpt[best + k] for k in model_keys if best + k in ckpt}
+    return {k: best + k for k in model_keys if best + k in ckpt}
+
+
+def match_layout(required: list[str], ckpt: dict[str, torch.Tensor]) -> tuple[Layout, dict[str, str]]:
+    """The layout (frontend/layouts.py) that maps the most of `required` (reidc keys) onto the
+    checkpoint's keys, and that mapping (reidc key -> checkpoint key)."""
+    keys = list(ckpt)
+    prefix = strip_wrapper_prefix(keys)
+    best = None
+    for layout in LAYOUTS:
+        mapping = translate(layout, keys, prefix)
+        if layout.name == "reidc" and sum(k in mapping for k in required) < len(required):
+            legacy = _legacy_prefix_mapping(required, ckpt)
+            if len(legacy) > sum(k in mapping for k in required):
+                mapping = legacy
+        score = sum(k in mapping for k in required)
+        if best is None or score > best[0]:
+            best = (score, layout, mapping)
+    return best[1], best[2]
 
 
 def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Strictly load: every parameter and BN statistic must be present with the right shape."""
+    """Strictly load: every parameter and BN statistic must be present with the right shape
+    (the classifier, which the compiled network does not contain, is not needed)."""
     want = model.state_dict()
-    required = [k for k in want if not k.endswith("num_batches_tracked") and not k.startswith("classifier.")]
-    got = _match_keys(list(want), weights, source)
-    missing = [k for k in required if k not in got]
+    unused = tuple(f"{name}.{bn}." for name, split in model.spec.split_of().items()
+                   for bn in (("sharable_bn",) if split else ("visible_bn", "thermal_bn")))
+    required = [k for k in want if not k.endswith("num_batches_tracked") and not k.startswith("classifier.")
+                and not k.startswith(unused)]  # a shared BN's modality BNs are never used, and vice versa
+    layout, mapping = match_layout(required, weights)
+    missing = [k for k in required if k not in mapping]
     if missing:
-        raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {len(missing)} tensors missing, "
-                              f"first {missing[0]!r}")
+        used = {ck for rk, ck in mapping.items() if rk in want}
+        stray = next((k for k in weights if k not in used and "num_batches_tracked" not in k), None)
+        raise CheckpointError(
+            f"{source}: weights do not fit {model.spec.name}: {len(missing)} tensors missing; closest known layout "
+            f"{layout.name} ({len(required) - len(missing)} of {len(required)} tensors), first missing {missing[0]!r}"
+            + (f", first key it cannot place {stray!r}" if stray else ""))
+    got = {k: weights[mapping[k]] for k in required}
+    for k in want:  # unused BNs and the classifier too, where they fit (the classifier is not compiled)
+        if k not in got and k in mapping and tuple(weights[mapping[k]].shape) == tuple(want[k].shape):
+            got[k] = weights[mapping[k]]
     for k, v in got.items():
         if tuple(v.shape) != tuple(want[k].shape):
-            raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {k!r} has shape "
-                                  f"{tuple(v.shape)}, the architecture needs {tuple(want[k].shape)}")
+            raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {mapping[k]!r} has shape "
+                                  f"{tuple(v.shape)}, the architecture needs {tuple(want[k].shape)} for {k!r}")
         if v.is_floating_point() and not torch.isfinite(v).all():
-            raise CheckpointError(f"{source}: tensor {k!r} holds NaN or Inf")
+            raise CheckpointError(f"{source}: tensor {mapping[k]!r} holds NaN or Inf")
     _check_not_blank(got, source)
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in got.items()}, strict=False)
 
@@ -96,33 +157,59 @@ def _check_not_blank(weights: dict[str, torch.Tensor], source: Path) -> None:
 
 
 def resolve_spec(path: Path, arch: str | Path | None = None, split_config: str | Path | None = None,
-                 depth: int | None = None) -> ArchSpec:
+                 depth: int | None = None, weights: dict[str, torch.Tensor] | None = None) -> ArchSpec:
     if arch is not None:
         return load_spec(arch)
     if split_config is not None:
         split = read_cmnas_config(split_config)
-        if depth is None:
-            from .arch import DEPTHS, bn_names
-            depths = [d for d in DEPTHS if len(bn_names(d)) == len(split)]
-            if not depths:
-                raise ArchError(f"{split_config}: {len(split)} entries fit no supported ResNet")
-            depth = depths[-1]
-        return ArchSpec(depth=depth, split=split)
+        from .arch import DEPTHS, bn_names
+        depths = [d for d in DEPTHS if len(bn_names(d)) == len(split)]
+        if not depths:
+            raise ArchError(f"{split_config}: {len(split)} entries fit no supported ResNet")
+        if depth is None and weights is not None and len(depths) > 1:
+            depth = _depth_of(weights)
+        return ArchSpec(depth=depth or depths[-1], split=split)
     if path.is_dir():
         return load_spec(path / SPEC)
+    if weights is not None:  # CM-NAS's Baseline: plain BNs, so the all-shared network
+        from .arch import bn_names
+        for layout in LAYOUTS:
+            if layout.all_shared:
+                mapped = translate(layout, list(weights), strip_wrapper_prefix(list(weights)))
+                d = infer_depth(mapped)
+                if d and any(k.endswith("sharable_bn.weight") for k in mapped) and \
+                        not any(k.endswith(("visible_bn.weight", "thermal_bn.weight")) for k in mapped):
+                    return ArchSpec(depth=d, split=(1,) * len(bn_names(d)))
     raise ArchError(f"{path}: no architecture spec: pass a checkpoint directory with {SPEC}, "
                     "or --arch SPEC.json, or --split-config config.cfg")
 
 
-def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None) -> CMNASResNet:
-    """Build the model described by the checkpoint and load its weights (eval mode)."""
+def _depth_of(weights: dict[str, torch.Tensor]) -> int | None:
+    keys = list(weights)
+    prefix = strip_wrapper_prefix(keys)
+    return next((d for layout in LAYOUTS for d in [infer_depth(translate(layout, keys, prefix))] if d), None)
+
+
+def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None, weights: str = "model",
+                    feature: str | None = None, input_size: tuple[int, int] | None = None) -> CMNASResNet:
+    """Build the model described by the checkpoint and load its weights (eval mode).
+    `weights`: which weights of a training checkpoint ("model" or CM-NAS's "ema");
+    `feature` ("bnneck" or "pool") and `input_size` (H, W) override the spec's."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
-    spec = resolve_spec(path, arch, split_config, depth)
     wpath = path / WEIGHTS if path.is_dir() else path
+    if path.is_dir() and arch is None and split_config is None:
+        spec = resolve_spec(path)  # a malformed spec is reported before the weights are read
+        state = _read_weights(wpath, weights)
+    else:
+        state = _read_weights(wpath, weights)
+        spec = resolve_spec(path, arch, split_config, depth, state)
+    if feature is not None or input_size is not None:
+        spec = dataclasses.replace(spec, feature=feature or spec.feature,
+                                   input_size=tuple(input_size or spec.input_size))
     model = build_model(spec)
-    load_weights_into(model, _read_weights(wpath), wpath)
+    load_weights_into(model, state, wpath)
     return model.eval()
 
 

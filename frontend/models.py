@@ -136,11 +136,13 @@ class ReIDResNet(nn.Module):
         return torch.flatten(self.pool(x), 1)
 
     def forward(self, x: torch.Tensor, modality="visible") -> torch.Tensor:
-        """Inference: the BNNeck feature (N, feat_dim). Training: (feature, logits)."""
-        feat = self.bottleneck(self.backbone(x, modality))
+        """Inference: the BNNeck feature (N, feat_dim), or with spec.feature "pool" the pooled
+        feature before the BNNeck BN. Training: (feature, logits)."""
+        pooled = self.backbone(x, modality)
+        feat = self.bottleneck(pooled)
         if self.training:
             return feat, self.classifier(feat)
-        return feat
+        return pooled if self.spec.feature == "pool" else feat
 
 
 class CMNASResNet(ReIDResNet):
