@@ -258,26 +258,9 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     for mode in modes:
         say(f"verifying the {mode} entry against PyTorch")
         x, m = seeded_inputs(shape, batch, mode, opts.seed)
-        chunks = [slice(i, i + (step or batch)) for i in range(0, batch, step or batch)]
-        ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
-        outs = [(compiled.run_bits if sites.get(mode) else compiled.run)(x[c], m[c] if mode == "mixed" else mode)
-                for c in chunks]
-        if sites.get(mode):  # one run gives the features and every packed activation
-            got, *bits = (np.concatenate(parts) for parts in zip(*outs))
-        else:
-            got = np.concatenate(outs)
-        errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
-        clean = list(range(len(x)))
-        if sites.get(mode):
-            pre = [presign_values(module, x[c], mode, None if m is None else m[c]) for c in chunks]
-            flips = count_flips(bits, sites[mode], {k: np.concatenate([p[k] for p in pre]) for k in pre[0]})
-            bad = [f for f in flips if not f["rounding_only"]]
-            if bad:
-                raise VerificationError(
-                    f"verification failed: the {mode} entry flips signs at {bad[0]['first_site']} where PyTorch's "
-                    f"pre-sign value is {bad[0]['first_site_max_abs_presign']:.3g} from 0 (more than rounding); "
-                    "no artifact written")
-            clean = [i for i, f in enumerate(flips) if f["flipped_bits"] == 0]
+        errs, flips = compare_with_torch(compiled, module, mode, x, m, sites.get(mode), step)
+        clean = list(range(len(x))) if flips is None else [i for i, f in enumerate(flips) if f["flipped_bits"] == 0]
+        if flips is not None:
             result.setdefault("sign_flips", {})[mode] = [
                 {"sample": i, **f, "rel_err": errs[i]} for i, f in enumerate(flips) if f["flipped_bits"]]
             if len(clean) < 2:
@@ -290,3 +273,30 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
             raise VerificationError(f"verification failed: the {mode} entry differs from PyTorch by {err:.3g} "
                                     f"(relative L2, tolerance {TOLERANCE:g}); no artifact written")
     return result
+
+
+def compare_with_torch(compiled, module, mode: str, x: np.ndarray, m: np.ndarray | None, sites=None,
+                       step: int | None = None) -> tuple[list[float], list[dict] | None]:
+    """Run one entry on (x, m) and PyTorch eager on the same: per-sample relative errors and,
+    for a binarized entry (`sites`: its bit sites), per-sample sign-flip accounting. A flip that
+    is more than float rounding raises VerificationError. `step`: a fixed-batch build's batch."""
+    chunks = [slice(i, i + (step or len(x))) for i in range(0, len(x), step or len(x))]
+    ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
+    outs = [(compiled.run_bits if sites else compiled.run)(x[c], m[c] if mode == "mixed" else mode)
+            for c in chunks]
+    if sites:  # one run gives the features and every packed activation
+        got, *bits = (np.concatenate(parts) for parts in zip(*outs))
+    else:
+        got = np.concatenate(outs)
+    errs = [rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x))]
+    if not sites:
+        return errs, None
+    pre = [presign_values(module, x[c], mode, None if m is None else m[c]) for c in chunks]
+    flips = count_flips(bits, sites, {k: np.concatenate([p[k] for p in pre]) for k in pre[0]})
+    bad = [f for f in flips if not f["rounding_only"]]
+    if bad:
+        raise VerificationError(
+            f"verification failed: the {mode} entry flips signs at {bad[0]['first_site']} where PyTorch's "
+            f"pre-sign value is {bad[0]['first_site_max_abs_presign']:.3g} from 0 (more than rounding); "
+            "no artifact written")
+    return errs, flips

@@ -184,6 +184,34 @@ def _ic_block(sch) -> int:
     raise ValueError(f"{CONV_BLOCK} reads no 5-D data buffer")
 
 
+def safe_inline(sch, blocks):
+    """dlight's try_inline, except that nothing is reverse-inlined into a block that has an init
+    (a reduction). With a reduction of extent 1 (a dense layer with one input feature) dlight's
+    normalisation leaves such a block with spatial iterators only, and TVM 0.27 then inlines the
+    consumer into both the init and the update: `y = x @ w + b` came out as `x @ w + 2b`."""
+    def reducing_producer(rv) -> bool:
+        return any(sch.get(p).init is not None for p in sch.get_producers(rv))
+
+    def trial(fn, guard=lambda rv: False):
+        for i, b in enumerate(blocks):
+            if guard(b.block_rv):
+                continue
+            try:
+                fn(b.block_rv)
+            except Exception:  # noqa: BLE001  (TVM raises ScheduleError when a block cannot be inlined)
+                continue
+            return i
+        return None
+
+    while True:
+        i = trial(sch.compute_inline)
+        if i is None:
+            i = trial(sch.reverse_compute_inline, reducing_producer)
+        if i is None:
+            return blocks
+        blocks.pop(i)
+
+
 class CPUFallback(CPUScheduleRule):
     """Inline what can be inlined, then parallelise the outer spatial loops of each block and
     vectorise an innermost spatial loop of static extent. Correct for any PrimFunc."""
@@ -195,7 +223,7 @@ class CPUFallback(CPUScheduleRule):
         infos = dl.normalize_prim_func(sch)
         if infos is None:
             return None
-        infos = dl.try_inline(sch, infos)
+        infos = safe_inline(sch, infos)
         for info in infos:
             block = info.block_rv
             loops = sch.get_loops(block)
