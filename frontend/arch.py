@@ -169,7 +169,7 @@ def load_spec(path: str | Path) -> ArchSpec:
     p = Path(path)
     try:
         d = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bytes that are not UTF-8
         raise ArchError(f"{p}: cannot read architecture spec: {e}") from None
     if not isinstance(d, dict):
         raise ArchError(f"{p}: architecture spec must be a JSON object")

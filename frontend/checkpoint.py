@@ -50,9 +50,9 @@ def _read_weights(path: Path, weights: str = "model") -> dict[str, torch.Tensor]
         first = next((ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()), lines[0] if lines else "unsafe pickle")
         raise CheckpointError(f"{path}: refused to load: the file holds objects other than tensors "
                               f"(weights_only=True rejected it: {first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001  (a damaged pickle stream fails in many ways: KeyError, EOFError, ...)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated torch file ({first})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated torch file ({type(e).__name__}: {first[:200]})") from None
     return _state_dict_of(obj, path, weights)
 
 
@@ -137,6 +137,9 @@ def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], sour
         if tuple(v.shape) != tuple(want[k].shape):
             raise CheckpointError(f"{source}: weights do not fit {model.spec.name}: {mapping[k]!r} has shape "
                                   f"{tuple(v.shape)}, the architecture needs {tuple(want[k].shape)} for {k!r}")
+        if want[k].is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {mapping[k]!r} has dtype {str(v.dtype).replace('torch.', '')}; "
+                                  "expected floating-point weights")
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"{source}: tensor {mapping[k]!r} holds NaN or Inf")
     _check_not_blank(got, source)
