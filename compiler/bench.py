@@ -1,114 +1,396 @@
-"""`reidc bench`: the compiled model against what users would run instead, in one process:
-PyTorch eager, torch.compile and ONNX Runtime (exported from the same module)."""
+"""`reidc bench`: the compiled model against what users would run instead (PyTorch eager,
+torch.compile, ONNX Runtime exported from the same module), each engine in a process of its own.
+
+Engines timed in one process compete for the cores with each other's thread pools and report
+figures no engine has alone. Here every engine is a worker process (compiler/bench_worker.py)
+with its own thread settings, built once and then driven over a pipe: the parent asks one
+worker to time a round, waits for it, pauses so its spinning threads go idle, then asks the
+next; the order rotates from round to round. A round is `calls` back-to-back calls lasting
+about ROUND_S; a row holds, per engine, the median, min and max over the rounds of the time
+per call and the spread (max - min) / median. Warm-up is excluded and torch.compile's compile
+time (its first call) is reported apart. Each worker returns its output on the seeded input;
+reidc, torch.compile and ONNX Runtime are compared with PyTorch eager.
+
+Everything a user can get wrong is refused before any worker starts (InputError, ArtifactError);
+a worker that fails or dies is an EngineError naming the engine and how it ended.
+"""
 from __future__ import annotations
 
+import os
+import platform
+import signal
+import socket
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
+from .bench_load import OthersMeter
+from .errors import USER_ERRORS, ArtifactError, InputError
 
-from .reference import rel_err, seeded_inputs, torch_forward
-from .runtime import Compiled
-
-
-class _Entry(torch.nn.Module):
-    """The model with its modality argument fixed (visible) or taken as a tensor (mixed)."""
-
-    def __init__(self, model, mode):
-        super().__init__()
-        self.model, self.mode = model, mode
-
-    def forward(self, x, m=None):
-        if self.mode == "main":
-            return self.model(x)
-        return self.model(x, m if self.mode == "mixed" else self.mode)
+ROUND_S = 0.2      # each timed round lasts about this long (calls per round chosen in warm-up)
+PAUSE_S = 0.2      # between two workers' rounds: the previous one's thread pool goes idle
+BUSY_CORES = 0.25  # other processes using more than this while timing: the figures are suspect
+ENTRY_MODES = ("visible", "infrared", "mixed")
+RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")
+LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
+          "onnxruntime": "ONNX Runtime"}
+_ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_ms(fn: Callable[[], object], warmup: int = 2, repeat: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
+class EngineError(RuntimeError):
+    """A benchmark worker failed or died (crash, signal, killed); one line naming the engine."""
 
 
-def _onnx_session(entry: _Entry, x: np.ndarray, m: np.ndarray | None, threads: int):
-    import onnxruntime as ort
-    args = (torch.from_numpy(x),) + ((torch.from_numpy(m),) if m is not None else ())
-    names = ["x"] + (["modality"] if m is not None else [])
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "model.onnx"
-        torch.onnx.export(entry, args, str(path), input_names=names, output_names=["feat"],
-                          dynamo=False, dynamic_axes={n: {0: "batch"} for n in names + ["feat"]})
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+@dataclass(frozen=True)
+class Plan:
+    """Validated arguments of a benchmark: what runs where, nothing started yet."""
+    manifest: dict
+    entries: tuple[str, ...]
+    batches: tuple[int, ...]
+    threads: int
+    repeat: int
+    engines: dict[str, dict]       # name -> worker spec
+    baseline_model: str | None = None
+    json_out: Path | None = None
 
 
-def bench(compiled: Compiled, model: torch.nn.Module, batches=(1, 16), modes=("visible", "mixed"),
-          threads: int = 2, repeat: int = 5, runtimes=("torch_eager", "torch_compile", "onnxruntime"),
-          progress: Callable[[str], None] = lambda s: None,
-          baseline: tuple[Compiled, torch.nn.Module] | None = None) -> list[dict]:
-    """One row per (mode, batch). `baseline` (another compiled model and its PyTorch module,
-    e.g. the fp32 network a binarized one replaces) adds its reidc, eager and ORT times."""
-    torch.set_num_threads(threads)
-    model = model.eval()
-    man = compiled.manifest
-    rows = []
-    modes = [m for m in modes if m in compiled.modes] or list(compiled.modes[:1])
-    for mode in modes:
-        entry = _Entry(model, mode).eval()
-        compiled_fn = torch.compile(entry) if "torch_compile" in runtimes else None
-        sess = base_sess = None
-        base_entry = _Entry(baseline[1].eval(), mode).eval() if baseline else None
-        for batch in batches:
-            x, m = seeded_inputs(tuple(man["input_shape"]), batch, mode, seed=1)
-            xt = torch.from_numpy(x)
-            mt = torch.from_numpy(m) if m is not None else None
-            ref = torch_forward(model, x, mode, m)
-            arg = m if mode == "mixed" else mode
-            row = {"model": man["model"], "target": man["target"]["preset"], "batch": batch, "modality": mode,
-                   "threads": threads}
-            progress(f"{man['model']} {mode} batch {batch}: reidc")
-            row["max_rel_err"] = rel_err(compiled.run(x, arg), ref)
-            row["reidc_ms"] = compiled.time_ms(x, arg, number=1, repeat=repeat)
-            with torch.no_grad():
-                progress(f"{man['model']} {mode} batch {batch}: PyTorch eager")
-                row["torch_eager_ms"] = time_ms(lambda: entry(xt, mt), repeat=repeat)
-                if compiled_fn is not None:
-                    progress(f"{man['model']} {mode} batch {batch}: torch.compile (compiling)")
-                    compiled_fn(xt, mt)
-                    row["torch_compile_ms"] = time_ms(lambda: compiled_fn(xt, mt), repeat=repeat)
-            if "onnxruntime" in runtimes:
-                progress(f"{man['model']} {mode} batch {batch}: ONNX Runtime")
-                if sess is None:
-                    sess = _onnx_session(entry, x, m, threads)
-                feed = {"x": x, **({"modality": m} if m is not None else {})}
-                row["onnxruntime_ms"] = time_ms(lambda: sess.run(None, feed), repeat=repeat)
-                row["onnxruntime_rel_err"] = rel_err(sess.run(None, feed)[0], ref)
-            if baseline:
-                bc = baseline[0]
-                row["baseline_model"] = bc.manifest["model"]
-                progress(f"{man['model']} {mode} batch {batch}: baseline {row['baseline_model']}")
-                row["baseline_reidc_ms"] = bc.time_ms(x, arg, number=1, repeat=repeat)
-                with torch.no_grad():
-                    row["baseline_torch_eager_ms"] = time_ms(lambda: base_entry(xt, mt), repeat=repeat)
-                if base_sess is None:
-                    base_sess = _onnx_session(base_entry, x, m, threads)
-                feed = {"x": x, **({"modality": m} if m is not None else {})}
-                row["baseline_onnxruntime_ms"] = time_ms(lambda: base_sess.run(None, feed), repeat=repeat)
-            for k in ("torch_eager_ms", "torch_compile_ms", "onnxruntime_ms", "baseline_reidc_ms",
-                      "baseline_torch_eager_ms", "baseline_onnxruntime_ms"):
-                if k in row:
-                    row[f"speedup_vs_{k[:-3]}"] = row[k] / row["reidc_ms"]
-            rows.append(row)
+def _path(artifact) -> Path:
+    return Path(getattr(artifact, "path", artifact))
+
+
+def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, tuple[str, ...]]:
+    """The artifact's manifest and the entries to time (`modes` None: its visible and mixed
+    entries, or its only one), refusing what bench cannot time truthfully here."""
+    from targets import TargetError, preset_from_manifest
+    from targets.presets import QEMU_AARCH64
+    from .runtime import read_manifest
+    man = read_manifest(path)
+    where = f"{flag} {path}" if flag else str(path)
+    try:
+        preset = preset_from_manifest(man["target"])
+    except (KeyError, TargetError) as e:
+        raise ArtifactError(f"{where}: bad target entry: {e}") from None
+    if preset.runs_via == QEMU_AARCH64 and platform.machine() != "aarch64":
+        raise ArtifactError(f"{where} is an aarch64 build, run here under qemu: its timings say nothing "
+                            "about ARM speed; time it on the board with `reidc_run ... --repeat N` (README, Deploying)")
+    have = list(man["modes"])
+    entries = tuple(modes) if modes else tuple(m for m in ("visible", "mixed") if m in have) or tuple(have[:1])
+    for e in entries:
+        if e not in have:
+            hint = ("a single-input network: omit --mode" if have == ["main"]
+                    else f"recompile with --modes including {e}")
+            raise InputError(f"--mode {e}: {where} has no {e} entry (its entries: {', '.join(have)}); {hint}")
+    fixed = man.get("batch")
+    for b in batches:
+        if fixed and b != fixed:
+            raise InputError(f"--batch {b}: {where} was built for batch {fixed} only (compile without --batch "
+                             "for any batch size)")
+    return man, entries
+
+
+def _checkpoint(man: dict, where: str, given=None) -> str:
+    """The checkpoint the workers load the PyTorch side from (they check its digest)."""
+    ck = given or man.get("checkpoint")
+    if not ck:
+        raise ArtifactError(f"{where}: the manifest names no checkpoint; pass --checkpoint")
+    if not Path(ck).exists():
+        raise ArtifactError(f"{where}: checkpoint {ck} is not here" + ("" if given else "; pass --checkpoint"))
+    return str(Path(ck).resolve())
+
+
+def _check_json_path(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--json {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise InputError(f"--json {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"--json {path}: cannot write in {path.parent} (permission denied)")
+    return path
+
+
+def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
+         runtimes=RUNTIMES, baseline=None, json_out=None) -> Plan:
+    """Check every argument against the artifact(s) before anything runs.
+
+    `modes` None: the artifact's visible and mixed entries (or whatever single entry it has).
+    PyTorch eager always runs: it is the reference the others are compared with."""
+    for flag, v in (("--repeat", repeat), ("--threads", threads)):
+        if not isinstance(v, int) or v < 1:
+            raise InputError(f"{flag} {v}: must be at least 1")
+    batches = tuple(batches)
+    if not batches:
+        raise InputError("--batch: give at least one batch size")
+    for b in batches:
+        if not isinstance(b, int) or b < 1:
+            raise InputError(f"--batch {b}: must be at least 1")
+    for m in modes or ():
+        if m not in ENTRY_MODES:
+            raise InputError(f"--mode {m}: expected one of {', '.join(ENTRY_MODES)}")
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise InputError(f"runtime {r!r}: expected one of {', '.join(RUNTIMES)}")
+    json_out = _check_json_path(json_out) if json_out is not None else None
+    path = _path(artifact)
+    man, entries = _check_artifact(path, modes, batches)
+    common = {"threads": threads, "artifact": str(path.resolve()),
+              "checkpoint": _checkpoint(man, str(path), checkpoint)}
+    names = ("reidc", "torch_eager") + tuple(r for r in RUNTIMES[1:] if r in runtimes)
+    engines = {n: {**common, "engine": n} for n in names}
+    base_model = None
+    if baseline is not None:
+        bpath = _path(baseline)
+        bman, _ = _check_artifact(bpath, entries, batches, "--baseline")
+        if bman["input_shape"] != man["input_shape"]:
+            raise InputError(f"--baseline {bpath}: takes inputs {tuple(bman['input_shape'])}, "
+                             f"{path} takes {tuple(man['input_shape'])}")
+        bcommon = {"threads": threads, "artifact": str(bpath.resolve()),
+                   "checkpoint": _checkpoint(bman, f"--baseline {bpath}")}
+        for n in ("reidc", "torch_eager", "onnxruntime"):
+            engines[f"baseline_{n}"] = {**bcommon, "engine": n}
+        base_model = bman["model"]
+    return Plan(man, entries, batches, threads, repeat, engines, base_model, json_out)
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+def _exited(pid: int) -> bool:
+    """Whether our child `pid` has ended, without reaping it (its group can still be killed)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class Worker:
+    """One engine in its own process and process group (so stopping it stops whatever it started)."""
+
+    def __init__(self, name: str, spec: dict):
+        from multiprocessing.connection import Connection
+        self.name, self.label = name, engine_label(name)
+        mine, theirs = socket.socketpair()
+        env = {**os.environ, "TVM_NUM_THREADS": str(spec["threads"]), "OMP_NUM_THREADS": str(spec["threads"]),
+               "PYTHONPATH": os.pathsep.join([str(_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "compiler.bench_worker", str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                         stdout=2, start_new_session=True)  # its prints go to our stderr
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.conn = Connection(mine.detach())
+        self.pid = self.proc.pid
+        self._send(("build", spec), "starting")
+
+    def _send(self, msg, doing: str) -> None:
+        try:
+            self.conn.send(msg)
+        except OSError:
+            raise self._died(doing) from None
+
+    def reply(self, doing: str):
+        """The worker's answer to the last request; EngineError if it fails or dies meanwhile."""
+        while not self.conn.poll(0.2):
+            if _exited(self.pid) and not self.conn.poll(0):
+                raise self._died(doing)
+        try:
+            kind, *payload = self.conn.recv()
+        except (EOFError, OSError):
+            raise self._died(doing) from None
+        if kind == "error":
+            raise self._failed(doing, *payload)
+        return payload[0]
+
+    def ask(self, msg: tuple, doing: str):
+        self._send(msg, doing)
+        return self.reply(doing)
+
+    def _died(self, doing: str) -> EngineError:
+        self.kill()
+        return EngineError(f"the {self.label} worker (pid {self.pid}) died while {doing}: "
+                           f"{_exit_text(self.proc.returncode)}")
+
+    def _failed(self, doing: str, type_name: str, line: str, tb: str) -> Exception:
+        self.kill()
+        user = {c.__name__: c for c in USER_ERRORS}
+        if type_name in user:
+            return user[type_name](f"{self.label}: {line}")
+        e = EngineError(f"the {self.label} worker failed while {doing}: {type_name}: {line}")
+        e.worker_traceback = tb
+        return e
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started, and reap it (its exit status is kept)."""
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+        self.conn.close()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the worker to exit; kill it (and its group) if it does not within `timeout_s`."""
+        if self.proc.returncode is None:
+            try:
+                self.conn.send(("stop",))
+                deadline = time.monotonic() + timeout_s
+                while not _exited(self.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            except OSError:
+                pass
+        self.kill()
+
+
+def engine_label(name: str) -> str:
+    """What a person reads for an engine's key: "torch_eager" -> "PyTorch eager"."""
+    base = name.removeprefix("baseline_")
+    return LABELS[base] if base == name else f"baseline {LABELS[base]}"
+
+
+def start_workers(engines: dict[str, dict], progress=lambda s: None) -> dict[str, Worker]:
+    """Start every engine's worker (they build side by side: nothing is timed yet) and wait
+    until all are ready. On any failure, or Ctrl-C, the ones started are killed."""
+    workers: dict[str, Worker] = {}
+    try:
+        for name, spec in engines.items():
+            workers[name] = Worker(name, spec)
+        for w in workers.values():
+            progress(f"building {w.label} (pid {w.pid})")
+            w.reply("building")
+    except BaseException:
+        shutdown(workers, polite=False)
+        raise
+    return workers
+
+
+def shutdown(workers: dict[str, Worker], polite: bool = True) -> None:
+    """Stop every worker (asking first if `polite`); whatever happens meanwhile, Ctrl-C
+    included, none is left running."""
+    try:
+        if polite:
+            for w in workers.values():
+                w.stop()
+    finally:
+        for w in workers.values():
+            w.kill()
+
+
+def _stats(rounds: list[tuple[float, float]]) -> dict:
+    """Median / min / max of the rounds' mean time per call, their spread, and the fastest call."""
+    ts = [mean for mean, _ in rounds]
+    med = statistics.median(ts)
+    return {"ms": med, "min_ms": min(ts), "max_ms": max(ts), "spread": (max(ts) - min(ts)) / med, "rounds_ms": ts,
+            "best_call_ms": min(best for _, best in rounds)}
+
+
+def time_rounds(workers: dict[str, Worker], entry: str, x, m, repeat: int, round_s: float = ROUND_S,
+                pause_s: float = PAUSE_S, say=lambda s: None) -> dict[str, dict]:
+    """Prepare every worker on (x, m), then `repeat` rounds, one worker at a time, the order
+    rotating. Per engine: stats over the rounds, its output, first-call time and calls per round."""
+    names = list(workers)
+    prepared = {}
+    for n in names:
+        w = workers[n]
+        say(f"warming up {w.label}" + (" (compiling)" if w.name.endswith("torch_compile") else ""))
+        prepared[n] = w.ask(("prepare", entry, x, m, round_s), f"warming up on {entry} batch {len(x)}")
+    rounds: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for r in range(repeat):
+        say(f"round {r + 1}/{repeat}")
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            time.sleep(pause_s)
+            rounds[n].append(workers[n].ask(("round",), f"timing {entry} batch {len(x)}"))
+    return {n: {**_stats(rounds[n]), **prepared[n], "pid": workers[n].pid} for n in names}
+
+
+def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | None) -> dict:
+    from .reference import rel_err
+    man = p.manifest
+    row = {"model": man["model"], "target": man["target"]["preset"], "batch": batch, "modality": entry,
+           "threads": p.threads, "repeat": p.repeat, "isolation": "one process per engine",
+           "worker_pids": {n: r["pid"] for n, r in res.items()}, "others_cpu_cores": others}
+    for n, r in res.items():
+        row[f"{n}_ms"] = r["ms"]
+        row.update({f"{n}_{k}": r[k] for k in ("min_ms", "max_ms", "spread", "rounds_ms", "best_call_ms")})
+        row[f"{n}_calls_per_round"] = r["calls"]
+    if "torch_compile" in res:
+        row["torch_compile_compile_s"] = res["torch_compile"]["first_s"]
+    ref = res["torch_eager"]["out"]
+    row["max_rel_err"] = rel_err(res["reidc"]["out"], ref)
+    for n in ("torch_compile", "onnxruntime"):
+        if n in res:
+            row[f"{n}_rel_err"] = rel_err(res[n]["out"], ref)
+    if p.baseline_model:
+        row["baseline_model"] = p.baseline_model
+        bref = res["baseline_torch_eager"]["out"]
+        row["baseline_max_rel_err"] = rel_err(res["baseline_reidc"]["out"], bref)
+        row["baseline_onnxruntime_rel_err"] = rel_err(res["baseline_onnxruntime"]["out"], bref)
+    for n in res:
+        if n != "reidc":
+            row[f"speedup_vs_{n}"] = row[f"{n}_ms"] / row["reidc_ms"]
+    return row
+
+
+def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
+          runtimes=RUNTIMES, progress: Callable[[str], None] = lambda s: None, baseline=None,
+          json_out=None, round_s: float = ROUND_S, pause_s: float = PAUSE_S) -> list[dict]:
+    """One row per (entry, batch): every engine's median / min / max / spread per call (ms),
+    speedups of reidc (median over median), and errors against PyTorch eager.
+
+    `artifact` / `baseline`: artifact directories (or Compiled); each engine's worker loads the
+    artifact or its checkpoint itself (`checkpoint` overrides the one the manifest names).
+    `baseline` (e.g. the fp32 network a binarized one replaces) adds its reidc, eager and ORT
+    times. `json_out`: the rows are written there (checked before anything runs)."""
+    from .reference import seeded_inputs
+    p = plan(artifact, checkpoint, batches, modes, threads, repeat, runtimes, baseline, json_out)
+    model = p.manifest["model"]
+    workers = start_workers(p.engines, progress)
+    rows, done = [], False
+    try:
+        for entry in p.entries:
+            for batch in p.batches:
+                x, m = seeded_inputs(tuple(p.manifest["input_shape"]), batch, entry, seed=1)
+                meter = OthersMeter([w.pid for w in workers.values()]).start()
+                res = time_rounds(workers, entry, x, m, repeat, round_s, pause_s,
+                                  lambda s: progress(f"{model} {entry} batch {batch}: {s}"))
+                rows.append(_row(p, entry, batch, res, meter.cores()))
+        done = True
+    finally:
+        shutdown(workers, polite=done)
+    if p.json_out is not None:
+        from frontend.atomic import atomic_write_json
+        atomic_write_json(p.json_out, rows, flag="--json")
     return rows
+
+
+def time_alone(engine: str, artifact, checkpoint=None, entry: str = "visible", batch: int = 1, threads: int = 2,
+               repeat: int = 5, round_s: float = ROUND_S) -> dict:
+    """One engine in a fresh process of its own, nothing else running: the figure `bench`'s
+    isolation should reproduce. Returns its stats, output, pid and `others_cpu_cores`."""
+    from .reference import seeded_inputs
+    p = plan(artifact, checkpoint, (batch,), (entry,), threads, repeat,
+             (engine,) if engine in RUNTIMES else ())
+    workers = start_workers({engine: p.engines[engine]})
+    try:
+        x, m = seeded_inputs(tuple(p.manifest["input_shape"]), batch, entry, seed=1)
+        meter = OthersMeter([workers[engine].pid]).start()
+        res = time_rounds(workers, entry, x, m, repeat, round_s, pause_s=0.0)[engine]
+        return {**res, "others_cpu_cores": meter.cores()}
+    finally:
+        shutdown(workers)

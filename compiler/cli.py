@@ -442,7 +442,7 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
     from frontend.atomic import OutputError
-    from .bench import BUSY_CORES, ROUND_S, RUNTIMES, EngineError, _label, bench
+    from .bench import BUSY_CORES, ROUND_S, RUNTIMES, EngineError, bench, engine_label
     try:
         rows = bench(artifact, checkpoint, tuple(batch), tuple(mode or ()) or None, threads, repeat,
                      tuple(r for r in RUNTIMES if not (no_compile and r == "torch_compile")),
@@ -455,7 +455,7 @@ def bench_cmd(artifact: Path = typer.Argument(...),
             "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err"}
     for r in rows:
         for i, n in enumerate(r["worker_pids"]):
-            label = _label(n) + (f" ({r['baseline_model']})" if n.startswith("baseline_") and n.endswith("reidc") else "")
+            label = engine_label(n) + (f" ({r['baseline_model']})" if n == "baseline_reidc" else "")
             if n == "torch_compile":
                 label += f" (compile {r['torch_compile_compile_s']:.1f} s)"
             t.add_row(*((r["model"], str(r["batch"]), r["modality"]) if i == 0 else ("", "", "")), label,
@@ -464,12 +464,13 @@ def bench_cmd(artifact: Path = typer.Argument(...),
                       f"{r[errs[n]]:.1e}" if n in errs else "")
     out.print(t)
     out.print(f"each engine in a process of its own, {threads} thread(s), timed in turn: {repeat} rounds of about "
-              f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; speedup = engine median / "
-              "reidc median")
+              f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; "
+              "speedup = engine median / reidc median")
     busy = max((r["others_cpu_cores"] or 0.0 for r in rows), default=0.0)
     if busy > BUSY_CORES:
         err.print(f"[yellow]warning:[/] other processes used {busy:.1f} CPU cores on average while timing "
-                  f"(this machine has {os.cpu_count()}): these figures come from a busy machine", highlight=False)
+                  f"(this machine has {os.cpu_count()}): these figures come from a busy machine", highlight=False,
+                  soft_wrap=True)
     if json_out:
         out.print(f"wrote {json_out}")
 

@@ -1,9 +1,10 @@
 """Benchmarks (marker `bench`, out of the default run): `make bench`.
 
 CM-NAS ResNet-50 at 256x128, batch 1 and 16, visible-only and mixed; reidc against PyTorch
-eager, torch.compile and ONNX Runtime measured in this process. pytest-benchmark times reidc;
-the other runtimes are timed by the same harness as `reidc bench` and recorded in extra_info
-with the ratios. Nothing here asserts on time; it asserts the numbers agree.
+eager, torch.compile and ONNX Runtime, each in a process of its own (the harness of `reidc
+bench`, compiler/bench.py), recorded in extra_info with the ratios, medians, min/max and
+spreads. pytest-benchmark times reidc in this process afterwards, when no worker is left.
+Nothing here asserts on time; it asserts the numbers agree.
 """
 import os
 
@@ -23,7 +24,7 @@ def r50(tmp_path_factory):
     model = zoo_model("cmnas-resnet50", "all-split")
     save_checkpoint(model, d / "ck")
     compile_checkpoint(d / "ck", d / "art")
-    return model, Compiled(d / "art")
+    return d / "art", Compiled(d / "art")
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -31,18 +32,19 @@ def r50(tmp_path_factory):
 def test_cmnas_resnet50(benchmark, r50, batch, mode):
     from compiler.bench import bench
     from compiler.reference import seeded_inputs
-    model, comp = r50
-    row = bench(comp, model, (batch,), (mode,), threads=2, repeat=5)[0]
+    art, comp = r50
+    row = bench(art, batches=(batch,), modes=(mode,), threads=2, repeat=5)[0]
     x, m = seeded_inputs(comp.input_shape, batch, mode, seed=1)
     benchmark.pedantic(comp.run, args=(x, m if mode == "mixed" else mode), rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(row)
     assert row["max_rel_err"] <= 1e-4 and row["onnxruntime_rel_err"] <= 1e-3
+    assert all(row[f"{n}_min_ms"] <= row[f"{n}_ms"] <= row[f"{n}_max_ms"] for n in row["worker_pids"])
 
 
 @pytest.fixture(scope="module")
 def bire18(tmp_path_factory):
     """bire-resnet18 and the fp32 ResNet-18 it replaces (cmnas-resnet18, all BNs shared),
-    both compiled for this machine, visible entry only."""
+    both compiled for this machine, visible entry only: name -> (Compiled, artifact path)."""
     from compiler.compile import CompileOptions, compile_checkpoint
     from compiler.runtime import Compiled
     from frontend.checkpoint import save_checkpoint
@@ -54,7 +56,7 @@ def bire18(tmp_path_factory):
         model = zoo_model(name, split)
         save_checkpoint(model, d / name)
         compile_checkpoint(d / name, d / f"{name}.art", CompileOptions(modes=("visible",)))
-        out[name] = (Compiled(d / f"{name}.art"), model)
+        out[name] = (Compiled(d / f"{name}.art"), d / f"{name}.art")
     return out
 
 
@@ -64,9 +66,9 @@ def test_bire_resnet18_end_to_end(benchmark, bire18, batch):
     Runtime of the fp32 ResNet-18 (ratios in extra_info)."""
     from compiler.bench import bench
     from compiler.reference import seeded_inputs
-    comp, model = bire18["bire-resnet18"]
-    row = bench(comp, model, (batch,), ("visible",), threads=2, repeat=5, runtimes=("torch_eager", "onnxruntime"),
-                baseline=bire18["cmnas-resnet18"])[0]
+    comp, art = bire18["bire-resnet18"]
+    row = bench(art, batches=(batch,), modes=("visible",), threads=2, repeat=5,
+                runtimes=("torch_eager", "onnxruntime"), baseline=bire18["cmnas-resnet18"][1])[0]
     x, _ = seeded_inputs(comp.input_shape, batch, "visible", seed=1)
     benchmark.pedantic(comp.run, args=(x, "visible"), rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(row)
