@@ -54,6 +54,7 @@ def test_latency_aware_search_end_to_end(searched):
     assert 0 <= pick["test"]["all-search"]["mINP"] <= pick["test"]["all-search"]["mAP"] <= 1
     text = " ".join(text.split())
     assert "Pareto front (latency-aware" in text and "checkpoint:" in text
+    assert res["seconds"] <= res["time_limit_s"] == 900
 
 
 def test_the_pick_is_a_checkpoint_that_compiles_and_matches_pytorch(searched):
@@ -84,6 +85,17 @@ def test_accuracy_only_reuses_the_supernet_and_the_scores(searched, cache):
     assert (out / "accuracy-only" / "chosen-host" / "model.so").is_file()
 
 
+def test_a_rerun_with_a_short_time_limit_completes_from_what_is_saved(searched, cache):
+    """Supernet, scores and latencies saved: a limit far below the first run's still picks."""
+    out, _ = searched
+    args = SMALL[:]
+    args[args.index("15m")] = "2m"
+    r = CliRunner().invoke(app, ["search", "-o", str(out), "--latency-aware", "--latency-cache", str(cache)] + args)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "latency-aware" / "pareto.json").read_text())
+    assert res["seconds"] <= 120 and res["latency_measurements_new"] == 0
+
+
 def test_search_on_a_sysu_layout_folder(tmp_path, cache):
     root = write_sysu_layout(load_dataset("synthetic:12", (64, 32), seed=5), tmp_path / "SYSU-MM01")
     args = ["search", "-o", str(tmp_path / "out"), "--accuracy-only", "--latency-cache", str(cache)] + SMALL
@@ -98,15 +110,21 @@ def test_search_on_a_sysu_layout_folder(tmp_path, cache):
 
 def test_supernet_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     """Stopped by its time limit after 3 of 4 steps, then rerun: the same weights as one run."""
-    import itertools
     import compiler.search.train as train
     data = load_dataset("synthetic:12", (64, 32), seed=1)
     cfg = TrainConfig(steps=4, save_every=1)
     full, _ = train_supernet(data, cfg, tmp_path / "full")
-    clock = itertools.count()
-    monkeypatch.setattr(train.time, "time", lambda: float(next(clock)))
+    now = [0.0]                                  # a clock that advances one second per training step
+    real_batch = train.sample_batch
+
+    def batch(*a, **k):
+        now[0] += 1
+        return real_batch(*a, **k)
+
+    monkeypatch.setattr(train, "sample_batch", batch)
+    monkeypatch.setattr(train.time, "time", lambda: now[0])
     said = []
-    _, done = train_supernet(data, cfg, tmp_path / "part", deadline=3.5, progress=said.append)
+    _, done = train_supernet(data, cfg, tmp_path / "part", deadline=2.5, progress=said.append)
     monkeypatch.undo()
     assert done == 3 and any("stops at step 3 of 4" in m for m in said)
     net, done = train_supernet(data, cfg, tmp_path / "part", progress=said.append)

@@ -69,8 +69,10 @@ def rank(cands: list[Candidate], objective: str, budget_ms: float | None = None)
 
 def evolve(initial: list[ArchSpec], evaluate: Callable[[ArchSpec], Candidate], objective: str,
            budget_ms: float | None, population: int, generations: int, seed: int,
-           deadline: float | None = None, progress: Callable[[str], None] = lambda s: None) -> list[Candidate]:
-    """Every candidate evaluated, in order. Stops after `generations` or at the deadline."""
+           deadline: float | None = None, progress: Callable[[str], None] = lambda s: None,
+           minimum: int = 0) -> list[Candidate]:
+    """Every candidate evaluated, in order. Stops after `generations` or at the deadline; the
+    first `minimum` initial candidates are evaluated whatever the deadline."""
     rng = random.Random(seed)
     seen: dict[str, Candidate] = {}
 
@@ -80,11 +82,13 @@ def evolve(initial: list[ArchSpec], evaluate: Callable[[ArchSpec], Candidate], o
             seen[k] = evaluate(spec)
         return seen[k]
 
-    for spec in initial:
-        if deadline and time.time() > deadline:
+    for i, spec in enumerate(initial):
+        if i >= minimum and deadline and time.time() > deadline:
             break
         add(spec)
     for gen in range(generations):
+        if len(seen) < 2:
+            break
         if deadline and time.time() > deadline:
             progress(f"time limit: evolution stops after {gen} of {generations} generations")
             break

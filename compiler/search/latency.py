@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from frontend.arch import ArchSpec
+from frontend.atomic import OutputError, atomic_write_json
 
 MODES = ("visible", "infrared", "mixed")
 
@@ -72,13 +74,47 @@ class LatencyMeter:
                                  "give --rpc-tracker HOST:PORT --rpc-key KEY of a device that runs it")
         from targets.arm_runtime import cache_root
         self.cache_path = Path(cache) if cache else cache_root() / "latency.json"
-        self.cache = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        self.writable = True     # False: the file is not a cache reidc may overwrite, or cannot be written
+        self.cache = self._read_cache(warn=True)
         self.measured = 0
+
+    def _read_cache(self, warn: bool) -> dict:
+        """The cache file's valid entries. The file is input: an unreadable one is left alone
+        (warned about, not written to), bad entries are dropped with a warning."""
+        path = self.cache_path
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            data, why = None, str(e)
+        else:
+            why = None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
+        if why:
+            self.writable = False
+            if warn:
+                self.say(f"warning: latency cache {path} is not a reidc latency cache ({why}); ignoring it and "
+                         "not writing to it: delete it, or give another --latency-cache, to cache measurements")
+            return {}
+        good = {k: r for k, r in data.items() if cache_entry_problem(r) is None}
+        if warn and len(good) < len(data):
+            k = next(k for k in data if k not in good)
+            self.say(f"warning: latency cache {path}: dropped {len(data) - len(good)} bad entr"
+                     f"{'y' if len(data) - len(good) == 1 else 'ies'} (e.g. {k!r}: {cache_entry_problem(data[k])})")
+        return good
+
+    def seconds_per_measurement(self) -> float | None:
+        """The median time of the cached measurements for this target, if any."""
+        s = sorted(r["seconds"] for r in self.cache.values() if r.get("target") == self.preset.name and "seconds" in r)
+        return s[len(s) // 2] if s else None
 
     def setup(self) -> dict:
         import tvm
         from compiler.compile import REIDC_VERSION
-        where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{os.environ.get('TVM_NUM_THREADS', '?')} threads"
+        from compiler.runtime import usable_cpus
+        # what compiler.runtime.Compiled will run with: the key must not change at the first run
+        threads = os.environ.get("TVM_NUM_THREADS") or str(usable_cpus())
+        where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
         return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
                 "where": where, "tvm": tvm.__version__, "reidc": REIDC_VERSION,
                 "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs"}
@@ -91,13 +127,22 @@ class LatencyMeter:
         return self.cache.get(self.key(spec))
 
     def _write_cache(self) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".latency-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.cache, f, indent=0)
-        os.replace(tmp, self.cache_path)
+        """Merge into the file (another search may have added entries meanwhile) and replace it;
+        a cache that cannot be written costs a warning, not the search."""
+        if not self.writable:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            self.cache = {**self._read_cache(warn=False), **self.cache}
+            if self.writable:
+                atomic_write_json(self.cache_path, self.cache, indent=0)
+        except (OSError, OutputError) as e:
+            self.writable = False
+            self.say(f"warning: latency cache {self.cache_path} cannot be written ({e}); measurements are "
+                     "not cached")
 
-    def measure(self, spec: ArchSpec, model) -> dict:
+    def measure(self, spec: ArchSpec, model, prepare_s: float = 0.0) -> dict:
+        """`prepare_s`: what making `model` took, counted in the record's `seconds`."""
         hit = self.cached(spec)
         if hit:
             return hit
@@ -114,7 +159,7 @@ class LatencyMeter:
             ms = self._time(Path(d) / "art", x, arg)
         rec = {"arch": arch_key(spec), "ms": ms, **self.setup(),
                "verified": man["verification"]["status"], "library_bytes": man["weights"]["artifact_bytes"],
-               "seconds": round(time.time() - t0, 1)}
+               "seconds": round(time.time() - t0 + prepare_s, 1)}
         self.cache[self.key(spec)] = rec
         self._write_cache()
         self.measured += 1
@@ -127,6 +172,21 @@ class LatencyMeter:
             comp.run(x, arg)
         time.sleep(0.3)
         return comp.time_ms(x, arg, number=self.number, repeat=self.repeat)
+
+
+def cache_entry_problem(rec) -> str | None:
+    """Why a latency-cache entry cannot be used (None if it can)."""
+    def number(v):
+        return type(v) in (int, float) and math.isfinite(v)
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    if not number(rec.get("ms")) or rec["ms"] <= 0:
+        return f"ms is {rec.get('ms')!r}, not a positive number"
+    if "seconds" in rec and (not number(rec["seconds"]) or rec["seconds"] < 0):
+        return f"seconds is {rec['seconds']!r}, not a duration"
+    if not isinstance(rec.get("arch"), str) or not isinstance(rec.get("target"), str):
+        return "no arch or target name"
+    return None
 
 
 def interleaved_ms(artifacts: dict[str, Path], scenario: Scenario, input_size, rounds: int = 8,

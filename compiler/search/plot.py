@@ -1,7 +1,10 @@
 """The search's plot: validation accuracy against latency; point size = weight memory."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from frontend.atomic import atomic_write_bytes
 
 
 def plot_pareto(result: dict, candidates, path: Path) -> None:
@@ -37,7 +40,7 @@ def plot_pareto(result: dict, candidates, path: Path) -> None:
             h.set_sizes([40])
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, png.getvalue())

@@ -10,28 +10,34 @@ checkpoint compiled and verified. Output directory:
     <mode>/chosen/               the pick as a reidc checkpoint (`reidc compile` takes it)
     <mode>/chosen-<target>/      the pick compiled for the target, verified against PyTorch
 
-<mode> is `latency-aware` or `accuracy-only`.
+<mode> is `latency-aware` or `accuracy-only`. `-o` may name a missing or empty folder or one
+that holds only these (a rerun resumes): files.py. The time limit covers the whole run:
+budget.py plans it.
 """
 from __future__ import annotations
 
-import json
-import os
 import random
+import signal
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from frontend.arch import ArchSpec
-from frontend.supernet import extract, random_arch, set_arch
+from frontend.atomic import OutputError, atomic_write_json
+from frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
+from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, TimeLimitError, Work
 from .data import load_dataset
 from .evolution import Candidate, evolve, pareto_front, rank
+from .files import guard_search_dir, make_dir, read_accuracy
 from .latency import LatencyMeter, Scenario, arch_key, interleaved_ms
 from .latency_table import LatencyTable, prediction_error, table_archs
-from .train import TrainConfig, train_supernet
+from .train import TrainConfig, load_supernet, probe_step_seconds, read_record, seconds_per_step, train_supernet
 
 
 @dataclass
@@ -45,7 +51,7 @@ class SearchOptions:
     margin: float = 0.02              # latency-aware without a budget: accuracy it may give up
     time_limit_s: float = 1200.0
     train_steps: int = 600
-    train_share: float = 0.5          # at most this share of the time limit goes to training
+    train_share: float = 0.5          # training's share of the time limit when not all of it fits
     population: int = 12
     generations: int = 6
     measure_front: int = 6            # Pareto candidates measured on the target at the end
@@ -60,42 +66,70 @@ class SearchOptions:
         return "latency-aware" if self.latency_aware else "accuracy-only"
 
 
-def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _spec_json(spec: ArchSpec) -> dict:
     return {"split": "".join(map(str, spec.split)), "binary_stages": "".join("1" if b else "0" for b in spec.binary_stages),
             "split_bns": spec.split.count(0), "binary_stage_count": sum(spec.binary_stages)}
 
 
+def _evaluations(o: SearchOptions) -> int:
+    """Evaluations of a full evolution: the initial population, then the children per generation."""
+    return o.population + o.generations * max(0, o.population - max(2, o.population // 2))
+
+
 class _Search:
     def __init__(self, out: Path, opts: SearchOptions):
-        self.out, self.opts, self.say = out, opts, opts.progress
         self.t0 = time.time()
-        self.deadline = self.t0 + opts.time_limit_s
+        self.out, self.opts, self.say = out, opts, opts.progress
+        # inputs first, cheapest first: a bad file is reported before minutes of work
+        self.scenario = Scenario.parse(opts.scenario)
+        table_archs(random_arch(random.Random(0), opts.input_size, 8), self.scenario, opts.latency_table)  # checks it
+        self.acc_path = out / "accuracy.json"
+        self.acc = read_accuracy(self.acc_path)
+        record = read_record(out / "supernet")
+        self.meter = LatencyMeter(opts.target, self.scenario, opts.latency_cache, opts.rpc, progress=self.say)
         self.data = load_dataset(opts.dataset, opts.input_size, opts.seed, self.say)
         self.cfg = TrainConfig(steps=opts.train_steps, seed=opts.seed)
-        self.scenario = Scenario.parse(opts.scenario)
-        self.meter = LatencyMeter(opts.target, self.scenario, opts.latency_cache, opts.rpc, progress=self.say)
-        self.acc_path = out / "accuracy.json"
-        self.acc = json.loads(self.acc_path.read_text()) if self.acc_path.is_file() else {}
         self.template = random_arch(random.Random(0), self.data.input_size, self.data.train.num_ids)
-        self.net = None
+        self.state = load_supernet(out / "supernet", self.data, self.cfg)
+        self.net, self.steps = self.state[0], self.state[2]
         self.weight_bytes: dict[str, int] = {}   # arch key -> deployed weight bytes
+        self.took = {"measure": [], "evaluate": []}  # seconds of this run's measurements and evaluations
+        self.archs = table_archs(self.template, self.scenario, opts.latency_table)
+        evaluated = [r["seconds"] for r in self.acc.values() if "seconds" in r]
+        val, test = len(self.data.val.pool.images), len(self.data.test.pool.images)
+        costs = Costs(measure=self.meter.seconds_per_measurement(), step=seconds_per_step(record),
+                      evaluate=sorted(evaluated)[len(evaluated) // 2] if evaluated else None,
+                      test_ratio=max(1.0, test / max(1, val)))
+        work = Work(table=sum(not self.meter.cached(s) for s in self.archs.values()),
+                    table_all=opts.latency_table == "all", steps_done=self.steps, steps=self.cfg.steps,
+                    evaluations=self._evaluations_left(), front=opts.measure_front, compare=opts.latency_aware)
+        self.budget = Budget(opts.time_limit_s, self.t0, work, costs, opts.train_share)
+
+    def _evaluations_left(self) -> int:
+        """Evaluations a full evolution would still make: accuracy.json's scores count only for
+        the supernet they were taken with (a resumed supernet scores anew)."""
+        if self.steps < self.cfg.steps:
+            return _evaluations(self.opts)
+        return max(0, _evaluations(self.opts) - sum(self._scored(r) for r in self.acc.values()))
+
+    def _scored(self, rec: dict) -> bool:
+        return rec.get("supernet_steps") == self.steps
 
     # -- accuracy ---------------------------------------------------------------------------
     def accuracy(self, spec: ArchSpec) -> dict:
         k = arch_key(spec)
-        if k not in self.acc:
-            self.acc[k] = evaluate_candidate(self.net, spec, self.data, self.cfg)
-            _write_json(self.acc_path, self.acc)
+        if k not in self.acc or not self._scored(self.acc[k]):
+            t = time.time()
+            rec = evaluate_candidate(self.net, spec, self.data, self.cfg)
+            rec.update(seconds=round(time.time() - t, 2), supernet_steps=self.steps)
+            self._took("evaluate", rec["seconds"])
+            self.acc[k] = rec
+            atomic_write_json(self.acc_path, self.acc)
         return self.acc[k]
+
+    def _took(self, what: str, seconds: float) -> None:
+        self.took[what].append(seconds)
+        setattr(self.budget.costs, what, sum(self.took[what]) / len(self.took[what]))
 
     def model(self, spec: ArchSpec):
         """The candidate with inherited weights and recalibrated BNs, as a plain model."""
@@ -104,17 +138,29 @@ class _Search:
     # -- latency ----------------------------------------------------------------------------
     def measure(self, spec: ArchSpec, why: str) -> float:
         hit = self.meter.cached(spec)
-        if not hit:
-            self.say(f"measuring {why} on {self.meter.preset.name} ({self.scenario.describe()}): compile, verify, time")
-        return self.meter.measure(spec, self.model(spec) if not hit else None)["ms"]
+        if hit:
+            return hit["ms"]
+        self.say(f"measuring {why} on {self.meter.preset.name} ({self.scenario.describe()}): compile, verify, time")
+        t = time.time()
+        model = self.model(spec)
+        rec = self.meter.measure(spec, model, prepare_s=time.time() - t)
+        self._took("measure", rec["seconds"])
+        return rec["ms"]
 
     def build_table(self) -> LatencyTable:
-        archs = table_archs(self.template, self.scenario, self.opts.latency_table)
-        measured = {name: self.measure(spec, f"latency-table entry {name} ({i + 1}/{len(archs)})")
-                    for i, (name, spec) in enumerate(archs.items())}
+        archs, b = self.archs, self.budget
+        measured = {}
+        for i, (name, spec) in enumerate(archs.items()):
+            new = not self.meter.cached(spec)
+            measured[name] = self.measure(spec, f"latency-table entry {name} ({i + 1}/{len(archs)})")
+            if new:
+                b.work.table -= 1
+                b.check()       # the first measurement tells what the table costs
         table = LatencyTable.build(self.template, self.scenario, measured)
         self.table_keys = {arch_key(s) for s in archs.values()}
         self.table_measured = measured
+        if b.costs.measure is None:  # all cached without timings: a guess for the final phase
+            b.costs.measure = DEFAULT_MEASURE_S
         return table
 
     def memory(self, spec: ArchSpec) -> int:
@@ -132,33 +178,60 @@ class _Search:
         return deployed_weight_bytes({m: run_pipeline(g, m) for m in ("visible", "infrared", "mixed")})
 
     # -- the run ----------------------------------------------------------------------------
+    def probe(self) -> None:
+        """Time what no earlier run recorded: a training step, a candidate's evaluation."""
+        b, base = self.budget, self.archs["binary0000"]
+        if (b.costs.step is None and b.work.steps_left) or b.costs.evaluate is None:
+            self.say("timing a training step and a candidate's evaluation to plan the time limit")
+        if b.costs.step is None and b.work.steps_left:
+            b.costs.step = probe_step_seconds(self.net, self.data, self.cfg, self.steps)
+        if b.costs.evaluate is None:
+            if self.steps >= self.cfg.steps:
+                self.accuracy(base)    # a real score: the supernet is trained
+            else:
+                t = time.time()
+                evaluate_candidate(self.net, base, self.data, self.cfg)
+                b.costs.evaluate = time.time() - t
+
     def run(self) -> dict:
-        o = self.opts
-        self.net, steps = train_supernet(self.data, self.cfg, self.out / "supernet",
-                                         deadline=self.t0 + o.train_share * o.time_limit_s, progress=self.say)
+        o, b = self.opts, self.budget
+        self.probe()                   # what earlier runs did not record (for a suggestion worth its name)
+        b.check()
         table = self.build_table()
-        per_measure = max([r["seconds"] for r in self.meter.cache.values() if "seconds" in r] or [20.0])
-        reserve = (o.measure_front + 4) * per_measure + 60
         add = table.additive_error()
+        whole = o.latency_table == "all"
         self.say(f"latency table ({self.scenario.describe()}): all real {table.patterns['0000']:.2f} ms, all binarized "
                  f"{table.patterns['1111']:.2f} ms" + (
                      f"; per-stage sums would be off by up to {100 * add['max_abs_rel_err']:.0f}% (pattern "
-                     f"{add['worst_pattern']}), so patterns are measured whole" if add else " (per-stage sums)"))
+                     f"{add['worst_pattern']}), " + ("so patterns are measured whole" if whole else
+                                                     "and the other patterns are such sums (--latency-table all "
+                                                     "measures them)") if add else " (per-stage sums)"))
+        b.check()
+        deadline = b.train_deadline() if b.work.steps_left else None
+        self.net, self.steps = train_supernet(self.data, self.cfg, self.out / "supernet", deadline=deadline,
+                                              progress=self.say, state=self.state)
+        b.work.steps = b.work.steps_done = self.steps   # training is over for this run
+        b.work.evaluations = self._evaluations_left()
+        b.check()
 
         def evaluate(spec):
             a = self.accuracy(spec)
             return Candidate(spec, a["score"], table.predict(spec), a["settings"])
 
         rng = random.Random(o.seed)
-        base = table_archs(self.template, self.scenario, "stages")["binary0000"]
+        base = self.archs["binary0000"]     # every table has the all-real network
         initial = [base, ArchSpec(**{**base.__dict__, "binary_stages": (True,) * 4})] + [
             random_arch(rng, self.data.input_size, self.data.train.num_ids) for _ in range(o.population - 2)]
         objective = "latency" if o.latency_aware else "accuracy"
         self.say(f"evolution ({o.mode}): population {o.population}, {o.generations} generations"
                  + (f", budget {o.budget_ms} ms" if o.budget_ms else ""))
         cands = evolve(initial, evaluate, objective, o.budget_ms if o.latency_aware else None, o.population,
-                       o.generations, o.seed, deadline=self.deadline - reserve, progress=self.say)
-        return self.finish(cands, table, steps)
+                       o.generations, o.seed, deadline=b.evolve_deadline(), progress=self.say, minimum=ANCHORS)
+        return self.finish(cands, table, self.steps)
+
+    def _may_measure(self, spec: ArchSpec) -> bool:
+        """A cached latency is free; a new one only while the pick still fits in the time limit."""
+        return bool(self.meter.cached(spec)) or self.budget.room_for_front()
 
     def pick(self, cands: list[Candidate], measured: dict[str, float]) -> Candidate:
         o = self.opts
@@ -168,22 +241,33 @@ class _Search:
             for c in rank(cands, "latency", o.budget_ms):
                 if c.predicted_ms > 1.15 * o.budget_ms:
                     break
-                ms = measured.setdefault(arch_key(c.spec), self.measure(c.spec, "a candidate near the budget"))
-                if ms <= o.budget_ms:
+                k = arch_key(c.spec)
+                if k not in measured:
+                    if not self._may_measure(c.spec):
+                        raise TimeLimitError(f"--time-limit ran out before a candidate was measured within --budget-ms "
+                                             f"{o.budget_ms}; rerun to continue (measurements are cached), or raise "
+                                             "the budget")
+                    measured[k] = self.measure(c.spec, "a candidate near the budget")
+                if measured[k] <= o.budget_ms:
                     return c
             raise ValueError(f"no candidate measured within --budget-ms {o.budget_ms} (the fastest predicted: "
                              f"{min(c.predicted_ms for c in cands):.2f} ms); raise the budget")
         best = max(c.score for c in cands)
-        ok = [c for c in pareto_front(cands) if c.score >= best - o.margin]
+        ok = sorted((c for c in pareto_front(cands) if c.score >= best - o.margin), key=lambda c: c.predicted_ms)
         for c in ok:
-            measured.setdefault(arch_key(c.spec), self.measure(c.spec, "a Pareto candidate"))
-        return min(ok, key=lambda c: measured[arch_key(c.spec)])
+            k = arch_key(c.spec)
+            if k not in measured and (self._may_measure(c.spec) or not any(arch_key(x.spec) in measured for x in ok)):
+                measured[k] = self.measure(c.spec, "a Pareto candidate")
+        return min((c for c in ok if arch_key(c.spec) in measured), key=lambda c: measured[arch_key(c.spec)])
 
     def compare(self, pick: Candidate, best: Candidate, pick_art: Path) -> dict | None:
         """The latency-aware pick against the most accurate candidate, timed in alternating rounds."""
         from compiler.compile import CompileOptions, compile_checkpoint
         from frontend.checkpoint import save_checkpoint
         if arch_key(best.spec) == arch_key(pick.spec):
+            return None
+        if not self.budget.room_for_compare():
+            self.say("time limit: the pick is not timed against the most accurate candidate")
             return None
         self.say("timing the pick against the most accurate candidate in alternating rounds")
         with tempfile.TemporaryDirectory(prefix="reidc-ab-") as d:
@@ -201,11 +285,15 @@ class _Search:
         from frontend.checkpoint import save_checkpoint
         o = self.opts
         mode_dir = self.out / o.mode
-        mode_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(mode_dir)
         front = sorted(pareto_front(cands), key=lambda c: c.predicted_ms)
         step = max(1, len(front) // max(1, o.measure_front))
         measured: dict[str, float] = {}
-        for c in front[::step][:o.measure_front]:
+        chosen_front = front[::step][:o.measure_front]
+        for i, c in enumerate(chosen_front):
+            if not self._may_measure(c.spec):
+                self.say(f"time limit: {i} of {len(chosen_front)} Pareto candidates measured")
+                break
             measured[arch_key(c.spec)] = self.measure(c.spec, "a Pareto candidate")
         pick = self.pick(cands, measured)
         k = arch_key(pick.spec)
@@ -246,17 +334,52 @@ class _Search:
             "latency": "measured_ms: compiled by reidc and timed on the target; predicted_ms: the per-layer table",
             "pareto_front": front_rows, "pick": pick_row, "pick_vs_most_accurate": ab,
             "latency_table": {**table.to_json(), "measured": self.table_measured, "error": error},
-            "seconds": round(time.time() - self.t0, 1),
+            "time_limit_s": o.time_limit_s, "seconds": round(time.time() - self.t0, 1),
         }
-        _write_json(mode_dir / "pareto.json", result)
-        _write_json(self.out / "latency-table.json", result["latency_table"])
+        atomic_write_json(mode_dir / "pareto.json", result)
+        atomic_write_json(self.out / "latency-table.json", result["latency_table"])
         from .plot import plot_pareto
         plot_pareto(result, [c for c in cands], mode_dir / "pareto.png")
         self.say(f"wrote {mode_dir}/pareto.json, pareto.png, chosen/ and {art.name}/")
         return result
 
 
+@contextmanager
+def _interrupts_stay_interrupts() -> Iterator[None]:
+    """Ctrl-C stays a KeyboardInterrupt: an error raised while it unwinds a compile or a timing
+    run (a compiler subprocess killed by the same SIGINT, an FFI error wrapping the interrupt)
+    is the interrupt, not a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit = []
+
+    def on_sigint(signum, frame):
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception as e:
+        if hit:
+            raise KeyboardInterrupt from e
+        raise
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+
+
 def search(out: str | Path, opts: SearchOptions) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return _Search(out, opts).run()
+    out = guard_search_dir(out, allow=[opts.latency_cache])
+    created = not out.exists()
+    make_dir(out)
+    try:
+        with _interrupts_stay_interrupts():
+            return _Search(out, opts).run()
+    except OSError as e:
+        if e.filename:   # an unwritable or vanished path: one line naming it
+            raise OutputError(f"{e.filename}: {e.strerror or e}") from None
+        raise
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):   # refused or stopped before writing anything
+            out.rmdir()

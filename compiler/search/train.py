@@ -5,7 +5,9 @@ the same configuration resumes from the last checkpoint (the batch and candidate
 depend only on (seed, k), so a resumed run follows the same sequence)."""
 from __future__ import annotations
 
+import copy
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from frontend.atomic import atomic_directory
+from frontend.atomic import atomic_directory, atomic_write_json
 from frontend.supernet import build_supernet, random_arch, set_arch
 
 from .data import ReIDData, normalise
@@ -82,6 +84,34 @@ def _identity(data: ReIDData, cfg: TrainConfig) -> dict:
             "config": asdict(cfg)}
 
 
+def read_record(out: Path) -> dict | None:
+    """`out/train.json` checked (it is input: a truncated or edited file is an error naming it),
+    or None when there is none."""
+    path = out / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable supernet record ({e}); delete {out} to train afresh") from None
+    why = None
+    if not isinstance(saved, dict):
+        why = f"a JSON {type(saved).__name__}, not an object"
+    elif not isinstance(saved.get("config"), dict):
+        why = "no config object"
+    elif type(saved.get("steps_done")) is not int or saved["steps_done"] < 0:
+        why = f"steps_done is {saved.get('steps_done')!r}, not a step count"
+    if why:
+        raise ValueError(f"{path}: not a reidc supernet record ({why}); delete {out} to train afresh")
+    return saved
+
+
+def seconds_per_step(record: dict | None) -> float | None:
+    """The training speed a previous run recorded, if it is a plausible one."""
+    v = (record or {}).get("seconds_per_step")
+    return float(v) if type(v) in (int, float) and math.isfinite(v) and v > 0 else None
+
+
 def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
     """(supernet, optimizer, steps done): from `out` when it holds a run of this configuration."""
     with torch.random.fork_rng():  # the initial weights depend on the seed only
@@ -89,40 +119,64 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
         net = build_supernet(data.input_size, data.train.num_ids)
     opt = _optimizer(net, cfg)
     done = 0
-    if (out / CONFIG).is_file():
-        saved = json.loads((out / CONFIG).read_text())
+    saved = read_record(out)
+    if saved is not None:
         # the same run, possibly with more steps asked for (which goes on training)
         strip = lambda d: {**d, "config": {k: v for k, v in (d.get("config") or {}).items() if k != "steps"}}  # noqa: E731
         want = _identity(data, cfg)
         if strip({k: saved.get(k) for k in want}) != strip(want):
             raise ValueError(f"{out} holds a supernet trained with another configuration "
                              f"({saved.get('dataset')}, {saved.get('config')}); use another -o directory")
-        net.load_state_dict(load_file(str(out / WEIGHTS)))
-        opt.load_state_dict(torch.load(str(out / STATE), weights_only=True))
-        done = int(saved["steps_done"])
+        for name, load in ((WEIGHTS, lambda p: net.load_state_dict(load_file(str(p)))),
+                           (STATE, lambda p: opt.load_state_dict(torch.load(str(p), weights_only=True)))):
+            try:
+                load(out / name)
+            except Exception as e:  # safetensors, pickle and shape errors alike: the file is not this supernet's
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise ValueError(f"{out / name}: cannot load the supernet's state ({why[:200]}); "
+                                 f"delete {out} to train afresh") from None
+        done = saved["steps_done"]
     return net, opt, done
 
 
-def _save(out: Path, net, opt, data, cfg, done: int) -> None:
-    with atomic_directory(out) as tmp:
+def _save(out: Path, net, opt, data, cfg, done: int, step_s: float | None) -> None:
+    with atomic_directory(out, "supernet") as tmp:
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
         torch.save(opt.state_dict(), str(tmp / STATE))
-        (tmp / CONFIG).write_text(json.dumps({**_identity(data, cfg), "steps_done": done}, indent=1) + "\n")
+        atomic_write_json(tmp / CONFIG, {**_identity(data, cfg), "steps_done": done,
+                                         "seconds_per_step": None if step_s is None else round(step_s, 4)})
+
+
+def probe_step_seconds(net, data: ReIDData, cfg: TrainConfig, step: int = 0) -> float:
+    """Seconds per training step, timed on a copy (the second of two steps: the first warms up)."""
+    net = copy.deepcopy(net).train()
+    took = 0.0
+    for i in range(2):
+        t0 = time.perf_counter()
+        set_arch(net, random_arch(random.Random(cfg.seed * 1_000_003 + step + i), data.input_size, data.train.num_ids))
+        x, y, m = sample_batch(data, cfg, step + i)
+        feat = net.backbone(x, m)
+        loss, _ = cmnas_loss(feat, net.classifier(net.bottleneck(feat)), y, m)
+        loss.backward()
+        took = time.perf_counter() - t0
+    return took * 1.1  # the optimizer step
 
 
 def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float | None = None,
-                   progress: Callable[[str], None] = lambda s: None):
+                   progress: Callable[[str], None] = lambda s: None, state=None):
     """Train (or resume) the supernet in `out`; stop at cfg.steps or the deadline (time.time()).
+    `state`: what `load_supernet(out, ...)` returned, if the caller has it already.
     Returns (supernet in eval mode, steps done)."""
     out = Path(out)
-    net, opt, done = load_supernet(out, data, cfg)
+    net, opt, done = state or load_supernet(out, data, cfg)
+    step_s = seconds_per_step(read_record(out))
     if done >= cfg.steps:
         progress(f"supernet in {out} is trained ({done} steps)")
         return net.eval(), done
     if done:
         progress(f"resuming supernet training at step {done} of {cfg.steps}")
     net.train()
-    t0, start, log = time.time(), done, {}
+    t0, start, log = time.perf_counter(), done, {}
     for step in range(done, cfg.steps):
         if deadline is not None and time.time() > deadline:
             progress(f"time limit: supernet training stops at step {step} of {cfg.steps} (saved; rerun to continue)")
@@ -141,11 +195,12 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
         for k, v in parts.items():
             log[k] = 0.9 * log.get(k, v) + 0.1 * v
         done = step + 1
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            _save(out, net, opt, data, cfg, done)
+        rate = (done - start) / max(time.perf_counter() - t0, 1e-6)
+        step_s = 1 / max(rate, 1e-6)
+        if done % cfg.save_every == 0 and done < cfg.steps:
+            _save(out, net, opt, data, cfg, done, step_s)
         if done % 25 == 0 or done == cfg.steps:
-            rate = (done - start) / max(time.time() - t0, 1e-6)
             progress(f"supernet step {done}/{cfg.steps}: " + ", ".join(f"{k} {v:.3f}" for k, v in log.items())
                      + f"; {rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
-    _save(out, net, opt, data, cfg, done)
+    _save(out, net, opt, data, cfg, done, step_s)
     return net.eval(), done
