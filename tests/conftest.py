@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -19,3 +20,19 @@ def small_r18():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def readonly(tmp_path):
+    """A read-only file system (tmpfs mounted ro): what root cannot write either."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if os.geteuid() == 0:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)], capture_output=True)
+        if r.returncode == 0:
+            yield d
+            subprocess.run(["umount", str(d)])
+            return
+    os.chmod(d, 0o555)  # not root: permissions do it
+    yield d
+    os.chmod(d, 0o755)

@@ -131,22 +131,6 @@ def test_the_swap_keeps_the_old_output_when_the_work_fails(tmp_path):
         guard_output_dir(tmp_path / "link", "artifact")
 
 
-@pytest.fixture
-def readonly(tmp_path):
-    """A read-only file system (tmpfs mounted ro): what root cannot write either."""
-    d = tmp_path / "ro"
-    d.mkdir()
-    if os.geteuid() == 0:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)], capture_output=True)
-        if r.returncode == 0:
-            yield d
-            subprocess.run(["umount", str(d)])
-            return
-    os.chmod(d, 0o555)  # not root: permissions do it
-    yield d
-    os.chmod(d, 0o755)
-
-
 def test_read_only_outputs_are_one_line(work, readonly):
     np_in = work / "x.npy"
     assert "read-only" in cli("compile", work / "ck", "-o", readonly / "a", code=1)
