@@ -360,3 +360,18 @@ def test_file_system_errors_name_the_operation_and_path(tmp_path):
 def test_version():
     from compiler.version import __version__
     assert cli("--version") == f"reidc {__version__}"
+
+
+def test_the_runtime_runs_an_artifact_where_torch_is_absent(work):
+    """A deployment host has TVM's runtime and numpy, not PyTorch: `torch` made unimportable
+    (sys.modules['torch'] = None), the artifact still loads, checks and runs."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from compiler.runtime import Compiled\n"
+            f"c = Compiled({str(work / 'art')!r})\n"
+            f"f = c.run(np.load({str(work / 'x.npy')!r}), np.array([1, 0]))\n"
+            "assert f.shape == (2, 512) and np.isfinite(f).all()\n"
+            "assert not [m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None]\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
