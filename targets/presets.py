@@ -189,25 +189,34 @@ _A64_CXX = "aarch64-linux-gnu-g++"
 
 def _arm(name, description, mcpu, mattr, features):
     tvm = {**_A64, **({"mcpu": mcpu} if mcpu else {}), "mattr": list(mattr)}
-    return TargetPreset(name, description, tvm, 128, (), features, _A64_CXX, QEMU_AARCH64, 32)
+    return TargetPreset(name=name, description=description, tvm=tvm, vector_bits=128, features=features,
+                        cross_compiler=_A64_CXX, runs_via=QEMU_AARCH64, vector_registers=32)
 
 
 def _cuda(sm, description, host_arm=False):
     host = {**_A64, "mcpu": "cortex-a78ae", "mattr": ["+neon"]} if host_arm else {"kind": "llvm", "mcpu": "x86-64"}
-    return TargetPreset(f"sm{sm}", description, {"kind": "cuda", "arch": f"sm_{sm}", "host": host},
-                        128, (), (f"sm_{sm}", "__popcll", "shared-memory conv tiles", "dlight GPU rules") + (("aarch64 host",) if host_arm else ()),
-                        _A64_CXX if host_arm else None, CUDA, 32 if host_arm else 16)
+    return TargetPreset(name=f"sm{sm}", description=description,
+                        tvm={"kind": "cuda", "arch": f"sm_{sm}", "host": host},
+                        vector_bits=128, vector_registers=32 if host_arm else 16,
+                        features=(f"sm_{sm}", "__popcll", "shared-memory conv tiles", "dlight GPU rules")
+                        + (("aarch64 host",) if host_arm else ()),
+                        cross_compiler=_A64_CXX if host_arm else None, runs_via=CUDA)
+
+
+def _x86(name, description, tvm, requires=(), features=()):
+    """An x86 preset: SIMD width and registers from the widest vector extension it enables."""
+    bits = 512 if "avx512f" in requires else 256 if "avx2" in requires else 128
+    return TargetPreset(name=name, description=description, tvm=tvm, vector_bits=bits, requires=requires,
+                        features=features, vector_registers=32 if bits == 512 else 16)
 
 
 PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
-    TargetPreset("x86-64", "any x86-64 CPU (SSE2 only)", {"kind": "llvm", "mcpu": "x86-64"}, 128,
-                 (), ("sse2",)),
-    TargetPreset("x86-avx2", "x86-64-v3: Haswell / Zen and newer", {"kind": "llvm", "mcpu": "x86-64-v3"}, 256,
-                 _AVX2, ("avx2", "fma", "popcnt")),
-    TargetPreset("x86-avx512", "x86-64-v4: Skylake-SP / Zen 4 and newer, +VPOPCNTDQ",
-                 {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq"]}, 512,
-                 _AVX512 + ("avx512_vpopcntdq",), ("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq"),
-                 vector_registers=32),
+    _x86("x86-64", "any x86-64 CPU (SSE2 only)", {"kind": "llvm", "mcpu": "x86-64"}, features=("sse2",)),
+    _x86("x86-avx2", "x86-64-v3: Haswell / Zen and newer", {"kind": "llvm", "mcpu": "x86-64-v3"},
+         requires=_AVX2, features=("avx2", "fma", "popcnt")),
+    _x86("x86-avx512", "x86-64-v4: Skylake-SP / Zen 4 and newer, +VPOPCNTDQ",
+         {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq"]},
+         requires=_AVX512 + ("avx512_vpopcntdq",), features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq")),
     _arm("aarch64", "any 64-bit ARM CPU with NEON (ARMv8-A)", None, ("+neon",), ("neon", "cnt popcount")),
     _arm("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ("+neon",), ("neon", "cnt popcount", "cortex-a72")),
     _arm("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", ("+neon", "+dotprod"),
@@ -227,29 +236,31 @@ def _host_preset() -> TargetPreset:
     base = next((PRESETS[n] for n in ("x86-avx512", "x86-avx2") if all(f in have for f in PRESETS[n].requires)),
                 PRESETS["x86-64"])
     cores = os.cpu_count() or 1
-    return TargetPreset("host", f"this machine: {base.name} ({cores} cores)", {**base.tvm, "num-cores": cores},
-                        base.vector_bits, base.requires, base.features, vector_registers=base.vector_registers)
+    return dataclasses.replace(base, name="host", description=f"this machine: {base.name} ({cores} cores)",
+                               tvm={**base.tvm, "num-cores": cores})
 
 
 def _from_dict(d: dict) -> TargetPreset:
     """A user's TVM target dict for hardware the presets miss: llvm (x86 or aarch64) or cuda."""
+    custom = {"name": "custom", "description": "user-supplied TVM target", "tvm": d}
     kind = d.get("kind")
     if kind == "cuda":
         if not str(d.get("arch", "")).startswith("sm_"):
             raise TargetError('a cuda target needs "arch": "sm_XY"')
         host = d.get("host", {"kind": "llvm"})
         arm = str(host.get("mtriple", "")).startswith("aarch64")
-        return TargetPreset("custom", "user-supplied TVM target", d, 128, (), (d["arch"],),
-                            _A64_CXX if arm else None, CUDA, 32 if arm else 16)
+        return TargetPreset(**custom, vector_bits=128, features=(d["arch"],), cross_compiler=_A64_CXX if arm else None,
+                            runs_via=CUDA, vector_registers=32 if arm else 16)
     if kind != "llvm":
         raise TargetError(f"target kind {kind!r} is not supported (llvm for x86-64 / aarch64, or cuda)")
     triple = str(d.get("mtriple", ""))
     if triple.startswith("aarch64"):
-        return TargetPreset("custom", "user-supplied TVM target", d, 128, (), (), _A64_CXX, QEMU_AARCH64, 32)
+        return TargetPreset(**custom, vector_bits=128, cross_compiler=_A64_CXX, runs_via=QEMU_AARCH64,
+                            vector_registers=32)
     if triple and not triple.startswith("x86_64"):
         raise TargetError(f"target triple {triple!r} is not supported (x86_64-* or aarch64-*)")
     bits = 512 if "v4" in str(d.get("mcpu", "")) or "avx512" in str(d.get("mattr", "")) else 256
-    return TargetPreset("custom", "user-supplied TVM target", d, bits, vector_registers=32 if bits == 512 else 16)
+    return TargetPreset(**custom, vector_bits=bits, vector_registers=32 if bits == 512 else 16)
 
 
 def get_target(name_or_json: str) -> TargetPreset:
