@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from frontend.atomic import guard_output_file
+
 from .bench_load import OthersMeter
 from .errors import USER_ERRORS, ArtifactError, InputError
 
@@ -102,17 +104,6 @@ def _checkpoint(man: dict, where: str, given=None) -> str:
     return str(Path(ck).resolve())
 
 
-def _check_json_path(path: Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"--json {path}: is a folder; name a file")
-    if not path.parent.is_dir():
-        raise InputError(f"--json {path}: the folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise InputError(f"--json {path}: cannot write in {path.parent} (permission denied)")
-    return path
-
-
 def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
          runtimes=RUNTIMES, baseline=None, json_out=None) -> Plan:
     """Check every argument against the artifact(s) before anything runs.
@@ -134,7 +125,7 @@ def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 
     for r in runtimes:
         if r not in RUNTIMES:
             raise InputError(f"runtime {r!r}: expected one of {', '.join(RUNTIMES)}")
-    json_out = _check_json_path(json_out) if json_out is not None else None
+    json_out = guard_output_file(json_out, "--json") if json_out is not None else None
     path = _path(artifact)
     man, entries = _check_artifact(path, modes, batches)
     common = {"threads": threads, "artifact": str(path.resolve()),
