@@ -28,27 +28,42 @@ class _Guarded(TyperGroup):
     or (Ctrl-C) one `interrupted` line and exit 130; never a traceback unless --debug."""
 
     def invoke(self, ctx):
+        import signal
         import warnings
         warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}",
                                                                    highlight=False, soft_wrap=True)
+        interrupted = []
+
+        def on_sigint(signum, frame):  # remember it: TVM's FFI turns the KeyboardInterrupt raised
+            interrupted.append(signum)  # inside a C++ call into a RuntimeError
+            raise KeyboardInterrupt
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread
+            previous = None
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except KeyboardInterrupt:
-            err.print("interrupted: nothing half-written was kept (outputs are replaced only when complete)",
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(130)
+            interrupted.append(signal.SIGINT)
         except Exception as e:  # noqa: BLE001  (the one place every other error is turned into a line)
-            if _debug["on"]:
-                raise
-            internal = not isinstance(e, USER_ERRORS + (OSError, ValueError))
-            msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
-            err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-            if internal:
-                err.print("[dim](a bug in reidc, not in your input: rerun with --debug for the traceback and please report it)[/]",
-                          highlight=False)
-            raise typer.Exit(1)
+            if not interrupted:
+                if _debug["on"]:
+                    raise
+                internal = not isinstance(e, USER_ERRORS + (OSError, ValueError))
+                msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
+                err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+                if internal:
+                    err.print("[dim](a bug in reidc, not in your input: rerun with --debug for the traceback and "
+                              "please report it)[/]", highlight=False)
+                raise typer.Exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        err.print("interrupted: nothing half-written was kept (outputs are replaced only when complete)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
 
 
 app = typer.Typer(cls=_Guarded, add_completion=False, no_args_is_help=True,
