@@ -3,6 +3,7 @@ kill, `compile --tuning-db`, RPC through a loopback tracker, and faults. Budgets
 few trials of one or two kernels): these prove the machinery, the note has the benchmark."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from compiler.cli import app
 from compiler.compile import CompileOptions, compile_checkpoint
 from compiler.reference import torch_forward
 from compiler.runtime import Compiled
-from compiler.tune.database import RECORDS, TASKS, TargetDB, TuningDatabaseError, repair
+from compiler.tune.database import RECORDS, TASKS, TargetDB, TuningDatabaseError
 from compiler.tune.tune import TuneOptions, TuningAborted, tune_checkpoint
 from frontend.checkpoint import save_checkpoint
 from frontend.zoo import zoo_model
@@ -88,11 +89,19 @@ def test_report_prints_a_table_and_writes_a_plot(tuned):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_torn_last_line_is_dropped_and_nothing_else(tmp_path):
-    p = tmp_path / RECORDS
-    p.write_text('[0, {"a": 1}]\n[0, {"b": 2}]\n[0, {"c"')
-    assert repair(p) == 1
-    assert _lines(p) == ['[0, {"a": 1}]', '[0, {"b": 2}]']
+def test_a_torn_last_line_is_moved_aside_and_nothing_else(tmp_path, tuned):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    folder = db / tuned[1]["target_key"]
+    before = _lines(folder / RECORDS)
+    with open(folder / RECORDS, "a") as f:  # as a kill in the middle of an append leaves it
+        f.write('[0,[[["GetSBlock"')
+    msgs = []
+    assert len(TargetDB(db, get_target("host")).open(msgs.append)) == len(before)
+    assert _lines(folder / RECORDS) == before
+    assert _lines(folder / f"{RECORDS}.rejected") == ['[0,[[["GetSBlock"']
+    assert msgs == [f"warning: {folder / RECORDS} line {len(before) + 1}: an incomplete last line (a write cut "
+                    f"short); moved to {RECORDS}.rejected"]
 
 
 def test_killed_tuning_resumes_without_losing_trials(tmp_path, bnn):

@@ -4,25 +4,39 @@
     DB/<key>/database_workload.json     TVM MetaSchedule JSONDatabase files: one line per
     DB/<key>/database_tuning_record.json  workload / measured trial, appended as measured
     DB/<key>/reidc_tasks.json           per task: name, weight, reidc-default latency (atomic)
+    DB/<key>/reidc_checked.json         how much of the two JSONDatabase files was checked
+    DB/<key>/<file>.rejected            lines moved out of a JSONDatabase file (appended)
 
 <key> is the preset name plus a digest of its TVM target dict, so records measured on one
 target are never applied to another (MetaSchedule's own lookup ignores the target: apache/tvm
 #15549). Each <key> directory is a plain JSONDatabase that TVM's tools open as they are.
-A process killed while appending can leave a torn last line; `repair` drops it before the
-database is opened, so every finished trial survives and tuning resumes from the records.
+
+TVM parses those files in C++ and crashes on a line that is JSON but not a record, so every
+line is checked first (records.py). `reidc tune` moves the lines TVM cannot read (a record
+torn by a kill, or nonsense) to `<file>.rejected`, renumbers what refers to them and rewrites
+the file atomically, with a warning naming file and line. `reidc compile` only reads: it warns
+and loads a checked copy. The checked part of each file (its size and digest) is remembered
+in reidc_checked.json, so a later open checks only the lines appended since.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from frontend.atomic import atomic_write_bytes, atomic_write_json
 from targets import TargetPreset
 from targets.presets import ToolchainError
 
-WORKLOADS, RECORDS, TASKS, INDEX = "database_workload.json", "database_tuning_record.json", "reidc_tasks.json", "index.json"
+from . import records
+from .records import RECORDS, WORKLOADS
+
+TASKS, INDEX, CHECKED = "reidc_tasks.json", "index.json", "reidc_checked.json"
+WARN_LINES = 10   # per file; then one line counts the rest
 
 
 class TuningDatabaseError(ToolchainError):
@@ -35,38 +49,88 @@ def target_key(preset: TargetPreset) -> str:
     return f"{preset.name}-{digest}"
 
 
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+# -- reidc's own JSON files --------------------------------------------------------------------
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def read_json(path: Path, default):
+def _secs(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+
+
+_TASK_FIELDS = {"trials": _count, "failed": _count, "weight": _count, "batch": _count, "default_s": _secs,
+                "best_s": _secs, "name": lambda v: isinstance(v, str), "model": lambda v: isinstance(v, str),
+                "exhausted": lambda v: isinstance(v, bool)}
+
+
+def _valid_index(data) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("preset"), str) and isinstance(e.get("tvm"), dict)
+        and isinstance(e.get("batches"), list) and all(_count(b) and b > 0 for b in e["batches"])
+        for e in data.values())
+
+
+def _valid_tasks(data) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(t, dict) and "trials" in t and "failed" in t
+        and all(ok(t[k]) for k, ok in _TASK_FIELDS.items() if k in t) for t in data.values())
+
+
+def _read_json(path: Path, default, valid, expected: str, remedy: str):
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return default
-    except json.JSONDecodeError as e:
-        raise TuningDatabaseError(f"{path}: corrupt ({e})") from None
+    except IsADirectoryError:
+        raise TuningDatabaseError(f"{path}: is a folder, not reidc's {path.name}") from None
+    except OSError as e:
+        raise TuningDatabaseError(f"{path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise TuningDatabaseError(f"{path}: corrupt (not JSON: {str(e).splitlines()[0][:80]}); {remedy}") from None
+    if not valid(data):
+        raise TuningDatabaseError(f"{path}: corrupt (expected {expected}); {remedy}")
+    return data
 
 
-def repair(path: Path) -> int:
-    """Drop unparsable lines (a torn append) from a JSON-lines file; returns how many."""
-    if not path.is_file():
-        return 0
-    good, bad = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            json.loads(line)
-            good.append(line)
-        except json.JSONDecodeError:
-            bad += 1
-    if bad:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(g + "\n" for g in good))
-        os.replace(tmp, path)
-    return bad
+def read_index(root: Path, default=None):
+    return _read_json(root / INDEX, default, _valid_index, '{target key: {"preset", "tvm", "batches"}}',
+                      "delete it to start a new index (the records are kept; a target reappears when tuned again)")
 
+
+def read_tasks(folder: Path) -> dict:
+    return _read_json(folder / TASKS, {}, _valid_tasks, '{workload: {"trials", "failed", ...}}',
+                      "delete it to restart this target's trial counts (its records are kept)")
+
+
+def _write_json(path: Path, data) -> None:
+    try:
+        atomic_write_json(path, data)
+    except OSError as e:
+        raise TuningDatabaseError(f"{path}: cannot write it ({e.strerror})") from None
+
+
+def _writable(path: Path) -> str | None:
+    """Why reidc cannot write `path` (a folder to create files in, or a file to rewrite), or None."""
+    if os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+        return None
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
+
+
+_KEY = re.compile(r"^.+-[0-9a-f]{10}$")   # what target_key() names a target's folder
+
+
+def _looks_like_database(root: Path) -> bool:
+    """index.json, or a target folder of a database whose index.json was deleted."""
+    return (root / INDEX).exists() or any(_KEY.match(p.name) and (p / WORKLOADS).exists() for p in root.iterdir())
+
+
+# -- the database of one target ----------------------------------------------------------------
 
 @dataclass
 class TargetDB:
@@ -82,31 +146,171 @@ class TargetDB:
     def path(self) -> Path:
         return self.root / self.key
 
-    def open(self):
-        """The MetaSchedule JSONDatabase for this target (created if new, repaired if torn)."""
-        from tvm.s_tir import meta_schedule as ms
-        self.path.mkdir(parents=True, exist_ok=True)
+    def check_writable(self, flag: str = "--db") -> None:
+        """Everything `reidc tune` needs of the folder, checked before it creates anything."""
+        root = self.root
+        where = f"{flag} {root}"
+        if root.exists() and not root.is_dir():
+            raise TuningDatabaseError(f"{where}: exists and is not a folder")
+        parent = root
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise TuningDatabaseError(f"{where}: {parent} is a file, not a folder")
+        if parent != root:
+            why = _writable(parent)
+            if why:
+                raise TuningDatabaseError(f"{where}: cannot create the folder in {parent} ({why})")
+            return
+        try:
+            empty = not any(root.iterdir())
+        except OSError as e:
+            raise TuningDatabaseError(f"{where}: cannot list the folder ({e.strerror})") from None
+        if not empty and not _looks_like_database(root):
+            raise TuningDatabaseError(f"{where}: the folder holds files but is not a reidc tuning database "
+                                      f"(no {INDEX}); name a new or empty folder")
+        read_index(root)
+        if self.path.exists():
+            if not self.path.is_dir():
+                raise TuningDatabaseError(f"{self.path}: exists and is not a folder")
+            read_tasks(self.path)
+        for p in (root, root / INDEX, self.path, *(self.path / n for n in (WORKLOADS, RECORDS, TASKS, CHECKED))):
+            why = p.exists() and _writable(p)
+            if why:
+                raise TuningDatabaseError(f"{where}: cannot write {p} ({why})")
+
+    def open(self, say=lambda msg: None):
+        """The MetaSchedule JSONDatabase `reidc tune` appends to: created if new; lines TVM
+        cannot read are moved to <file>.rejected first."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TuningDatabaseError(f"{self.path}: cannot create the folder ({e.strerror})") from None
+        old = self._read_both()
+        checked = records.check(old[WORKLOADS], old[RECORDS], self._trusted(old))
+        new = dict(zip((WORKLOADS, RECORDS), checked.texts()))
+        self._set_aside(checked.rejected)
         for name in (WORKLOADS, RECORDS):
-            repair(self.path / name)
-        return ms.database.JSONDatabase(path_workload=str(self.path / WORKLOADS),
-                                        path_tuning_record=str(self.path / RECORDS), allow_missing=True)
+            if new[name] != old[name] or not (self.path / name).exists():
+                self._write(name, new[name])
+        _warn(say, self.path, checked.rejected, lambda f: f"moved to {f}.rejected")
+        self.stamp()
+        return _load(self.path, new[RECORDS])
+
+    def load_checked_copy(self, say=lambda msg: None):
+        """For `reidc compile`: a JSONDatabase loaded from a checked copy; the database itself
+        is only read (it may be read-only, or being appended to by a running `reidc tune`)."""
+        if not self.path.is_dir():
+            raise TuningDatabaseError(f"{self.path}: missing (the index names it); rerun `reidc tune`")
+        old = self._read_both()
+        checked = records.check(old[WORKLOADS], old[RECORDS], self._trusted(old))
+        _warn(say, self.path, checked.rejected, lambda f: "ignored (`reidc tune` on this database moves it "
+                                                             f"to {f}.rejected)")
+        copy = tempfile.TemporaryDirectory(prefix="reidc-tuning-db-")
+        texts = checked.texts()
+        for name, text in zip((WORKLOADS, RECORDS), texts):
+            Path(copy.name, name).write_bytes(_encode(text))
+        return _load(Path(copy.name), texts[1]), copy
 
     def register(self, batch: int) -> None:
-        index = read_json(self.root / INDEX, {})
+        index = read_index(self.root, {})
         entry = index.setdefault(self.key, {"preset": self.preset.name, "tvm": self.preset.tvm, "batches": []})
         if batch not in entry["batches"]:
             entry["batches"] = sorted(entry["batches"] + [batch])
-        write_json_atomic(self.root / INDEX, index)
+        _write_json(self.root / INDEX, index)
 
     def tasks(self) -> dict:
-        return read_json(self.path / TASKS, {})
+        return read_tasks(self.path)
 
     def save_tasks(self, tasks: dict) -> None:
-        write_json_atomic(self.path / TASKS, tasks)
+        _write_json(self.path / TASKS, tasks)
 
     def record_count(self) -> int:
-        p = self.path / RECORDS
-        return sum(1 for _ in p.open()) if p.is_file() else 0
+        return len(records.split_lines(self._read(RECORDS)))
+
+    def stamp(self) -> None:
+        """Remember the files as they are now as checked (their complete lines)."""
+        stamp = {}
+        for name in (WORKLOADS, RECORDS):
+            data = _encode(self._read(name))
+            size = data.rfind(b"\n") + 1
+            stamp[name] = {"bytes": size, "lines": data.count(b"\n", 0, size),
+                           "sha256": hashlib.sha256(data[:size]).hexdigest()}
+        _write_json(self.path / CHECKED, stamp)
+
+    def _trusted(self, texts: dict[str, str]) -> tuple[int, int]:
+        """How many leading lines of each file the stamp vouches for (records only with their workloads)."""
+        try:
+            stamp = json.loads((self.path / CHECKED).read_bytes())
+        except (OSError, ValueError):
+            return 0, 0
+        lines = []
+        for name in (WORKLOADS, RECORDS):
+            s, data = stamp.get(name) if isinstance(stamp, dict) else None, _encode(texts[name])
+            if not (isinstance(s, dict) and isinstance(s.get("bytes"), int) and isinstance(s.get("lines"), int)
+                    and len(data) >= s["bytes"] and hashlib.sha256(data[:s["bytes"]]).hexdigest() == s.get("sha256")):
+                return (lines[0], 0) if lines else (0, 0)
+            lines.append(s["lines"])
+        return lines[0], lines[1]
+
+    def _read_both(self) -> dict[str, str]:
+        """Records first: a `reidc tune` appending meanwhile commits a workload before its records,
+        so every record read names a workload that is read too."""
+        recs = self._read(RECORDS)
+        return {WORKLOADS: self._read(WORKLOADS), RECORDS: recs}
+
+    def _read(self, name: str) -> str:
+        try:
+            return (self.path / name).read_bytes().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return ""
+        except OSError as e:
+            raise TuningDatabaseError(f"{self.path / name}: cannot read it ({e.strerror})") from None
+
+    def _write(self, name: str, text: str) -> None:
+        try:
+            atomic_write_bytes(self.path / name, _encode(text))
+        except OSError as e:
+            raise TuningDatabaseError(f"{self.path / name}: cannot write it ({e.strerror})") from None
+
+    def _set_aside(self, rejected: list[records.Rejected]) -> None:
+        """Append rejected lines, as they were, to <file>.rejected (before the file is rewritten)."""
+        for name in (WORKLOADS, RECORDS):
+            lines = [r.text for r in rejected if r.file == name]
+            if not lines:
+                continue
+            path = self.path / f"{name}.rejected"
+            try:
+                with open(path, "ab") as f:
+                    f.write(_encode("".join(f"{ln}\n" for ln in lines)))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise TuningDatabaseError(f"{path}: cannot write it ({e.strerror})") from None
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _warn(say, folder: Path, rejected: list[records.Rejected], fate) -> None:
+    for name in (WORKLOADS, RECORDS):
+        lines = [r for r in rejected if r.file == name]
+        for r in lines[:WARN_LINES]:
+            say(f"warning: {folder / name} line {r.no}: {r.reason}; {fate(name)}")
+        if len(lines) > WARN_LINES:
+            say(f"warning: {folder / name}: {len(lines) - WARN_LINES} more lines like these; {fate(name)}")
+
+
+def _load(folder: Path, record_text: str):
+    from tvm.s_tir import meta_schedule as ms
+    if '"Tensorize"' in record_text:
+        records.register_cpu_tensor_intrinsics()
+    try:
+        return ms.database.JSONDatabase(path_workload=str(folder / WORKLOADS),
+                                        path_tuning_record=str(folder / RECORDS), allow_missing=False)
+    except Exception as e:  # noqa: BLE001  (checked line by line; this is TVM refusing the whole)
+        raise TuningDatabaseError(f"{folder}: TVM cannot load the tuning records: {records.last_line(e)}") from None
 
 
 @dataclass
@@ -115,6 +319,7 @@ class CompileTuning:
     db: TargetDB
     database: object
     batch: int
+    copy: object = None   # the checked copy the database was loaded from (kept while it is used)
 
     tuned_functions: int = 0
     functions: int = 0
@@ -129,13 +334,15 @@ class CompileTuning:
 
     def summary(self) -> dict:
         return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
-                "records": self.db.record_count(), "kernels_with_records": self.tuned_functions,
+                "records": len(self.database), "kernels_with_records": self.tuned_functions,
                 "kernels": self.functions}
 
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
     root = Path(root)
-    index = read_json(root / INDEX, None)
+    if root.exists() and not root.is_dir():
+        raise TuningDatabaseError(f"--tuning-db {root}: is a file, not a tuning database folder")
+    index = read_index(root)
     if index is None:
         raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX}); create one with `reidc tune`")
     db = TargetDB(root, preset)
@@ -151,4 +358,5 @@ def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, 
     elif batch not in batches:
         say(f"warning: {root} has no records for batch {batch} on {preset.name} (tuned: {batches}); "
             "reidc's default schedules will be used")
-    return CompileTuning(db, db.open(), batch)
+    database, copy = db.load_checked_copy(say)
+    return CompileTuning(db, database, batch, copy)

@@ -4,13 +4,16 @@ RPC tracker (RPCRunner). A candidate that fails to build, crashes or runs past t
 back as an error and MetaSchedule records it as failed; tuning goes on."""
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import tempfile
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
 from targets import TargetPreset
+from targets.presets import ToolchainError
 
 
 def build_candidate(mod, target, _params):
@@ -24,15 +27,37 @@ def export_native(rt_mod) -> str:
     return path
 
 
-def export_aarch64(rt_mod) -> str:
+def export_cross(rt_mod, compiler: str) -> str:
     from tvm.support.cc import cross_compiler
     path = os.path.join(tempfile.mkdtemp(prefix="reidc-ms-"), "candidate.so")
-    rt_mod.export_library(path, fcompile=cross_compiler("aarch64-linux-gnu-g++"))
+    rt_mod.export_library(path, fcompile=cross_compiler(compiler))
     return path
 
 
+def cross_compiler(preset: TargetPreset) -> str:
+    """The C++ driver that links an aarch64 candidate; ToolchainError when it is missing."""
+    compiler = preset.cross_compiler or "aarch64-linux-gnu-g++"
+    if not shutil.which(compiler):
+        raise ToolchainError(f"target {preset.name}: building its candidates needs {compiler} "
+                             "(apt-get install g++-aarch64-linux-gnu)")
+    return compiler
+
+
+def check(preset: TargetPreset, tracker: str | None) -> None:
+    """What builder() and runner() would refuse, without starting their worker processes."""
+    if preset.arch == "aarch64":
+        cross_compiler(preset)
+        if not tracker:
+            raise ValueError(f"target {preset.name} is aarch64: measure it on a board (or a qemu server) through "
+                             "--rpc-tracker HOST:PORT --rpc-key KEY")
+    if preset.kind == "cuda" and not tracker:
+        raise ValueError("tuning CUDA targets is not supported yet (reidc's GPU schedules have no tuning space)")
+
+
 def builder(preset: TargetPreset, timeout_s: float = 60.0, workers: int | None = None) -> ms.builder.LocalBuilder:
-    export = export_aarch64 if preset.arch == "aarch64" else export_native
+    export = export_native
+    if preset.arch == "aarch64":
+        export = functools.partial(export_cross, compiler=cross_compiler(preset))
     return ms.builder.LocalBuilder(f_build=build_candidate, f_export=export, timeout_sec=timeout_s,
                                    max_workers=workers or max(1, (os.cpu_count() or 2) // 2))
 
@@ -81,11 +106,7 @@ def runner(preset: TargetPreset, tracker: str | None = None, key: str | None = N
                                   session_timeout_sec=int(timeout_s), session_priority=1)
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator(), max_workers=workers,
                                    f_create_session=create_session, f_alloc_argument=alloc_rpc)
-    if preset.arch == "aarch64":
-        raise ValueError(f"target {preset.name} is aarch64: measure it on a board (or a qemu server) through "
-                         "--rpc-tracker HOST:PORT --rpc-key KEY")
-    if preset.kind == "cuda":
-        raise ValueError("tuning CUDA targets is not supported yet (reidc's GPU schedules have no tuning space)")
+    check(preset, tracker)
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator(), f_alloc_argument=alloc_local)
 
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .database import INDEX, TASKS, TuningDatabaseError, read_json
+from .database import INDEX, TuningDatabaseError, read_index, read_tasks
 
 
 def report_rows(root: str | Path) -> dict[str, list[dict]]:
     root = Path(root)
-    index = read_json(root / INDEX, None)
+    if root.exists() and not root.is_dir():
+        raise TuningDatabaseError(f"--report {root}: is a file, not a tuning database folder")
+    index = read_index(root)
     if index is None:
         raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX})")
     out = {}
     for key in sorted(index):
         rows = []
-        for wk, t in read_json(root / key / TASKS, {}).items():
+        for wk, t in read_tasks(root / key).items():
             default, best = t.get("default_s"), t.get("best_s")
             tuned = min(x for x in (default, best) if x) if (default or best) else None
             rows.append({"task": t.get("name", wk), "calls": t.get("weight", 1), "batch": t.get("batch"),

@@ -8,6 +8,7 @@ saved after every batch, so a killed run resumes with the trials it has not done
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,13 @@ from compiler.compile import CompileOptions, prepare
 from compiler.lower.build import fused_module
 from compiler.lower.to_relax import to_relax
 from compiler.runtime import usable_cpus
-from targets import get_target
+from targets import TargetError, get_target
 from targets.presets import ToolchainError
 
 from . import measure
-from .database import TargetDB
+from .database import TargetDB, TuningDatabaseError
+from .interrupt import Interrupts, TuningInterrupted
+from .records import register_cpu_tensor_intrinsics
 from .space import default_schedule, search_space
 
 
@@ -50,25 +53,7 @@ class TuneOptions:
                                    # machine's when measuring here, 4 through RPC
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
-
-
-def _cpu_tensor_intrinsics() -> None:
-    """Register only the x86 and ARM tensor intrinsics. MetaSchedule's TuneContext imports the
-    whole `tvm.s_tir.tensor_intrin` package, whose CUDA half parses ~250 TVMScript functions:
-    143 s measured here in a process that has torch loaded (TVMScript's inspect.stack() walks
-    every loaded module). reidc tunes CPU targets only, so the package is set up without it."""
-    import importlib
-    import sys
-    import types
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    pkg = types.ModuleType(name)
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules[name] = pkg
-    for sub in ("x86", "arm_cpu"):
-        setattr(pkg, sub, importlib.import_module(f"{name}.{sub}"))
+    on_stop_now: Callable[[], None] = field(default=lambda: None)  # second Ctrl-C: last words before exit 130
 
 
 def workload_key(mod: tvm.IRModule) -> str:
@@ -84,38 +69,82 @@ def extract_tasks(ckpt, opts: TuneOptions, preset):
     return tasks, facts
 
 
+def check_options(opts: TuneOptions, preset) -> None:
+    """What can be refused about the options before anything is loaded or created."""
+    if preset.kind == "cuda":
+        if any("GPU" in m for m in preset.missing_on_host()):
+            raise TargetError(f"--target {opts.target}: CUDA tuning needs a GPU to measure on, and no GPU is "
+                              "reachable from here; tune a CPU target (see `reidc targets`)")
+        raise TargetError(f"--target {opts.target}: reidc does not tune CUDA targets yet (its GPU schedules have "
+                          f"no tuning space); compile for {preset.name} without --tuning-db")
+    for flag, value in (("--trials", opts.trials), ("--batch", opts.batch), ("--cores", opts.cores or 1),
+                        ("per_iter", opts.per_iter)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+    if not opts.timeout_s > 0:
+        raise ValueError(f"--timeout {opts.timeout_s}: must be more than 0 seconds")
+    if opts.rpc_tracker:
+        host, _, port = opts.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--rpc-tracker {opts.rpc_tracker}: expected HOST:PORT")
+        if not opts.rpc_key:
+            raise ValueError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
+    elif opts.rpc_key:
+        raise ValueError("--rpc-key needs --rpc-tracker HOST:PORT (the tracker the devices registered with)")
+    measure.check(preset, opts.rpc_tracker)
+
+
 def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
+    """Tune every task of the model. The options, the database folder, the toolchain and the
+    checkpoint are all checked before the database is created. Ctrl-C (see interrupt.py) ends
+    in TuningInterrupted, a KeyboardInterrupt, with every finished trial in the database."""
     say = opts.progress
     preset = get_target(opts.target)
-    if opts.trials < 1 or opts.batch < 1:
-        raise ValueError(f"--trials {opts.trials} / --batch {opts.batch}: both must be at least 1")
-    if opts.rpc_tracker and not opts.rpc_key:
-        raise ValueError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
-    tasks, facts = extract_tasks(ckpt, opts, preset)
-    _cpu_tensor_intrinsics()
-    if not tasks:
-        raise ValueError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+    check_options(opts, preset)
     db = TargetDB(Path(opts.db), preset)
-    database = db.open()
-    db.register(opts.batch)
+    db.check_writable()
+    with Interrupts(say, opts.on_stop_now) as stop:
+        tasks, facts = extract_tasks(ckpt, opts, preset)
+        if not tasks:
+            raise ValueError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+        run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
+        build = measure.builder(preset)  # (their worker processes inherit the blocked SIGINT)
+        stop.check()
+        register_cpu_tensor_intrinsics()
+        with stop.writing:
+            database = db.open(say)
+            db.register(opts.batch)
+        try:
+            _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop)
+        finally:
+            with stop.writing, contextlib.suppress(TuningDatabaseError):  # (a cache: best effort)
+                db.stamp()  # what this run appended is TVM's own writing: no need to check it again
+    return {"target_key": db.key, "database": str(db.path), "tasks": len(tasks), "records": db.record_count()}
+
+
+def _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop) -> None:
+    say = opts.progress
     cores = opts.cores or (4 if opts.rpc_tracker else usable_cpus())
     target = tvm.target.Target({**{k: v for k, v in preset.tvm.items() if k != "num-cores"}, "num-cores": cores})
-    build = measure.builder(preset)
-    run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
     info = db.tasks()
+
+    def save():
+        db.save_tasks(info)
+
     for t in tasks:  # bookkeeping first: the report knows every task even if tuning stops early
         e = info.setdefault(workload_key(t.dispatched[0]), {"trials": 0, "failed": 0})
         e.update(name=t.task_name, weight=int(t.weight), batch=opts.batch, model=facts["model"])
-    db.save_tasks(info)
+    with stop.writing:
+        save()
     say(f"{len(tasks)} tasks for {preset.name} at batch {opts.batch}; {opts.trials} trials each; database {db.path}")
     clock = _Clock(sum(max(0, opts.trials - info[workload_key(t.dispatched[0])]["trials"]) for t in tasks))
     for k, task in enumerate(tasks, 1):
-        wk = workload_key(task.dispatched[0])
-        entry = info[wk]
+        stop.check()
+        entry = info[workload_key(task.dispatched[0])]
         label = f"task {k}/{len(tasks)} {task.task_name}"
         if "default_s" not in entry:
-            _measure_default(task, preset, build, run, database, entry, say, label)
-            db.save_tasks(info)
+            _measure_default(task, preset, build, run, database, entry, say, label, stop, save)
+            stop.check()
         left = opts.trials - entry["trials"]
         if left <= 0 or entry.get("exhausted"):
             say(f"{label}: done earlier ({entry['trials']} trials)")
@@ -123,23 +152,27 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
         ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=search_space(preset),
                              search_strategy=_strategy(opts.trials), task_name=task.task_name,
                              rand_state=opts.seed + 1000 * k + entry["trials"], num_threads=1)
-        watch = _Progress(entry, lambda: db.save_tasks(info), say, label, opts.trials, clock, opts)
+        watch = _Progress(entry, save, say, label, opts.trials, clock, opts, stop)
+        callbacks = [_Hold(watch), ms.measure_callback.AddToDatabase(), ms.measure_callback.RemoveBuildArtifact(),
+                     ms.measure_callback.UpdateCostModel(), watch]
         try:
             ms.tune.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(db.path / "logs"),
                                max_trials_global=left, max_trials_per_task=left,
                                num_trials_per_iter=min(opts.per_iter, left), builder=build, runner=run,
-                               database=database, cost_model="xgb",
-                               measure_callbacks=ms.measure_callback.MeasureCallback.create("default") + [watch],
+                               database=database, cost_model="xgb", measure_callbacks=callbacks,
                                task_scheduler="round-robin")
-        except Exception:  # noqa: BLE001  (our callback's abort arrives wrapped by TVM's FFI)
+        except Exception:  # noqa: BLE001  (our callbacks' stops arrive wrapped by TVM's FFI)
+            watch.release()
+            if stop.requested:
+                raise TuningInterrupted() from None
             if watch.abort:
                 raise TuningAborted(watch.abort) from None
             raise
         if entry["trials"] < opts.trials:  # the space ran out of new candidates before the budget
             say(f"{label}: search space exhausted after {entry['trials']} trials")
             entry["exhausted"] = True
-            db.save_tasks(info)
-    return {"target_key": db.key, "database": str(db.path), "tasks": len(tasks), "records": db.record_count()}
+            with stop.writing:
+                save()
 
 
 def _strategy(trials: int):
@@ -151,21 +184,21 @@ def _strategy(trials: int):
                                                  genetic_num_iters=2 if trials < 64 else 4)
 
 
-def _measure_default(task, preset, build, run, database, entry, say, label):
+def _measure_default(task, preset, build, run, database, entry, say, label, stop, save):
     mod = task.dispatched[0]
     sch = default_schedule(mod["main"], preset)
-    if sch is None:
-        entry["default_s"] = None
-        return
-    secs, err = measure.measure_once(sch, preset, build, run)
-    entry["default_s"] = secs
+    secs, err = measure.measure_once(sch, preset, build, run) if sch is not None else (None, None)
+    with stop.writing:  # the record and the task's entry are written together
+        entry["default_s"] = secs
+        if secs is not None:
+            wl = database.commit_workload(mod)
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, wl, [secs], preset.tvm_target(), ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        save()
     if err:
         say(f"{label}: the default schedule failed to measure: {err.strip().splitlines()[-1][:200]}")
-        return
-    wl = database.commit_workload(mod)
-    database.commit_tuning_record(ms.database.TuningRecord(
-        sch.trace, wl, [secs], preset.tvm_target(), ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
-    say(f"{label}: reidc default {secs * 1e3:.3f} ms")
+    elif secs is not None:
+        say(f"{label}: reidc default {secs * 1e3:.3f} ms")
 
 
 def _ms(secs) -> str:
@@ -181,23 +214,56 @@ class _Clock:
 
 
 @derived_object
-class _Progress(ms.measure_callback.PyMeasureCallback):
-    """After each measured batch: count trials and failures, save them, print progress; with
-    RPC, stop with a clear message when the tracker has no device left for the key."""
+class _Hold(ms.measure_callback.PyMeasureCallback):
+    """First of a batch's callbacks: take the write lock while the records are appended and the
+    trial counts saved, so a second Ctrl-C never cuts a record in half or leaves it uncounted."""
 
-    def __init__(self, entry, save, say, label, budget, clock, opts):
-        self.entry, self.save, self.say, self.label, self.budget, self.clock = entry, save, say, label, budget, clock
-        self.opts = opts
-        self.abort = None
+    def __init__(self, watch):
+        self.watch = watch
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.watch.hold()
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """Last of a batch's callbacks: count trials and failures, save them, release the write lock,
+    print progress; then stop if Ctrl-C was pressed or, with RPC, the tracker has no device left
+    for the key."""
+
+    def __init__(self, entry, save, say, label, budget, clock, opts, stop):
+        self.entry, self.save, self.say, self.label, self.budget, self.clock = entry, save, say, label, budget, clock
+        self.opts, self.stop = opts, stop
+        self.abort = None
+        self.holding = False
+
+    def hold(self) -> None:
+        self.stop.writing.acquire()
+        self.holding = True
+
+    def release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.stop.writing.release()
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        try:
+            n, ok = self._count(builder_results, runner_results)
+        finally:
+            self.release()
+        if self.stop.requested:
+            raise RuntimeError("interrupted")  # reaches tune_checkpoint wrapped by TVM
+        if self.opts.rpc_tracker and ok < n:
+            self._check_devices()
+
+    def _count(self, builder_results, runner_results) -> tuple[int, int]:
         ok = []
         for b, r in zip(builder_results, runner_results):
             if b.error_msg is None and r.error_msg is None and r.run_secs:
                 ok.append(sum(float(s) for s in r.run_secs) / len(r.run_secs))
         n = len(runner_results)
         if n == 0:  # MetaSchedule reports an empty batch when the space has nothing new
-            return
+            return 0, 0
         self.entry["trials"] += n
         self.entry["failed"] += n - len(ok)
         if ok:
@@ -207,12 +273,13 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         best, default = self.entry.get("best_s"), self.entry.get("default_s")
         self.say(f"{self.label}: {self.entry['trials']}/{self.budget} trials ({self.entry['failed']} failed); "
                  f"best searched {_ms(best)}, reidc default {_ms(default)}; about {self.clock.left_s() / 60:.1f} min left")
-        if self.opts.rpc_tracker and len(ok) < n:
-            from targets.rpc import tracker_devices
-            host, _, port = self.opts.rpc_tracker.rpartition(":")
-            if tracker_devices(host, int(port), self.opts.rpc_key) == 0:
-                self.abort = (f"no device with key {self.opts.rpc_key!r} is left on the tracker "
-                              f"{self.opts.rpc_tracker}; {self.entry['trials']} trials of this task are saved, "
-                              "rerun `reidc tune` to resume")
-                raise RuntimeError(self.abort)
+        return n, len(ok)
 
+    def _check_devices(self) -> None:
+        from targets.rpc import tracker_devices
+        host, _, port = self.opts.rpc_tracker.rpartition(":")
+        if tracker_devices(host, int(port), self.opts.rpc_key) == 0:
+            self.abort = (f"no device with key {self.opts.rpc_key!r} is left on the tracker "
+                          f"{self.opts.rpc_tracker}; {self.entry['trials']} trials of this task are saved, "
+                          "rerun `reidc tune` to resume")
+            raise RuntimeError(self.abort)
