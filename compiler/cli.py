@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -30,7 +31,7 @@ class _Guarded(TyperGroup):
     def invoke(self, ctx):
         import signal
         import warnings
-        warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {message}",
+        warnings.showwarning = lambda message, *a, **k: err.print(f"[yellow]warning:[/] {escape(str(message))}",
                                                                    highlight=False, soft_wrap=True)
         interrupted = []
 
@@ -53,7 +54,7 @@ class _Guarded(TyperGroup):
                     raise
                 internal = not isinstance(e, USER_ERRORS + (OSError, ValueError))
                 msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
-                err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
                 if internal:
                     err.print("[dim](a bug in reidc, not in your input: rerun with --debug for the traceback and "
                               "please report it)[/]", highlight=False)
@@ -88,12 +89,12 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {one_line(e)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(one_line(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
 def _progress(msg: str) -> None:
-    err.print(f"[dim]reidc:[/] {msg}", highlight=False)
+    err.print(f"[dim]reidc:[/] {escape(msg)}", highlight=False)
 
 
 @zoo_app.command("list")
@@ -308,7 +309,8 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                              progress=_progress)
         res = run_search(output, opts)
     except KeyboardInterrupt:
-        out.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume")
+        err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     except USER_ERRORS + (DatasetError, ValueError) as e:
         _fail(e)

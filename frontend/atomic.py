@@ -107,8 +107,9 @@ def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = 
         parent = parent.parent
     if not parent.is_dir():
         raise OutputError(f"{flag} {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {out}: cannot write in {parent} ({_why_not_writable(parent)})")
+    why = why_not_writable(parent)
+    if why:
+        raise OutputError(f"{flag} {out}: cannot write in {parent} ({why})")
     return full
 
 
@@ -121,14 +122,19 @@ def guard_output_file(path: str | Path, flag: str = "-o") -> Path:
         raise OutputError(f"{where}: is a folder; name a file")
     if not path.parent.is_dir():
         raise OutputError(f"{where}: the folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{where}: cannot write in {path.parent} ({_why_not_writable(path.parent)})")
+    why = why_not_writable(path.parent)
+    if why:
+        raise OutputError(f"{where}: cannot write in {path.parent} ({why})")
     return path
 
 
-def _why_not_writable(folder: Path) -> str:
+def why_not_writable(path: Path) -> str | None:
+    """Why reidc cannot write `path` (a folder to create files in, or a file to rewrite), or None."""
+    path = Path(path)
+    if os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+        return None
     try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
             return "read-only file system"
     except OSError:
         pass

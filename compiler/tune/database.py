@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from frontend.atomic import atomic_write_bytes, atomic_write_json
+from frontend.atomic import atomic_write_bytes, atomic_write_json, why_not_writable
 from targets import TargetPreset
 from targets.presets import ToolchainError
 
@@ -110,18 +110,6 @@ def _write_json(path: Path, data) -> None:
         raise TuningDatabaseError(f"{path}: cannot write it ({e.strerror})") from None
 
 
-def _writable(path: Path) -> str | None:
-    """Why reidc cannot write `path` (a folder to create files in, or a file to rewrite), or None."""
-    if os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
-        return None
-    try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return "read-only file system"
-    except OSError:
-        pass
-    return "permission denied"
-
-
 _KEY = re.compile(r"^.+-[0-9a-f]{10}$")   # what target_key() names a target's folder
 
 
@@ -158,7 +146,7 @@ class TargetDB:
         if not parent.is_dir():
             raise TuningDatabaseError(f"{where}: {parent} is a file, not a folder")
         if parent != root:
-            why = _writable(parent)
+            why = why_not_writable(parent)
             if why:
                 raise TuningDatabaseError(f"{where}: cannot create the folder in {parent} ({why})")
             return
@@ -175,7 +163,7 @@ class TargetDB:
                 raise TuningDatabaseError(f"{self.path}: exists and is not a folder")
             read_tasks(self.path)
         for p in (root, root / INDEX, self.path, *(self.path / n for n in (WORKLOADS, RECORDS, TASKS, CHECKED))):
-            why = p.exists() and _writable(p)
+            why = p.exists() and why_not_writable(p)
             if why:
                 raise TuningDatabaseError(f"{where}: cannot write {p} ({why})")
 
