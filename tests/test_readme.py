@@ -4,6 +4,7 @@ are 64x32, tuning and search get a few trials and steps. Nothing else about a li
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,7 @@ def test_the_readme_block_runs_in_order(tmp_path):
     shell = subprocess.Popen(["bash"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     for k, line in enumerate(script):
+        t0 = time.monotonic()
         marker = f"__readme_line_{k}_rc="
         shell.stdin.write(f"{line} </dev/null\necho {marker}$?\n")  # one shell: state carries over
         shell.stdin.flush()
@@ -67,6 +69,7 @@ def test_the_readme_block_runs_in_order(tmp_path):
                 r = int(got[len(marker):])
                 break
             out.append(got)
+        print(f"{time.monotonic() - t0:6.1f} s  {line}")  # shown with -s: where the test's time goes
         assert r == 0, f"README line {k + 1} failed (exit {r}): {line}\n" + "".join(out[-30:])
         assert "Traceback" not in "".join(out), "".join(out)
     shell.stdin.close()
