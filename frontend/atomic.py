@@ -92,6 +92,9 @@ def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = 
         ip = Path(i).resolve()
         if ip == real or _is_relative_to(ip, real):
             raise OutputError(f"{flag} {out}: holds the input {i}; name a new folder")
+        if ip.is_dir() and _is_relative_to(real, ip):
+            raise OutputError(f"{flag} {out}: is inside the input folder {i} (writing there changes the input); "
+                              "name a folder outside it")
     if full.exists() or full.is_symlink():
         if not full.is_dir():
             raise OutputError(f"{flag} {out}: exists and is not a folder")

@@ -84,6 +84,7 @@ def test_o_never_names_the_input(work, tmp_path):
     assert "holds the input" in cli("compile", ck, "-o", ck, code=1)
     assert "holds the input" in cli("compile", ck / "model.safetensors", "--arch", ck / "arch.json", "-o", ck, code=1)
     assert "holds the input" in cli("compile", ck, "-o", tmp_path, code=1)  # a parent of the input
+    assert "inside the input folder" in cli("compile", ck, "-o", ck / "art", code=1)
     cfg = tmp_path / "cfgdir"
     cfg.mkdir()
     (cfg / "config.cfg").write_text(" ".join(["1"] * 20))
