@@ -524,6 +524,9 @@ def main():  # pragma: no cover
     interpreter teardown would run TVM's destructors and join worker threads mid-task."""
     try:
         app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command (while starting up or exiting)
+        err.print("interrupted", highlight=False)
+        raise SystemExit(130)  # noqa: B904
     except SystemExit as e:
         if e.code == 130:
             sys.stdout.flush()
