@@ -74,9 +74,13 @@ def _foreign(path: Path, kind: str) -> str:
     return f"no {sorted(must - set(names))[0]}" if must - set(names) else names[0]
 
 
-def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = (), flag: str = "-o") -> Path:
+def guard_output_dir(out: str | Path, kind, inputs: Iterable[str | Path] = (), flag: str = "-o",
+                     into: bool = False, who: str = "reidc") -> Path:
     """Check that `out` may be (re)written as a `kind` directory; return it resolved.
 
+    `kind`: a name in KINDS, or a function naming the first entry of an existing folder that
+    `who` did not write (None: all its own) for outputs that are folders of folders.
+    `into`: the command writes into `out` (it must be writable) instead of replacing it whole.
     Raises OutputError naming the path and why not."""
     out = Path(out)
     full = Path(os.path.abspath(out))
@@ -102,14 +106,19 @@ def guard_output_dir(out: str | Path, kind: str, inputs: Iterable[str | Path] = 
             empty = not any(full.iterdir())
         except PermissionError:
             raise OutputError(f"{flag} {out}: cannot list the folder (permission denied)") from None
-        if not empty and not owned_by_reidc(full, kind):
-            raise OutputError(f"{flag} {out}: the folder holds files reidc did not write (e.g. {_foreign(full, kind)!r}); "
-                              f"refusing to replace it: name a new or empty folder")
-    parent = full.parent
+        if not empty:
+            try:
+                odd = kind(full) if callable(kind) else None if owned_by_reidc(full, kind) else _foreign(full, kind)
+            except PermissionError:
+                raise OutputError(f"{flag} {out}: cannot list the folder (permission denied)") from None
+            if odd:
+                raise OutputError(f"{flag} {out}: the folder holds files {who} did not write (e.g. {odd!r}); "
+                                  f"refusing to {'write into' if into else 'replace'} it: name a new or empty folder")
+    parent = full if into and full.is_dir() else full.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise OutputError(f"{flag} {out}: {parent} is a file, not a folder")
+        raise OutputError(f"{flag} {out}: {parent} is not a folder (it is a file)")
     why = why_not_writable(parent)
     if why:
         raise OutputError(f"{flag} {out}: cannot write in {parent} ({why})")

@@ -8,47 +8,43 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
-from frontend.atomic import OutputError, owned_by_reidc
+from frontend.atomic import OutputError, guard_output_dir, owned_by_reidc
 
 MODES = ("latency-aware", "accuracy-only")
 _LEFTOVER = re.compile(r"^\..+\.(partial|old)-")   # a temporary of frontend.atomic's, left by a kill -9
 
 
-def _foreign_entry(out: Path, allow: set[Path]) -> str | None:
-    """The first entry of `out` that `reidc search` did not write (None: it is all search's own)."""
-    def odd_in_mode(d: Path) -> str | None:
-        for q in sorted(d.iterdir()):
-            if _LEFTOVER.match(q.name) or q.resolve() in allow:
-                continue
-            if q.is_symlink():
-                return q.name
-            if q.name in ("pareto.json", "pareto.png") and q.is_file():
-                continue
-            kind = "checkpoint" if q.name == "chosen" else "artifact" if q.name.startswith("chosen-") else None
-            if kind and q.is_dir() and (not any(q.iterdir()) or owned_by_reidc(q, kind)):
-                continue
-            return q.name
-        return None
+# What search writes, per folder level: plain files, folders that are reidc outputs of a kind
+# (by name, or by prefix for chosen-<target>), and the nested mode folders.
+_MODE_LEVEL = {"files": ("pareto.json", "pareto.png"), "kinds": {"chosen": "checkpoint", "chosen-": "artifact"}}
+_TOP_LEVEL = {"files": ("accuracy.json", "latency-table.json"), "kinds": {"supernet": "supernet"},
+              "folders": {m: _MODE_LEVEL for m in MODES}}
 
-    for p in sorted(out.iterdir()):
-        if _LEFTOVER.match(p.name) or p.resolve() in allow:
+
+def _foreign_entry(folder: Path, allow: set[Path], level=None) -> str | None:
+    """The first entry of `folder` that `reidc search` did not write (None: it is all search's own)."""
+    level = level or _TOP_LEVEL
+    for q in sorted(folder.iterdir()):
+        if _LEFTOVER.match(q.name) or q.resolve() in allow:
             continue
-        if p.is_symlink():
-            return p.name
-        if p.name in ("accuracy.json", "latency-table.json") and p.is_file():
+        if q.is_symlink():
+            return q.name
+        if q.name in level["files"] and q.is_file():
             continue
-        if p.name == "supernet" and p.is_dir() and (not any(p.iterdir()) or owned_by_reidc(p, "supernet")):
+        kind = next((k for name, k in level["kinds"].items()
+                     if q.name == name or (name.endswith("-") and q.name.startswith(name))), None)
+        if kind and q.is_dir() and (not any(q.iterdir()) or owned_by_reidc(q, kind)):
             continue
-        if p.name in MODES and p.is_dir():
-            odd = odd_in_mode(p)
+        nested = level.get("folders", {}).get(q.name)
+        if nested and q.is_dir():
+            odd = _foreign_entry(q, allow, nested)
             if odd is None:
                 continue
-            return f"{p.name}/{odd}"
-        return p.name
+            return f"{q.name}/{odd}"
+        return q.name
     return None
 
 
@@ -56,29 +52,8 @@ def guard_search_dir(out: str | Path, allow=()) -> Path:
     """Check that `out` may be written by `reidc search` (frontend.atomic's rules for a folder
     of folders): missing, empty, or holding only what search writes (`allow`: files of the
     run's own, e.g. a latency cache put there). Returns it absolute; raises OutputError."""
-    out = Path(out)
-    full = Path(os.path.abspath(out))
-    if full.is_symlink():
-        raise OutputError(f"-o {out}: is a symbolic link; name a real folder")
-    cwd = Path.cwd().resolve()
-    if cwd == full.resolve() or full.resolve() in cwd.parents:
-        raise OutputError(f"-o {out}: is the current folder or one of its parents; name a new folder")
-    above = full
-    while not above.exists() and not above.is_symlink():
-        above = above.parent
-    if not above.is_dir():
-        raise OutputError(f"-o {out}: {'exists and is' if above == full else f'{above} is'} not a folder")
-    if above == full:
-        try:
-            odd = _foreign_entry(full, {Path(a).resolve() for a in allow if a})
-        except PermissionError:
-            raise OutputError(f"-o {out}: cannot list the folder (permission denied)") from None
-        if odd:
-            raise OutputError(f"-o {out}: the folder holds files reidc search did not write (e.g. {odd!r}); "
-                              "refusing to write into it: name a new or empty folder")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise OutputError(f"-o {out}: cannot write in {above} (permission denied)")
-    return full
+    allowed = {Path(a).resolve() for a in allow if a}
+    return guard_output_dir(out, lambda full: _foreign_entry(full, allowed), into=True, who="reidc search")
 
 
 def make_dir(path: Path) -> None:
