@@ -30,7 +30,7 @@ from .ir import Op
 from .passes.pipeline import run_pipeline
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .version import __version__
-from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, file_sha256
+from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, file_sha256, hash_file
 
 TOLERANCE = 1e-4
 REIDC_VERSION = __version__
@@ -60,9 +60,7 @@ def checkpoint_digest(path: Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
         h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        hash_file(h, p)
     return h.hexdigest()
 
 

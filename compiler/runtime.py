@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +52,16 @@ def read_manifest(path: str | Path) -> dict:
     return man
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def hash_file(h, path: Path):
+    """Feed a file to a hashlib object in 1 MiB chunks; returns it."""
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    return h
+
+
+def file_sha256(path: Path) -> str:
+    return hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def check_integrity(path: Path, manifest: dict) -> None:
@@ -124,7 +129,6 @@ class Compiled:
         from targets import TargetError, preset_from_manifest
         from targets.executors import executor_for
         self.path = Path(path)
-        self.progress = progress
         self.manifest = read_manifest(self.path)
         if self.manifest.get("tvm_version") != tvm.__version__:
             raise ArtifactError(f"{self.path}: built with TVM {self.manifest.get('tvm_version')}, "
@@ -157,8 +161,8 @@ class Compiled:
         if x.dtype.kind not in "fiu" or x.dtype.itemsize > 8:
             raise InputError(f"input has dtype {x.dtype}; this artifact takes {INPUT_CONTRACT}")
         if x.dtype.kind in "iu":
-            self.progress(f"warning: input has integer dtype {x.dtype}; it is converted to float32 as is "
-                          "(no scaling): this artifact takes " + INPUT_CONTRACT)
+            warnings.warn(f"input has integer dtype {x.dtype}; it is converted to float32 as is (no scaling): "
+                          "this artifact takes " + INPUT_CONTRACT, stacklevel=3)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise InputError(f"input has shape {tuple(x.shape)}; this artifact takes (N, "
                              f"{', '.join(map(str, self.input_shape))}) float32 images")
