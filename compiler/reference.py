@@ -87,7 +87,7 @@ def _constant(node) -> bool:
 def count_flips(bits: list[np.ndarray], sites: list[str], presign: dict[str, np.ndarray]) -> list[dict]:
     """Per sample: bits that differ from PyTorch's signs at each site, and whether the first
     site with flips flipped only values within ROUNDING_MARGIN of 0 (rounding, not a bug)."""
-    from compiler.passes.binary_math import pack_signs
+    from compiler.ir.bits import pack_signs
     out = []
     n = len(bits[0]) if bits else 0
     for i in range(n):

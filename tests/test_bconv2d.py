@@ -7,7 +7,8 @@ import torch
 import tvm
 from tvm import te
 
-from compiler.passes.binary_math import border_correction, expand_correction, pack_signs, sign_threshold, words
+from compiler.ir.bits import border_correction, expand_correction, pack_signs, words
+from compiler.passes.binary_math import sign_threshold
 from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
 from kernels.bitpack import bitpack_nchwc
 from kernels.cpu_schedules import BConv2dNCHWc

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .modes import Placement
 from .ops import Op
 
 
@@ -40,10 +41,11 @@ class Node:
     dtype: str = "float32"
     attrs: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""       # module path in the PyTorch model, for error messages and dumps
-    modality: str = "any"  # any | shared | split | visible | infrared
+    modality: Placement = Placement.ANY  # where its constants come from (compiler/ir/modes.py)
 
     def __post_init__(self):
         object.__setattr__(self, "op", Op(self.op))
+        object.__setattr__(self, "modality", Placement(self.modality))
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "shape", tuple(self.shape))
         object.__setattr__(self, "attrs", _freeze(dict(self.attrs)))

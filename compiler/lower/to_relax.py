@@ -15,7 +15,7 @@ import tvm
 from tvm import relax, tirx as tir
 
 from compiler.ir import Graph, Op
-from compiler.passes.binary_math import border_correction
+from compiler.ir.bits import border_correction
 from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
 from kernels.bitpack import bitpack_nchwc
 from kernels.conv2d import conv2d_nchwc, pack_weight

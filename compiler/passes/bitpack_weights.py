@@ -10,7 +10,7 @@ import numpy as np
 
 from compiler.ir import Graph, Op
 
-from .binary_math import pack_bits
+from compiler.ir.bits import pack_bits
 from .rewrite import Rule, apply_rules
 
 WORD = "uint64"
