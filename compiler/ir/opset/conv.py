@@ -1,0 +1,83 @@
+"""Float convolution and the fully connected layer."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec import Attr, Cost, OpSpec, conv_out, declare
+from . import refmath
+
+
+def _spatial(shape) -> int:
+    return int(np.prod(shape[2:])) if len(shape) > 2 else 1
+
+
+def _check_conv(n, ins, modal):
+    x, w = ins[0].shape, n.attrs["weight"]
+    per_mod = w.ndim == 5
+    if per_mod != modal:
+        return "per-modality weights need the modality input, and only they do"
+    if per_mod and w.shape[0] != 2:
+        return f"per-modality weight must stack 2 modalities, has {w.shape[0]}"
+    if w.ndim not in (4, 5):
+        return f"weight must be (O, I, kh, kw), is {w.shape}"
+    o, i = w.shape[-4:-2]
+    if i != x[1]:
+        return f"weight expects {i} input channels, input has {x[1]}"
+    b = n.attrs.get("bias")
+    if b is not None and b.shape != w.shape[:-4] + (o,):
+        return f"bias shape {b.shape} does not fit {o} channels"
+    return None
+
+
+def _conv_cost(n) -> Cost:
+    count = int(np.prod(n.attrs["weight"].shape[-4:]))
+    return Cost(float_macs=count * _spatial(n.shape), fp32_weight_bytes=4 * count, stored_weight_bytes=4 * count)
+
+
+def _conv_ref(values, n):
+    x, w, b = np.asarray(values[0], np.float64), np.asarray(n.attrs["weight"], np.float64), n.attrs.get("bias")
+
+    def one(k=None):
+        y = refmath.conv2d(x, w if k is None else w[k], n.attrs["stride"], n.attrs["padding"])
+        if b is not None:
+            y = y + np.asarray(b if k is None else b[k], np.float64)[None, :, None, None]
+        return y
+    y = refmath.per_sample([one(0), one(1)], values[1]) if w.ndim == 5 else one()
+    return y.astype(np.float32)
+
+
+CONV2D = declare(OpSpec(
+    "conv2d", "2-D cross-correlation, NCHW. Per-modality weights (2, O, I, kh, kw) and bias (2, O) "
+              "take the modality vector as a second input and pick per sample.",
+    _conv_ref, modal=True,
+    attrs={"weight": Attr("array", "(O, I, kh, kw), or (2, O, I, kh, kw) per modality"),
+           "bias": Attr("array", "(O,) or (2, O)", required=False),
+           "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros")},
+    shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
+    check=_check_conv, cost=_conv_cost))
+
+
+def _check_dense(n, ins, modal):
+    x, w, b = ins[0].shape, n.attrs["weight"], n.attrs.get("bias")
+    if len(x) != 2 or w.ndim != 2 or w.shape[1] != x[1]:
+        return f"dense {w.shape} does not fit input {x}"
+    if b is not None and b.shape != (w.shape[0],):
+        return f"bias shape {b.shape} does not fit {w.shape[0]} outputs"
+    return None
+
+
+def _dense_cost(n) -> Cost:
+    count = int(np.prod(n.attrs["weight"].shape))
+    return Cost(float_macs=count, fp32_weight_bytes=4 * count, stored_weight_bytes=4 * count)
+
+
+def _dense_ref(values, n):
+    y = np.asarray(values[0], np.float64) @ np.asarray(n.attrs["weight"], np.float64).T
+    b = n.attrs.get("bias")
+    return (y if b is None else y + np.asarray(b, np.float64)).astype(np.float32)
+
+
+DENSE = declare(OpSpec(
+    "dense", "Fully connected: (N, I) -> (N, O), y = x W^T + b.", _dense_ref,
+    attrs={"weight": Attr("array", "(O, I)"), "bias": Attr("array", "(O,)", required=False)},
+    shape=lambda ins, a: (ins[0][0], a["weight"].shape[0]), check=_check_dense, cost=_dense_cost))

@@ -1,0 +1,61 @@
+"""Batch normalisation (shared or split by modality) and the per-channel affine it folds into."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..modes import Modality, Placement
+from ..spec import Attr, OpSpec, check_vectors, declare
+from . import refmath
+
+
+def _bn_keys(n) -> set[str]:
+    return {str(Placement.SHARED)} if n.modality == Placement.SHARED else {str(m) for m in Modality}
+
+
+def _check_bn(n, ins, modal):
+    params, c = n.attrs["params"], ins[0].shape[1]
+    if set(params) != _bn_keys(n):
+        return f"modality {n.modality!r} needs params {sorted(_bn_keys(n))}, has {sorted(params)}"
+    if (n.modality == Placement.SPLIT) != modal:
+        return "a split BN needs the modality input, and only it does"
+    for k, p in params.items():
+        if len(p) != 4 or any(a.shape != (c,) for a in p):
+            return f"{k} statistics must be 4 vectors of {c}"
+    return None
+
+
+def _bn_ref(values, n):
+    x = np.asarray(values[0], np.float64)
+
+    def one(key):
+        gamma, beta, mean, var = (np.asarray(a, np.float64) for a in n.attrs["params"][key])
+        s = gamma / np.sqrt(var + n.attrs["eps"])
+        return x * refmath.pick(s, None, x.ndim) + refmath.pick(beta - mean * s, None, x.ndim)
+    if n.modality == Placement.SPLIT:
+        y = refmath.per_sample([one(str(m)) for m in Modality], values[1])
+    else:
+        y = one(str(Placement.SHARED))
+    return y.astype(np.float32)
+
+
+BATCH_NORM = declare(OpSpec(
+    "batch_norm", "Inference BatchNorm. Placement (Node.modality) shared: one set of statistics; "
+                  "split: one per modality, picked per sample by the modality input.",
+    _bn_ref, modal=True,
+    attrs={"eps": Attr("float", "added to the variance"),
+           "params": Attr("params", "{placement or modality: (gamma, beta, mean, var)}, vectors of C")},
+    check=_check_bn))
+
+
+def _affine_ref(values, n):
+    x = np.asarray(values[0], np.float64)
+    m = values[1] if len(values) > 1 else None
+    y = x * refmath.pick(n.attrs["scale"], m, x.ndim) + refmath.pick(n.attrs["bias"], m, x.ndim)
+    return y.astype(np.float32)
+
+
+AFFINE = declare(OpSpec(
+    "affine", "Per-channel x * scale + bias; (2, C) tables pick per sample by the modality input.",
+    _affine_ref, modal=True,
+    attrs={"scale": Attr("array", "(C,) or (2, C)"), "bias": Attr("array", "(C,) or (2, C)")},
+    check=lambda n, ins, modal: check_vectors(n, ("scale", "bias"), ins[0].shape[1], modal)))

@@ -1,0 +1,43 @@
+"""bitpack and bconv2d through reidc's TE kernels (packed NHWC words between them); the bconv's
+float epilogue is Relax, fused by TVM."""
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from compiler.ir import Op
+from compiler.ir.bits import border_correction
+from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
+from kernels.bitpack import bitpack_nchwc
+
+from ..registry import Lowered, lowers
+
+
+@lowers(Op.BITPACK)
+def _bitpack(low, nid, n, ins):
+    src_dtype = low.g[n.inputs[0]].dtype  # float32, or int32 from a bconv accumulator
+    data = ins[0]
+    if not low.cb[n.inputs[0]]:  # (N, C) -> (N, 1, 1, 1, C): one channel block, 1x1 pixels
+        data = low.emit(relax.op.reshape(data, (low.n, 1, 1, 1, n.shape[1])))
+    args = [data, low.const(np.asarray(n.attrs["threshold"], src_dtype)),
+            low.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
+    if len(ins) > 1:
+        args.append(ins[1])
+    return Lowered(low.bb.emit_te(bitpack_nchwc, *args, primfunc_name_hint="bitpack"), -1)
+
+
+@lowers(Op.BCONV2D)
+def _bconv2d(low, nid, n, ins):
+    src = low.g[n.inputs[0]]
+    ob = low.block(n.shape[1])
+    w = low.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
+    corr = [low.const(a) for a in border_correction(np.asarray(n.attrs["signs"]), src.shape[2:] or (1, 1),
+                                                     n.attrs["stride"], n.attrs["padding"])]
+    dot = low.bb.emit_te(bconv2d_nchwc, ins[0], w, *corr, src.shape[1], tuple(n.attrs["stride"]),
+                         tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d", primfunc_attrs={"op_pattern": 4})
+    if len(n.shape) == 2:  # binary dense: (N, O//ob, 1, 1, ob) -> (N, O)
+        dot, ob = low.emit(relax.op.reshape(dot, (low.n, n.shape[1]))), 0
+    if n.attr("accumulator"):  # a bitpack with an integer threshold reads the int32 dot
+        return Lowered(dot, ob)
+    y = low.emit(relax.op.multiply(relax.op.astype(dot, "float32"), low.per_channel(n, ob, np.asarray(n.attrs["scale"]))))
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, np.asarray(n.attrs["bias"])))), ob)

@@ -1,0 +1,40 @@
+"""Element-wise ops as Relax ops, which TVM fuses into the conv epilogues."""
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from compiler.ir import Op
+
+from ..registry import Lowered, LoweringError, lowers
+
+
+def _f32(v: float):
+    return relax.const(np.float32(v))
+
+
+@lowers(Op.RELU)
+def _relu(low, nid, n, ins):
+    return Lowered(low.emit(relax.op.nn.relu(ins[0])), low.cb[n.inputs[0]])
+
+
+@lowers(Op.PRELU)
+def _prelu(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    neg = low.emit(relax.op.multiply(relax.op.minimum(ins[0], _f32(0)),
+                                     low.per_channel(n, cb, np.asarray(n.attrs["slope"]))))
+    return Lowered(low.emit(relax.op.add(relax.op.maximum(ins[0], _f32(0)), neg)), cb)
+
+
+@lowers(Op.SIGN)
+def _sign(low, nid, n, ins):
+    pos = relax.op.astype(relax.op.greater_equal(ins[0], _f32(0)), "float32")
+    return Lowered(low.emit(relax.op.subtract(relax.op.multiply(pos, _f32(2)), _f32(1))), low.cb[n.inputs[0]])
+
+
+@lowers(Op.ADD)
+def _add(low, nid, n, ins):
+    a, b = n.inputs
+    if low.cb[a] != low.cb[b]:
+        raise LoweringError(f"add at {n.source or nid}: operands in layouts c{low.cb[a]} and c{low.cb[b]}")
+    return Lowered(low.emit(relax.op.add(ins[0], ins[1])), low.cb[a])

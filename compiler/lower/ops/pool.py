@@ -1,0 +1,28 @@
+"""Pooling as Relax ops in the blocked layout; the global average leaves it as (N, C)."""
+from __future__ import annotations
+
+from tvm import relax
+
+from compiler.ir import Op
+
+from ..registry import Lowered, lowers
+
+
+@lowers(Op.MAXPOOL2D)
+def _maxpool(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    return Lowered(low.emit(relax.op.nn.max_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
+                                                   n.attrs["padding"], layout=f"NCHW{cb}c")), cb)
+
+
+@lowers(Op.AVGPOOL2D)
+def _avgpool(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    return Lowered(low.emit(relax.op.nn.avg_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
+                                                   layout=f"NCHW{cb}c")), cb)
+
+
+@lowers(Op.GLOBAL_AVGPOOL)
+def _global_avgpool(low, nid, n, ins):
+    y = low.emit(relax.op.mean(ins[0], axis=[2, 3]))
+    return Lowered(low.emit(relax.op.reshape(y, (low.n, n.shape[1]))), 0)

@@ -1,0 +1,156 @@
+"""Every op of the IR is declared once (compiler/ir/opset) and lowered once (compiler/lower/ops):
+this file enumerates them, checks each has every part, and runs each op's lowering through TVM
+against its declared reference semantics (the IR interpreter) on a small graph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from compiler.ir import Graph, IRError, Node, Op, const, verify
+from compiler.ir.bits import pack_bits
+from compiler.ir.interp import run_all
+from compiler.ir.shapes import infer
+from compiler.ir.spec import SPECS, Attr, Cost, spec_of
+from compiler.lower.build import build
+from compiler.lower.registry import LOWERINGS, LoweringError, lowering_of
+from compiler.lower.to_relax import to_relax
+from targets import get_target
+
+ATTR_KINDS = {"array", "pair", "float", "str", "bool", "params"}
+RNG = np.random.default_rng(3)
+
+
+def test_every_op_has_every_part():
+    assert [str(op) for op in Op] == list(SPECS)
+    for op in Op:
+        spec = spec_of(op)
+        assert spec.name == op and spec.doc and callable(spec.reference) and callable(spec.cost)
+        assert all(isinstance(a, Attr) and a.kind in ATTR_KINDS and a.doc for a in spec.attrs.values()), op
+        assert spec.shape is not None or op == Op.INPUT
+        assert callable(lowering_of(op)), op
+    assert set(LOWERINGS) == set(Op)
+
+
+def test_unknown_op_and_unknown_attribute_are_named():
+    with pytest.raises(ValueError, match="unknown op 'gelu'"):
+        spec_of("gelu")
+    g = Graph()
+    g.add("x", Node(Op.INPUT, (), ("N", 3, 4, 4), attrs={"name": "x"}))
+    g.add("r", Node(Op.RELU, ("x",), ("N", 3, 4, 4), attrs={"alpha": 0.1}, source="act"))
+    g.outputs = ["r"]
+    with pytest.raises(IRError, match=r"'r' \[relu\] \(act\): unknown attribute 'alpha'"):
+        verify(g)
+
+
+# --- one small graph per op: x (N, 16, 6, 6) -> ... -> the op -> output -------------------
+C, HW = 16, (6, 6)
+
+
+def _chain(*steps, modality=False):
+    """A graph x -> steps..., each step (op, attrs[, extra input ids]); shapes inferred."""
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", C) + HW, attrs={"name": "x"}))
+    if modality:
+        g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
+    prev = "x"
+    for k, (op, attrs, *more) in enumerate(steps):
+        inputs = (prev,) + tuple(more[0] if more else ())
+        shape = infer(op, [g[i].shape for i in inputs], attrs)
+        dtype = spec_of(op).out_dtype(attrs)
+        prev = g.add(f"n{k}", Node(op, inputs, shape, dtype, attrs))
+    g.outputs = [prev]
+    return verify(g)
+
+
+def _w(*shape):
+    return const(RNG.standard_normal(shape).astype(np.float32) * 0.3)
+
+
+def _vec(scale=1.0, shift=0.0, c=C):
+    return const(RNG.standard_normal(c).astype(np.float32) * scale + shift)
+
+
+def _signs(o, i, k):
+    s = np.where(RNG.standard_normal((o, i, k, k)) >= 0, 1, -1).astype(np.int8)
+    return s, pack_bits(np.transpose(s, (0, 2, 3, 1)) < 0, "uint64")
+
+
+def _bconv(o, k, stride, pad, accumulator=False):
+    s, packed = _signs(o, C, k)
+    a = {"signs": s, "packed": packed, "word": "uint64", "stride": stride, "padding": pad}
+    return {**a, "accumulator": True} if accumulator else {**a, "scale": _vec(0.1, 0.5, o), "bias": _vec(c=o)}
+
+
+BITS = (Op.BITPACK, {"threshold": _vec(0.2), "flip": (RNG.random(C) < 0.3).astype(np.int8)})
+CASES = {
+    "conv2d": lambda: _chain((Op.CONV2D, {"weight": _w(24, C, 3, 3), "bias": _vec(c=24), "stride": (2, 1),
+                                          "padding": (1, 1)})),
+    "conv2d_per_modality": lambda: _chain((Op.CONV2D, {"weight": _w(2, 8, C, 1, 1), "bias": _w(2, 8),
+                                                       "stride": (1, 1), "padding": (0, 0)}, ("modality",)),
+                                          modality=True),
+    "dense": lambda: _chain((Op.GLOBAL_AVGPOOL, {}), (Op.DENSE, {"weight": _w(5, C), "bias": _vec(c=5)})),
+    "affine": lambda: _chain((Op.AFFINE, {"scale": _vec(), "bias": _vec()})),
+    "affine_per_modality": lambda: _chain((Op.AFFINE, {"scale": _w(2, C), "bias": _w(2, C)}, ("modality",)),
+                                          modality=True),
+    "relu": lambda: _chain((Op.RELU, {})),
+    "prelu": lambda: _chain((Op.PRELU, {"slope": _vec(0.1, 0.2)})),
+    "sign": lambda: _chain((Op.SIGN, {})),
+    "add": lambda: _chain((Op.ADD, {}, ("x",))),
+    "maxpool2d": lambda: _chain((Op.MAXPOOL2D, {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)})),
+    "avgpool2d": lambda: _chain((Op.AVGPOOL2D, {"kernel": (2, 2), "stride": (2, 2)})),
+    "global_avgpool": lambda: _chain((Op.GLOBAL_AVGPOOL, {})),
+    "bitpack_bconv2d": lambda: _chain(BITS, (Op.BCONV2D, _bconv(16, 3, (1, 1), (1, 1)))),
+    "bconv2d_accumulator_bitpack": lambda: _chain(
+        BITS, (Op.BCONV2D, _bconv(C, 3, (2, 2), (1, 1), accumulator=True)),
+        (Op.BITPACK, {"threshold": np.arange(-8, 8, dtype=np.int32), "flip": np.zeros(C, np.int8)}),
+        (Op.BCONV2D, _bconv(8, 1, (1, 1), (0, 0)))),
+    "binary_dense": lambda: _chain((Op.GLOBAL_AVGPOOL, {}), BITS, (Op.BCONV2D, _bconv(8, 1, (1, 1), (0, 0)))),
+}
+LOWERED_BY_A_CASE = {Op(c.split("_per_")[0]) for c in CASES if c.split("_per_")[0] in SPECS} | {
+    Op.INPUT, Op.GLOBAL_AVGPOOL, Op.BITPACK, Op.BCONV2D}
+
+
+def test_cases_cover_every_op_but_batch_norm():
+    assert LOWERED_BY_A_CASE == set(Op) - {Op.BATCH_NORM}
+
+
+@pytest.fixture(scope="module")
+def host():
+    return get_target("x86-64")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_op_lowering_matches_its_reference(case, host):
+    g = CASES[case]()
+    modal = "modality" in g
+    mode = "mixed" if modal else "visible"
+    x = RNG.standard_normal((3, C) + HW).astype(np.float32)
+    m = np.array([0, 1, 1], np.int32)
+    feeds = {"x": x, "modality": m} if modal else {"x": x}
+    want = run_all(g, feeds)[g.outputs[0]]
+    vm = relax.VirtualMachine(build(to_relax({mode: g}), host), tvm.cpu())
+    args = [tvm.runtime.tensor(x)] + ([tvm.runtime.tensor(m)] if modal else [])
+    got = vm[mode](*args).numpy()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_reaching_lowering_is_named():
+    g = _chain((Op.RELU, {}))
+    params = {"shared": (_vec(), _vec(), _vec(), _vec(0.1, 1.0) ** 2)}
+    g.replace("n0", Node(Op.BATCH_NORM, ("x",), g["x"].shape, attrs={"eps": 1e-5, "params": params},
+                         modality="shared", source="layer1.0.bn1"))
+    with pytest.raises(LoweringError, match="batch_norm at layer1.0.bn1 reached lowering"):
+        to_relax({"visible": verify(g)})
+
+
+def test_costs_come_from_the_specs():
+    from compiler.costs import macs, weight_bytes
+    g = CASES["bitpack_bconv2d"]()
+    spatial = HW[0] * HW[1]
+    assert macs(g) == {"binary_macs": 16 * C * 9 * spatial, "float_macs": 0, "ops": 16 * C * 9 * spatial // 64,
+                       "fp32_equivalent_ops": 16 * C * 9 * spatial}
+    assert weight_bytes(g) == {"fp32_weight_bytes": 4 * 16 * C * 9, "stored_weight_bytes": 16 * 9 * 8}
+    assert spec_of(Op.RELU).cost(g["n0"]) == Cost()
