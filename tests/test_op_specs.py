@@ -101,6 +101,7 @@ CASES = {
     "maxpool2d": lambda: _chain((Op.MAXPOOL2D, {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)})),
     "avgpool2d": lambda: _chain((Op.AVGPOOL2D, {"kernel": (2, 2), "stride": (2, 2)})),
     "global_avgpool": lambda: _chain((Op.GLOBAL_AVGPOOL, {})),
+    "gem_pool": lambda: _chain((Op.RELU, {}), (Op.GEM_POOL, {"p": 3.0, "eps": 1e-6})),
     "bitpack_bconv2d": lambda: _chain(BITS, (Op.BCONV2D, _bconv(16, 3, (1, 1), (1, 1)))),
     "bconv2d_accumulator_bitpack": lambda: _chain(
         BITS, (Op.BCONV2D, _bconv(C, 3, (2, 2), (1, 1), accumulator=True)),

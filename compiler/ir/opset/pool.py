@@ -1,4 +1,4 @@
-"""Pooling: windowed max and average, and the global average that ends a backbone."""
+"""Pooling: windowed max and average, and the global poolings that end a backbone."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,3 +36,22 @@ GLOBAL_AVGPOOL = declare(OpSpec(
     "global_avgpool", "Mean over H and W: (N, C, H, W) -> (N, C).",
     lambda v, n: np.asarray(v[0], np.float64).mean(axis=(2, 3)).astype(np.float32),
     shape=lambda ins, a: ins[0][:2], check=_four_d))
+
+
+def _check_gem(n, ins, modal):
+    if not n.attrs["p"] > 0 or not n.attrs["eps"] > 0:
+        return f"p and eps must be positive, are {n.attrs['p']} and {n.attrs['eps']}"
+    return _four_d(n, ins, modal)
+
+
+def _gem_ref(v, n):
+    x = np.maximum(np.asarray(v[0], np.float64), n.attrs["eps"])
+    return ((x ** n.attrs["p"]).mean(axis=(2, 3)) ** (1.0 / n.attrs["p"])).astype(np.float32)
+
+
+GEM_POOL = declare(OpSpec(
+    "gem_pool", "Generalized-mean pooling over H and W (Radenovic et al. 2018; fast-reid's "
+                "GeneralizedMeanPooling): (mean(max(x, eps)^p))^(1/p), (N, C, H, W) -> (N, C).",
+    _gem_ref, attrs={"p": Attr("float", "the power: 1 is the average, large p nears the max"),
+                     "eps": Attr("float", "inputs are clamped to at least eps")},
+    shape=lambda ins, a: ins[0][:2], check=_check_gem))

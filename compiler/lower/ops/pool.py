@@ -1,6 +1,7 @@
-"""Pooling as Relax ops in the blocked layout; the global average leaves it as (N, C)."""
+"""Pooling as Relax ops in the blocked layout; the global poolings leave it as (N, C)."""
 from __future__ import annotations
 
+import numpy as np
 from tvm import relax
 
 from compiler.ir import Op
@@ -26,3 +27,11 @@ def _avgpool(low, nid, n, ins):
 def _global_avgpool(low, nid, n, ins):
     y = low.emit(relax.op.mean(ins[0], axis=[2, 3]))
     return Lowered(low.emit(relax.op.reshape(y, (low.n, n.shape[1]))), 0)
+
+
+@lowers(Op.GEM_POOL)
+def _gem_pool(low, nid, n, ins):
+    p, eps = (relax.const(np.float32(n.attrs[k])) for k in ("p", "eps"))
+    y = low.emit(relax.op.power(relax.op.maximum(ins[0], eps), p))
+    y = low.emit(relax.op.reshape(relax.op.mean(y, axis=[2, 3]), (low.n, n.shape[1])))
+    return Lowered(low.emit(relax.op.power(y, relax.const(np.float32(1.0 / n.attrs["p"])))), 0)
