@@ -14,7 +14,8 @@ from compiler.ir.interp import run_all
 from compiler.ir.shapes import infer
 from compiler.ir.spec import SPECS, Attr, Cost, spec_of
 from compiler.lower.build import build
-from compiler.lower.registry import LOWERINGS, LoweringError, lowering_of
+from compiler.lower.ops import lowering_of
+from compiler.lower.registry import LOWERINGS, LoweringError
 from compiler.lower.to_relax import to_relax
 from targets import get_target
 

@@ -1,4 +1,9 @@
-"""A graph of IR nodes over networkx. Node ids are strings; edge order lives in Node.inputs."""
+"""A graph of IR nodes over networkx. Node ids are strings; edge order lives in Node.inputs.
+
+Only this class touches the networkx graph (`_nx`): everything else (passes, verifier, frontend) reads
+and changes a Graph through its methods. Each node also has an `order` (its capture position)
+that breaks ties in `topo()`, so printing and lowering follow the model's source order.
+"""
 from __future__ import annotations
 
 from typing import Iterator
@@ -13,53 +18,72 @@ class Graph:
 
     def __init__(self, name: str = "model"):
         self.name = name
-        self.g = nx.DiGraph()
+        self._nx = nx.DiGraph()
         self.outputs: list[str] = []
         self.meta: dict = {}
 
     # --- construction -------------------------------------------------------------
-    def add(self, nid: str, node: Node) -> str:
-        if nid in self.g:
+    def add(self, nid: str, node: Node, order: int = 0) -> str:
+        """Add `node` as `nid`; `order` ranks it among nodes ready at once in `topo()`."""
+        if nid in self._nx:
             raise KeyError(f"node id {nid!r} already in graph")
         for i in node.inputs:
-            if i not in self.g:
+            if i not in self._nx:
                 raise KeyError(f"node {nid!r} uses unknown input {i!r}")
-        self.g.add_node(nid, node=node)
+        self._nx.add_node(nid, node=node, order=order)
         for i in node.inputs:
-            self.g.add_edge(i, nid)
+            self._nx.add_edge(i, nid)
         return nid
 
     def fresh_id(self, base: str) -> str:
         nid, k = base, 1
-        while nid in self.g:
+        while nid in self._nx:
             nid, k = f"{base}_{k}", k + 1
         return nid
 
     def copy(self) -> "Graph":
         out = Graph(self.name)
-        out.g = self.g.copy()
+        out._nx = self._nx.copy()
         out.outputs = list(self.outputs)
         out.meta = dict(self.meta)
         return out
 
     # --- queries ------------------------------------------------------------------
     def __getitem__(self, nid: str) -> Node:
-        return self.g.nodes[nid]["node"]
+        return self._nx.nodes[nid]["node"]
 
     def __contains__(self, nid: str) -> bool:
-        return nid in self.g
+        return nid in self._nx
 
     def __len__(self) -> int:
-        return self.g.number_of_nodes()
+        return self._nx.number_of_nodes()
+
+    def node_ids(self) -> list[str]:
+        """Every node id, in insertion order (`topo()` for dependency order)."""
+        return list(self._nx.nodes)
 
     def consumers(self, nid: str) -> list[str]:
-        return list(self.g.successors(nid))
+        return list(self._nx.successors(nid))
+
+    def producers(self, nid: str) -> list[str]:
+        """The nodes with an edge into `nid` (its distinct inputs, as the edges record them)."""
+        return list(self._nx.predecessors(nid))
+
+    def ancestors(self, nid: str) -> set[str]:
+        """Every node `nid` depends on, transitively (not `nid` itself)."""
+        return nx.ancestors(self._nx, nid)
+
+    def is_acyclic(self) -> bool:
+        return nx.is_directed_acyclic_graph(self._nx)
+
+    def order(self, nid: str) -> int:
+        return self._nx.nodes[nid].get("order", 0)
 
     def topo(self) -> Iterator[str]:
-        return iter(nx.lexicographical_topological_sort(self.g, key=self._order_key))
+        return iter(nx.lexicographical_topological_sort(self._nx, key=self._order_key))
 
     def _order_key(self, nid: str):
-        return self.g.nodes[nid].get("order", 0), nid
+        return self.order(nid), nid
 
     def items(self) -> Iterator[tuple[str, Node]]:
         for nid in self.topo():
@@ -72,13 +96,13 @@ class Graph:
     def replace(self, nid: str, node: Node) -> None:
         """Swap the node at `nid` (its inputs may change); consumers keep pointing at nid."""
         for i in node.inputs:
-            if i not in self.g:
+            if i not in self._nx:
                 raise KeyError(f"replacement for {nid!r} uses unknown input {i!r}")
-        self.g.remove_edges_from(list(self.g.in_edges(nid)))
-        self.g.nodes[nid]["node"] = node
+        self._nx.remove_edges_from(list(self._nx.in_edges(nid)))
+        self._nx.nodes[nid]["node"] = node
         for i in node.inputs:
-            self.g.add_edge(i, nid)
-        if not nx.is_directed_acyclic_graph(self.g):
+            self._nx.add_edge(i, nid)
+        if not self.is_acyclic():
             raise ValueError(f"replacing {nid!r} made a cycle")
 
     def redirect(self, old: str, new: str) -> None:
@@ -91,12 +115,7 @@ class Graph:
         self.outputs = [new if o == old else o for o in self.outputs]
 
     def remove(self, nid: str) -> None:
-        self.g.remove_node(nid)
-
-    def insert_after(self, nid: str, new_id: str, node: Node) -> str:
-        """Add `node` (which consumes `nid`) and move all other uses of `nid` onto it."""
-        order = self.g.nodes[nid].get("order", 0)
-        self.add(new_id, node)
-        self.g.nodes[new_id]["order"] = order
-        self.redirect(nid, new_id)
-        return new_id
+        """Remove an unused node (no consumers, not an output)."""
+        if self.consumers(nid) or nid in self.outputs:
+            raise ValueError(f"cannot remove {nid!r}: still used by {self.consumers(nid) or 'the outputs'}")
+        self._nx.remove_node(nid)

@@ -29,11 +29,3 @@ def lowers(op: Op):
         LOWERINGS[op] = fn
         return fn
     return register
-
-
-def lowering_of(op: Op) -> Callable:
-    from . import ops  # noqa: F401  (registers every lowering)
-    try:
-        return LOWERINGS[op]
-    except KeyError:
-        raise LoweringError(f"no lowering for op {op}") from None

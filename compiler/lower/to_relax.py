@@ -17,7 +17,8 @@ from tvm import relax, tirx as tir
 
 from compiler.ir import Graph, Op, RunMode
 
-from .registry import LoweringError, lowering_of
+from .ops import lowering_of
+from .registry import LoweringError
 
 BLOCK = 16  # channel block for activations when the channel count allows
 

@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 
 from compiler.ir import Graph, Op
-
 from compiler.ir.bits import pack_bits
-from .rewrite import Rule, apply_rules
+
+from .rewrite import Rewrite, Rule, apply_rules
 
 WORD = "uint64"
 
@@ -19,11 +19,11 @@ WORD = "uint64"
 def _pack(g: Graph, nid, n):
     signs = np.asarray(n.attrs["signs"])
     packed = pack_bits(np.transpose(signs, (0, 2, 3, 1)) < 0, WORD)
-    g.replace(nid, n.with_(attrs={**n.attrs, "packed": packed, "word": WORD}))
-    return f"{signs.size} weights in {packed.nbytes} bytes"
+    return Rewrite(node=n.with_(attrs={**n.attrs, "packed": packed, "word": WORD}),
+                   note=f"{signs.size} weights in {packed.nbytes} bytes")
 
 
 def bitpack_weights(g: Graph, stats: Counter | None = None) -> Graph:
     rules = [Rule("bitpack_weights", Op.BCONV2D, _pack,
                   (("not packed yet", lambda g, nid, n: n.attr("packed") is None),))]
-    return apply_rules(g, rules, stats)
+    return apply_rules(g, rules, stats).graph

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.ir.modes import CODES
+
 
 def bn_affine(gamma, beta, mean, var, eps):
     """BN(x) = x * scale + shift, computed in float64 and returned as float32."""
@@ -25,6 +27,11 @@ def fold_affine_into_dense(weight, bias, scale, shift):
     return (w * np.asarray(scale, np.float64)[None, :]).astype(np.float32), (w @ shift + b).astype(np.float32)
 
 
-def bn_params_affine(params, eps, key):
-    gamma, beta, mean, var = params[key]
-    return bn_affine(gamma, beta, mean, var, eps)
+def bn_tables(params, eps):
+    """The affine of a BN's statistics, {set name: (gamma, beta, mean, var)}: (C,) scale and
+    shift for one shared set, or (2, C) tables for per-modality sets, row k the modality whose
+    code is k (the row the `modality` input picks)."""
+    if set(params) == {"shared"}:
+        return bn_affine(*params["shared"], eps)
+    pairs = [bn_affine(*params[m], eps) for m in sorted(CODES, key=CODES.get)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -3,17 +3,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-import networkx as nx
-
 from compiler.ir import Graph
 
 
 def remove_dead_nodes(g: Graph, stats: Counter | None = None) -> Graph:
     g = g.copy()
-    live = set(g.outputs)
-    for o in g.outputs:
-        live |= nx.ancestors(g.g, o)
-    dead = [n for n in g.g.nodes if n not in live]
+    live = set(g.outputs).union(*(g.ancestors(o) for o in g.outputs))
+    dead = [n for n in reversed(list(g.topo())) if n not in live]  # consumers before their producers
     for n in dead:
         g.remove(n)
     if stats is not None and dead:

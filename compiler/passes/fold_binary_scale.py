@@ -9,12 +9,10 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Op
+from compiler.ir import Graph, Placement, Op
 
-from .bn_math import bn_params_affine
-from .rewrite import Rule, apply_rules, producer_has_one_use, producer_is
-
-MODS = ("visible", "infrared")
+from .bn_math import bn_tables
+from .rewrite import Rewrite, Rule, apply_rules, producer_has_one_use, producer_is
 
 
 def _fold(g: Graph, nid, n, scale, shift):
@@ -23,23 +21,15 @@ def _fold(g: Graph, nid, n, scale, shift):
     b = g[bid]
     a, c = np.asarray(b.attrs["scale"]), np.asarray(b.attrs["bias"])
     new_scale, new_bias = (a * scale).astype(np.float32), (c * scale + shift).astype(np.float32)
-    inputs = b.inputs
-    if new_scale.ndim == 2 and len(inputs) == 1:  # per-modality tables need the modality input
-        inputs = inputs + (n.inputs[1],)
-    g.replace(bid, b.with_(inputs=inputs, attrs={**b.attrs, "scale": new_scale, "bias": new_bias},
-                           modality="split" if new_scale.ndim == 2 else b.modality))
-    g.redirect(nid, bid)
-    g.remove(nid)
-    return f"folded into {bid}"
+    split = new_scale.ndim == 2
+    inputs = b.inputs + ((n.inputs[1],) if split and len(b.inputs) == 1 else ())  # tables need the modality
+    folded = b.with_(inputs=inputs, attrs={**b.attrs, "scale": new_scale, "bias": new_bias},
+                     modality=Placement.SPLIT if split else b.modality)
+    return Rewrite(producers={bid: folded}, forward=bid, note=f"folded into {bid}")
 
 
 def _bn(g, nid, n):
-    if n.modality == "shared":
-        s, t = bn_params_affine(n.attrs["params"], n.attrs["eps"], "shared")
-    else:
-        pairs = [bn_params_affine(n.attrs["params"], n.attrs["eps"], m) for m in MODS]
-        s, t = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-    return _fold(g, nid, n, s, t)
+    return _fold(g, nid, n, *bn_tables(n.attrs["params"], n.attrs["eps"]))
 
 
 def _affine(g, nid, n):
@@ -50,4 +40,4 @@ def fold_binary_scale(g: Graph, stats: Counter | None = None) -> Graph:
     guards = (producer_is(Op.BCONV2D), producer_has_one_use())
     rules = [Rule("fold_bn_into_bconv", Op.BATCH_NORM, _bn, guards),
              Rule("fold_affine_into_bconv", Op.AFFINE, _affine, guards)]
-    return apply_rules(g, rules, stats)
+    return apply_rules(g, rules, stats).graph

@@ -1,8 +1,9 @@
 """Fold modality-specific (split) BNs for a mixed-modality batch.
 
 For `conv -> split BN` the layer's strategy comes from `mixed_plan.choose` (per-sample affine
-after the conv, or per-modality folded weights) and is recorded in `graph.meta["mixed_plan"]`
-with its reason. A split BN with no conv before it becomes a per-modality affine.
+after the conv, or per-modality folded weights); the pass returns the plan it followed,
+{layer: {"strategy", "reason"}}, with the graph (the pipeline records it as the graph's
+`mixed_plan`). A split BN with no conv before it becomes a per-modality affine.
 Runs in the `mixed` pipeline after `fold_shared_bn` (single-modality pipelines have no split
 BN left after `specialise_modality`).
 """
@@ -12,60 +13,45 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Op
+from compiler.ir import Graph, Op, Placement
 
 from . import mixed_plan
-from .bn_math import bn_params_affine, fold_affine_into_conv
-from .rewrite import Rule, apply_rules, modality_is, producer_has_one_use, producer_is
-
-MODS = ("visible", "infrared")
-
-
-def _tables(n: Node):
-    pairs = [bn_params_affine(n.attrs["params"], n.attrs["eps"], m) for m in MODS]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+from .bn_math import bn_tables, fold_affine_into_conv
+from .rewrite import (Applied, Rewrite, Rule, apply_rules, bn_to_affine, modality_is, on_producer, one_weight_set,
+                      producer_has_one_use, producer_is)
 
 
-def _fold(forced):
+def _fold(forced: str | None):
     def rewrite(g: Graph, nid, n):
         cid, mid = n.inputs
         conv = g[cid]
         choice = mixed_plan.choose(conv.attrs["weight"].shape, conv.shape, forced)
-        g.meta.setdefault("mixed_plan", {})[conv.source or cid] = {
-            "strategy": choice.strategy, "reason": choice.reason}
-        scale, shift = _tables(n)
+        plan = {conv.source or cid: {"strategy": choice.strategy, "reason": choice.reason}}
+        scale, shift = bn_tables(n.attrs["params"], n.attrs["eps"])
         if choice.strategy == "weights":
-            folded = [fold_affine_into_conv(conv.attrs["weight"], conv.attr("bias"), scale[k], shift[k])
-                      for k in range(2)]
-            w = np.stack([f[0] for f in folded])
-            b = np.stack([f[1] for f in folded])
-            g.replace(cid, conv.with_(inputs=(conv.inputs[0], mid), attrs={**conv.attrs, "weight": w, "bias": b},
-                                      modality="split"))
-            g.redirect(nid, cid)
-            g.remove(nid)
-            return "per-modality weights"
+            folded = [fold_affine_into_conv(conv.attrs["weight"], conv.attr("bias"), s, t)
+                      for s, t in zip(scale, shift)]
+            w, b = np.stack([f[0] for f in folded]), np.stack([f[1] for f in folded])
+            conv = conv.with_(inputs=(conv.inputs[0], mid), attrs={**conv.attrs, "weight": w, "bias": b},
+                              modality=Placement.SPLIT)
+            return Rewrite(producers={cid: conv}, forward=cid, note="per-modality weights", facts=plan)
         bias = conv.attr("bias")
+        producers = {}
         if bias is not None:  # conv bias passes through the affine: (y + b) * s + t
             shift = shift + bias[None, :] * scale
-            conv = conv.with_(attrs={k: v for k, v in conv.attrs.items() if k != "bias"})
-            g.replace(cid, conv)
-        g.replace(nid, n.with_(op=Op.AFFINE, attrs={"scale": scale, "bias": shift}, modality="split"))
-        return "per-sample affine"
+            producers[cid] = conv.with_(attrs={k: v for k, v in conv.attrs.items() if k != "bias"})
+        affine = n.with_(op=Op.AFFINE, attrs={"scale": scale, "bias": shift}, modality=Placement.SPLIT)
+        return Rewrite(node=affine, producers=producers, note="per-sample affine", facts=plan)
     return rewrite
 
 
-def _to_affine(g: Graph, nid, n):
-    scale, shift = _tables(n)
-    g.replace(nid, n.with_(op=Op.AFFINE, attrs={"scale": scale, "bias": shift}))
-    return "per-modality affine"
-
-
-def fold_modality_bn(g: Graph, stats: Counter | None = None, strategy: str | None = None) -> Graph:
-    """strategy: None chooses per layer; "affine" or "weights" forces one for every layer."""
-    conv_single = ("conv has one weight set", lambda g, nid, n: g[n.inputs[0]].attrs["weight"].ndim == 4)
+def fold_modality_bn(g: Graph, stats: Counter | None = None, strategy: str | None = None) -> Applied:
+    """strategy: None chooses per layer; "affine" or "weights" forces one for every layer.
+    Returns the graph and the mixed plan (`Applied.facts`)."""
+    split = modality_is(Placement.SPLIT)
     rules = [
         Rule("fold_split_bn_after_conv", Op.BATCH_NORM, _fold(strategy),
-             (modality_is("split"), producer_is(Op.CONV2D), conv_single, producer_has_one_use())),
-        Rule("split_bn_to_affine", Op.BATCH_NORM, _to_affine, (modality_is("split"),)),
+             (split, producer_is(Op.CONV2D), on_producer(one_weight_set()), producer_has_one_use())),
+        Rule("split_bn_to_affine", Op.BATCH_NORM, bn_to_affine, (split,)),
     ]
     return apply_rules(g, rules, stats)

@@ -7,23 +7,25 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compiler.ir import Graph, Op
+from compiler.ir import Graph, Modality, Op, Placement
 
-from .rewrite import Rule, apply_rules, modality_is
+from .rewrite import Rewrite, Rule, apply_rules, modality_is
 
 
-def _pick(modality: str):
+def _pick(modality: Modality):
     def rewrite(g: Graph, nid, n):
         params = {"shared": n.attrs["params"][modality]}
-        g.replace(nid, n.with_(inputs=n.inputs[:1], attrs={**n.attrs, "params": params}, modality="shared"))
-        return f"kept the {modality} BN"
+        return Rewrite(node=n.with_(inputs=n.inputs[:1], attrs={**n.attrs, "params": params},
+                                    modality=Placement.SHARED), note=f"kept the {modality} BN")
     return rewrite
 
 
-def specialise_modality(g: Graph, modality: str, stats: Counter | None = None) -> Graph:
-    if modality not in ("visible", "infrared"):
-        raise ValueError(f"cannot specialise to {modality!r}")
-    rules = [Rule("specialise_split_bn", Op.BATCH_NORM, _pick(modality), (modality_is("split"),))]
-    out = apply_rules(g, rules, stats)
+def specialise_modality(g: Graph, modality: Modality | str, stats: Counter | None = None) -> Graph:
+    try:
+        modality = Modality(modality)
+    except ValueError:
+        raise ValueError(f"cannot specialise to {modality!r}") from None
+    rules = [Rule("specialise_split_bn", Op.BATCH_NORM, _pick(modality), (modality_is(Placement.SPLIT),))]
+    out = apply_rules(g, rules, stats).graph
     out.meta["modality"] = modality
     return out
