@@ -1,14 +1,21 @@
-"""Property tests (hypothesis) of the pure maths under the binary passes and kernels: the bit
-layout, sign and integer thresholds, the zero-padding correction of a binary conv."""
+"""Property tests (hypothesis) of the pure maths under the passes and kernels: the bit layout,
+sign and integer thresholds, the zero-padding correction of a binary conv, BatchNorm folding
+(shared and per-modality tables) and the mixed-batch plan."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from compiler.ir import CODES, Graph, Modality, Node, Op, verify
 from compiler.ir.bits import WORD_BITS, border_correction, expand_correction, pack_bits, pack_signs, words
+from compiler.ir.interp import run as run_ir
 from compiler.ir.opset.refmath import conv2d
-from compiler.passes.binary_math import binary_weight_scale, integer_threshold, sign_threshold
+from compiler.ir.shapes import infer
+from compiler.passes import mixed_plan
+from compiler.passes.binary_math import NEVER, binary_weight_scale, integer_threshold, sign_threshold
+from compiler.passes.bn_math import bn_affine, bn_tables, fold_affine_into_conv, fold_affine_into_dense
+from compiler.passes.fold_modality_bn import fold_modality_bn
 
 SETTINGS = settings(max_examples=80, deadline=None)
 finite32 = st.floats(-1e3, 1e3, allow_nan=False, width=32)
@@ -50,6 +57,12 @@ def test_sign_threshold_is_sign_of_the_affine(s, t, x):
     np.testing.assert_array_equal(bit[clear], (y < 0)[clear])
 
 
+def test_sign_threshold_stays_finite_for_tiny_scales():
+    thr, flip = sign_threshold(np.float32([1e-40, 1e-30]), np.float32([1, -1e10]))
+    assert np.isfinite(thr).all()
+    np.testing.assert_array_equal(thr, [-NEVER, NEVER])   # x < -max: never a bit (t > 0); x < max: always
+
+
 @SETTINGS
 @given(a=hnp.arrays(np.float64, 5, elements=st.floats(-8, 8)), b=hnp.arrays(np.float64, 5, elements=st.floats(-500, 500)),
        dot=hnp.arrays(np.int64, (7, 5), elements=st.integers(-300, 300)))
@@ -86,3 +99,139 @@ def test_border_correction_turns_plus_one_padding_into_zero_padding(o, c, k, h, 
     one_padded = conv2d(ones, signs, (stride, stride), (0, 0))[0]
     corr = expand_correction(*border_correction(signs, (h, w), (stride, stride), (pad, pad)))
     np.testing.assert_array_equal(one_padded - np.moveaxis(corr, 2, 0), zero_padded)
+
+
+# --- BatchNorm folding (compiler/passes/bn_math.py) -------------------------------------------
+def bn_stats(rng, c: int) -> tuple:
+    """(gamma, beta, mean, var) float32 vectors of c, as a trained BN holds them."""
+    return (rng.uniform(-3, 3, c).astype(np.float32), rng.normal(size=c).astype(np.float32),
+            rng.normal(size=c).astype(np.float32), rng.uniform(0.05, 4, c).astype(np.float32))
+
+
+def bn_reference(y: np.ndarray, stats, eps: float) -> np.ndarray:
+    """BN of an (N, C, ...) float64 tensor, written as the definition: (y - mean) / sqrt(var + eps) * gamma + beta."""
+    gamma, beta, mean, var = (np.asarray(a, np.float64).reshape((-1,) + (1,) * (y.ndim - 2)) for a in stats)
+    return (y - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def conv_case(o, i, k, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(o, i, k, k)).astype(np.float32)
+    b = rng.normal(size=o).astype(np.float32) if with_bias else None
+    x = rng.normal(size=(2, i, 5, 5))
+    return rng, w, b, x
+
+
+def conv(x, w, b, k):
+    y = conv2d(x, np.asarray(w, np.float64), (1, 1), (k // 2, k // 2))
+    return y if b is None else y + np.asarray(b, np.float64)[:, None, None]
+
+
+def assert_close_to_terms(got, want, terms):
+    """got == want up to float32 rounding of the folded constants: relative to the sum of the
+    magnitudes of the terms (`terms`), not to the result, which may cancel to near zero."""
+    assert (np.abs(got - want) <= 1e-5 * terms + 1e-9).all(), float(np.max(np.abs(got - want) / (terms + 1e-9)))
+
+
+CONV_SHAPES = dict(o=st.integers(1, 4), i=st.integers(1, 3), k=st.sampled_from([1, 3]), with_bias=st.booleans(),
+                   seed=st.integers(0, 2 ** 16), eps=st.sampled_from([1e-5, 1e-3, 0.1]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(**CONV_SHAPES)
+def test_bn_folded_into_conv_equals_conv_then_bn(o, i, k, with_bias, seed, eps):
+    rng, w, b, x = conv_case(o, i, k, with_bias, seed)
+    stats = bn_stats(rng, o)
+    scale, shift = bn_tables({"shared": stats}, eps)
+    np.testing.assert_array_equal(scale, bn_affine(*stats, eps)[0])
+    fw, fb = fold_affine_into_conv(w, b, scale, shift)
+    assert fw.dtype == fb.dtype == np.float32 and fw.shape == w.shape and fb.shape == (o,)
+    want = bn_reference(conv(x, w, b, k), stats, eps)
+    terms = conv(np.abs(x), np.abs(w) * np.abs(scale)[:, None, None, None], None, k) \
+        + (np.abs(scale) * (0 if b is None else np.abs(b)) + np.abs(shift))[:, None, None]
+    assert_close_to_terms(conv(x, fw, fb, k), want, terms)
+
+
+@settings(max_examples=40, deadline=None)
+@given(**CONV_SHAPES)
+def test_per_modality_bn_tables_fold_row_by_modality_code(o, i, k, with_bias, seed, eps):
+    rng, w, b, x = conv_case(o, i, k, with_bias, seed)
+    params = {str(m): bn_stats(rng, o) for m in Modality}
+    scale, shift = bn_tables(params, eps)
+    assert scale.shape == shift.shape == (2, o)
+    for m in Modality:   # row k of the tables is the modality whose code is k
+        row = CODES[m]
+        fw, fb = fold_affine_into_conv(w, b, scale[row], shift[row])
+        want = bn_reference(conv(x, w, b, k), params[str(m)], eps)
+        terms = conv(np.abs(x), np.abs(w) * np.abs(scale[row])[:, None, None, None], None, k) \
+            + (np.abs(scale[row]) * (0 if b is None else np.abs(b)) + np.abs(shift[row]))[:, None, None]
+        assert_close_to_terms(conv(x, fw, fb, k), want, terms)
+
+
+@settings(max_examples=40, deadline=None)
+@given(o=st.integers(1, 5), i=st.integers(1, 5), with_bias=st.booleans(), seed=st.integers(0, 2 ** 16),
+       eps=st.sampled_from([1e-5, 1e-3]))
+def test_bn_folded_into_a_following_dense_equals_bn_then_dense(o, i, with_bias, seed, eps):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(o, i)).astype(np.float32)
+    b = rng.normal(size=o).astype(np.float32) if with_bias else None
+    x = rng.normal(size=(3, i))
+    stats = bn_stats(rng, i)
+    scale, shift = bn_affine(*stats, eps)
+    fw, fb = fold_affine_into_dense(w, b, scale, shift)
+    want = bn_reference(x, stats, eps) @ w.astype(np.float64).T + (0 if b is None else b)
+    terms = np.abs(x) @ (np.abs(w) * np.abs(scale)).T + np.abs(w) @ np.abs(shift) + (0 if b is None else np.abs(b))
+    assert_close_to_terms(x @ fw.astype(np.float64).T + fb, want, terms)
+
+
+# --- the mixed-batch plan (compiler/passes/mixed_plan.py) -------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(o=st.integers(1, 1024), i=st.integers(1, 1024), k=st.sampled_from([1, 3, 5, 7]),
+       hw=st.tuples(st.integers(1, 64), st.integers(1, 64)), forced=st.sampled_from([None, "affine", "weights"]))
+@example(o=256, i=256, k=1, hw=(8, 8), forced=None)     # exactly the budget: weights
+@example(o=256, i=257, k=1, hw=(8, 8), forced=None)     # 1 KiB over: affine
+def test_mixed_plan_takes_weights_iff_the_second_copy_fits(o, i, k, hw, forced):
+    c = mixed_plan.choose((o, i, k, k), ("N", o) + hw, forced)
+    extra = o * i * k * k * 4
+    assert c.extra_weight_bytes == extra
+    assert c.conv_flops_per_sample == 2 * o * i * k * k * hw[0] * hw[1] and c.epilogue_flops_per_sample == o * hw[0] * hw[1]
+    if forced:
+        assert c.strategy == forced and "forced" in c.reason
+    else:
+        assert c.strategy == ("weights" if extra <= mixed_plan.WEIGHT_BUDGET_BYTES else "affine") and "budget" in c.reason
+
+
+def conv_split_bn(o, i, k, with_bias, seed, eps) -> Graph:
+    """x -> conv2d -> split BN, random constants."""
+    rng, w, b, _ = conv_case(o, i, k, with_bias, seed)
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", i, 5, 5), attrs={"name": "x"}))
+    g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
+    attrs = {"weight": w, "stride": (1, 1), "padding": (k // 2, k // 2)} | ({} if b is None else {"bias": b})
+    g.add("c", Node(Op.CONV2D, ("x",), infer(Op.CONV2D, [g["x"].shape], attrs), attrs=attrs, source="conv"), order=1)
+    bn = {"eps": eps, "params": {str(m): bn_stats(rng, o) for m in Modality}}
+    g.add("bn", Node(Op.BATCH_NORM, ("c", "modality"), g["c"].shape, attrs=bn, modality="split"), order=2)
+    g.outputs = ["bn"]
+    return verify(g)
+
+
+@settings(max_examples=25, deadline=None)
+@given(codes=hnp.arrays(np.int32, st.integers(1, 5), elements=st.integers(0, 1)), **CONV_SHAPES)
+def test_both_mixed_strategies_give_the_split_bns_numbers(codes, o, i, k, with_bias, seed, eps):
+    g = conv_split_bn(o, i, k, with_bias, seed, eps)
+    x = np.random.default_rng(seed + 1).normal(size=(len(codes), i, 5, 5)).astype(np.float32)
+    want = run_ir(g, x, codes).astype(np.float64)
+    # the size of the terms summed, as in assert_close_to_terms: |conv| of magnitudes, scaled per sample
+    scale, shift = (t[codes][:, :, None, None] for t in bn_tables(g["bn"].attrs["params"], eps))
+    w, b = g["c"].attrs["weight"], g["c"].attr("bias")
+    terms = (conv(np.abs(x.astype(np.float64)), np.abs(w), None, k) + (0 if b is None else np.abs(b)[:, None, None])) \
+        * np.abs(scale) + np.abs(shift) + np.abs(want)
+    outs = {}
+    for strategy in ("affine", "weights"):
+        out, plan = fold_modality_bn(g, strategy=strategy)
+        verify(out)
+        assert plan == {"conv": {"strategy": strategy, "reason": f"forced by --mixed-strategy {strategy}"}}
+        assert out.count(Op.BATCH_NORM) == 0
+        outs[strategy] = run_ir(out, x, codes).astype(np.float64)
+        assert_close_to_terms(outs[strategy], want, terms)
+    assert_close_to_terms(outs["affine"], outs["weights"], terms)

@@ -156,3 +156,13 @@ def test_costs_come_from_the_specs():
                        "fp32_equivalent_ops": 16 * C * 9 * spatial}
     assert weight_bytes(g) == {"fp32_weight_bytes": 4 * 16 * C * 9, "stored_weight_bytes": 16 * 9 * 8}
     assert spec_of(Op.RELU).cost(g["n0"]) == Cost()
+
+
+def test_a_bn_whose_variance_plus_eps_is_not_positive_is_refused():
+    g = _chain((Op.RELU, {}))
+    var = np.ones(C, np.float32)
+    var[5] = -1
+    g.replace("n0", Node(Op.BATCH_NORM, ("x",), g["x"].shape, attrs={
+        "eps": 1e-5, "params": {"shared": (_vec(), _vec(), _vec(), const(var))}}, modality="shared", source="bn1"))
+    with pytest.raises(IRError, match=r"\(bn1\): shared variance \+ eps must be > 0 \(channel 5\)"):
+        verify(g)

@@ -29,9 +29,10 @@ def sign_threshold(scale: np.ndarray, shift: np.ndarray):
     which every finite x satisfies... except +max itself) or never (x < -max)."""
     s = np.asarray(scale, np.float64)
     t = np.asarray(shift, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         thr = np.where(s != 0, -t / s, np.where(t < 0, NEVER, -NEVER))
-    return thr.astype(np.float32), (s < 0).astype(np.int8)
+    # |t/s| past float32's range: no finite float32 x reaches it, as the "never" and "always" above
+    return np.clip(thr, -NEVER, NEVER).astype(np.float32), (s < 0).astype(np.int8)
 
 
 def integer_threshold(scale: np.ndarray, shift: np.ndarray):
@@ -41,7 +42,7 @@ def integer_threshold(scale: np.ndarray, shift: np.ndarray):
     a = np.asarray(scale, np.float64)
     b = np.asarray(shift, np.float64)
     big = np.iinfo(np.int32).max
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # |q| past int32 is clipped below
         q = -b / a
         thr = np.where(a > 0, np.ceil(q), np.where(a < 0, np.floor(q), np.where(b < 0, big, -big)))
     return np.clip(thr, -big, big).astype(np.int32), (a < 0).astype(np.int8)

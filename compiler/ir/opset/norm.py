@@ -18,9 +18,13 @@ def _check_bn(n, ins, modal):
         return f"modality {n.modality!r} needs params {sorted(_bn_keys(n))}, has {sorted(params)}"
     if (n.modality == Placement.SPLIT) != modal:
         return "a split BN needs the modality input, and only it does"
+    if not n.attrs["eps"] >= 0:
+        return f"eps must be >= 0, is {n.attrs['eps']}"
     for k, p in params.items():
         if len(p) != 4 or any(a.shape != (c,) for a in p):
             return f"{k} statistics must be 4 vectors of {c}"
+        if not (p[3] + n.attrs["eps"] > 0).all():
+            return f"{k} variance + eps must be > 0 (channel {int(np.argmin(p[3] + n.attrs['eps']))})"
     return None
 
 
