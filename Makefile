@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PACKAGES := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
-.PHONY: setup setup-arm demo test bench clean
+.PHONY: setup setup-arm demo test bench layers clean
 
 $(BIN)/reidc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup-arm
 	$(BIN)/pytest -q
+
+# Imports go downward only, no cycles (README "Layers"; the contracts are in pyproject.toml).
+layers: setup
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	$(BIN)/pytest -q -m bench --benchmark-enable -p no:cacheprovider tests/test_bench.py

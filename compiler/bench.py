@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from frontend.atomic import guard_output_file
+import frontend.errors  # noqa: F401  (a worker's CheckpointError... is re-raised under its own class)
 
+from .base.atomic import guard_output_file
+from .base.errors import ArtifactError, InputError, user_error_class
 from .bench_load import OthersMeter
-from .errors import USER_ERRORS, ArtifactError, InputError
+from .base.modes import MODEL_MODES, RunMode
 
 ROUND_S = 0.2      # each timed round lasts about this long (calls per round chosen in warm-up)
 PAUSE_S = 0.2      # between two workers' rounds: the previous one's thread pool goes idle
 BUSY_CORES = 0.25  # other processes using more than this while timing: the figures are suspect
-ENTRY_MODES = ("visible", "infrared", "mixed")
 RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
           "onnxruntime": "ONNX Runtime"}
@@ -80,10 +81,11 @@ def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, t
         raise ArtifactError(f"{where} is an aarch64 build, run here under qemu: its timings say nothing "
                             "about ARM speed; time it on the board with `reidc_run ... --repeat N` (README, Deploying)")
     have = list(man["modes"])
-    entries = tuple(modes) if modes else tuple(m for m in ("visible", "mixed") if m in have) or tuple(have[:1])
+    entries = tuple(modes) if modes else (tuple(m for m in (RunMode.VISIBLE, RunMode.MIXED) if m in have)
+                                          or tuple(have[:1]))
     for e in entries:
         if e not in have:
-            hint = ("a single-input network: omit --mode" if have == ["main"]
+            hint = ("a single-input network: omit --mode" if have == [RunMode.MAIN]
                     else f"recompile with --modes including {e}")
             raise InputError(f"--mode {e}: {where} has no {e} entry (its entries: {', '.join(have)}); {hint}")
     fixed = man.get("batch")
@@ -119,9 +121,10 @@ def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 
     for b in batches:
         if not isinstance(b, int) or b < 1:
             raise InputError(f"--batch {b}: must be at least 1")
-    for m in modes or ():
-        if m not in ENTRY_MODES:
-            raise InputError(f"--mode {m}: expected one of {', '.join(ENTRY_MODES)}")
+    try:
+        modes = tuple(RunMode.parse(m, MODEL_MODES, "--mode") for m in modes) if modes else None
+    except ValueError as e:
+        raise InputError(str(e)) from None
     for r in runtimes:
         if r not in RUNTIMES:
             raise InputError(f"runtime {r!r}: expected one of {', '.join(RUNTIMES)}")
@@ -218,9 +221,9 @@ class Worker:
 
     def _failed(self, doing: str, type_name: str, line: str, tb: str) -> Exception:
         self.kill()
-        user = {c.__name__: c for c in USER_ERRORS}
-        if type_name in user:
-            return user[type_name](f"{self.label}: {line}")
+        user = user_error_class(type_name)
+        if user is not None:
+            return user(f"{self.label}: {line}")
         e = EngineError(f"the {self.label} worker failed while {doing}: {type_name}: {line}")
         e.worker_traceback = tb
         return e
@@ -365,12 +368,12 @@ def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int =
     finally:
         shutdown(workers, polite=done)
     if p.json_out is not None:
-        from frontend.atomic import atomic_write_json
+        from .base.atomic import atomic_write_json
         atomic_write_json(p.json_out, rows, flag="--json")
     return rows
 
 
-def time_alone(engine: str, artifact, checkpoint=None, entry: str = "visible", batch: int = 1, threads: int = 2,
+def time_alone(engine: str, artifact, checkpoint=None, entry: str = RunMode.VISIBLE, batch: int = 1, threads: int = 2,
                repeat: int = 5, round_s: float = ROUND_S) -> dict:
     """One engine in a fresh process of its own, nothing else running: the figure `bench`'s
     isolation should reproduce. Returns its stats, output, pid and `others_cpu_cores`."""

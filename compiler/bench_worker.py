@@ -32,6 +32,8 @@ from typing import Callable
 
 import numpy as np
 
+from .base.modes import RunMode
+
 WARMUP = 2
 MAX_CALLS = 10_000
 
@@ -55,9 +57,9 @@ def _entry_module(model, entry: str):
             self.model = model
 
         def forward(self, x, m=None):
-            if entry == "main":
+            if entry == RunMode.MAIN:
                 return self.model(x)
-            return self.model(x, m if entry == "mixed" else entry)
+            return self.model(x, m if entry == RunMode.MIXED else entry)
 
     return Entry().eval()
 
@@ -75,7 +77,7 @@ class ReidcEngine:
         self.compiled = Compiled(spec["artifact"])
 
     def call_for(self, entry: str, x, m) -> Callable[[], np.ndarray]:
-        name, arrays = self.compiled.args(x, m if entry == "mixed" else entry)
+        name, arrays = self.compiled.args(x, m if entry == RunMode.MIXED else entry)
         executor = self.compiled.executor
         return lambda: executor.call(name, arrays)[0]
 

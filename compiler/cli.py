@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,9 +14,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from .errors import USER_ERRORS, ArtifactError, one_line
+from .base.atomic import OutputError
+from .base.errors import UserError, one_line
+from .base.version import __version__
 from .runtime import INPUT_CONTRACT
-from .version import __version__
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped
@@ -52,7 +52,7 @@ class _Guarded(TyperGroup):
             if not interrupted:
                 if _debug["on"]:
                     raise
-                internal = not isinstance(e, USER_ERRORS + (OSError, ValueError))
+                internal = not isinstance(e, (UserError, OSError, ValueError))
                 msg = f"{type(e).__name__}: {one_line(e)}" if internal else one_line(e)
                 err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
                 if internal:
@@ -114,20 +114,13 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resne
                seed: int = typer.Option(0, help="seed for weights and BN statistics"),
                input_size: str = typer.Option("256x128", help="HxW")):
     """Write a deterministic checkpoint (seeded weights and BN statistics; no downloads)."""
-    from frontend.arch import read_cmnas_config
-    from frontend.atomic import guard_output_dir
-    from frontend.checkpoint import save_checkpoint
-    from frontend.zoo import zoo_model
+    from frontend.zoo import export_zoo
     try:
-        if split_config is not None:
-            split = " ".join(map(str, read_cmnas_config(split_config)))
         h, w = (int(v) for v in input_size.lower().split("x"))
-        guard_output_dir(output, "checkpoint", [split_config])  # before building the model
-        model = zoo_model(name, split, seed, (h, w))
-        save_checkpoint(model, output, [split_config])
+        model = export_zoo(name, output, split, split_config, seed, (h, w))
     except KeyError as e:
         _fail(ValueError(e.args[0]))
-    except (ValueError,) + USER_ERRORS as e:
+    except (ValueError, UserError) as e:
         _fail(e)
     out.print(f"wrote {output} ({model.spec.name}, {sum(1 - s for s in model.spec.split)} of "
               f"{len(model.spec.split)} BNs split)")
@@ -176,7 +169,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                           input_size=_hw(input_size) if input_size else None)
     try:
         man = compile_checkpoint(checkpoint, output, opts)
-    except USER_ERRORS + (ValueError,) as e:
+    except (UserError, ValueError) as e:
         _fail(e)
     v = man["verification"]
     errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
@@ -231,7 +224,7 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
     except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
         interrupted()
         raise typer.Exit(130)
-    except USER_ERRORS + (ValueError,) as e:
+    except (UserError, ValueError) as e:
         _fail(e)
     out.print(f"tuned {res['tasks']} tasks; {res['records']} records in {res['database']}; "
               f"`reidc compile {checkpoint} --target {target} --tuning-db {db}` applies them")
@@ -241,7 +234,7 @@ def _tune_report(db: Path) -> None:
     from .tune.report import plot, report_rows
     try:
         data = report_rows(db)
-    except USER_ERRORS as e:
+    except UserError as e:
         _fail(e)
     for key, d in data.items():
         t = Table("task", "calls", "trials", "failed", "default ms", "tuned ms", "speedup", "share of run",
@@ -254,8 +247,8 @@ def _tune_report(db: Path) -> None:
         out.print(t)
         try:
             png = plot(key, d, db / key / "report.png")
-        except OSError as e:  # a read-only database still gets its table
-            png = f"not written ({e.strerror or e})"
+        except (OSError, OutputError) as e:  # a read-only database still gets its table
+            png = f"not written ({getattr(e, 'strerror', None) or e})"
         out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; plot: {png}")
 
 
@@ -312,7 +305,7 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(130)
-    except USER_ERRORS + (DatasetError, ValueError) as e:
+    except (UserError, DatasetError, ValueError) as e:
         _fail(e)
     t = Table("", "binary stages", "split BNs", "val mAP", "predicted ms", "measured ms", "weights MB",
               title=f"Pareto front ({res['mode']}, {res['target']['target']}, {res['scenario']})")
@@ -345,7 +338,7 @@ def verify(artifact: Path = typer.Argument(..., help="artifact directory from `r
     from .compile import reverify
     try:
         man = reverify(artifact, checkpoint, progress=_progress)
-    except USER_ERRORS as e:
+    except UserError as e:
         _fail(e)
     errs = ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items())
     out.print(f"{artifact}: verification passed (max rel. L2 error: {errs})")
@@ -355,20 +348,12 @@ def verify(artifact: Path = typer.Argument(..., help="artifact directory from `r
 def runner(output: Path = typer.Option(..., "-o", "--output", help="directory to write the aarch64 runner bundle to")):
     """Cross-compile reidc's C++ runner for aarch64, with TVM's aarch64 runtime libraries beside it:
     copy the directory and an artifact to a board and run `./reidc_run ARTIFACT/model.so ...`."""
-    import shutil
-    from frontend.atomic import atomic_directory, guard_output_dir
-    from targets.arm_runtime import ensure_runner, runtime_dir
+    from targets.arm_runtime import write_runner_bundle
     try:
-        guard_output_dir(output, "runner")
-        binary = ensure_runner(_progress)
-        with atomic_directory(output, "runner") as tmp:
-            shutil.copy2(binary, tmp / "reidc_run")
-            for lib in sorted((runtime_dir() / "lib").iterdir()):
-                shutil.copy2(lib, tmp / lib.name)
-    except USER_ERRORS as e:
+        libs = write_runner_bundle(output, _progress)
+    except UserError as e:
         _fail(e)
-    out.print(f"wrote {output}: reidc_run + {', '.join(p.name for p in sorted((runtime_dir() / 'lib').iterdir()))} "
-              "(aarch64; the runner finds the libraries beside it)")
+    out.print(f"wrote {output}: reidc_run + {', '.join(libs)} (aarch64; the runner finds the libraries beside it)")
 
 
 @app.command("qemu-server")
@@ -377,26 +362,20 @@ def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of t
                 setup_only: bool = typer.Option(False, help="only build the emulated aarch64 Python (cached)")):
     """Run TVM's RPC server on an aarch64 Python under qemu-user: an emulated ARM device for
     `reidc tune --rpc-tracker` (proves the path; its timings are not ARM speed)."""
-    import sys
-    from targets.arm_python import server_command
-    from targets.rpc import free_port
-    try:
-        python, env, extra = server_command(_progress)
-    except USER_ERRORS as e:
-        _fail(e)
-    if setup_only:
-        out.print(f"emulated aarch64 Python ready: {python[0]}")
-        return
-    if not tracker:
+    from targets.arm_python import serve, server_command
+    if not (setup_only or tracker):
         _fail(ValueError("--tracker HOST:PORT is required (or --setup-only)"))
-    port = free_port()
-    cmd = python + ["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
-                    str(port + 1), "--tracker", tracker, "--key", key] + extra
-    out.print(f"serving key {key!r} to {tracker} under qemu (Ctrl-C stops)")
     try:
-        sys.exit(subprocess.run(cmd, env={**os.environ, **env}).returncode)
+        if setup_only:
+            python, _, _ = server_command(_progress)
+            out.print(f"emulated aarch64 Python ready: {python[0]}")
+            return
+        code = serve(tracker, key, _progress, announce=out.print)
+    except UserError as e:
+        _fail(e)
     except KeyboardInterrupt:
-        pass
+        return
+    sys.exit(code)
 
 
 def _hw(text: str) -> tuple[int, int]:
@@ -407,11 +386,6 @@ def _hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _load_compiled(artifact: Path):
-    from .runtime import Compiled
-    return Compiled(artifact, _progress)
-
-
 @app.command()
 def run(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
         input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W): " + INPUT_CONTRACT),
@@ -419,30 +393,12 @@ def run(artifact: Path = typer.Argument(..., help="artifact directory from `reid
                                                       "infrared: CM-NAS's mode 0) | a .npy int vector (0 visible, 1 infrared)"),
         output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
     """Run a compiled model on images."""
-    import io
-    import numpy as np
-    from frontend.atomic import atomic_write_bytes, guard_output_file
-    from .errors import InputError
+    from .runtime import run_files
     try:
-        guard_output_file(output)  # before any work
-        comp = _load_compiled(artifact)
-        try:
-            x = np.load(input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{input}: cannot read as .npy: {e}") from None
-        m = modality
-        if modality.endswith(".npy"):
-            try:
-                m = np.load(modality, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise InputError(f"{modality}: cannot read as .npy: {e}") from None
-        feats = comp.run(x, m)
-        buf = io.BytesIO()
-        np.save(buf, feats)
-        atomic_write_bytes(output, buf.getvalue(), flag="-o")
-    except USER_ERRORS as e:
+        shape = run_files(artifact, input, modality, output, _progress)
+    except UserError as e:
         _fail(e)
-    out.print(f"wrote {output}: features {tuple(feats.shape)}")
+    out.print(f"wrote {output}: features {shape}")
 
 
 @app.command("bench")
@@ -458,13 +414,12 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
-    from frontend.atomic import OutputError
     from .bench import BUSY_CORES, ROUND_S, RUNTIMES, EngineError, bench, engine_label
     try:
         rows = bench(artifact, checkpoint, tuple(batch), tuple(mode or ()) or None, threads, repeat,
                      tuple(r for r in RUNTIMES if not (no_compile and r == "torch_compile")),
                      progress=_progress, baseline=baseline, json_out=json_out)
-    except USER_ERRORS + (EngineError, OutputError) as e:
+    except (UserError, EngineError) as e:
         _fail(e)
     t = Table("model", "batch", "modality", "engine", "median ms", "min ms", "max ms", "spread",
               "reidc speedup", "rel err vs eager")
@@ -496,23 +451,11 @@ def bench_cmd(artifact: Path = typer.Argument(...),
 def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
          workdir: Path = typer.Option(Path("demo"), help="where the checkpoint and artifact go")):
     """The main job on the embedded default: export, compile for this machine, verify, compare with PyTorch."""
-    from frontend.checkpoint import save_checkpoint
-    from frontend.zoo import zoo_model
-    from .bench import EngineError, bench
-    from .compile import CompileOptions, compile_checkpoint
-    os.environ.setdefault("TVM_NUM_THREADS", "2")
-    ck = workdir / "ckpt"
-    _progress(f"exporting {model} (all-split) to {ck}")
-    torch_model = zoo_model(model, "all-split")
-    save_checkpoint(torch_model, ck)
+    from .bench import EngineError
+    from .demo import demo as run_demo
     try:
-        man = compile_checkpoint(ck, workdir / "build", CompileOptions(target="host", progress=_progress))
-    except USER_ERRORS as e:
-        _fail(e)
-    _progress("verified: " + ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items()))
-    try:  # reidc and PyTorch eager, each in a process of its own with 2 threads
-        r = bench(workdir / "build", ck, (1,), ("visible",), 2, 5, runtimes=("torch_eager",), progress=_progress)[0]
-    except USER_ERRORS + (EngineError,) as e:
+        man, r = run_demo(model, workdir, _progress)
+    except (UserError, EngineError) as e:
         _fail(e)
     out.print(f"{model} at {man['input_shape'][1]}x{man['input_shape'][2]}, batch 1, 2 threads: reidc {r['reidc_ms']:.1f} ms, "
               f"PyTorch eager {r['torch_eager_ms']:.1f} ms -> speedup {r['speedup_vs_torch_eager']:.2f}x "

@@ -17,23 +17,23 @@ from typing import Callable
 
 import numpy as np
 
-from frontend.atomic import atomic_directory, atomic_write_json, guard_output_dir
 from frontend.capture import capture_module, capture_program
 from frontend.checkpoint import load_checkpoint
-from frontend.pt2 import load_program
-from targets import ToolchainError, get_target
+from frontend.pt2 import load_program, read_archive
+from targets import ToolchainError, get_target, preset_from_manifest
 from targets.presets import cpuinfo_names
 
+from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
+from .base.digest import file_sha256, hash_file
+from .base.errors import ArtifactError, VerificationError
+from .base.version import __version__
 from .costs import macs, weight_bytes
-from .errors import VerificationError
-from .ir import Op
+from .ir import MODEL_MODES, Op, RunMode
 from .passes.pipeline import run_pipeline
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
-from .version import __version__
-from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, file_sha256, hash_file
+from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
 TOLERANCE = 1e-4
-REIDC_VERSION = __version__
 
 
 @dataclass
@@ -55,8 +55,14 @@ class CompileOptions:
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
 
-def checkpoint_digest(path: Path) -> str:
+def checkpoint_digest(path: Path, data: bytes | None = None) -> str:
+    """sha256 over the checkpoint's files (name, then bytes). `data`: a single file's bytes,
+    already read (digested as they are, not read again)."""
     h = hashlib.sha256()
+    if data is not None:
+        h.update(path.name.encode())
+        h.update(data)
+        return h.hexdigest()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
         h.update(p.name.encode())
@@ -68,21 +74,23 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     """(torch module, IR graph, modes, manifest facts) for a reidc checkpoint or a .pt2 program."""
     ckpt = Path(ckpt)
     if ckpt.suffix == ".pt2":
-        ep = load_program(ckpt)  # refused, nothing unpickled, unless it holds only plain tensors
+        data = read_archive(ckpt)  # read once: checked, loaded and digested from these bytes
+        ep = load_program(ckpt, data)  # refused, nothing unpickled, unless it holds only plain tensors
         g = capture_program(ep, ckpt.stem)
         module = ep.module()
         example = next(n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"
                        and n.name in ep.graph_signature.user_inputs)
         # the program's guards may pin the batch size: verify at the batch it was exported with
         batch = example.shape[0] if isinstance(example.shape[0], int) else None
-        facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch}
-        return module, g, ("main",), facts
+        facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch,
+                 "checkpoint_sha256": checkpoint_digest(ckpt, data)}
+        return module, g, (RunMode.MAIN,), facts
     model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config, weights=opts.weights,
                             feature=opts.feature, input_size=opts.input_size)
     spec = model.spec
     g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
     facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": opts.weights}
-    return model, g, ("visible", "infrared", "mixed"), facts
+    return model, g, MODEL_MODES, facts
 
 
 def prepare(ckpt, opts: CompileOptions):
@@ -91,10 +99,8 @@ def prepare(ckpt, opts: CompileOptions):
     opts.progress(f"loading {ckpt}")
     module, g, modes, facts = load_source(ckpt, opts)
     if opts.modes:
-        unknown = [m for m in opts.modes if m not in modes]
-        if unknown:
-            raise ValueError(f"--modes {', '.join(unknown)}: this model has the entries {', '.join(modes)}")
-        modes = tuple(m for m in modes if m in opts.modes)
+        wanted = {RunMode.parse(m, modes, "--modes") for m in opts.modes}  # the entries this model has
+        modes = tuple(m for m in modes if m in wanted)
     if opts.batch is not None and opts.batch < 1:
         raise ValueError(f"--batch {opts.batch}: must be at least 1")
     stats: Counter = Counter()
@@ -124,7 +130,7 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
         raise ValueError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
     tuning, batch = None, opts.batch
     if opts.tuning_db:
-        from compiler.tune.database import open_for_compile
+        from .tunedb.database import open_for_compile
         tuning = open_for_compile(opts.tuning_db, preset, opts.batch, say)
         batch = tuning.batch
     say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})"
@@ -137,21 +143,22 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
     ex = build(relax_mod, preset, tuning.database if tuning else None)
     build_s = time.perf_counter() - t0
 
+    digest = facts.get("checkpoint_sha256") or checkpoint_digest(Path(ckpt))  # a .pt2's: of the bytes loaded
     with atomic_directory(out, "artifact", inputs) as tmp:
         export(ex, tmp / LIB, preset)
         manifest = {
-            "reidc_version": REIDC_VERSION, "tvm_version": tvm.__version__,
+            "reidc_version": __version__, "tvm_version": tvm.__version__,
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
                                                                if n.attrs.get("name") == "x")].shape[1:]),
             "input_dtype": "float32", "input_contract": INPUT_CONTRACT, "output": _output_of(facts),
             "modes": list(modes), "batch": batch,
             "tuning": tuning.summary() if tuning else None,
-            "entries": {m: ("(x, modality)" if m == "mixed" else "(x)") for m in modes},
+            "entries": {m: ("(x, modality)" if m == RunMode.MIXED else "(x)") for m in modes},
             "target": {"preset": preset.name, "tvm": preset.tvm, "arch": preset.arch,
                        "cpu_features": list(preset.cpu_features()),
                        "cpuinfo_flags": cpuinfo_names(preset.cpu_features(), preset.arch)},
-            "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": checkpoint_digest(Path(ckpt)),
-            "mixed_plan": graphs["mixed"].meta.get("mixed_plan", {}) if "mixed" in graphs else {},
+            "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": digest,
+            "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
@@ -159,12 +166,12 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "per_sample": macs(graphs[modes[0]]),
             "weights": weight_bytes(graphs[modes[0]]),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest))  # the runtime reads it while verifying
+        atomic_write_json(tmp / MANIFEST, manifest, indent=None)  # the runtime reads it while verifying
         manifest["verification"] = verify_artifact(tmp, module, modes, manifest, opts, preset, say)
         manifest["weights"]["artifact_bytes"] = (tmp / LIB).stat().st_size
         manifest["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
         manifest["total_seconds"] = round(time.perf_counter() - t0, 1)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        atomic_write_json(tmp / MANIFEST, manifest)
     say(f"wrote {out}")
     return manifest
 
@@ -194,7 +201,6 @@ def check_can_build(preset, verify: bool) -> None:
 
 def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = None):
     """The PyTorch module an artifact was compiled from (its checkpoint, checked by digest)."""
-    from .errors import ArtifactError
     ck = Path(checkpoint or manifest["checkpoint"])
     if not ck.exists():
         raise ArtifactError(f"checkpoint {ck} is not here; pass --checkpoint")
@@ -213,8 +219,6 @@ def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = 
 def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progress=lambda msg: None) -> dict:
     """Verify an existing artifact where it can run (e.g. a CUDA build made on a machine without
     a GPU, now on one with a GPU); its manifest's "verification" is replaced atomically."""
-    from .runtime import read_manifest
-    from targets import preset_from_manifest
     path = Path(artifact)
     manifest = read_manifest(path)
     opts = CompileOptions(progress=progress)
@@ -280,7 +284,7 @@ def compare_with_torch(compiled, module, mode: str, x: np.ndarray, m: np.ndarray
     is more than float rounding raises VerificationError. `step`: a fixed-batch build's batch."""
     chunks = [slice(i, i + (step or len(x))) for i in range(0, len(x), step or len(x))]
     ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
-    outs = [(compiled.run_bits if sites else compiled.run)(x[c], m[c] if mode == "mixed" else mode)
+    outs = [(compiled.run_bits if sites else compiled.run)(x[c], m[c] if mode == RunMode.MIXED else mode)
             for c in chunks]
     if sites:  # one run gives the features and every packed activation
         got, *bits = (np.concatenate(parts) for parts in zip(*outs))

@@ -26,7 +26,7 @@ def main() -> None:
     from tvm import relax
 
     from compiler.bench import time_ms
-    from compiler.ir import Graph, Node, Op
+    from compiler.ir import Graph, Node, Op, RunMode
     from compiler.ir.ops import BITS
     from compiler.lower.build import build
     from compiler.lower.to_relax import to_relax
@@ -45,15 +45,15 @@ def main() -> None:
         "signs": signs, "scale": scale, "bias": np.zeros(o, np.float32), "stride": (1, 1), "padding": (1, 1)}))
     g.outputs = ["b"]
     g = bitpack_weights(g)
-    ex = build(to_relax({"visible": g}), get_target("host"))
+    ex = build(to_relax({RunMode.VISIBLE: g}), get_target("host"))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
-    got = vm["visible"](tvm.runtime.tensor(x)).numpy()
+    got = vm[RunMode.VISIBLE.value](tvm.runtime.tensor(x)).numpy()
     thr = g["p"].attrs["threshold"]
     xs = torch.from_numpy(np.where(x < thr[None, :, None, None], -1.0, 1.0))
     ref = torch.nn.functional.conv2d(xs, torch.from_numpy(signs.astype(np.float64)), padding=1).numpy()
     exact = bool(np.array_equal(np.rint(got / scale[None, :, None, None]).astype(np.int64), ref.astype(np.int64)))
-    f = vm.time_evaluator("visible", tvm.cpu(), number=args.repeat, repeat=5)
+    f = vm.time_evaluator(RunMode.VISIBLE.value, tvm.cpu(), number=args.repeat, repeat=5)
     reidc_ms = min(f(tvm.runtime.tensor(x)).results) * 1e3
     xt, wt = torch.from_numpy(x), torch.from_numpy(rng.standard_normal((o, c, 3, 3)).astype(np.float32))
     with torch.no_grad():

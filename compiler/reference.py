@@ -6,22 +6,22 @@ import torch
 
 from frontend.models import modality_tensor
 
+from .base.modes import Modality, RunMode
+
 
 def seeded_inputs(input_shape: tuple[int, int, int], batch: int, mode: str, seed: int = 0):
-    """Images (batch, C, H, W) float32 and, for the mixed mode, an alternating 0/1 int32 vector."""
+    """Images (batch, C, H, W) float32 and, for the mixed mode, a modality vector alternating
+    visible, infrared, visible... (int32 codes)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch,) + tuple(input_shape), dtype=np.float32)
-    m = (np.arange(batch) % 2).astype(np.int32) if mode == "mixed" else None
+    codes = np.array([Modality.VISIBLE.code, Modality.INFRARED.code], np.int32)
+    m = codes[np.arange(batch) % 2] if mode == RunMode.MIXED else None
     return x, m
 
 
 def torch_forward(model: torch.nn.Module, x: np.ndarray, mode: str, modality: np.ndarray | None = None) -> np.ndarray:
     with torch.no_grad():
-        xt = torch.from_numpy(x)
-        if mode == "main":
-            return model(xt).numpy()
-        arg = torch.from_numpy(modality) if mode == "mixed" else modality_tensor(mode, len(x))
-        return model(xt, arg).numpy()
+        return model(*_args(x, mode, modality)).numpy()
 
 
 def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
@@ -55,10 +55,11 @@ def presign_values(model: torch.nn.Module, x: np.ndarray, mode: str, modality=No
 
 
 def _args(x, mode, modality):
+    """The model's arguments for a batch `x` of the run mode `mode` (mixed: `modality` codes)."""
     xt = torch.from_numpy(x)
-    if mode == "main":
+    if mode == RunMode.MAIN:
         return (xt,)
-    return (xt, torch.from_numpy(modality) if mode == "mixed" else mode)
+    return (xt, torch.from_numpy(modality) if mode == RunMode.MIXED else modality_tensor(mode, len(x)))
 
 
 class _SignRecorder(torch.fx.Interpreter):

@@ -1,7 +1,7 @@
 """Load an artifact directory and run it (validating inputs against its manifest)."""
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import os
 import struct
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, InputError
+from .base.atomic import atomic_write_bytes, guard_output_file
+from .base.digest import file_sha256
+from .base.errors import ArtifactError, InputError
+from .base.modes import CODES, Modality, RunMode
 
 LIB, MANIFEST = "model.so", "manifest.json"
-
-
-MODES = ("visible", "infrared", "mixed", "main")
+HALVES = "halves"   # a run's modality: CM-NAS's mode 0, torch.cat((x_visible, x_infrared))
+_CODES = " or ".join(f"{c} ({m})" for m, c in CODES.items())
 # What a run takes: written into every manifest and shown by `reidc run --help`.
 INPUT_CONTRACT = ("float32 images (N, C, H, W), finite values, normalised as the network was trained "
                   "(reidc applies no scaling)")
@@ -37,9 +39,13 @@ def read_manifest(path: str | Path) -> dict:
     if not isinstance(man, dict):
         raise ArtifactError(f"{where}: corrupt manifest: not a JSON object")
     modes = man.get("modes")
-    if not isinstance(modes, list) or not modes or not all(m in MODES for m in modes):
-        raise ArtifactError(f"{where}: corrupt manifest: 'modes' must list entries among {', '.join(MODES)} "
-                            f"(found {modes!r})")
+    if not isinstance(modes, list) or not modes:
+        raise ArtifactError(f"{where}: corrupt manifest: 'modes' must list the entries (found {modes!r})")
+    for m in modes:
+        try:
+            RunMode.parse(m, what="entry")
+        except ValueError as e:
+            raise ArtifactError(f"{where}: corrupt manifest: 'modes': {e}") from None
     shape = man.get("input_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
         raise ArtifactError(f"{where}: corrupt manifest: 'input_shape' must be [C, H, W] (found {shape!r})")
@@ -50,18 +56,6 @@ def read_manifest(path: str | Path) -> dict:
     if batch is not None and not (isinstance(batch, int) and batch > 0):
         raise ArtifactError(f"{where}: corrupt manifest: 'batch' must be a positive integer or null")
     return man
-
-
-def hash_file(h, path: Path):
-    """Feed a file to a hashlib object in 1 MiB chunks; returns it."""
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h
-
-
-def file_sha256(path: Path) -> str:
-    return hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def check_integrity(path: Path, manifest: dict) -> None:
@@ -154,9 +148,9 @@ class Compiled:
                 raise ArtifactError(f"{self.path / LIB}: TVM cannot load the library: "
                                     f"{str(e).strip().splitlines()[-1][:300]}") from None
         self.input_shape = tuple(self.manifest["input_shape"])
-        self.modes = tuple(self.manifest["modes"])
+        self.modes = tuple(RunMode(m) for m in self.manifest["modes"])
 
-    def check(self, x: np.ndarray, modality) -> tuple[np.ndarray, str, np.ndarray | None]:
+    def check(self, x: np.ndarray, modality) -> tuple[np.ndarray, RunMode, np.ndarray | None]:
         x = np.asarray(x)
         if x.dtype.kind not in "fiu" or x.dtype.itemsize > 8:
             raise InputError(f"input has dtype {x.dtype}; this artifact takes {INPUT_CONTRACT}")
@@ -177,37 +171,38 @@ class Compiled:
         if bad.any():
             raise InputError(f"input sample {int(np.argmax(bad))} (and {int(bad.sum()) - 1} more) holds NaN or Inf "
                              "(or a value beyond float32's range); this artifact takes " + INPUT_CONTRACT)
-        if "main" in self.modes:
-            return x, "main", None
+        if RunMode.MAIN in self.modes:
+            return x, RunMode.MAIN, None
         if isinstance(modality, str):
-            if modality == "halves":  # CM-NAS's mode 0: torch.cat((x_visible, x_infrared))
+            if modality == HALVES:
                 if len(x) % 2:
                     raise InputError(f"modality halves: the batch of {len(x)} does not split into two equal halves")
-                modality = np.repeat(np.array([0, 1], np.int32), len(x) // 2)
-            elif modality not in ("visible", "infrared"):
-                raise InputError(f"modality {modality!r}: expected visible, infrared, halves or a per-sample vector")
+                modality = np.repeat(np.array([Modality.VISIBLE.code, Modality.INFRARED.code], np.int32), len(x) // 2)
             else:
-                return x, modality, None
+                try:
+                    return x, RunMode.parse(modality, (RunMode.VISIBLE, RunMode.INFRARED), "modality"), None
+                except ValueError as e:
+                    raise InputError(f"{e}, {HALVES} or a per-sample vector") from None
         m = np.asarray(modality)
         if m.dtype.kind not in "biuf":
-            raise InputError(f"modality vector has dtype {m.dtype}; expected integers 0 (visible) or 1 (infrared)")
-        if m.shape != (x.shape[0],) or not np.isin(m, (0, 1)).all():
-            raise InputError(f"modality vector must hold {x.shape[0]} values of 0 (visible) or 1 (infrared); "
-                             f"got shape {m.shape}")
-        return x, "mixed", np.ascontiguousarray(m, dtype=np.int32)
+            raise InputError(f"modality vector has dtype {m.dtype}; expected integers {_CODES}")
+        if m.shape != (x.shape[0],) or not np.isin(m, tuple(CODES.values())).all():
+            raise InputError(f"modality vector must hold {x.shape[0]} values of {_CODES}; got shape {m.shape}")
+        return x, RunMode.MIXED, np.ascontiguousarray(m, dtype=np.int32)
 
     def args(self, x, modality) -> tuple[str, list[np.ndarray]]:
+        """(the entry's name, its arguments) for a run on `x` with `modality`."""
         x, mode, m = self.check(x, modality)
         if mode not in self.modes:
             raise InputError(f"{self.path} has no {mode} entry (built with --modes {','.join(self.modes)}); "
                              f"recompile with --modes including {mode}")
-        return mode, [x] if m is None else [x, m]
+        return mode.value, [x] if m is None else [x, m]
 
-    def run(self, x: np.ndarray, modality="visible") -> np.ndarray:
+    def run(self, x: np.ndarray, modality=Modality.VISIBLE) -> np.ndarray:
         mode, a = self.args(x, modality)
         return self.executor.call(mode, a)[0]
 
-    def run_bits(self, x: np.ndarray, modality="visible") -> list[np.ndarray]:
+    def run_bits(self, x: np.ndarray, modality=Modality.VISIBLE) -> list[np.ndarray]:
         """[features, packed bits of every bitpack layer...] from the `<mode>_bits` entry."""
         mode, a = self.args(x, modality)
         return self.executor.call(f"{mode}_bits", a)
@@ -215,3 +210,25 @@ class Compiled:
     def time_ms(self, x, modality, number: int = 5, repeat: int = 3) -> float:
         mode, a = self.args(x, modality)
         return self.executor.time_ms(mode, a, number=number, repeat=repeat)
+
+
+def run_files(artifact: str | Path, images: str | Path, modality: str, out: str | Path,
+              progress=lambda msg: None) -> tuple[int, ...]:
+    """`reidc run`: the features of the .npy `images` written as .npy to `out` (checked before
+    any work); returns their shape. `modality`: visible, infrared, halves, or a .npy file of
+    per-sample codes."""
+    guard_output_file(out)
+    comp = Compiled(artifact, progress)
+    x = _load_npy(images)
+    feats = comp.run(x, _load_npy(modality) if str(modality).endswith(".npy") else modality)
+    buf = io.BytesIO()
+    np.save(buf, feats)
+    atomic_write_bytes(out, buf.getvalue(), flag="-o")
+    return tuple(feats.shape)
+
+
+def _load_npy(path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read as .npy: {e}") from None

@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from compiler.ir import Graph, Node, Op, verify
+from compiler.ir import Graph, Modality, Node, Op, Placement, verify
 from compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
@@ -40,13 +40,12 @@ class _Builder:
         self.g = Graph(name)
         self.k = 0
 
-    def add(self, base, op, inputs, attrs=None, source="", modality="any", shape=None, dtype="float32"):
+    def add(self, base, op, inputs, attrs=None, source="", modality=Placement.ANY, shape=None, dtype="float32"):
         attrs = attrs or {}
         if shape is None:
             shape = infer(op, [self.g[i].shape for i in inputs], attrs)
         nid = self.g.fresh_id(base.replace(".", "_") or str(op))
-        self.g.add(nid, Node(op, inputs, shape, dtype, attrs, source, modality))
-        self.g.g.nodes[nid]["order"] = self.k
+        self.g.add(nid, Node(op, inputs, shape, dtype, attrs, source, modality), order=self.k)
         self.k += 1
         return nid
 
@@ -109,16 +108,16 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                     m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
             elif isinstance(m, SwitchableBN):
                 if m.split:
-                    params = {"visible": _bn_params(m.visible_bn), "infrared": _bn_params(m.thermal_bn)}
+                    params = {Modality.VISIBLE: _bn_params(m.visible_bn), Modality.INFRARED: _bn_params(m.thermal_bn)}
                     env[n.name] = b.add(n.target, Op.BATCH_NORM, [x, args[1]],
-                                        {"eps": m.visible_bn.eps, "params": params}, n.target, "split")
+                                        {"eps": m.visible_bn.eps, "params": params}, n.target, Placement.SPLIT)
                 else:
-                    env[n.name] = b.add(n.target, Op.BATCH_NORM, [x],
-                                        {"eps": m.sharable_bn.eps, "params": {"shared": _bn_params(m.sharable_bn)}},
-                                        n.target, "shared")
+                    env[n.name] = b.add(n.target, Op.BATCH_NORM, [x], {
+                        "eps": m.sharable_bn.eps, "params": {Placement.SHARED: _bn_params(m.sharable_bn)}},
+                        n.target, Placement.SHARED)
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                env[n.name] = b.add(n.target, Op.BATCH_NORM, [x], {"eps": m.eps, "params": {"shared": _bn_params(m)}},
-                                    n.target, "shared")
+                env[n.name] = b.add(n.target, Op.BATCH_NORM, [x], {"eps": m.eps, "params": {
+                    Placement.SHARED: _bn_params(m)}}, n.target, Placement.SHARED)
             elif isinstance(m, nn.ReLU):
                 env[n.name] = b.add(n.target, Op.RELU, [x], source=n.target)
             elif isinstance(m, nn.PReLU):
@@ -259,8 +258,8 @@ def capture_program(ep, name: str = "model") -> Graph:
             c = mean.shape[0]
             params = tuple(_np(v) for v in (w if w is not None else torch.ones(c),
                                             bias if bias is not None else torch.zeros(c), mean, var))
-            env[n.name] = b.add(where, Op.BATCH_NORM, [X(a[0])], {"eps": float(eps), "params": {"shared": params}},
-                                where, "shared")
+            env[n.name] = b.add(where, Op.BATCH_NORM, [X(a[0])], {"eps": float(eps), "params": {
+                Placement.SHARED: params}}, where, Placement.SHARED)
         elif t == operator.getitem:
             if a[1] != 0:
                 raise CaptureError(f"unsupported use of output {a[1]} of {a[0].target} at {where}")

@@ -12,7 +12,6 @@ Baseline checkpoint needs no spec (its BNs are all shared).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import warnings
 import zipfile
@@ -22,10 +21,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_directory
+from compiler.base.atomic import atomic_directory, atomic_write_json
 from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
 from .layouts import LAYOUTS, Layout, infer_depth, strip_wrapper_prefix, translate
-from .models import CMNASResNet, build_model
+from .models import CMNASResNet
+from .networks import build_model
 from .errors import CheckpointError  # noqa: F401  (defined where the CLI imports it without torch)
 
 WEIGHTS, SPEC = "model.safetensors", "arch.json"
@@ -218,9 +218,9 @@ def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None, 
 
 def save_checkpoint(model: CMNASResNet, out_dir: str | Path, inputs=()) -> Path:
     """Write `out_dir/{model.safetensors,arch.json}` atomically (temp dir, then rename); an
-    existing `out_dir` is replaced only if it is a reidc checkpoint (frontend.atomic's rules)."""
+    existing `out_dir` is replaced only if it is a reidc checkpoint (compiler.base.atomic's rules)."""
     with atomic_directory(out_dir, "checkpoint", inputs) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "reidc", "model": model.spec.name})
-        (tmp / SPEC).write_text(json.dumps(model.spec.to_json(), indent=1) + "\n")
+        atomic_write_json(tmp / SPEC, model.spec.to_json())
     return Path(out_dir)

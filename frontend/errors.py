@@ -1,14 +1,15 @@
-"""The frontend's user errors, in a module that imports nothing heavy: the CLI and the runtime
-catch them without loading PyTorch."""
+"""The frontend's user errors, in a module that imports nothing heavy: the CLI catches them
+without loading PyTorch."""
+from compiler.base.errors import UserError
 
 
-class ArchError(ValueError):
+class ArchError(UserError, ValueError):
     """An architecture spec (arch.json, CM-NAS config.cfg, zoo name) that is malformed or unsupported."""
 
 
-class CaptureError(ValueError):
+class CaptureError(UserError, ValueError):
     """A module or .pt2 program that uses something reidc cannot compile (names the op and where)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read safely or does not fit its architecture."""

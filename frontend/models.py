@@ -1,19 +1,18 @@
 """CM-NAS cross-modality ResNets (ResNet-18/34/50, last stride 1, BNNeck head) in PyTorch.
 
 Every BatchNorm2d of the backbone is a `SwitchableBN` holding a visible BN, an infrared
-("thermal") BN and a shared BN, with CM-NAS's attribute names. Modality codes: 0 visible,
-1 infrared. `forward(x, modality)` takes `"visible"`, `"infrared"` or an int tensor (N,)
-with one code per sample (a mixed batch). Inference returns the BNNeck feature.
+("thermal") BN and a shared BN, with CM-NAS's attribute names. `forward(x, modality)` takes
+a `Modality` ("visible", "infrared") or an int tensor (N,) holding one `Modality.code` per
+sample (a mixed batch). Inference returns the BNNeck feature.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .arch import DEPTHS, STAGE_WIDTHS, ArchSpec
+from compiler.base.modes import MODEL_MODES, Modality, RunMode
 
-VISIBLE, INFRARED = 0, 1
-MODES = ("visible", "infrared", "mixed")
+from .arch import DEPTHS, STAGE_WIDTHS, ArchSpec
 
 
 class SwitchableBN(nn.Module):
@@ -30,15 +29,15 @@ class SwitchableBN(nn.Module):
         if not self.split:
             return self.sharable_bn(x)
         if isinstance(modality, str):
-            return self.visible_bn(x) if modality == "visible" else self.thermal_bn(x)
+            return self.visible_bn(x) if modality == Modality.VISIBLE else self.thermal_bn(x)
         if self.training:  # per-modality batch statistics, as CM-NAS trains
             out = torch.empty_like(x)
-            for code, bn in ((VISIBLE, self.visible_bn), (INFRARED, self.thermal_bn)):
-                idx = (modality == code).nonzero(as_tuple=True)[0]
+            for m, bn in ((Modality.VISIBLE, self.visible_bn), (Modality.INFRARED, self.thermal_bn)):
+                idx = (modality == m.code).nonzero(as_tuple=True)[0]
                 if idx.numel():
                     out[idx] = bn(x[idx])
             return out
-        sel = (modality == INFRARED).view(-1, 1, 1, 1)
+        sel = (modality == Modality.INFRARED.code).view(-1, 1, 1, 1)
         return torch.where(sel, self.thermal_bn(x), self.visible_bn(x))
 
     def extra_repr(self) -> str:
@@ -135,7 +134,7 @@ class ReIDResNet(nn.Module):
             x = getattr(self, f"layer{s}")(x, m)
         return torch.flatten(self.pool(x), 1)
 
-    def forward(self, x: torch.Tensor, modality="visible") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modality=Modality.VISIBLE.value) -> torch.Tensor:
         """Inference: the BNNeck feature (N, feat_dim), or with spec.feature "pool" the pooled
         feature before the BNNeck BN. Training: (feature, logits)."""
         pooled = self.backbone(x, modality)
@@ -170,18 +169,11 @@ class CMNASResNet(ReIDResNet):
         self.add_head(cin)
 
 
-def build_model(spec: ArchSpec) -> nn.Module:
-    """The PyTorch network an architecture spec describes, in eval mode."""
-    if spec.family == "bire":
-        from .bire import BiReResNet
-        return BiReResNet(spec).eval()
-    return CMNASResNet(spec).eval()
-
-
 def modality_tensor(mode: str, n: int) -> torch.Tensor | str:
-    """The `modality` argument for a batch of n in a run mode; mixed alternates 0,1,0,1..."""
-    if mode in ("visible", "infrared"):
-        return mode
-    if mode == "mixed":
-        return torch.arange(n, dtype=torch.int32) % 2
-    raise ValueError(f"unknown modality mode {mode!r}; expected one of {MODES}")
+    """The `modality` argument for a batch of n in a run mode; mixed alternates visible,
+    infrared, visible... (their codes)."""
+    mode = RunMode.parse(mode, MODEL_MODES)
+    if mode.modality is not None:
+        return mode.modality.value
+    codes = torch.tensor([Modality.VISIBLE.code, Modality.INFRARED.code], dtype=torch.int32)
+    return codes[torch.arange(n) % 2]

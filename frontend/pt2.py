@@ -7,7 +7,8 @@ weights-only load of them fails (it then retries with full pickle). It also load
 libraries packaged beside the program. So the archive is read first, as a zip of JSON and raw
 bytes, and refused, with nothing unpickled, unless every entry is one that loads without pickle:
 the program JSON, raw tensor payloads, configs that say `use_pickle: false`, and sample inputs
-that a weights-only load accepts. Only then does `torch.export.load` see it.
+that a weights-only load accepts. Only then does `torch.export.load` see it: the same bytes,
+read from the file once (a file swapped between the check and the load is never loaded).
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ def _refuse(path: Path, why: str) -> CaptureError:
                         "run code; re-export the program with plain tensors)")
 
 
-def check_archive(path: str | Path) -> None:
-    """Raise CaptureError unless loading the archive unpickles nothing beyond plain tensors."""
+def check_archive(path: str | Path, data: bytes | None = None) -> None:
+    """Raise CaptureError unless loading the archive unpickles nothing beyond plain tensors.
+    `data`: the archive's bytes, already read from `path` (named in messages)."""
     path = Path(path)
     try:
-        z = zipfile.ZipFile(path)
+        z = zipfile.ZipFile(path if data is None else io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CaptureError(f"{path}: not a torch.export archive ({e})") from None
     try:
@@ -96,18 +98,28 @@ def _check_members(path: Path, z: zipfile.ZipFile) -> None:
                 raise _refuse(path, f"{fqn!r} in {name} is a {p.split('_')[0] or 'non-tensor'} object, not a tensor")
 
 
-def load_program(path: str | Path):
-    """The checked archive's ExportedProgram (CaptureError naming the problem otherwise)."""
-    import torch
+def read_archive(path: str | Path) -> bytes:
+    """The archive's bytes (CaptureError if there is no such file)."""
     path = Path(path)
     if not path.is_file():
         raise CaptureError(f"{path}: no such file")
-    check_archive(path)
+    return path.read_bytes()
+
+
+def load_program(path: str | Path, data: bytes | None = None):
+    """The checked archive's ExportedProgram (CaptureError naming the problem otherwise).
+    `data`: the archive's bytes, if already read. The check and the load see the same bytes,
+    read from the file once."""
+    import torch
+    path = Path(path)
+    if data is None:
+        data = read_archive(path)
+    check_archive(path, data)
     quiet = logging.getLogger("torch.export")  # it logs a whole traceback before raising
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        return torch.export.load(str(path))
+        return torch.export.load(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001  (corrupt JSON, version mismatch, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaptureError(f"{path}: cannot load the torch.export program: {first[:300]}") from None

@@ -17,7 +17,8 @@ from torch import nn
 
 from .arch import ArchSpec, bn_names
 from .bire import BinaryConv2d, BiReResNet, Unit, binarize
-from .models import SwitchableBN, build_model
+from .models import SwitchableBN
+from .networks import build_model
 
 DEPTH = 18
 

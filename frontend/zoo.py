@@ -1,10 +1,18 @@
 """Deterministic zoo checkpoints: seeded weights and BN statistics, no downloads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .arch import ArchSpec, parse_split
-from .models import CMNASResNet, SwitchableBN, build_model
+from compiler.base.atomic import guard_output_dir
+from compiler.base.modes import Modality
+
+from .arch import ArchSpec, parse_split, read_cmnas_config
+from .bire import BinaryConv2d
+from .checkpoint import save_checkpoint
+from .models import CMNASResNet, SwitchableBN
+from .networks import build_model
 
 ZOO = {"cmnas-resnet18": ("cmnas", 18), "cmnas-resnet34": ("cmnas", 34), "cmnas-resnet50": ("cmnas", 50),
        "bire-resnet18": ("bire", 18), "bire-resnet34": ("bire", 34)}
@@ -52,7 +60,6 @@ def init_binarized(model, seed: int = 0):
     """Seeded weights; alpha = mean |W| per output channel (XNOR-Net's choice); BN statistics
     calibrated on seeded images (visible BNs on colour-like inputs, infrared BNs on grey-like
     ones), so signs are balanced and activations stay O(1); then seeded gains and shifts."""
-    from .bire import BinaryConv2d
     g = torch.Generator().manual_seed(seed)
     bns = []
     for name, m in model.named_modules():
@@ -77,8 +84,8 @@ def init_binarized(model, seed: int = 0):
             bn.momentum = None  # cumulative average: a shared BN sees both modalities
         model.train()
         with torch.no_grad():
-            model(vis, "visible")
-            model(ir, "infrared")
+            model(vis, Modality.VISIBLE)
+            model(ir, Modality.INFRARED)
     finally:
         torch.set_num_threads(threads)
         for _, bn in bns:
@@ -102,3 +109,16 @@ def zoo_model(name: str, split: str = "all-split", seed: int = 0, input_size=(25
                     family=family, **spec_extra)
     model = build_model(spec)
     return init_binarized(model, seed) if family == "bire" else init_deterministic(model, seed)
+
+
+def export_zoo(name: str, out: str | Path, split: str = "all-split", split_config: str | Path | None = None,
+               seed: int = 0, input_size=(256, 128)):
+    """`reidc zoo export`: write zoo model `name` as a reidc checkpoint directory `out` and
+    return the model. `split_config`: a CM-NAS config.cfg whose split vector replaces `split`.
+    `out` is checked before the model is built."""
+    if split_config is not None:
+        split = " ".join(map(str, read_cmnas_config(split_config)))
+    guard_output_dir(out, "checkpoint", [split_config])
+    model = zoo_model(name, split, seed, input_size)
+    save_checkpoint(model, out, [split_config])
+    return model

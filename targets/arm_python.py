@@ -16,8 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from compiler.base.atomic import EXEC_MODE, cache_directory
+
 from .arm_runtime import _versions, cache_root
 from .presets import ToolchainError
+from .rpc import free_port
 
 DEBS = ("python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libgcc-s1 libstdc++6 libbz2-1.0 "
         "libcrypt1 libdb5.3 libexpat1 libffi8 liblzma5 libncursesw6 libnsl2 libreadline8 libsqlite3-0 libssl3 "
@@ -50,8 +53,7 @@ def ensure_arm_python(progress=lambda msg: None) -> Path:
     if not shutil.which("qemu-aarch64"):
         raise ToolchainError("qemu-aarch64 is not installed (apt-get install qemu-user)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="reidc-armpy-", dir=dest.parent) as d:
-        stage = Path(d) / "stage"
+    with tempfile.TemporaryDirectory(prefix="reidc-armpy-", dir=dest.parent) as d, cache_directory(dest) as stage:
         debs = Path(d) / "debs"
         debs.mkdir()
         (stage / "sysroot").mkdir(parents=True)
@@ -73,8 +75,7 @@ def ensure_arm_python(progress=lambda msg: None) -> Path:
         wrapper = stage / "python"
         wrapper.write_text("#!/bin/sh\n# an aarch64 python3.11 under qemu; re-executes itself for child processes\n"
                            f'exec qemu-aarch64 -L "{dest}/sysroot" -0 "$0" "{dest}/sysroot/usr/bin/python3.11" "$@"\n')
-        wrapper.chmod(0o755)
-        stage.rename(dest)
+        wrapper.chmod(EXEC_MODE)
     return dest
 
 
@@ -83,3 +84,14 @@ def server_command(progress=lambda msg: None) -> tuple[list[str], dict, list[str
     d = ensure_arm_python(progress)
     env = {"PYTHONPATH": str(d / "site"), "TVM_USE_RUNTIME_LIB": "1"}
     return [str(d / "python")], env, ["--load-library", str(d / "site" / "tvm" / "lib" / "libtvm_runtime_extra.so")]
+
+
+def serve(tracker: str, key: str, progress=lambda msg: None, announce=lambda msg: None) -> int:
+    """`reidc qemu-server`: TVM's RPC server on the emulated aarch64 Python, registered with
+    the tracker HOST:PORT under `key`, until it exits (its exit status; Ctrl-C stops it)."""
+    python, env, extra = server_command(progress)
+    port = free_port()
+    cmd = python + ["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port), "--port-end",
+                    str(port + 1), "--tracker", tracker, "--key", key] + extra
+    announce(f"serving key {key!r} to {tracker} under qemu (Ctrl-C stops)")
+    return subprocess.run(cmd, env={**os.environ, **env}).returncode

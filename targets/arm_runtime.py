@@ -16,6 +16,8 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from compiler.base.atomic import EXEC_MODE, atomic_directory, atomic_file, cache_directory, guard_output_dir
+
 from .presets import ToolchainError
 
 SYSROOT = "/usr/aarch64-linux-gnu"
@@ -49,14 +51,13 @@ def fetch_runtime(progress=lambda msg: None) -> Path:
     tvm_v, ffi_v = _versions()
     progress(f"downloading TVM {tvm_v} / tvm-ffi {ffi_v} aarch64 wheels from PyPI")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="reidc-wheels-", dir=dest.parent) as d:
+    with tempfile.TemporaryDirectory(prefix="reidc-wheels-", dir=dest.parent) as d, cache_directory(dest) as stage:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                "--platform", "manylinux_2_28_aarch64", "--python-version", "3.11", "-d", d,
                f"apache-tvm=={tvm_v}", f"apache-tvm-ffi=={ffi_v}"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise ArmRuntimeError(f"could not download TVM's aarch64 wheels: {r.stderr.strip()[-400:]}")
-        stage = Path(d) / "stage"
         for whl in Path(d).glob("*.whl"):
             with zipfile.ZipFile(whl) as z:
                 for name in z.namelist():
@@ -69,11 +70,6 @@ def fetch_runtime(progress=lambda msg: None) -> Path:
                         out.write_bytes(z.read(name))
         if not (stage / "lib" / "libtvm_runtime.so").is_file() or not (stage / "lib" / "libtvm_ffi.so").is_file():
             raise ArmRuntimeError("the aarch64 wheels did not contain libtvm_runtime.so and libtvm_ffi.so")
-        try:
-            stage.rename(dest)
-        except OSError:  # another process got there first
-            if not (dest / "lib" / "libtvm_runtime.so").is_file():
-                raise
     return dest
 
 
@@ -83,13 +79,12 @@ def build_runner(out: Path, cxx: str = CXX, progress=lambda msg: None) -> Path:
     if not shutil.which(cxx):
         raise ArmRuntimeError(f"{cxx} is not installed (apt-get install g++-aarch64-linux-gnu)")
     progress(f"building the aarch64 runner with {cxx}")
-    tmp = out.with_name(out.name + ".tmp")
-    r = subprocess.run([cxx, "-std=c++17", "-O2", str(RUNNER_SRC), f"-I{rt / 'include'}", f"-L{rt / 'lib'}",
-                        "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN", "-o", str(tmp)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise ArmRuntimeError(f"building {RUNNER_SRC.name} failed: {r.stderr.strip()[-600:]}")
-    tmp.replace(out)
+    with atomic_file(out, mode=EXEC_MODE) as tmp:
+        r = subprocess.run([cxx, "-std=c++17", "-O2", str(RUNNER_SRC), f"-I{rt / 'include'}", f"-L{rt / 'lib'}",
+                            "-ltvm_runtime", "-ltvm_ffi", "-Wl,-rpath,$ORIGIN", "-o", str(tmp)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ArmRuntimeError(f"building {RUNNER_SRC.name} failed: {r.stderr.strip()[-600:]}")
     return out
 
 
@@ -100,3 +95,17 @@ def ensure_runner(progress=lambda msg: None) -> Path:
     if not out.is_file():
         build_runner(out, progress=progress)
     return out
+
+
+def write_runner_bundle(out: str | Path, progress=lambda msg: None) -> list[str]:
+    """`reidc runner`: the folder `out` with the aarch64 runner (`reidc_run`) and TVM's aarch64
+    runtime libraries beside it, replaced whole (only if it is a bundle reidc wrote). Returns
+    the libraries' names."""
+    guard_output_dir(out, "runner")
+    binary = ensure_runner(progress)
+    libs = sorted((runtime_dir() / "lib").iterdir())
+    with atomic_directory(out, "runner") as tmp:
+        shutil.copy2(binary, tmp / "reidc_run")
+        for lib in libs:
+            shutil.copy2(lib, tmp / lib.name)
+    return [lib.name for lib in libs]

@@ -11,12 +11,14 @@ import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from compiler.base.errors import UserError
 
-class TargetError(ValueError):
+
+class TargetError(UserError, ValueError):
     """A target the user named that does not exist or is not supported."""
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(UserError, RuntimeError):
     """A tool a target needs (cross compiler, qemu, TVM's aarch64 runtime) is missing or failed."""
 
 

@@ -102,7 +102,7 @@ def no_workers(monkeypatch):
     (["--repeat", "0"], "--repeat 0: must be at least 1"),
     (["--threads", "0"], "--threads 0: must be at least 1"),
     (["--batch", "0"], "--batch 0: must be at least 1"),
-    (["--mode", "thermal"], "--mode thermal: expected one of visible, infrared, mixed"),
+    (["--mode", "thermal"], "unknown --mode 'thermal'; expected one of visible, infrared, mixed"),
     (["--mode", "infrared"], "has no infrared entry (its entries: visible)"),
     (["--json", "{tmp}/missing/rows.json"], "does not exist"),
     (["--json", "{tmp}"], "is a folder; name a file"),

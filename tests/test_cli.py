@@ -62,7 +62,8 @@ def test_modes_subset_and_missing_entry(tmp_path, ckpt):
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 64, 32), np.float32))
     _err(["run", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy"), "--modality", "infrared",
           "-o", str(tmp_path / "f.npy")], "has no infrared entry")
-    _err(["compile", str(ckpt), "--modes", "thermal", "-o", str(tmp_path / "b")], "--modes thermal")
+    _err(["compile", str(ckpt), "--modes", "thermal", "-o", str(tmp_path / "b")],
+         "unknown --modes 'thermal'; expected one of visible, infrared, mixed")
     assert not (tmp_path / "b").exists()
 
 

@@ -110,7 +110,7 @@ def test_the_mapping_is_a_table_covering_every_cmnas_tensor():
     """Every tensor of CM-NAS's eval model maps to exactly one reidc tensor and back."""
     from frontend.arch import ArchSpec
     from frontend.layouts import LAYOUTS, translate
-    from frontend.models import build_model
+    from frontend.networks import build_model
     split = parse_split("random:2", 50)
     ref_keys = list(TwoStreamSwitchBNOp(395, split).state_dict())
     layout = next(lo for lo in LAYOUTS if lo.name == "CM-NAS TwoStreamSwitchBNOp")

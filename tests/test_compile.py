@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.errors import InputError, VerificationError
+from compiler.base.errors import InputError, VerificationError
 from compiler.runtime import Compiled
 from frontend.checkpoint import save_checkpoint
 from frontend.zoo import zoo_model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.errors import VerificationError
+from compiler.base.errors import VerificationError
 from compiler.reference import torch_forward
 from frontend.checkpoint import save_checkpoint
 from frontend.zoo import zoo_model

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from frontend.atomic import OutputError, atomic_directory, guard_output_dir
+from compiler.base.atomic import (EXEC_MODE, OutputError, atomic_directory, atomic_file, cache_directory,
+                                  guard_output_dir)
 
 runner = CliRunner()
 H, W = 64, 32
@@ -130,6 +131,43 @@ def test_the_swap_keeps_the_old_output_when_the_work_fails(tmp_path):
     with pytest.raises(OutputError, match="symbolic link"):
         (tmp_path / "link").symlink_to(out)
         guard_output_dir(tmp_path / "link", "artifact")
+
+
+def test_one_file_mode_whatever_wrote_the_files(tmp_path):
+    """Files 0644, programs and folders 0755, whatever the umask or the writer (a library
+    writing with its own mode); a tool's output file and a cache entry likewise."""
+    old = os.umask(0o077)
+    try:
+        with atomic_directory(tmp_path / "art") as tmp:
+            (tmp / "manifest.json").write_text("{}")
+            (tmp / "model.so").write_bytes(b"\x7fELF")
+            os.chmod(tmp / "model.so", 0o700)
+        with atomic_file(tmp_path / "prog", mode=EXEC_MODE) as tmp:
+            tmp.write_text("#!/bin/sh\n")
+        with cache_directory(tmp_path / "cache") as tmp:
+            (tmp / "lib").mkdir()
+            (tmp / "lib" / "f").write_text("x")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in sorted(tmp_path.rglob("*"))}
+    assert modes == {"art": "0o755", "art/manifest.json": "0o644", "art/model.so": "0o755", "prog": "0o755",
+                     "cache": "0o755", "cache/lib": "0o755", "cache/lib/f": "0o644"}
+
+
+def test_a_cache_entry_is_published_once_and_a_failed_one_never(tmp_path):
+    with cache_directory(tmp_path / "c") as tmp:
+        (tmp / "f").write_text("first")
+    with cache_directory(tmp_path / "c") as tmp:   # another process got there first: theirs is kept
+        (tmp / "f").write_text("second")
+    assert (tmp_path / "c" / "f").read_text() == "first"
+    (tmp_path / "out").write_text("old")
+    for make in (lambda: cache_directory(tmp_path / "d"), lambda: atomic_file(tmp_path / "out")):
+        with pytest.raises(RuntimeError):
+            with make() as tmp:
+                (tmp / "f" if tmp.is_dir() else tmp).write_text("half")
+                raise RuntimeError("the tool failed")
+    assert not (tmp_path / "d").exists() and (tmp_path / "out").read_text() == "old"
+    no_partials(tmp_path)
 
 
 def test_read_only_outputs_are_one_line(work, readonly):
@@ -355,7 +393,7 @@ def test_an_internal_error_is_one_line_with_a_hint_and_debug_shows_it(work, tmp_
 
 
 def test_file_system_errors_name_the_operation_and_path(tmp_path):
-    from compiler.errors import one_line
+    from compiler.base.errors import one_line
     try:
         (tmp_path / "missing" / "f").write_text("x")
     except OSError as e:
@@ -364,13 +402,14 @@ def test_file_system_errors_name_the_operation_and_path(tmp_path):
 
 
 def test_version():
-    from compiler.version import __version__
+    from compiler.base.version import __version__
     assert cli("--version") == f"reidc {__version__}"
 
 
 def test_the_runtime_runs_an_artifact_where_torch_is_absent(work):
     """A deployment host has TVM's runtime and numpy, not PyTorch: `torch` made unimportable
-    (sys.modules['torch'] = None), the artifact still loads, checks and runs."""
+    (sys.modules['torch'] = None), the artifact still loads, checks and runs, and nothing of
+    the frontend is loaded."""
     code = ("import sys; sys.modules['torch'] = None\n"
             "import numpy as np\n"
             "from compiler.runtime import Compiled\n"
@@ -378,6 +417,7 @@ def test_the_runtime_runs_an_artifact_where_torch_is_absent(work):
             f"f = c.run(np.load({str(work / 'x.npy')!r}), np.array([1, 0]))\n"
             "assert f.shape == (2, 512) and np.isfinite(f).all()\n"
             "assert not [m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None]\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'frontend']\n"
             "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -20,7 +20,7 @@ from compiler.compile import TOLERANCE, CompileOptions, compare_with_torch, comp
 from compiler.runtime import Compiled
 from frontend.arch import ArchSpec, bn_names
 from frontend.checkpoint import save_checkpoint
-from frontend.models import build_model
+from frontend.networks import build_model
 from frontend.zoo import init_binarized, init_deterministic
 
 pytestmark = pytest.mark.fuzz

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from compiler.errors import USER_ERRORS
+from compiler.base.errors import UserError
 from frontend.arch import load_spec, read_cmnas_config
 from frontend.checkpoint import load_checkpoint
 from frontend.pt2 import load_program
@@ -43,7 +43,7 @@ def mutations(data: bytes, seed: int, n: int = 12):
 def _loads_or_user_error(fn, what):
     try:
         return fn()
-    except USER_ERRORS as e:
+    except UserError as e:
         assert "\n" not in str(e).strip() and str(e).strip(), (what, str(e))
         return None
 

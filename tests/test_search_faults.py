@@ -16,7 +16,7 @@ from compiler.search.budget import Budget, Costs, TimeLimitError, Work
 from compiler.search.evolution import Candidate, evolve
 from compiler.search.latency import LatencyMeter, Scenario
 from compiler.search.files import guard_search_dir
-from frontend.atomic import OutputError
+from compiler.base.atomic import OutputError
 from frontend.supernet import random_arch
 
 SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",

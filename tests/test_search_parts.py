@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from compiler.ir import Modality
 from compiler.search.data import DatasetError, load_dataset
 from compiler.search.data.folders import regdb, sysu, write_sysu_layout
-from compiler.search.data.pool import INFRARED, VISIBLE
 from compiler.search.evolution import Candidate, crossover, evolve, mutate, pareto_front, rank
 from compiler.search.latency import Scenario, arch_key
 from compiler.search.latency_table import LatencyTable, prediction_error, table_archs
@@ -63,8 +63,8 @@ def test_synthetic_is_deterministic_and_disjoint(tiny):
     assert not np.array_equal(load_dataset("synthetic:12", (64, 32), seed=4).train.images, tiny.train.images)
     ids = [set(np.unique(p.pids)) for p in (tiny.train, tiny.val.pool, tiny.test.pool)]
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
-    ir = tiny.train.images[tiny.train.modality == INFRARED]
-    vis = tiny.train.images[tiny.train.modality == VISIBLE]
+    ir = tiny.train.images[tiny.train.modality == Modality.INFRARED.code]
+    vis = tiny.train.images[tiny.train.modality == Modality.VISIBLE.code]
     assert (ir[..., 0] == ir[..., 1]).all() and (ir[..., 1] == ir[..., 2]).all()   # infrared: no colour
     assert (vis[..., 0] != vis[..., 1]).mean() > 0.5
 
@@ -109,9 +109,9 @@ def test_regdb_folder(tiny, tmp_path):
     from PIL import Image
     root = tmp_path / "RegDB"
     for part, pool in (("train", tiny.train), ("test", tiny.test.pool)):
-        for mod, folder, name in ((VISIBLE, "Visible", "visible"), (INFRARED, "Thermal", "thermal")):
+        for mod, folder, name in ((Modality.VISIBLE, "Visible", "visible"), (Modality.INFRARED, "Thermal", "thermal")):
             lines = []
-            for i in np.flatnonzero(pool.modality == mod):
+            for i in np.flatnonzero(pool.modality == mod.code):
                 rel = f"{folder}/{pool.pids[i]}/{i}.bmp"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pool.images[i]).save(root / rel)
@@ -122,7 +122,8 @@ def test_regdb_folder(tiny, tmp_path):
     assert set(d.test.settings) == {"visible-to-infrared", "infrared-to-visible"}
     assert d.train.num_ids + d.val.pool.num_ids == tiny.train.num_ids   # a fifth held out for the search
     q = d.test.settings["visible-to-infrared"][0]
-    assert (d.test.pool.modality[q.query] == VISIBLE).all() and (d.test.pool.modality[q.gallery] == INFRARED).all()
+    assert (d.test.pool.modality[q.query] == Modality.VISIBLE.code).all()
+    assert (d.test.pool.modality[q.gallery] == Modality.INFRARED.code).all()
     with pytest.raises(DatasetError, match="train_visible_2.txt"):
         regdb(root, trial=2)
 

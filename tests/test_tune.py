@@ -17,7 +17,8 @@ from compiler.cli import app
 from compiler.compile import CompileOptions, compile_checkpoint
 from compiler.reference import torch_forward
 from compiler.runtime import Compiled
-from compiler.tune.database import RECORDS, TASKS, TargetDB, TuningDatabaseError
+from compiler.tune.database import TunedTarget
+from compiler.tunedb.database import RECORDS, TASKS, TuningDatabaseError
 from compiler.tune.tune import TuneOptions, TuningAborted, tune_checkpoint
 from frontend.checkpoint import save_checkpoint
 from frontend.zoo import zoo_model
@@ -51,7 +52,7 @@ def _lines(path):
 
 def test_local_tuning_writes_a_target_keyed_json_database(tuned):
     db, res = tuned
-    key = TargetDB(db, get_target("host")).key
+    key = TunedTarget(db, get_target("host")).key
     assert res["target_key"] == key and res["tasks"] == 2
     index = json.loads((db / "index.json").read_text())
     assert index[key]["batches"] == [1] and index[key]["preset"] == "host"
@@ -97,7 +98,7 @@ def test_a_torn_last_line_is_moved_aside_and_nothing_else(tmp_path, tuned):
     with open(folder / RECORDS, "a") as f:  # as a kill in the middle of an append leaves it
         f.write('[0,[[["GetSBlock"')
     msgs = []
-    assert len(TargetDB(db, get_target("host")).open(msgs.append)) == len(before)
+    assert len(TunedTarget(db, get_target("host")).open(msgs.append)) == len(before)
     assert _lines(folder / RECORDS) == before
     assert _lines(folder / f"{RECORDS}.rejected") == ['[0,[[["GetSBlock"']
     assert msgs == [f"warning: {folder / RECORDS} line {len(before) + 1}: an incomplete last line (a write cut "
@@ -108,7 +109,7 @@ def test_killed_tuning_resumes_without_losing_trials(tmp_path, bnn):
     db = tmp_path / "db"
     cmd = [sys.executable, "-m", "compiler.cli", "tune", str(bnn[1]), "--db", str(db), "--trials", "16",
            "--only", BCONV]
-    key = TargetDB(db, get_target("host")).key
+    key = TunedTarget(db, get_target("host")).key
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:  # kill -9 once the first batch of 8 trials is saved
         t0 = time.monotonic()
@@ -184,7 +185,7 @@ def test_a_server_that_dies_mid_tune_stops_tuning_with_a_clear_message(tmp_path,
     with pytest.raises(TuningAborted, match="no device with key 'x86-dies' is left"):
         tune_checkpoint(bnn[1], TuneOptions(db=str(tmp_path / "db"), trials=8, only=(BCONV,), timeout_s=5,
                                             rpc_tracker=f"127.0.0.1:{port}", rpc_key="x86-dies", progress=progress))
-    db = tmp_path / "db" / TargetDB(tmp_path / "db", get_target("host")).key
+    db = tmp_path / "db" / TunedTarget(tmp_path / "db", get_target("host")).key
     task = next(iter(json.loads((db / TASKS).read_text()).values()))
     assert task["failed"] == task["trials"] > 0  # its pending measurements were recorded as failed
 

@@ -17,9 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from compiler.tune import records
-from compiler.tune.database import CHECKED, INDEX, RECORDS, TASKS, WORKLOADS, TargetDB
-from compiler.tune.records import check, check_shapes
+from compiler.tunedb import records
+from compiler.tune.database import TunedTarget
+from compiler.tunedb.database import CHECKED, INDEX, RECORDS, TASKS, WORKLOADS
+from compiler.tunedb.records import check, check_shapes
 from compiler.tune.tune import TuneOptions
 from frontend.checkpoint import save_checkpoint
 from frontend.zoo import zoo_model
@@ -48,7 +49,7 @@ def tuned(tmp_path_factory, ck):
     (task,), facts = extract_tasks(ck, TuneOptions(db=str(db), only=(BCONV,)), preset)
     mod = task.dispatched[0]
     sch = default_schedule(mod["main"], preset)
-    tdb = TargetDB(db, preset)
+    tdb = TunedTarget(db, preset)
     database = tdb.open()
     tdb.register(1)
     wl = database.commit_workload(mod)
@@ -62,7 +63,7 @@ def tuned(tmp_path_factory, ck):
 
 
 def _folder(db):
-    return db / TargetDB(db, get_target("host")).key
+    return db / TunedTarget(db, get_target("host")).key
 
 
 def _lines(path):
@@ -155,7 +156,7 @@ def test_a_line_that_kills_tvms_parser_is_rejected_and_a_new_child_goes_on(tuned
     fake.write_text(textwrap.dedent("""
         import os, signal, sys
         from tvm.s_tir import meta_schedule as ms
-        from compiler.tune import records
+        from compiler.tunedb import records
 
         def die():
             os.kill(os.getpid(), signal.SIGSEGV)
@@ -338,9 +339,8 @@ def test_db_folders_that_cannot_be_written(ck, tmp_path, tuned, monkeypatch):
     db = tmp_path / "db"
     shutil.copytree(tuned, db)
     before = {str(p): p.read_bytes() for p in db.rglob("*") if p.is_file()}
-    import compiler.tune.database as database
-    real = os.access
-    monkeypatch.setattr(database.os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
+    real = os.access   # what compiler.base.atomic.why_not_writable asks
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else real(p, mode, **k))
     text = cli("tune", ck, "--db", db, code=1)
     assert f"--db {db}: cannot write {db}" in text and "permission denied" in text
     text = cli("tune", ck, "--db", tmp_path / "new", code=1)

@@ -150,3 +150,24 @@ def test_a_path_escaping_the_archive_is_refused(plain, tmp_path):
     evil = _rewrite(plain, tmp_path / "evil.pt2", lambda n, d: {"extra/../../x": b"1"} if n is None else d)
     with pytest.raises(CaptureError, match="unsafe path"):
         check_archive(evil)
+
+
+def test_a_compile_reads_and_loads_the_pt2_once(plain, tmp_path, monkeypatch):
+    """One read of the file, checked and loaded from the same bytes (a file swapped between the
+    check and the load is never loaded), and one torch.export.load, for a whole compile
+    including its verification."""
+    import io
+    from compiler.compile import CompileOptions, compile_checkpoint
+    opened, loaded = [], []
+    real_open, real_load = io.open, torch.export.load
+
+    def counting_open(file, *a, **k):
+        if str(file) == str(plain):
+            opened.append(file)
+        return real_open(file, *a, **k)
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr("builtins.open", counting_open)
+    monkeypatch.setattr(torch.export, "load", lambda f, *a, **k: loaded.append(f) or real_load(f, *a, **k))
+    man = compile_checkpoint(plain, tmp_path / "art", CompileOptions(verify_batch=2))
+    assert man["verification"]["status"] == "passed"
+    assert len(opened) == 1 and len(loaded) == 1 and not isinstance(loaded[0], (str, Path))

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from compiler.base.atomic import atomic_write_text
 from compiler.ir import Graph, RunMode, dump, verify
 
 from .bitpack_weights import bitpack_weights
@@ -59,7 +60,7 @@ def run_pipeline(g: Graph, mode: RunMode | str, dump_dir: str | Path | None = No
     if dump_dir is not None:
         d = Path(dump_dir)
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{mode}.00-captured.ir").write_text(dump(g))
+        atomic_write_text(d / f"{mode}.00-captured.ir", dump(g))
     for k, step in enumerate(steps, start=1):
         out = step.run(g, stats=stats)
         if step.reports is not None:
@@ -68,7 +69,7 @@ def run_pipeline(g: Graph, mode: RunMode | str, dump_dir: str | Path | None = No
                 out.meta[step.reports] = facts
         g = verify(out)
         if dump_dir is not None:
-            (Path(dump_dir) / f"{mode}.{k:02d}-{step.name}.ir").write_text(dump(g))
+            atomic_write_text(Path(dump_dir) / f"{mode}.{k:02d}-{step.name}.ir", dump(g))
     g.name = f"{g.name}_{mode}"
     g.meta["mode"] = mode
     return g

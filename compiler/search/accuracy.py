@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from compiler.ir import Modality
 from frontend.supernet import recalibrate_bn, set_arch
 
 from .data import Protocol, ReIDData, normalise
@@ -16,11 +17,11 @@ RECAL_BATCHES = 8
 
 @torch.no_grad()
 def embed(model, images: np.ndarray, modality: np.ndarray, batch: int = 128) -> np.ndarray:
-    """L2-normalised BNNeck features, each image run with its modality ("visible"/"infrared")."""
+    """L2-normalised BNNeck features, each image run with its modality (`modality`: codes)."""
     model.eval()
     out = np.zeros((len(images), model.feat_dim), np.float32)
-    for code, name in ((0, "visible"), (1, "infrared")):
-        idx = np.flatnonzero(modality == code)
+    for name in Modality:
+        idx = np.flatnonzero(modality == name.code)
         for s in range(0, len(idx), batch):
             part = idx[s:s + batch]
             out[part] = torch.nn.functional.normalize(model(torch.from_numpy(normalise(images[part])), name), dim=1).numpy()

@@ -1,5 +1,5 @@
 """What `reidc search` reads and writes besides the supernet: the -o folder's rules and
-accuracy.json. Both follow frontend.atomic: `-o` may name a missing or empty folder or one that
+accuracy.json. Both follow compiler.base.atomic: `-o` may name a missing or empty folder or one that
 holds only what search writes (supernet/, accuracy.json, latency-table.json, latency-aware/ and
 accuracy-only/ with pareto.json, pareto.png, chosen/ and chosen-<target>/, and temporaries a
 killed run left); anything else is a user's and refused before any work. accuracy.json is
@@ -11,10 +11,10 @@ import math
 import re
 from pathlib import Path
 
-from frontend.atomic import OutputError, guard_output_dir, owned_by_reidc
+from compiler.base.atomic import OutputError, guard_output_dir, owned_by_reidc
 
 MODES = ("latency-aware", "accuracy-only")
-_LEFTOVER = re.compile(r"^\..+\.(partial|old)-")   # a temporary of frontend.atomic's, left by a kill -9
+_LEFTOVER = re.compile(r"^\..+\.(partial|old)-")   # a temporary of compiler.base.atomic's, left by a kill -9
 
 
 # What search writes, per folder level: plain files, folders that are reidc outputs of a kind
@@ -49,7 +49,7 @@ def _foreign_entry(folder: Path, allow: set[Path], level=None) -> str | None:
 
 
 def guard_search_dir(out: str | Path, allow=()) -> Path:
-    """Check that `out` may be written by `reidc search` (frontend.atomic's rules for a folder
+    """Check that `out` may be written by `reidc search` (compiler.base.atomic's rules for a folder
     of folders): missing, empty, or holding only what search writes (`allow`: files of the
     run's own, e.g. a latency cache put there). Returns it absolute; raises OutputError."""
     allowed = {Path(a).resolve() for a in allow if a}

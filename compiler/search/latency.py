@@ -17,37 +17,43 @@ from typing import Callable
 
 import numpy as np
 
+from compiler.base.atomic import OutputError, atomic_write_json
+from compiler.base.version import __version__
+from compiler.ir import MODEL_MODES, RunMode
 from frontend.arch import ArchSpec
-from frontend.atomic import OutputError, atomic_write_json
-
-MODES = ("visible", "infrared", "mixed")
 
 
 @dataclass(frozen=True)
 class Scenario:
     """What a deployment runs: a batch of `batch` images of one modality, or mixed (half each)."""
-    mode: str = "mixed"
+    mode: RunMode = RunMode.MIXED
     batch: int = 8
+
+    def __post_init__(self):
+        object.__setattr__(self, "mode", RunMode(self.mode))
 
     @classmethod
     def parse(cls, text: str) -> "Scenario":
         mode, _, batch = text.partition(":")
-        if mode not in MODES or not batch.isdigit() or int(batch) < 1:
-            raise ValueError(f"--scenario {text!r}: expected MODE:BATCH with MODE one of {', '.join(MODES)}, e.g. mixed:8")
-        return cls(mode, int(batch))
+        if not batch.isdigit() or int(batch) < 1:
+            raise ValueError(f"--scenario {text!r}: expected MODE:BATCH with a batch of at least 1, e.g. mixed:8")
+        try:
+            return cls(RunMode.parse(mode, MODEL_MODES, "scenario mode"), int(batch))
+        except ValueError as e:
+            raise ValueError(f"--scenario {text!r}: {e}") from None
 
     def __str__(self) -> str:
         return f"{self.mode}:{self.batch}"
 
     def describe(self) -> str:
-        if self.mode == "mixed":
+        if self.mode == RunMode.MIXED:
             return f"mixed batch of {self.batch} ({(self.batch + 1) // 2} visible + {self.batch // 2} infrared)"
         return f"{self.mode} batch of {self.batch}"
 
     def inputs(self, input_size) -> tuple[np.ndarray, object]:
         from compiler.reference import seeded_inputs
         x, m = seeded_inputs((3,) + tuple(input_size), self.batch, self.mode, seed=5)
-        return x, (m if self.mode == "mixed" else self.mode)
+        return x, (m if self.mode == RunMode.MIXED else self.mode)
 
 
 def arch_key(spec: ArchSpec) -> str:
@@ -110,13 +116,12 @@ class LatencyMeter:
 
     def setup(self) -> dict:
         import tvm
-        from compiler.compile import REIDC_VERSION
         from compiler.runtime import usable_cpus
         # what compiler.runtime.Compiled will run with: the key must not change at the first run
         threads = os.environ.get("TVM_NUM_THREADS") or str(usable_cpus())
         where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
         return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
-                "where": where, "tvm": tvm.__version__, "reidc": REIDC_VERSION,
+                "where": where, "tvm": tvm.__version__, "reidc": __version__,
                 "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs"}
 
     def key(self, spec: ArchSpec) -> str:

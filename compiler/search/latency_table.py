@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from compiler.ir import RunMode
 from frontend.arch import ArchSpec, bn_names
 
 from .latency import Scenario
@@ -51,7 +52,7 @@ def table_archs(template: ArchSpec, scenario: Scenario, patterns: str = "all") -
     names = bn_names(template.depth, template.family)
     chosen = PATTERNS if patterns == "all" else ["0000"] + [_single(s) for s in range(4)] + ["1111"]
     out = {f"binary{p}": replace(base, binary_stages=tuple(c == "1" for c in p)) for p in chosen}
-    if scenario.mode == "mixed":
+    if scenario.mode == RunMode.MIXED:
         for s in range(4):
             split = tuple(0 if stage_of(n) == s else 1 for n in names)
             out[f"split{s + 1}-real"] = replace(base, split=split)
@@ -85,7 +86,7 @@ class LatencyTable:
                     for p in PATTERNS}
         split = []
         for s in range(4):
-            if scenario.mode == "mixed":
+            if scenario.mode == RunMode.MIXED:
                 split.append({"real": max(0.0, measured[f"split{s + 1}-real"] - patterns["0000"]) / per_stage[s],
                               "binary": max(0.0, measured[f"split{s + 1}-binary"] - patterns["1111"]) / per_stage[s]})
             else:

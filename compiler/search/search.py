@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from compiler.base.atomic import OutputError, atomic_write_json
+from compiler.ir import MODEL_MODES
 from frontend.arch import ArchSpec
-from frontend.atomic import OutputError, atomic_write_json
 from frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
@@ -175,7 +176,7 @@ class _Search:
         from frontend.capture import capture_module
         model = extract(self.net, spec)
         g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
-        return deployed_weight_bytes({m: run_pipeline(g, m) for m in ("visible", "infrared", "mixed")})
+        return deployed_weight_bytes({m: run_pipeline(g, m) for m in MODEL_MODES})
 
     # -- the run ----------------------------------------------------------------------------
     def probe(self) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from frontend.atomic import atomic_directory, atomic_write_json
+from compiler.base.atomic import atomic_directory, atomic_write_json
 from frontend.supernet import build_supernet, random_arch, set_arch
 
 from .data import ReIDData, normalise

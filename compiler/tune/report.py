@@ -2,9 +2,11 @@
 task's share of end-to-end kernel time (latency x calls per run); a bar chart per target."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from .database import INDEX, TuningDatabaseError, read_index, read_tasks
+from compiler.base.atomic import atomic_write_bytes
+from compiler.tunedb.database import INDEX, TuningDatabaseError, read_index, read_tasks
 
 
 def report_rows(root: str | Path) -> dict[str, list[dict]]:
@@ -49,6 +51,7 @@ def plot(key: str, data: dict, path: Path) -> Path:
     ax.set_title(f"{key}: kernels {data['total_default_ms']:.2f} ms default -> {data['total_ms']:.2f} ms tuned")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())

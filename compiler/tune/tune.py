@@ -20,16 +20,18 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
 from compiler.compile import CompileOptions, prepare
+from compiler.ir import RunMode
 from compiler.lower.build import fused_module
 from compiler.lower.to_relax import to_relax
 from compiler.runtime import usable_cpus
+from compiler.tunedb.database import TuningDatabaseError
+from compiler.tunedb.records import register_cpu_tensor_intrinsics
 from targets import TargetError, get_target
 from targets.presets import ToolchainError
 
 from . import measure
-from .database import TargetDB, TuningDatabaseError
+from .database import TunedTarget
 from .interrupt import Interrupts, TuningInterrupted
-from .records import register_cpu_tensor_intrinsics
 from .space import default_schedule, search_space
 
 
@@ -43,7 +45,7 @@ class TuneOptions:
     target: str = "host"
     trials: int = 64               # per task
     batch: int = 1
-    modes: tuple[str, ...] = ("visible",)
+    modes: tuple[str, ...] = (RunMode.VISIBLE,)
     only: tuple[str, ...] = ()     # tune only tasks whose name contains one of these
     rpc_tracker: str | None = None  # HOST:PORT
     rpc_key: str | None = None
@@ -101,7 +103,7 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     say = opts.progress
     preset = get_target(opts.target)
     check_options(opts, preset)
-    db = TargetDB(Path(opts.db), preset)
+    db = TunedTarget(Path(opts.db), preset)
     db.check_writable()
     with Interrupts(say, opts.on_stop_now) as stop:
         tasks, facts = extract_tasks(ckpt, opts, preset)

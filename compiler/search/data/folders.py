@@ -18,7 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from .pool import INFRARED, VISIBLE, DatasetError, Pool, ReIDData, cross_modality_protocol, sysu_style_protocol
+from compiler.base.atomic import atomic_write_text
+from compiler.ir import Modality
+
+from .pool import DatasetError, Pool, ReIDData, cross_modality_protocol, sysu_style_protocol
 
 SYSU_VISIBLE, SYSU_INFRARED = (1, 2, 4, 5), (3, 6)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -71,13 +74,13 @@ def sysu(root: str | Path, input_size=(64, 32), trials: int = 10, seed: int = 0,
             for cam in range(1, 7):
                 d = root / f"cam{cam}" / f"{pid:04d}"
                 if d.is_dir():
-                    out += [(p, pid, cam, INFRARED if cam in SYSU_INFRARED else VISIBLE)
-                            for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+                    mod = Modality.INFRARED if cam in SYSU_INFRARED else Modality.VISIBLE
+                    out += [(p, pid, cam, mod.code) for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         return out
 
     pools = {k: _load(files(ids), input_size, progress, f"SYSU-MM01 {k} ids") for k, ids in split.items()}
     for k, pool in pools.items():
-        if not (pool.modality == INFRARED).any() or not (pool.modality == VISIBLE).any():
+        if not all((pool.modality == m.code).any() for m in Modality):
             raise DatasetError(f"{root}: the {k} ids have images of only one modality")
     return ReIDData(
         name=f"SYSU-MM01 ({root})", train=pools["train"],
@@ -87,11 +90,11 @@ def sysu(root: str | Path, input_size=(64, 32), trials: int = 10, seed: int = 0,
         input_size=tuple(input_size))
 
 
-def _list(root: Path, name: str, mod: int) -> list[tuple[Path, int, int, int]]:
+def _list(root: Path, name: str, mod: Modality) -> list[tuple[Path, int, int, int]]:
     path = root / "idx" / name
     try:
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-        return [(root / rel, int(label), 1 if mod == VISIBLE else 2, mod) for rel, label in lines]
+        return [(root / rel, int(label), 1 if mod == Modality.VISIBLE else 2, mod.code) for rel, label in lines]
     except OSError:
         raise DatasetError(f"{path}: missing; a RegDB folder has idx/train_visible_<trial>.txt and the like") from None
     except ValueError:
@@ -103,8 +106,8 @@ def regdb(root: str | Path, input_size=(64, 32), trial: int = 1,
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such RegDB folder")
-    train = _list(root, f"train_visible_{trial}.txt", VISIBLE) + _list(root, f"train_thermal_{trial}.txt", INFRARED)
-    test = _list(root, f"test_visible_{trial}.txt", VISIBLE) + _list(root, f"test_thermal_{trial}.txt", INFRARED)
+    train, test = ([f for mod, file in ((Modality.VISIBLE, "visible"), (Modality.INFRARED, "thermal"))
+                    for f in _list(root, f"{part}_{file}_{trial}.txt", mod)] for part in ("train", "test"))
     ids = sorted({f[1] for f in train})
     held = set(ids[len(ids) - max(1, len(ids) // 5):])
     train_pool = _load([f for f in train if f[1] not in held], input_size, progress, "RegDB train ids")
@@ -123,7 +126,7 @@ def write_sysu_layout(data: ReIDData, root: str | Path) -> Path:
     parts = {"train": data.train, "val": data.val.pool, "test": data.test.pool}
     for part, pool in parts.items():
         (root / "exp").mkdir(parents=True, exist_ok=True)
-        (root / "exp" / f"{part}_id.txt").write_text(",".join(str(p + 1) for p in np.unique(pool.pids)) + "\n")
+        atomic_write_text(root / "exp" / f"{part}_id.txt", ",".join(str(p + 1) for p in np.unique(pool.pids)) + "\n")
         count: dict[tuple[int, int], int] = {}
         for img, pid, cam in zip(pool.images, pool.pids, pool.cams):
             d = root / f"cam{cam}" / f"{pid + 1:04d}"

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VISIBLE, INFRARED = 0, 1
+from compiler.ir import Modality
+
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet statistics, as ReID code uses
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -24,7 +25,7 @@ class Pool:
     images: np.ndarray      # (N, H, W, 3) uint8
     pids: np.ndarray        # (N,) int64 identity labels
     cams: np.ndarray        # (N,) int64 camera ids
-    modality: np.ndarray    # (N,) int64: 0 visible, 1 infrared
+    modality: np.ndarray    # (N,) int64: Modality codes (0 visible, 1 infrared)
 
     def __post_init__(self):
         n = len(self.images)
@@ -108,5 +109,5 @@ def sysu_style_protocol(name: str, pool: Pool, settings: dict[str, tuple[int, ..
 
 def cross_modality_protocol(name: str, pool: Pool) -> Protocol:
     """Both directions over a pool (RegDB): visible queries against the infrared gallery and back."""
-    vis, ir = np.flatnonzero(pool.modality == VISIBLE), np.flatnonzero(pool.modality == INFRARED)
+    vis, ir = (np.flatnonzero(pool.modality == m.code) for m in (Modality.VISIBLE, Modality.INFRARED))
     return Protocol(name, pool, {"visible-to-infrared": [Trial(vis, ir)], "infrared-to-visible": [Trial(ir, vis)]})

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pool import INFRARED, VISIBLE, Pool, ReIDData, sysu_style_protocol
+from compiler.ir import Modality
+
+from .pool import Pool, ReIDData, sysu_style_protocol
 
 VISIBLE_CAMS, INFRARED_CAMS = (1, 2, 4, 5), (3, 6)
 TEXTURES = ("plain", "hstripes", "vstripes", "checks", "dots")
@@ -129,7 +131,7 @@ def make_pool(idents: dict[int, dict], per_cam: int, h: int, w: int, seed: int) 
             for k in range(per_cam):
                 rng = np.random.default_rng([seed, pid, cam, k])
                 images.append(render(ident, h, w, ir, rng))
-                pids.append(pid), cams.append(cam), mods.append(INFRARED if ir else VISIBLE)
+                pids.append(pid), cams.append(cam), mods.append((Modality.INFRARED if ir else Modality.VISIBLE).code)
     return Pool(np.stack(images), np.array(pids, np.int64), np.array(cams, np.int64), np.array(mods, np.int64))
 
 

@@ -1,23 +1,38 @@
-"""Errors a user can cause; the CLI prints them as one line and exits non-zero."""
-from frontend.atomic import OutputError
-from frontend.errors import ArchError, CaptureError, CheckpointError
-from targets import TargetError, ToolchainError
+"""Errors a user can cause, and the one line the CLI prints for any error.
+
+Every user error derives from `UserError`: the CLI prints it as one line and exits 1, and
+`reidc bench` re-raises one that a worker process reported under its own class. Each layer
+defines its own (frontend/errors.py, targets/presets.py, the tuning database...); the ones
+the runtime and the verifier raise are here, so loading an artifact imports nothing else.
+"""
+from __future__ import annotations
 
 
-class VerificationError(RuntimeError):
+class UserError(Exception):
+    """A mistake in what the user gave reidc (or a machine that lacks something), not a bug."""
+
+
+class VerificationError(UserError, RuntimeError):
     """The compiled model disagrees with PyTorch; no artifact is written."""
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A run input (images, modality vector) that does not fit the artifact."""
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """An artifact directory that is missing, incomplete or from another TVM."""
 
 
-USER_ERRORS = (ArchError, CaptureError, CheckpointError, TargetError, ToolchainError, VerificationError,
-               InputError, ArtifactError, OutputError)
+def user_error_class(name: str) -> type[UserError] | None:
+    """The user-error class called `name` among those imported so far (None if none is)."""
+    todo = [UserError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return None
 
 
 _OPS = {"mkdir": "create folder", "makedirs": "create folder", "open": "open", "write_text": "write",

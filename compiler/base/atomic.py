@@ -9,7 +9,14 @@ One helper for every command that writes:
   name a file, the current folder or one of its parents, a folder that holds (or is) one of the
   inputs, or a non-empty folder holding anything reidc does not recognise.
 - `guard_output_file(path)`: an output file's folder exists and is writable, and it is no folder.
-- `atomic_write_text/json/bytes(path, data)`: a file replaced by rename, mode 0644.
+- `atomic_write_text/json/bytes(path, data)`: a file replaced by rename, mode 0644;
+  `atomic_file(path)` the same for a file a tool writes itself (a compiler's `-o`).
+- `cache_directory(dest)`: a cache entry built beside and renamed into place once; when
+  another process published it first, theirs is kept.
+
+One file mode: every file reidc writes ends up 0644 (0755 if it is a program), every folder
+0755, whatever the umask or the library that wrote it (`atomic_directory` sets them before
+the swap).
 
 Each refusal is an `OutputError`: one line naming the path and the reason.
 """
@@ -25,8 +32,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .errors import UserError
+
 FILE_MODE = 0o644
-DIR_MODE = 0o755
+EXEC_MODE = DIR_MODE = 0o755
 
 # What reidc writes, per kind of output directory: (files that must be there, files that may be).
 # A folder holding only these is reidc's own and may be replaced.
@@ -38,7 +47,7 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """An output path reidc refuses to write (it would destroy a user's files) or cannot write."""
 
 
@@ -194,7 +203,7 @@ def atomic_directory(out: str | Path, kind: str = "artifact", inputs: Iterable[s
         raise OutputError(f"{flag} {out}: cannot write in {out.parent} ({e.strerror})") from None
     try:
         yield tmp
-        os.chmod(tmp, DIR_MODE)
+        _set_modes(tmp)
         guard_output_dir(out, kind, inputs, flag)  # nothing foreign appeared meanwhile
         if out.exists():
             if _exchange(tmp, out):
@@ -211,19 +220,52 @@ def atomic_directory(out: str | Path, kind: str = "artifact", inputs: Iterable[s
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, flag: str = "") -> Path:
-    """Write `path` through a temporary sibling and a rename (mode 0644); an existing folder at
-    `path` is refused, and on failure the old file is left as it was."""
+def _set_modes(root: Path) -> None:
+    """The one file mode: folders and programs 0755, other files 0644 (links are left alone)."""
+    os.chmod(root, DIR_MODE)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            st = os.lstat(p)
+            if not os.path.islink(p):
+                os.chmod(p, DIR_MODE if name in dirs or st.st_mode & 0o111 else FILE_MODE)
+
+
+@contextmanager
+def cache_directory(dest: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside `dest` to build a cache entry in. On normal
+    exit it is renamed to `dest`, unless another process published `dest` meanwhile (then
+    theirs is kept and this one dropped); on any error or Ctrl-C it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        yield tmp
+        _set_modes(tmp)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():   # not another process's entry: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | Path, flag: str = "", mode: int = FILE_MODE) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a tool to write; on normal exit it replaces
+    `path` (with `mode`: EXEC_MODE for a program); on any error it is removed and `path` is
+    left as it was. An existing folder at `path` is refused."""
     path = guard_output_file(path, flag)
     where = f"{flag} {path}" if flag else str(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
     except OSError as e:
         raise OutputError(f"{where}: cannot write in {path.parent} ({e.strerror})") from None
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, FILE_MODE)
+        yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -231,7 +273,15 @@ def atomic_write_bytes(path: str | Path, data: bytes, flag: str = "") -> Path:
         except OSError:
             pass
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, flag: str = "") -> Path:
+    """Write `path` through a temporary sibling and a rename (mode 0644); an existing folder at
+    `path` is refused, and on failure the old file is left as it was."""
+    with atomic_file(path, flag) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, flag: str = "") -> Path:

@@ -16,7 +16,7 @@ So reidc checks each line before TVM sees the files:
    does not, the child parses each workload and record alone and reports line by line; a line
    that kills the child is rejected and a new child goes on after it.
 
-The child runs `python -m compiler.tune.records DIR FIRST_WORKLOAD FIRST_RECORD WHOLE`; lines
+The child runs `python -m compiler.tunedb.records DIR FIRST_WORKLOAD FIRST_RECORD WHOLE`; lines
 before FIRST_* are known good (checked earlier) and get no verdict.
 """
 from __future__ import annotations
@@ -33,11 +33,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from targets.presets import ToolchainError
+
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 # (messages avoid square brackets: the CLI prints them through rich, which reads those as markup)
 RECORD_SHAPE = "a workload index, then a list of trace, run_secs, target and args_info"
 CHILD_TIMEOUT_S = 300.0   # per line, or for the whole database (TVM parses ~100 records/s/core)
-CHILD = [sys.executable, "-m", "compiler.tune.records"]   # + DIR FIRST_WORKLOAD FIRST_RECORD WHOLE
+CHILD = [sys.executable, "-m", "compiler.tunedb.records"]   # + DIR FIRST_WORKLOAD FIRST_RECORD WHOLE
+
+
+class TuningDatabaseError(ToolchainError):
+    """A tuning database reidc cannot read, check or write (one line naming the file)."""
 
 
 @dataclass(eq=False)   # lines are told apart by identity
@@ -259,7 +265,6 @@ def _run_child(out: Checked, folder: str, first_w: int, first_r: int, whole: boo
                f"TVM's parser failed on it (exit status {code})")
         _drop(out, current, how)
     elif not (whole or progress):
-        from .database import TuningDatabaseError
         raise TuningDatabaseError(f"cannot check the tuning database: the checking process ended "
                                   f"({'timed out' if timed_out else f'exit status {code}'}) before it parsed a line")
 

@@ -1,0 +1,247 @@
+"""A tuning database directory that serves several targets without mixing them.
+
+    DB/index.json                       {key: {"preset", "tvm", "batches"}}   (atomic rewrite)
+    DB/<key>/database_workload.json     TVM MetaSchedule JSONDatabase files: one line per
+    DB/<key>/database_tuning_record.json  workload / measured trial, appended as measured
+    DB/<key>/reidc_tasks.json           per task: name, weight, reidc-default latency (atomic)
+    DB/<key>/reidc_checked.json         how much of the two JSONDatabase files was checked
+    DB/<key>/<file>.rejected            lines moved out of a JSONDatabase file (appended)
+
+<key> is the preset name plus a digest of its TVM target dict, so records measured on one
+target are never applied to another (MetaSchedule's own lookup ignores the target: apache/tvm
+#15549). Each <key> directory is a plain JSONDatabase that TVM's tools open as they are.
+
+TVM parses those files in C++ and crashes on a line that is JSON but not a record, so every
+line is checked first (records.py). `reidc tune` moves the lines TVM cannot read (a record
+torn by a kill, or nonsense) to `<file>.rejected`, renumbers what refers to them and rewrites
+the file atomically, with a warning naming file and line. `reidc compile` only reads: it warns
+and loads a checked copy. The checked part of each file (its size and digest) is remembered
+in reidc_checked.json, so a later open checks only the lines appended since.
+
+This module is the format and the reading side (what compile needs); `reidc tune` writes
+through compiler/tune/database.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from targets import TargetPreset
+
+from . import records
+from .records import RECORDS, WORKLOADS, TuningDatabaseError
+
+TASKS, INDEX, CHECKED = "reidc_tasks.json", "index.json", "reidc_checked.json"
+WARN_LINES = 10   # per file; then one line counts the rest
+
+
+def target_key(preset: TargetPreset) -> str:
+    tvm = {k: v for k, v in preset.tvm.items() if k != "num-cores"}
+    digest = hashlib.sha256(json.dumps(tvm, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{preset.name}-{digest}"
+
+
+# -- reidc's own JSON files --------------------------------------------------------------------
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _secs(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+
+
+_TASK_FIELDS = {"trials": _count, "failed": _count, "weight": _count, "batch": _count, "default_s": _secs,
+                "best_s": _secs, "name": lambda v: isinstance(v, str), "model": lambda v: isinstance(v, str),
+                "exhausted": lambda v: isinstance(v, bool)}
+
+
+def _valid_index(data) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(e, dict) and isinstance(e.get("preset"), str) and isinstance(e.get("tvm"), dict)
+        and isinstance(e.get("batches"), list) and all(_count(b) and b > 0 for b in e["batches"])
+        for e in data.values())
+
+
+def _valid_tasks(data) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(t, dict) and "trials" in t and "failed" in t
+        and all(ok(t[k]) for k, ok in _TASK_FIELDS.items() if k in t) for t in data.values())
+
+
+def _read_json(path: Path, default, valid, expected: str, remedy: str):
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return default
+    except IsADirectoryError:
+        raise TuningDatabaseError(f"{path}: is a folder, not reidc's {path.name}") from None
+    except OSError as e:
+        raise TuningDatabaseError(f"{path}: cannot read it ({e.strerror})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise TuningDatabaseError(f"{path}: corrupt (not JSON: {str(e).splitlines()[0][:80]}); {remedy}") from None
+    if not valid(data):
+        raise TuningDatabaseError(f"{path}: corrupt (expected {expected}); {remedy}")
+    return data
+
+
+def read_index(root: Path, default=None):
+    return _read_json(root / INDEX, default, _valid_index, '{target key: {"preset", "tvm", "batches"}}',
+                      "delete it to start a new index (the records are kept; a target reappears when tuned again)")
+
+
+def read_tasks(folder: Path) -> dict:
+    return _read_json(folder / TASKS, {}, _valid_tasks, '{workload: {"trials", "failed", ...}}',
+                      "delete it to restart this target's trial counts (its records are kept)")
+
+
+_KEY = re.compile(r"^.+-[0-9a-f]{10}$")   # what target_key() names a target's folder
+
+
+def looks_like_database(root: Path) -> bool:
+    """index.json, or a target folder of a database whose index.json was deleted."""
+    return (root / INDEX).exists() or any(_KEY.match(p.name) and (p / WORKLOADS).exists() for p in root.iterdir())
+
+
+# -- the database of one target ----------------------------------------------------------------
+
+@dataclass
+class TargetDB:
+    """The part of a database directory that belongs to one target."""
+    root: Path
+    preset: TargetPreset
+
+    @property
+    def key(self) -> str:
+        return target_key(self.preset)
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.key
+
+    def load_checked_copy(self, say=lambda msg: None):
+        """For `reidc compile`: a JSONDatabase loaded from a checked copy; the database itself
+        is only read (it may be read-only, or being appended to by a running `reidc tune`)."""
+        if not self.path.is_dir():
+            raise TuningDatabaseError(f"{self.path}: missing (the index names it); rerun `reidc tune`")
+        old = self._read_both()
+        checked = records.check(old[WORKLOADS], old[RECORDS], self._trusted(old))
+        warn_rejected(say, self.path, checked.rejected, lambda f: "ignored (`reidc tune` on this database moves it "
+                                                             f"to {f}.rejected)")
+        copy = tempfile.TemporaryDirectory(prefix="reidc-tuning-db-")
+        texts = checked.texts()
+        for name, text in zip((WORKLOADS, RECORDS), texts):
+            Path(copy.name, name).write_bytes(encode(text))
+        return load_database(Path(copy.name), texts[1]), copy
+
+    def tasks(self) -> dict:
+        return read_tasks(self.path)
+
+    def record_count(self) -> int:
+        return len(records.split_lines(self._read(RECORDS)))
+
+    def _trusted(self, texts: dict[str, str]) -> tuple[int, int]:
+        """How many leading lines of each file the stamp vouches for (records only with their workloads)."""
+        try:
+            stamp = json.loads((self.path / CHECKED).read_bytes())
+        except (OSError, ValueError):
+            return 0, 0
+        lines = []
+        for name in (WORKLOADS, RECORDS):
+            s, data = stamp.get(name) if isinstance(stamp, dict) else None, encode(texts[name])
+            if not (isinstance(s, dict) and isinstance(s.get("bytes"), int) and isinstance(s.get("lines"), int)
+                    and len(data) >= s["bytes"] and hashlib.sha256(data[:s["bytes"]]).hexdigest() == s.get("sha256")):
+                return (lines[0], 0) if lines else (0, 0)
+            lines.append(s["lines"])
+        return lines[0], lines[1]
+
+    def _read_both(self) -> dict[str, str]:
+        """Records first: a `reidc tune` appending meanwhile commits a workload before its records,
+        so every record read names a workload that is read too."""
+        recs = self._read(RECORDS)
+        return {WORKLOADS: self._read(WORKLOADS), RECORDS: recs}
+
+    def _read(self, name: str) -> str:
+        try:
+            return (self.path / name).read_bytes().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return ""
+        except OSError as e:
+            raise TuningDatabaseError(f"{self.path / name}: cannot read it ({e.strerror})") from None
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def warn_rejected(say, folder: Path, rejected: list[records.Rejected], fate) -> None:
+    for name in (WORKLOADS, RECORDS):
+        lines = [r for r in rejected if r.file == name]
+        for r in lines[:WARN_LINES]:
+            say(f"warning: {folder / name} line {r.no}: {r.reason}; {fate(name)}")
+        if len(lines) > WARN_LINES:
+            say(f"warning: {folder / name}: {len(lines) - WARN_LINES} more lines like these; {fate(name)}")
+
+
+def load_database(folder: Path, record_text: str):
+    from tvm.s_tir import meta_schedule as ms
+    if '"Tensorize"' in record_text:
+        records.register_cpu_tensor_intrinsics()
+    try:
+        return ms.database.JSONDatabase(path_workload=str(folder / WORKLOADS),
+                                        path_tuning_record=str(folder / RECORDS), allow_missing=False)
+    except Exception as e:  # noqa: BLE001  (checked line by line; this is TVM refusing the whole)
+        raise TuningDatabaseError(f"{folder}: TVM cannot load the tuning records: {records.last_line(e)}") from None
+
+
+@dataclass
+class CompileTuning:
+    """What `reidc compile --tuning-db` uses: the database and the batch it was tuned for."""
+    db: TargetDB
+    database: object
+    batch: int
+    copy: object = None   # the checked copy the database was loaded from (kept while it is used)
+
+    tuned_functions: int = 0
+    functions: int = 0
+
+    def count_applicable(self, fused_mod, target) -> None:
+        """How many of the module's kernels have a record (what MetaScheduleApplyDatabase replaces)."""
+        import tvm
+        from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+        funcs = [f for _, f in fused_mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+        self.functions = len(funcs)
+        self.tuned_functions = sum(1 for f in funcs if self.database.has_workload(_normalize_mod(f)))
+
+    def summary(self) -> dict:
+        return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
+                "records": len(self.database), "kernels_with_records": self.tuned_functions,
+                "kernels": self.functions}
+
+
+def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise TuningDatabaseError(f"--tuning-db {root}: is a file, not a tuning database folder")
+    index = read_index(root)
+    if index is None:
+        raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX}); create one with `reidc tune`")
+    db = TargetDB(root, preset)
+    if db.key not in index:
+        have = ", ".join(sorted(e["preset"] for e in index.values())) or "none"
+        raise TuningDatabaseError(f"{root} has no records for target {preset.name} ({db.key}); it has: {have}")
+    batches = index[db.key]["batches"]
+    if batch is None:
+        if len(batches) != 1:
+            raise TuningDatabaseError(f"{root} was tuned for batches {batches} on {preset.name}; pick one with --batch")
+        batch = batches[0]
+        say(f"using the tuning records for batch {batch} (tuned kernels need a fixed batch)")
+    elif batch not in batches:
+        say(f"warning: {root} has no records for batch {batch} on {preset.name} (tuned: {batches}); "
+            "reidc's default schedules will be used")
+    database, copy = db.load_checked_copy(say)
+    return CompileTuning(db, database, batch, copy)
