@@ -16,7 +16,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
-from .schedule_utils import anchored, block_named, extent, largest_divisor_at_most
+from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
 class Conv2dNCHWc(CPUScheduleRule):
@@ -31,15 +31,10 @@ class Conv2dNCHWc(CPUScheduleRule):
         self.weight_bytes = weight_bytes
 
     def apply(self, func, target, tunable):
-        found = anchored(func, CONV_BLOCK, (CONV_BLOCK, PAD_BLOCK))
+        found = anchored_nchwc(func, CONV_BLOCK, PAD_BLOCK)
         if found is None:  # a conv is always lowered with a bias epilogue; others take the fallback
             return None
-        sch, out = found
-        conv = sch.get_sblock(CONV_BLOCK)
-        loops = sch.get_loops(out)
-        if len(loops) != 5:
-            return None
-        n, o, h, w, v = loops
+        sch, conv, out, (n, o, h, w, v) = found
         ob = extent(sch, v)
         ow = extent(sch, w)
         if ob is None or ow is None:
@@ -98,15 +93,10 @@ class BConv2dNCHWc(CPUScheduleRule):
         self.lanes = lanes  # output channels (64-bit words) per register tile: one vector register
 
     def apply(self, func, target, tunable):
-        found = anchored(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
+        found = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK)
         if found is None:
             return None
-        sch, out = found
-        pop = sch.get_sblock(BCONV_BLOCK)
-        loops = sch.get_loops(out)
-        if len(loops) != 5:
-            return None
-        n, o, h, w, v = loops
+        sch, pop, out, (n, o, h, w, v) = found
         ow = extent(sch, w)
         if ow is None:
             return None

@@ -37,6 +37,19 @@ def anchored(func, anchor: str, keep: tuple[str, ...], anchor_is_output: bool = 
     return sch, out
 
 
+def anchored_nchwc(func, anchor: str, pad: str):
+    """(schedule, anchor block, output block, its 5 loops n, o, h, w, v) for a blocked-layout conv
+    PrimFunc (anchor + padding + fused epilogue); None when the function is not of that form."""
+    found = anchored(func, anchor, (anchor, pad))
+    if found is None:
+        return None
+    sch, out = found
+    loops = sch.get_loops(out)
+    if len(loops) != 5:
+        return None
+    return sch, sch.get_sblock(anchor), out, loops
+
+
 def inline_epilogue(sch, func, keep):
     """Inline every block except `keep` and the last; return the last (the output) or None."""
     root = block_named(sch, func, "root")

@@ -41,7 +41,7 @@ class Node:
     dtype: str = "float32"
     attrs: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""       # module path in the PyTorch model, for error messages and dumps
-    modality: Placement = Placement.ANY  # where its constants come from (compiler/ir/modes.py)
+    modality: Placement = Placement.ANY  # where its constants come from (compiler/base/modes.py)
 
     def __post_init__(self):
         object.__setattr__(self, "op", Op(self.op))

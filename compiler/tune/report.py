@@ -6,16 +6,12 @@ import io
 from pathlib import Path
 
 from compiler.base.atomic import atomic_write_bytes
-from compiler.tunedb.database import INDEX, TuningDatabaseError, read_index, read_tasks
+from compiler.tunedb.database import existing_index, read_tasks
 
 
 def report_rows(root: str | Path) -> dict[str, list[dict]]:
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise TuningDatabaseError(f"--report {root}: is a file, not a tuning database folder")
-    index = read_index(root)
-    if index is None:
-        raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX})")
+    index = existing_index(root, "--report")
     out = {}
     for key in sorted(index):
         rows = []

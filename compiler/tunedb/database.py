@@ -94,6 +94,17 @@ def read_index(root: Path, default=None):
                       "delete it to start a new index (the records are kept; a target reappears when tuned again)")
 
 
+def existing_index(root: str | Path, flag: str, hint: str = "") -> dict:
+    """The index of the tuning database a command names with `flag`, which must exist."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise TuningDatabaseError(f"{flag} {root}: is a file, not a tuning database folder")
+    index = read_index(root)
+    if index is None:
+        raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX}){hint}")
+    return index
+
+
 def read_tasks(folder: Path) -> dict:
     return _read_json(folder / TASKS, {}, _valid_tasks, '{workload: {"trials", "failed", ...}}',
                       "delete it to restart this target's trial counts (its records are kept)")
@@ -225,11 +236,7 @@ class CompileTuning:
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
     root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise TuningDatabaseError(f"--tuning-db {root}: is a file, not a tuning database folder")
-    index = read_index(root)
-    if index is None:
-        raise TuningDatabaseError(f"{root}: not a reidc tuning database (no {INDEX}); create one with `reidc tune`")
+    index = existing_index(root, "--tuning-db", "; create one with `reidc tune`")
     db = TargetDB(root, preset)
     if db.key not in index:
         have = ", ".join(sorted(e["preset"] for e in index.values())) or "none"

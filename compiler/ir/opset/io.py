@@ -21,6 +21,6 @@ def _reference(values, n):
 
 INPUT = declare(OpSpec(
     "input", "A graph input: `x`, the images (N, C, H, W) float32, or `modality`, the (N,) int32 "
-             "vector of modality codes (compiler/ir/modes.py).",
+             "vector of modality codes (compiler/base/modes.py).",
     _reference, inputs=(), attrs={"name": Attr("str", "x or modality")},
     out_dtype=lambda attrs: NAMES.get(attrs["name"], F32), shape=None, check=_check))
