@@ -31,7 +31,7 @@ from typing import Callable
 import frontend.errors  # noqa: F401  (a worker's CheckpointError... is re-raised under its own class)
 
 from .base.atomic import guard_output_file
-from .base.errors import ArtifactError, InputError, user_error_class
+from .base.errors import ArtifactError, EngineError, InputError, user_error_class
 from .bench_load import OthersMeter
 from .base.modes import MODEL_MODES, RunMode
 
@@ -42,10 +42,6 @@ RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
           "onnxruntime": "ONNX Runtime"}
 _ROOT = Path(__file__).resolve().parents[1]
-
-
-class EngineError(RuntimeError):
-    """A benchmark worker failed or died (crash, signal, killed); one line naming the engine."""
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,14 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     return model, g, MODEL_MODES, facts
 
 
-def prepare(ckpt, opts: CompileOptions):
+def prepare(ckpt, opts: CompileOptions, source=None):
     """(torch module, {mode: optimised IR graph}, modes, manifest facts, pass stats): everything
-    before TVM, shared by compile and tune."""
-    opts.progress(f"loading {ckpt}")
-    module, g, modes, facts = load_source(ckpt, opts)
+    before TVM, shared by compile and tune. `source`: what `load_source` gives, already loaded
+    (an in-memory module's, frontend/inmemory.py); else the checkpoint `ckpt` is loaded."""
+    if source is None:
+        opts.progress(f"loading {ckpt}")
+        source = load_source(ckpt, opts)
+    module, g, modes, facts = source
     if opts.modes:
         wanted = {RunMode.parse(m, modes, "--modes") for m in opts.modes}  # the entries this model has
         modes = tuple(m for m in modes if m in wanted)
@@ -113,19 +116,32 @@ def prepare(ckpt, opts: CompileOptions):
 
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
+    opts = opts or CompileOptions()
+    return _compile(ckpt, None, out, opts, [ckpt, opts.tuning_db, opts.arch, opts.split_config])
+
+
+def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
+                   input_shape: tuple[int, int, int] | None = None) -> dict:
+    """compile_checkpoint for a torch.nn.Module in memory (frontend/inmemory.py: reidc's own
+    networks, or any module of supported ops given its input_shape); no file is written but
+    the artifact. Its manifest names no checkpoint; its digest is the module's state."""
+    from frontend.inmemory import module_source
+    opts = opts or CompileOptions()
+    return _compile(None, lambda: module_source(module, input_shape), out, opts, [opts.tuning_db])
+
+
+def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     from compiler.lower.build import build, export  # TVM is imported only once compiling starts
     from compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
-    opts = opts or CompileOptions()
     say = opts.progress
     t0 = time.perf_counter()
     preset = get_target(opts.target)
     out = Path(out)
-    inputs = [ckpt, opts.tuning_db, opts.arch, opts.split_config]
     guard_output_dir(out, "artifact", inputs)  # refuse before any work: nothing of the user's is at risk
     check_can_build(preset, opts.verify)
-    module, graphs, modes, facts, stats = prepare(ckpt, opts)
+    module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise ValueError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
     tuning, batch = None, opts.batch
@@ -157,7 +173,7 @@ def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions |
             "target": {"preset": preset.name, "tvm": preset.tvm, "arch": preset.arch,
                        "cpu_features": list(preset.cpu_features()),
                        "cpuinfo_flags": cpuinfo_names(preset.cpu_features(), preset.arch)},
-            "checkpoint": str(Path(ckpt).resolve()), "checkpoint_sha256": digest,
+            "checkpoint": str(Path(ckpt).resolve()) if ckpt is not None else None, "checkpoint_sha256": digest,
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
@@ -216,13 +232,24 @@ def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = 
         return load_source(ck, opts)[0]
 
 
-def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progress=lambda msg: None) -> dict:
+def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progress=lambda msg: None,
+             module=None) -> dict:
     """Verify an existing artifact where it can run (e.g. a CUDA build made on a machine without
-    a GPU, now on one with a GPU); its manifest's "verification" is replaced atomically."""
+    a GPU, now on one with a GPU); its manifest's "verification" is replaced atomically.
+    `module`: the in-memory module it was compiled from (checked by its state digest)."""
     path = Path(artifact)
     manifest = read_manifest(path)
     opts = CompileOptions(progress=progress)
-    module = artifact_source(manifest, path, checkpoint)
+    if module is not None and checkpoint is None:
+        from frontend.inmemory import state_digest
+        if state_digest(module) != manifest["checkpoint_sha256"]:
+            raise ArtifactError(f"{path} was not compiled from this module (its state's sha256 differs)")
+        module = module.eval()
+    elif manifest.get("checkpoint") is None and checkpoint is None:
+        raise ArtifactError(f"{path} was compiled from a module in memory: pass checkpoint= or verify it "
+                            "from the Artifact compile returned")
+    else:
+        module = artifact_source(manifest, path, checkpoint)
     manifest["verification"] = verify_artifact(path, module, tuple(manifest["modes"]), manifest, opts,
                                                preset_from_manifest(manifest["target"]), progress)
     atomic_write_json(path / MANIFEST, manifest)

@@ -19,7 +19,7 @@ from compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
-from .errors import CaptureError  # noqa: F401  (defined where the CLI imports it without torch)
+from .errors import CaptureError, UnsupportedOpError
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -56,9 +56,9 @@ def _pair(v):
 
 def _conv_attrs(weight, bias, stride, padding, dilation, groups, where):
     if tuple(_pair(dilation)) != (1, 1) or groups != 1:
-        raise CaptureError(f"unsupported op conv2d with dilation={dilation} groups={groups} at {where}")
+        raise UnsupportedOpError(f"unsupported op conv2d with dilation={dilation} groups={groups} at {where}")
     if isinstance(padding, str):
-        raise CaptureError(f"unsupported op conv2d with padding={padding!r} at {where}")
+        raise UnsupportedOpError(f"unsupported op conv2d with padding={padding!r} at {where}")
     a = {"weight": _np(weight), "stride": _pair(stride), "padding": _pair(padding)}
     if bias is not None:
         a["bias"] = _np(bias)
@@ -124,12 +124,12 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                 env[n.name] = b.add(n.target, Op.PRELU, [x], {"slope": _slope(m.weight, b.g[x].shape[1])}, n.target)
             elif isinstance(m, nn.AvgPool2d):
                 if _pair(m.padding) != (0, 0) or m.ceil_mode:
-                    raise CaptureError(f"unsupported op AvgPool2d with padding/ceil_mode at {n.target}")
+                    raise UnsupportedOpError(f"unsupported op AvgPool2d with padding/ceil_mode at {n.target}")
                 env[n.name] = b.add(n.target, Op.AVGPOOL2D, [x], {"kernel": _pair(m.kernel_size),
                                     "stride": _pair(m.stride or m.kernel_size)}, n.target)
             elif isinstance(m, nn.MaxPool2d):
                 if _pair(m.dilation) != (1, 1) or m.ceil_mode:
-                    raise CaptureError(f"unsupported op max_pool2d with dilation/ceil_mode at {n.target}")
+                    raise UnsupportedOpError(f"unsupported op max_pool2d with dilation/ceil_mode at {n.target}")
                 env[n.name] = b.add(n.target, Op.MAXPOOL2D, [x], {"kernel": _pair(m.kernel_size),
                                     "stride": _pair(m.stride or m.kernel_size), "padding": _pair(m.padding)}, n.target)
             elif isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) == (1, 1):
@@ -140,7 +140,7 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                     a["bias"] = _np(m.bias)
                 env[n.name] = b.add(n.target, Op.DENSE, [x], a, n.target)
             else:
-                raise CaptureError(f"unsupported op {type(m).__name__} at module {n.target}")
+                raise UnsupportedOpError(f"unsupported op {type(m).__name__} at module {n.target}")
         elif n.op == "call_function" and n.target in (operator.add, torch.add):
             env[n.name] = b.add(n.name, Op.ADD, args[:2])
         elif n.op == "call_function" and n.target in (binarize, torch.sign):
@@ -150,7 +150,7 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
         elif (n.op == "call_function" and n.target is torch.flatten) or (n.op == "call_method" and n.target == "flatten"):
             env[n.name] = _flatten(b, args[0], where)
         else:
-            raise CaptureError(f"unsupported op {n.target} ({n.op}) at {where}")
+            raise UnsupportedOpError(f"unsupported op {n.target} ({n.op}) at {where}")
     return verify(b.g)
 
 
@@ -163,7 +163,7 @@ def _flatten(b: _Builder, x: str, where: str) -> str:
     """global_avgpool already yields (N, C): flattening it is the identity; nothing else is supported."""
     if len(b.g[x].shape) == 2:
         return x
-    raise CaptureError(f"unsupported op flatten of a {len(b.g[x].shape)}-D tensor at {where}")
+    raise UnsupportedOpError(f"unsupported op flatten of a {len(b.g[x].shape)}-D tensor at {where}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def _fold_constant(n: fx.Node, tensors: dict, where: str) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001 - report which op could not be folded
         raise CaptureError(f"cannot fold constant op {n.target} at {where}: {e}") from None
     if not isinstance(out, torch.Tensor):
-        raise CaptureError(f"unsupported constant op {n.target} at {where} (returns {type(out).__name__})")
+        raise UnsupportedOpError(f"unsupported constant op {n.target} at {where} (returns {type(out).__name__})")
     return out
 
 _aten = torch.ops.aten
@@ -243,11 +243,11 @@ def capture_program(ep, name: str = "model") -> Graph:
         elif t == _aten.avg_pool2d.default:
             k = _pair(a[1]); s = _pair(a[2]) if len(a) > 2 and a[2] else k
             if (len(a) > 3 and _pair(a[3]) != (0, 0)) or (len(a) > 4 and a[4]):
-                raise CaptureError(f"unsupported op avg_pool2d with padding/ceil_mode at {where}")
+                raise UnsupportedOpError(f"unsupported op avg_pool2d with padding/ceil_mode at {where}")
             env[n.name] = b.add(where, Op.AVGPOOL2D, [X(a[0])], {"kernel": k, "stride": s}, where)
         elif t in (_aten.conv2d.default, _aten.convolution.default):
             if t == _aten.convolution.default and a[6]:
-                raise CaptureError(f"unsupported op transposed convolution at {where}")
+                raise UnsupportedOpError(f"unsupported op transposed convolution at {where}")
             stride, pad, dil = (a[3:6] if len(a) > 5 else (a[3] if len(a) > 3 else 1, a[4] if len(a) > 4 else 0, 1))
             groups = a[8] if t == _aten.convolution.default else (a[6] if len(a) > 6 else 1)
             env[n.name] = b.add(where, Op.CONV2D, [X(a[0])], _conv_attrs(
@@ -262,7 +262,7 @@ def capture_program(ep, name: str = "model") -> Graph:
                 Placement.SHARED: params}}, where, Placement.SHARED)
         elif t == operator.getitem:
             if a[1] != 0:
-                raise CaptureError(f"unsupported use of output {a[1]} of {a[0].target} at {where}")
+                raise UnsupportedOpError(f"unsupported use of output {a[1]} of {a[0].target} at {where}")
             env[n.name] = env[a[0].name]
         elif t in (_aten.relu.default, _aten.relu_.default):
             env[n.name] = b.add(where, Op.RELU, [X(a[0])], source=where)
@@ -272,7 +272,7 @@ def capture_program(ep, name: str = "model") -> Graph:
             k = _pair(a[1]); s = _pair(a[2]) if len(a) > 2 and a[2] else k
             p = _pair(a[3]) if len(a) > 3 else (0, 0)
             if (len(a) > 4 and _pair(a[4]) != (1, 1)) or (len(a) > 5 and a[5]):
-                raise CaptureError(f"unsupported op max_pool2d with dilation/ceil_mode at {where}")
+                raise UnsupportedOpError(f"unsupported op max_pool2d with dilation/ceil_mode at {where}")
             env[n.name] = b.add(where, Op.MAXPOOL2D, [X(a[0])], {"kernel": k, "stride": s, "padding": p}, where)
         elif (t == _aten.adaptive_avg_pool2d.default and _pair(a[1]) == (1, 1)) or (
                 t == _aten.mean.dim and sorted(d % 4 for d in a[1]) == [2, 3]):
@@ -285,5 +285,5 @@ def capture_program(ep, name: str = "model") -> Graph:
                 attrs["bias"] = _np(T(a[2]))
             env[n.name] = b.add(where, Op.DENSE, [X(a[0])], attrs, where)
         else:
-            raise CaptureError(f"unsupported op {t} at {where}")
+            raise UnsupportedOpError(f"unsupported op {t} at {where}")
     return verify(b.g)

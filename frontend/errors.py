@@ -11,5 +11,10 @@ class CaptureError(UserError, ValueError):
     """A module or .pt2 program that uses something reidc cannot compile (names the op and where)."""
 
 
+class UnsupportedOpError(CaptureError):
+    """An op (or an op's setting) reidc has no lowering for; the message names the op and the
+    module or node it is at."""
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read safely or does not fit its architecture."""

@@ -24,6 +24,14 @@ class ArtifactError(UserError, ValueError):
     """An artifact directory that is missing, incomplete or from another TVM."""
 
 
+class DatasetError(UserError, ValueError):
+    """A dataset folder that does not have the layout it claims."""
+
+
+class EngineError(RuntimeError):
+    """A benchmark worker failed or died (crash, signal, killed); one line naming the engine."""
+
+
 def user_error_class(name: str) -> type[UserError] | None:
     """The user-error class called `name` among those imported so far (None if none is)."""
     todo = [UserError]

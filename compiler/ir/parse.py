@@ -3,7 +3,8 @@ start from and the IR they expect (as TVM's transform tests and LCE's CHECK line
 
 Constants written by value (`<2 float32: 0.5 -1>`) are exact. A constant written by shape only
 (`<64x3x3x3 float32>`) has no values in the text: `placeholder(node id, attribute, shape,
-dtype)` supplies them (by default seeded random floats, and ones for integers)."""
+dtype)` supplies them (by default seeded random floats in [0.5, 1.5), positive so that a
+variance is one, and ones for integers)."""
 from __future__ import annotations
 
 import ast
@@ -30,7 +31,7 @@ def default_placeholder(nid: str, attr: str, shape: tuple, dtype: str) -> np.nda
     if np.dtype(dtype).kind != "f":
         return np.ones(shape, dtype)
     rng = np.random.default_rng(zlib.crc32(f"{nid}.{attr}".encode()))
-    return rng.standard_normal(shape).astype(dtype)
+    return rng.uniform(0.5, 1.5, shape).astype(dtype)
 
 
 def _shape(text: str) -> tuple:

@@ -1,0 +1,105 @@
+"""`reidc.load` and `Artifact`: a compiled model as a Python object. Loading and running need
+TVM's runtime and numpy only; `verify` and `bench` bring in the compiler (PyTorch) when called."""
+from __future__ import annotations
+
+import shutil
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler.base.atomic import atomic_directory
+from compiler.runtime import Compiled, read_manifest
+
+
+def _numpy(x) -> np.ndarray:
+    """numpy arrays as they are; a torch tensor (any device, with or without grad) as numpy."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Artifact:
+    """A compiled model: a folder holding the library and its manifest.json.
+
+    `run(x, modality)` gives the features; `manifest` says what it is (model, entries, input
+    contract, target, verification figures); `save(path)` copies it; `verify()` re-runs the
+    comparison with PyTorch; `bench()` times it beside the engines users would run instead."""
+
+    def __init__(self, path: str | Path, *, rpc: tuple[str, str] | None = None,
+                 progress: Callable[[str], None] | None = None, _owned_tmp: str | None = None,
+                 _source_module=None):
+        self.path = Path(path)
+        self._progress = progress or (lambda msg: None)
+        self._compiled = Compiled(self.path, self._progress, rpc=rpc)
+        self._module = _source_module
+        self._cleanup = weakref.finalize(self, shutil.rmtree, _owned_tmp, True) if _owned_tmp else None
+
+    # --- what it is -------------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as written (a fresh copy: editing it changes nothing)."""
+        return read_manifest(self.path)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The entries: visible, infrared, mixed (reidc's networks) or main (a torch.export program)."""
+        return tuple(self._compiled.manifest["modes"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one image."""
+        return tuple(self._compiled.manifest["input_shape"])
+
+    @property
+    def target(self) -> str:
+        return self._compiled.manifest["target"]["preset"]
+
+    def __repr__(self) -> str:
+        m = self._compiled.manifest
+        return (f"Artifact({str(self.path)!r}: {m['model']} for {self.target}, entries {', '.join(self.modes)}, "
+                f"input {'x'.join(map(str, self.input_shape))}, verification {m.get('verification', {}).get('status')})")
+
+    # --- running ----------------------------------------------------------------------------
+    def run(self, x, modality: str | np.ndarray = "visible") -> np.ndarray:
+        """Features of a batch x (N, C, H, W) float32, numpy or torch. modality: "visible",
+        "infrared" (the whole batch), "halves", or a per-sample vector of codes (0 visible,
+        1 infrared) for the mixed entry; ignored by a `main`-only program."""
+        m = modality if isinstance(modality, str) else _numpy(modality)
+        return self._compiled.run(_numpy(x), m)
+
+    __call__ = run
+
+    def save(self, path: str | Path) -> "Artifact":
+        """Copy the artifact to `path` (a new folder, or an artifact reidc wrote: replaced whole,
+        atomically); returns the saved copy."""
+        with atomic_directory(Path(path), "artifact", [self.path]) as tmp:
+            for f in self.path.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        return Artifact(path, progress=self._progress, _source_module=self._module)
+
+    # --- checking and timing (these need the compiler and PyTorch) ----------------------------
+    def verify(self, checkpoint: str | Path | None = None) -> dict[str, Any]:
+        """Run the library against PyTorch eager again (where it can run) and record the figures
+        in the manifest; returns them. The reference is the checkpoint the manifest names (or
+        `checkpoint`), or the in-memory module it was compiled from in this session."""
+        from compiler.compile import reverify
+        man = reverify(self.path, checkpoint, self._progress, module=None if checkpoint else self._module)
+        self._compiled = Compiled(self.path, self._progress)
+        return man["verification"]
+
+    def bench(self, batches=(1, 16), **options) -> list[dict]:
+        """Time the artifact beside PyTorch eager, torch.compile and ONNX Runtime (each engine in
+        its own process, in turn): one row per (entry, batch). Options as `reidc.bench`."""
+        from .jobs import bench
+        return bench(self, batches, **options)
+
+
+def load(path: str | Path, *, rpc: tuple[str, str] | None = None,
+         progress: Callable[[str], None] | None = None) -> Artifact:
+    """Open an artifact folder written by `reidc compile` (checked: manifest, file digests, that
+    this CPU has the features it was built for). rpc=(tracker "HOST:PORT", key) runs it on a
+    device registered with TVM's RPC tracker."""
+    return Artifact(path, rpc=rpc, progress=progress)

@@ -1,0 +1,83 @@
+"""The long jobs as functions returning results: `tune` (MetaSchedule into a database),
+`tune_report`, `search` (latency-aware architecture search), `bench` (reidc beside the engines
+users would run instead), `verify` (an artifact against PyTorch again)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials: int = 64, batch: int = 1,
+         modes: Sequence[str] = ("visible",), only: Sequence[str] = (), rpc_tracker: str | None = None,
+         rpc_key: str | None = None, timeout_s: float = 30.0, cores: int | None = None, seed: int = 0,
+         progress: Callable[[str], None] | None = None,
+         on_stop_now: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Auto-tune a model's kernels with MetaSchedule, measured here or on a device registered
+    with TVM's RPC tracker (`rpc_tracker` "HOST:PORT", `rpc_key`), into the database folder `db`
+    (created if new; a rerun resumes). Ctrl-C keeps every finished trial (TuningInterrupted, a
+    KeyboardInterrupt). Returns {"target_key", "database", "tasks", "records"}; compile with
+    `tuning_db=db, batch=batch` to use them, and `tune_report(db)` for the gains."""
+    from compiler.tune.tune import TuneOptions, tune_checkpoint
+    opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch, modes=tuple(modes), only=tuple(only),
+                       rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout_s, cores=cores, seed=seed,
+                       progress=progress or (lambda msg: None), on_stop_now=on_stop_now or (lambda: None))
+    return tune_checkpoint(checkpoint, opts)
+
+
+def tune_report(db: str | Path, *, plot: bool = True) -> dict[str, dict]:
+    """Per target in the database: its preset, per-kernel rows (calls, trials, default and tuned
+    ms, speedup, share of a run) and totals; with `plot`, a report.png per target (its path, or
+    why it was not written, under "plot")."""
+    from compiler.base.atomic import OutputError
+    from compiler.tune.report import plot as draw, report_rows
+    data = report_rows(db)
+    for key, d in data.items():
+        if plot:
+            try:
+                d["plot"] = str(draw(key, d, Path(db) / key / "report.png"))
+            except (OSError, OutputError) as e:  # a read-only database still gets its rows
+                d["plot"] = f"not written ({getattr(e, 'strerror', None) or e})"
+    return data
+
+
+def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "synthetic", target: str = "host",
+           budget_ms: float | None = None, time_limit_s: float = 1200.0, scenario: str = "mixed:8",
+           input_size: tuple[int, int] = (64, 32), train_steps: int = 600, population: int = 12,
+           generations: int = 6, margin: float = 0.02, measure_front: int = 6, latency_table: str = "all",
+           seed: int = 0, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Search which BNs to split and which stages to binarize, by validation accuracy and (if
+    latency_aware) latency measured on `target`, writing the supernet, the scores and the pick
+    (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
+    (rows with arch, val_score_mAP, predicted_ms, measured_ms, weight_bytes), "pick" (with its
+    test-identity metrics, checkpoint and artifact), "latency_table" and its error."""
+    from compiler.search.search import SearchOptions, search as run
+    opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
+                         scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=time_limit_s,
+                         train_steps=train_steps, population=population, generations=generations,
+                         measure_front=measure_front, latency_table=latency_table, seed=seed, rpc=rpc,
+                         latency_cache=None if latency_cache is None else Path(latency_cache),
+                         progress=progress or (lambda msg: None))
+    return run(output, opts)
+
+
+def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | None = None,
+          checkpoint: str | Path | None = None, threads: int = 2, repeat: int = 5,
+          engines: Sequence[str] | None = None, baseline: str | Path | None = None,
+          json_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Time an artifact (folder or Artifact) beside PyTorch eager, torch.compile and ONNX
+    Runtime (`engines`, default all), each in a process of its own, in turn: one row per
+    (entry, batch) with every engine's median/min/max ms, reidc's speedups and errors against
+    eager. `baseline`: another artifact (e.g. the fp32 network a binarized one replaces)."""
+    from compiler.bench import RUNTIMES, bench as run
+    path = getattr(artifact, "path", artifact)
+    return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
+               tuple(engines) if engines else RUNTIMES, progress or (lambda msg: None), baseline, json_out)
+
+
+def verify(artifact, checkpoint: str | Path | None = None,
+           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Verify an artifact folder against PyTorch where it can run (e.g. a CUDA or aarch64 build
+    made elsewhere); its manifest's "verification" is replaced. Returns the manifest."""
+    from compiler.compile import reverify
+    return reverify(getattr(artifact, "path", artifact), checkpoint, progress or (lambda msg: None))

@@ -1,0 +1,94 @@
+"""The Python API (`reidc.*`): compile a module held in memory or a checkpoint, run, save, load,
+verify; errors as classes; importing it loads no PyTorch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import reidc
+
+
+class Head(nn.Module):
+    """Not one of reidc's networks: a module of supported ops, compiled through torch.export."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_compile_a_module_in_memory_run_save_load_verify(tmp_path):
+    torch.manual_seed(0)
+    m = Head().eval()
+    art = reidc.compile(m, input_shape=(3, 16, 8))
+    assert art.modes == ("main",) and art.input_shape == (3, 16, 8)
+    assert art.manifest["verification"]["status"] == "passed" and art.manifest["checkpoint"] is None
+    x = torch.randn(4, 3, 16, 8)
+    with torch.no_grad():
+        ref = m(x).numpy()
+    np.testing.assert_allclose(art.run(x), ref, rtol=1e-4, atol=1e-5)       # a torch tensor in, numpy out
+    np.testing.assert_allclose(art(x.numpy()[:1]), ref[:1], rtol=1e-4, atol=1e-5)   # any batch
+    saved = art.save(tmp_path / "art")
+    tmp_dir = art.path.parent
+    del art                                   # the temporary folder goes with the object
+    assert not tmp_dir.exists()
+    again = reidc.load(tmp_path / "art")
+    np.testing.assert_allclose(again.run(x), ref, rtol=1e-4, atol=1e-5)
+    assert saved.verify()["status"] == "passed"                  # against the module it came from
+    with pytest.raises(reidc.ArtifactError, match="compiled from a module in memory"):
+        again.verify()                         # a fresh load does not have the module
+    with torch.no_grad():
+        m.fc.bias.add_(1)
+    with pytest.raises(reidc.ArtifactError, match="not compiled from this module"):
+        saved.verify()
+
+
+def test_compile_a_reidc_network_and_a_checkpoint(tmp_path, small_r18):
+    m = small_r18["all-shared"]
+    art = reidc.compile(m, modes=["visible", "mixed"], output=tmp_path / "a")
+    assert art.modes == ("visible", "mixed") and art.path == tmp_path / "a"
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x), "visible").numpy()
+    np.testing.assert_allclose(art.run(x, "visible"), ref, rtol=1e-4, atol=1e-4)
+    assert "cmnas-resnet18" in repr(art)
+    ck = reidc.export_zoo("bire-resnet18", tmp_path / "ck", input_size=(64, 32))
+    assert ck["model"] == "bire-resnet18" and ck["split_bns"] == ck["bns"]
+    art = reidc.compile(tmp_path / "ck", modes=["infrared"], output=tmp_path / "b")
+    assert art.manifest["binary_layers"] == 16 and reidc.verify(art)["verification"]["status"] == "passed"
+
+
+def test_errors_are_classes_with_the_cli_line(tmp_path):
+    with pytest.raises(reidc.CheckpointError):
+        reidc.compile(tmp_path / "missing")
+    with pytest.raises(reidc.UnsupportedOpError, match="unsupported op"):
+        reidc.compile(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), input_shape=(3, 8, 8))
+    with pytest.raises(reidc.CaptureError, match="input_shape"):
+        reidc.compile(nn.Conv2d(3, 4, 3))
+    with pytest.raises(reidc.ArtifactError):
+        reidc.load(tmp_path)
+    with pytest.raises(reidc.TargetError, match="unknown target"):
+        reidc.compile(nn.Conv2d(3, 4, 3), target="pdp11", input_shape=(3, 8, 8))
+    assert issubclass(reidc.UnsupportedOpError, reidc.CaptureError) and issubclass(reidc.CaptureError, reidc.UserError)
+    with pytest.raises(reidc.ArchError, match="unknown zoo model"):
+        reidc.export_zoo("resnet9000", tmp_path / "z")
+
+
+def test_importing_reidc_loads_no_torch():
+    code = "import sys, reidc; print(sorted(m for m in ('torch', 'networkx', 'reidc.frontend.capture') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert reidc.__version__ and all(getattr(reidc, n).__doc__ for n in reidc.__all__ if n != "__version__")
