@@ -12,7 +12,7 @@ $(BIN)/reidc: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0        # the CPU build; any other spec pulls CUDA wheels
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[compile,dev]'
 	touch $(BIN)/reidc
 
 setup: $(BIN)/reidc

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import frontend.errors  # noqa: F401  (a worker's CheckpointError... is re-raised under its own class)
 
 from .base.atomic import guard_output_file
 from .base.errors import ArtifactError, EngineError, InputError, user_error_class
@@ -41,7 +40,6 @@ BUSY_CORES = 0.25  # other processes using more than this while timing: the figu
 RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
           "onnxruntime": "ONNX Runtime"}
-_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -64,8 +62,8 @@ def _path(artifact) -> Path:
 def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, tuple[str, ...]]:
     """The artifact's manifest and the entries to time (`modes` None: its visible and mixed
     entries, or its only one), refusing what bench cannot time truthfully here."""
-    from targets import TargetError, preset_from_manifest
-    from targets.presets import QEMU_AARCH64
+    from reidc.targets import TargetError, preset_from_manifest
+    from reidc.targets.presets import QEMU_AARCH64
     from .runtime import read_manifest
     man = read_manifest(path)
     where = f"{flag} {path}" if flag else str(path)
@@ -172,10 +170,9 @@ class Worker:
         from multiprocessing.connection import Connection
         self.name, self.label = name, engine_label(name)
         mine, theirs = socket.socketpair()
-        env = {**os.environ, "TVM_NUM_THREADS": str(spec["threads"]), "OMP_NUM_THREADS": str(spec["threads"]),
-               "PYTHONPATH": os.pathsep.join([str(_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        env = {**os.environ, "TVM_NUM_THREADS": str(spec["threads"]), "OMP_NUM_THREADS": str(spec["threads"])}
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "compiler.bench_worker", str(theirs.fileno())],
+            self.proc = subprocess.Popen([sys.executable, "-m", "reidc.compiler.bench_worker", str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
                                          stdout=2, start_new_session=True)  # its prints go to our stderr
         except BaseException:

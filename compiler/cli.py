@@ -14,10 +14,10 @@ from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from .base.atomic import OutputError
-from .base.errors import UserError, one_line
-from .base.version import __version__
-from .runtime import INPUT_CONTRACT
+from . import api as reidc
+from .api import EngineError, UserError, __version__
+from .api import INPUT_CONTRACT
+from .base.errors import one_line
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped
@@ -100,10 +100,9 @@ def _progress(msg: str) -> None:
 @zoo_app.command("list")
 def zoo_list():
     """List zoo models."""
-    from frontend.zoo import ZOO
-    for name, (family, depth) in ZOO.items():
-        kind = "binarized BiRe-ID style" if family == "bire" else "CM-NAS"
-        out.print(f"{name}  ({kind} ResNet-{depth}, switchable BNs, BNNeck, 256x128)")
+    for name, z in reidc.zoo_models().items():
+        kind = "binarized BiRe-ID style" if z["family"] == "bire" else "CM-NAS"
+        out.print(f"{name}  ({kind} ResNet-{z['depth']}, switchable BNs, BNNeck, 256x128)")
 
 
 @zoo_app.command("export")
@@ -114,28 +113,21 @@ def zoo_export(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resne
                seed: int = typer.Option(0, help="seed for weights and BN statistics"),
                input_size: str = typer.Option("256x128", help="HxW")):
     """Write a deterministic checkpoint (seeded weights and BN statistics; no downloads)."""
-    from frontend.zoo import export_zoo
     try:
         h, w = (int(v) for v in input_size.lower().split("x"))
-        model = export_zoo(name, output, split, split_config, seed, (h, w))
-    except KeyError as e:
-        _fail(ValueError(e.args[0]))
+        ck = reidc.export_zoo(name, output, split=split, split_config=split_config, seed=seed, input_size=(h, w))
     except (ValueError, UserError) as e:
         _fail(e)
-    out.print(f"wrote {output} ({model.spec.name}, {sum(1 - s for s in model.spec.split)} of "
-              f"{len(model.spec.split)} BNs split)")
+    out.print(f"wrote {output} ({ck['model']}, {ck['split_bns']} of {ck['bns']} BNs split)")
 
 
 @app.command()
 def targets():
     """List target presets and what each enables."""
-    from targets import PRESETS, get_target
     t = Table("name", "description", "TVM target", "enables", "runs from here")
-    for p in [get_target("host"), *PRESETS.values()]:
-        missing = p.missing_on_host()
-        how = {"local": "in process", "qemu-aarch64": "under qemu", "cuda": "on the GPU"}[p.runs_via]
-        t.add_row(p.name, p.description, json.dumps(p.tvm), ", ".join(p.features),
-                  how if not missing else "no (needs " + ", ".join(missing) + ")")
+    for p in reidc.target_presets():
+        t.add_row(p["name"], p["description"], json.dumps(p["tvm"]), ", ".join(p["features"]),
+                  p["runs"] if not p["missing_here"] else "no (needs " + ", ".join(p["missing_here"]) + ")")
     out.print(t)
 
 
@@ -157,18 +149,15 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 input_size: Optional[str] = typer.Option(None, help="HxW the network takes (default: the spec's, "
                                                                     "256x128 for a bare weights file)")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
-    from .compile import CompileOptions, compile_checkpoint
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
-    opts = CompileOptions(target=target, arch=arch, split_config=split_config, dump_ir=dump_ir,
-                          mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy,
-                          verify=verify, progress=_progress, batch=batch,
-                          tuning_db=str(tuning_db) if tuning_db else None,
-                          modes=tuple(m.strip() for m in modes.split(",")) if modes else None,
-                          weights=weights, feature=None if feature == "bnneck" else feature,
-                          input_size=_hw(input_size) if input_size else None)
     try:
-        man = compile_checkpoint(checkpoint, output, opts)
+        man = reidc.compile(checkpoint, target, output=output, arch=arch, split_config=split_config, dump_ir=dump_ir,
+                            mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy, verify=verify,
+                            batch=batch, tuning_db=tuning_db,
+                            modes=tuple(m.strip() for m in modes.split(",")) if modes else None, weights=weights,
+                            feature=None if feature == "bnneck" else feature,
+                            input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress).manifest
     except (UserError, ValueError) as e:
         _fail(e)
     v = man["verification"]
@@ -208,19 +197,16 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
         return _tune_report(report)
     if checkpoint is None or db is None:
         _fail(ValueError("reidc tune needs a CHECKPOINT and --db DIR (or --report DB)"))
-    from .tune.tune import TuneOptions, tune_checkpoint
-
     def interrupted():
         err.print(f"interrupted: every finished trial is in {db}; run the same command again to resume",
                   highlight=False, soft_wrap=True)
 
-    opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch,
-                       modes=tuple(m.strip() for m in modes.split(",")),
-                       only=tuple(o.strip() for o in only.split(",")) if only else (),
-                       rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
-                       progress=_progress, on_stop_now=interrupted)
     try:
-        res = tune_checkpoint(checkpoint, opts)
+        res = reidc.tune(checkpoint, db, target, trials=trials, batch=batch,
+                         modes=tuple(m.strip() for m in modes.split(",")),
+                         only=tuple(o.strip() for o in only.split(",")) if only else (),
+                         rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
+                         progress=_progress, on_stop_now=interrupted)
     except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
         interrupted()
         raise typer.Exit(130)
@@ -231,9 +217,8 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
 
 
 def _tune_report(db: Path) -> None:
-    from .tune.report import plot, report_rows
     try:
-        data = report_rows(db)
+        data = reidc.tune_report(db)
     except UserError as e:
         _fail(e)
     for key, d in data.items():
@@ -245,11 +230,8 @@ def _tune_report(db: Path) -> None:
                       f(r["tuned_ms"]), "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
                       "-" if r["share"] is None else f"{100 * r['share']:.1f}%")
         out.print(t)
-        try:
-            png = plot(key, d, db / key / "report.png")
-        except (OSError, OutputError) as e:  # a read-only database still gets its table
-            png = f"not written ({getattr(e, 'strerror', None) or e})"
-        out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; plot: {png}")
+        out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; "
+                  f"plot: {d['plot']}")
 
 
 def _duration(text: str) -> float:
@@ -288,24 +270,21 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
            latency_cache: Optional[Path] = typer.Option(None, help="latency cache file (default: in REIDC_CACHE)")):
     """Search BN splits and binarized stages by validation accuracy and measured latency."""
-    from .search.data import DatasetError
-    from .search.search import SearchOptions, search as run_search
     try:
         if (rpc_tracker is None) != (rpc_key is None):
             raise ValueError("--rpc-tracker and --rpc-key go together")
         h, w = (int(v) for v in input_size.lower().split("x"))
-        opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=(h, w), target=target,
-                             scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=_duration(time_limit),
-                             train_steps=train_steps, population=population, generations=generations,
-                             measure_front=measure_front, latency_table=latency_table, seed=seed,
-                             rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
-                             progress=_progress)
-        res = run_search(output, opts)
+        res = reidc.search(output, latency_aware=latency_aware, dataset=dataset, input_size=(h, w), target=target,
+                           scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=_duration(time_limit),
+                           train_steps=train_steps, population=population, generations=generations,
+                           measure_front=measure_front, latency_table=latency_table, seed=seed,
+                           rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
+                           progress=_progress)
     except KeyboardInterrupt:
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(130)
-    except (UserError, DatasetError, ValueError) as e:
+    except (UserError, ValueError) as e:
         _fail(e)
     t = Table("", "binary stages", "split BNs", "val mAP", "predicted ms", "measured ms", "weights MB",
               title=f"Pareto front ({res['mode']}, {res['target']['target']}, {res['scenario']})")
@@ -335,9 +314,8 @@ def verify(artifact: Path = typer.Argument(..., help="artifact directory from `r
            checkpoint: Optional[Path] = typer.Option(None, help="the checkpoint (default: the path in the manifest)")):
     """Verify an artifact against PyTorch where it runs (e.g. a CUDA build made with --no-verify
     on a machine without a GPU); updates its manifest."""
-    from .compile import reverify
     try:
-        man = reverify(artifact, checkpoint, progress=_progress)
+        man = reidc.verify(artifact, checkpoint, progress=_progress)
     except UserError as e:
         _fail(e)
     errs = ", ".join(f"{m} {e:.1e}" for m, e in man["verification"]["max_rel_err"].items())
@@ -348,9 +326,8 @@ def verify(artifact: Path = typer.Argument(..., help="artifact directory from `r
 def runner(output: Path = typer.Option(..., "-o", "--output", help="directory to write the aarch64 runner bundle to")):
     """Cross-compile reidc's C++ runner for aarch64, with TVM's aarch64 runtime libraries beside it:
     copy the directory and an artifact to a board and run `./reidc_run ARTIFACT/model.so ...`."""
-    from targets.arm_runtime import write_runner_bundle
     try:
-        libs = write_runner_bundle(output, _progress)
+        libs = reidc.runner_bundle(output, _progress)
     except UserError as e:
         _fail(e)
     out.print(f"wrote {output}: reidc_run + {', '.join(libs)} (aarch64; the runner finds the libraries beside it)")
@@ -362,15 +339,13 @@ def qemu_server(tracker: Optional[str] = typer.Option(None, help="HOST:PORT of t
                 setup_only: bool = typer.Option(False, help="only build the emulated aarch64 Python (cached)")):
     """Run TVM's RPC server on an aarch64 Python under qemu-user: an emulated ARM device for
     `reidc tune --rpc-tracker` (proves the path; its timings are not ARM speed)."""
-    from targets.arm_python import serve, server_command
     if not (setup_only or tracker):
         _fail(ValueError("--tracker HOST:PORT is required (or --setup-only)"))
     try:
         if setup_only:
-            python, _, _ = server_command(_progress)
-            out.print(f"emulated aarch64 Python ready: {python[0]}")
+            out.print(f"emulated aarch64 Python ready: {reidc.qemu_server(None, setup_only=True, progress=_progress)}")
             return
-        code = serve(tracker, key, _progress, announce=out.print)
+        code = reidc.qemu_server(tracker, key, _progress, announce=out.print)
     except UserError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -393,9 +368,8 @@ def run(artifact: Path = typer.Argument(..., help="artifact directory from `reid
                                                       "infrared: CM-NAS's mode 0) | a .npy int vector (0 visible, 1 infrared)"),
         output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
     """Run a compiled model on images."""
-    from .runtime import run_files
     try:
-        shape = run_files(artifact, input, modality, output, _progress)
+        shape = reidc.run_files(artifact, input, modality, output, _progress)
     except UserError as e:
         _fail(e)
     out.print(f"wrote {output}: features {shape}")
@@ -414,11 +388,12 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
-    from .bench import BUSY_CORES, ROUND_S, RUNTIMES, EngineError, bench, engine_label
+    from .api.jobs import BUSY_CORES, ENGINES, ROUND_S, engine_label
     try:
-        rows = bench(artifact, checkpoint, tuple(batch), tuple(mode or ()) or None, threads, repeat,
-                     tuple(r for r in RUNTIMES if not (no_compile and r == "torch_compile")),
-                     progress=_progress, baseline=baseline, json_out=json_out)
+        rows = reidc.bench(artifact, tuple(batch), modes=tuple(mode or ()) or None, checkpoint=checkpoint,
+                           threads=threads, repeat=repeat,
+                           engines=tuple(r for r in ENGINES if not (no_compile and r == "torch_compile")),
+                           progress=_progress, baseline=baseline, json_out=json_out)
     except (UserError, EngineError) as e:
         _fail(e)
     t = Table("model", "batch", "modality", "engine", "median ms", "min ms", "max ms", "spread",
@@ -451,10 +426,8 @@ def bench_cmd(artifact: Path = typer.Argument(...),
 def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
          workdir: Path = typer.Option(Path("demo"), help="where the checkpoint and artifact go")):
     """The main job on the embedded default: export, compile for this machine, verify, compare with PyTorch."""
-    from .bench import EngineError
-    from .demo import demo as run_demo
     try:
-        man, r = run_demo(model, workdir, _progress)
+        man, r = reidc.demo(model, workdir, _progress)
     except (UserError, EngineError) as e:
         _fail(e)
     out.print(f"{model} at {man['input_shape'][1]}x{man['input_shape'][2]}, batch 1, 2 threads: reidc {r['reidc_ms']:.1f} ms, "

@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from frontend.capture import capture_module, capture_program
-from frontend.checkpoint import load_checkpoint
-from frontend.pt2 import load_program, read_archive
-from targets import ToolchainError, get_target, preset_from_manifest
-from targets.presets import cpuinfo_names
+from reidc.frontend.capture import capture_module, capture_program
+from reidc.frontend.checkpoint import load_checkpoint
+from reidc.frontend.pt2 import load_program, read_archive
+from reidc.targets import ToolchainError, get_target, preset_from_manifest
+from reidc.targets.presets import cpuinfo_names
 
 from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
 from .base.digest import file_sha256, hash_file
@@ -125,14 +125,14 @@ def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
     """compile_checkpoint for a torch.nn.Module in memory (frontend/inmemory.py: reidc's own
     networks, or any module of supported ops given its input_shape); no file is written but
     the artifact. Its manifest names no checkpoint; its digest is the module's state."""
-    from frontend.inmemory import module_source
+    from reidc.frontend.inmemory import module_source
     opts = opts or CompileOptions()
     return _compile(None, lambda: module_source(module, input_shape), out, opts, [opts.tuning_db])
 
 
 def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
-    from compiler.lower.build import build, export  # TVM is imported only once compiling starts
-    from compiler.lower.to_relax import bit_sites, to_relax
+    from reidc.compiler.lower.build import build, export  # TVM is imported only once compiling starts
+    from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
     say = opts.progress
@@ -153,7 +153,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
         + (f", batch {batch}" if batch else ""))
     relax_mod = to_relax(graphs, batch)
     if tuning:
-        from compiler.lower.build import fused_module
+        from reidc.compiler.lower.build import fused_module
         tuning.count_applicable(fused_module(relax_mod, preset), preset.tvm_target())
         say(f"{tuning.tuned_functions} of {tuning.functions} kernels have tuning records; reidc's schedules do the rest")
     ex = build(relax_mod, preset, tuning.database if tuning else None)
@@ -241,7 +241,7 @@ def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progres
     manifest = read_manifest(path)
     opts = CompileOptions(progress=progress)
     if module is not None and checkpoint is None:
-        from frontend.inmemory import state_digest
+        from reidc.frontend.inmemory import state_digest
         if state_digest(module) != manifest["checkpoint_sha256"]:
             raise ArtifactError(f"{path} was not compiled from this module (its state's sha256 differs)")
         module = module.eval()

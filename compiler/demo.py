@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
 
 from .bench import bench
 from .compile import CompileOptions, compile_checkpoint

@@ -25,13 +25,13 @@ def main() -> None:
     import tvm
     from tvm import relax
 
-    from compiler.bench import time_ms
-    from compiler.ir import Graph, Node, Op, RunMode
-    from compiler.ir.ops import BITS
-    from compiler.lower.build import build
-    from compiler.lower.to_relax import to_relax
-    from compiler.passes.bitpack_weights import bitpack_weights
-    from targets import get_target
+    from reidc.compiler.bench import time_ms
+    from reidc.compiler.ir import Graph, Node, Op, RunMode
+    from reidc.compiler.ir.ops import BITS
+    from reidc.compiler.lower.build import build
+    from reidc.compiler.lower.to_relax import to_relax
+    from reidc.compiler.passes.bitpack_weights import bitpack_weights
+    from reidc.targets import get_target
 
     c, o, hw = 256, 256, 14
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from frontend.models import modality_tensor
+from reidc.frontend.models import modality_tensor
 
 from .base.modes import Modality, RunMode
 
@@ -39,7 +39,7 @@ ROUNDING_MARGIN = 1e-4
 def presign_values(model: torch.nn.Module, x: np.ndarray, mode: str, modality=None) -> dict[str, np.ndarray]:
     """PyTorch's values entering each sign(), keyed like the IR's bitpack sources: the
     BinaryConv2d module path for reidc's models, the op's module path for exported programs."""
-    from frontend.bire import BinaryConv2d
+    from reidc.frontend.bire import BinaryConv2d
     found: dict[str, np.ndarray] = {}
     hooks = [mod.register_forward_pre_hook(lambda _m, args, name=name: found.__setitem__(name, args[0].detach().numpy()))
              for name, mod in model.named_modules() if isinstance(mod, BinaryConv2d)]
@@ -88,7 +88,7 @@ def _constant(node) -> bool:
 def count_flips(bits: list[np.ndarray], sites: list[str], presign: dict[str, np.ndarray]) -> list[dict]:
     """Per sample: bits that differ from PyTorch's signs at each site, and whether the first
     site with flips flipped only values within ROUNDING_MARGIN of 0 (rounding, not a bug)."""
-    from compiler.ir.bits import pack_signs
+    from reidc.compiler.ir.bits import pack_signs
     out = []
     n = len(bits[0]) if bits else 0
     for i in range(n):

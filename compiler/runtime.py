@@ -120,8 +120,8 @@ class Compiled:
         # unset it takes half the logical CPUs (1 thread on a 2-core VM, measured 1.8x slower).
         os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
         import tvm
-        from targets import TargetError, preset_from_manifest
-        from targets.executors import executor_for
+        from reidc.targets import TargetError, preset_from_manifest
+        from reidc.targets.executors import executor_for
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if self.manifest.get("tvm_version") != tvm.__version__:
@@ -132,7 +132,7 @@ class Compiled:
         except (KeyError, TargetError) as e:
             raise ArtifactError(f"{self.path / MANIFEST}: bad target entry: {e}") from None
         if rpc:
-            from targets.executors import RPCExecutor
+            from reidc.targets.executors import RPCExecutor
             self.executor = RPCExecutor(self.path / LIB, *rpc, device="cuda" if self.preset.kind == "cuda" else "cpu")
         else:
             required = self.manifest["target"].get("cpu_features")

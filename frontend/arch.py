@@ -11,7 +11,7 @@ import random as _random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArchError  # noqa: F401  (defined where the CLI imports it without torch)
+from reidc.compiler.base.errors import ArchError
 
 # depth -> (block kind, blocks per stage)
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}

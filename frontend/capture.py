@@ -14,12 +14,12 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from compiler.ir import Graph, Modality, Node, Op, Placement, verify
-from compiler.ir.shapes import infer
+from reidc.compiler.ir import Graph, Modality, Node, Op, Placement, verify
+from reidc.compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
-from .errors import CaptureError, UnsupportedOpError
+from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

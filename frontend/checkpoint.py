@@ -21,12 +21,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from compiler.base.atomic import atomic_directory, atomic_write_json
+from reidc.compiler.base.atomic import atomic_directory, atomic_write_json
 from .arch import ArchError, ArchSpec, load_spec, read_cmnas_config
 from .layouts import LAYOUTS, Layout, infer_depth, strip_wrapper_prefix, translate
 from .models import CMNASResNet
 from .networks import build_model
-from .errors import CheckpointError  # noqa: F401  (defined where the CLI imports it without torch)
+from reidc.compiler.base.errors import CheckpointError
 
 WEIGHTS, SPEC = "model.safetensors", "arch.json"
 

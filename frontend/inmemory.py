@@ -9,11 +9,11 @@ import hashlib
 import torch
 from torch import nn
 
-from compiler.base.modes import MODEL_MODES, RunMode
+from reidc.compiler.base.modes import MODEL_MODES, RunMode
 
 from .arch import ArchSpec
 from .capture import capture_module, capture_program
-from .errors import CaptureError
+from reidc.compiler.base.errors import CaptureError
 
 
 def state_digest(module: nn.Module) -> str:
@@ -23,7 +23,7 @@ def state_digest(module: nn.Module) -> str:
     for name, t in sorted(module.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

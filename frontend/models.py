@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compiler.base.modes import MODEL_MODES, Modality, RunMode
+from reidc.compiler.base.modes import MODEL_MODES, Modality, RunMode
 
 from .arch import DEPTHS, STAGE_WIDTHS, ArchSpec
 

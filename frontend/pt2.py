@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from .errors import CaptureError
+from reidc.compiler.base.errors import CaptureError
 
 # Entries (below the archive's root folder) that load without pickle.
 _PLAIN = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id")

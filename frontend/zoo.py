@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from compiler.base.atomic import guard_output_dir
-from compiler.base.modes import Modality
+from reidc.compiler.base.atomic import guard_output_dir
+from reidc.compiler.base.modes import Modality
 
 from .arch import ArchSpec, parse_split, read_cmnas_config
 from .bire import BinaryConv2d

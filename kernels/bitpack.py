@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tvm import te, tirx as tir
 
-from compiler.ir.bits import WORD_BITS, words
+from reidc.compiler.ir.bits import WORD_BITS, words
 
 BITPACK_BLOCK = "reidc_bitpack"
 

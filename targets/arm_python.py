@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compiler.base.atomic import EXEC_MODE, cache_directory
+from reidc.compiler.base.atomic import EXEC_MODE, cache_directory
 
 from .arm_runtime import _versions, cache_root
 from .presets import ToolchainError

@@ -16,7 +16,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from compiler.base.atomic import EXEC_MODE, atomic_directory, atomic_file, cache_directory, guard_output_dir
+from reidc.compiler.base.atomic import EXEC_MODE, atomic_directory, atomic_file, cache_directory, guard_output_dir
 
 from .presets import ToolchainError
 

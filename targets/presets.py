@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from compiler.base.errors import UserError
+from reidc.compiler.base.errors import UserError
 
 
 class TargetError(UserError, ValueError):

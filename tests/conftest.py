@@ -13,7 +13,7 @@ SMALL = (64, 32)  # input size for fast tests (multiples of 32)
 
 @pytest.fixture(scope="session")
 def small_r18():
-    from frontend.zoo import zoo_model
+    from reidc.frontend.zoo import zoo_model
     return {s: zoo_model("cmnas-resnet18", s, seed=1, input_size=SMALL) for s in ("all-split", "all-shared", "random:7")}
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from frontend.arch import ArchError, ArchSpec, bn_names, load_spec, parse_split, read_cmnas_config
+from reidc.frontend.arch import ArchError, ArchSpec, bn_names, load_spec, parse_split, read_cmnas_config
 
 
 def test_split_vector_lengths_follow_cmnas_order():

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.reference import torch_forward
-from compiler.runtime import Compiled
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
-from targets import PRESETS
+from reidc.compiler.cli import app
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.reference import torch_forward
+from reidc.compiler.runtime import Compiled
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
+from reidc.targets import PRESETS
 
 pytestmark = pytest.mark.arm
 SIZE = (64, 32)
@@ -106,7 +106,7 @@ def test_bench_refuses_qemu_timings(r18):
 
 
 def test_runner_reports_a_missing_entry(r18):
-    from targets.qemu import QemuError
+    from reidc.targets.qemu import QemuError
     comp = Compiled(r18[2])
     with pytest.raises(QemuError, match="has no entry nope"):
         comp.executor.call("nope", [_x(1)])
@@ -124,7 +124,7 @@ def test_runner_bundle_is_aarch64(tmp_path):
 def test_the_runner_refuses_a_board_that_lacks_the_manifests_cpu_features(bire18, tmp_path):
     """rpi5 code uses dotprod and fp16: on a Cortex-A72 (rpi4) it would die with SIGILL; the
     runner reads the manifest's cpuinfo_flags and refuses first (board cpuinfo simulated)."""
-    from targets.arm_runtime import SYSROOT, ensure_runner, runtime_dir
+    from reidc.targets.arm_runtime import SYSROOT, ensure_runner, runtime_dir
     _, man, art = bire18
     assert {"asimddp", "asimdhp"} <= set(man["target"]["cpuinfo_flags"])
     _x(1).tofile(tmp_path / "x.bin")

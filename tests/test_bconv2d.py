@@ -7,12 +7,12 @@ import torch
 import tvm
 from tvm import te
 
-from compiler.ir.bits import border_correction, expand_correction, pack_signs, words
-from compiler.passes.binary_math import sign_threshold
-from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
-from kernels.bitpack import bitpack_nchwc
-from kernels.cpu_schedules import BConv2dNCHWc
-from targets import get_target
+from reidc.compiler.ir.bits import border_correction, expand_correction, pack_signs, words
+from reidc.compiler.passes.binary_math import sign_threshold
+from reidc.kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
+from reidc.kernels.bitpack import bitpack_nchwc
+from reidc.kernels.cpu_schedules import BConv2dNCHWc
+from reidc.targets import get_target
 
 TARGET = get_target("host").tvm_target()
 

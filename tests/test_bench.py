@@ -15,10 +15,10 @@ pytestmark = pytest.mark.bench
 
 @pytest.fixture(scope="module")
 def r50(tmp_path_factory):
-    from compiler.compile import compile_checkpoint
-    from compiler.runtime import Compiled
-    from frontend.checkpoint import save_checkpoint
-    from frontend.zoo import zoo_model
+    from reidc.compiler.compile import compile_checkpoint
+    from reidc.compiler.runtime import Compiled
+    from reidc.frontend.checkpoint import save_checkpoint
+    from reidc.frontend.zoo import zoo_model
     os.environ["TVM_NUM_THREADS"] = "2"
     d = tmp_path_factory.mktemp("bench")
     model = zoo_model("cmnas-resnet50", "all-split")
@@ -30,8 +30,8 @@ def r50(tmp_path_factory):
 @pytest.mark.parametrize("batch", [1, 16])
 @pytest.mark.parametrize("mode", ["visible", "mixed"])
 def test_cmnas_resnet50(benchmark, r50, batch, mode):
-    from compiler.bench import bench
-    from compiler.reference import seeded_inputs
+    from reidc.compiler.bench import bench
+    from reidc.compiler.reference import seeded_inputs
     art, comp = r50
     row = bench(art, batches=(batch,), modes=(mode,), threads=2, repeat=5)[0]
     x, m = seeded_inputs(comp.input_shape, batch, mode, seed=1)
@@ -45,10 +45,10 @@ def test_cmnas_resnet50(benchmark, r50, batch, mode):
 def bire18(tmp_path_factory):
     """bire-resnet18 and the fp32 ResNet-18 it replaces (cmnas-resnet18, all BNs shared),
     both compiled for this machine, visible entry only: name -> (Compiled, artifact path)."""
-    from compiler.compile import CompileOptions, compile_checkpoint
-    from compiler.runtime import Compiled
-    from frontend.checkpoint import save_checkpoint
-    from frontend.zoo import zoo_model
+    from reidc.compiler.compile import CompileOptions, compile_checkpoint
+    from reidc.compiler.runtime import Compiled
+    from reidc.frontend.checkpoint import save_checkpoint
+    from reidc.frontend.zoo import zoo_model
     os.environ["TVM_NUM_THREADS"] = "2"
     d = tmp_path_factory.mktemp("bire")
     out = {}
@@ -64,8 +64,8 @@ def bire18(tmp_path_factory):
 def test_bire_resnet18_end_to_end(benchmark, bire18, batch):
     """reidc bire-resnet18 vs PyTorch eager of the same network, and vs reidc / eager / ONNX
     Runtime of the fp32 ResNet-18 (ratios in extra_info)."""
-    from compiler.bench import bench
-    from compiler.reference import seeded_inputs
+    from reidc.compiler.bench import bench
+    from reidc.compiler.reference import seeded_inputs
     comp, art = bire18["bire-resnet18"]
     row = bench(art, batches=(batch,), modes=("visible",), threads=2, repeat=5,
                 runtimes=("torch_eager", "onnxruntime"), baseline=bire18["cmnas-resnet18"][1])[0]
@@ -81,7 +81,7 @@ def test_binary_layer_14x14x256(benchmark, threads):
     (bit-packing, popcount conv, fused float epilogue) against PyTorch's float conv."""
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "compiler.layer_bench", "--threads", str(threads)],
+    out = subprocess.run([sys.executable, "-m", "reidc.compiler.layer_bench", "--threads", str(threads)],
                          capture_output=True, text=True, check=True, env={**os.environ, "TVM_NUM_THREADS": str(threads)})
     row = __import__("json").loads(out.stdout.strip().splitlines()[-1])
     benchmark.extra_info.update(row)

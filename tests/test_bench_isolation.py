@@ -11,8 +11,8 @@ import signal
 import pytest
 from typer.testing import CliRunner
 
-import compiler.bench as bench_mod
-from compiler.cli import app
+import reidc.compiler.bench as bench_mod
+from reidc.compiler.cli import app
 
 runner = CliRunner()
 ENGINES = {"reidc", "torch_eager", "onnxruntime"}

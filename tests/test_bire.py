@@ -8,17 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.ir import Graph, Node, Op, verify
-from compiler.passes.binary_math import binary_weight_scale, sign_threshold
-from compiler.passes.detect_binary_conv import detect_binary_conv
-from compiler.passes.pipeline import run_pipeline
-from compiler.runtime import Compiled
-from frontend.arch import ArchSpec, bn_names
-from frontend.bire import binarize
-from frontend.capture import capture_module
-from frontend.checkpoint import load_checkpoint, save_checkpoint
-from frontend.zoo import zoo_model
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.ir import Graph, Node, Op, verify
+from reidc.compiler.passes.binary_math import binary_weight_scale, sign_threshold
+from reidc.compiler.passes.detect_binary_conv import detect_binary_conv
+from reidc.compiler.passes.pipeline import run_pipeline
+from reidc.compiler.runtime import Compiled
+from reidc.frontend.arch import ArchSpec, bn_names
+from reidc.frontend.bire import binarize
+from reidc.frontend.capture import capture_module
+from reidc.frontend.checkpoint import load_checkpoint, save_checkpoint
+from reidc.frontend.zoo import zoo_model
 from ir_interp import run_ir
 
 SMALL = (64, 32)
@@ -193,7 +193,7 @@ class ChainBNN(nn.Module):
 
 
 def test_binary_layers_chain_on_the_integer_accumulator(tmp_path):
-    from frontend.capture import capture_exported
+    from reidc.frontend.capture import capture_exported
     m = ChainBNN().eval()
     x = torch.randn(4, 3, 32, 32)
     torch.export.save(torch.export.export(m, (x,)), tmp_path / "chain.pt2")
@@ -237,7 +237,7 @@ class BinaryHead(nn.Module):
 
 
 def test_binary_dense(tmp_path):
-    from frontend.capture import capture_exported
+    from reidc.frontend.capture import capture_exported
     m = BinaryHead().eval()
     x = torch.randn(3, 3, 32, 32)
     torch.export.save(torch.export.export(m, (x,)), tmp_path / "head.pt2")

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from frontend.arch import ArchError
-from frontend.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from frontend.zoo import zoo_model
+from reidc.frontend.arch import ArchError
+from reidc.frontend.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from reidc.frontend.zoo import zoo_model
 
 
 def test_roundtrip_is_exact(tmp_path, small_r18):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from compiler.cli import app
+from reidc.compiler.cli import app
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_compile_run_roundtrip(tmp_path, ckpt):
 
 
 def test_explicit_preset_and_target_json(tmp_path, ckpt):
-    from targets import PRESETS
+    from reidc.targets import PRESETS
     if PRESETS["x86-avx2"].missing_on_host():
         pytest.skip("this machine cannot run AVX2 code")  # deliberate: depends on the CPU
     _ok(["compile", str(ckpt), "--target", "x86-avx2", "-o", str(tmp_path / "a")])
@@ -73,7 +73,7 @@ def test_unknown_target(tmp_path, ckpt):
 
 
 def test_unverifiable_target_is_refused_unless_asked(tmp_path, ckpt):
-    from targets import PRESETS
+    from reidc.targets import PRESETS
     if not PRESETS["x86-avx512"].missing_on_host():
         pytest.skip("this machine runs AVX-512 code, so the build verifies")  # deliberate: depends on the CPU
     _err(["compile", str(ckpt), "--target", "x86-avx512", "-o", str(tmp_path / "a")], "cannot be verified on this machine")

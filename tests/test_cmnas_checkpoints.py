@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from cmnas_reference import Baseline, TwoStreamSwitchBNOp, randomise
-from compiler.cli import app
-from frontend.arch import bn_names, parse_split
-from frontend.checkpoint import CheckpointError, load_checkpoint
+from reidc.compiler.cli import app
+from reidc.frontend.arch import bn_names, parse_split
+from reidc.frontend.checkpoint import CheckpointError, load_checkpoint
 
 H, W = 64, 32
 runner = CliRunner()
@@ -108,9 +108,9 @@ def test_a_state_dict_that_fits_nothing_names_the_closest_layout(tmp_path):
 
 def test_the_mapping_is_a_table_covering_every_cmnas_tensor():
     """Every tensor of CM-NAS's eval model maps to exactly one reidc tensor and back."""
-    from frontend.arch import ArchSpec
-    from frontend.layouts import LAYOUTS, translate
-    from frontend.networks import build_model
+    from reidc.frontend.arch import ArchSpec
+    from reidc.frontend.layouts import LAYOUTS, translate
+    from reidc.frontend.networks import build_model
     split = parse_split("random:2", 50)
     ref_keys = list(TwoStreamSwitchBNOp(395, split).state_dict())
     layout = next(lo for lo in LAYOUTS if lo.name == "CM-NAS TwoStreamSwitchBNOp")

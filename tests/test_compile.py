@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.base.errors import InputError, VerificationError
-from compiler.runtime import Compiled
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.base.errors import InputError, VerificationError
+from reidc.compiler.runtime import Compiled
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
 
 
 def _compile(tmp_path, model, **kw):
@@ -58,7 +58,7 @@ def test_runtime_rejects_bad_inputs(tmp_path, small_r18):
 
 
 def test_verification_failure_leaves_no_artifact(tmp_path, small_r18, monkeypatch):
-    import compiler.compile as cc
+    import reidc.compiler.compile as cc
     monkeypatch.setattr(cc, "TOLERANCE", 0.0)  # nothing passes a zero tolerance
     save_checkpoint(small_r18["all-split"], tmp_path / "ck")
     with pytest.raises(VerificationError, match="no artifact written"):

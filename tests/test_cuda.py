@@ -9,13 +9,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.base.errors import VerificationError
-from compiler.reference import torch_forward
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
-from targets import PRESETS
-from targets.devices import cuda_device_count
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.base.errors import VerificationError
+from reidc.compiler.reference import torch_forward
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
+from reidc.targets import PRESETS
+from reidc.targets.devices import cuda_device_count
 
 SIZE = (64, 32)
 CUDA_PRESETS = [n for n, p in PRESETS.items() if p.kind == "cuda"]
@@ -110,7 +110,7 @@ def test_cuda_build_without_a_gpu_is_refused_unless_asked(tmp_path, ckpts):
 @pytest.mark.parametrize("name", ["cmnas-resnet18", "bire-resnet18"])
 def test_cuda_tier_matches_pytorch_on_the_gpu(tmp_path, ckpts, name):
     import torch
-    from compiler.runtime import Compiled
+    from reidc.compiler.runtime import Compiled
     model, ck = ckpts[name]
     arch = "sm%d%d" % torch.cuda.get_device_capability()
     target = arch if arch in PRESETS else '{"kind": "cuda", "arch": "sm_%s"}' % arch[2:]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from compiler.ir import Graph, IRError, Node, Op, dump, verify
-from frontend.capture import CaptureError, capture_exported, capture_module
+from reidc.compiler.ir import Graph, IRError, Node, Op, dump, verify
+from reidc.frontend.capture import CaptureError, capture_exported, capture_module
 from ir_interp import run_ir
 
 

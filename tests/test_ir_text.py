@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compiler.ir import Graph, Node, Op, dump, verify
-from compiler.ir.compare import assert_ir, ir_diff, parse_expected
-from compiler.ir.dump import fmt_value
-from compiler.ir.parse import ParseError, parse, parse_attrs
-from frontend.capture import capture_module
+from reidc.compiler.ir import Graph, Node, Op, dump, verify
+from reidc.compiler.ir.compare import assert_ir, ir_diff, parse_expected
+from reidc.compiler.ir.dump import fmt_value
+from reidc.compiler.ir.parse import ParseError, parse, parse_attrs
+from reidc.frontend.capture import capture_module
 
 SMALL = """
 graph tiny {

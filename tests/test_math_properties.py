@@ -7,15 +7,15 @@ import numpy as np
 from hypothesis import assume, example, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from compiler.ir import CODES, Graph, Modality, Node, Op, verify
-from compiler.ir.bits import WORD_BITS, border_correction, expand_correction, pack_bits, pack_signs, words
-from compiler.ir.interp import run as run_ir
-from compiler.ir.opset.refmath import conv2d
-from compiler.ir.shapes import infer
-from compiler.passes import mixed_plan
-from compiler.passes.binary_math import NEVER, binary_weight_scale, integer_threshold, sign_threshold
-from compiler.passes.bn_math import bn_affine, bn_tables, fold_affine_into_conv, fold_affine_into_dense
-from compiler.passes.fold_modality_bn import fold_modality_bn
+from reidc.compiler.ir import CODES, Graph, Modality, Node, Op, verify
+from reidc.compiler.ir.bits import WORD_BITS, border_correction, expand_correction, pack_bits, pack_signs, words
+from reidc.compiler.ir.interp import run as run_ir
+from reidc.compiler.ir.opset.refmath import conv2d
+from reidc.compiler.ir.shapes import infer
+from reidc.compiler.passes import mixed_plan
+from reidc.compiler.passes.binary_math import NEVER, binary_weight_scale, integer_threshold, sign_threshold
+from reidc.compiler.passes.bn_math import bn_affine, bn_tables, fold_affine_into_conv, fold_affine_into_dense
+from reidc.compiler.passes.fold_modality_bn import fold_modality_bn
 
 SETTINGS = settings(max_examples=80, deadline=None)
 finite32 = st.floats(-1e3, 1e3, allow_nan=False, width=32)

@@ -8,16 +8,16 @@ import pytest
 import tvm
 from tvm import relax
 
-from compiler.ir import Graph, IRError, Node, Op, const, verify
-from compiler.ir.bits import pack_bits
-from compiler.ir.interp import run_all
-from compiler.ir.shapes import infer
-from compiler.ir.spec import SPECS, Attr, Cost, spec_of
-from compiler.lower.build import build
-from compiler.lower.ops import lowering_of
-from compiler.lower.registry import LOWERINGS, LoweringError
-from compiler.lower.to_relax import to_relax
-from targets import get_target
+from reidc.compiler.ir import Graph, IRError, Node, Op, const, verify
+from reidc.compiler.ir.bits import pack_bits
+from reidc.compiler.ir.interp import run_all
+from reidc.compiler.ir.shapes import infer
+from reidc.compiler.ir.spec import SPECS, Attr, Cost, spec_of
+from reidc.compiler.lower.build import build
+from reidc.compiler.lower.ops import lowering_of
+from reidc.compiler.lower.registry import LOWERINGS, LoweringError
+from reidc.compiler.lower.to_relax import to_relax
+from reidc.targets import get_target
 
 ATTR_KINDS = {"array", "pair", "float", "str", "bool", "params"}
 RNG = np.random.default_rng(3)
@@ -149,7 +149,7 @@ def test_batch_norm_reaching_lowering_is_named():
 
 
 def test_costs_come_from_the_specs():
-    from compiler.costs import macs, weight_bytes
+    from reidc.compiler.costs import macs, weight_bytes
     g = CASES["bitpack_bconv2d"]()
     spatial = HW[0] * HW[1]
     assert macs(g) == {"binary_macs": 16 * C * 9 * spatial, "float_macs": 0, "ops": 16 * C * 9 * spatial // 64,

@@ -13,20 +13,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.ir import verify
-from compiler.ir.compare import assert_ir
-from compiler.ir.parse import parse
-from compiler.passes.bitpack_weights import bitpack_weights
-from compiler.passes.dead_nodes import remove_dead_nodes
-from compiler.passes.detect_binary_conv import detect_binary_conv
-from compiler.passes.fold_binary_scale import fold_binary_scale
-from compiler.passes.fold_bnneck import fold_bnneck
-from compiler.passes.fold_modality_bn import fold_modality_bn
-from compiler.passes.fold_shared_bn import fold_shared_bn
-from compiler.passes.fold_sign_threshold import fold_sign_threshold
-from compiler.passes.pipeline import run_pipeline
-from compiler.passes.rewrite import Applied
-from compiler.passes.specialise_modality import specialise_modality
+from reidc.compiler.ir import verify
+from reidc.compiler.ir.compare import assert_ir
+from reidc.compiler.ir.parse import parse
+from reidc.compiler.passes.bitpack_weights import bitpack_weights
+from reidc.compiler.passes.dead_nodes import remove_dead_nodes
+from reidc.compiler.passes.detect_binary_conv import detect_binary_conv
+from reidc.compiler.passes.fold_binary_scale import fold_binary_scale
+from reidc.compiler.passes.fold_bnneck import fold_bnneck
+from reidc.compiler.passes.fold_modality_bn import fold_modality_bn
+from reidc.compiler.passes.fold_shared_bn import fold_shared_bn
+from reidc.compiler.passes.fold_sign_threshold import fold_sign_threshold
+from reidc.compiler.passes.pipeline import run_pipeline
+from reidc.compiler.passes.rewrite import Applied
+from reidc.compiler.passes.specialise_modality import specialise_modality
 from tests.ir_interp import run_ir
 
 RTOL = 1e-5

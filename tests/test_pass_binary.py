@@ -6,13 +6,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from compiler.ir import Graph, Node, Op, Placement, dump, verify
-from compiler.ir.interp import run_all
-from compiler.ir.shapes import infer
-from compiler.ir.spec import spec_of
-from compiler.passes.bitpack_weights import bitpack_weights
-from compiler.passes.fold_binary_scale import fold_binary_scale
-from compiler.passes.fold_sign_threshold import fold_sign_threshold
+from reidc.compiler.ir import Graph, Node, Op, Placement, dump, verify
+from reidc.compiler.ir.interp import run_all
+from reidc.compiler.ir.shapes import infer
+from reidc.compiler.ir.spec import spec_of
+from reidc.compiler.passes.bitpack_weights import bitpack_weights
+from reidc.compiler.passes.fold_binary_scale import fold_binary_scale
+from reidc.compiler.passes.fold_sign_threshold import fold_sign_threshold
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((4, 4, 6, 6)).astype(np.float32)

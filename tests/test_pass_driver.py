@@ -6,11 +6,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from compiler.ir import Graph, Node, Op, dump, verify
-from compiler.passes.pipeline import passes_for, run_pipeline
-from compiler.passes.rewrite import Fresh, Rewrite, Rule, apply_rules
-from frontend.capture import capture_module
-from frontend.zoo import zoo_model
+from reidc.compiler.ir import Graph, Node, Op, dump, verify
+from reidc.compiler.passes.pipeline import passes_for, run_pipeline
+from reidc.compiler.passes.rewrite import Fresh, Rewrite, Rule, apply_rules
+from reidc.frontend.capture import capture_module
+from reidc.frontend.zoo import zoo_model
 from ir_interp import run_ir
 
 X = np.random.default_rng(0).standard_normal((2, 4, 6, 6), dtype=np.float32)

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.ir import Graph, Node, Op, verify
-from compiler.passes import mixed_plan
-from compiler.passes.bn_math import bn_affine, fold_affine_into_conv
-from compiler.passes.dead_nodes import remove_dead_nodes
-from compiler.passes.fold_bnneck import fold_bnneck
-from compiler.passes.fold_modality_bn import fold_modality_bn
-from compiler.passes.fold_shared_bn import fold_shared_bn
-from compiler.passes.pipeline import run_pipeline
-from compiler.passes.specialise_modality import specialise_modality
-from frontend.capture import capture_module
+from reidc.compiler.ir import Graph, Node, Op, verify
+from reidc.compiler.passes import mixed_plan
+from reidc.compiler.passes.bn_math import bn_affine, fold_affine_into_conv
+from reidc.compiler.passes.dead_nodes import remove_dead_nodes
+from reidc.compiler.passes.fold_bnneck import fold_bnneck
+from reidc.compiler.passes.fold_modality_bn import fold_modality_bn
+from reidc.compiler.passes.fold_shared_bn import fold_shared_bn
+from reidc.compiler.passes.pipeline import run_pipeline
+from reidc.compiler.passes.specialise_modality import specialise_modality
+from reidc.frontend.capture import capture_module
 from ir_interp import run_ir
 
 X = np.random.default_rng(0).standard_normal((4, 3, 64, 32), dtype=np.float32)

@@ -16,12 +16,12 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from compiler.compile import TOLERANCE, CompileOptions, compare_with_torch, compile_checkpoint
-from compiler.runtime import Compiled
-from frontend.arch import ArchSpec, bn_names
-from frontend.checkpoint import save_checkpoint
-from frontend.networks import build_model
-from frontend.zoo import init_binarized, init_deterministic
+from reidc.compiler.compile import TOLERANCE, CompileOptions, compare_with_torch, compile_checkpoint
+from reidc.compiler.runtime import Compiled
+from reidc.frontend.arch import ArchSpec, bn_names
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.networks import build_model
+from reidc.frontend.zoo import init_binarized, init_deterministic
 
 pytestmark = pytest.mark.fuzz
 SCALE = int(os.environ.get("REIDC_FUZZ_SCALE", "1"))

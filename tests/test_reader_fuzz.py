@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.base.errors import UserError
-from frontend.arch import load_spec, read_cmnas_config
-from frontend.checkpoint import load_checkpoint
-from frontend.pt2 import load_program
+from reidc.compiler.cli import app
+from reidc.compiler.base.errors import UserError
+from reidc.frontend.arch import load_spec, read_cmnas_config
+from reidc.frontend.checkpoint import load_checkpoint
+from reidc.frontend.pt2 import load_program
 
 pytestmark = pytest.mark.fuzz
 H, W = 64, 32
@@ -50,8 +50,8 @@ def _loads_or_user_error(fn, what):
 
 @pytest.fixture(scope="module")
 def ck(tmp_path_factory):
-    from frontend.checkpoint import save_checkpoint
-    from frontend.zoo import zoo_model
+    from reidc.frontend.checkpoint import save_checkpoint
+    from reidc.frontend.zoo import zoo_model
     d = tmp_path_factory.mktemp("fz")
     model = zoo_model("cmnas-resnet18", "random:7", seed=1, input_size=(H, W))
     save_checkpoint(model, d / "ck")

@@ -76,3 +76,14 @@ def test_the_readme_block_runs_in_order(tmp_path):
     shell.wait(timeout=60)
     assert (tmp_path / "feats.npy").is_file() and (tmp_path / "feats-rpi4.npy").is_file()
     assert (tmp_path / "build" / "r50-orin" / "kernels.cu").is_file()
+
+
+def test_the_python_section_runs_as_written(tmp_path):
+    """README "From Python": the block, exactly as written, in a fresh folder."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## From Python"):]
+    code = section[section.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused: " in r.stdout and (tmp_path / "build" / "r18-api" / "manifest.json").is_file()

@@ -9,15 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.runtime import Compiled
-from compiler.reference import seeded_inputs, torch_forward
-from compiler.search.data import load_dataset
-from compiler.search.data.folders import write_sysu_layout
-from compiler.search.latency import LatencyMeter, Scenario, arch_key
-from compiler.search.train import TrainConfig, train_supernet
-from frontend.checkpoint import load_checkpoint
-from frontend.supernet import extract, random_arch, set_arch
+from reidc.compiler.cli import app
+from reidc.compiler.runtime import Compiled
+from reidc.compiler.reference import seeded_inputs, torch_forward
+from reidc.compiler.search.data import load_dataset
+from reidc.compiler.search.data.folders import write_sysu_layout
+from reidc.compiler.search.latency import LatencyMeter, Scenario, arch_key
+from reidc.compiler.search.train import TrainConfig, train_supernet
+from reidc.frontend.checkpoint import load_checkpoint
+from reidc.frontend.supernet import extract, random_arch, set_arch
 
 SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",
          "--measure-front", "2", "--scenario", "visible:1", "--time-limit", "15m", "--latency-table", "stages"]
@@ -110,7 +110,7 @@ def test_search_on_a_sysu_layout_folder(tmp_path, cache):
 
 def test_supernet_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     """Stopped by its time limit after 3 of 4 steps, then rerun: the same weights as one run."""
-    import compiler.search.train as train
+    import reidc.compiler.search.train as train
     data = load_dataset("synthetic:12", (64, 32), seed=1)
     cfg = TrainConfig(steps=4, save_every=1)
     full, _ = train_supernet(data, cfg, tmp_path / "full")
@@ -136,14 +136,14 @@ def test_supernet_training_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 
 def test_latency_through_an_rpc_tracker(tmp_path):
-    from targets.rpc import free_port, start_server, start_tracker, wait_for_devices
+    from reidc.targets.rpc import free_port, start_server, start_tracker, wait_for_devices
     port = free_port()
     log = open(tmp_path / "rpc.log", "w")
     tracker = start_tracker(port, log)
     server = start_server(port, "x86-search", log)
     try:
         wait_for_devices(port, "x86-search")
-        from frontend.supernet import build_supernet
+        from reidc.frontend.supernet import build_supernet
         net = build_supernet((64, 32), 10).eval()
         spec = random_arch(__import__("random").Random(2), (64, 32), 10)
         meter = LatencyMeter("host", Scenario("mixed", 2), cache=tmp_path / "lat.json",

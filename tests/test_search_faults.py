@@ -10,14 +10,14 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.search import search as search_mod
-from compiler.search.budget import Budget, Costs, TimeLimitError, Work
-from compiler.search.evolution import Candidate, evolve
-from compiler.search.latency import LatencyMeter, Scenario
-from compiler.search.files import guard_search_dir
-from compiler.base.atomic import OutputError
-from frontend.supernet import random_arch
+from reidc.compiler.cli import app
+from reidc.compiler.search import search as search_mod
+from reidc.compiler.search.budget import Budget, Costs, TimeLimitError, Work
+from reidc.compiler.search.evolution import Candidate, evolve
+from reidc.compiler.search.latency import LatencyMeter, Scenario
+from reidc.compiler.search.files import guard_search_dir
+from reidc.compiler.base.atomic import OutputError
+from reidc.frontend.supernet import random_arch
 
 SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",
          "--measure-front", "2", "--scenario", "visible:1", "--latency-table", "stages"]
@@ -112,8 +112,8 @@ def test_a_too_short_time_limit_is_one_line_with_a_limit_that_would_do_fresh_and
         assert "the latency table (6 compiles, ~4.0 min)" in text and "m would do" in text, text
     assert not (tmp_path / "out").exists()               # refused before writing anything
     # a resume with a partly trained supernet and scores: the same message, before more work
-    from compiler.search.data import load_dataset
-    from compiler.search.train import TrainConfig, train_supernet
+    from reidc.compiler.search.data import load_dataset
+    from reidc.compiler.search.train import TrainConfig, train_supernet
     train_supernet(load_dataset("synthetic:12", (64, 32), 0), TrainConfig(steps=1), tmp_path / "out" / "supernet")
     rec = json.loads((tmp_path / "out" / "supernet" / "train.json").read_text())
     assert rec["steps_done"] == 1 and rec["seconds_per_step"] > 0
@@ -239,8 +239,8 @@ def test_a_corrupt_supernet_record_is_one_line_naming_it(tmp_path, content, why)
 
 
 def test_a_corrupt_supernet_checkpoint_is_one_line_naming_it(tmp_path):
-    from compiler.search.data import load_dataset
-    from compiler.search.train import TrainConfig, train_supernet
+    from reidc.compiler.search.data import load_dataset
+    from reidc.compiler.search.train import TrainConfig, train_supernet
     sup = tmp_path / "out" / "supernet"
     train_supernet(load_dataset("synthetic:12", (64, 32), 0), TrainConfig(steps=1), sup)
     (sup / "supernet.safetensors").write_bytes(b"\x00" * 10)

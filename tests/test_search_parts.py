@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from compiler.ir import Modality
-from compiler.search.data import DatasetError, load_dataset
-from compiler.search.data.folders import regdb, sysu, write_sysu_layout
-from compiler.search.evolution import Candidate, crossover, evolve, mutate, pareto_front, rank
-from compiler.search.latency import Scenario, arch_key
-from compiler.search.latency_table import LatencyTable, prediction_error, table_archs
-from compiler.search.losses import c3mmd, triplet_losses
-from compiler.search.metrics import retrieval_metrics
-from frontend.arch import ArchSpec
-from frontend.supernet import build_supernet, extract, random_arch, set_arch
+from reidc.compiler.ir import Modality
+from reidc.compiler.search.data import DatasetError, load_dataset
+from reidc.compiler.search.data.folders import regdb, sysu, write_sysu_layout
+from reidc.compiler.search.evolution import Candidate, crossover, evolve, mutate, pareto_front, rank
+from reidc.compiler.search.latency import Scenario, arch_key
+from reidc.compiler.search.latency_table import LatencyTable, prediction_error, table_archs
+from reidc.compiler.search.losses import c3mmd, triplet_losses
+from reidc.compiler.search.metrics import retrieval_metrics
+from reidc.frontend.arch import ArchSpec
+from reidc.frontend.supernet import build_supernet, extract, random_arch, set_arch
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -182,8 +182,8 @@ def test_latency_table_predicts_a_known_latency_model_exactly():
     """A synthetic latency with a cache cliff (binarizing is not additive per stage) and additive
     split costs: the table built from its measurements predicts every candidate exactly, and its
     additive-per-stage diagnostic shows the cliff."""
-    from compiler.search.latency_table import pattern, stage_of
-    from frontend.arch import bn_names
+    from reidc.compiler.search.latency_table import pattern, stage_of
+    from reidc.frontend.arch import bn_names
     names = bn_names(18, "bire")
     cost_split = [[0.1, 0.01], [0.2, 0.02], [0.3, 0.03], [0.4, 0.04]]
 

@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.compile import CompileOptions, compile_checkpoint
-from compiler.reference import torch_forward
-from compiler.runtime import Compiled
-from compiler.tune.database import TunedTarget
-from compiler.tunedb.database import RECORDS, TASKS, TuningDatabaseError
-from compiler.tune.tune import TuneOptions, TuningAborted, tune_checkpoint
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
-from targets import get_target
-from targets.rpc import free_port, start_server, start_tracker, tracker_devices, wait_for_devices
+from reidc.compiler.cli import app
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.reference import torch_forward
+from reidc.compiler.runtime import Compiled
+from reidc.compiler.tune.database import TunedTarget
+from reidc.compiler.tunedb.database import RECORDS, TASKS, TuningDatabaseError
+from reidc.compiler.tune.tune import TuneOptions, TuningAborted, tune_checkpoint
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
+from reidc.targets import get_target
+from reidc.targets.rpc import free_port, start_server, start_tracker, tracker_devices, wait_for_devices
 
 SIZE = (64, 32)
 BCONV = "bconv2d1_"   # one binary conv task of bire-resnet18 (stage 1)
@@ -107,7 +107,7 @@ def test_a_torn_last_line_is_moved_aside_and_nothing_else(tmp_path, tuned):
 
 def test_killed_tuning_resumes_without_losing_trials(tmp_path, bnn):
     db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "compiler.cli", "tune", str(bnn[1]), "--db", str(db), "--trials", "16",
+    cmd = [sys.executable, "-m", "reidc.compiler.cli", "tune", str(bnn[1]), "--db", str(db), "--trials", "16",
            "--only", BCONV]
     key = TunedTarget(db, get_target("host")).key
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -192,7 +192,7 @@ def test_a_server_that_dies_mid_tune_stops_tuning_with_a_clear_message(tmp_path,
 
 @pytest.mark.arm
 def test_tuning_an_arm_target_through_a_qemu_server_then_compiling(tmp_path, bnn, tracker):
-    from targets.arm_python import server_command
+    from reidc.targets.arm_python import server_command
     if get_target("rpi4").missing_on_host() and not os.environ.get("REIDC_REQUIRE_TOOLS"):
         pytest.skip("needs qemu-user and the aarch64 toolchain")  # deliberate: CI sets REIDC_REQUIRE_TOOLS
     port, procs, log = tracker

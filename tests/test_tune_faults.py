@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from compiler.tunedb import records
-from compiler.tune.database import TunedTarget
-from compiler.tunedb.database import CHECKED, INDEX, RECORDS, TASKS, WORKLOADS
-from compiler.tunedb.records import check, check_shapes
-from compiler.tune.tune import TuneOptions
-from frontend.checkpoint import save_checkpoint
-from frontend.zoo import zoo_model
-from targets import get_target
+from reidc.compiler.cli import app
+from reidc.compiler.tunedb import records
+from reidc.compiler.tune.database import TunedTarget
+from reidc.compiler.tunedb.database import CHECKED, INDEX, RECORDS, TASKS, WORKLOADS
+from reidc.compiler.tunedb.records import check, check_shapes
+from reidc.compiler.tune.tune import TuneOptions
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
+from reidc.targets import get_target
 
 BCONV = "bconv2d1_"   # the smallest task tests/test_tune.py tunes
 ENV = {**os.environ, "COLUMNS": "1000"}   # progress and warnings one line each
@@ -43,8 +43,8 @@ def tuned(tmp_path_factory, ck):
     """A database as `reidc tune` writes it, one workload (the binary conv) and three records of
     reidc's default schedule, made without measuring: these tests are about the files."""
     from tvm.s_tir import meta_schedule as ms
-    from compiler.tune.space import default_schedule
-    from compiler.tune.tune import extract_tasks, workload_key
+    from reidc.compiler.tune.space import default_schedule
+    from reidc.compiler.tune.tune import extract_tasks, workload_key
     db, preset = tmp_path_factory.mktemp("tuned") / "db", get_target("host")
     (task,), facts = extract_tasks(ck, TuneOptions(db=str(db), only=(BCONV,)), preset)
     mod = task.dispatched[0]
@@ -71,7 +71,7 @@ def _lines(path):
 
 
 def reidc(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "reidc.compiler.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=ENV)
 
 
@@ -156,7 +156,7 @@ def test_a_line_that_kills_tvms_parser_is_rejected_and_a_new_child_goes_on(tuned
     fake.write_text(textwrap.dedent("""
         import os, signal, sys
         from tvm.s_tir import meta_schedule as ms
-        from compiler.tunedb import records
+        from reidc.compiler.tunedb import records
 
         def die():
             os.kill(os.getpid(), signal.SIGSEGV)
@@ -208,7 +208,7 @@ def test_compile_with_nonsense_in_the_database_warns_and_leaves_the_database_as_
 
 
 def _start_tune(ck, db, trials):
-    return subprocess.Popen([sys.executable, "-m", "compiler.cli", "tune", str(ck), "--db", str(db), "--trials",
+    return subprocess.Popen([sys.executable, "-m", "reidc.compiler.cli", "tune", str(ck), "--db", str(db), "--trials",
                              str(trials), "--only", BCONV], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, start_new_session=True)
 
@@ -234,7 +234,7 @@ def _interrupt_at(proc, pattern, signals, group=False, delay=0.0):
 
 def test_the_first_ctrl_c_only_asks_to_stop_and_everything_is_restored_after():
     """In process (a second SIGINT would end pytest itself: that case runs in a subprocess below)."""
-    from compiler.tune.interrupt import Interrupts
+    from reidc.compiler.tune.interrupt import Interrupts
     said, before = [], (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
     with Interrupts(said.append, lambda: pytest.fail("stopped at once")) as stop:
         assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])   # inherited by workers
@@ -300,7 +300,7 @@ def test_ctrl_c_twice_stops_at_once_and_tuning_resumes_past_nonsense(ck, tmp_pat
 
 @pytest.mark.parametrize("target", ["sm90", '{"kind": "cuda", "arch": "sm_80"}'])
 def test_cuda_targets_are_refused_before_the_database_is_created(ck, tmp_path, target):
-    from targets.devices import cuda_device_count
+    from reidc.targets.devices import cuda_device_count
     text = cli("tune", ck, "--db", tmp_path / "db", "--target", target, code=1)
     assert f"--target {target}" in text
     assert ("no GPU is reachable from here" if not cuda_device_count() else "does not tune CUDA targets") in text

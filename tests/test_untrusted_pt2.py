@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from compiler.cli import app
-from frontend.errors import CaptureError
-from frontend.pt2 import check_archive, load_program
+from reidc.compiler.cli import app
+from reidc.compiler.base.errors import CaptureError
+from reidc.frontend.pt2 import check_archive, load_program
 
 
 class _Payload:
@@ -157,7 +157,7 @@ def test_a_compile_reads_and_loads_the_pt2_once(plain, tmp_path, monkeypatch):
     check and the load is never loaded), and one torch.export.load, for a whole compile
     including its verification."""
     import io
-    from compiler.compile import CompileOptions, compile_checkpoint
+    from reidc.compiler.compile import CompileOptions, compile_checkpoint
     opened, loaded = [], []
     real_open, real_load = io.open, torch.export.load
 

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from compiler.base.atomic import atomic_directory
-from compiler.runtime import Compiled, read_manifest
+from reidc.compiler.base.atomic import atomic_directory
+from reidc.compiler.runtime import INPUT_CONTRACT, Compiled, read_manifest  # noqa: F401  (what run takes)
 
 
 def _numpy(x) -> np.ndarray:
@@ -85,7 +85,7 @@ class Artifact:
         """Run the library against PyTorch eager again (where it can run) and record the figures
         in the manifest; returns them. The reference is the checkpoint the manifest names (or
         `checkpoint`), or the in-memory module it was compiled from in this session."""
-        from compiler.compile import reverify
+        from reidc.compiler.compile import reverify
         man = reverify(self.path, checkpoint, self._progress, module=None if checkpoint else self._module)
         self._compiled = Compiled(self.path, self._progress)
         return man["verification"]

@@ -28,7 +28,7 @@ def compile(model, target: str = "host", *, output: str | Path | None = None,
     tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
     verify=False writes the build unverified (e.g. for a target this machine cannot run).
     Other keywords are `reidc compile`'s options of the same names."""
-    from compiler.compile import CompileOptions, compile_checkpoint, compile_module
+    from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
                           split_config=None if split_config is None else str(split_config),
                           dump_ir=None if dump_ir is None else str(dump_ir), mixed_strategy=mixed_strategy,

@@ -1,10 +1,13 @@
 """The long jobs as functions returning results: `tune` (MetaSchedule into a database),
 `tune_report`, `search` (latency-aware architecture search), `bench` (reidc beside the engines
-users would run instead), `verify` (an artifact against PyTorch again)."""
+users would run instead), `verify` (an artifact against PyTorch again). ENGINES, engine_label,
+ROUND_S and BUSY_CORES say how to read bench's rows."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from reidc.compiler.bench import BUSY_CORES, ROUND_S, RUNTIMES as ENGINES, engine_label  # noqa: F401  (for printing rows)
 
 
 def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials: int = 64, batch: int = 1,
@@ -17,7 +20,7 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
     (created if new; a rerun resumes). Ctrl-C keeps every finished trial (TuningInterrupted, a
     KeyboardInterrupt). Returns {"target_key", "database", "tasks", "records"}; compile with
     `tuning_db=db, batch=batch` to use them, and `tune_report(db)` for the gains."""
-    from compiler.tune.tune import TuneOptions, tune_checkpoint
+    from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
     opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch, modes=tuple(modes), only=tuple(only),
                        rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout_s, cores=cores, seed=seed,
                        progress=progress or (lambda msg: None), on_stop_now=on_stop_now or (lambda: None))
@@ -28,8 +31,8 @@ def tune_report(db: str | Path, *, plot: bool = True) -> dict[str, dict]:
     """Per target in the database: its preset, per-kernel rows (calls, trials, default and tuned
     ms, speedup, share of a run) and totals; with `plot`, a report.png per target (its path, or
     why it was not written, under "plot")."""
-    from compiler.base.atomic import OutputError
-    from compiler.tune.report import plot as draw, report_rows
+    from reidc.compiler.base.atomic import OutputError
+    from reidc.compiler.tune.report import plot as draw, report_rows
     data = report_rows(db)
     for key, d in data.items():
         if plot:
@@ -51,7 +54,7 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
     (rows with arch, val_score_mAP, predicted_ms, measured_ms, weight_bytes), "pick" (with its
     test-identity metrics, checkpoint and artifact), "latency_table" and its error."""
-    from compiler.search.search import SearchOptions, search as run
+    from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
                          scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=time_limit_s,
                          train_steps=train_steps, population=population, generations=generations,
@@ -69,15 +72,15 @@ def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | 
     Runtime (`engines`, default all), each in a process of its own, in turn: one row per
     (entry, batch) with every engine's median/min/max ms, reidc's speedups and errors against
     eager. `baseline`: another artifact (e.g. the fp32 network a binarized one replaces)."""
-    from compiler.bench import RUNTIMES, bench as run
+    from reidc.compiler.bench import bench as run
     path = getattr(artifact, "path", artifact)
     return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
-               tuple(engines) if engines else RUNTIMES, progress or (lambda msg: None), baseline, json_out)
+               tuple(engines) if engines else ENGINES, progress or (lambda msg: None), baseline, json_out)
 
 
 def verify(artifact, checkpoint: str | Path | None = None,
            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Verify an artifact folder against PyTorch where it can run (e.g. a CUDA or aarch64 build
     made elsewhere); its manifest's "verification" is replaced. Returns the manifest."""
-    from compiler.compile import reverify
+    from reidc.compiler.compile import reverify
     return reverify(getattr(artifact, "path", artifact), checkpoint, progress or (lambda msg: None))

@@ -8,8 +8,19 @@ from typing import Any, Callable
 
 def zoo_models() -> dict[str, dict[str, Any]]:
     """The zoo's networks: name -> {"family": "cmnas" | "bire", "depth"}."""
-    from frontend.zoo import ZOO
+    from reidc.frontend.zoo import ZOO
     return {name: {"family": family, "depth": depth} for name, (family, depth) in ZOO.items()}
+
+
+def zoo_model(name: str, split: str = "all-split", seed: int = 0, input_size: tuple[int, int] = (256, 128)):
+    """Zoo network `name` as a torch.nn.Module in memory (seeded weights and non-trivial BN
+    statistics), ready for `reidc.compile`; `split` as in `export_zoo`."""
+    from reidc.frontend.zoo import zoo_model as build
+    try:
+        return build(name, split, seed=seed, input_size=tuple(input_size))
+    except KeyError as e:
+        from reidc.compiler.base.errors import ArchError
+        raise ArchError(e.args[0]) from None
 
 
 def export_zoo(name: str, output: str | Path, *, split: str = "all-split", split_config: str | Path | None = None,
@@ -17,11 +28,11 @@ def export_zoo(name: str, output: str | Path, *, split: str = "all-split", split
     """Write zoo network `name` (seeded weights and non-trivial BN statistics, no downloads) as
     a reidc checkpoint folder; `split`: all-split | all-shared | random:SEED | 20 0/1 digits,
     or a CM-NAS config.cfg as `split_config`. Returns {"path", "model", "bns", "split_bns"}."""
-    from frontend.zoo import export_zoo as export
+    from reidc.frontend.zoo import export_zoo as export
     try:
         spec = export(name, output, split, split_config, seed, tuple(input_size)).spec
     except KeyError as e:   # an unknown zoo name: its message names the choices
-        from frontend.errors import ArchError
+        from reidc.compiler.base.errors import ArchError
         raise ArchError(e.args[0]) from None
     return {"path": str(output), "model": spec.name, "bns": len(spec.split),
             "split_bns": sum(1 - s for s in spec.split)}
@@ -30,7 +41,7 @@ def export_zoo(name: str, output: str | Path, *, split: str = "all-split", split
 def target_presets() -> list[dict[str, Any]]:
     """Every target preset (host first): name, description, TVM target, features it enables,
     how a build for it runs from this machine, and what this machine lacks to run it."""
-    from targets import PRESETS, get_target
+    from reidc.targets import PRESETS, get_target
     how = {"local": "in process", "qemu-aarch64": "under qemu", "cuda": "on the GPU"}
     return [{"name": p.name, "description": p.description, "tvm": p.tvm, "features": list(p.features),
              "runs": how[p.runs_via], "missing_here": list(p.missing_on_host())}
@@ -41,26 +52,25 @@ def run_files(artifact: str | Path, images: str | Path, modality: str, output: s
               progress: Callable[[str], None] | None = None) -> tuple[int, ...]:
     """Features of the .npy `images` (N, C, H, W) written as .npy to `output`; modality:
     visible | infrared | halves | a .npy vector of codes. Returns the features' shape."""
-    from compiler.runtime import run_files as run
+    from reidc.compiler.runtime import run_files as run
     return run(artifact, images, modality, output, progress or (lambda msg: None))
 
 
 def runner_bundle(output: str | Path, progress: Callable[[str], None] | None = None) -> list[str]:
     """The aarch64 C++ runner (`reidc_run`) and TVM's aarch64 runtime in folder `output`, to
     copy onto a board without Python. Returns the libraries' names."""
-    from targets.arm_runtime import write_runner_bundle
+    from reidc.targets.arm_runtime import write_runner_bundle
     return write_runner_bundle(output, progress or (lambda msg: None))
 
 
-def qemu_server(tracker: str, key: str = "rpi5-qemu", progress: Callable[[str], None] | None = None,
-                announce: Callable[[str], None] | None = None, setup_only: bool = False) -> int:
+def qemu_server(tracker: str | None, key: str = "qemu-aarch64", progress: Callable[[str], None] | None = None,
+                announce: Callable[[str], None] | None = None, setup_only: bool = False):
     """An emulated aarch64 device (TVM's RPC server on an arm64 Python under qemu-user),
     registered with the tracker HOST:PORT under `key`, until it exits; its exit status.
-    setup_only: build the emulated Python and return 0."""
-    from targets.arm_python import ensure_arm_python, serve
+    setup_only: only build the emulated Python (cached) and return its path."""
+    from reidc.targets.arm_python import serve, server_command
     if setup_only:
-        ensure_arm_python(progress or (lambda msg: None))
-        return 0
+        return server_command(progress or (lambda msg: None))[0][0]
     return serve(tracker, key, progress or (lambda msg: None), announce or (lambda msg: None))
 
 
@@ -68,5 +78,5 @@ def demo(model: str = "cmnas-resnet50", workdir: str | Path = "demo",
          progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """The main job on the embedded default: export zoo `model`, compile it for this machine,
     verify, and time it against PyTorch eager. (manifest, benchmark row)."""
-    from compiler.demo import demo as run
+    from reidc.compiler.demo import demo as run
     return run(model, workdir, progress or (lambda msg: None))

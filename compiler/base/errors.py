@@ -2,14 +2,31 @@
 
 Every user error derives from `UserError`: the CLI prints it as one line and exits 1, and
 `reidc bench` re-raises one that a worker process reported under its own class. Each layer
-defines its own (frontend/errors.py, targets/presets.py, the tuning database...); the ones
-the runtime and the verifier raise are here, so loading an artifact imports nothing else.
+defines its own where nothing else needs it (targets/presets.py, the tuning database...); the
+frontend's, the runtime's and the verifier's are here, so catching them imports nothing heavy.
 """
 from __future__ import annotations
 
 
 class UserError(Exception):
     """A mistake in what the user gave reidc (or a machine that lacks something), not a bug."""
+
+
+class ArchError(UserError, ValueError):
+    """An architecture spec (arch.json, CM-NAS config.cfg, zoo name) that is malformed or unsupported."""
+
+
+class CaptureError(UserError, ValueError):
+    """A module or .pt2 program that uses something reidc cannot compile (names the op and where)."""
+
+
+class UnsupportedOpError(CaptureError):
+    """An op (or an op's setting) reidc has no lowering for; the message names the op and the
+    module or node it is at."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be read safely or does not fit its architecture."""
 
 
 class VerificationError(UserError, RuntimeError):

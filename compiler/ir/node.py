@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from compiler.base.modes import Placement
+from reidc.compiler.base.modes import Placement
 from .ops import Op
 
 

@@ -7,9 +7,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
-from kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
-from kernels.cuda_schedules import cuda_rules
-from targets import TargetPreset
+from reidc.kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
+from reidc.kernels.cuda_schedules import cuda_rules
+from reidc.targets import TargetPreset
 
 
 def schedule_rules(preset: TargetPreset) -> list:

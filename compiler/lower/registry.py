@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from compiler.ir import Op
+from reidc.compiler.ir import Op
 
 
 class LoweringError(ValueError):

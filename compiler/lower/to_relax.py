@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax, tirx as tir
 
-from compiler.ir import Graph, Op, RunMode
+from reidc.compiler.ir import Graph, Op, RunMode
 
 from .ops import lowering_of
 from .registry import LoweringError

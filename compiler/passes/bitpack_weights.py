@@ -8,8 +8,8 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Op
-from compiler.ir.bits import pack_bits
+from reidc.compiler.ir import Graph, Op
+from reidc.compiler.ir.bits import pack_bits
 
 from .rewrite import Rewrite, Rule, apply_rules
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.base.modes import CODES
+from reidc.compiler.base.modes import CODES
 
 
 def bn_affine(gamma, beta, mean, var, eps):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compiler.ir import Graph
+from reidc.compiler.ir import Graph
 
 
 def remove_dead_nodes(g: Graph, stats: Counter | None = None) -> Graph:

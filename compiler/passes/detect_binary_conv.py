@@ -16,8 +16,8 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Node, Op
-from compiler.ir.ops import BITS
+from reidc.compiler.ir import Graph, Node, Op
+from reidc.compiler.ir.ops import BITS
 
 from .binary_math import binary_weight_scale
 from .rewrite import Fresh, Rewrite, Rule, apply_rules, one_weight_set, producer_is

@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Placement, Op
+from reidc.compiler.ir import Graph, Placement, Op
 
 from .bn_math import bn_tables
 from .rewrite import Rewrite, Rule, apply_rules, producer_has_one_use, producer_is

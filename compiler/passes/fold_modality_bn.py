@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Op, Placement
+from reidc.compiler.ir import Graph, Op, Placement
 
 from . import mixed_plan
 from .bn_math import bn_tables, fold_affine_into_conv

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compiler.ir import Graph, Op, Placement
+from reidc.compiler.ir import Graph, Op, Placement
 
 from .bn_math import bn_tables, fold_affine_into_conv
 from .rewrite import (Rewrite, Rule, apply_rules, bn_to_affine, modality_is, on_producer, one_weight_set,

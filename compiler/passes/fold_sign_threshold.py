@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from compiler.ir import Graph, Op, Placement
+from reidc.compiler.ir import Graph, Op, Placement
 
 from .binary_math import integer_threshold, sign_threshold
 from .bn_math import bn_tables

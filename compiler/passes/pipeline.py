@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from compiler.base.atomic import atomic_write_text
-from compiler.ir import Graph, RunMode, dump, verify
+from reidc.compiler.base.atomic import atomic_write_text
+from reidc.compiler.ir import Graph, RunMode, dump, verify
 
 from .bitpack_weights import bitpack_weights
 from .dead_nodes import remove_dead_nodes

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
-from compiler.ir import Graph, Node, Op, Placement
+from reidc.compiler.ir import Graph, Node, Op, Placement
 
 from .bn_math import bn_tables
 

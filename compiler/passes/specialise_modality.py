@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compiler.ir import Graph, Modality, Op, Placement
+from reidc.compiler.ir import Graph, Modality, Op, Placement
 
 from .rewrite import Rewrite, Rule, apply_rules, modality_is
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compiler.ir import Modality
-from frontend.supernet import recalibrate_bn, set_arch
+from reidc.compiler.ir import Modality
+from reidc.frontend.supernet import recalibrate_bn, set_arch
 
 from .data import Protocol, ReIDData, normalise
 from .metrics import mean_metrics, retrieval_metrics

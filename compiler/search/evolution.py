@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from frontend.arch import ArchSpec
+from reidc.frontend.arch import ArchSpec
 
 from .latency import arch_key
 

@@ -11,7 +11,7 @@ import math
 import re
 from pathlib import Path
 
-from compiler.base.atomic import OutputError, guard_output_dir, owned_by_reidc
+from reidc.compiler.base.atomic import OutputError, guard_output_dir, owned_by_reidc
 
 MODES = ("latency-aware", "accuracy-only")
 _LEFTOVER = re.compile(r"^\..+\.(partial|old)-")   # a temporary of compiler.base.atomic's, left by a kill -9

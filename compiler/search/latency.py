@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.base.atomic import OutputError, atomic_write_json
-from compiler.base.version import __version__
-from compiler.ir import MODEL_MODES, RunMode
-from frontend.arch import ArchSpec
+from reidc.compiler.base.atomic import OutputError, atomic_write_json
+from reidc.compiler.base.version import __version__
+from reidc.compiler.ir import MODEL_MODES, RunMode
+from reidc.frontend.arch import ArchSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Scenario:
         return f"{self.mode} batch of {self.batch}"
 
     def inputs(self, input_size) -> tuple[np.ndarray, object]:
-        from compiler.reference import seeded_inputs
+        from reidc.compiler.reference import seeded_inputs
         x, m = seeded_inputs((3,) + tuple(input_size), self.batch, self.mode, seed=5)
         return x, (m if self.mode == RunMode.MIXED else self.mode)
 
@@ -68,7 +68,7 @@ class LatencyMeter:
 
     def __init__(self, target: str, scenario: Scenario, cache: Path | None = None, rpc: tuple[str, str] | None = None,
                  number: int = 10, repeat: int = 5, progress: Callable[[str], None] = lambda s: None):
-        from targets import get_target
+        from reidc.targets import get_target
         self.preset, self.target = get_target(target), target
         self.scenario, self.rpc, self.number, self.repeat, self.say = scenario, rpc, number, repeat, progress
         if rpc is None and self.preset.runs_via != "local":
@@ -78,7 +78,7 @@ class LatencyMeter:
             if self.preset.runs_via == "qemu-aarch64" or missing:
                 raise ValueError(f"target {self.preset.name}: latency cannot be measured on this machine ({why}); "
                                  "give --rpc-tracker HOST:PORT --rpc-key KEY of a device that runs it")
-        from targets.arm_runtime import cache_root
+        from reidc.targets.arm_runtime import cache_root
         self.cache_path = Path(cache) if cache else cache_root() / "latency.json"
         self.writable = True     # False: the file is not a cache reidc may overwrite, or cannot be written
         self.cache = self._read_cache(warn=True)
@@ -116,7 +116,7 @@ class LatencyMeter:
 
     def setup(self) -> dict:
         import tvm
-        from compiler.runtime import usable_cpus
+        from reidc.compiler.runtime import usable_cpus
         # what compiler.runtime.Compiled will run with: the key must not change at the first run
         threads = os.environ.get("TVM_NUM_THREADS") or str(usable_cpus())
         where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
@@ -151,8 +151,8 @@ class LatencyMeter:
         hit = self.cached(spec)
         if hit:
             return hit
-        from compiler.compile import CompileOptions, compile_checkpoint
-        from frontend.checkpoint import save_checkpoint
+        from reidc.compiler.compile import CompileOptions, compile_checkpoint
+        from reidc.frontend.checkpoint import save_checkpoint
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="reidc-lat-") as d:
             save_checkpoint(model, Path(d) / "ckpt")
@@ -171,7 +171,7 @@ class LatencyMeter:
         return rec
 
     def _time(self, art: Path, x, arg) -> float:
-        from compiler.runtime import Compiled
+        from reidc.compiler.runtime import Compiled
         comp = Compiled(art, self.say, rpc=self.rpc)
         for _ in range(3):  # warm up, and let PyTorch's worker threads (verification) go idle first
             comp.run(x, arg)
@@ -199,7 +199,7 @@ def interleaved_ms(artifacts: dict[str, Path], scenario: Scenario, input_size, r
     """Time several artifacts in alternating rounds (min per artifact), so that the slow drift
     of a shared machine's speed hits them alike; separate measurements minutes apart differ by
     more than the candidates do (measured here: the same network 20.8 to 27.0 ms)."""
-    from compiler.runtime import Compiled
+    from reidc.compiler.runtime import Compiled
     comps = {k: Compiled(p, rpc=rpc) for k, p in artifacts.items()}
     x, arg = scenario.inputs(input_size)
     for c in comps.values():

@@ -22,8 +22,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
-from compiler.ir import RunMode
-from frontend.arch import ArchSpec, bn_names
+from reidc.compiler.ir import RunMode
+from reidc.frontend.arch import ArchSpec, bn_names
 
 from .latency import Scenario
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from compiler.base.atomic import atomic_write_bytes
+from reidc.compiler.base.atomic import atomic_write_bytes
 
 
 def plot_pareto(result: dict, candidates, path: Path) -> None:

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from compiler.base.atomic import OutputError, atomic_write_json
-from compiler.ir import MODEL_MODES
-from frontend.arch import ArchSpec
-from frontend.supernet import extract, random_arch
+from reidc.compiler.base.atomic import OutputError, atomic_write_json
+from reidc.compiler.ir import MODEL_MODES
+from reidc.frontend.arch import ArchSpec
+from reidc.frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, TimeLimitError, Work
@@ -171,9 +171,9 @@ class _Search:
         return self.weight_bytes[k]
 
     def _memory(self, spec: ArchSpec) -> int:
-        from compiler.costs import deployed_weight_bytes
-        from compiler.passes.pipeline import run_pipeline
-        from frontend.capture import capture_module
+        from reidc.compiler.costs import deployed_weight_bytes
+        from reidc.compiler.passes.pipeline import run_pipeline
+        from reidc.frontend.capture import capture_module
         model = extract(self.net, spec)
         g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
         return deployed_weight_bytes({m: run_pipeline(g, m) for m in MODEL_MODES})
@@ -263,8 +263,8 @@ class _Search:
 
     def compare(self, pick: Candidate, best: Candidate, pick_art: Path) -> dict | None:
         """The latency-aware pick against the most accurate candidate, timed in alternating rounds."""
-        from compiler.compile import CompileOptions, compile_checkpoint
-        from frontend.checkpoint import save_checkpoint
+        from reidc.compiler.compile import CompileOptions, compile_checkpoint
+        from reidc.frontend.checkpoint import save_checkpoint
         if arch_key(best.spec) == arch_key(pick.spec):
             return None
         if not self.budget.room_for_compare():
@@ -282,8 +282,8 @@ class _Search:
                 "most_accurate_arch": _spec_json(best.spec), "timing": "min over 8 alternating rounds of 10 runs"}
 
     def finish(self, cands: list[Candidate], table: LatencyTable, steps: int) -> dict:
-        from compiler.compile import CompileOptions, compile_checkpoint
-        from frontend.checkpoint import save_checkpoint
+        from reidc.compiler.compile import CompileOptions, compile_checkpoint
+        from reidc.frontend.checkpoint import save_checkpoint
         o = self.opts
         mode_dir = self.out / o.mode
         make_dir(mode_dir)

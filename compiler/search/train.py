@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from compiler.base.atomic import atomic_directory, atomic_write_json
-from frontend.supernet import build_supernet, random_arch, set_arch
+from reidc.compiler.base.atomic import atomic_directory, atomic_write_json
+from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from .data import ReIDData, normalise
 from .losses import cmnas_loss

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from compiler.base.atomic import atomic_write_bytes, atomic_write_json, why_not_writable
-from compiler.tunedb import records
-from compiler.tunedb.database import (CHECKED, INDEX, RECORDS, TASKS, WORKLOADS, TargetDB, TuningDatabaseError,
+from reidc.compiler.base.atomic import atomic_write_bytes, atomic_write_json, why_not_writable
+from reidc.compiler.tunedb import records
+from reidc.compiler.tunedb.database import (CHECKED, INDEX, RECORDS, TASKS, WORKLOADS, TargetDB, TuningDatabaseError,
                                       encode, load_database, looks_like_database, read_index, read_tasks,
                                       warn_rejected)
 

@@ -12,8 +12,8 @@ import tempfile
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from targets import TargetPreset
-from targets.presets import ToolchainError
+from reidc.targets import TargetPreset
+from reidc.targets.presets import ToolchainError
 
 
 def build_candidate(mod, target, _params):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from compiler.base.atomic import atomic_write_bytes
-from compiler.tunedb.database import existing_index, read_tasks
+from reidc.compiler.base.atomic import atomic_write_bytes
+from reidc.compiler.tunedb.database import existing_index, read_tasks
 
 
 def report_rows(root: str | Path) -> dict[str, list[dict]]:

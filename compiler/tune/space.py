@@ -11,9 +11,9 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from compiler.lower.build import schedule_rules
-from kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc
-from targets import TargetPreset
+from reidc.compiler.lower.build import schedule_rules
+from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc
+from reidc.targets import TargetPreset
 
 
 def rule_variants(preset: TargetPreset) -> list:

@@ -19,15 +19,15 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
-from compiler.compile import CompileOptions, prepare
-from compiler.ir import RunMode
-from compiler.lower.build import fused_module
-from compiler.lower.to_relax import to_relax
-from compiler.runtime import usable_cpus
-from compiler.tunedb.database import TuningDatabaseError
-from compiler.tunedb.records import register_cpu_tensor_intrinsics
-from targets import TargetError, get_target
-from targets.presets import ToolchainError
+from reidc.compiler.compile import CompileOptions, prepare
+from reidc.compiler.ir import RunMode
+from reidc.compiler.lower.build import fused_module
+from reidc.compiler.lower.to_relax import to_relax
+from reidc.compiler.runtime import usable_cpus
+from reidc.compiler.tunedb.database import TuningDatabaseError
+from reidc.compiler.tunedb.records import register_cpu_tensor_intrinsics
+from reidc.targets import TargetError, get_target
+from reidc.targets.presets import ToolchainError
 
 from . import measure
 from .database import TunedTarget
@@ -278,7 +278,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         return n, len(ok)
 
     def _check_devices(self) -> None:
-        from targets.rpc import tracker_devices
+        from reidc.targets.rpc import tracker_devices
         host, _, port = self.opts.rpc_tracker.rpartition(":")
         if tracker_devices(host, int(port), self.opts.rpc_key) == 0:
             self.abort = (f"no device with key {self.opts.rpc_key!r} is left on the tracker "

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from targets import TargetPreset
+from reidc.targets import TargetPreset
 
 from . import records
 from .records import RECORDS, WORKLOADS, TuningDatabaseError

@@ -33,13 +33,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from targets.presets import ToolchainError
+from reidc.targets.presets import ToolchainError
 
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 # (messages avoid square brackets: the CLI prints them through rich, which reads those as markup)
 RECORD_SHAPE = "a workload index, then a list of trace, run_secs, target and args_info"
 CHILD_TIMEOUT_S = 300.0   # per line, or for the whole database (TVM parses ~100 records/s/core)
-CHILD = [sys.executable, "-m", "compiler.tunedb.records"]   # + DIR FIRST_WORKLOAD FIRST_RECORD WHOLE
+CHILD = [sys.executable, "-m", "reidc.compiler.tunedb.records"]   # + DIR FIRST_WORKLOAD FIRST_RECORD WHOLE
 
 
 class TuningDatabaseError(ToolchainError):

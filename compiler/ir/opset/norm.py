@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.base.modes import Modality, Placement
+from reidc.compiler.base.modes import Modality, Placement
 from ..spec import Attr, OpSpec, check_vectors, declare
 from . import refmath
 

@@ -1,7 +1,7 @@
 """Each op's lowering to Relax, one file per family of ops (as compiler/ir/opset/)."""
 from typing import Callable
 
-from compiler.ir import Op
+from reidc.compiler.ir import Op
 
 from ..registry import LOWERINGS, LoweringError
 from . import io, conv, norm, elementwise, pool, binary  # noqa: F401  (each registers its ops)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.ir import Op
-from compiler.ir.bits import border_correction
-from kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
-from kernels.bitpack import bitpack_nchwc
+from reidc.compiler.ir import Op
+from reidc.compiler.ir.bits import border_correction
+from reidc.kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
+from reidc.kernels.bitpack import bitpack_nchwc
 
 from ..registry import Lowered, lowers
 

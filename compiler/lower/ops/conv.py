@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.ir import Op
-from kernels.conv2d import conv2d_nchwc, pack_weight
+from reidc.compiler.ir import Op
+from reidc.kernels.conv2d import conv2d_nchwc, pack_weight
 
 from ..registry import Lowered, LoweringError, lowers
 

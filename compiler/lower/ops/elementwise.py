@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compiler.ir import Op
+from reidc.compiler.ir import Op
 
 from ..registry import Lowered, LoweringError, lowers
 

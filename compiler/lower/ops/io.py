@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tvm import relax
 
-from compiler.ir import Op
+from reidc.compiler.ir import Op
 
 from ..registry import Lowered, lowers
 

@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from compiler.base.atomic import atomic_write_text
-from compiler.ir import Modality
+from reidc.compiler.base.atomic import atomic_write_text
+from reidc.compiler.ir import Modality
 
 from .pool import DatasetError, Pool, ReIDData, cross_modality_protocol, sysu_style_protocol
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.base.errors import DatasetError
-from compiler.ir import Modality
+from reidc.compiler.base.errors import DatasetError
+from reidc.compiler.ir import Modality
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet statistics, as ReID code uses
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Modality
+from reidc.compiler.ir import Modality
 
 from .pool import Pool, ReIDData, sysu_style_protocol
 
