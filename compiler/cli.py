@@ -363,16 +363,37 @@ def _hw(text: str) -> tuple[int, int]:
 
 @app.command()
 def run(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
-        input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W): " + INPUT_CONTRACT),
+        input: Path = typer.Option(..., "--input", help=".npy images (N, C, H, W) (" + INPUT_CONTRACT + "), or a "
+                                   "folder of image files, preprocessed as the manifest states"),
         modality: str = typer.Option("visible", help="visible | infrared | halves (first half visible, second "
                                                       "infrared: CM-NAS's mode 0) | a .npy int vector (0 visible, 1 infrared)"),
+        normalize: str = typer.Option("none", help="none | l2: unit-length features, ready for cosine retrieval"),
         output: Path = typer.Option(..., "-o", "--output", help=".npy features to write")):
-    """Run a compiled model on images."""
+    """Run a compiled model on images (a .npy batch or a folder of image files)."""
     try:
-        shape = reidc.run_files(artifact, input, modality, output, _progress)
+        res = reidc.run_files(artifact, input, modality, output, _progress, normalize)
     except UserError as e:
         _fail(e)
-    out.print(f"wrote {output}: features {shape}")
+    rows = f" (rows in file-name order: {res['files'][0]} ... {res['files'][-1]})" if res["files"] else ""
+    out.print(f"wrote {output}: features {res['shape']}{rows}")
+
+
+@app.command()
+def inspect(artifact: Path = typer.Argument(..., help="artifact directory from `reidc compile`"),
+            json_out: bool = typer.Option(False, "--json", help="print the summary as JSON")):
+    """What an artifact is: model, entries, input contract, target, precision, verification, tuning."""
+    try:
+        info = reidc.inspect(artifact)
+    except UserError as e:
+        _fail(e)
+    if json_out:
+        print(json.dumps(info, indent=1))
+        return
+    t = Table("", "", title=str(artifact), show_header=False)
+    for key, value in info.items():
+        if key != "path":
+            t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    out.print(t)
 
 
 @app.command("bench")

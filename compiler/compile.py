@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from reidc.frontend.arch import preprocess_for
 from reidc.frontend.capture import capture_module, capture_program
 from reidc.frontend.checkpoint import load_checkpoint
 from reidc.frontend.pt2 import load_program, read_archive
@@ -89,7 +90,8 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
                             feature=opts.feature, input_size=opts.input_size)
     spec = model.spec
     g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
-    facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": opts.weights}
+    facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": opts.weights,
+             "preprocess": preprocess_for(spec.input_size)}
     return model, g, MODEL_MODES, facts
 
 

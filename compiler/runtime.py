@@ -213,18 +213,30 @@ class Compiled:
 
 
 def run_files(artifact: str | Path, images: str | Path, modality: str, out: str | Path,
-              progress=lambda msg: None) -> tuple[int, ...]:
-    """`reidc run`: the features of the .npy `images` written as .npy to `out` (checked before
-    any work); returns their shape. `modality`: visible, infrared, halves, or a .npy file of
-    per-sample codes."""
+              progress=lambda msg: None, normalize: str | None = None) -> dict:
+    """`reidc run`: the features of `images` (a .npy batch, or a folder of image files read and
+    preprocessed as the manifest states, in file-name order) written as .npy to `out` (checked
+    before any work). `modality`: visible, infrared, halves, or a .npy file of per-sample codes.
+    normalize="l2": unit-length features, ready for cosine retrieval. Returns {"shape", "files"}."""
+    if normalize not in (None, "none", "l2"):
+        raise InputError(f"--normalize {normalize!r}: expected none or l2")
     guard_output_file(out)
     comp = Compiled(artifact, progress)
-    x = _load_npy(images)
+    files = None
+    if Path(images).is_dir():
+        from .imagefolder import read_images
+        files, x = read_images(images, comp.manifest.get("preprocess"))
+        progress(f"read {len(files)} images from {images}")
+    else:
+        x = _load_npy(images)
     feats = comp.run(x, _load_npy(modality) if str(modality).endswith(".npy") else modality)
+    if normalize == "l2":
+        feats = feats / np.maximum(np.linalg.norm(feats.reshape(len(feats), -1), axis=1), 1e-12).reshape(
+            (-1,) + (1,) * (feats.ndim - 1)).astype(feats.dtype)
     buf = io.BytesIO()
     np.save(buf, feats)
     atomic_write_bytes(out, buf.getvalue(), flag="-o")
-    return tuple(feats.shape)
+    return {"shape": tuple(feats.shape), "files": files}
 
 
 def _load_npy(path) -> np.ndarray:

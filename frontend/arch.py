@@ -64,6 +64,18 @@ def bn_names(depth: int, family: str = "cmnas") -> list[str]:
     return names
 
 
+#: the per-channel statistics ReID codebases normalise with (ImageNet's), after scaling to [0, 1]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess_for(input_shape) -> dict:
+    """How images become the network's input, as CM-NAS's and BiRe-ID's test transforms do it
+    (Resize to H x W, ToTensor, Normalize with ImageNet statistics); recorded in the manifest
+    so `reidc run` can read image files."""
+    return {"color": "RGB", "resize": [int(d) for d in tuple(input_shape)[-2:]], "scale": 1 / 255,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
 @dataclass(frozen=True)
 class ArchSpec:
     """What a checkpoint's weights mean: the network, its BN split vector and its input."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from reidc.compiler.base.modes import MODEL_MODES, RunMode
 
-from .arch import ArchSpec
+from .arch import ArchSpec, preprocess_for
 from .capture import capture_module, capture_program
 from reidc.compiler.base.errors import CaptureError
 
@@ -39,7 +39,7 @@ def module_source(module: nn.Module, input_shape: tuple[int, int, int] | None = 
         shape = tuple(input_shape) if input_shape else (3,) + tuple(spec.input_size)
         g = capture_module(module, shape, name or spec.name)
         facts = {"model": name or spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": None,
-                 "checkpoint_sha256": digest}
+                 "checkpoint_sha256": digest, "preprocess": preprocess_for(shape)}
         return module, g, MODEL_MODES, facts
     if input_shape is None or len(tuple(input_shape)) != 3:
         raise CaptureError(f"{type(module).__name__}: pass input_shape=(C, H, W) to compile a module that is "

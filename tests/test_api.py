@@ -65,6 +65,7 @@ def test_compile_a_reidc_network_and_a_checkpoint(tmp_path, small_r18):
         ref = m(torch.from_numpy(x), "visible").numpy()
     np.testing.assert_allclose(art.run(x, "visible"), ref, rtol=1e-4, atol=1e-4)
     assert "cmnas-resnet18" in repr(art)
+    _images_and_inspect(art, tmp_path)
     ck = reidc.export_zoo("bire-resnet18", tmp_path / "ck", input_size=(64, 32))
     assert ck["model"] == "bire-resnet18" and ck["split_bns"] == ck["bns"]
     art = reidc.compile(tmp_path / "ck", modes=["infrared"], output=tmp_path / "b")
@@ -92,3 +93,39 @@ def test_importing_reidc_loads_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert reidc.__version__ and all(getattr(reidc, n).__doc__ for n in reidc.__all__ if n != "__version__")
+
+
+def _images_and_inspect(art, tmp_path):
+    """`run` on a folder of image files (preprocessed as the manifest says), --normalize l2, and
+    `inspect` as a table and as JSON."""
+    from PIL import Image
+    pre = art.manifest["preprocess"]
+    assert pre["resize"] == [64, 32] and pre["color"] == "RGB"
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    pix = {f"{k}.png": rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for k in (2, 0, 1)}
+    for name, p in pix.items():
+        Image.fromarray(p).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    res = reidc.run_files(art.path, folder, "visible", tmp_path / "f.npy", normalize="l2")
+    assert res == {"shape": (3, 512), "files": ["0.png", "1.png", "2.png"]}
+    x = np.stack([(p.transpose(2, 0, 1) / np.float32(255) - np.array(pre["mean"], np.float32)[:, None, None])
+                  / np.array(pre["std"], np.float32)[:, None, None] for _, p in sorted(pix.items())]).astype(np.float32)
+    want = art.run(x, "visible")
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    got = np.load(tmp_path / "f.npy")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+    (folder / "bad.jpg").write_bytes(b"no jpeg")
+    with pytest.raises(reidc.InputError, match="bad.jpg: not a readable image"):
+        reidc.run_files(art.path, folder, "visible", tmp_path / "g.npy")
+    assert not (tmp_path / "g.npy").exists()
+    info = reidc.inspect(art.path)
+    assert info["entries"] == {"visible": "(x)", "mixed": "(x, modality)"} and info["verification"]["status"] == "passed"
+    cli = [sys.executable, "-m", "reidc.compiler.cli", "inspect", str(art.path)]
+    js = subprocess.run(cli + ["--json"], capture_output=True, text=True, check=True).stdout
+    import json
+    assert json.loads(js)["target"]["preset"] == "host"
+    table = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+    assert "verification" in table and "passed" in table

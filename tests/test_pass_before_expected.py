@@ -27,7 +27,7 @@ from reidc.compiler.passes.fold_sign_threshold import fold_sign_threshold
 from reidc.compiler.passes.pipeline import run_pipeline
 from reidc.compiler.passes.rewrite import Applied
 from reidc.compiler.passes.specialise_modality import specialise_modality
-from tests.ir_interp import run_ir
+from ir_interp import run_ir
 
 RTOL = 1e-5
 MIX = np.array([0, 1, 1, 0], np.int32)

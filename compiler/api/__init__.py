@@ -9,7 +9,7 @@ Importing it loads no PyTorch: `load` and `Artifact.run` need TVM's runtime and 
 the compiler is imported when `compile`, `tune`, `search`, `bench` or `verify` is called."""
 from reidc.compiler.base.version import __version__
 
-from .artifact import INPUT_CONTRACT, Artifact, load
+from .artifact import INPUT_CONTRACT, Artifact, inspect, load
 from .build import compile
 from .errors import (ArchError, ArtifactError, CaptureError, CheckpointError, DatasetError, EngineError, InputError,
                      OutputError, TargetError, ToolchainError, TuningDatabaseError, UnsupportedOpError, UserError,
@@ -17,7 +17,7 @@ from .errors import (ArchError, ArtifactError, CaptureError, CheckpointError, Da
 from .jobs import bench, search, tune, tune_report, verify
 from .tools import demo, export_zoo, qemu_server, run_files, runner_bundle, target_presets, zoo_model, zoo_models
 
-__all__ = ["__version__", "INPUT_CONTRACT", "compile", "load", "Artifact", "tune", "tune_report", "search", "bench", "verify",
+__all__ = ["__version__", "INPUT_CONTRACT", "compile", "load", "inspect", "Artifact", "tune", "tune_report", "search", "bench", "verify",
            "zoo_model", "zoo_models", "export_zoo", "target_presets", "run_files", "runner_bundle", "qemu_server", "demo",
            "UserError", "ArchError", "CaptureError", "UnsupportedOpError", "CheckpointError", "TargetError",
            "ToolchainError", "VerificationError", "InputError", "ArtifactError", "OutputError",

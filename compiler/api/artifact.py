@@ -97,6 +97,31 @@ class Artifact:
         return bench(self, batches, **options)
 
 
+def inspect(path: str | Path) -> dict[str, Any]:
+    """What an artifact is, from its manifest (nothing is loaded or run): model and family,
+    entries, input (shape, contract, preprocessing), target and the CPU features its code
+    needs, precision, sizes, verification figures, tuning database digest, versions."""
+    m = read_manifest(path)
+    v = m.get("verification") or {}
+    w = m.get("weights") or {}
+    binary = m.get("binary_layers") or 0
+    return {
+        "path": str(path), "model": m.get("model"), "family": m.get("family"), "entries": m.get("entries"),
+        "input": {"shape": m.get("input_shape"), "dtype": m.get("input_dtype"), "contract": m.get("input_contract"),
+                  "batch": m.get("batch") or "any", "preprocess": m.get("preprocess")},
+        "output": m.get("output"),
+        "target": {"preset": m["target"]["preset"], "arch": m["target"].get("arch"), "tvm": m["target"].get("tvm"),
+                   "cpu_features": m["target"].get("cpu_features")},
+        "precision": {"float layers": "fp32", "binary convs": binary} if binary else {"float layers": "fp32"},
+        "per_sample": m.get("per_sample"), "weights": w,
+        "verification": {k: v[k] for k in ("status", "why", "max_rel_err", "tolerance", "reference", "batch")
+                         if k in v},
+        "tuning": m.get("tuning"), "mixed_plan_layers": len(m.get("mixed_plan") or {}),
+        "checkpoint": m.get("checkpoint"), "checkpoint_sha256": m.get("checkpoint_sha256"),
+        "versions": {"reidc": m.get("reidc_version"), "tvm": m.get("tvm_version")},
+    }
+
+
 def load(path: str | Path, *, rpc: tuple[str, str] | None = None,
          progress: Callable[[str], None] | None = None) -> Artifact:
     """Open an artifact folder written by `reidc compile` (checked: manifest, file digests, that

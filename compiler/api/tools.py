@@ -49,11 +49,13 @@ def target_presets() -> list[dict[str, Any]]:
 
 
 def run_files(artifact: str | Path, images: str | Path, modality: str, output: str | Path,
-              progress: Callable[[str], None] | None = None) -> tuple[int, ...]:
-    """Features of the .npy `images` (N, C, H, W) written as .npy to `output`; modality:
-    visible | infrared | halves | a .npy vector of codes. Returns the features' shape."""
+              progress: Callable[[str], None] | None = None, normalize: str | None = None) -> dict[str, Any]:
+    """Features of `images` (a .npy (N, C, H, W) batch, or a folder of image files, read and
+    preprocessed as the manifest states, in file-name order) written as .npy to `output`;
+    modality: visible | infrared | halves | a .npy vector of codes; normalize="l2" for unit
+    features. Returns {"shape", "files"} (files: the image names in row order, or None)."""
     from reidc.compiler.runtime import run_files as run
-    return run(artifact, images, modality, output, progress or (lambda msg: None))
+    return run(artifact, images, modality, output, progress or (lambda msg: None), normalize)
 
 
 def runner_bundle(output: str | Path, progress: Callable[[str], None] | None = None) -> list[str]:

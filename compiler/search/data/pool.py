@@ -12,9 +12,10 @@ import numpy as np
 
 from reidc.compiler.base.errors import DatasetError
 from reidc.compiler.ir import Modality
+from reidc.frontend.arch import IMAGENET_MEAN, IMAGENET_STD
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet statistics, as ReID code uses
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)  # ImageNet statistics, as ReID code uses (and `reidc run` on images)
+STD = np.array(IMAGENET_STD, np.float32)
 
 
 @dataclass

@@ -1,0 +1,44 @@
+"""A folder of images as a batch, preprocessed as the artifact's manifest states (`preprocess`:
+RGB, resized to the network's H x W, scaled to [0, 1], normalised per channel), for `reidc run`
+on image files. Needs Pillow (in reidc[compile]; `pip install pillow` on a runtime-only host)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base.errors import InputError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise InputError(f"{folder}: no images ({', '.join(EXTENSIONS)}) in this folder")
+    return files
+
+
+def read_images(folder: str | Path, preprocess: dict | None) -> tuple[list[str], np.ndarray]:
+    """(file names in sorted order, float32 (N, 3, H, W) batch)."""
+    if not preprocess:
+        raise InputError(f"the artifact states no image preprocessing (a torch.export program): pass the "
+                         "preprocessed images as a .npy (N, C, H, W) float32 array instead of {folder}")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ModuleNotFoundError:
+        raise InputError("reading image files needs Pillow: pip install pillow (or pass a .npy)") from None
+    h, w = preprocess["resize"]
+    mean = np.asarray(preprocess["mean"], np.float32).reshape(3, 1, 1)
+    std = np.asarray(preprocess["std"], np.float32).reshape(3, 1, 1)
+    files = image_files(Path(folder))
+    batch = np.empty((len(files), 3, h, w), np.float32)
+    for k, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                rgb = im.convert("RGB").resize((w, h), Image.BILINEAR)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"{f}: not a readable image ({e})") from None
+        x = np.asarray(rgb, np.float32).transpose(2, 0, 1) * np.float32(preprocess["scale"])
+        batch[k] = (x - mean) / std
+    return [f.name for f in files], batch
