@@ -30,16 +30,14 @@ def _check_bn(n, ins, modal):
 
 def _bn_ref(values, n):
     x = np.asarray(values[0], np.float64)
-
-    def one(key):
-        gamma, beta, mean, var = (np.asarray(a, np.float64) for a in n.attrs["params"][key])
-        s = gamma / np.sqrt(var + n.attrs["eps"])
-        return x * refmath.pick(s, None, x.ndim) + refmath.pick(beta - mean * s, None, x.ndim)
-    if n.modality == Placement.SPLIT:
-        y = refmath.per_sample([one(str(m)) for m in Modality], values[1])
-    else:
-        y = one(str(Placement.SHARED))
-    return y.astype(np.float32)
+    split = n.modality == Placement.SPLIT
+    keys = [str(m) for m in Modality] if split else [str(Placement.SHARED)]
+    gamma, beta, mean, var = (np.stack([np.asarray(n.attrs["params"][k][i], np.float64) for k in keys])
+                              for i in range(4))
+    scale = gamma / np.sqrt(var + n.attrs["eps"])   # one row per key: picked per sample where split
+    m = values[1] if split else None
+    rows = (lambda a: a) if split else (lambda a: a[0])
+    return (x * refmath.pick(rows(scale), m, x.ndim) + refmath.pick(rows(beta - mean * scale), m, x.ndim)).astype(np.float32)
 
 
 BATCH_NORM = declare(OpSpec(
