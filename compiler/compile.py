@@ -26,7 +26,7 @@ from reidc.targets.presets import cpuinfo_names
 
 from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
 from .base.digest import file_sha256, hash_file
-from .base.errors import ArtifactError, VerificationError
+from .base.errors import ArtifactError, InputError, VerificationError
 from .base.version import __version__
 from .costs import macs, weight_bytes
 from .ir import MODEL_MODES, Op, RunMode
@@ -107,7 +107,7 @@ def prepare(ckpt, opts: CompileOptions, source=None):
         wanted = {RunMode.parse(m, modes, "--modes") for m in opts.modes}  # the entries this model has
         modes = tuple(m for m in modes if m in wanted)
     if opts.batch is not None and opts.batch < 1:
-        raise ValueError(f"--batch {opts.batch}: must be at least 1")
+        raise InputError(f"--batch {opts.batch}: must be at least 1")
     stats: Counter = Counter()
     graphs = {}
     for mode in modes:
@@ -129,7 +129,12 @@ def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
     the artifact. Its manifest names no checkpoint; its digest is the module's state."""
     from reidc.frontend.inmemory import module_source
     opts = opts or CompileOptions()
-    return _compile(None, lambda: module_source(module, input_shape), out, opts, [opts.tuning_db])
+    training = getattr(module, "training", False)
+    try:
+        return _compile(None, lambda: module_source(module, input_shape, say=opts.progress), out, opts, [opts.tuning_db])
+    finally:
+        if hasattr(module, "train"):
+            module.train(training)   # compiling puts it in eval mode; give it back as it was
 
 
 def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
@@ -145,7 +150,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     check_can_build(preset, opts.verify)
     module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
-        raise ValueError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
+        raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
     tuning, batch = None, opts.batch
     if opts.tuning_db:
         from .tunedb.database import open_for_compile
@@ -179,6 +184,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
+            "precision": layer_precision(graphs[modes[0]]),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
             "per_sample": macs(graphs[modes[0]]),
@@ -192,6 +198,13 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
         atomic_write_json(tmp / MANIFEST, manifest)
     say(f"wrote {out}")
     return manifest
+
+
+def layer_precision(g) -> dict:
+    """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it."""
+    layers = [{"layer": n.source or nid, "op": str(n.op), "precision": "1-bit" if n.op == Op.BCONV2D else "fp32"}
+              for nid, n in g.items() if n.op in (Op.CONV2D, Op.DENSE, Op.BCONV2D)]
+    return {"real_valued": "fp32", "binary": "1-bit (xnor-popcount)", "layers": layers}
 
 
 def _output_of(facts: dict) -> str:
@@ -248,8 +261,8 @@ def reverify(artifact: str | Path, checkpoint: str | Path | None = None, progres
             raise ArtifactError(f"{path} was not compiled from this module (its state's sha256 differs)")
         module = module.eval()
     elif manifest.get("checkpoint") is None and checkpoint is None:
-        raise ArtifactError(f"{path} was compiled from a module in memory: pass checkpoint= or verify it "
-                            "from the Artifact compile returned")
+        raise ArtifactError(f"{path} was compiled from a module in memory: pass module= (that nn.Module), or "
+                            "verify it from the Artifact reidc.compile returned")
     else:
         module = artifact_source(manifest, path, checkpoint)
     manifest["verification"] = verify_artifact(path, module, tuple(manifest["modes"]), manifest, opts,

@@ -19,11 +19,11 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_images(folder: str | Path, preprocess: dict | None) -> tuple[list[str], np.ndarray]:
-    """(file names in sorted order, float32 (N, 3, H, W) batch)."""
+def read_images(files: list[Path], preprocess: dict | None) -> np.ndarray:
+    """The float32 (N, 3, H, W) batch of these image files, preprocessed as stated."""
     if not preprocess:
-        raise InputError(f"the artifact states no image preprocessing (a torch.export program): pass the "
-                         "preprocessed images as a .npy (N, C, H, W) float32 array instead of {folder}")
+        raise InputError("the artifact states no image preprocessing (a torch.export program): pass the "
+                         "preprocessed images as a .npy (N, C, H, W) float32 array instead of a folder")
     try:
         from PIL import Image, UnidentifiedImageError
     except ModuleNotFoundError:
@@ -31,7 +31,6 @@ def read_images(folder: str | Path, preprocess: dict | None) -> tuple[list[str],
     h, w = preprocess["resize"]
     mean = np.asarray(preprocess["mean"], np.float32).reshape(3, 1, 1)
     std = np.asarray(preprocess["std"], np.float32).reshape(3, 1, 1)
-    files = image_files(Path(folder))
     batch = np.empty((len(files), 3, h, w), np.float32)
     for k, f in enumerate(files):
         try:
@@ -41,4 +40,4 @@ def read_images(folder: str | Path, preprocess: dict | None) -> tuple[list[str],
             raise InputError(f"{f}: not a readable image ({e})") from None
         x = np.asarray(rgb, np.float32).transpose(2, 0, 1) * np.float32(preprocess["scale"])
         batch[k] = (x - mean) / std
-    return [f.name for f in files], batch
+    return batch

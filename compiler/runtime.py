@@ -166,6 +166,9 @@ class Compiled:
         if fixed and x.shape[0] != fixed:
             raise InputError(f"input batch is {x.shape[0]}; this artifact was built for batch {fixed} "
                              "(compile without --batch for any batch size)")
+        exported = self.manifest.get("export_batch")
+        if exported and x.shape[0] != exported:
+            raise InputError(f"input batch is {x.shape[0]}; this program was exported for batch {exported} only")
         x = np.ascontiguousarray(x, dtype=np.float32)
         bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
         if bad.any():
@@ -223,13 +226,11 @@ def run_files(artifact: str | Path, images: str | Path, modality: str, out: str 
     guard_output_file(out)
     comp = Compiled(artifact, progress)
     files = None
+    m = _load_npy(modality) if str(modality).endswith(".npy") else modality
     if Path(images).is_dir():
-        from .imagefolder import read_images
-        files, x = read_images(images, comp.manifest.get("preprocess"))
-        progress(f"read {len(files)} images from {images}")
+        feats, files = _run_folder(comp, Path(images), m, progress)
     else:
-        x = _load_npy(images)
-    feats = comp.run(x, _load_npy(modality) if str(modality).endswith(".npy") else modality)
+        feats = comp.run(_load_npy(images), m)
     if normalize == "l2":
         feats = feats / np.maximum(np.linalg.norm(feats.reshape(len(feats), -1), axis=1), 1e-12).reshape(
             (-1,) + (1,) * (feats.ndim - 1)).astype(feats.dtype)
@@ -237,6 +238,30 @@ def run_files(artifact: str | Path, images: str | Path, modality: str, out: str 
     np.save(buf, feats)
     atomic_write_bytes(out, buf.getvalue(), flag="-o")
     return {"shape": tuple(feats.shape), "files": files}
+
+
+def _run_folder(comp: "Compiled", folder: Path, modality, progress, chunk: int = 32):
+    """The features of a folder's images, read and run `chunk` at a time (the artifact's fixed
+    batch if it has one: the last chunk is padded with its last image, and the padding's rows
+    dropped), in file-name order. A per-sample modality vector is split alongside."""
+    from .imagefolder import image_files, read_images
+    files = image_files(folder)
+    if isinstance(modality, str) and modality == HALVES:   # halves of the whole folder, not of each chunk
+        if len(files) % 2:
+            raise InputError(f"modality halves: the {len(files)} images in {folder} do not split into two equal halves")
+        modality = np.repeat(np.array([Modality.VISIBLE.code, Modality.INFRARED.code], np.int32), len(files) // 2)
+    if not isinstance(modality, str) and len(modality) != len(files):
+        raise InputError(f"modality vector has {len(modality)} values for {len(files)} images in {folder}")
+    fixed = comp.manifest.get("batch") or comp.manifest.get("export_batch")
+    step = fixed or chunk
+    out = []
+    for i in range(0, len(files), step):
+        part = files[i:i + step]
+        x = read_images(part + [part[-1]] * (step - len(part) if fixed else 0), comp.manifest.get("preprocess"))
+        m = modality if isinstance(modality, str) else np.resize(modality[i:i + step], len(x))
+        out.append(comp.run(x, m)[:len(part)])
+        progress(f"ran {min(i + step, len(files))} of {len(files)} images from {folder}")
+    return np.concatenate(out), [f.name for f in files]
 
 
 def _load_npy(path) -> np.ndarray:

@@ -27,7 +27,8 @@ def state_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def module_source(module: nn.Module, input_shape: tuple[int, int, int] | None = None, name: str | None = None):
+def module_source(module: nn.Module, input_shape: tuple[int, int, int] | None = None, name: str | None = None,
+                  say=lambda msg: None):
     """(torch module, IR graph, modes, manifest facts) for an nn.Module held in memory.
     input_shape (C, H, W): required unless the module is one of reidc's networks."""
     if not isinstance(module, nn.Module):
@@ -49,7 +50,9 @@ def module_source(module: nn.Module, input_shape: tuple[int, int, int] | None = 
     try:
         ep = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         batch = None
-    except Exception:  # data-dependent control flow on the batch: export at a fixed batch instead
+    except Exception as why:  # data-dependent control flow on the batch: export at a fixed batch instead
+        say(f"warning: {name} does not export with a dynamic batch ({str(why).splitlines()[0][:120] if str(why) else type(why).__name__}); "
+            "compiling it for batch 2 only")
         try:
             ep = torch.export.export(module, (example,))
         except Exception as e:

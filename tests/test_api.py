@@ -129,3 +129,36 @@ def _images_and_inspect(art, tmp_path):
     assert json.loads(js)["target"]["preset"] == "host"
     table = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
     assert "verification" in table and "passed" in table
+
+
+def test_options_are_checked_before_any_work(tmp_path):
+    m = nn.Conv2d(3, 4, 3)
+    for kw, msg in [({"precision": "int8"}, "precision='int8'"), ({"mixed_strategy": "weight"}, "mixed_strategy"),
+                    ({"arch": "spec.json"}, "arch: only for a checkpoint on disk"),
+                    ({"feature": "pool"}, "feature: only for a checkpoint")]:
+        with pytest.raises(reidc.InputError, match=msg):
+            reidc.compile(m, input_shape=(3, 8, 8), **kw)
+    with pytest.raises(reidc.InputError, match="unknown mode 'thermal'"):
+        reidc.compile(tmp_path / "x.pt2", modes="thermal")
+
+
+def test_a_job_without_the_compilers_packages_says_how_to_get_them():
+    from reidc.compiler.api.needs import needs_compiler
+    with pytest.raises(reidc.UserError, match=r"compiling needs torch, which is not installed: pip install 'reidc\[compile\]'"):
+        with needs_compiler("compiling"):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+
+def test_an_artifact_for_another_machine_opens_and_is_refused_only_when_run(tmp_path):
+    import json
+    art = reidc.compile(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), input_shape=(3, 6, 6),
+                        output=tmp_path / "a")
+    assert art.run(np.zeros((1, 3, 6, 6), np.float32)).shape == (1, 4)
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    man["target"]["cpu_features"].append("amx-fp16")  # a feature this machine lacks
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    other = reidc.load(tmp_path / "a")
+    assert other.modes == ("main",) and reidc.inspect(other.path)["target"]["cpu_features"][-1] == "amx-fp16"
+    other.save(tmp_path / "copy")
+    with pytest.raises(reidc.ArtifactError, match="amx-fp16"):
+        other.run(np.zeros((1, 3, 6, 6), np.float32))

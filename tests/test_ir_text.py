@@ -82,3 +82,12 @@ def test_constants_round_trip_exactly(a):
     got = parse_attrs(f"v={fmt_value(a, inline=64)}", "n")["v"]
     assert got.dtype == a.dtype and got.shape == a.shape
     np.testing.assert_array_equal(got, a)
+
+
+def test_sources_with_braces_and_hashes_round_trip():
+    g = parse(SMALL)
+    g.replace("r", g["r"].with_(source="blocks.0}  # odd {name}"))
+    g.replace("c", g["c"].with_(source="stem{0}"))
+    back = parse(dump(g))
+    assert back["r"].source == "blocks.0}  # odd {name}" and back["c"].source == "stem{0}"
+    assert ir_diff(back, g, rtol=0) is None

@@ -166,3 +166,24 @@ def test_a_bn_whose_variance_plus_eps_is_not_positive_is_refused():
         "eps": 1e-5, "params": {"shared": (_vec(), _vec(), _vec(), const(var))}}, modality="shared", source="bn1"))
     with pytest.raises(IRError, match=r"\(bn1\): shared variance \+ eps must be > 0 \(channel 5\)"):
         verify(g)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"stride": 1}, r"attribute 'stride' must be two integers >= 1, is 1"),
+    ({"stride": (0, 1)}, r"attribute 'stride' must be two integers >= 1, is \(0, 1\)"),
+    ({"padding": (-1, 0)}, r"attribute 'padding' must be two integers >= 0"),
+    ({"weight": [[1.0]]}, r"attribute 'weight' must be a numeric array, is tuple"),
+])
+def test_attribute_kinds_are_checked_before_the_shape_rule(attrs, message):
+    g = _chain((Op.RELU, {}))
+    good = {"weight": _w(4, C, 3, 3), "stride": (1, 1), "padding": (1, 1)}
+    node = Node(Op.CONV2D, ("x",), ("N", 4) + HW, attrs={**good, **attrs}, source="conv9")
+    g.replace("n0", node)
+    with pytest.raises(IRError, match=r"\(conv9\): " + message):
+        verify(g)
+
+
+def test_constants_are_read_only_all_the_way_down():
+    n = Node(Op.BATCH_NORM, ("x",), ("N", 2), attrs={"eps": 1e-5, "params": {"shared": (np.ones(2), np.zeros(2))}})
+    with pytest.raises(ValueError, match="read-only"):
+        n.attrs["params"]["shared"][0][0] = 7

@@ -68,7 +68,7 @@ def test_local_tuning_writes_a_target_keyed_json_database(tuned):
 def test_compile_with_the_database_applies_records_and_verifies(tmp_path, bnn, tuned):
     model, ck = bnn
     man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(tuning_db=str(tuned[0]), modes=("visible",)))
-    assert man["batch"] == 1 and man["tuning"]["kernels_with_records"] == 2
+    assert man["batch"] == 1 and man["tuning"]["kernels_with_records"] == 2 and len(man["tuning"]["records_sha256"]) == 64
     assert man["verification"]["status"] == "passed"
     x = np.random.default_rng(1).standard_normal((1, 3) + SIZE, dtype=np.float32)
     np.testing.assert_allclose(Compiled(tmp_path / "art").run(x), torch_forward(model, x, "visible"),

@@ -25,14 +25,19 @@ class Artifact:
 
     `run(x, modality)` gives the features; `manifest` says what it is (model, entries, input
     contract, target, verification figures); `save(path)` copies it; `verify()` re-runs the
-    comparison with PyTorch; `bench()` times it beside the engines users would run instead."""
+    comparison with PyTorch; `bench()` times it beside the engines users would run instead.
+    Opening one reads and checks its manifest only: the library is loaded (and this machine's
+    CPU, GPU or qemu checked) at the first `run`, so an artifact built for another machine can
+    still be inspected, saved and copied here."""
 
     def __init__(self, path: str | Path, *, rpc: tuple[str, str] | None = None,
                  progress: Callable[[str], None] | None = None, _owned_tmp: str | None = None,
                  _source_module=None):
         self.path = Path(path)
         self._progress = progress or (lambda msg: None)
-        self._compiled = Compiled(self.path, self._progress, rpc=rpc)
+        self._rpc = rpc
+        self._manifest = read_manifest(self.path)   # checked: a folder that is no artifact fails here
+        self._compiled: Compiled | None = None
         self._module = _source_module
         self._cleanup = weakref.finalize(self, shutil.rmtree, _owned_tmp, True) if _owned_tmp else None
 
@@ -45,29 +50,35 @@ class Artifact:
     @property
     def modes(self) -> tuple[str, ...]:
         """The entries: visible, infrared, mixed (reidc's networks) or main (a torch.export program)."""
-        return tuple(self._compiled.manifest["modes"])
+        return tuple(self._manifest["modes"])
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """(C, H, W) of one image."""
-        return tuple(self._compiled.manifest["input_shape"])
+        return tuple(self._manifest["input_shape"])
 
     @property
     def target(self) -> str:
-        return self._compiled.manifest["target"]["preset"]
+        """The target preset it was built for (e.g. host, x86-avx2, rpi5, sm87)."""
+        return self._manifest["target"]["preset"]
 
     def __repr__(self) -> str:
-        m = self._compiled.manifest
+        m = self._manifest
         return (f"Artifact({str(self.path)!r}: {m['model']} for {self.target}, entries {', '.join(self.modes)}, "
-                f"input {'x'.join(map(str, self.input_shape))}, verification {m.get('verification', {}).get('status')})")
+                f"input {'x'.join(map(str, self.input_shape))}, verification {(m.get('verification') or {}).get('status')})")
 
     # --- running ----------------------------------------------------------------------------
-    def run(self, x, modality: str | np.ndarray = "visible") -> np.ndarray:
+    def _runtime(self) -> Compiled:
+        if self._compiled is None:
+            self._compiled = Compiled(self.path, self._progress, rpc=self._rpc)
+        return self._compiled
+
+    def run(self, x: Any, modality: str | Any = "visible") -> np.ndarray:
         """Features of a batch x (N, C, H, W) float32, numpy or torch. modality: "visible",
         "infrared" (the whole batch), "halves", or a per-sample vector of codes (0 visible,
         1 infrared) for the mixed entry; ignored by a `main`-only program."""
         m = modality if isinstance(modality, str) else _numpy(modality)
-        return self._compiled.run(_numpy(x), m)
+        return self._runtime().run(_numpy(x), m)
 
     __call__ = run
 
@@ -78,16 +89,17 @@ class Artifact:
             for f in self.path.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
-        return Artifact(path, progress=self._progress, _source_module=self._module)
+        return Artifact(path, rpc=self._rpc, progress=self._progress, _source_module=self._module)
 
     # --- checking and timing (these need the compiler and PyTorch) ----------------------------
-    def verify(self, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    def verify(self, checkpoint: str | Path | None = None, module: Any = None) -> dict[str, Any]:
         """Run the library against PyTorch eager again (where it can run) and record the figures
-        in the manifest; returns them. The reference is the checkpoint the manifest names (or
-        `checkpoint`), or the in-memory module it was compiled from in this session."""
-        from reidc.compiler.compile import reverify
-        man = reverify(self.path, checkpoint, self._progress, module=None if checkpoint else self._module)
-        self._compiled = Compiled(self.path, self._progress)
+        in the manifest; returns them. The reference: `checkpoint`, else `module` (the
+        nn.Module it was compiled from, checked by its weights' digest), else the checkpoint the
+        manifest names, else the module it was compiled from in this session."""
+        from .jobs import verify
+        man = verify(self, checkpoint, self._progress, module=module if module is not None else self._module)
+        self._manifest, self._compiled = man, None
         return man["verification"]
 
     def bench(self, batches=(1, 16), **options) -> list[dict]:
@@ -112,7 +124,7 @@ def inspect(path: str | Path) -> dict[str, Any]:
         "output": m.get("output"),
         "target": {"preset": m["target"]["preset"], "arch": m["target"].get("arch"), "tvm": m["target"].get("tvm"),
                    "cpu_features": m["target"].get("cpu_features")},
-        "precision": {"float layers": "fp32", "binary convs": binary} if binary else {"float layers": "fp32"},
+        "precision": m.get("precision") or {"real_valued": "fp32", "binary_convs": binary},
         "per_sample": m.get("per_sample"), "weights": w,
         "verification": {k: v[k] for k in ("status", "why", "max_rel_err", "tolerance", "reference", "batch")
                          if k in v},

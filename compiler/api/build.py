@@ -2,37 +2,71 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from reidc.compiler.base.errors import InputError
+from reidc.compiler.base.modes import RunMode
 
 from .artifact import Artifact
+from .needs import needs_compiler
+
+PRECISIONS = ("fp32",)   # int8 and bf16 arrive with the precision issue (12)
+CHECKPOINT_ONLY = ("arch", "split_config", "weights", "feature")
 
 
-def compile(model, target: str = "host", *, output: str | Path | None = None,
-            modes: Sequence[str] | None = None, input_shape: tuple[int, int, int] | None = None,
-            tuning_db: str | Path | None = None, batch: int | None = None, verify: bool = True,
-            arch: str | Path | None = None, split_config: str | Path | None = None, weights: str = "model",
-            feature: str | None = None, mixed_strategy: str | None = None, dump_ir: str | Path | None = None,
-            seed: int = 0, progress: Callable[[str], None] | None = None) -> Artifact:
+def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str, ...] | None:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r}: this reidc compiles real-valued layers in "
+                         f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit); int8 and bf16 are not built yet")
+    if mixed_strategy not in (None, "affine", "weights"):
+        raise InputError(f"mixed_strategy={mixed_strategy!r}: expected None (per layer), 'affine' or 'weights'")
+    if isinstance(modes, str):
+        modes = [m.strip() for m in modes.split(",")]
+    for m in modes or ():
+        RunMode.parse(m, what="mode")   # a misspelt entry, before any work
+    if not isinstance(model, (str, os.PathLike)):
+        given = [k for k in CHECKPOINT_ONLY if options[k] not in (None, "model")]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for a checkpoint on disk, not a module in memory")
+    return tuple(modes) if modes else None
+
+
+def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str | Path | None = None,
+            precision: str = "fp32", modes: Sequence[str] | str | None = None,
+            input_shape: tuple[int, int, int] | None = None, tuning_db: str | Path | None = None,
+            batch: int | None = None, verify: bool = True, arch: str | Path | None = None,
+            split_config: str | Path | None = None, weights: str = "model", feature: str | None = None,
+            mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
+            progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile `model` for `target` (a preset name such as "host", "x86-avx512", "rpi5",
-    "cuda-sm80", or a TVM target JSON) and verify it against PyTorch on seeded inputs.
+    "sm86" (see `reidc.target_presets()`), or a TVM target JSON) and verify it against PyTorch
+    on seeded inputs.
 
     model: a checkpoint (a reidc checkpoint folder, a .safetensors or weights-only .pt with
       `arch=`, CM-NAS's model.pth + `split_config=`, a .pt2 program), or a torch.nn.Module in
-      memory: one of reidc's networks (frontend.models / frontend.bire), or any module of
-      supported ops with `input_shape=(C, H, W)` (exported with torch.export; no file written).
+      memory: one of reidc's networks (`reidc.zoo_model`, frontend.models, frontend.bire), or
+      any module of supported ops with `input_shape=(C, H, W)` (exported with torch.export; no
+      file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
+    precision: "fp32" (the real-valued layers; binary convs stay 1-bit).
     modes: entries to build (visible, infrared, mixed); default all the model has.
+    input_shape: (C, H, W); for a checkpoint, its H x W replaces the spec's input size.
     tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
     verify=False writes the build unverified (e.g. for a target this machine cannot run).
-    Other keywords are `reidc compile`'s options of the same names."""
-    from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
+    Other keywords are `reidc compile`'s options of the same names (arch, split_config, weights,
+    feature: checkpoints only)."""
+    modes = _check(model, precision, modes, mixed_strategy,
+                   {"arch": arch, "split_config": split_config, "weights": weights, "feature": feature})
+    with needs_compiler("compiling"):
+        from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
                           split_config=None if split_config is None else str(split_config),
                           dump_ir=None if dump_ir is None else str(dump_ir), mixed_strategy=mixed_strategy,
-                          verify=verify, modes=tuple(modes) if modes else None, batch=batch,
+                          verify=verify, modes=modes, batch=batch,
                           tuning_db=None if tuning_db is None else str(tuning_db), weights=weights,
                           feature=feature, input_size=None, seed=seed, progress=progress or (lambda msg: None))
     owned = None
@@ -40,17 +74,19 @@ def compile(model, target: str = "host", *, output: str | Path | None = None,
         owned = tempfile.mkdtemp(prefix="reidc-")
         output = Path(owned) / "artifact"
     try:
-        if isinstance(model, (str, os.PathLike)):
-            if input_shape is not None:
-                opts.input_size = tuple(input_shape)[-2:]
-            compile_checkpoint(model, output, opts)
-            source = None
-        else:
-            compile_module(model, output, opts, input_shape=input_shape)
-            source = model
+        with needs_compiler("compiling"):
+            if isinstance(model, (str, os.PathLike)):
+                if input_shape is not None:
+                    if str(model).endswith(".pt2"):
+                        raise InputError("input_shape: a .pt2 program's input shape is the one it was exported with")
+                    opts.input_size = tuple(input_shape)[-2:]
+                compile_checkpoint(model, output, opts)
+                source = None
+            else:
+                compile_module(model, output, opts, input_shape=input_shape)
+                source = model
+        return Artifact(output, progress=progress, _owned_tmp=owned, _source_module=source)
     except BaseException:
         if owned:
-            import shutil
             shutil.rmtree(owned, ignore_errors=True)
         raise
-    return Artifact(output, progress=progress, _owned_tmp=owned, _source_module=source)

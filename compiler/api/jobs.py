@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 
 from reidc.compiler.bench import BUSY_CORES, ROUND_S, RUNTIMES as ENGINES, engine_label  # noqa: F401  (for printing rows)
 
+from .needs import needs_compiler
+
 
 def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials: int = 64, batch: int = 1,
          modes: Sequence[str] = ("visible",), only: Sequence[str] = (), rpc_tracker: str | None = None,
@@ -20,7 +22,8 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
     (created if new; a rerun resumes). Ctrl-C keeps every finished trial (TuningInterrupted, a
     KeyboardInterrupt). Returns {"target_key", "database", "tasks", "records"}; compile with
     `tuning_db=db, batch=batch` to use them, and `tune_report(db)` for the gains."""
-    from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
+    with needs_compiler("tuning"):
+        from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
     opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch, modes=tuple(modes), only=tuple(only),
                        rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout_s, cores=cores, seed=seed,
                        progress=progress or (lambda msg: None), on_stop_now=on_stop_now or (lambda: None))
@@ -32,7 +35,8 @@ def tune_report(db: str | Path, *, plot: bool = True) -> dict[str, dict]:
     ms, speedup, share of a run) and totals; with `plot`, a report.png per target (its path, or
     why it was not written, under "plot")."""
     from reidc.compiler.base.atomic import OutputError
-    from reidc.compiler.tune.report import plot as draw, report_rows
+    with needs_compiler("the tuning report"):
+        from reidc.compiler.tune.report import plot as draw, report_rows
     data = report_rows(db)
     for key, d in data.items():
         if plot:
@@ -54,7 +58,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
     (rows with arch, val_score_mAP, predicted_ms, measured_ms, weight_bytes), "pick" (with its
     test-identity metrics, checkpoint and artifact), "latency_table" and its error."""
-    from reidc.compiler.search.search import SearchOptions, search as run
+    with needs_compiler("the search"):
+        from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
                          scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=time_limit_s,
                          train_steps=train_steps, population=population, generations=generations,
@@ -74,13 +79,17 @@ def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | 
     eager. `baseline`: another artifact (e.g. the fp32 network a binarized one replaces)."""
     from reidc.compiler.bench import bench as run
     path = getattr(artifact, "path", artifact)
-    return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
+    with needs_compiler("benchmarking"):
+        return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
                tuple(engines) if engines else ENGINES, progress or (lambda msg: None), baseline, json_out)
 
 
-def verify(artifact, checkpoint: str | Path | None = None,
-           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Verify an artifact folder against PyTorch where it can run (e.g. a CUDA or aarch64 build
-    made elsewhere); its manifest's "verification" is replaced. Returns the manifest."""
-    from reidc.compiler.compile import reverify
-    return reverify(getattr(artifact, "path", artifact), checkpoint, progress or (lambda msg: None))
+def verify(artifact, checkpoint: str | Path | None = None, progress: Callable[[str], None] | None = None,
+           module: Any = None) -> dict[str, Any]:
+    """Verify an artifact (folder or Artifact) against PyTorch where it can run (e.g. a CUDA or
+    aarch64 build made elsewhere); its manifest's "verification" is replaced. The reference:
+    `checkpoint`, else `module` (the nn.Module it was compiled from, checked by its weights'
+    digest), else the checkpoint its manifest names. Returns the manifest."""
+    with needs_compiler("verification"):
+        from reidc.compiler.compile import reverify
+        return reverify(getattr(artifact, "path", artifact), checkpoint, progress or (lambda msg: None), module=module)

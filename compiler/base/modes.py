@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Iterable
 
+from .errors import InputError
+
 
 class Modality(StrEnum):
     """A sample's modality. Its code is what the `modality` input vector holds."""
@@ -48,14 +50,14 @@ class RunMode(StrEnum):
 
     @classmethod
     def parse(cls, text, allowed: Iterable["RunMode"] | None = None, what: str = "mode") -> "RunMode":
-        """The run mode `text` names, or one ValueError naming it and the choices."""
+        """The run mode `text` names, or one InputError (a ValueError) naming it and the choices."""
         choices = tuple(allowed) if allowed is not None else tuple(cls)
         try:
             mode = cls(text)
         except ValueError:
             mode = None
         if mode not in choices:
-            raise ValueError(f"unknown {what} {text!r}; expected one of {', '.join(choices)}")
+            raise InputError(f"unknown {what} {text!r}; expected one of {', '.join(choices)}")
         return mode
 
 

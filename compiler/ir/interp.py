@@ -11,6 +11,11 @@ from .spec import spec_of
 
 def run_all(g: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every node's value; `feeds` maps input names (x, modality) to arrays."""
+    m, x = feeds.get("modality"), feeds.get("x")
+    if m is not None:
+        m = np.asarray(m)
+        if m.shape != (len(x),) or not np.isin(m, (0, 1)).all():
+            raise ValueError(f"modality must be {len(x)} codes of 0 (visible) or 1 (infrared), got {m.tolist()}")
     vals: dict[str, np.ndarray] = {}
     for nid, n in g.items():
         if n.attrs.get("name") is not None and not n.inputs:

@@ -26,7 +26,7 @@ def _freeze(v: Any) -> Any:
         return v
     if isinstance(v, dict):
         return MappingProxyType({k: _freeze(x) for k, x in v.items()})
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return tuple(_freeze(x) for x in v)
     return v
 

@@ -18,7 +18,7 @@ from .graph import Graph
 from .node import Node
 
 _NODE = re.compile(r"%(?P<id>[^:\s]+): (?P<dtype>\w+)\[(?P<shape>[^\]]*)\] = (?P<op>\w+)(?: @(?P<mod>\w+))?"
-                   r"\((?P<ins>[^)]*)\)(?: \{(?P<attrs>.*)\})?(?:  # (?P<src>.*))?$")
+                   r"\((?P<ins>[^)]*)\)(?: \{(?P<attrs>.*)\})?")
 _ARRAY = re.compile(r"<(?P<shape>[\dx]*|scalar) (?P<dtype>\w+)(?:: (?P<values>[^>]*))?>")
 _KEY = re.compile(r"([{,]\s*)([A-Za-z_]\w*)(\s*:)")
 
@@ -95,13 +95,14 @@ def parse(text: str, placeholder: Callable = default_placeholder) -> Graph:
         if line.startswith("return"):
             outputs = [o.strip().lstrip("%") for o in line[len("return"):].split(",") if o.strip()]
             continue
-        m = _NODE.fullmatch(line)
+        body, _, src = line.partition("  # ")   # the source comment: everything after the first "  # "
+        m = _NODE.fullmatch(body)
         if m is None or g is None:
             raise ParseError(f"line {k}: not a node of the IR text form: {line!r}")
         attrs = parse_attrs(m["attrs"], m["id"], placeholder) if m["attrs"] else {}
         ins = tuple(i.strip().lstrip("%") for i in m["ins"].split(",") if i.strip())
         try:
-            g.add(m["id"], Node(m["op"], ins, _shape(m["shape"]), m["dtype"], attrs, m["src"] or "",
+            g.add(m["id"], Node(m["op"], ins, _shape(m["shape"]), m["dtype"], attrs, src,
                                 m["mod"] or "any"), order=len(g))
         except (KeyError, ValueError) as e:
             raise ParseError(f"line {k}: {e}") from None

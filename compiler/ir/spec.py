@@ -1,6 +1,6 @@
 """What an op is, declared once: `OpSpec`. The verifier, shape inference, the cost model and the
-IR interpreter read the spec; the lowering to TVM is registered per op beside it
-(compiler/lower/ops.py). The specs themselves live in compiler/ir/opset/, one small file per
+IR interpreter read the spec; the lowering to TVM is registered per op with `@lowers` in
+compiler/lower/ops/. The specs themselves live in compiler/ir/opset/, one small file per
 family of ops, and the `Op` enum is built from them.
 """
 from __future__ import annotations

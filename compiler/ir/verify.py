@@ -20,6 +20,32 @@ def _fail(nid, node, msg):
     raise IRError(f"IR node {nid!r} [{node.op}]{src}: {msg}")
 
 
+_ARRAY_KINDS = "fiub"   # numeric constants (bool for flags)
+_MIN = {"stride": 1, "kernel": 1, "padding": 0}
+
+
+def _kind_error(kind: str, key: str, v) -> str | None:
+    """What is wrong with attribute `key` of the given kind (compiler/ir/spec.py: Attr), or None."""
+    if kind == "array":
+        ok = isinstance(v, np.ndarray) and v.dtype.kind in _ARRAY_KINDS
+        return None if ok else f"attribute {key!r} must be a numeric array, is {type(v).__name__}"
+    if kind == "pair":
+        lo = _MIN.get(key, 0)
+        ok = (isinstance(v, tuple) and len(v) == 2 and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                                            and d >= lo for d in v))
+        return None if ok else f"attribute {key!r} must be two integers >= {lo}, is {v!r}"
+    if kind == "float":
+        ok = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and np.isfinite(v)
+        return None if ok else f"attribute {key!r} must be a finite number, is {v!r}"
+    if kind == "str":
+        return None if isinstance(v, str) else f"attribute {key!r} must be a string, is {v!r}"
+    if kind == "bool":
+        return None if isinstance(v, (bool, np.bool_)) else f"attribute {key!r} must be True or False, is {v!r}"
+    if kind == "params":
+        return None if hasattr(v, "items") else f"attribute {key!r} must map placements to statistics"
+    return f"attribute {key!r} has an unknown kind {kind!r}"
+
+
 def _check_node(g: Graph, nid: str, n) -> None:
     spec = spec_of(n.op)
     ins = [g[i] for i in n.inputs]
@@ -37,6 +63,11 @@ def _check_node(g: Graph, nid: str, n) -> None:
     if missing or unknown:
         _fail(nid, n, f"attributes: missing {missing}, unknown {unknown}" if missing and unknown else
               f"missing attribute {missing[0]!r}" if missing else f"unknown attribute {unknown[0]!r}")
+    for k, a in spec.attrs.items():
+        if k in n.attrs:
+            bad = _kind_error(a.kind, k, n.attrs[k])
+            if bad:
+                _fail(nid, n, bad)
     if ins and ins[0].dtype not in spec.in_dtypes:
         _fail(nid, n, f"data input has dtype {ins[0].dtype}, expected {' or '.join(spec.in_dtypes)}")
     want_dtype = spec.out_dtype(n.attrs)
@@ -46,7 +77,10 @@ def _check_node(g: Graph, nid: str, n) -> None:
     if bad:
         _fail(nid, n, bad)
     if spec.shape is not None:
-        want = tuple(spec.shape([t.shape for t in ins], n.attrs))
+        try:
+            want = tuple(spec.shape([t.shape for t in ins], n.attrs))
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError) as e:
+            _fail(nid, n, f"cannot infer its shape from inputs {[t.shape for t in ins]}: {e}")
         if n.shape != want:
             _fail(nid, n, f"shape {n.shape} but {n.op} of {ins[0].shape} gives {want}")
     for k, v in n.attrs.items():

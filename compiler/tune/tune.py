@@ -19,6 +19,7 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
+from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, prepare
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module
@@ -82,17 +83,17 @@ def check_options(opts: TuneOptions, preset) -> None:
     for flag, value in (("--trials", opts.trials), ("--batch", opts.batch), ("--cores", opts.cores or 1),
                         ("per_iter", opts.per_iter)):
         if value < 1:
-            raise ValueError(f"{flag} {value}: must be at least 1")
+            raise InputError(f"{flag} {value}: must be at least 1")
     if not opts.timeout_s > 0:
-        raise ValueError(f"--timeout {opts.timeout_s}: must be more than 0 seconds")
+        raise InputError(f"--timeout {opts.timeout_s}: must be more than 0 seconds")
     if opts.rpc_tracker:
         host, _, port = opts.rpc_tracker.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"--rpc-tracker {opts.rpc_tracker}: expected HOST:PORT")
+            raise InputError(f"--rpc-tracker {opts.rpc_tracker}: expected HOST:PORT")
         if not opts.rpc_key:
-            raise ValueError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
+            raise InputError("--rpc-tracker needs --rpc-key (the key the devices registered with)")
     elif opts.rpc_key:
-        raise ValueError("--rpc-key needs --rpc-tracker HOST:PORT (the tracker the devices registered with)")
+        raise InputError("--rpc-key needs --rpc-tracker HOST:PORT (the tracker the devices registered with)")
     measure.check(preset, opts.rpc_tracker)
 
 
@@ -108,7 +109,7 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     with Interrupts(say, opts.on_stop_now) as stop:
         tasks, facts = extract_tasks(ckpt, opts, preset)
         if not tasks:
-            raise ValueError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+            raise InputError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
         run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
         build = measure.builder(preset)  # (their worker processes inherit the blocked SIGINT)
         stop.check()

@@ -229,9 +229,17 @@ class CompileTuning:
         self.tuned_functions = sum(1 for f in funcs if self.database.has_workload(_normalize_mod(f)))
 
     def summary(self) -> dict:
+        """What the manifest records (and `reidc inspect` shows): which database, target and batch,
+        how many kernels it tuned, and the sha256 of the (checked) records the build applied."""
+        digest = None
+        if self.copy is not None:
+            h = hashlib.sha256()
+            for name in (WORKLOADS, RECORDS):
+                h.update(Path(self.copy.name, name).read_bytes())
+            digest = h.hexdigest()
         return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
                 "records": len(self.database), "kernels_with_records": self.tuned_functions,
-                "kernels": self.functions}
+                "kernels": self.functions, "records_sha256": digest}
 
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
