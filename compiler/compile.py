@@ -104,7 +104,7 @@ def prepare(ckpt, opts: CompileOptions, source=None):
         source = load_source(ckpt, opts)
     module, g, modes, facts = source
     if opts.modes:
-        wanted = {RunMode.parse(m, modes, "--modes") for m in opts.modes}  # the entries this model has
+        wanted = {RunMode.parse(m, modes, "modes") for m in opts.modes}  # the entries this model has
         modes = tuple(m for m in modes if m in wanted)
     if opts.batch is not None and opts.batch < 1:
         raise InputError(f"--batch {opts.batch}: must be at least 1")

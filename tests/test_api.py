@@ -138,8 +138,8 @@ def test_options_are_checked_before_any_work(tmp_path):
                     ({"feature": "pool"}, "feature: only for a checkpoint")]:
         with pytest.raises(reidc.InputError, match=msg):
             reidc.compile(m, input_shape=(3, 8, 8), **kw)
-    with pytest.raises(reidc.InputError, match="unknown mode 'thermal'"):
-        reidc.compile(tmp_path / "x.pt2", modes="thermal")
+    with pytest.raises(reidc.InputError, match="unknown modes 'thermal'; expected one of main"):
+        reidc.compile(m, input_shape=(3, 8, 8), modes="thermal")
 
 
 def test_a_job_without_the_compilers_packages_says_how_to_get_them():

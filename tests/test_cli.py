@@ -63,7 +63,7 @@ def test_modes_subset_and_missing_entry(tmp_path, ckpt):
     _err(["run", str(tmp_path / "a"), "--input", str(tmp_path / "x.npy"), "--modality", "infrared",
           "-o", str(tmp_path / "f.npy")], "has no infrared entry")
     _err(["compile", str(ckpt), "--modes", "thermal", "-o", str(tmp_path / "b")],
-         "unknown --modes 'thermal'; expected one of visible, infrared, mixed")
+         "unknown modes 'thermal'; expected one of visible, infrared, mixed")
     assert not (tmp_path / "b").exists()
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reidc.compiler.base.errors import InputError
-from reidc.compiler.base.modes import RunMode
 
 from .artifact import Artifact
 from .needs import needs_compiler
@@ -25,8 +24,6 @@ def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str,
         raise InputError(f"mixed_strategy={mixed_strategy!r}: expected None (per layer), 'affine' or 'weights'")
     if isinstance(modes, str):
         modes = [m.strip() for m in modes.split(",")]
-    for m in modes or ():
-        RunMode.parse(m, what="mode")   # a misspelt entry, before any work
     if not isinstance(model, (str, os.PathLike)):
         given = [k for k in CHECKPOINT_ONLY if options[k] not in (None, "model")]
         if given:
