@@ -36,7 +36,7 @@ def _build(*nodes, channels=4) -> Graph:
 
 
 def _values(g, x=X):
-    return run_all(g, {"x": x, "modality": MIX})
+    return run_all(g, {"x": x, "modality": np.resize(MIX, len(x))})
 
 
 def _pack(c=4, thr=None, flip=None):
