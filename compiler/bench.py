@@ -9,13 +9,16 @@ next; the order rotates from round to round. A round is `calls` back-to-back cal
 about ROUND_S; a row holds, per engine, the median, min and max over the rounds of the time
 per call and the spread (max - min) / median. Warm-up is excluded and torch.compile's compile
 time (its first call) is reported apart. Each worker returns its output on the seeded input;
-reidc, torch.compile and ONNX Runtime are compared with PyTorch eager.
+the others are compared with PyTorch eager. On request (runtimes=, OPTIONAL_RUNTIMES) the
+peers a user runs for reduced precision: ONNX Runtime on a static int8 QDQ model of the same
+export, and OpenVINO fp32, bf16 and int8 (the same QDQ model).
 
 Everything a user can get wrong is refused before any worker starts (InputError, ArtifactError);
 a worker that fails or dies is an EngineError naming the engine and how it ended.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import signal
@@ -23,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +41,17 @@ from .base.modes import MODEL_MODES, RunMode
 ROUND_S = 0.2      # each timed round lasts about this long (calls per round chosen in warm-up)
 PAUSE_S = 0.2      # between two workers' rounds: the previous one's thread pool goes idle
 BUSY_CORES = 0.25  # other processes using more than this while timing: the figures are suspect
-RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")
+RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")  # the default set
+# reduced-precision peers and OpenVINO, on request (runtimes=...): int8 ones quantize with 8
+# calibration inputs first (bench_worker.quantize_qdq); OpenVINO needs `pip install openvino`
+OPTIONAL_RUNTIMES = ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8")
+ALL_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES
+NEEDS = {"onnxruntime_int8": ("onnxruntime",), "openvino": ("openvino",), "openvino_bf16": ("openvino",),
+         "openvino_int8": ("openvino", "onnxruntime")}  # packages, checked before any worker starts
+REDUCED = ("onnxruntime_int8", "openvino_bf16", "openvino_int8")  # rows add their per-sample cosine min
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
-          "onnxruntime": "ONNX Runtime"}
+          "onnxruntime": "ONNX Runtime", "onnxruntime_int8": "ONNX Runtime int8", "openvino": "OpenVINO",
+          "openvino_bf16": "OpenVINO bf16", "openvino_int8": "OpenVINO int8"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,8 @@ def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 
     """Check every argument against the artifact(s) before anything runs.
 
     `modes` None: the artifact's visible and mixed entries (or whatever single entry it has).
-    PyTorch eager always runs: it is the reference the others are compared with."""
+    PyTorch eager always runs: it is the reference the others are compared with. `runtimes`
+    may name any of ALL_RUNTIMES (the default RUNTIMES leaves out OPTIONAL_RUNTIMES)."""
     for flag, v in (("--repeat", repeat), ("--threads", threads)):
         if not isinstance(v, int) or v < 1:
             raise InputError(f"{flag} {v}: must be at least 1")
@@ -120,14 +133,18 @@ def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 
     except ValueError as e:
         raise InputError(str(e)) from None
     for r in runtimes:
-        if r not in RUNTIMES:
-            raise InputError(f"runtime {r!r}: expected one of {', '.join(RUNTIMES)}")
+        if r not in ALL_RUNTIMES:
+            raise InputError(f"runtime {r!r}: expected one of {', '.join(ALL_RUNTIMES)}")
+        for need in NEEDS.get(r, ()):
+            if importlib.util.find_spec(need) is None:
+                raise InputError(f"runtime {r}: needs the {need} package, not installed here "
+                                 "(pip install 'reidc[bench]')")
     json_out = guard_output_file(json_out, "--json") if json_out is not None else None
     path = _path(artifact)
     man, entries = _check_artifact(path, modes, batches)
     common = {"threads": threads, "artifact": str(path.resolve()),
               "checkpoint": _checkpoint(man, str(path), checkpoint)}
-    names = ("reidc", "torch_eager") + tuple(r for r in RUNTIMES[1:] if r in runtimes)
+    names = ("reidc", "torch_eager") + tuple(r for r in ALL_RUNTIMES[1:] if r in runtimes)
     engines = {n: {**common, "engine": n} for n in names}
     base_model = None
     if baseline is not None:
@@ -320,9 +337,14 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
         row["torch_compile_compile_s"] = res["torch_compile"]["first_s"]
     ref = res["torch_eager"]["out"]
     row["max_rel_err"] = rel_err(res["reidc"]["out"], ref)
-    for n in ("torch_compile", "onnxruntime"):
+    for n in ("torch_compile",) + ALL_RUNTIMES[2:]:
         if n in res:
             row[f"{n}_rel_err"] = rel_err(res[n]["out"], ref)
+            if n in REDUCED:
+                row[f"{n}_cos_min"] = cos_min(res[n]["out"], ref)
+            for k in ("precision", "conv_precisions"):
+                if k in res[n]:
+                    row[f"{n}_{k}"] = res[n][k]
     if p.baseline_model:
         row["baseline_model"] = p.baseline_model
         bref = res["baseline_torch_eager"]["out"]
@@ -334,20 +356,43 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
     return row
 
 
+def cos_min(out, ref) -> float:
+    """Min over samples of the cosine between the output's and the reference's features."""
+    import numpy as np
+    out = np.asarray(out, np.float64).reshape(len(out), -1)
+    ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    den = np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-300)
+    return float(((out * ref).sum(axis=1) / den).min())
+
+
 def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
           runtimes=RUNTIMES, progress: Callable[[str], None] = lambda s: None, baseline=None,
           json_out=None, round_s: float = ROUND_S, pause_s: float = PAUSE_S) -> list[dict]:
     """One row per (entry, batch): every engine's median / min / max / spread per call (ms),
-    speedups of reidc (median over median), and errors against PyTorch eager.
+    speedups of reidc (median over median), and errors against PyTorch eager (for the
+    reduced-precision peers also `<name>_cos_min`, the lowest per-sample feature cosine, and
+    `<name>_precision`: for OpenVINO what the compiled model reports, with the precisions its
+    convolutions run in, `<name>_conv_precisions`).
 
     `artifact` / `baseline`: artifact directories (or Compiled); each engine's worker loads the
     artifact or its checkpoint itself (`checkpoint` overrides the one the manifest names).
     `baseline` (e.g. the fp32 network a binarized one replaces) adds its reidc, eager and ORT
     times. `json_out`: the rows are written there (checked before anything runs)."""
-    from .reference import seeded_inputs
     p = plan(artifact, checkpoint, batches, modes, threads, repeat, runtimes, baseline, json_out)
     model = p.manifest["model"]
-    workers = start_workers(p.engines, progress)
+    with tempfile.TemporaryDirectory(prefix="reidc-bench-") as onnx_dir:  # the ONNX engines' shared exports
+        rows = _bench_rows(p, {n: {**s, "onnx_dir": onnx_dir} for n, s in p.engines.items()}, model, repeat,
+                           round_s, pause_s, progress)
+    if p.json_out is not None:
+        from .base.atomic import atomic_write_json
+        atomic_write_json(p.json_out, rows, flag="--json")
+    return rows
+
+
+def _bench_rows(p: Plan, engines: dict[str, dict], model: str, repeat: int, round_s: float, pause_s: float,
+                progress: Callable[[str], None]) -> list[dict]:
+    from .reference import seeded_inputs
+    workers = start_workers(engines, progress)
     rows, done = [], False
     try:
         for entry in p.entries:
@@ -360,9 +405,6 @@ def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int =
         done = True
     finally:
         shutdown(workers, polite=done)
-    if p.json_out is not None:
-        from .base.atomic import atomic_write_json
-        atomic_write_json(p.json_out, rows, flag="--json")
     return rows
 
 
@@ -372,7 +414,7 @@ def time_alone(engine: str, artifact, checkpoint=None, entry: str = RunMode.VISI
     isolation should reproduce. Returns its stats, output, pid and `others_cpu_cores`."""
     from .reference import seeded_inputs
     p = plan(artifact, checkpoint, (batch,), (entry,), threads, repeat,
-             (engine,) if engine in RUNTIMES else ())
+             (engine,) if engine in ALL_RUNTIMES else ())
     workers = start_workers({engine: p.engines[engine]})
     try:
         x, m = seeded_inputs(tuple(p.manifest["input_shape"]), batch, entry, seed=1)

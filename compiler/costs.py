@@ -1,7 +1,8 @@
 """Size and operation counts of an IR graph (pure; per sample), summed from each op's declared
 cost (compiler/ir/spec.py: `Cost`).
 
-OPs follow the convention of XNOR-Net / Bi-Real / BiRe-ID: binary MACs / 64 + float MACs.
+OPs follow the convention of XNOR-Net / Bi-Real / BiRe-ID: binary MACs / 64 + float MACs (+ int8
+MACs, counted as one op each).
 fp32 bytes count every weight as a float32 (what the un-binarized network stores); packed bytes
 count binary weights at one bit.
 """
@@ -22,8 +23,9 @@ def _total(g: Graph) -> Cost:
 
 def macs(g: Graph) -> dict[str, int]:
     c = _total(g)
-    return {"binary_macs": c.binary_macs, "float_macs": c.float_macs, "ops": c.binary_macs // 64 + c.float_macs,
-            "fp32_equivalent_ops": c.binary_macs + c.float_macs}
+    return {"binary_macs": c.binary_macs, "float_macs": c.float_macs, "int8_macs": c.int8_macs,
+            "ops": c.binary_macs // 64 + c.float_macs + c.int8_macs,
+            "fp32_equivalent_ops": c.binary_macs + c.float_macs + c.int8_macs}
 
 
 def weight_bytes(g: Graph) -> dict[str, int]:

@@ -16,6 +16,8 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
+from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
+from .x86_intrin import VNNI_U8S8_16x4
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
@@ -70,6 +72,67 @@ class Conv2dNCHWc(CPUScheduleRule):
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
         _parallel_rows(sch, func, PAD_BLOCK, 3)
+        return sch
+
+
+class Conv2dNCHWcInt8(CPUScheduleRule):
+    """int8 conv (conv2d_int8.py): parallel over (n, oc-block, row block); per task an int32
+    accumulator block of rows x OW x 16 stays in L1; reductions (c-block, ky, kx, 4-channel
+    groups) outside a register tile of `reg_w` pixels x 16 lanes; the innermost 16 x 4
+    (lanes x group) is one `vpdpbusd` where the target has AVX-512 VNNI (TVM's intrinsic),
+    else loops LLVM vectorises (widening multiplies). The fused epilogue (zero-point
+    correction, scales, bias, ReLU, requantisation to the next layer's uint8) runs per row block."""
+
+    def __init__(self, vnni: bool = False, accumulators: int = 24, acc_bytes: int = 16384):
+        self.vnni = vnni
+        self.accumulators = accumulators
+        self.acc_bytes = acc_bytes
+
+    def apply(self, func, target, tunable):
+        found = anchored_nchwc(func, QCONV_BLOCK, QPAD_BLOCK)
+        if found is None:
+            return None
+        sch, conv, out, (n, o, h, w, v) = found
+        ow, oh = extent(sch, w), extent(sch, h)
+        if extent(sch, v) != LANES or ow is None or oh is None:
+            return None
+        # weights picked per sample (8-D, by the modality) are no affine tile: LLVM's loops
+        vnni = self.vnni and not any(len((getattr(r, "buffer", None) or r.source).shape) == 8
+                                     for r in sch.get(conv).reads)
+        reg_w = largest_divisor_at_most(ow, self.accumulators)
+        rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * LANES * 4)))
+        ho, hi = sch.split(h, [None, rows])
+        outer = sch.fuse(n, o, ho)
+        sch.parallel(outer)
+        sch.vectorize(v)
+        sch.compute_at(conv, outer)
+        if not vnni:  # TVM's VNNI intrinsic accumulates in a global-scope buffer
+            sch.set_scope(conv, 0, "local")
+        loops = sch.get_loops(conv)[1:]
+        block = sch.get(conv)
+        red_ext = [int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]
+        nred = sum(e > 1 for e in red_ext)
+        sp, red = list(loops[:-nred]), list(loops[-nred:])
+        cv = sp.pop()
+        cw = sp.pop() if ow > 1 and sp else None
+        ch = sp.pop() if rows > 1 and sp else None
+        ri = red.pop()          # the 4-channel group: innermost, under the lanes
+        cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
+        head = [red[0]] if red else []
+        inner = [cv, ri] if vnni else [ri, cv]  # a vectorised loop cannot hold a reduction
+        order = head + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + red[1:] \
+            + ([cwi] if cwi is not None else []) + inner
+        sch.reorder(*order)
+        if cwi is not None:
+            sch.unroll(cwi)
+        if not vnni:
+            sch.unroll(ri)
+            sch.vectorize(cv)
+        init = sch.decompose_reduction(conv, order[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        if vnni:
+            sch.tensorize(cv, VNNI_U8S8_16x4)
+        _parallel_rows(sch, func, QPAD_BLOCK, 3)
         return sch
 
 

@@ -123,7 +123,7 @@ _X86_SKIP = ("evex512", "avx10")          # no cpuinfo flag of their own (implie
 _A64_ISA = ("neon", "fp-armv8", "dotprod", "fullfp16", "i8mm", "sve", "sve2", "bf16")
 _CPUINFO = {"x86_64": {"sse3": "pni", "bmi": "bmi1", "lzcnt": "abm", "pclmul": "pclmulqdq", "sha": "shani"},
             "aarch64": {"neon": "asimd", "fparmv8": "fp", "dotprod": "asimddp", "fullfp16": "asimdhp"}}
-_FLAG_TO_LLVM = {"avx512_vpopcntdq": "avx512vpopcntdq"}
+_FLAG_TO_LLVM = {"avx512_vpopcntdq": "avx512vpopcntdq", "avx512_vnni": "avx512vnni"}
 
 
 def _norm(name: str) -> str:
@@ -219,6 +219,10 @@ PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
     _x86("x86-avx512", "x86-64-v4: Skylake-SP / Zen 4 and newer, +VPOPCNTDQ",
          {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq"]},
          requires=_AVX512 + ("avx512_vpopcntdq",), features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq")),
+    _x86("x86-avx512-vnni", "x86-64-v4 + VPOPCNTDQ + VNNI (int8 vpdpbusd): Ice Lake / Sapphire Rapids / Zen 4",
+         {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq", "+avx512vnni"]},
+         requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni"),
+         features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni")),
     _arm("aarch64", "any 64-bit ARM CPU with NEON (ARMv8-A)", None, ("+neon",), ("neon", "cnt popcount")),
     _arm("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ("+neon",), ("neon", "cnt popcount", "cortex-a72")),
     _arm("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", ("+neon", "+dotprod"),
@@ -235,7 +239,7 @@ PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
 
 def _host_preset() -> TargetPreset:
     have = host_features()
-    base = next((PRESETS[n] for n in ("x86-avx512", "x86-avx2") if all(f in have for f in PRESETS[n].requires)),
+    base = next((PRESETS[n] for n in ("x86-avx512-vnni", "x86-avx512", "x86-avx2") if all(f in have for f in PRESETS[n].requires)),
                 PRESETS["x86-64"])
     cores = os.cpu_count() or 1
     return dataclasses.replace(base, name="host", description=f"this machine: {base.name} ({cores} cores)",

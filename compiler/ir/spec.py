@@ -25,11 +25,12 @@ class Attr:
 
 @dataclass(frozen=True)
 class Cost:
-    """Per sample: multiply-accumulates on +-1 values and on floats, and the weight bytes as
-    fp32 and as reidc stores them (binary weights packed)."""
+    """Per sample: multiply-accumulates on +-1 values, on floats and on int8, and the weight
+    bytes as fp32 and as reidc stores them (binary weights packed, int8 weights a byte)."""
 
     binary_macs: int = 0
     float_macs: int = 0
+    int8_macs: int = 0
     fp32_weight_bytes: int = 0
     stored_weight_bytes: int = 0
 

@@ -7,7 +7,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
-from reidc.kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, CPUFallback
+from reidc.kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
 from reidc.kernels.cuda_schedules import cuda_rules
 from reidc.targets import TargetPreset
 
@@ -16,6 +16,7 @@ def schedule_rules(preset: TargetPreset) -> list:
     """CPU rules tiled for the preset: 3/4 of the SIMD registers hold accumulators (AVX2: 12 of
     16; AVX-512 and NEON: 24 of 32), the rest the broadcast input and weight vectors."""
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
+            Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features()),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 

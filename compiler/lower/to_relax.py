@@ -61,16 +61,16 @@ class Lowerer:
                 return b
         return c
 
-    def per_channel(self, node, cb: int, vec: np.ndarray) -> relax.Expr:
+    def per_channel(self, node, cb: int, vec: np.ndarray, dtype: str = "float32") -> relax.Expr:
         """A (C,) or per-modality (2, C) constant of `node`, shaped to broadcast over its output
         in channel block cb (0: a 2-D output)."""
         c = node.shape[1]
         if vec.ndim == 1:
             shape = (1, c // cb, 1, 1, cb) if cb else (1, c)
-            return self.const(vec.reshape(shape).astype("float32"))
+            return self.const(vec.reshape(shape).astype(dtype))
         if self.m is None:
             raise LoweringError(f"per-modality constant at {node.source} outside the mixed entry")
-        table = self.const(vec.reshape((2, c // cb, cb) if cb else (2, c)).astype("float32"))
+        table = self.const(vec.reshape((2, c // cb, cb) if cb else (2, c)).astype(dtype))
         picked = self.emit(relax.op.take(table, self.m, axis=0, mode="clip"))
         shape = (self.n, c // cb, 1, 1, cb) if cb else (self.n, c)
         return self.emit(relax.op.reshape(picked, shape))

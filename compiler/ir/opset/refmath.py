@@ -27,7 +27,8 @@ def windows(x: np.ndarray, kernel, stride, padding=(0, 0), fill=0.0) -> np.ndarr
     return sliding_window_view(x, tuple(kernel), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, stride, padding) -> np.ndarray:
-    """Cross-correlation as PyTorch's conv2d, in the dtype of x (float64 for float inputs)."""
-    win = windows(x, w.shape[2:], stride, padding)
+def conv2d(x: np.ndarray, w: np.ndarray, stride, padding, fill=0.0) -> np.ndarray:
+    """Cross-correlation as PyTorch's conv2d, in the dtype of x (float64 for float inputs);
+    `fill`: the padding value (an int8 conv pads with its input's zero point)."""
+    win = windows(x, w.shape[2:], stride, padding, fill)
     return np.einsum("nchwij,ocij->nohw", win, w, optimize=True)

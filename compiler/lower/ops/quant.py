@@ -1,0 +1,63 @@
+"""int8 ops: quantize as Relax element-wise ops (TVM fuses it into the producing conv's
+epilogue: requantisation in registers, uint8 to memory), the int8 conv through reidc's TE
+kernel (kernels/conv2d_int8.py) with its dequantisation epilogue."""
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from reidc.compiler.ir import Op
+from reidc.compiler.ir.opset.quant import inverse_scale
+from reidc.kernels.conv2d_int8 import GROUP, LANES, conv2d_nchwc_int8, pack_weight_int8, weight_sums
+
+from ..registry import Lowered, LoweringError, lowers
+
+
+def _per_sample(low, n, table: np.ndarray, cb: int) -> relax.Expr:
+    """A per-tensor (1,) or per-modality (2,) float32 scalar, shaped to broadcast over a value of
+    n's shape in channel block cb."""
+    rank = 5 if cb else len(n.shape)
+    if table.shape == (1,):
+        return low.const(table.reshape((1,) * rank).astype("float32"))
+    if low.m is None:
+        raise LoweringError(f"per-modality scale at {n.source} outside the mixed entry")
+    picked = low.emit(relax.op.take(low.const(table.astype("float32")), low.m, axis=0, mode="clip"))
+    return low.emit(relax.op.reshape(picked, (low.n,) + (1,) * (rank - 1)))
+
+
+@lowers(Op.QUANTIZE)
+def _quantize(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    y = low.emit(relax.op.round(relax.op.multiply(ins[0], _per_sample(low, n, inverse_scale(n.attrs["scale"]), cb))))
+    zp = float(n.attrs["zero_point"])
+    if zp:
+        y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
+    y = low.emit(relax.op.clip(y, 0, 255))
+    return Lowered(low.emit(relax.op.astype(y, "uint8")), cb)
+
+
+@lowers(Op.CONV2D_INT8)
+def _conv2d_int8(low, nid, n, ins):
+    cb, o = low.cb[n.inputs[0]], n.shape[1]
+    if cb <= 0 or cb % GROUP or o % LANES:
+        raise LoweringError(f"conv2d_int8 at {n.source or nid}: needs input channel blocks of a multiple of "
+                            f"{GROUP} and output channels a multiple of {LANES} (has c{cb}, {o} outputs)")
+    w = n.attrs["weight"]
+    zp = int(n.attrs["zero_point"])
+    args = [ins[0], low.const(pack_weight_int8(np.asarray(w), cb)), tuple(n.attrs["stride"]),
+            tuple(n.attrs["padding"]), zp]
+    if w.ndim == 5:
+        args.append(ins[1])
+    acc = low.bb.emit_te(conv2d_nchwc_int8, *args, primfunc_name_hint="conv2d_int8",
+                         primfunc_attrs={"op_pattern": 4})
+    if zp:  # the zero point's share of the sum, exact in int32
+        acc = low.emit(relax.op.subtract(acc, low.per_channel(n, LANES, zp * weight_sums(np.asarray(w)), "int32")))
+    y = low.emit(relax.op.astype(acc, "float32"))
+    ws = np.asarray(n.attrs["weight_scale"], np.float64)
+    xs = np.asarray(n.attrs["input_scale"], np.float64)
+    scale = ws * xs[:, None] if xs.shape == (2,) else ws * xs[0]   # (O,) or (2, O)
+    y = low.emit(relax.op.multiply(y, low.per_channel(n, LANES, scale.astype(np.float32))))
+    b = n.attr("bias")
+    if b is not None:
+        y = low.emit(relax.op.add(y, low.per_channel(n, LANES, np.asarray(b))))
+    return Lowered(y, LANES)

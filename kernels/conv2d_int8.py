@@ -1,0 +1,66 @@
+"""int8 conv2d in the blocked channel layout: uint8 activations x int8 weights -> exact int32.
+
+Layouts:
+  data    (N, C // cb, H, W, cb) uint8, cb a multiple of 4   (the producer's channel block)
+  weight  (O // 16, C // cb, KH, KW, cb // 4, 16, 4) int8   packed by `pack_weight_int8`
+  or per-modality weight (2, O // 16, ...) with an int32 modality (N,)
+  output  (N, O // 16, OH, OW, 16) int32
+The innermost (16 output channels) x (4 input channels) is what one `vpdpbusd` (AVX-512 VNNI)
+computes: 16 int32 lanes += four u8 x s8 products each. The schedule (cpu_schedules.py)
+tensorizes it with TVM's VNNI intrinsic where the target has VNNI and lets LLVM vectorise the
+same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
+exactly what a zero input would after the zero-point correction (`weight_sums`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx as tir
+
+QCONV_BLOCK = "reidc_conv2d_int8"
+QPAD_BLOCK = "reidc_pad_u8"
+LANES, GROUP = 16, 4   # output channels per block, input channels per dot-product group
+
+
+def pack_weight_int8(w: np.ndarray, cb: int) -> np.ndarray:
+    """(O, C, KH, KW) int8 -> (O//16, C//cb, KH, KW, cb//4, 16, 4); a leading modality axis is kept."""
+    lead = w.shape[:-4]
+    o, c, kh, kw = w.shape[-4:]
+    v = w.reshape(lead + (o // LANES, LANES, c // cb, cb // GROUP, GROUP, kh, kw))
+    k = len(lead)
+    # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 in-group, 5 kh, 6 kw
+    perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 5, 6, 3, 1, 4))
+    return np.ascontiguousarray(v.transpose(perm)).astype(np.int8)
+
+
+def weight_sums(w: np.ndarray) -> np.ndarray:
+    """Per output channel, the sum of its int8 weights as int32: (O,) or (2, O)."""
+    return w.astype(np.int32).sum(axis=(-3, -2, -1))
+
+
+def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
+                      modality: te.Tensor | None = None) -> te.Tensor:
+    """int32 sum over taps and channels of data * weight, padding with `zero_point`."""
+    n, cc, h, w, cb = data.shape
+    oc, _, kh, kw, groups, lanes, group = weight.shape[-7:]
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    if ph or pw:
+        src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
+            tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
+            tir.const(zero_point, data.dtype)), name=QPAD_BLOCK)
+    else:
+        src = data
+    rc = te.reduce_axis((0, cc), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    rg = te.reduce_axis((0, groups), "rg")
+    ri = te.reduce_axis((0, group), "ri")
+
+    def wt(b, o, c, y, x, g, v, i):
+        return weight[o, c, y, x, g, v, i] if modality is None else weight[modality[b], o, c, y, x, g, v, i]
+
+    return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
+        src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri].astype("int32")
+        * wt(b, o, rc, ry, rx, rg, v, ri).astype("int32"),
+        axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK)
