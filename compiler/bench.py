@@ -342,7 +342,7 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
             row[f"{n}_rel_err"] = rel_err(res[n]["out"], ref)
             if n in REDUCED:
                 row[f"{n}_cos_min"] = cos_min(res[n]["out"], ref)
-            for k in ("precision", "conv_precisions"):
+            for k in ("precision", "inference_precision_hint", "conv_precisions"):
                 if k in res[n]:
                     row[f"{n}_{k}"] = res[n][k]
     if p.baseline_model:
@@ -370,9 +370,10 @@ def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int =
           json_out=None, round_s: float = ROUND_S, pause_s: float = PAUSE_S) -> list[dict]:
     """One row per (entry, batch): every engine's median / min / max / spread per call (ms),
     speedups of reidc (median over median), and errors against PyTorch eager (for the
-    reduced-precision peers also `<name>_cos_min`, the lowest per-sample feature cosine, and
-    `<name>_precision`: for OpenVINO what the compiled model reports, with the precisions its
-    convolutions run in, `<name>_conv_precisions`).
+    reduced-precision peers also `<name>_cos_min`, the lowest per-sample feature cosine;
+    the optional peers add `<name>_precision`, for OpenVINO from what the compiled model
+    reports: `<name>_inference_precision_hint` and `<name>_conv_precisions`, the precisions
+    its convolutions run in, counted).
 
     `artifact` / `baseline`: artifact directories (or Compiled); each engine's worker loads the
     artifact or its checkpoint itself (`checkpoint` overrides the one the manifest names).

@@ -274,8 +274,8 @@ class OpenVinoEngine(OnnxEngine):
     INFERENCE_PRECISION_HINT `hint` (int8: f32 for what is not quantized).
 
     OpenVINO falls back to f32 without a word on a CPU lacking bf16, so `info` holds what the
-    compiled model reports: its INFERENCE_PRECISION_HINT and the runtime precision of its
-    convolutions (e.g. {"bf16": 20} or {"u8": 20}) from the executed graph."""
+    compiled model reports (_ov_info): its INFERENCE_PRECISION_HINT and the runtime precision
+    of its convolutions (e.g. {"bf16": 20} or {"u8": 20}) in the graph it executes."""
     hint = "f32"
 
     def __init__(self, spec: dict):
@@ -293,21 +293,25 @@ class OpenVinoEngine(OnnxEngine):
             compiled = self.core.compile_model(model, "CPU", {
                 "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": self.hint})
-            self._compiled[key] = compiled, _ov_info(compiled)
+            self._compiled[key] = compiled, _ov_info(compiled, self.int8)
         compiled, self.info = self._compiled[key]
         request = compiled.create_infer_request()
         return lambda: request.infer(feed)[0]
 
 
-def _ov_info(compiled) -> dict:
-    """What OpenVINO reports it runs: its precision hint and its convolutions' precisions."""
+def _ov_info(compiled, int8: bool) -> dict:
+    """What OpenVINO reports it runs: its INFERENCE_PRECISION_HINT (bf16 falls back to f32 on
+    a CPU without bf16) and the runtime precisions of its convolutions, counted; `precision`
+    says it in a few words."""
     convs: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
         if rt["layerType"].astype(str) == "Convolution":
             p = rt["runtimePrecision"].astype(str)
             convs[p] = convs.get(p, 0) + 1
-    return {"precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "conv_precisions": convs}
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return {"precision": f"int8 QDQ, the rest {hint}" if int8 else hint, "inference_precision_hint": hint,
+            "conv_precisions": convs}
 
 
 class OpenVinoBf16Engine(OpenVinoEngine):

@@ -41,15 +41,18 @@ def test_reduced_precision_peers_agree_with_eager(art):
         assert row[f"{n}_min_ms"] <= row[f"{n}_ms"] <= row[f"{n}_max_ms"], n
         assert row[f"speedup_vs_{n}"] == pytest.approx(row[f"{n}_ms"] / row["reidc_ms"])
     assert row["openvino_rel_err"] <= 1e-4 and row["openvino_precision"] == "f32"
+    assert "onnxruntime_int8_conv_precisions" not in row and "onnxruntime_int8_precision" in row
     assert row["openvino_bf16_rel_err"] <= 5e-2 and row["openvino_bf16_cos_min"] >= 0.999
     for n in ("onnxruntime_int8", "openvino_int8"):
         assert row[f"{n}_cos_min"] >= 0.98 and row[f"{n}_rel_err"] <= 0.2, (n, row[f"{n}_cos_min"])
     assert "int8" in row["onnxruntime_int8_precision"]
     # what OpenVINO reports it ran: bf16 only where the CPU has it, int8 kernels where it has them
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert row["openvino_bf16_precision"] == ("bf16" if "BF16" in caps else "f32")
+    assert row["openvino_bf16_precision"] == row["openvino_bf16_inference_precision_hint"] \
+        == ("bf16" if "BF16" in caps else "f32")
     assert set(row["openvino_conv_precisions"]) == {"f32"}
     assert set(row["openvino_bf16_conv_precisions"]) == {row["openvino_bf16_precision"]}
+    assert row["openvino_int8_precision"] == "int8 QDQ, the rest f32"
     if "INT8" in caps:
         assert set(row["openvino_int8_conv_precisions"]) <= {"u8", "i8"}, row["openvino_int8_conv_precisions"]
 
