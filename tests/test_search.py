@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from reidc.compiler.cli import app
 from reidc.compiler.runtime import Compiled
 from reidc.compiler.reference import seeded_inputs, torch_forward
-from reidc.compiler.search.data import load_dataset
-from reidc.compiler.search.data.folders import write_sysu_layout
+from reidc.compiler.datasets import load_dataset
+from reidc.compiler.datasets.folders import write_sysu_layout
 from reidc.compiler.search.latency import LatencyMeter, Scenario, arch_key
 from reidc.compiler.search.train import TrainConfig, train_supernet
 from reidc.frontend.checkpoint import load_checkpoint

@@ -112,7 +112,7 @@ def test_a_too_short_time_limit_is_one_line_with_a_limit_that_would_do_fresh_and
         assert "the latency table (6 compiles, ~4.0 min)" in text and "m would do" in text, text
     assert not (tmp_path / "out").exists()               # refused before writing anything
     # a resume with a partly trained supernet and scores: the same message, before more work
-    from reidc.compiler.search.data import load_dataset
+    from reidc.compiler.datasets import load_dataset
     from reidc.compiler.search.train import TrainConfig, train_supernet
     train_supernet(load_dataset("synthetic:12", (64, 32), 0), TrainConfig(steps=1), tmp_path / "out" / "supernet")
     rec = json.loads((tmp_path / "out" / "supernet" / "train.json").read_text())
@@ -239,7 +239,7 @@ def test_a_corrupt_supernet_record_is_one_line_naming_it(tmp_path, content, why)
 
 
 def test_a_corrupt_supernet_checkpoint_is_one_line_naming_it(tmp_path):
-    from reidc.compiler.search.data import load_dataset
+    from reidc.compiler.datasets import load_dataset
     from reidc.compiler.search.train import TrainConfig, train_supernet
     sup = tmp_path / "out" / "supernet"
     train_supernet(load_dataset("synthetic:12", (64, 32), 0), TrainConfig(steps=1), sup)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from reidc.compiler.ir import Modality
-from reidc.compiler.search.data import DatasetError, load_dataset
-from reidc.compiler.search.data.folders import regdb, sysu, write_sysu_layout
+from reidc.compiler.datasets import DatasetError, load_dataset
+from reidc.compiler.datasets.folders import regdb, sysu, write_sysu_layout
 from reidc.compiler.search.evolution import Candidate, crossover, evolve, mutate, pareto_front, rank
 from reidc.compiler.search.latency import Scenario, arch_key
 from reidc.compiler.search.latency_table import LatencyTable, prediction_error, table_archs

@@ -8,7 +8,7 @@ import torch
 from reidc.compiler.ir import Modality
 from reidc.frontend.supernet import recalibrate_bn, set_arch
 
-from .data import Protocol, ReIDData, normalise
+from reidc.compiler.datasets import Protocol, ReIDData, normalise
 from .metrics import mean_metrics, retrieval_metrics
 from .train import TrainConfig, sample_batch
 

@@ -33,7 +33,7 @@ from reidc.frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, TimeLimitError, Work
-from .data import load_dataset
+from reidc.compiler.datasets import load_dataset
 from .evolution import Candidate, evolve, pareto_front, rank
 from .files import guard_search_dir, make_dir, read_accuracy
 from .latency import LatencyMeter, Scenario, arch_key, interleaved_ms

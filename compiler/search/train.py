@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from reidc.compiler.base.atomic import atomic_directory, atomic_write_json
 from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
-from .data import ReIDData, normalise
+from reidc.compiler.datasets import ReIDData, normalise
 from .losses import cmnas_loss
 
 WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"

@@ -77,9 +77,10 @@ def _bconv_cost(n) -> Cost:
 
 
 def _bconv_ref(values, n):
-    x = np.asarray(values[0], np.int64)
+    x = np.asarray(values[0], np.float64)   # +-1 products: float64 sums are exact (and BLAS-fast)
     x4 = x.reshape(x.shape + (1, 1)) if x.ndim == 2 else x
-    dot = refmath.conv2d(x4, np.asarray(n.attrs["signs"], np.int64), n.attrs["stride"], n.attrs["padding"])
+    dot = refmath.conv2d(x4, np.asarray(n.attrs["signs"], np.float64), n.attrs["stride"], n.attrs["padding"])
+    dot = np.rint(dot).astype(np.int64)
     dot = dot.reshape(dot.shape[:2]) if x.ndim == 2 else dot
     if n.attrs.get("accumulator"):
         return dot.astype(np.int32)

@@ -1,0 +1,83 @@
+"""Pure maths of post-training int8 quantization (numpy in, numpy out); quantize_int8.py wires it.
+
+Weights: symmetric int8 per output channel, q = rint(w / s), s = max|w[o]| / 127.
+Activations: uint8 with a zero point: 0 where calibration saw no negative value (after a ReLU),
+else 128 (symmetric around it); the step s per modality from a high percentile of what
+calibration saw (PERCENTILE of x, or of |x| when signed): outliers beyond it saturate, which
+keeps the step small for the bulk of the values (TensorRT's and ONNX Runtime's percentile
+calibration do the same).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PERCENTILE = 99.99
+QMAX_W = 127
+SAMPLES_PER_BATCH = 1 << 16   # values kept per tensor, modality and calibration batch
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(O, I, kh, kw) float -> (int8 weights, float32 scale (O,)), symmetric per output channel.
+    An all-zero channel gets scale 1 (its weights are 0 whatever the scale)."""
+    w = np.asarray(w, np.float64)
+    amax = np.abs(w).reshape(len(w), -1).max(axis=1)
+    s = np.where(amax > 0, amax / QMAX_W, 1.0)
+    q = np.clip(np.rint(w / s[:, None, None, None]), -QMAX_W, QMAX_W).astype(np.int8)
+    return q, s.astype(np.float32)
+
+
+def shared_weight(w2: np.ndarray, rtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-modality weights (2, O, I, kh, kw) whose second set is the first times a per-channel
+    factor r[o] (what folding a split BN after a conv makes: W * s_m[o]) -> one int8 weight set
+    and signed per-modality scales (2, O). None when they are not proportional."""
+    w0, w1 = np.asarray(w2[0], np.float64), np.asarray(w2[1], np.float64)
+    a, b = w0.reshape(len(w0), -1), w1.reshape(len(w1), -1)
+    dot, n0 = (a * b).sum(1), (a * a).sum(1)
+    r = np.where(n0 > 0, dot / np.where(n0 > 0, n0, 1), 0.0)
+    if np.linalg.norm(b - r[:, None] * a) > rtol * max(np.linalg.norm(b), 1e-30) or ((n0 == 0) & ((b != 0).any(1))).any():
+        return None
+    q, s = quantize_weight(w0)
+    s1 = np.where(r != 0, s * r, s)   # a channel that is zero in modality 1: any non-zero scale
+    q1_zero = r == 0
+    if q1_zero.any() and (q[q1_zero] != 0).any():
+        return None   # a channel live in one modality and dead in the other: no shared set
+    return q, np.stack([s, s1]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ActivationRange:
+    """What calibration saw of one tensor: its minimum, and per modality (one entry in a
+    single-modality graph) the PERCENTILE of x (non-negative tensors) or of |x|."""
+
+    minimum: float
+    percentile: tuple[float, ...]
+
+    @property
+    def zero_point(self) -> int:
+        return 0 if self.minimum >= 0 else 128
+
+    def scales(self) -> np.ndarray:
+        """The quantization step per modality: the percentile maps to 255 (zero point 0) or 127."""
+        top = 255.0 if self.zero_point == 0 else 127.0
+        p = np.maximum(np.asarray(self.percentile, np.float64), 1e-8)
+        return (p / top).astype(np.float32)
+
+
+def summarise(values: list[np.ndarray], minimum: float) -> ActivationRange:
+    """An ActivationRange from the sampled values per modality (see `sample`)."""
+    signed = minimum < 0
+    pct = tuple(float(np.percentile(np.abs(v) if signed else v, PERCENTILE)) if v.size else 0.0 for v in values)
+    if all(p == 0 for p in pct):
+        pct = tuple(1.0 for _ in pct)
+    pct = tuple(p if p > 0 else max(pct) for p in pct)   # a modality calibration never saw
+    return ActivationRange(float(minimum), pct)
+
+
+def sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Up to SAMPLES_PER_BATCH values of x, drawn uniformly (all of them when fewer)."""
+    flat = np.asarray(x, np.float32).reshape(-1)
+    if flat.size <= SAMPLES_PER_BATCH:
+        return flat.copy()
+    return flat[rng.integers(0, flat.size, SAMPLES_PER_BATCH)]

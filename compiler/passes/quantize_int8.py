@@ -1,0 +1,108 @@
+"""Post-training int8 for the real-valued convs (`--precision int8`): graph surgery only; the
+maths is quant_math.py and the calibration statistics come in as `ranges`.
+
+    %y = conv2d(%x)            ->   %q = quantize(%x[, %modality])   (one per tensor, shared)
+                                    %y = conv2d_int8(%q[, %modality])
+Each quantized conv reads a uint8 tensor; TVM fuses the quantize into the epilogue of the conv
+that produced %x (requantisation in registers, uint8 to memory). A conv stays fp32, and
+`int8_blocker` says why, where the kernel cannot take it (the stem's 3 image channels: the
+int8 dot product takes groups of 4; output channels not a multiple of 16) or calibration has
+no range for its input. Binary convs stay 1-bit; dense layers stay fp32. In a mixed graph every
+scale is per modality (a split BN gives the two modalities different ranges).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from reidc.compiler.ir import Graph, Node, Op, Placement, const
+
+from .quant_math import ActivationRange, quantize_weight, shared_weight
+from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules
+
+GROUP, LANES = 4, 16   # the int8 kernel's input-channel group and output-channel block
+
+
+def int8_blocker(g: Graph, nid: str) -> str | None:
+    """Why the conv `nid` cannot run in int8 (None: it can)."""
+    n = g[nid]
+    if n.op != Op.CONV2D:
+        return None
+    c, o = g[n.inputs[0]].shape[1], n.shape[1]
+    if g[n.inputs[0]].op == Op.INPUT:
+        return f"reads the image ({c} channels: the int8 dot product takes groups of {GROUP})" if c % GROUP else \
+            "reads the image"
+    if c % GROUP:
+        return f"{c} input channels: the int8 dot product takes groups of {GROUP}"
+    if o % LANES:
+        return f"{o} output channels: the int8 kernel writes blocks of {LANES}"
+    return None
+
+
+def calibration_sites(g: Graph) -> list[str]:
+    """The tensors calibration must measure: the inputs of the convs int8 can take."""
+    return sorted({g[nid].inputs[0] for nid, n in g.items() if n.op == Op.CONV2D and int8_blocker(g, nid) is None},
+                  key=g.order)
+
+
+def _modality_input(g: Graph) -> str | None:
+    return next((nid for nid, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "modality"), None)
+
+
+def _scales(r: ActivationRange, modal: bool) -> np.ndarray:
+    s = r.scales()
+    if modal:
+        return s if len(s) == 2 else np.repeat(s, 2)
+    return s[:1] if len(s) == 1 else np.array([s.max()], np.float32)
+
+
+def _weights(w: np.ndarray):
+    if w.ndim == 4:
+        return quantize_weight(w)
+    shared = shared_weight(w)
+    if shared is not None:
+        return shared
+    q0, s0 = quantize_weight(w[0])
+    q1, s1 = quantize_weight(w[1])
+    return np.stack([q0, q1]), np.stack([s0, s1])
+
+
+def _rewrite(ranges: dict[str, ActivationRange]):
+    def rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
+        src, m = n.inputs[0], _modality_input(g)
+        modal = m is not None
+        r = ranges[src]
+        scale = _scales(r, modal)
+        extra = (m,) if modal else ()
+        existing = next((c for c in g.consumers(src) if g[c].op == Op.QUANTIZE), None)
+        add = {}
+        if existing is None:
+            existing = Fresh(f"{src}_u8")
+            add[existing] = Node(Op.QUANTIZE, (src,) + extra, g[src].shape, "uint8",
+                                 {"scale": const(scale), "zero_point": r.zero_point},
+                                 source=g[src].source)
+        q, ws = _weights(np.asarray(n.attrs["weight"]))
+        attrs = {"weight": q, "weight_scale": const(ws), "input_scale": const(scale), "zero_point": r.zero_point,
+                 "stride": n.attrs["stride"], "padding": n.attrs["padding"]}
+        if n.attr("bias") is not None:
+            attrs["bias"] = n.attrs["bias"]
+        needs_m = modal or q.ndim == 5 or ws.ndim == 2 or np.asarray(n.attr("bias", np.zeros(1))).ndim == 2
+        placement = Placement.SPLIT if (q.ndim == 5 or ws.ndim == 2) else n.modality
+        new = n.with_(op=Op.CONV2D_INT8, inputs=(existing,) + (extra if needs_m else ()), attrs=attrs,
+                      modality=placement)
+        how = "shared int8 weights, per-modality scales" if q.ndim == 4 and ws.ndim == 2 else \
+            "per-modality int8 weights" if q.ndim == 5 else "int8 weights"
+        return Rewrite(node=new, add=add, note=f"{how}; input zero point {r.zero_point}, step {scale.tolist()}")
+    return rewrite
+
+
+def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None) -> Applied:
+    """The graph with every conv int8 can take quantized; facts: the convs left in fp32 and why."""
+    rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges), (
+        ("the int8 kernel takes it", lambda g, nid, n: int8_blocker(g, nid) is None),
+        ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
+    out = apply_rules(g, rules, stats).graph
+    kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
+            for nid, n in out.items() if n.op == Op.CONV2D}
+    return Applied(out, {"fp32_convs": kept} if kept else {})
