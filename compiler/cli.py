@@ -1,6 +1,8 @@
 """The `reidc` command line. Thin: parses arguments and calls library functions."""
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import os
 import sys
@@ -147,7 +149,13 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 feature: str = typer.Option("bnneck", help="bnneck: the feature after the BNNeck BN (CM-NAS's feat); "
                                                            "pool: before it (its global_feat)"),
                 input_size: Optional[str] = typer.Option(None, help="HxW the network takes (default: the spec's, "
-                                                                    "256x128 for a bare weights file)")):
+                                                                    "256x128 for a bare weights file)"),
+                precision: str = typer.Option("fp32", help="fp32 | int8: the real-valued layers (binary convs stay "
+                                                           "1-bit); int8 is calibrated and verified by feature cosine"),
+                calibration: str = typer.Option("synthetic", help="int8 calibration images: synthetic (rendered "
+                                                                  "persons) or a folder (visible/ and infrared/ "
+                                                                  "subfolders for a cross-modality model)"),
+                calibration_images: int = typer.Option(16, help="int8: calibration images per entry")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
@@ -157,14 +165,24 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                             batch=batch, tuning_db=tuning_db,
                             modes=tuple(m.strip() for m in modes.split(",")) if modes else None, weights=weights,
                             feature=None if feature == "bnneck" else feature,
-                            input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress).manifest
+                            input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress,
+                            precision=precision, calibration=calibration,
+                            calibration_images=calibration_images).manifest
     except (UserError, ValueError) as e:
         _fail(e)
     v = man["verification"]
     errs = ", ".join(f"{m} {e:.1e}" for m, e in v.get("max_rel_err", {}).items())
+    cos = ", ".join(f"{m} {c:.4f}" for m, c in v.get("min_cosine", {}).items())
+    how = (f" (min feature cosine to PyTorch fp32: {cos}; budget {v['budget']['min_feature_cosine']})" if cos else
+           f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else "")
     out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['total_seconds']} s "
-              f"(build {man['build_seconds']} s) -> {output}; "
-              f"verification {v['status']}" + (f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else ""))
+              f"(build {man['build_seconds']} s) -> {output}; verification {v['status']}" + how)
+    prec = man.get("precision") or {}
+    if prec.get("real_valued", "fp32") != "fp32":
+        n = Counter(r["precision"] for r in prec["layers"])
+        out.print(f"  {prec['real_valued']}: " + ", ".join(f"{k} {c} layers" for k, c in sorted(n.items()))
+                  + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
+                            if r["precision"] == "fp32" and r["op"] == "conv2d"))
     w, ops = man["weights"], man["per_sample"]
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
@@ -407,25 +425,34 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               baseline: Optional[Path] = typer.Option(None, help="another artifact to compare with (e.g. the fp32 "
                                                        "network a binarized one replaces): its reidc, eager and ORT times"),
               no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
+              runtimes: Optional[str] = typer.Option(None, "--runtimes", help="comma-separated engines beside reidc and "
+                                                     "PyTorch eager (default: torch_compile,onnxruntime; also "
+                                                     "onnxruntime_int8, openvino, openvino_bf16, openvino_int8)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
     from .api.jobs import BUSY_CORES, ENGINES, ROUND_S, engine_label
     try:
         rows = reidc.bench(artifact, tuple(batch), modes=tuple(mode or ()) or None, checkpoint=checkpoint,
                            threads=threads, repeat=repeat,
-                           engines=tuple(r for r in ENGINES if not (no_compile and r == "torch_compile")),
+                           engines=(tuple(r.strip() for r in runtimes.split(",") if r.strip()) if runtimes else
+                                    tuple(r for r in ENGINES if not (no_compile and r == "torch_compile"))),
                            progress=_progress, baseline=baseline, json_out=json_out)
     except (UserError, EngineError) as e:
         _fail(e)
     t = Table("model", "batch", "modality", "engine", "median ms", "min ms", "max ms", "spread",
               "reidc speedup", "rel err vs eager")
     errs = {"reidc": "max_rel_err", "torch_compile": "torch_compile_rel_err", "onnxruntime": "onnxruntime_rel_err",
-            "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err"}
+            "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err",
+            **{n: f"{n}_rel_err" for n in ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8")}}
     for r in rows:
         for i, n in enumerate(r["worker_pids"]):
             label = engine_label(n) + (f" ({r['baseline_model']})" if n == "baseline_reidc" else "")
             if n == "torch_compile":
                 label += f" (compile {r['torch_compile_compile_s']:.1f} s)"
+            if f"{n}_precision" in r and n != "onnxruntime_int8":
+                label += f" ({r[n + '_precision']})"
+            if f"{n}_cos_min" in r:
+                label += f" cos {r[n + '_cos_min']:.4f}"
             t.add_row(*((r["model"], str(r["batch"]), r["modality"]) if i == 0 else ("", "", "")), label,
                       f"{r[n + '_ms']:.2f}", f"{r[n + '_min_ms']:.2f}", f"{r[n + '_max_ms']:.2f}",
                       f"{r[n + '_spread']:.0%}", "" if n == "reidc" else f"{r['speedup_vs_' + n]:.2f}x",

@@ -24,10 +24,11 @@ from reidc.frontend.pt2 import load_program, read_archive
 from reidc.targets import ToolchainError, get_target, preset_from_manifest
 from reidc.targets.presets import cpuinfo_names
 
-from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
+from .base.atomic import atomic_directory, atomic_write_json, atomic_write_text, guard_output_dir
 from .base.digest import file_sha256, hash_file
 from .base.errors import ArtifactError, InputError, VerificationError
 from .base.version import __version__
+from .calibration import DEFAULT_IMAGES
 from .costs import macs, weight_bytes
 from .ir import MODEL_MODES, Op, RunMode
 from .passes.pipeline import run_pipeline
@@ -35,6 +36,7 @@ from .reference import count_flips, presign_values, rel_err, seeded_inputs, torc
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
 TOLERANCE = 1e-4
+COSINE_BUDGET = 0.99   # reduced precision: the least per-sample feature cosine to PyTorch fp32
 
 
 @dataclass
@@ -52,6 +54,9 @@ class CompileOptions:
     weights: str = "model"        # a training checkpoint's weights: "model" or CM-NAS's "ema"
     feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
     input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
+    precision: str = "fp32"       # the real-valued layers: "fp32" or "int8" (binary convs stay 1-bit)
+    calibration: str = "synthetic"  # int8: "synthetic" or a folder of images
+    calibration_images: int = DEFAULT_IMAGES
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -113,7 +118,26 @@ def prepare(ckpt, opts: CompileOptions, source=None):
     for mode in modes:
         opts.progress(f"running passes for the {mode} entry")
         graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats)
+        if opts.precision == "int8":
+            graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
     return module, graphs, modes, facts, stats
+
+
+def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counter):
+    """Calibrate the optimised graph on images and rewrite its convs to int8 (the IR dump gets
+    one more step, `quantize_int8`)."""
+    from .calibration import calibrate, calibration_batch
+    from .ir import dump, verify
+    from .passes.quantize_int8 import calibration_sites, quantize_int8
+    shape = next(n.shape for _, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "x")[1:]
+    x, m = calibration_batch(opts.calibration, mode, shape, facts.get("preprocess"), opts.calibration_images, opts.seed)
+    ranges = calibrate(g, calibration_sites(g), x, m, opts.progress, opts.seed)
+    q, kept = quantize_int8(g, ranges, stats)
+    q = verify(q)
+    q.meta = {**g.meta, "int8": {**kept, "calibration": {"source": opts.calibration, "images": len(x)}}}
+    if opts.dump_ir is not None:
+        atomic_write_text(Path(opts.dump_ir) / f"{mode}.99-quantize_int8.ir", dump(q))
+    return q
 
 
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
@@ -184,7 +208,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
-            "precision": layer_precision(graphs[modes[0]]),
+            "precision": layer_precision(graphs[modes[0]], opts.precision),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
             "per_sample": macs(graphs[modes[0]]),
@@ -200,11 +224,32 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     return manifest
 
 
-def layer_precision(g) -> dict:
-    """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it."""
-    layers = [{"layer": n.source or nid, "op": str(n.op), "precision": "1-bit" if n.op == Op.BCONV2D else "fp32"}
-              for nid, n in g.items() if n.op in (Op.CONV2D, Op.DENSE, Op.BCONV2D)]
-    return {"real_valued": "fp32", "binary": "1-bit (xnor-popcount)", "layers": layers}
+_LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D: "fp32", Op.DENSE: "fp32"}
+
+
+def layer_precision(g, precision: str = "fp32") -> dict:
+    """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it; at
+    int8, a layer that stays fp32 says why."""
+    kept = (g.meta.get("int8") or {}).get("fp32_convs", {})
+    layers = []
+    for nid, n in g.items():
+        if n.op in _LAYER_PRECISION:
+            row = {"layer": n.source or nid, "op": str(n.op), "precision": _LAYER_PRECISION[n.op]}
+            if precision != "fp32" and n.op == Op.CONV2D:
+                row["why"] = kept.get(n.source or nid, "not quantized")
+            elif precision != "fp32" and n.op == Op.DENSE:
+                row["why"] = "dense layers stay fp32 (a fraction of a percent of the MACs)"
+            layers.append(row)
+    out = {"real_valued": precision, "binary": "1-bit (xnor-popcount)", "layers": layers}
+    if precision == "int8":
+        from .passes.quant_math import PERCENTILE
+        out["int8"] = {
+            "weights": "symmetric int8 per output channel (max |w| -> 127)",
+            "activations": f"uint8; zero point 0 where calibration saw no negative value, else 128; step from the "
+                           f"{PERCENTILE} percentile of x (of |x| where signed), per tensor, per modality in a mixed entry",
+            "calibration": (g.meta.get("int8") or {}).get("calibration"),
+            "requantisation": "fused into the producing conv's epilogue (uint8 between int8 layers)"}
+    return out
 
 
 def _output_of(facts: dict) -> str:
@@ -290,6 +335,8 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
     compiled = Compiled(path, say)
     if preset.runs_via != "local":
         say(f"running the {preset.name} build with {compiled.executor.description}")
+    if (manifest.get("precision") or {}).get("real_valued", "fp32") != "fp32":
+        return _verify_reduced(compiled, module, modes, manifest, opts, say)
     shape = tuple(manifest["input_shape"])
     sites = manifest.get("bit_sites", {})
     n = 8 if sites else opts.verify_batch
@@ -316,6 +363,46 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
         if not err <= TOLERANCE:
             raise VerificationError(f"verification failed: the {mode} entry differs from PyTorch by {err:.3g} "
                                     f"(relative L2, tolerance {TOLERANCE:g}); no artifact written")
+    return result
+
+
+def _verify_reduced(compiled, module, modes, manifest, opts: CompileOptions, say) -> dict:
+    """Reduced precision cannot match fp32 to 1e-4; what a user cares about is the feature: the
+    per-sample cosine to PyTorch's fp32 feature must reach COSINE_BUDGET on images like the
+    ones it will see (held-out synthetic persons: another seed than calibration's; seeded noise
+    for a network that takes no RGB images). Sign flips of a binarized network are part of it."""
+    from .calibration import synthetic_images
+    shape = tuple(manifest["input_shape"])
+    step = manifest.get("batch") or manifest.get("export_batch")
+    n = 8
+    batch = -(-n // step) * step if step else n
+    persons = shape[0] == 3 and manifest.get("preprocess")
+    result = {"status": "passed", "precision": manifest["precision"]["real_valued"],
+              "budget": {"min_feature_cosine": COSINE_BUDGET}, "reference": "PyTorch eager fp32, same checkpoint",
+              "inputs": (f"{batch} synthetic persons (seed {opts.seed + 1}, not calibration's)" if persons
+                         else f"{batch} seeded normal images (seed {opts.seed})"),
+              "batch": batch, "min_cosine": {}, "max_rel_err": {}}
+    for mode in modes:
+        say(f"verifying the {mode} entry against PyTorch (feature cosine)")
+        x, m = seeded_inputs(shape, batch, mode, opts.seed)
+        if persons:
+            half = batch // 2
+            x = np.concatenate([synthetic_images(shape[1:], half, False, opts.seed + 1),
+                                synthetic_images(shape[1:], batch - half, True, opts.seed + 1)])
+            if mode == RunMode.MIXED:
+                m = np.concatenate([np.zeros(half, np.int32), np.ones(batch - half, np.int32)])
+            else:  # a single-modality entry sees its own modality's images
+                x = synthetic_images(shape[1:], batch, mode == RunMode.INFRARED, opts.seed + 1)
+        chunks = [slice(i, i + (step or len(x))) for i in range(0, len(x), step or len(x))]
+        ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
+        got = np.concatenate([compiled.run(x[c], m[c] if mode == RunMode.MIXED else mode) for c in chunks])
+        cos = (got * ref).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
+        result["min_cosine"][mode] = float(cos.min())
+        result["max_rel_err"][mode] = max(rel_err(got[i:i + 1], ref[i:i + 1]) for i in range(len(x)))
+        if not cos.min() >= COSINE_BUDGET:
+            raise VerificationError(
+                f"verification failed: the {mode} entry's {result['precision']} feature has cosine {cos.min():.4f} to "
+                f"PyTorch's fp32 feature on sample {int(cos.argmin())} (budget {COSINE_BUDGET}); no artifact written")
     return result
 
 

@@ -12,20 +12,22 @@ from reidc.compiler.base.errors import InputError
 from .artifact import Artifact
 from .needs import needs_compiler
 
-PRECISIONS = ("fp32",)   # int8 and bf16 arrive with the precision issue (12)
+PRECISIONS = ("fp32", "int8")
 CHECKPOINT_ONLY = ("arch", "split_config", "weights", "feature")
 
 
 def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str, ...] | None:
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision!r}: this reidc compiles real-valued layers in "
-                         f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit); int8 and bf16 are not built yet")
+                         f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit); bf16 is not built yet")
+    if options.get("calibration_images", 1) < 1:
+        raise InputError(f"calibration_images={options['calibration_images']}: must be at least 1")
     if mixed_strategy not in (None, "affine", "weights"):
         raise InputError(f"mixed_strategy={mixed_strategy!r}: expected None (per layer), 'affine' or 'weights'")
     if isinstance(modes, str):
         modes = [m.strip() for m in modes.split(",")]
     if not isinstance(model, (str, os.PathLike)):
-        given = [k for k in CHECKPOINT_ONLY if options[k] not in (None, "model")]
+        given = [k for k in CHECKPOINT_ONLY if options.get(k) not in (None, "model")]
         if given:
             raise InputError(f"{', '.join(given)}: only for a checkpoint on disk, not a module in memory")
     return tuple(modes) if modes else None
@@ -37,6 +39,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
             batch: int | None = None, verify: bool = True, arch: str | Path | None = None,
             split_config: str | Path | None = None, weights: str = "model", feature: str | None = None,
             mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
+            calibration: str | Path = "synthetic", calibration_images: int = 16,
             progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile `model` for `target` (a preset name such as "host", "x86-avx512", "rpi5",
     "sm86" (see `reidc.target_presets()`), or a TVM target JSON) and verify it against PyTorch
@@ -49,7 +52,11 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
-    precision: "fp32" (the real-valued layers; binary convs stay 1-bit).
+    precision: "fp32" or "int8", the real-valued layers (binary convs stay 1-bit). int8:
+      post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
+      both modalities, or a folder of images, with visible/ and infrared/ subfolders for a
+      cross-modality model) using `calibration_images` images per entry; verified by feature
+      cosine to PyTorch fp32 (budget 0.99) instead of the fp32 tolerance.
     modes: entries to build (visible, infrared, mixed); default all the model has.
     input_shape: (C, H, W); for a checkpoint, its H x W replaces the spec's input size.
     tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
@@ -57,7 +64,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     Other keywords are `reidc compile`'s options of the same names (arch, split_config, weights,
     feature: checkpoints only)."""
     modes = _check(model, precision, modes, mixed_strategy,
-                   {"arch": arch, "split_config": split_config, "weights": weights, "feature": feature})
+                   {"arch": arch, "split_config": split_config, "weights": weights, "feature": feature,
+                    "calibration_images": calibration_images})
     with needs_compiler("compiling"):
         from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
@@ -65,7 +73,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
                           dump_ir=None if dump_ir is None else str(dump_ir), mixed_strategy=mixed_strategy,
                           verify=verify, modes=modes, batch=batch,
                           tuning_db=None if tuning_db is None else str(tuning_db), weights=weights,
-                          feature=feature, input_size=None, seed=seed, progress=progress or (lambda msg: None))
+                          feature=feature, input_size=None, seed=seed, progress=progress or (lambda msg: None),
+                          precision=precision, calibration=str(calibration), calibration_images=calibration_images)
     owned = None
     if output is None:
         owned = tempfile.mkdtemp(prefix="reidc-")

@@ -1,0 +1,182 @@
+"""--precision int8: the quantization maths, the pass (the IR it produces, its numbers against
+the fp32 graph and PyTorch, where it fires and where it does not), calibration, and compiled
+networks verified by feature cosine against PyTorch fp32."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import reidc
+from reidc.compiler.base.errors import InputError
+from reidc.compiler.ir import Graph, Node, Op, RunMode, const, verify
+from reidc.compiler.ir.interp import run
+from reidc.compiler.passes.quant_math import ActivationRange, quantize_weight, shared_weight, summarise
+from reidc.compiler.passes.quantize_int8 import calibration_sites, int8_blocker, quantize_int8
+
+RNG = np.random.default_rng(7)
+
+
+# --- the maths ------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.floats(1e-3, 1e3))
+def test_weight_quantization_is_within_half_a_step(o, i, mag):
+    w = np.random.default_rng(o * 10 + i).standard_normal((o, i, 3, 3)) * mag
+    q, s = quantize_weight(w)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 127 and s.shape == (o,)
+    assert np.all(np.abs(q * s[:, None, None, None] - w) <= s[:, None, None, None] / 2 * (1 + 1e-6))
+    assert (np.abs(q).reshape(o, -1).max(1) == 127).all()   # each channel's largest weight is +-127
+
+
+def test_split_bn_folds_share_int8_weights_with_signed_scales():
+    w = RNG.standard_normal((4, 3, 3, 3))
+    r = np.array([0.5, -2.0, 1.0, 3.0])                    # a modality-1 BN scale that flips channel 1
+    q, s = shared_weight(np.stack([w, w * r[:, None, None, None]]))
+    q0, s0 = quantize_weight(w)
+    assert q.shape == (4, 3, 3, 3) and np.array_equal(q, q0)
+    np.testing.assert_allclose(s, np.stack([s0, s0 * r]), rtol=1e-6)
+    other = np.stack([w, RNG.standard_normal(w.shape)])
+    assert shared_weight(other) is None                     # not proportional: two weight sets
+
+
+def test_activation_range_picks_zero_point_and_step():
+    pos = ActivationRange(0.0, (2.55, 5.1))
+    assert pos.zero_point == 0 and np.allclose(pos.scales(), [0.01, 0.02])
+    signed = summarise([np.linspace(-1.27, 1.27, 10001, dtype=np.float32)], -1.27)
+    assert signed.zero_point == 128 and np.allclose(signed.scales(), [0.01], rtol=1e-3)
+
+
+# --- the pass -------------------------------------------------------------------------------
+def _net(o2=32, modal=False):
+    """x(3 ch) -> stem conv -> relu -> conv a (16) -> relu -> {conv b, conv c} -> add."""
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 3, 8, 8), attrs={"name": "x"}))
+    extra = ()
+    if modal:
+        g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
+        extra = ("modality",)
+
+    def conv(nid, src, o, i, lead=()):
+        w = RNG.standard_normal((o, i, 3, 3)).astype(np.float32) * 0.2
+        if lead:   # a split BN folded into the weights: modality 1 = modality 0 times a factor per channel
+            w = np.stack([w, w * RNG.uniform(-1.5, 1.5, o).astype(np.float32)[:, None, None, None]])
+        b = RNG.standard_normal(lead + (o,)).astype(np.float32) * 0.1
+        g.add(nid, Node(Op.CONV2D, (src,) + (extra if lead else ()), ("N", o, 8, 8),
+                        attrs={"weight": const(w), "bias": const(b), "stride": (1, 1), "padding": (1, 1)},
+                        source=nid, modality="split" if lead else "any"))
+    conv("stem", "x", 16, 3)
+    g.add("r0", Node(Op.RELU, ("stem",), ("N", 16, 8, 8)))
+    conv("a", "r0", 16, 16, (2,) if modal else ())
+    g.add("r1", Node(Op.RELU, ("a",), ("N", 16, 8, 8)))
+    conv("b", "r1", o2, 16)
+    conv("c", "r1", o2, 16)
+    g.add("s", Node(Op.ADD, ("b", "c"), ("N", o2, 8, 8)))
+    g.outputs = ["s"]
+    return verify(g)
+
+
+def _ranges(g, x, m=None):
+    from reidc.compiler.calibration import calibrate
+    return calibrate(g, calibration_sites(g), x, m)
+
+
+def test_pass_quantizes_convs_shares_one_quantize_per_tensor_and_keeps_the_stem():
+    g = _net()
+    x = RNG.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    q, facts = quantize_int8(g, _ranges(g, x))
+    q = verify(q)
+    assert q.count(Op.CONV2D_INT8) == 3 and q.count(Op.CONV2D) == 1 and q.count(Op.QUANTIZE) == 2
+    assert facts == {"fp32_convs": {"stem": "reads the image (3 channels: the int8 dot product takes groups of 4)"}}
+    qb, qc = (q[n] for n, node in q.items() if node.source in ("b", "c"))
+    assert qb.inputs == qc.inputs and q[qb.inputs[0]].op == Op.QUANTIZE   # r1 quantized once, read twice
+    assert q[qb.inputs[0]].attrs["zero_point"] == 0                       # after a ReLU
+    assert qb.attrs["weight"].dtype == np.int8 and qb.attrs["input_scale"].shape == (1,)
+    # numbers: the int8 graph's output against the fp32 graph's on other inputs of the same kind
+    y = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    a, b = run(g, y), run(q, y)
+    cos = (a * b).sum((1, 2, 3)) / np.linalg.norm(a.reshape(4, -1), axis=1) / np.linalg.norm(b.reshape(4, -1), axis=1)
+    assert cos.min() > 0.99   # the compile budget
+
+
+def test_pass_leaves_alone_what_the_kernel_cannot_take():
+    g = _net(o2=24)                                  # 24 output channels: not a multiple of 16
+    q, facts = quantize_int8(g, _ranges(g, RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)))
+    assert [q[n].source for n, node in q.items() if node.op == Op.CONV2D_INT8] == ["a"]
+    assert facts["fp32_convs"]["b"] == "24 output channels: the int8 kernel writes blocks of 16"
+    assert int8_blocker(g, "b") and int8_blocker(g, "a") is None
+    empty, none = quantize_int8(g, {})                   # nothing calibrated: nothing changes
+    assert empty.count(Op.CONV2D_INT8) == 0 and set(none["fp32_convs"]) == {"stem", "a", "b", "c"}
+
+
+def test_pass_in_a_mixed_graph_scales_per_modality_and_shares_folded_weights():
+    g = _net(modal=True)
+    x = RNG.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    m = np.array([0, 1, 0, 1, 1, 0], np.int32)
+    q = verify(quantize_int8(g, _ranges(g, x, m)).graph)
+    qa = next(node for _, node in q.items() if node.source == "a")
+    assert qa.op == Op.CONV2D_INT8 and qa.attrs["weight"].ndim == 4 and qa.attrs["weight_scale"].shape == (2, 16)
+    assert qa.attrs["input_scale"].shape == (2,) and qa.inputs[-1] == "modality"
+    a, b = run(g, x, m), run(q, x, m)
+    assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
+
+
+def test_binary_convs_stay_binary():
+    model = reidc.zoo_model("bire-resnet18", input_size=(64, 32))
+    from reidc.compiler.compile import CompileOptions, prepare
+    from reidc.frontend.inmemory import module_source
+    _, graphs, *_ = prepare(None, CompileOptions(modes=("visible",), precision="int8", calibration_images=2),
+                            module_source(model, None))
+    g = graphs[RunMode.VISIBLE]
+    assert g.count(Op.BCONV2D) == 16 and g.count(Op.CONV2D_INT8) == 3 and g.count(Op.CONV2D) == 1
+
+
+# --- calibration inputs -----------------------------------------------------------------------
+def test_calibration_images_come_from_the_synthetic_persons_or_a_folder(tmp_path):
+    from PIL import Image
+    from reidc.compiler.calibration import calibration_batch
+    from reidc.frontend.arch import preprocess_for
+    x, m = calibration_batch("synthetic", RunMode.MIXED, (3, 32, 16), None, 4)
+    assert x.shape == (4, 3, 32, 16) and m.tolist() == [0, 0, 1, 1]
+    for sub in ("visible", "infrared"):
+        (tmp_path / sub).mkdir()
+        for k in range(3):
+            Image.fromarray(RNG.integers(0, 255, (40, 20, 3), dtype=np.uint8)).save(tmp_path / sub / f"{k}.png")
+    x, m = calibration_batch(str(tmp_path), RunMode.MIXED, (3, 32, 16), preprocess_for((32, 16)), 4)
+    assert x.shape == (4, 3, 32, 16) and m.tolist() == [0, 0, 1, 1]
+    x, m = calibration_batch(str(tmp_path / "visible"), RunMode.VISIBLE, (3, 32, 16), preprocess_for((32, 16)), 2)
+    assert x.shape == (2, 3, 32, 16) and m is None
+    x, m = calibration_batch(str(tmp_path / "visible"), RunMode.MIXED, (3, 32, 16), preprocess_for((32, 16)), 4)
+    assert m.tolist() == [0, 0, 1, 1]   # no subfolders: every image calibrates both modalities
+    (tmp_path / "infrared").rename(tmp_path / "other")
+    with pytest.raises(InputError, match="has no infrared/ subfolder"):
+        calibration_batch(str(tmp_path), RunMode.MIXED, (3, 32, 16), preprocess_for((32, 16)), 2)
+    with pytest.raises(InputError, match="expected 'synthetic' or a folder"):
+        calibration_batch(str(tmp_path / "nope"), RunMode.VISIBLE, (3, 32, 16), preprocess_for((32, 16)), 2)
+
+
+# --- compiled networks ------------------------------------------------------------------------
+def test_int8_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    art = reidc.compile(model, output=tmp_path / "a", precision="int8", modes="visible,mixed", calibration_images=8)
+    v = art.manifest["verification"]
+    assert v["status"] == "passed" and v["precision"] == "int8"
+    assert min(v["min_cosine"].values()) >= 0.99 and v["budget"] == {"min_feature_cosine": 0.99}
+    p = art.manifest["precision"]
+    assert p["real_valued"] == "int8" and "percentile" in p["int8"]["activations"]
+    rows = {r["layer"]: r for r in p["layers"]}
+    assert rows["conv1"]["precision"] == "fp32" and "groups of 4" in rows["conv1"]["why"]
+    assert sum(r["precision"] == "int8" for r in rows.values()) == 19
+    assert art.manifest["per_sample"]["int8_macs"] > 10 * art.manifest["per_sample"]["float_macs"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 32), dtype=np.float32)
+    assert art.run(x, "visible").shape == (2, 512)
+
+
+def test_int8_options_are_checked(tmp_path):
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    with pytest.raises(InputError, match="precision='int4'"):
+        reidc.compile(model, output=tmp_path / "a", precision="int4")
+    with pytest.raises(InputError, match="calibration_images=0"):
+        reidc.compile(model, output=tmp_path / "a", precision="int8", calibration_images=0)
+    with pytest.raises(InputError, match="expected 'synthetic' or a folder"):
+        reidc.compile(model, output=tmp_path / "a", precision="int8", calibration=tmp_path / "missing")
+    assert not (tmp_path / "a").exists()
