@@ -122,6 +122,7 @@ class Compiled:
         import tvm
         from reidc.targets import TargetError, preset_from_manifest
         from reidc.targets.executors import executor_for
+        from reidc.targets.amx import request_amx, uses_amx
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         if self.manifest.get("tvm_version") != tvm.__version__:
@@ -142,6 +143,10 @@ class Compiled:
                                     f"{', '.join(missing)}, which this machine lacks: recompile for this machine "
                                     "(--target host) or run it where those are")
             check_integrity(self.path, self.manifest)
+            if uses_amx(required or self.preset.cpu_features()) and self.preset.kind != "cuda" and not request_amx():
+                raise ArtifactError(f"{self.path} uses AMX tiles and Linux refused this process the tile state "
+                                    "(arch_prctl ARCH_REQ_XCOMP_PERM needs Linux 5.16+): recompile with "
+                                    "--target x86-avx512-vnni")
             try:
                 self.executor = executor_for(self.preset, self.path / LIB, progress)
             except tvm.error.TVMError as e:

@@ -2,13 +2,14 @@
 
 Layouts:
   data    (N, C // cb, H, W, cb) uint8, cb a multiple of 4   (the producer's channel block)
-  weight  (O // 16, C // cb, KH, KW, cb // 4, 16, 4) int8   packed by `pack_weight_int8`
-  or per-modality weight (2, O // 16, ...) with an int32 modality (N,)
-  output  (N, O // 16, OH, OW, 16) int32
-The innermost (16 output channels) x (4 input channels) is what one `vpdpbusd` (AVX-512 VNNI)
-computes: 16 int32 lanes += four u8 x s8 products each. The schedule (cpu_schedules.py)
-tensorizes it with TVM's VNNI intrinsic where the target has VNNI and lets LLVM vectorise the
-same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
+  weight  (O // ob, C // cb, KH, KW, cb // 4, ob, 4) int8   packed by `pack_weight_int8`
+  or per-modality weight (2, O // ob, ...) with an int32 modality (N,)
+  output  (N, O // ob, OH, OW, ob) int32; ob = 64 where O allows (`output_block`), else 16
+Sixteen output channels x 4 input channels is what one `vpdpbusd` (AVX-512 VNNI) computes: 16
+int32 lanes += four u8 x s8 products each; with cb = 64 and stride 1, (up to 16 pixels) x 16
+output channels x 64 input channels is one AMX `tdpbusd` on tiles loaded straight from these
+layouts. The schedule (cpu_schedules.py) tensorizes with AMX, else VNNI where the target has
+them, and lets LLVM vectorise the same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
 exactly what a zero input would after the zero-point correction (`weight_sums`).
 """
 from __future__ import annotations
@@ -21,11 +22,17 @@ QPAD_BLOCK = "reidc_pad_u8"
 LANES, GROUP = 16, 4   # output channels per block, input channels per dot-product group
 
 
-def pack_weight_int8(w: np.ndarray, cb: int) -> np.ndarray:
-    """(O, C, KH, KW) int8 -> (O//16, C//cb, KH, KW, cb//4, 16, 4); a leading modality axis is kept."""
+def output_block(o: int) -> int:
+    """Output channels per block: 64 where they divide (one AMX tile row of the next layer's
+    uint8 input), else 16 (one vpdpbusd)."""
+    return 64 if o % 64 == 0 else LANES
+
+
+def pack_weight_int8(w: np.ndarray, cb: int, ob: int = LANES) -> np.ndarray:
+    """(O, C, KH, KW) int8 -> (O//ob, C//cb, KH, KW, cb//4, ob, 4); a leading modality axis is kept."""
     lead = w.shape[:-4]
     o, c, kh, kw = w.shape[-4:]
-    v = w.reshape(lead + (o // LANES, LANES, c // cb, cb // GROUP, GROUP, kh, kw))
+    v = w.reshape(lead + (o // ob, ob, c // cb, cb // GROUP, GROUP, kh, kw))
     k = len(lead)
     # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 in-group, 5 kh, 6 kw
     perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 5, 6, 3, 1, 4))
@@ -63,4 +70,4 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
         src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri].astype("int32")
         * wt(b, o, rc, ry, rx, rg, v, ri).astype("int32"),
-        axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK)
+        axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK, attrs={"reidc_unit_stride": int(sh == 1 and sw == 1)})

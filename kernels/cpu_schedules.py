@@ -17,7 +17,7 @@ from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import VNNI_U8S8_16x4
+from .x86_intrin import VNNI_U8S8_16x4, amx_intrinsics
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
@@ -77,14 +77,19 @@ class Conv2dNCHWc(CPUScheduleRule):
 
 class Conv2dNCHWcInt8(CPUScheduleRule):
     """int8 conv (conv2d_int8.py): parallel over (n, oc-block, row block); per task an int32
-    accumulator block of rows x OW x 16 stays in L1; reductions (c-block, ky, kx, 4-channel
-    groups) outside a register tile of `reg_w` pixels x 16 lanes; the innermost 16 x 4
-    (lanes x group) is one `vpdpbusd` where the target has AVX-512 VNNI (TVM's intrinsic),
-    else loops LLVM vectorises (widening multiplies). The fused epilogue (zero-point
-    correction, scales, bias, ReLU, requantisation to the next layer's uint8) runs per row block."""
+    accumulator block of rows x OW x ob stays in L1. Three inner kernels, by what the target has:
+    - AMX (`amx`, stride 1, 64-channel input blocks, one weight set): per (pixels x 16 output
+      channels) tile, configure + zero tmm0, then per (c-block, ky, kx) two tile loads and one
+      tdpbusd (pixels x 16 x 64 MACs), then store the tile;
+    - VNNI: a register tile of `reg_w` pixels x 16 lanes under the reductions, the innermost
+      16 x 4 (lanes x group) one vpdpbusd;
+    - else loops LLVM vectorises (widening multiplies).
+    The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
+    layer's uint8) runs per row block."""
 
-    def __init__(self, vnni: bool = False, accumulators: int = 24, acc_bytes: int = 16384):
+    def __init__(self, vnni: bool = False, amx: bool = False, accumulators: int = 24, acc_bytes: int = 32768):
         self.vnni = vnni
+        self.amx = amx
         self.accumulators = accumulators
         self.acc_bytes = acc_bytes
 
@@ -93,47 +98,78 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         if found is None:
             return None
         sch, conv, out, (n, o, h, w, v) = found
-        ow, oh = extent(sch, w), extent(sch, h)
-        if extent(sch, v) != LANES or ow is None or oh is None:
+        ow, oh, ob = extent(sch, w), extent(sch, h), extent(sch, v)
+        if ob is None or ob % LANES or ow is None or oh is None:
             return None
-        # weights picked per sample (8-D, by the modality) are no affine tile: LLVM's loops
-        vnni = self.vnni and not any(len((getattr(r, "buffer", None) or r.source).shape) == 8
-                                     for r in sch.get(conv).reads)
-        reg_w = largest_divisor_at_most(ow, self.accumulators)
-        rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * LANES * 4)))
+        block = sch.get(conv)
+        bufs = [(getattr(r, "buffer", None) or r.source) for r in block.reads]
+        per_sample_weights = any(len(b.shape) == 8 for b in bufs)
+        data = next(b for b in bufs if len(b.shape) == 5)
+        red_ext = [int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]   # rc, ry, rx, rg, ri
+        stride_one = _unit_stride(block)
+        amx = self.amx and not per_sample_weights and int(data.shape[-1]) == 64 and stride_one and ob == 64
+        vnni = self.vnni and not per_sample_weights
+        rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4)))
         ho, hi = sch.split(h, [None, rows])
         outer = sch.fuse(n, o, ho)
         sch.parallel(outer)
         sch.vectorize(v)
         sch.compute_at(conv, outer)
-        if not vnni:  # TVM's VNNI intrinsic accumulates in a global-scope buffer
+        if not (vnni or amx):
             sch.set_scope(conv, 0, "local")
         loops = sch.get_loops(conv)[1:]
-        block = sch.get(conv)
-        red_ext = [int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]
         nred = sum(e > 1 for e in red_ext)
         sp, red = list(loops[:-nred]), list(loops[-nred:])
         cv = sp.pop()
         cw = sp.pop() if ow > 1 and sp else None
         ch = sp.pop() if rows > 1 and sp else None
-        ri = red.pop()          # the 4-channel group: innermost, under the lanes
+        if amx:
+            self._amx(sch, conv, ch, cw, cv, red, ow)
+        else:
+            cvo, cvi = sch.split(cv, [None, LANES])
+            self._vector(sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni)
+        _parallel_rows(sch, func, QPAD_BLOCK, 3)
+        return sch
+
+    def _vector(self, sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni):
+        reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // (ob // LANES)))
+        ri = red.pop()          # the 4-channel group: innermost
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
-        head = [red[0]] if red else []
-        inner = [cv, ri] if vnni else [ri, cv]  # a vectorised loop cannot hold a reduction
-        order = head + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + red[1:] \
+        inner = [cvo, cvi, ri] if vnni else [cvo, ri, cvi]  # a vectorised loop cannot hold a reduction
+        order = red[:1] + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + red[1:] \
             + ([cwi] if cwi is not None else []) + inner
         sch.reorder(*order)
         if cwi is not None:
             sch.unroll(cwi)
+        sch.unroll(cvo)
         if not vnni:
             sch.unroll(ri)
-            sch.vectorize(cv)
+            sch.vectorize(cvi)
         init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
         if vnni:
-            sch.tensorize(cv, VNNI_U8S8_16x4)
-        _parallel_rows(sch, func, QPAD_BLOCK, 3)
-        return sch
+            sch.tensorize(cvi, VNNI_U8S8_16x4)
+
+    def _amx(self, sch, conv, ch, cw, cv, red, ow):
+        m = largest_divisor_at_most(ow, 16)
+        init_i, update_i, store_i = amx_intrinsics(m)
+        cwo, cwi = sch.split(cw, [None, m]) if cw is not None else (None, None)
+        rg, ri = red[-2], red[-1]
+        taps = red[:-2]          # c-block, ky, kx (those of extent > 1)
+        spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
+        inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
+        sch.reorder(*spatial, *taps, *inner)
+        wb = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(wb, spatial[-1])
+        init = sch.decompose_reduction(conv, taps[0] if taps else inner[0])
+        sch.tensorize(sch.get_loops(init)[-2 if cwi is not None else -1], init_i)
+        sch.tensorize(inner[0], update_i)
+        sch.tensorize(sch.get_loops(wb)[-2 if cwi is not None else -1], store_i)
+
+
+def _unit_stride(block) -> bool:
+    """Whether the conv reads its input at stride 1 (conv2d_int8.py annotates its block)."""
+    return bool(int(block.annotations.get("reidc_unit_stride", 0)))
 
 
 def _parallel_rows(sch, func, block: str, nfuse: int) -> None:

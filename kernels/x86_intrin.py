@@ -39,3 +39,114 @@ def _vnni(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int
 
 
 TensorIntrin.register(VNNI_U8S8_16x4, _desc, _vnni, override=True)
+
+
+# --- AMX-INT8 (Sapphire Rapids and newer) -----------------------------------------------------
+# A tile of M output pixels x 64 output channels: C in tmm0-3 (16 channels each), A (M pixels x
+# 64 input channels, u8) in tmm4, B (16 groups x 16 channels x 4, s8) rotating through tmm5-7 so
+# that a load need not wait for the tdpbusd reading the previous one.
+AMX_K = 64   # input channels per tdpbusd (one 64-byte tile row)
+AMX_N = 64   # output channels per tile group (four C tiles)
+
+
+def amx_intrinsics(rows: int) -> tuple[str, str, str]:
+    """(init, update, store) tensor intrinsics for `rows` output pixels (1..16) x 64 output
+    channels, registered on first use: init = configure the tiles (once per tile group) and
+    zero tmm0-3; update = C += A (rows x 64 u8) . B (16 x 64 x 4 s8, VNNI order): one A load,
+    four B loads, four tdpbusd; store = tmm0-3 to memory. C lives in the tile registers from
+    init to store (the local buffer the descriptions name is never touched)."""
+    names = tuple(f"reidc_amx_{k}_{rows}" for k in ("init", "update", "store"))
+    if names[0] in _REGISTERED:
+        return names
+    M = rows
+
+    @T.prim_func(s_tir=True)
+    def init_desc(c: T.handle) -> None:
+        sc = T.int32()
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:M, 0:64])
+            for i, j in T.grid(M, 64):
+                with T.sblock("init"):
+                    vi, vj = T.axis.remap("SS", [i, j])
+                    C[vi, vj] = T.int32(0)
+
+    @T.prim_func(s_tir=True)
+    def init_impl(c: T.handle) -> None:
+        sc = T.int32()
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:M, 0:64])
+            cfg = T.alloc_buffer((64,), "uint8")
+            for i in range(64):   # palette 1; tmm0-7 64 bytes wide; tmm0-4 M rows, tmm5-7 16 rows
+                cfg[i] = T.if_then_else(i == 0, T.uint8(1), T.if_then_else(
+                    16 <= i and i < 32 and i % 2 == 0, T.uint8(64), T.if_then_else(
+                        48 <= i and i < 53, T.uint8(M), T.if_then_else(53 <= i and i < 56, T.uint8(16), T.uint8(0)))))
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
+            for t in T.unroll(4):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.uint8(t)))
+
+    @T.prim_func(s_tir=True)
+    def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa, sb, sc = T.int32(), T.int32(), T.int32()
+        A = T.match_buffer(a, (M, 64), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (16, 64, 4), "int8", offset_factor=1, strides=[sb, 4, 1])
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:M, 0:64], A[0:M, 0:64], B[0:16, 0:64, 0:4])
+            T.writes(C[0:M, 0:64])
+            for m, n, g, k in T.grid(M, 64, 16, 4):
+                with T.sblock("update"):
+                    vm, vn, vg, vk = T.axis.remap("SSRR", [m, n, g, k])
+                    C[vm, vn] = C[vm, vn] + T.cast(A[vm, vg * 4 + vk], "int32") * T.cast(B[vg, vn, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        sa, sb, sc = T.int32(), T.int32(), T.int32()
+        A = T.match_buffer(a, (M, 64), "uint8", offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (16, 64, 4), "int8", offset_factor=1, strides=[sb, 4, 1])
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:M, 0:64], A[0:M, 0:64], B[0:16, 0:64, 0:4])
+            T.writes(C[0:M, 0:64])
+            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(4), A.access_ptr("r"),
+                                          T.int64(sa)))
+            for j in T.unroll(4):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(5 + j % 3),
+                                              B.access_ptr("r", offset=64 * j), T.int64(sb)))
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.uint8(j), T.uint8(4), T.uint8(5 + j % 3)))
+
+    @T.prim_func(s_tir=True)
+    def store_desc(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        D = T.match_buffer(d, (M, 64), "int32", offset_factor=1, strides=[sd, 1])
+        with T.sblock("root"):
+            T.reads(C[0:M, 0:64])
+            T.writes(D[0:M, 0:64])
+            for m, n in T.grid(M, 64):
+                with T.sblock("store"):
+                    vm, vn = T.axis.remap("SS", [m, n])
+                    D[vm, vn] = C[vm, vn]
+
+    @T.prim_func(s_tir=True)
+    def store_impl(c: T.handle, d: T.handle) -> None:
+        sc, sd = T.int32(), T.int32()
+        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        D = T.match_buffer(d, (M, 64), "int32", offset_factor=1, strides=[sd, 1])
+        with T.sblock("root"):
+            T.reads(C[0:M, 0:64])
+            T.writes(D[0:M, 0:64])
+            for j in T.unroll(4):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.uint8(j),
+                                              D.access_ptr("w", offset=16 * j), T.int64(sd * 4)))
+
+    for name, desc, impl in zip(names, (init_desc, update_desc, store_desc), (init_impl, update_impl, store_impl)):
+        TensorIntrin.register(name, desc, impl, override=True)
+    _REGISTERED.add(names[0])
+    return names
+
+
+_REGISTERED: set[str] = set()

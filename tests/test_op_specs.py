@@ -242,3 +242,32 @@ def test_int8_conv_is_vpdpbusd_on_vnni_targets(case):
     vm = relax.VirtualMachine(ex, tvm.cpu())
     got = vm[mode](*[tvm.runtime.tensor(v) for v in feeds.values()]).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_conv_on_amx_tiles():
+    """A 64-channel int8 input at stride 1 is AMX's: tile loads and tdpbusd (x86-amx, checked in
+    the assembly); the first conv reads 16-channel blocks, so it stays on vpdpbusd. Where this
+    machine has AMX-INT8 it runs (after asking Linux for the tile state) and matches exactly."""
+    from reidc.targets.amx import request_amx
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", 64) + HW, attrs={"name": "x"}))
+    steps = [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
+             (Op.CONV2D_INT8, QCONV(64, 64, 3, padding=(1, 1))), (Op.RELU, {}),
+             (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 0}), (Op.CONV2D_INT8, QCONV(128, 64, 3, padding=(1, 1))),
+             (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128}), (Op.CONV2D_INT8, {**QCONV(64, 128, 1),
+                                                                                     "zero_point": 128})]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps):
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
+    g.outputs = [prev]
+    g = verify(g)
+    preset = get_target("x86-amx")
+    ex = build(to_relax({"visible": g}), preset)
+    asm = _asm(ex)
+    assert "tdpbusd" in asm and "tileloadd" in asm and "vpdpbusd" in asm
+    if preset.missing_on_host() or not request_amx():
+        pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
+    x = RNG.standard_normal((2, 64) + HW).astype(np.float32)
+    want = run_all(g, {"x": x})[g.outputs[0]]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ def schedule_rules(preset: TargetPreset) -> list:
     """CPU rules tiled for the preset: 3/4 of the SIMD registers hold accumulators (AVX2: 12 of
     16; AVX-512 and NEON: 24 of 32), the rest the broadcast input and weight vectors."""
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
-            Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features()),
+            Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features()),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 

@@ -8,7 +8,7 @@ from tvm import relax
 
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.quant import inverse_scale
-from reidc.kernels.conv2d_int8 import GROUP, LANES, conv2d_nchwc_int8, pack_weight_int8, weight_sums
+from reidc.kernels.conv2d_int8 import GROUP, LANES, conv2d_nchwc_int8, output_block, pack_weight_int8, weight_sums
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -44,20 +44,21 @@ def _conv2d_int8(low, nid, n, ins):
                             f"{GROUP} and output channels a multiple of {LANES} (has c{cb}, {o} outputs)")
     w = n.attrs["weight"]
     zp = int(n.attrs["zero_point"])
-    args = [ins[0], low.const(pack_weight_int8(np.asarray(w), cb)), tuple(n.attrs["stride"]),
+    ob = output_block(o)
+    args = [ins[0], low.const(pack_weight_int8(np.asarray(w), cb, ob)), tuple(n.attrs["stride"]),
             tuple(n.attrs["padding"]), zp]
     if w.ndim == 5:
         args.append(ins[1])
     acc = low.bb.emit_te(conv2d_nchwc_int8, *args, primfunc_name_hint="conv2d_int8",
                          primfunc_attrs={"op_pattern": 4})
     if zp:  # the zero point's share of the sum, exact in int32
-        acc = low.emit(relax.op.subtract(acc, low.per_channel(n, LANES, zp * weight_sums(np.asarray(w)), "int32")))
+        acc = low.emit(relax.op.subtract(acc, low.per_channel(n, ob, zp * weight_sums(np.asarray(w)), "int32")))
     y = low.emit(relax.op.astype(acc, "float32"))
     ws = np.asarray(n.attrs["weight_scale"], np.float64)
     xs = np.asarray(n.attrs["input_scale"], np.float64)
     scale = ws * xs[:, None] if xs.shape == (2,) else ws * xs[0]   # (O,) or (2, O)
-    y = low.emit(relax.op.multiply(y, low.per_channel(n, LANES, scale.astype(np.float32))))
+    y = low.emit(relax.op.multiply(y, low.per_channel(n, ob, scale.astype(np.float32))))
     b = n.attr("bias")
     if b is not None:
-        y = low.emit(relax.op.add(y, low.per_channel(n, LANES, np.asarray(b))))
-    return Lowered(y, LANES)
+        y = low.emit(relax.op.add(y, low.per_channel(n, ob, np.asarray(b))))
+    return Lowered(y, ob)
