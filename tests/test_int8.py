@@ -3,6 +3,8 @@ the fp32 graph and PyTorch, where it fires and where it does not), calibration, 
 networks verified by feature cosine against PyTorch fp32."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -80,13 +82,15 @@ def _ranges(g, x, m=None):
     return calibrate(g, calibration_sites(g), x, m)
 
 
-def test_pass_quantizes_convs_shares_one_quantize_per_tensor_and_keeps_the_stem():
+def test_pass_quantizes_convs_shares_one_quantize_per_tensor_and_pads_the_stem():
     g = _net()
     x = RNG.standard_normal((6, 3, 8, 8)).astype(np.float32)
     q, facts = quantize_int8(g, _ranges(g, x))
     q = verify(q)
-    assert q.count(Op.CONV2D_INT8) == 3 and q.count(Op.CONV2D) == 1 and q.count(Op.QUANTIZE) == 2
-    assert facts == {"fp32_convs": {"stem": "reads the image (3 channels: the int8 dot product takes groups of 4)"}}
+    assert q.count(Op.CONV2D_INT8) == 4 and q.count(Op.CONV2D) == 0 and q.count(Op.QUANTIZE) == 3 and facts == {}
+    stem = next(node for _, node in q.items() if node.source == "stem")
+    assert stem.attrs["weight"].shape == (16, 4, 3, 3) and not stem.attrs["weight"][:, 3].any()  # a zero 4th channel
+    assert q[stem.inputs[0]].attrs["zero_point"] == 128                    # the image takes both signs
     qb, qc = (q[n] for n, node in q.items() if node.source in ("b", "c"))
     assert qb.inputs == qc.inputs and q[qb.inputs[0]].op == Op.QUANTIZE   # r1 quantized once, read twice
     assert q[qb.inputs[0]].attrs["zero_point"] == 0                       # after a ReLU
@@ -101,7 +105,7 @@ def test_pass_quantizes_convs_shares_one_quantize_per_tensor_and_keeps_the_stem(
 def test_pass_leaves_alone_what_the_kernel_cannot_take():
     g = _net(o2=24)                                  # 24 output channels: not a multiple of 16
     q, facts = quantize_int8(g, _ranges(g, RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)))
-    assert [q[n].source for n, node in q.items() if node.op == Op.CONV2D_INT8] == ["a"]
+    assert [q[n].source for n, node in q.items() if node.op == Op.CONV2D_INT8] == ["stem", "a"]
     assert facts["fp32_convs"]["b"] == "24 output channels: the int8 kernel writes blocks of 16"
     assert int8_blocker(g, "b") and int8_blocker(g, "a") is None
     empty, none = quantize_int8(g, {})                   # nothing calibrated: nothing changes
@@ -120,14 +124,23 @@ def test_pass_in_a_mixed_graph_scales_per_modality_and_shares_folded_weights():
     assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
 
 
-def test_binary_convs_stay_binary():
+def test_binary_convs_stay_binary_and_the_int8_shortcuts_join_them(tmp_path):
+    """bire-resnet18 at int8: 16 binary convs stay 1-bit; the stem (its 3 image channels padded to
+    4) and the 3 downsample convs go int8, whose 64-channel output blocks meet the binary convs'
+    16-channel ones at the residual adds. A random-weight BNN at 64x32 is chaotic (an int8 step
+    flips signs downstream: cosine ~0.96-0.98 here, 0.996 at 256x128), so this checks the numbers
+    against PyTorch with a looser bound than the compile's budget and builds unverified."""
+    from reidc.compiler.reference import torch_forward
     model = reidc.zoo_model("bire-resnet18", input_size=(64, 32))
-    from reidc.compiler.compile import CompileOptions, prepare
-    from reidc.frontend.inmemory import module_source
-    _, graphs, *_ = prepare(None, CompileOptions(modes=("visible",), precision="int8", calibration_images=2),
-                            module_source(model, None))
-    g = graphs[RunMode.VISIBLE]
-    assert g.count(Op.BCONV2D) == 16 and g.count(Op.CONV2D_INT8) == 3 and g.count(Op.CONV2D) == 1
+    art = reidc.compile(model, output=tmp_path / "b", precision="int8", modes="visible", calibration_images=4,
+                        verify=False)
+    count = Counter(r["precision"] for r in art.manifest["precision"]["layers"])
+    assert count == {"1-bit": 16, "int8": 4}
+    from reidc.compiler.calibration import synthetic_images
+    x = synthetic_images((64, 32), 4, False, seed=5)
+    got, ref = art.run(x, "visible"), torch_forward(model.eval(), x, "visible")
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.9
 
 
 # --- calibration inputs -----------------------------------------------------------------------
@@ -164,9 +177,9 @@ def test_int8_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
     p = art.manifest["precision"]
     assert p["real_valued"] == "int8" and "percentile" in p["int8"]["activations"]
     rows = {r["layer"]: r for r in p["layers"]}
-    assert rows["conv1"]["precision"] == "fp32" and "groups of 4" in rows["conv1"]["why"]
-    assert sum(r["precision"] == "int8" for r in rows.values()) == 19
-    assert art.manifest["per_sample"]["int8_macs"] > 10 * art.manifest["per_sample"]["float_macs"]
+    assert rows["conv1"]["precision"] == "int8" and len(rows) == 20
+    assert all(r["precision"] == "int8" for r in rows.values())
+    assert art.manifest["per_sample"]["float_macs"] == 0 and art.manifest["per_sample"]["int8_macs"] > 0
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 32), dtype=np.float32)
     assert art.run(x, "visible").shape == (2, 512)
 

@@ -271,3 +271,23 @@ def test_int8_conv_on_amx_tiles():
     want = run_all(g, {"x": x})[g.outputs[0]]
     got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_int8_conv_on_the_image_pads_its_channels_to_a_group(host):
+    """The stem reads 3 image channels: its int8 weights carry a zero 4th channel and the kernel
+    reads the uint8 image padded to 4 (exact against the reference)."""
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", 3) + HW, attrs={"name": "x"}))
+    w = RNG.integers(-127, 128, (16, 4, 3, 3)).astype(np.int8)
+    w[:, 3] = 0
+    steps = [(Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 128}),
+             (Op.CONV2D_INT8, {**QCONV(16, 4, 3, stride=(2, 2), padding=(1, 1)), "weight": const(w), "zero_point": 128})]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps):
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
+    g.outputs = [prev]
+    g = verify(g)
+    x = RNG.standard_normal((2, 3) + HW).astype(np.float32)
+    want = run_all(g, {"x": x})[g.outputs[0]]
+    got = relax.VirtualMachine(build(to_relax({"visible": g}), host), tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

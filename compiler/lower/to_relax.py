@@ -75,6 +75,16 @@ class Lowerer:
         shape = (self.n, c // cb, 1, 1, cb) if cb else (self.n, c)
         return self.emit(relax.op.reshape(picked, shape))
 
+    def relayout(self, v: relax.Expr, nid: str, cb: int) -> relax.Expr:
+        """Node nid's 4-D value v, from its channel block to `cb` (both > 0)."""
+        have = self.cb[nid]
+        if have == cb:
+            return v
+        _, c, h, w = self.g[nid].shape
+        v = self.emit(relax.op.permute_dims(v, [0, 1, 4, 2, 3]))
+        v = self.emit(relax.op.reshape(v, (self.n, c // cb, cb, h, w)))
+        return self.emit(relax.op.permute_dims(v, [0, 1, 3, 4, 2]))
+
     def lower(self, nid: str):
         n = self.g[nid]
         try:

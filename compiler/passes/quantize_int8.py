@@ -5,9 +5,9 @@ maths is quant_math.py and the calibration statistics come in as `ranges`.
                                     %y = conv2d_int8(%q[, %modality])
 Each quantized conv reads a uint8 tensor; TVM fuses the quantize into the epilogue of the conv
 that produced %x (requantisation in registers, uint8 to memory). A conv stays fp32, and
-`int8_blocker` says why, where the kernel cannot take it (the stem's 3 image channels: the
-int8 dot product takes groups of 4; output channels not a multiple of 16) or calibration has
-no range for its input. Binary convs stay 1-bit; dense layers stay fp32. In a mixed graph every
+`int8_blocker` says why, where the kernel cannot take it (input channels not a multiple of 4,
+the int8 dot product's group, except the image's: its weights get a zero fourth channel;
+output channels not a multiple of 16) or calibration has no range for its input. Binary convs stay 1-bit; dense layers stay fp32. In a mixed graph every
 scale is per modality (a split BN gives the two modalities different ranges).
 """
 from __future__ import annotations
@@ -30,10 +30,7 @@ def int8_blocker(g: Graph, nid: str) -> str | None:
     if n.op != Op.CONV2D:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
-    if g[n.inputs[0]].op == Op.INPUT:
-        return f"reads the image ({c} channels: the int8 dot product takes groups of {GROUP})" if c % GROUP else \
-            "reads the image"
-    if c % GROUP:
+    if c % GROUP and g[n.inputs[0]].op != Op.INPUT:
         return f"{c} input channels: the int8 dot product takes groups of {GROUP}"
     if o % LANES:
         return f"{o} output channels: the int8 kernel writes blocks of {LANES}"
@@ -82,7 +79,13 @@ def _rewrite(ranges: dict[str, ActivationRange]):
             add[existing] = Node(Op.QUANTIZE, (src,) + extra, g[src].shape, "uint8",
                                  {"scale": const(scale), "zero_point": r.zero_point},
                                  source=g[src].source)
-        q, ws = _weights(np.asarray(n.attrs["weight"]))
+        w = np.asarray(n.attrs["weight"])
+        c = w.shape[-3]
+        if c % GROUP:   # the image's 3 channels: one zero weight channel makes a group of 4
+            pad = [(0, 0)] * w.ndim
+            pad[-3] = (0, GROUP - c % GROUP)
+            w = np.pad(w, pad)
+        q, ws = _weights(w)
         attrs = {"weight": q, "weight_scale": const(ws), "input_scale": const(scale), "zero_point": r.zero_point,
                  "stride": n.attrs["stride"], "padding": n.attrs["padding"]}
         if n.attr("bias") is not None:

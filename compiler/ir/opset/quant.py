@@ -70,8 +70,9 @@ def _check_qconv(n, ins, modal):
     if per_mod != modal:
         return "per-modality weights or scales need the modality input, and only they do"
     o, i = w.shape[-4:-2]
-    if i != ins[0].shape[1]:
-        return f"weight expects {i} input channels, input has {ins[0].shape[1]}"
+    c = ins[0].shape[1]
+    if i != c and not (i % 4 == 0 and 0 < i - c < 4):
+        return f"weight expects {i} input channels, input has {c}"
     if ws.shape not in ((o,), (2, o)) or (w.ndim == 5 and ws.ndim != 2):
         return f"weight_scale has shape {ws.shape}, expected ({o},) or (2, {o}) (per-modality weights: (2, {o}))"
     if not (ws != 0).all():
@@ -94,6 +95,9 @@ def _qconv_cost(n) -> Cost:
 def _qconv_ref(values, n):
     x = np.asarray(values[0], np.float64)   # integers: float64 sums are exact here
     w, zp = n.attrs["weight"], float(n.attrs["zero_point"])
+    extra = w.shape[-3] - x.shape[1]         # input channels padded to a group of 4 (zero weights)
+    if extra:
+        x = np.pad(x, ((0, 0), (0, extra), (0, 0), (0, 0)), constant_values=zp)
     m = values[1] if len(values) > 1 else None
 
     def one(k):
@@ -115,7 +119,8 @@ CONV2D_INT8 = declare(OpSpec(
                    "(acc - zero_point * sum(w[o])) * input_scale[m] * weight_scale[o] + bias[o]; padding "
                    "takes the zero point (a real 0).",
     _qconv_ref, modal=True, in_dtypes=(U8,),
-    attrs={"weight": Attr("array", "int8 (O, I, kh, kw), or (2, O, I, kh, kw) per modality"),
+    attrs={"weight": Attr("array", "int8 (O, I, kh, kw), or (2, O, I, kh, kw) per modality; I may round the "
+                                   "input's channels up to a multiple of 4 (the extra weights 0)"),
            "weight_scale": Attr("array", "(O,), or (2, O) per modality: per output channel, signed (a "
                                          "split BN's fold may flip a channel's sign in one modality)"),
            "input_scale": Attr("array", "(1,), or (2,) per modality: the input's quantization step"),

@@ -36,5 +36,8 @@ def _sign(low, nid, n, ins):
 def _add(low, nid, n, ins):
     a, b = n.inputs
     if low.cb[a] != low.cb[b]:
-        raise LoweringError(f"add at {n.source or nid}: operands in layouts c{low.cb[a]} and c{low.cb[b]}")
+        if min(low.cb[a], low.cb[b]) <= 0:
+            raise LoweringError(f"add at {n.source or nid}: operands in layouts c{low.cb[a]} and c{low.cb[b]}")
+        # e.g. a binary conv's output (16-channel blocks) + an int8 shortcut conv's (64)
+        return Lowered(low.emit(relax.op.add(ins[0], low.relayout(ins[1], b, low.cb[a]))), low.cb[a])
     return Lowered(low.emit(relax.op.add(ins[0], ins[1])), low.cb[a])

@@ -39,13 +39,18 @@ def _quantize(low, nid, n, ins):
 @lowers(Op.CONV2D_INT8)
 def _conv2d_int8(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
+    data = ins[0]
+    w = n.attrs["weight"]
+    if cb == low.g[n.inputs[0]].shape[1] and w.shape[-3] > cb:   # the image: channels padded to a group
+        pad = [0, 0] * 4 + [0, w.shape[-3] - cb]
+        data = low.emit(relax.op.nn.pad(data, pad, pad_value=float(n.attrs["zero_point"])))
+        cb = w.shape[-3]
     if cb <= 0 or cb % GROUP or o % LANES:
         raise LoweringError(f"conv2d_int8 at {n.source or nid}: needs input channel blocks of a multiple of "
                             f"{GROUP} and output channels a multiple of {LANES} (has c{cb}, {o} outputs)")
-    w = n.attrs["weight"]
     zp = int(n.attrs["zero_point"])
     ob = output_block(o)
-    args = [ins[0], low.const(pack_weight_int8(np.asarray(w), cb, ob)), tuple(n.attrs["stride"]),
+    args = [data, low.const(pack_weight_int8(np.asarray(w), cb, ob)), tuple(n.attrs["stride"]),
             tuple(n.attrs["padding"]), zp]
     if w.ndim == 5:
         args.append(ins[1])
