@@ -162,7 +162,7 @@ def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
 
 
 def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
-    from reidc.compiler.lower.build import build, export  # TVM is imported only once compiling starts
+    from reidc.compiler.lower.build import build, export, int8_flavour  # TVM is imported only once compiling starts
     from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
@@ -182,7 +182,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
         batch = tuning.batch
     say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})"
         + (f", batch {batch}" if batch else ""))
-    relax_mod = to_relax(graphs, batch)
+    relax_mod = to_relax(graphs, batch, int8=int8_flavour(preset))
     if tuning:
         from reidc.compiler.lower.build import fused_module
         tuning.count_applicable(fused_module(relax_mod, preset), preset.tvm_target())

@@ -14,6 +14,8 @@ exactly what a zero input would after the zero-point correction (`weight_sums`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from tvm import te, tirx as tir
 
@@ -28,15 +30,22 @@ def output_block(o: int) -> int:
     return 64 if o % 64 == 0 else LANES
 
 
-def pack_weight_int8(w: np.ndarray, cb: int, ob: int = LANES) -> np.ndarray:
-    """(O, C, KH, KW) int8 -> (O//ob, C//cb, KH, KW, cb//4, ob, 4); a leading modality axis is kept."""
+def pack_weight_int8(w: np.ndarray, cb: int, ob: int = LANES, order: str = "dot4") -> np.ndarray:
+    """(O, C, KH, KW) int8 -> (O//ob, C//cb, KH, KW, cb//4) + the group's layout: (ob, 4) for
+    "dot4", (2, ob, 2) for "pairs", (4, ob) for "lanes"; a leading modality axis is kept."""
     lead = w.shape[:-4]
     o, c, kh, kw = w.shape[-4:]
-    v = w.reshape(lead + (o // ob, ob, c // cb, cb // GROUP, GROUP, kh, kw))
+    v = w.reshape(lead + (o // ob, ob, c // cb, cb // GROUP, GROUP // 2, 2, kh, kw))
     k = len(lead)
-    # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 in-group, 5 kh, 6 kw
-    perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 5, 6, 3, 1, 4))
-    return np.ascontiguousarray(v.transpose(perm)).astype(np.int8)
+    # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 pair, 5 in-pair, 6 kh, 7 kw
+    inner = {"dot4": (1, 4, 5), "pairs": (4, 1, 5), "lanes": (4, 5, 1)}[order]
+    perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 6, 7, 3) + inner)
+    out = np.ascontiguousarray(v.transpose(perm)).astype(np.int8)
+    if order == "lanes":
+        return out.reshape(out.shape[:-3] + (GROUP, ob))
+    if order == "dot4":
+        return out.reshape(out.shape[:-3] + (ob, GROUP))
+    return out
 
 
 def weight_sums(w: np.ndarray) -> np.ndarray:
@@ -44,18 +53,42 @@ def weight_sums(w: np.ndarray) -> np.ndarray:
     return w.astype(np.int32).sum(axis=(-3, -2, -1))
 
 
+@dataclass(frozen=True)
+class Int8Flavour:
+    """How the int8 conv's arithmetic is written for an ISA (the lowering picks it per target):
+    signed: inputs enter as data - 128 in int8 (dot products of s8 x s8: ARM sdot), so the sum
+      is sum(data * weight) - 128 * sum(weight), which the lowering adds back;
+    order: how a group's 4 input channels x `ob` lanes of weights are stored: "dot4" (ob, 4),
+      a 4-way dot product's operand (vpdpbusd, tdpbusd, sdot); "pairs" (2, ob, 2), two 2-way
+      dot products (AVX2's vpmaddwd on 16-bit pairs); "lanes" (4, ob), plain SIMD."""
+
+    signed: bool = False
+    order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
+
+
 def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
-                      modality: te.Tensor | None = None) -> te.Tensor:
-    """int32 sum over taps and channels of data * weight, padding with `zero_point`."""
+                      modality: te.Tensor | None = None, flavour: Int8Flavour = Int8Flavour()) -> te.Tensor:
+    """int32 sum over taps and channels of data * weight, padding with `zero_point` (see
+    Int8Flavour for the ISA variants)."""
+    signed = flavour.signed
     n, cc, h, w, cb = data.shape
-    oc, _, kh, kw, groups, lanes, group = weight.shape[-7:]
+    order = flavour.order
+    tail = 3 if order == "pairs" else 2
+    oc, _, kh, kw, groups = weight.shape[-5 - tail:-tail]
+    lanes = weight.shape[-2] if order in ("dot4", "pairs") else weight.shape[-1]
+    group = GROUP
     (sh, sw), (ph, pw) = stride, padding
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
-    if ph or pw:
+
+    def value(b, c, y, x, i):
+        v = data[b, c, y, x, i]
+        return (v.astype("int32") - 128).astype("int8") if signed else v
+    fill = tir.const(zero_point - 128 if signed else zero_point, "int8" if signed else data.dtype)
+    if ph or pw or signed:
         src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-            tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
-            tir.const(zero_point, data.dtype)), name=QPAD_BLOCK)
+            tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), value(b, c, y - ph, x - pw, i), fill),
+            name=QPAD_BLOCK)
     else:
         src = data
     rc = te.reduce_axis((0, cc), "rc")
@@ -65,9 +98,13 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     ri = te.reduce_axis((0, group), "ri")
 
     def wt(b, o, c, y, x, g, v, i):
-        return weight[o, c, y, x, g, v, i] if modality is None else weight[modality[b], o, c, y, x, g, v, i]
+        last = {"dot4": (v, i), "pairs": (i // 2, v, i % 2), "lanes": (i, v)}[order]
+        return weight[(o, c, y, x, g) + last] if modality is None else weight[(modality[b], o, c, y, x, g) + last]
+
+    def product(a, b):
+        return a.astype("int32") * b.astype("int32")
 
     return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
-        src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri].astype("int32")
-        * wt(b, o, rc, ry, rx, rg, v, ri).astype("int32"),
-        axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK, attrs={"reidc_unit_stride": int(sh == 1 and sw == 1)})
+        product(src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri], wt(b, o, rc, ry, rx, rg, v, ri)),
+        axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK,
+        attrs={"reidc_unit_stride": int(sh == 1 and sw == 1), "reidc_int8_order": order, "reidc_int8_signed": int(signed)})

@@ -17,7 +17,7 @@ from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import VNNI_U8S8_16x4, amx_intrinsics
+from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
@@ -87,9 +87,13 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
     layer's uint8) runs per row block."""
 
-    def __init__(self, vnni: bool = False, amx: bool = False, accumulators: int = 24, acc_bytes: int = 32768):
+    def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, pairs: bool = False,
+                 accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768):
         self.vnni = vnni
         self.amx = amx
+        self.sdot = sdot
+        self.pairs = pairs
+        self.vector_bits = vector_bits
         self.accumulators = accumulators
         self.acc_bytes = acc_bytes
 
@@ -103,19 +107,24 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             return None
         block = sch.get(conv)
         bufs = [(getattr(r, "buffer", None) or r.source) for r in block.reads]
-        per_sample_weights = any(len(b.shape) == 8 for b in bufs)
+        per_sample_weights = any(len(b.shape) == 1 for b in bufs)   # weights picked by the modality vector
         data = next(b for b in bufs if len(b.shape) == 5)
         red_ext = [int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]   # rc, ry, rx, rg, ri
         stride_one = _unit_stride(block)
-        amx = self.amx and not per_sample_weights and int(data.shape[-1]) == 64 and stride_one and ob == 64
-        vnni = self.vnni and not per_sample_weights
+        order = str(block.annotations.get("reidc_int8_order", "dot4"))     # the weights' layout (Int8Flavour)
+        signed = bool(int(block.annotations.get("reidc_int8_signed", 0)))
+        dot4 = order == "dot4" and not per_sample_weights
+        amx = self.amx and dot4 and not signed and int(data.shape[-1]) == 64 and stride_one and ob == 64
+        vnni = self.vnni and dot4 and not signed
+        sdot = self.sdot and dot4 and signed
+        pairs = self.pairs and order == "pairs" and not per_sample_weights and not signed
         rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4)))
         ho, hi = sch.split(h, [None, rows])
         outer = sch.fuse(n, o, ho)
         sch.parallel(outer)
         sch.vectorize(v)
         sch.compute_at(conv, outer)
-        if not (vnni or amx):
+        if not (vnni or amx or sdot or pairs):
             sch.set_scope(conv, 0, "local")
         loops = sch.get_loops(conv)[1:]
         nred = sum(e > 1 for e in red_ext)
@@ -125,9 +134,16 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         ch = sp.pop() if rows > 1 and sp else None
         if amx:
             self._amx(sch, conv, ch, cw, cv, red, ow)
-        else:
+        elif sdot:
+            from tvm.s_tir.tensor_intrin.arm_cpu import ARM_DOT_4x4_i8_SDOT_INTRIN
+            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_DOT_4x4_i8_SDOT_INTRIN)
+        elif pairs:
+            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_PAIRS_U8S8_8x4)
+        elif vnni:
             cvo, cvi = sch.split(cv, [None, LANES])
             self._vector(sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni)
+        else:
+            self._loops(sch, conv, ch, cw, cv, red, ow)
         _parallel_rows(sch, func, QPAD_BLOCK, 3)
         return sch
 
@@ -149,6 +165,44 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         if vnni:
             sch.tensorize(cvi, VNNI_U8S8_16x4)
+
+    def _loops(self, sch, conv, ch, cw, cv, red, ow):
+        """No int8 dot product: 16 output channels (int32 lanes: 2 AVX2 registers, 4 SSE/NEON)
+        x `reg_w` pixels of accumulators under the reductions, products widened by LLVM
+        (vpmaddwd on x86)."""
+        regs = max(1, 512 // self.vector_bits)
+        reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))
+        cvo, cvi = sch.split(cv, [None, LANES])
+        ri = red.pop()
+        cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
+        order = red[:1] + ([ch] if ch is not None else []) + [cvo] + ([cwo] if cwo is not None else []) + red[1:] \
+            + ([cwi] if cwi is not None else []) + [ri, cvi]
+        sch.reorder(*order)
+        if cwi is not None:
+            sch.unroll(cwi)
+        sch.unroll(ri)
+        sch.vectorize(cvi)
+        init = sch.decompose_reduction(conv, order[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    def _dot_tiles(self, sch, conv, ch, cw, cv, red, ow, lanes, intrin):
+        """A dot-product instruction of `lanes` int32 lanes x 4 input channels (NEON sdot: 4
+        lanes; AVX2 vpmaddwd pairs: 8): 16 output channels x `reg_w` pixels of accumulators
+        under the reductions, the 16 channels' blocks outermost."""
+        regs = 16 // lanes
+        reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))
+        cvo, cvm, cvi = sch.split(cv, [None, regs, lanes])
+        ri = red.pop()
+        cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
+        order = red[:1] + ([ch] if ch is not None else []) + [cvo] + ([cwo] if cwo is not None else []) + red[1:] \
+            + ([cwi] if cwi is not None else []) + [cvm, cvi, ri]
+        sch.reorder(*order)
+        if cwi is not None:
+            sch.unroll(cwi)
+        sch.unroll(cvm)
+        init = sch.decompose_reduction(conv, order[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(cvi, intrin)
 
     def _amx(self, sch, conv, ch, cw, cv, red, ow):
         m = largest_divisor_at_most(ow, 16)

@@ -139,3 +139,21 @@ def test_the_runner_refuses_a_board_that_lacks_the_manifests_cpu_features(bire18
     assert not (tmp_path / "out0.bin").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "REIDC_CPUINFO": str(a76)})
     assert r.returncode == 0 and (tmp_path / "out0.bin").exists(), r.stderr
+
+
+def test_int8_on_dotprod_boards_is_sdot_and_verifies_under_qemu(tmp_path):
+    """--precision int8 for rpi5 (Cortex-A76, dotprod): the int8 convs take s8 inputs and run
+    sdot (in the library's assembly); verification under qemu passes the cosine budget and the
+    artifact runs. rpi4 (no dotprod) builds the same convs on NEON's widening multiplies."""
+    model, man, art = _build(tmp_path / "a", "cmnas-resnet18", "random:7", "rpi5", precision="int8",
+                             calibration_images=4, modes=("visible",))
+    v = man["verification"]
+    assert v["status"] == "passed" and v["min_cosine"]["visible"] >= 0.99
+    assert len(re.findall(r"\bsdot\s+v\d+\.4s", _disassemble(art / "model.so"))) > 20
+    x = _x(2, seed=3)
+    got, ref = Compiled(art).run(x, "visible"), torch_forward(model, x, "visible")
+    assert ((got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)).min() > 0.95
+    man4 = compile_checkpoint(tmp_path / "a" / "ck", tmp_path / "r4", CompileOptions(
+        target="rpi4", precision="int8", calibration_images=4, modes=("visible",), verify=False))
+    assert man4["precision"]["real_valued"] == "int8"
+    assert "sdot" not in _disassemble(tmp_path / "r4" / "model.so")

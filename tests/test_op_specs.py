@@ -13,7 +13,7 @@ from reidc.compiler.ir.bits import pack_bits
 from reidc.compiler.ir.interp import run_all
 from reidc.compiler.ir.shapes import infer
 from reidc.compiler.ir.spec import SPECS, Attr, Cost, spec_of
-from reidc.compiler.lower.build import build
+from reidc.compiler.lower.build import build, int8_flavour
 from reidc.compiler.lower.ops import lowering_of
 from reidc.compiler.lower.registry import LOWERINGS, LoweringError
 from reidc.compiler.lower.to_relax import to_relax
@@ -155,7 +155,7 @@ def test_op_lowering_matches_its_reference(case, host):
     m = np.array([0, 1, 1], np.int32)
     feeds = {"x": x, "modality": m} if modal else {"x": x}
     want = run_all(g, feeds)[g.outputs[0]]
-    vm = relax.VirtualMachine(build(to_relax({mode: g}), host), tvm.cpu())
+    vm = relax.VirtualMachine(build(to_relax({mode: g}, int8=int8_flavour(host)), host), tvm.cpu())
     args = [tvm.runtime.tensor(x)] + ([tvm.runtime.tensor(m)] if modal else [])
     got = vm[mode](*args).numpy()
     assert got.shape == want.shape and got.dtype == want.dtype
@@ -220,21 +220,25 @@ def _asm(ex) -> str:
     return "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
 
 
+@pytest.mark.parametrize("preset_name, instruction", [("x86-avx512-vnni", "vpdpbusd"), ("x86-avx2", "vpmaddwd")])
 @pytest.mark.parametrize("case", INT8_CASES)
-def test_int8_conv_is_vpdpbusd_on_vnni_targets(case):
-    """Built for AVX-512 VNNI, the int8 conv's inner product is one vpdpbusd per 16 x 4 (checked
-    in the assembly, no VNNI machine needed); where this machine has VNNI it also runs and
-    matches the reference exactly as the fallback does."""
-    preset = get_target("x86-avx512-vnni")
+def test_int8_conv_uses_the_targets_dot_product(case, preset_name, instruction):
+    """Built for AVX-512 VNNI, the int8 conv's inner product is one vpdpbusd per 16 x 4; for AVX2
+    two vpmaddwd on 16-bit pairs per 8 x 4 (checked in the assembly: no such machine needed).
+    Where this machine has the ISA it also runs and matches the reference exactly."""
+    preset = get_target(preset_name)
     g = CASES[case]()
     modal = "modality" in g
     mode = "mixed" if modal else "visible"
-    ex = build(to_relax({mode: g}), preset)
+    ex = build(to_relax({mode: g}, int8=int8_flavour(preset)), preset)
     # weights picked per sample (a (2, O, I, kh, kw) int8 weight) are no affine tile: LLVM's loops
-    assert ("vpdpbusd" in _asm(ex)) == (not case.endswith("_weights"))
-    assert "vpdpbusd" not in _asm(build(to_relax({mode: g}), get_target("x86-avx512")))
+    # (which LLVM itself may turn into vpmaddwd, never into vpdpbusd)
+    if case.endswith("_weights"):
+        assert "vpdpbusd" not in _asm(ex)
+    else:
+        assert instruction in _asm(ex)
     if preset.missing_on_host():
-        pytest.skip("this CPU has no AVX-512 VNNI: the VNNI build is checked in its assembly only")
+        pytest.skip(f"this CPU lacks {preset_name}: checked in its assembly only")
     x = RNG.standard_normal((3, C) + HW).astype(np.float32)
     m = np.array([0, 1, 1], np.int32)
     feeds = {"x": x, "modality": m} if modal else {"x": x}
@@ -262,7 +266,7 @@ def test_int8_conv_on_amx_tiles():
     g.outputs = [prev]
     g = verify(g)
     preset = get_target("x86-amx")
-    ex = build(to_relax({"visible": g}), preset)
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
     asm = _asm(ex)
     assert "tdpbusd" in asm and "tileloadd" in asm and "vpdpbusd" in asm
     if preset.missing_on_host() or not request_amx():
@@ -289,5 +293,6 @@ def test_int8_conv_on_the_image_pads_its_channels_to_a_group(host):
     g = verify(g)
     x = RNG.standard_normal((2, 3) + HW).astype(np.float32)
     want = run_all(g, {"x": x})[g.outputs[0]]
-    got = relax.VirtualMachine(build(to_relax({"visible": g}), host), tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    got = relax.VirtualMachine(build(to_relax({"visible": g}, int8=int8_flavour(host)), host),
+                               tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
+from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
 from reidc.kernels.cuda_schedules import cuda_rules
 from reidc.targets import TargetPreset
@@ -16,8 +17,23 @@ def schedule_rules(preset: TargetPreset) -> list:
     """CPU rules tiled for the preset: 3/4 of the SIMD registers hold accumulators (AVX2: 12 of
     16; AVX-512 and NEON: 24 of 32), the rest the broadcast input and weight vectors."""
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
-            Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features()),
+            Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features(),
+                            sdot="dotprod" in preset.cpu_features(), pairs=int8_flavour(preset).order == "pairs",
+                            accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
+
+
+def int8_flavour(preset: TargetPreset) -> Int8Flavour:
+    """How int8 convs are written for the preset: aarch64's dot product (sdot) multiplies
+    s8 x s8; x86's (vpdpbusd, AMX tdpbusd) u8 x s8; x86 without VNNI forms products in int16."""
+    if preset.kind == "cuda":
+        return Int8Flavour()
+    feats = preset.cpu_features()
+    if preset.arch == "aarch64":
+        return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")
+    if "avx512vnni" in feats:
+        return Int8Flavour()
+    return Int8Flavour(order="pairs" if "avx2" in feats else "lanes")
 
 
 def fused_module(mod: tvm.IRModule, preset: TargetPreset) -> tvm.IRModule:

@@ -16,6 +16,7 @@ import tvm
 from tvm import relax, tirx as tir
 
 from reidc.compiler.ir import Graph, Op, RunMode
+from reidc.kernels.conv2d_int8 import Int8Flavour
 
 from .ops import lowering_of
 from .registry import LoweringError
@@ -44,8 +45,9 @@ class Lowerer:
     registered lowering (compiler/lower/registry.py); remembers every value and its layout."""
 
     def __init__(self, bb: relax.BlockBuilder, g: Graph, x: relax.Var, m: relax.Var | None, n,
-                 const: _Constants | None = None):
+                 const: _Constants | None = None, int8: Int8Flavour = Int8Flavour()):
         self.bb, self.g, self.m, self.n, self.x = bb, g, m, n, x
+        self.int8 = int8   # how the int8 convs' arithmetic is written for the target's ISA
         self.const = const or _Constants()
         self.val: dict[str, relax.Expr] = {}
         self.cb: dict[str, int] = {}   # channel block of a 4-D value; 0 for 2-D values; -1 packed bits
@@ -108,7 +110,7 @@ def bit_sites(g: Graph) -> list[str]:
     return [n.attr("site") or n.source or nid for nid, n in g.items() if n.op == Op.BITPACK]
 
 
-def _function(bb, mode, g, name, with_bits, const, batch):
+def _function(bb, mode, g, name, with_bits, const, batch, int8=Int8Flavour()):
     x_node = next((n for _, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x"), None)
     if x_node is None:
         raise LoweringError(f"{mode} graph has no image input")
@@ -123,7 +125,7 @@ def _function(bb, mode, g, name, with_bits, const, batch):
         params.append(m)
     with bb.function(name, params):
         with bb.dataflow():
-            low = Lowerer(bb, g, x, m, nvar, const)
+            low = Lowerer(bb, g, x, m, nvar, const, int8)
             for nid in g.topo():
                 low.lower(nid)
             result = low.output(g.outputs[0])
@@ -133,16 +135,17 @@ def _function(bb, mode, g, name, with_bits, const, batch):
         bb.emit_func_output(out)
 
 
-def to_relax(graphs: dict[str, Graph], batch: int | None = None) -> tvm.IRModule:
+def to_relax(graphs: dict[str, Graph], batch: int | None = None, int8: Int8Flavour = Int8Flavour()) -> tvm.IRModule:
     """One Relax function per mode graph; each takes the batch size symbolically, or fixed at
     `batch` (what tuning measures, and the tuned kernels need: MetaSchedule tunes static shapes). Graphs with
     binary layers also get `<mode>_bits`, returning (features, packed bits of every bitpack in
     `bit_sites` order), which verification uses to count sign flips exactly; it shares all
-    kernels with the main entry."""
+    kernels with the main entry. `int8`: how the int8 convs are written for the target's ISA
+    (compiler/lower/build.py: `int8_flavour(preset)`)."""
     bb = relax.BlockBuilder()
     const = _Constants()
     for mode, g in graphs.items():
-        _function(bb, mode, g, mode, False, const, batch)
+        _function(bb, mode, g, mode, False, const, batch, int8)
         if g.count(Op.BITPACK):
-            _function(bb, mode, g, f"{mode}_bits", True, const, batch)
+            _function(bb, mode, g, f"{mode}_bits", True, const, batch, int8)
     return bb.get()

@@ -22,7 +22,7 @@ from tvm.ir.utils import derived_object
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, prepare
 from reidc.compiler.ir import RunMode
-from reidc.compiler.lower.build import fused_module
+from reidc.compiler.lower.build import fused_module, int8_flavour
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.compiler.runtime import usable_cpus
 from reidc.compiler.tunedb.database import TuningDatabaseError
@@ -65,7 +65,7 @@ def workload_key(mod: tvm.IRModule) -> str:
 
 def extract_tasks(ckpt, opts: TuneOptions, preset):
     _, graphs, _, facts, _ = prepare(ckpt, CompileOptions(modes=opts.modes, batch=opts.batch, progress=opts.progress))
-    mod = fused_module(to_relax(graphs, opts.batch), preset)
+    mod = fused_module(to_relax(graphs, opts.batch, int8=int8_flavour(preset)), preset)
     tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
     if opts.only:
         tasks = [t for t in tasks if any(s in t.task_name for s in opts.only)]

@@ -3,6 +3,8 @@ epilogue: requantisation in registers, uint8 to memory), the int8 conv through r
 kernel (kernels/conv2d_int8.py) with its dequantisation epilogue."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from tvm import relax
 
@@ -50,14 +52,14 @@ def _conv2d_int8(low, nid, n, ins):
                             f"{GROUP} and output channels a multiple of {LANES} (has c{cb}, {o} outputs)")
     zp = int(n.attrs["zero_point"])
     ob = output_block(o)
-    args = [data, low.const(pack_weight_int8(np.asarray(w), cb, ob)), tuple(n.attrs["stride"]),
+    args = [data, low.const(pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)), tuple(n.attrs["stride"]),
             tuple(n.attrs["padding"]), zp]
-    if w.ndim == 5:
-        args.append(ins[1])
-    acc = low.bb.emit_te(conv2d_nchwc_int8, *args, primfunc_name_hint="conv2d_int8",
-                         primfunc_attrs={"op_pattern": 4})
-    if zp:  # the zero point's share of the sum, exact in int32
-        acc = low.emit(relax.op.subtract(acc, low.per_channel(n, ob, zp * weight_sums(np.asarray(w)), "int32")))
+    kernel = partial(conv2d_nchwc_int8, flavour=low.int8)
+    acc = low.bb.emit_te(kernel, *args, modality=ins[1] if w.ndim == 5 else None,
+                         primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
+    shift = zp - 128 if low.int8.signed else zp   # what the kernel's input values carry beyond q - zp
+    if shift:  # the zero point's share of the sum, exact in int32
+        acc = low.emit(relax.op.subtract(acc, low.per_channel(n, ob, shift * weight_sums(np.asarray(w)), "int32")))
     y = low.emit(relax.op.astype(acc, "float32"))
     ws = np.asarray(n.attrs["weight_scale"], np.float64)
     xs = np.asarray(n.attrs["input_scale"], np.float64)
