@@ -155,7 +155,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 calibration: str = typer.Option("synthetic", help="int8 calibration images: synthetic (rendered "
                                                                   "persons) or a folder (visible/ and infrared/ "
                                                                   "subfolders for a cross-modality model)"),
-                calibration_images: int = typer.Option(16, help="int8: calibration images per entry")):
+                calibration_images: int = typer.Option(16, help="int8: calibration images per entry"),
+                retrieval: Optional[str] = typer.Option(None, help="int8: also verify rank-1/mAP on this dataset's "
+                                                                   "test protocol (synthetic, sysu:PATH, regdb:PATH) "
+                                                                   "within 0.5 points of PyTorch fp32")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
@@ -167,7 +170,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                             feature=None if feature == "bnneck" else feature,
                             input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress,
                             precision=precision, calibration=calibration,
-                            calibration_images=calibration_images).manifest
+                            calibration_images=calibration_images, retrieval=retrieval).manifest
     except (UserError, ValueError) as e:
         _fail(e)
     v = man["verification"]
@@ -177,6 +180,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
            f" (max rel. L2 error: {errs}; tolerance {v['tolerance']:g})" if errs else "")
     out.print(f"compiled {man['model']} for {man['target']['preset']} in {man['total_seconds']} s "
               f"(build {man['build_seconds']} s) -> {output}; verification {v['status']}" + how)
+    for setting, r in (v.get("retrieval") or {}).get("settings", {}).items():
+        out.print(f"  {v['retrieval']['dataset']} {setting}: " + ", ".join(
+            f"{k} " + " -> ".join(f"{val:.2f}" for val in pair.values()) for k, pair in r.items()) + " (fp32 -> build)")
     prec = man.get("precision") or {}
     if prec.get("real_valued", "fp32") != "fp32":
         n = Counter(r["precision"] for r in prec["layers"])

@@ -30,13 +30,14 @@ from .base.errors import ArtifactError, InputError, VerificationError
 from .base.version import __version__
 from .calibration import DEFAULT_IMAGES
 from .costs import macs, weight_bytes
-from .ir import MODEL_MODES, Op, RunMode
+from .ir import MODEL_MODES, Modality, Op, RunMode
 from .passes.pipeline import run_pipeline
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
 TOLERANCE = 1e-4
 COSINE_BUDGET = 0.99   # reduced precision: the least per-sample feature cosine to PyTorch fp32
+RETRIEVAL_BUDGET = 0.5  # reduced precision with --retrieval: the most rank-1 / mAP may fall, in points
 
 
 @dataclass
@@ -57,6 +58,7 @@ class CompileOptions:
     precision: str = "fp32"       # the real-valued layers: "fp32" or "int8" (binary convs stay 1-bit)
     calibration: str = "synthetic"  # int8: "synthetic" or a folder of images
     calibration_images: int = DEFAULT_IMAGES
+    retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -403,7 +405,60 @@ def _verify_reduced(compiled, module, modes, manifest, opts: CompileOptions, say
             raise VerificationError(
                 f"verification failed: the {mode} entry's {result['precision']} feature has cosine {cos.min():.4f} to "
                 f"PyTorch's fp32 feature on sample {int(cos.argmin())} (budget {COSINE_BUDGET}); no artifact written")
+    if opts.retrieval:
+        result["retrieval"] = _verify_retrieval(compiled, module, modes, manifest, opts, say)
     return result
+
+
+def _verify_retrieval(compiled, module, modes, manifest, opts: CompileOptions, say) -> dict:
+    """Rank the dataset's test protocol with PyTorch's fp32 features and with the compiled ones
+    (each image through its own modality); rank-1 and mAP of the compiled features may not fall
+    more than RETRIEVAL_BUDGET points below fp32's in any setting."""
+    from .datasets import load_dataset, normalise
+    from .datasets.metrics import score_protocol
+    h, w = manifest["input_shape"][-2:]
+    data = load_dataset(opts.retrieval, (h, w), opts.seed, say)
+    pool = data.test.pool
+    if RunMode.MIXED not in modes and not {RunMode.VISIBLE, RunMode.INFRARED} <= set(modes):
+        raise InputError(f"--retrieval ranks infrared queries against a visible gallery: it needs the visible and "
+                         f"infrared entries, or mixed (this build has {', '.join(modes)})")
+    say(f"ranking {data.name}'s test protocol ({len(pool)} images) with PyTorch fp32 and the "
+        f"{manifest['precision']['real_valued']} build")
+    step = manifest.get("batch") or 32
+    ref_parts, got_parts, order = [], [], []
+    for mod in (Modality.VISIBLE, Modality.INFRARED):
+        idx = np.flatnonzero(pool.modality == mod.code)
+        for i in range(0, len(idx), step):
+            part = idx[i:i + step]
+            x = normalise(pool.images[part])
+            if manifest.get("batch") and len(part) < step:   # a fixed-batch build: pad the last chunk
+                x = np.concatenate([x, np.repeat(x[-1:], step - len(part), axis=0)])
+            mode = RunMode(str(mod)) if RunMode(str(mod)) in modes else RunMode.MIXED
+            m = np.full(len(x), mod.code, np.int32)
+            ref_parts.append(torch_forward(module, x, str(mod))[:len(part)])
+            got_parts.append(compiled.run(x, m if mode == RunMode.MIXED else mode)[:len(part)])
+            order.append(part)
+    order = np.concatenate(order)
+    out = {}
+    for key, parts in (("fp32", ref_parts), ("compiled", got_parts)):
+        f = np.zeros((len(pool), parts[0].shape[1]), np.float32)
+        f[order] = np.concatenate(parts)
+        f /= np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        out[key] = score_protocol(f, data.test)
+    rows = {}
+    for setting, ref in out["fp32"].items():
+        got = out["compiled"][setting]
+        rows[setting] = {k: {"fp32": round(100 * ref[k], 2), manifest["precision"]["real_valued"]: round(100 * got[k], 2)}
+                         for k in ("rank1", "mAP")}
+        for k in ("rank1", "mAP"):
+            drop = 100 * (ref[k] - got[k])
+            if drop > RETRIEVAL_BUDGET:
+                raise VerificationError(
+                    f"verification failed: {setting} {k} falls {drop:.2f} points below PyTorch fp32's "
+                    f"({100 * ref[k]:.2f} -> {100 * got[k]:.2f}; budget {RETRIEVAL_BUDGET}) on {data.name}'s test "
+                    "protocol; no artifact written")
+    return {"dataset": data.name, "protocol": "test", "images": int(len(pool)), "budget_points": RETRIEVAL_BUDGET,
+            "settings": rows}
 
 
 def compare_with_torch(compiled, module, mode: str, x: np.ndarray, m: np.ndarray | None, sites=None,

@@ -193,3 +193,21 @@ def test_int8_options_are_checked(tmp_path):
     with pytest.raises(InputError, match="expected 'synthetic' or a folder"):
         reidc.compile(model, output=tmp_path / "a", precision="int8", calibration=tmp_path / "missing")
     assert not (tmp_path / "a").exists()
+
+
+def test_retrieval_check_ranks_the_test_protocol_with_both(tmp_path):
+    """--retrieval: the dataset's test protocol ranked with PyTorch fp32 and with the int8 build;
+    the figures land in the manifest (a random network: near chance, but the same for both)."""
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    art = reidc.compile(model, output=tmp_path / "a", precision="int8", modes="visible,infrared",
+                        calibration_images=4, retrieval="synthetic:16")
+    r = art.manifest["verification"]["retrieval"]
+    assert r["budget_points"] == 0.5 and r["images"] == 144 and set(r["settings"]) == {"all-search", "indoor-search"}
+    for row in r["settings"].values():
+        assert set(row) == {"rank1", "mAP"} and all(row[k]["fp32"] - row[k]["int8"] <= 0.5 for k in row)
+    with pytest.raises(InputError, match="needs the visible and infrared entries"):
+        reidc.compile(model, output=tmp_path / "b", precision="int8", modes="visible", calibration_images=4,
+                      retrieval="synthetic:16")
+    with pytest.raises(InputError, match="judges reduced precision"):
+        reidc.compile(model, output=tmp_path / "b", retrieval="synthetic")
+    assert not (tmp_path / "b").exists()

@@ -13,7 +13,7 @@ from reidc.compiler.search.evolution import Candidate, crossover, evolve, mutate
 from reidc.compiler.search.latency import Scenario, arch_key
 from reidc.compiler.search.latency_table import LatencyTable, prediction_error, table_archs
 from reidc.compiler.search.losses import c3mmd, triplet_losses
-from reidc.compiler.search.metrics import retrieval_metrics
+from reidc.compiler.datasets.metrics import retrieval_metrics
 from reidc.frontend.arch import ArchSpec
 from reidc.frontend.supernet import build_supernet, extract, random_arch, set_arch
 

@@ -20,12 +20,17 @@ def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str,
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision!r}: this reidc compiles real-valued layers in "
                          f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit); bf16 is not built yet")
+    if options.get("retrieval") and precision == "fp32":
+        raise InputError("retrieval: the retrieval check judges reduced precision against fp32; pass precision='int8'")
     if options.get("calibration_images", 1) < 1:
         raise InputError(f"calibration_images={options['calibration_images']}: must be at least 1")
     if mixed_strategy not in (None, "affine", "weights"):
         raise InputError(f"mixed_strategy={mixed_strategy!r}: expected None (per layer), 'affine' or 'weights'")
     if isinstance(modes, str):
         modes = [m.strip() for m in modes.split(",")]
+    if options.get("retrieval") and modes and "mixed" not in modes and not {"visible", "infrared"} <= set(modes):
+        raise InputError("retrieval ranks infrared queries against a visible gallery: it needs the visible and "
+                         f"infrared entries, or mixed (modes={','.join(modes)})")
     if not isinstance(model, (str, os.PathLike)):
         given = [k for k in CHECKPOINT_ONLY if options.get(k) not in (None, "model")]
         if given:
@@ -39,7 +44,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
             batch: int | None = None, verify: bool = True, arch: str | Path | None = None,
             split_config: str | Path | None = None, weights: str = "model", feature: str | None = None,
             mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
-            calibration: str | Path = "synthetic", calibration_images: int = 16,
+            calibration: str | Path = "synthetic", calibration_images: int = 16, retrieval: str | None = None,
             progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile `model` for `target` (a preset name such as "host", "x86-avx512", "rpi5",
     "sm86" (see `reidc.target_presets()`), or a TVM target JSON) and verify it against PyTorch
@@ -56,7 +61,10 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
       both modalities, or a folder of images, with visible/ and infrared/ subfolders for a
       cross-modality model) using `calibration_images` images per entry; verified by feature
-      cosine to PyTorch fp32 (budget 0.99) instead of the fp32 tolerance.
+      cosine to PyTorch fp32 (budget 0.99) instead of the fp32 tolerance; with `retrieval`
+      ("synthetic", "sysu:PATH", "regdb:PATH") also by the dataset's test-protocol rank-1 and
+      mAP, which may not fall more than 0.5 points below PyTorch fp32's (for a trained network:
+      `reidc.train_zoo`).
     modes: entries to build (visible, infrared, mixed); default all the model has.
     input_shape: (C, H, W); for a checkpoint, its H x W replaces the spec's input size.
     tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
@@ -65,7 +73,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     feature: checkpoints only)."""
     modes = _check(model, precision, modes, mixed_strategy,
                    {"arch": arch, "split_config": split_config, "weights": weights, "feature": feature,
-                    "calibration_images": calibration_images})
+                    "calibration_images": calibration_images, "retrieval": retrieval})
     with needs_compiler("compiling"):
         from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
@@ -74,7 +82,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
                           verify=verify, modes=modes, batch=batch,
                           tuning_db=None if tuning_db is None else str(tuning_db), weights=weights,
                           feature=feature, input_size=None, seed=seed, progress=progress or (lambda msg: None),
-                          precision=precision, calibration=str(calibration), calibration_images=calibration_images)
+                          precision=precision, calibration=str(calibration), calibration_images=calibration_images,
+                          retrieval=retrieval)
     owned = None
     if output is None:
         owned = tempfile.mkdtemp(prefix="reidc-")

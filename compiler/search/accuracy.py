@@ -8,8 +8,8 @@ import torch
 from reidc.compiler.ir import Modality
 from reidc.frontend.supernet import recalibrate_bn, set_arch
 
-from reidc.compiler.datasets import Protocol, ReIDData, normalise
-from .metrics import mean_metrics, retrieval_metrics
+from reidc.compiler.datasets import ReIDData, normalise
+from reidc.compiler.datasets.metrics import score_protocol
 from .train import TrainConfig, sample_batch
 
 RECAL_BATCHES = 8
@@ -26,20 +26,6 @@ def embed(model, images: np.ndarray, modality: np.ndarray, batch: int = 128) -> 
             part = idx[s:s + batch]
             out[part] = torch.nn.functional.normalize(model(torch.from_numpy(normalise(images[part])), name), dim=1).numpy()
     return out
-
-
-def score_protocol(feats: np.ndarray, proto: Protocol) -> dict[str, dict]:
-    """Per setting: CMC rank-1/5/10, mAP, mINP averaged over its trials (cosine distance)."""
-    p = proto.pool
-    res = {}
-    for setting, trials in proto.settings.items():
-        rows = []
-        for t in trials:
-            dist = 1.0 - feats[t.query] @ feats[t.gallery].T
-            rows.append(retrieval_metrics(dist, p.pids[t.query], p.pids[t.gallery], p.cams[t.query],
-                                          p.cams[t.gallery], proto.exclude))
-        res[setting] = mean_metrics(rows)
-    return res
 
 
 def headline(res: dict[str, dict]) -> float:

@@ -52,3 +52,18 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     """Average over trials (e.g. SYSU-MM01's random gallery draws)."""
     keys = [k for k in rows[0] if k != "queries"]
     return {**{k: float(np.mean([r[k] for r in rows])) for k in keys}, "trials": len(rows)}
+
+
+def score_protocol(feats: np.ndarray, proto) -> dict[str, dict]:
+    """Per setting of a `Protocol`: CMC rank-1/5/10, mAP, mINP averaged over its trials, ranking
+    the gallery by cosine distance of L2-normalised features `feats` (one row per pool image)."""
+    p = proto.pool
+    res = {}
+    for setting, trials in proto.settings.items():
+        rows = []
+        for t in trials:
+            dist = 1.0 - feats[t.query] @ feats[t.gallery].T
+            rows.append(retrieval_metrics(dist, p.pids[t.query], p.pids[t.gallery], p.cams[t.query],
+                                          p.cams[t.gallery], proto.exclude))
+        res[setting] = mean_metrics(rows)
+    return res
