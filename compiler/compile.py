@@ -5,6 +5,7 @@ verification passes; on any failure nothing is left behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -164,6 +165,8 @@ def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
 
 
 def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
+    if opts.precision == "auto":
+        return _compile_auto(ckpt, source, out, opts, inputs)
     from reidc.compiler.lower.build import build, export, int8_flavour  # TVM is imported only once compiling starts
     from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
@@ -227,6 +230,55 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
 
 
 _LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D: "fp32", Op.DENSE: "fp32"}
+
+
+def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
+    """--precision auto: build fp32 and int8 (each verified: int8 within its budgets), time both
+    here at batch 1 (or the fixed batch) and keep the faster; where the build cannot run here,
+    int8 if the target has an int8 dot product (VNNI, AMX, dotprod), else fp32. The manifest's
+    precision.auto says what was measured and why."""
+    from reidc.compiler.lower.build import int8_flavour
+    from .runtime import Compiled
+    preset = get_target(opts.target)
+    out = Path(out)
+    guard_output_dir(out, "artifact", inputs)
+    check_can_build(preset, opts.verify)
+    cached = source() if source else None
+    with tempfile.TemporaryDirectory(prefix="reidc-auto-") as d:
+        built, failed = {}, {}
+        for p in ("int8", "fp32"):
+            opts.progress(f"--precision auto: building {p}")
+            try:
+                built[p] = _compile(ckpt, (lambda: cached) if cached else None, Path(d) / p,
+                                    dataclasses.replace(opts, precision=p), inputs)
+            except VerificationError as e:
+                if p == "fp32":
+                    raise
+                failed[p] = str(e)
+        ms = {}
+        runs_here = opts.verify and preset.runs_via == "local" and not preset.missing_on_host()
+        if runs_here:
+            for p, man in built.items():
+                x, m = seeded_inputs(tuple(man["input_shape"]), man.get("batch") or 1, man["modes"][0], opts.seed)
+                ms[p] = round(Compiled(Path(d) / p).time_ms(x, m if m is not None else man["modes"][0]), 3)
+            chosen = min(ms, key=ms.get)
+            why = "faster here: " + ", ".join(f"{p} {t} ms" for p, t in ms.items())
+        else:
+            dot = int8_flavour(preset).order == "dot4" and preset.kind != "cuda"   # VNNI, AMX, sdot
+            chosen = "int8" if "int8" in built and dot else "fp32"
+            why = (f"not timed (the build does not run here); {preset.name} "
+                   + ("has a 4-way int8 dot product (VNNI, AMX or sdot)" if dot else
+                      "has no 4-way int8 dot product (int8 measured slower than fp32 on AVX2 and plain SIMD)"))
+        if "int8" in failed:
+            why = f"int8 failed verification ({failed['int8']}); " + why
+        man = built[chosen]
+        man["precision"]["auto"] = {"chose": chosen, "why": why, "ms": ms, "failed": failed}
+        with atomic_directory(out, "artifact", inputs) as tmp:
+            for f in (Path(d) / chosen).iterdir():
+                shutil.copy2(f, tmp / f.name)
+            atomic_write_json(tmp / MANIFEST, man)
+    opts.progress(f"--precision auto chose {chosen}: {why}")
+    return man
 
 
 def layer_precision(g, precision: str = "fp32") -> dict:

@@ -211,3 +211,20 @@ def test_retrieval_check_ranks_the_test_protocol_with_both(tmp_path):
     with pytest.raises(InputError, match="judges reduced precision"):
         reidc.compile(model, output=tmp_path / "b", retrieval="synthetic")
     assert not (tmp_path / "b").exists()
+
+
+def test_auto_keeps_the_faster_verified_build(tmp_path):
+    """--precision auto builds both, times both here and keeps the faster, saying why; for a
+    target this machine cannot run it decides by the target's int8 dot product."""
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    art = reidc.compile(model, output=tmp_path / "a", precision="auto", modes="visible", calibration_images=4)
+    auto = art.manifest["precision"]["auto"]
+    assert set(auto["ms"]) == {"int8", "fp32"} and auto["chose"] == min(auto["ms"], key=auto["ms"].get)
+    assert art.manifest["precision"]["real_valued"] == auto["chose"] and art.manifest["verification"]["status"] == "passed"
+    from reidc.compiler.lower.build import int8_flavour
+    from reidc.targets import get_target
+    blind = reidc.compile(model, output=tmp_path / "b", precision="auto", modes="visible", calibration_images=4,
+                          verify=False)   # unverified builds are not timed: the target's ISA decides
+    dot = int8_flavour(get_target("host")).order == "dot4"
+    assert blind.manifest["precision"]["auto"]["chose"] == ("int8" if dot else "fp32")
+    assert "not timed" in blind.manifest["precision"]["auto"]["why"]

@@ -12,7 +12,7 @@ from reidc.compiler.base.errors import InputError
 from .artifact import Artifact
 from .needs import needs_compiler
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "auto")
 CHECKPOINT_ONLY = ("arch", "split_config", "weights", "feature")
 
 
@@ -57,7 +57,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
-    precision: "fp32" or "int8", the real-valued layers (binary convs stay 1-bit). int8:
+    precision: "fp32", "int8" or "auto" (both built and verified, the faster here kept; the
+      manifest's precision.auto says why), the real-valued layers (binary convs stay 1-bit). int8:
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
       both modalities, or a folder of images, with visible/ and infrared/ subfolders for a
       cross-modality model) using `calibration_images` images per entry; verified by feature
