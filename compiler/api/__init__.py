@@ -15,10 +15,11 @@ from .errors import (ArchError, ArtifactError, CaptureError, CheckpointError, Da
                      OutputError, TargetError, ToolchainError, TuningDatabaseError, UnsupportedOpError, UserError,
                      VerificationError)
 from .jobs import bench, search, tune, tune_report, verify
-from .tools import demo, export_zoo, qemu_server, run_files, runner_bundle, target_presets, zoo_model, zoo_models
+from .tools import (demo, export_zoo, qemu_server, run_files, runner_bundle, target_presets, train_zoo, zoo_model,
+                    zoo_models)
 
 __all__ = ["__version__", "INPUT_CONTRACT", "compile", "load", "inspect", "Artifact", "tune", "tune_report", "search", "bench", "verify",
-           "zoo_model", "zoo_models", "export_zoo", "target_presets", "run_files", "runner_bundle", "qemu_server", "demo",
+           "zoo_model", "zoo_models", "export_zoo", "train_zoo", "target_presets", "run_files", "runner_bundle", "qemu_server", "demo",
            "UserError", "ArchError", "CaptureError", "UnsupportedOpError", "CheckpointError", "TargetError",
            "ToolchainError", "VerificationError", "InputError", "ArtifactError", "OutputError",
            "TuningDatabaseError", "DatasetError", "EngineError"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from .needs import needs_compiler
+
 
 def zoo_models() -> dict[str, dict[str, Any]]:
     """The zoo's networks: name -> {"family": "cmnas" | "bire", "depth"}."""
@@ -36,6 +38,20 @@ def export_zoo(name: str, output: str | Path, *, split: str = "all-split", split
         raise ArchError(e.args[0]) from None
     return {"path": str(output), "model": spec.name, "bns": len(spec.split),
             "split_bns": sum(1 - s for s in spec.split)}
+
+
+def train_zoo(name: str, output: str | Path, *, dataset: str = "synthetic", split: str = "all-split",
+              steps: int = 300, input_size: tuple[int, int] = (128, 64), seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train zoo network `name` (from its seeded weights, the whole network) on `dataset`
+    (synthetic[:IDS] | sysu:PATH | regdb:PATH[#TRIAL]) for `steps` P x K batches with CM-NAS's
+    objective, on the CPU, and write it as a reidc checkpoint folder with `train.json`, so that
+    compiles can be judged by retrieval accuracy. `seed`: data, weights and batches. Returns
+    the record: "path", "model", "loss" (trace), "test" ({"before", "after"}: per setting
+    rank1, rank5, rank10, mAP, mINP of the untrained and the trained network), "seconds"."""
+    with needs_compiler("training"):
+        from reidc.compiler.search.zoo_train import train_zoo as train
+    return train(name, output, dataset, split, steps, tuple(input_size), seed, progress or (lambda msg: None))
 
 
 def target_presets() -> list[dict[str, Any]]:
