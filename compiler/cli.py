@@ -208,7 +208,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
               f"(build {man['build_seconds']} s) -> {output}; verification {v['status']}" + how)
     for setting, r in (v.get("retrieval") or {}).get("settings", {}).items():
         out.print(f"  {v['retrieval']['dataset']} {setting}: " + ", ".join(
-            f"{k} " + " -> ".join(f"{val:.2f}" for val in pair.values()) for k, pair in r.items()) + " (fp32 -> build)")
+            f"{k} " + " -> ".join(f"{val:.2f}" for val in pair.values()) for k, pair in r.items() if k != "queries")
+            + f" (fp32 -> build; {r['queries']} queries)")
     prec = man.get("precision") or {}
     if prec.get("auto"):
         out.print(f"  --precision auto chose {prec['auto']['chose']}: {prec['auto']['why']}")

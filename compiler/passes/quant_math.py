@@ -2,10 +2,10 @@
 
 Weights: symmetric int8 per output channel, q = rint(w / s), s = max|w[o]| / 127.
 Activations: uint8 with a zero point: 0 where calibration saw no negative value (after a ReLU),
-else 128 (symmetric around it); the step s per modality from a high percentile of what
-calibration saw (PERCENTILE of x, or of |x| when signed): outliers beyond it saturate, which
-keeps the step small for the bulk of the values (TensorRT's and ONNX Runtime's percentile
-calibration do the same).
+else 128 (symmetric around it); the step s per modality from the clipping threshold that
+minimises the mean squared quantization error over what calibration saw (`mse_threshold`):
+outliers beyond it saturate, which keeps the step small for the bulk of the values. (The
+99.99th percentile, tried first, lost 1 point of rank-1 on a trained ResNet-18; MSE kept it.)
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PERCENTILE = 99.99
+PERCENTILE_LOW = 99.0   # the MSE search starts at this percentile of |x| ...
+GRID = 48               # ... and tries this many thresholds up to the maximum
 QMAX_W = 127
 SAMPLES_PER_BATCH = 1 << 16   # values kept per tensor, modality and calibration batch
 
@@ -49,26 +50,50 @@ def shared_weight(w2: np.ndarray, rtol: float = 1e-5) -> tuple[np.ndarray, np.nd
 @dataclass(frozen=True)
 class ActivationRange:
     """What calibration saw of one tensor: its minimum, and per modality (one entry in a
-    single-modality graph) the PERCENTILE of x (non-negative tensors) or of |x|."""
+    single-modality graph) the clipping threshold of x (non-negative tensors) or of |x|."""
 
     minimum: float
-    percentile: tuple[float, ...]
+    threshold: tuple[float, ...]
 
     @property
     def zero_point(self) -> int:
         return 0 if self.minimum >= 0 else 128
 
     def scales(self) -> np.ndarray:
-        """The quantization step per modality: the percentile maps to 255 (zero point 0) or 127."""
+        """The quantization step per modality: the threshold maps to 255 (zero point 0) or 127."""
         top = 255.0 if self.zero_point == 0 else 127.0
-        p = np.maximum(np.asarray(self.percentile, np.float64), 1e-8)
+        p = np.maximum(np.asarray(self.threshold, np.float64), 1e-8)
         return (p / top).astype(np.float32)
 
 
+def mse_threshold(v: np.ndarray, levels: int, signed: bool) -> float:
+    """The clipping threshold t minimising the mean squared error of quantizing v with step
+    t / levels (values beyond t saturate), searched over GRID candidates spaced geometrically
+    from the PERCENTILE_LOW percentile to the maximum of |v| (or v)."""
+    a = np.abs(v) if signed else v
+    a = a[a > 0] if not signed else a
+    if a.size == 0:
+        return 0.0
+    lo, hi = float(np.percentile(a, PERCENTILE_LOW)), float(a.max())
+    if hi <= 0:
+        return 0.0
+    best, best_err = hi, np.inf
+    x = np.asarray(v, np.float64)
+    for t in np.geomspace(max(lo, hi * 1e-3), hi, GRID):
+        step = t / levels
+        q = np.clip(np.rint(x / step), -levels if signed else 0, levels) * step
+        err = float(np.mean((x - q) ** 2))
+        if err < best_err:
+            best, best_err = float(t), err
+    return best
+
+
 def summarise(values: list[np.ndarray], minimum: float) -> ActivationRange:
-    """An ActivationRange from the sampled values per modality (see `sample`)."""
+    """An ActivationRange from the sampled values per modality (see `sample`): each modality's
+    threshold by `mse_threshold`."""
     signed = minimum < 0
-    pct = tuple(float(np.percentile(np.abs(v) if signed else v, PERCENTILE)) if v.size else 0.0 for v in values)
+    levels = 127 if signed else 255
+    pct = tuple(mse_threshold(v, levels, signed) if v.size else 0.0 for v in values)
     if all(p == 0 for p in pct):
         pct = tuple(1.0 for _ in pct)
     pct = tuple(p if p > 0 else max(pct) for p in pct)   # a modality calibration never saw
