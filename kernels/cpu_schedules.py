@@ -60,16 +60,19 @@ class Conv2dNCHWc(CPUScheduleRule):
         cl = sch.get_loops(conv)[1:]  # loops of extent 1 vanish under compute_at
         sp, red = _split_kinds(cl, cin, kh, kw)
         ch, cw, cv = _name_spatial(sp, rows, ow, ob)
-        ic, rest = red[0], red[1:]
-        icc, icm, ici = sch.split(ic, [None, per_chunk, cb])
+        if cin > 1:   # a single input channel's loop vanished with the other unit loops
+            icc, icm, ici = sch.split(red[0], [None, per_chunk, cb])
+            head, mid, rest = [icc], [icm], red[1:] + [ici]
+        else:
+            head, mid, rest = [], [], red
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
-        order = [icc] + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + [icm, *rest, ici] \
+        order = head + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + mid + rest \
             + ([cwi] if cwi is not None else []) + [cv]
         sch.reorder(*order)
         if cwi is not None:
             sch.unroll(cwi)
         sch.vectorize(cv)
-        init = sch.decompose_reduction(conv, icc)
+        init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
         _parallel_rows(sch, func, PAD_BLOCK, 3)
         return sch
@@ -304,7 +307,7 @@ def _split_kinds(loops, cin, kh, kw):
     """Loops under a compute_at point: spatial ones first, then the reductions (ic, ry, rx) in
     the compute's order; unit-extent loops are dropped by compute_at, so count only the others."""
     nred = sum(e > 1 for e in (cin, kh, kw))
-    return list(loops[:-nred]), list(loops[-nred:])
+    return (list(loops[:-nred]), list(loops[-nred:])) if nred else (list(loops), [])
 
 
 def _name_spatial(sp, rows, ow, ob):

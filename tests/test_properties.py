@@ -142,6 +142,18 @@ def test_a_dense_layer_with_one_input_feature(tmp_path):
     assert max(errs) <= TOLERANCE, errs
 
 
+def test_a_1x1_conv_from_one_channel(tmp_path):
+    """Found by the property test above: a 1x1 conv reading a single channel has no reduction
+    loop left under the conv's schedule (all of extent 1), and `loops[:-0]` took none as spatial."""
+    model = _randomise(_Small(1, 12, 5, 1, False, True, 8), 223)
+    ep = torch.export.export(model, (torch.randn(3, 3, 16, 32),))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    compile_checkpoint(tmp_path / "m.pt2", tmp_path / "art", CompileOptions(verify=False))
+    x = np.random.default_rng(0).standard_normal((3, 3, 16, 32), dtype=np.float32)
+    errs, _ = compare_with_torch(Compiled(tmp_path / "art"), ep.module(), "main", x, None)
+    assert max(errs) <= TOLERANCE, errs
+
+
 def test_the_default_run_checked_at_least_200_cases():
     """Runs after the property tests in this file (pytest keeps file order)."""
     if COUNT["cases"] == 0:
