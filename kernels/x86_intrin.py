@@ -81,8 +81,6 @@ TensorIntrin.register(AVX2_PAIRS_U8S8_8x4, _pairs_desc, _pairs_avx2, override=Tr
 # A tile of M output pixels x 64 output channels: C in tmm0-3 (16 channels each), A (M pixels x
 # 64 input channels, u8) in tmm4, B (16 groups x 16 channels x 4, s8) rotating through tmm5-7 so
 # that a load need not wait for the tdpbusd reading the previous one.
-AMX_K = 64   # input channels per tdpbusd (one 64-byte tile row)
-AMX_N = 64   # output channels per tile group (four C tiles)
 
 
 def amx_intrinsics(rows: int) -> tuple[str, str, str]:
