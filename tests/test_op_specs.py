@@ -92,6 +92,15 @@ def QCONV(o, i, k, stride=(1, 1), padding=(0, 0), lead=()):
             "stride": stride, "padding": padding}
 
 
+def _gated():
+    """x * sigmoid(dense(mean(x))) per channel: a squeeze-excitation gate."""
+    g = _chain((Op.GLOBAL_AVGPOOL, {}), (Op.DENSE, {"weight": _w(C, C)}), (Op.SIGMOID, {}))
+    gate = g.outputs[0]
+    g.add("scaled", Node(Op.SCALE_CHANNELS, ("x", gate), ("N", C) + HW))
+    g.outputs = ["scaled"]
+    return verify(g)
+
+
 BITS = (Op.BITPACK, {"threshold": _vec(0.2), "flip": (RNG.random(C) < 0.3).astype(np.int8)})
 CASES = {
     "conv2d": lambda: _chain((Op.CONV2D, {"weight": _w(24, C, 3, 3), "bias": _vec(c=24), "stride": (2, 1),
@@ -111,6 +120,13 @@ CASES = {
     "avgpool2d": lambda: _chain((Op.AVGPOOL2D, {"kernel": (2, 2), "stride": (2, 2)})),
     "global_avgpool": lambda: _chain((Op.GLOBAL_AVGPOOL, {})),
     "gem_pool": lambda: _chain((Op.RELU, {}), (Op.GEM_POOL, {"p": 3.0, "eps": 1e-6})),
+    "maxpool2d_ceil_mode": lambda: _chain((Op.MAXPOOL2D, {"kernel": (3, 3), "stride": (2, 2), "padding": (0, 0),
+                                                          "ceil_mode": True})),
+    "global_maxpool": lambda: _chain((Op.GLOBAL_MAXPOOL, {})),
+    "instance_norm": lambda: _chain((Op.INSTANCE_NORM, {"scale": _vec(c=8), "bias": _vec(c=8), "eps": 1e-5})),
+    "sigmoid": lambda: _chain((Op.SIGMOID, {})),
+    "scale_channels": lambda: _gated(),
+    "pad": lambda: _chain((Op.PAD, {"padding": (1, 2), "value": _vec(50.0, 100.0)})),
     "bitpack_bconv2d": lambda: _chain(BITS, (Op.BCONV2D, _bconv(16, 3, (1, 1), (1, 1)))),
     "bconv2d_accumulator_bitpack": lambda: _chain(
         BITS, (Op.BCONV2D, _bconv(C, 3, (2, 2), (1, 1), accumulator=True)),

@@ -30,3 +30,21 @@ def _check_add(n, ins, modal):
 ADD = declare(OpSpec(
     "add", "a + b, same shapes.", lambda v, n: (np.asarray(v[0]) + np.asarray(v[1])).astype(np.float32),
     inputs=("a", "b"), check=_check_add))
+
+
+SIGMOID = declare(OpSpec(
+    "sigmoid", "1 / (1 + exp(-x)) (the channel gate of squeeze-excitation blocks).",
+    lambda v, n: (1.0 / (1.0 + np.exp(-np.asarray(v[0], np.float64)))).astype(np.float32)))
+
+
+def _check_scale_channels(n, ins, modal):
+    x, g = ins[0].shape, ins[1].shape
+    if len(x) != 4 or tuple(g) != tuple(x[:2]):
+        return f"scale_channels needs x (N, C, H, W) and gate (N, C), got {x} and {g}"
+    return None
+
+
+SCALE_CHANNELS = declare(OpSpec(
+    "scale_channels", "x[n, c, h, w] * gate[n, c]: a per-sample channel gate (squeeze-excitation).",
+    lambda v, n: (np.asarray(v[0]) * np.asarray(v[1])[:, :, None, None]).astype(np.float32),
+    inputs=("x", "gate"), check=_check_scale_channels))

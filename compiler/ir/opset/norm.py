@@ -61,3 +61,35 @@ AFFINE = declare(OpSpec(
     _affine_ref, modal=True,
     attrs={"scale": Attr("array", "(C,) or (2, C)"), "bias": Attr("array", "(C,) or (2, C)")},
     check=lambda n, ins, modal: check_vectors(n, ("scale", "bias"), ins[0].shape[1], modal)))
+
+
+def _check_instance_norm(n, ins, modal):
+    k, c = n.attrs["scale"].shape, ins[0].shape[1]
+    if len(ins[0].shape) != 4:
+        return f"expects (N, C, H, W), got {ins[0].shape}"
+    if len(k) != 1 or not 0 < k[0] <= c or n.attrs["bias"].shape != k:
+        return f"scale and bias must be two vectors of at most {c} channels, are {k} and {n.attrs['bias'].shape}"
+    if not n.attrs["eps"] > 0:
+        return f"eps must be > 0, is {n.attrs['eps']}"
+    return None
+
+
+def _instance_norm_ref(values, n):
+    x = np.asarray(values[0], np.float64)
+    k = n.attrs["scale"].shape[0]
+    head = x[:, :k]
+    mean = head.mean(axis=(2, 3), keepdims=True)
+    var = ((head - mean) ** 2).mean(axis=(2, 3), keepdims=True)
+    vec = lambda a: np.asarray(a, np.float64)[None, :, None, None]  # noqa: E731
+    y = (head - mean) / np.sqrt(var + n.attrs["eps"]) * vec(n.attrs["scale"]) + vec(n.attrs["bias"])
+    return np.concatenate([y, x[:, k:]], axis=1).astype(np.float32)
+
+
+INSTANCE_NORM = declare(OpSpec(
+    "instance_norm", "InstanceNorm of the first K channels, with statistics of each sample's own "
+                     "H x W (computed at run time), then x * scale + bias; channels K.. pass unchanged "
+                     "(IBN-Net's half-IN, half-BN block has its BN half as a batch_norm before it).",
+    _instance_norm_ref,
+    attrs={"scale": Attr("array", "(K,), K <= C: the first K channels are normalised"),
+           "bias": Attr("array", "(K,)"), "eps": Attr("float", "added to the variance")},
+    check=_check_instance_norm))

@@ -7,10 +7,28 @@ from ..spec import Attr, OpSpec, declare, window_out
 from . import refmath
 
 
+def _ceil_out(size: int, k: int, s: int, p: int) -> int:
+    """PyTorch's ceil_mode: a last partial window counts if it starts inside the input or its
+    left padding."""
+    out = -(-(size + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= size + p else out
+
+
 def _pool_shape(ins, a, padded):
     x, k, s = ins[0], a["kernel"], a["stride"]
     p = a["padding"] if padded else (0, 0)
+    if a.get("ceil_mode"):
+        return x[:2] + tuple(_ceil_out(x[2 + d], k[d], s[d], p[d]) for d in (0, 1))
     return x[:2] + tuple(window_out(x[2 + d], k[d], s[d], p[d]) for d in (0, 1))
+
+
+def _maxpool_ref(v, n):
+    x, (kh, kw), (sh, sw), (ph, pw) = np.asarray(v[0]), n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+    oh, ow = n.shape[2:]
+    # ceil_mode's last windows reach past the padded input: more -inf on the bottom and right
+    eh, ew = max(0, (oh - 1) * sh + kh - x.shape[2] - 2 * ph), max(0, (ow - 1) * sw + kw - x.shape[3] - 2 * pw)
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=-np.inf)
+    return refmath.windows(x, (kh, kw), (sh, sw), (0, 0))[:, :, :oh, :ow].max(axis=(4, 5))
 
 
 def _four_d(n, ins, modal):
@@ -19,10 +37,10 @@ def _four_d(n, ins, modal):
 
 MAXPOOL2D = declare(OpSpec(
     "maxpool2d", "Max over kh x kw windows; padding never wins (-inf).",
-    lambda v, n: refmath.windows(np.asarray(v[0]), n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"],
-                                 -np.inf).max(axis=(4, 5)),
+    _maxpool_ref,
     attrs={"kernel": Attr("pair", "(kh, kw)"), "stride": Attr("pair", "(sh, sw)"),
-           "padding": Attr("pair", "(ph, pw)")},
+           "padding": Attr("pair", "(ph, pw)"),
+           "ceil_mode": Attr("bool", "output size rounded up, as PyTorch's ceil_mode", required=False)},
     shape=lambda ins, a: _pool_shape(ins, a, True), check=_four_d))
 
 AVGPOOL2D = declare(OpSpec(
@@ -35,6 +53,12 @@ AVGPOOL2D = declare(OpSpec(
 GLOBAL_AVGPOOL = declare(OpSpec(
     "global_avgpool", "Mean over H and W: (N, C, H, W) -> (N, C).",
     lambda v, n: np.asarray(v[0], np.float64).mean(axis=(2, 3)).astype(np.float32),
+    shape=lambda ins, a: ins[0][:2], check=_four_d))
+
+
+GLOBAL_MAXPOOL = declare(OpSpec(
+    "global_maxpool", "Max over H and W: (N, C, H, W) -> (N, C).",
+    lambda v, n: np.asarray(v[0]).max(axis=(2, 3)),
     shape=lambda ins, a: ins[0][:2], check=_four_d))
 
 

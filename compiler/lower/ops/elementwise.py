@@ -41,3 +41,17 @@ def _add(low, nid, n, ins):
         # e.g. a binary conv's output (16-channel blocks) + an int8 shortcut conv's (64)
         return Lowered(low.emit(relax.op.add(ins[0], low.relayout(ins[1], b, low.cb[a]))), low.cb[a])
     return Lowered(low.emit(relax.op.add(ins[0], ins[1])), low.cb[a])
+
+
+@lowers(Op.SIGMOID)
+def _sigmoid(low, nid, n, ins):
+    return Lowered(low.emit(relax.op.sigmoid(ins[0])), low.cb[n.inputs[0]])
+
+
+@lowers(Op.SCALE_CHANNELS)
+def _scale_channels(low, nid, n, ins):
+    cb, (_, c, _, _) = low.cb[n.inputs[0]], n.shape
+    if low.cb[n.inputs[1]] != 0 or cb <= 0:
+        raise LoweringError(f"scale_channels at {n.source or nid}: needs a blocked 4-D x and a 2-D gate")
+    gate = low.emit(relax.op.reshape(ins[1], (low.n, c // cb, 1, 1, cb)))
+    return Lowered(low.emit(relax.op.multiply(ins[0], gate)), cb)

@@ -13,7 +13,8 @@ from ..registry import Lowered, lowers
 def _maxpool(low, nid, n, ins):
     cb = low.cb[n.inputs[0]]
     return Lowered(low.emit(relax.op.nn.max_pool2d(ins[0], n.attrs["kernel"], n.attrs["stride"],
-                                                   n.attrs["padding"], layout=f"NCHW{cb}c")), cb)
+                                                   n.attrs["padding"], ceil_mode=bool(n.attr("ceil_mode")),
+                                                   layout=f"NCHW{cb}c")), cb)
 
 
 @lowers(Op.AVGPOOL2D)
@@ -26,6 +27,12 @@ def _avgpool(low, nid, n, ins):
 @lowers(Op.GLOBAL_AVGPOOL)
 def _global_avgpool(low, nid, n, ins):
     y = low.emit(relax.op.mean(ins[0], axis=[2, 3]))
+    return Lowered(low.emit(relax.op.reshape(y, (low.n, n.shape[1]))), 0)
+
+
+@lowers(Op.GLOBAL_MAXPOOL)
+def _global_maxpool(low, nid, n, ins):
+    y = low.emit(relax.op.max(ins[0], axis=[2, 3]))
     return Lowered(low.emit(relax.op.reshape(y, (low.n, n.shape[1]))), 0)
 
 
