@@ -24,15 +24,21 @@ DEFAULT_IMAGES = 16   # per entry: half visible, half infrared for a mixed entry
 CHUNK = 4
 
 
-def synthetic_images(input_size: tuple[int, int], count: int, infrared: bool, seed: int = 0) -> np.ndarray:
-    """`count` rendered persons (count, 3, H, W) float32, normalised as the test transform."""
+def synthetic_images(input_size: tuple[int, int], count: int, infrared: bool, seed: int = 0,
+                     preprocess: dict | None = None) -> np.ndarray:
+    """`count` rendered persons (count, 3, H, W) float32, as `preprocess` (a manifest's) states
+    images reach the network; default: the ImageNet-normalised test transform."""
     from .datasets.pool import normalise
     from .datasets.synthetic import _identity, render
     rng = np.random.default_rng([seed, 2718])
     h, w = input_size
-    imgs = [render(_identity(rng), h, w, infrared, np.random.default_rng([seed, k, int(infrared)]))
-            for k in range(count)]
-    return normalise(np.stack(imgs))
+    imgs = np.stack([render(_identity(rng), h, w, infrared, np.random.default_rng([seed, k, int(infrared)]))
+                     for k in range(count)])
+    if preprocess is None:
+        return normalise(imgs)
+    x = imgs.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(preprocess["scale"])
+    mean, std = (np.asarray(preprocess[k], np.float32).reshape(1, 3, 1, 1) for k in ("mean", "std"))
+    return np.ascontiguousarray((x - mean) / std)
 
 
 def _folder_images(root: Path, preprocess: dict, count: int, sub: str | None) -> np.ndarray | None:
@@ -57,7 +63,7 @@ def calibration_batch(source: str, mode: RunMode, input_shape, preprocess: dict 
             if tuple(input_shape)[0] != 3:
                 raise InputError(f"--calibration synthetic renders RGB persons; this network takes {input_shape[0]} "
                                  "channels: pass --calibration DIR")
-            parts.append(synthetic_images(tuple(input_shape)[-2:], per, mod == Modality.INFRARED, seed))
+            parts.append(synthetic_images(tuple(input_shape)[-2:], per, mod == Modality.INFRARED, seed, preprocess))
         else:
             root = Path(source)
             if not root.is_dir():

@@ -164,6 +164,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 target: str = typer.Option("host", help="preset name (see `reidc targets`) or TVM target JSON"),
                 arch: Optional[Path] = typer.Option(None, help="architecture spec JSON for a bare weights file"),
                 split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg for a bare weights file"),
+                fastreid_config: Optional[Path] = typer.Option(None, help="fast-reid's config.yaml for its "
+                                                                          "model_final.pth (default: config.yaml "
+                                                                          "beside the checkpoint, if there is one)"),
                 dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
                 mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
@@ -189,7 +192,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
     try:
-        man = reidc.compile(checkpoint, target, output=output, arch=arch, split_config=split_config, dump_ir=dump_ir,
+        man = reidc.compile(checkpoint, target, output=output, arch=arch, split_config=split_config,
+                            fastreid_config=fastreid_config, dump_ir=dump_ir,
                             mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy, verify=verify,
                             batch=batch, tuning_db=tuning_db,
                             modes=tuple(m.strip() for m in modes.split(",")) if modes else None, weights=weights,

@@ -21,6 +21,7 @@ import numpy as np
 from reidc.frontend.arch import preprocess_for
 from reidc.frontend.capture import capture_module, capture_program
 from reidc.frontend.checkpoint import load_checkpoint
+from reidc.frontend.fastreid import config_beside, fastreid_source
 from reidc.frontend.pt2 import load_program, read_archive
 from reidc.targets import ToolchainError, get_target, preset_from_manifest
 from reidc.targets.presets import cpuinfo_names
@@ -53,6 +54,7 @@ class CompileOptions:
     batch: int | None = None      # fixed batch size (tuned kernels need one); None: any batch
     tuning_db: str | None = None  # a `reidc tune` database: its records replace default schedules
     weights: str = "model"        # a training checkpoint's weights: "model" or CM-NAS's "ema"
+    fastreid_config: str | None = None  # fast-reid's config.yaml (default: the one beside a .pth, if any)
     feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
     input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
     precision: str = "fp32"       # the real-valued layers: "fp32" or "int8" (binary convs stay 1-bit)
@@ -93,6 +95,9 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
         facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch,
                  "checkpoint_sha256": checkpoint_digest(ckpt, data)}
         return module, g, (RunMode.MAIN,), facts
+    config = opts.fastreid_config or (None if opts.arch or opts.split_config else config_beside(ckpt))
+    if config is not None:
+        return fastreid_source(ckpt, config, opts.weights, opts.input_size)
     model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config, weights=opts.weights,
                             feature=opts.feature, input_size=opts.input_size)
     spec = model.spec
@@ -145,7 +150,7 @@ def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counte
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
     opts = opts or CompileOptions()
-    return _compile(ckpt, None, out, opts, [ckpt, opts.tuning_db, opts.arch, opts.split_config])
+    return _compile(ckpt, None, out, opts, [ckpt, opts.tuning_db, opts.arch, opts.split_config, opts.fastreid_config])
 
 
 def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
@@ -201,7 +206,8 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             "reidc_version": __version__, "tvm_version": tvm.__version__,
             **facts, "input_shape": list(graphs[modes[0]][next(i for i, n in graphs[modes[0]].items()
                                                                if n.attrs.get("name") == "x")].shape[1:]),
-            "input_dtype": "float32", "input_contract": INPUT_CONTRACT, "output": _output_of(facts),
+            "input_dtype": "float32", "input_contract": facts.get("input_contract", INPUT_CONTRACT),
+            "output": _output_of(facts),
             "modes": list(modes), "batch": batch,
             "tuning": tuning.summary() if tuning else None,
             "entries": {m: ("(x, modality)" if m == RunMode.MIXED else "(x)") for m in modes},
@@ -339,7 +345,11 @@ def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = 
     opts = CompileOptions(weights=manifest.get("weights_entry", "model"), feature=arch.get("feature"),
                           input_size=tuple(arch["input_size"]) if "input_size" in arch else None)
     with tempfile.TemporaryDirectory() as d:
-        if manifest.get("arch") and not ck.is_dir():  # a bare weights file: the spec it was built with
+        if manifest.get("family") == "fast-reid":  # the network its config described, as reidc read it
+            opts.fastreid_config = str(Path(d) / "fastreid-spec.json")
+            Path(opts.fastreid_config).write_text(json.dumps(manifest["arch"]))
+            opts.input_size = None
+        elif manifest.get("arch") and not ck.is_dir():  # a bare weights file: the spec it was built with
             opts.arch = Path(d) / "arch.json"
             opts.arch.write_text(json.dumps(manifest["arch"]))
         return load_source(ck, opts)[0]
@@ -401,7 +411,7 @@ def verify_artifact(path: Path, module, modes, manifest, opts: CompileOptions, p
               "max_rel_err": {}}
     for mode in modes:
         say(f"verifying the {mode} entry against PyTorch")
-        x, m = seeded_inputs(shape, batch, mode, opts.seed)
+        x, m = seeded_inputs(shape, batch, mode, opts.seed, manifest.get("input_range"))
         errs, flips = compare_with_torch(compiled, module, mode, x, m, sites.get(mode), step)
         clean = list(range(len(x))) if flips is None else [i for i, f in enumerate(flips) if f["flipped_bits"] == 0]
         if flips is not None:

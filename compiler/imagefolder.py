@@ -29,13 +29,14 @@ def read_images(files: list[Path], preprocess: dict | None) -> np.ndarray:
     except ModuleNotFoundError:
         raise InputError("reading image files needs Pillow: pip install pillow (or pass a .npy)") from None
     h, w = preprocess["resize"]
+    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
     mean = np.asarray(preprocess["mean"], np.float32).reshape(3, 1, 1)
     std = np.asarray(preprocess["std"], np.float32).reshape(3, 1, 1)
     batch = np.empty((len(files), 3, h, w), np.float32)
     for k, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                rgb = im.convert("RGB").resize((w, h), Image.BILINEAR)
+                rgb = im.convert("RGB").resize((w, h), filters[preprocess.get("interpolation", "bilinear")])
         except (UnidentifiedImageError, OSError) as e:
             raise InputError(f"{f}: not a readable image ({e})") from None
         x = np.asarray(rgb, np.float32).transpose(2, 0, 1) * np.float32(preprocess["scale"])

@@ -9,11 +9,16 @@ from reidc.frontend.models import modality_tensor
 from .base.modes import Modality, RunMode
 
 
-def seeded_inputs(input_shape: tuple[int, int, int], batch: int, mode: str, seed: int = 0):
+def seeded_inputs(input_shape: tuple[int, int, int], batch: int, mode: str, seed: int = 0, value_range=None):
     """Images (batch, C, H, W) float32 and, for the mixed mode, a modality vector alternating
-    visible, infrared, visible... (int32 codes)."""
+    visible, infrared, visible... (int32 codes). Standard normal (normalised images), or
+    uniform over `value_range` (lo, hi) for a network that takes raw pixels (fast-reid's)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch,) + tuple(input_shape), dtype=np.float32)
+    if value_range is None:
+        x = rng.standard_normal((batch,) + tuple(input_shape), dtype=np.float32)
+    else:
+        lo, hi = value_range
+        x = rng.uniform(lo, hi, (batch,) + tuple(input_shape)).astype(np.float32)
     codes = np.array([Modality.VISIBLE.code, Modality.INFRARED.code], np.int32)
     m = codes[np.arange(batch) % 2] if mode == RunMode.MIXED else None
     return x, m

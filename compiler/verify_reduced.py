@@ -37,12 +37,12 @@ def verify_reduced(compiled, module, modes, manifest, seed: int, retrieval: str 
         x, m = seeded_inputs(shape, batch, mode, seed)
         if persons:
             half = batch // 2
-            x = np.concatenate([synthetic_images(shape[1:], half, False, seed + 1),
-                                synthetic_images(shape[1:], batch - half, True, seed + 1)])
+            x = np.concatenate([synthetic_images(shape[1:], half, False, seed + 1, persons),
+                                synthetic_images(shape[1:], batch - half, True, seed + 1, persons)])
             if mode == RunMode.MIXED:
                 m = np.concatenate([np.zeros(half, np.int32), np.ones(batch - half, np.int32)])
             else:  # a single-modality entry sees its own modality's images
-                x = synthetic_images(shape[1:], batch, mode == RunMode.INFRARED, seed + 1)
+                x = synthetic_images(shape[1:], batch, mode == RunMode.INFRARED, seed + 1, persons)
         chunks = [slice(i, i + (step or len(x))) for i in range(0, len(x), step or len(x))]
         ref = np.concatenate([torch_forward(module, x[c], mode, None if m is None else m[c]) for c in chunks])
         got = np.concatenate([compiled.run(x[c], m[c] if mode == RunMode.MIXED else mode) for c in chunks])

@@ -19,6 +19,10 @@ from reidc.compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
+from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, PixelNorm, SELayer
+
+#: modules traced as one unit and mapped onto IR ops by `_reid_layer`
+_REID_LEAVES = (PixelNorm, IBN, SELayer, GeneralizedMeanPooling, AdaptiveAvgMaxPool, EmbeddingHead)
 from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 
 
@@ -67,7 +71,7 @@ def _conv_attrs(weight, bias, stride, padding, dilation, groups, where):
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        return isinstance(m, (SwitchableBN, BinaryConv2d)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (SwitchableBN, BinaryConv2d) + _REID_LEAVES) or super().is_leaf_module(m, qualname)
 
 
 def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: str = "model") -> Graph:
@@ -128,12 +132,18 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                 env[n.name] = b.add(n.target, Op.AVGPOOL2D, [x], {"kernel": _pair(m.kernel_size),
                                     "stride": _pair(m.stride or m.kernel_size)}, n.target)
             elif isinstance(m, nn.MaxPool2d):
-                if _pair(m.dilation) != (1, 1) or m.ceil_mode:
-                    raise UnsupportedOpError(f"unsupported op max_pool2d with dilation/ceil_mode at {n.target}")
-                env[n.name] = b.add(n.target, Op.MAXPOOL2D, [x], {"kernel": _pair(m.kernel_size),
-                                    "stride": _pair(m.stride or m.kernel_size), "padding": _pair(m.padding)}, n.target)
+                if _pair(m.dilation) != (1, 1):
+                    raise UnsupportedOpError(f"unsupported op max_pool2d with dilation at {n.target}")
+                env[n.name] = b.add(n.target, Op.MAXPOOL2D, [x], _maxpool_attrs(
+                    m.kernel_size, m.stride, m.padding, m.ceil_mode), n.target)
             elif isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) == (1, 1):
                 env[n.name] = b.add(n.target, Op.GLOBAL_AVGPOOL, [x], source=n.target)
+            elif isinstance(m, nn.AdaptiveMaxPool2d) and _pair(m.output_size) == (1, 1):
+                env[n.name] = b.add(n.target, Op.GLOBAL_MAXPOOL, [x], source=n.target)
+            elif isinstance(m, nn.Identity):
+                env[n.name] = x
+            elif isinstance(m, _REID_LEAVES):
+                env[n.name] = _reid_layer(b, m, x, n.target)
             elif isinstance(m, nn.Linear):
                 a = {"weight": _np(m.weight)}
                 if m.bias is not None:
@@ -152,6 +162,76 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
         else:
             raise UnsupportedOpError(f"unsupported op {n.target} ({n.op}) at {where}")
     return verify(b.g)
+
+
+def _maxpool_attrs(kernel, stride, padding, ceil_mode) -> dict:
+    a = {"kernel": _pair(kernel), "stride": _pair(stride or kernel), "padding": _pair(padding)}
+    return {**a, "ceil_mode": True} if ceil_mode else a
+
+
+def _shared_bn(b: _Builder, x: str, bn, where: str) -> str:
+    return b.add(where, Op.BATCH_NORM, [x], {"eps": bn.eps, "params": {Placement.SHARED: _bn_params(bn)}},
+                 where, Placement.SHARED)
+
+
+def _reid_layer(b: _Builder, m: nn.Module, x: str, where: str) -> str:
+    """The IR of one of frontend/reid_layers.py's modules."""
+    if isinstance(m, PixelNorm):
+        std = m.std.reshape(-1).double()
+        scale, bias = (1.0 / std), (-m.mean.reshape(-1).double() / std)
+        return b.add(where, Op.AFFINE, [x], {"scale": _np(scale), "bias": _np(bias)}, where)
+    if isinstance(m, IBN):
+        # BN on channels half.. (identity statistics on the IN half), then IN on channels ..half:
+        # the BN then folds into the conv before it; the IN's statistics are computed at run time
+        c = m.half + m.BN.num_features
+        ident = (np.ones(m.half, np.float32), np.zeros(m.half, np.float32), np.zeros(m.half, np.float32),
+                 np.full(m.half, 1.0 - m.BN.eps, np.float32))
+        params = tuple(np.concatenate([i, p]) for i, p in zip(ident, _bn_params(m.BN)))
+        if m.IN.eps != m.BN.eps or m.IN.track_running_stats or not m.IN.affine:
+            raise UnsupportedOpError(f"unsupported IBN at {where}: InstanceNorm with running statistics, no affine, "
+                                     "or an eps unlike its BN's")
+        y = b.add(f"{where}.BN", Op.BATCH_NORM, [x], {"eps": m.BN.eps, "params": {Placement.SHARED: params}},
+                  f"{where}.BN", Placement.SHARED)
+        assert b.g[y].shape[1] == c
+        return b.add(f"{where}.IN", Op.INSTANCE_NORM, [y], {"scale": _np(m.IN.weight), "bias": _np(m.IN.bias),
+                                                            "eps": float(m.IN.eps)}, f"{where}.IN")
+    if isinstance(m, SELayer):
+        fc1, fc2 = m.fc[0], m.fc[2]
+        if fc1.bias is not None or fc2.bias is not None:
+            raise UnsupportedOpError(f"unsupported SE layer with biased fc at {where}")
+        g = b.add(f"{where}.avg_pool", Op.GLOBAL_AVGPOOL, [x], source=where)
+        g = b.add(f"{where}.fc.0", Op.DENSE, [g], {"weight": _np(fc1.weight)}, f"{where}.fc.0")
+        g = b.add(f"{where}.fc.1", Op.RELU, [g], source=where)
+        g = b.add(f"{where}.fc.2", Op.DENSE, [g], {"weight": _np(fc2.weight)}, f"{where}.fc.2")
+        g = b.add(f"{where}.fc.3", Op.SIGMOID, [g], source=where)
+        return b.add(where, Op.SCALE_CHANNELS, [x, g], source=where)
+    if isinstance(m, GeneralizedMeanPooling):
+        p = float(m.p.detach().reshape(-1)[0]) if isinstance(m.p, torch.Tensor) else float(m.p)
+        return b.add(where, Op.GEM_POOL, [x], {"p": p, "eps": float(m.eps)}, where)
+    if isinstance(m, AdaptiveAvgMaxPool):
+        avg = b.add(f"{where}.avg", Op.GLOBAL_AVGPOOL, [x], source=where)
+        return b.add(where, Op.ADD, [avg, b.add(f"{where}.max", Op.GLOBAL_MAXPOOL, [x], source=where)], source=where)
+    if isinstance(m, EmbeddingHead):  # pooled (N, C): the 1x1 embedding conv is a dense, the neck a BN
+        y = _pooled(b, m.pool_layer, x, f"{where}.pool_layer")
+        for k, layer in enumerate(m.bottleneck):
+            name = f"{where}.bottleneck.{k}"
+            if isinstance(layer, nn.Conv2d):
+                a = {"weight": _np(layer.weight).reshape(layer.out_channels, layer.in_channels)}
+                if layer.bias is not None:
+                    a["bias"] = _np(layer.bias)
+                y = b.add(name, Op.DENSE, [y], a, name)
+            else:
+                y = _shared_bn(b, y, layer, name)
+        return y
+    raise UnsupportedOpError(f"unsupported op {type(m).__name__} at module {where}")
+
+
+def _pooled(b: _Builder, pool: nn.Module, x: str, where: str) -> str:
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        return b.add(where, Op.GLOBAL_AVGPOOL, [x], source=where)
+    if isinstance(pool, nn.AdaptiveMaxPool2d):
+        return b.add(where, Op.GLOBAL_MAXPOOL, [x], source=where)
+    return _reid_layer(b, pool, x, where)
 
 
 def _slope(w: torch.Tensor, channels: int) -> np.ndarray:
@@ -271,9 +351,9 @@ def capture_program(ep, name: str = "model") -> Graph:
         elif t in (_aten.max_pool2d.default, _aten.max_pool2d_with_indices.default):
             k = _pair(a[1]); s = _pair(a[2]) if len(a) > 2 and a[2] else k
             p = _pair(a[3]) if len(a) > 3 else (0, 0)
-            if (len(a) > 4 and _pair(a[4]) != (1, 1)) or (len(a) > 5 and a[5]):
-                raise UnsupportedOpError(f"unsupported op max_pool2d with dilation/ceil_mode at {where}")
-            env[n.name] = b.add(where, Op.MAXPOOL2D, [X(a[0])], {"kernel": k, "stride": s, "padding": p}, where)
+            if len(a) > 4 and _pair(a[4]) != (1, 1):
+                raise UnsupportedOpError(f"unsupported op max_pool2d with dilation at {where}")
+            env[n.name] = b.add(where, Op.MAXPOOL2D, [X(a[0])], _maxpool_attrs(k, s, p, len(a) > 5 and a[5]), where)
         elif (t == _aten.adaptive_avg_pool2d.default and _pair(a[1]) == (1, 1)) or (
                 t == _aten.mean.dim and sorted(d % 4 for d in a[1]) == [2, 3]):
             env[n.name] = b.add(where, Op.GLOBAL_AVGPOOL, [X(a[0])], source=where)

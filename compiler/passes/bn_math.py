@@ -35,3 +35,14 @@ def bn_tables(params, eps):
         return bn_affine(*params["shared"], eps)
     pairs = [bn_affine(*params[m], eps) for m in sorted(CODES, key=CODES.get)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def fold_input_affine_into_conv(weight, bias, scale, shift):
+    """conv(x * s[i] + t[i], W, b) == conv(x, W * s[i], b + sum W * t), where the padding of the
+    affine's output (zeros) becomes padding of x with -t/s (what the affine maps to zero).
+    Returns (W', b', pad value per input channel); every s must be non-zero."""
+    w = np.asarray(weight, np.float64)
+    s, t = np.asarray(scale, np.float64), np.asarray(shift, np.float64)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
+    return ((w * s[None, :, None, None]).astype(np.float32), (b + np.einsum("oikl,i->o", w, t)).astype(np.float32),
+            (-t / s).astype(np.float32))

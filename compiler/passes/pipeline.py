@@ -1,5 +1,7 @@
 """The explicit pass pipeline, one per run mode, with optional IR dumps after each pass.
 
+Every mode starts with fold_input_norm (an image normalisation inside the network, fast-reid's,
+folds into the stem conv; fires on nothing else).
 visible / infrared:  specialise_modality -> BINARY -> fold_shared_bn -> fold_sign_threshold
                      -> bitpack_weights -> fold_bnneck -> remove_dead_nodes
 mixed:               BINARY -> fold_shared_bn -> fold_modality_bn -> fold_sign_threshold -> ...
@@ -26,6 +28,7 @@ from .dead_nodes import remove_dead_nodes
 from .detect_binary_conv import detect_binary_conv
 from .fold_binary_scale import fold_binary_scale
 from .fold_bnneck import fold_bnneck
+from .fold_input_norm import fold_input_norm
 from .fold_modality_bn import fold_modality_bn
 from .fold_shared_bn import fold_shared_bn
 from .fold_sign_threshold import fold_sign_threshold
@@ -44,6 +47,7 @@ def passes_for(mode: RunMode | str, mixed_strategy: str | None = None) -> list[S
     middle = [Step("fold_modality_bn", partial(fold_modality_bn, strategy=mixed_strategy), reports="mixed_plan")
               ] if mode == RunMode.MIXED else []
     binary = [Step("detect_binary_conv", detect_binary_conv), Step("fold_binary_scale", fold_binary_scale)]
+    first = [Step("fold_input_norm", fold_input_norm)] + first
     return first + binary + [Step("fold_shared_bn", fold_shared_bn)] + middle + [
         Step("fold_sign_threshold", fold_sign_threshold), Step("bitpack_weights", bitpack_weights),
         Step("fold_bnneck", fold_bnneck), Step("remove_dead_nodes", remove_dead_nodes)]

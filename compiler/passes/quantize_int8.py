@@ -30,7 +30,9 @@ def int8_blocker(g: Graph, nid: str) -> str | None:
     if n.op != Op.CONV2D:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
-    if c % GROUP and g[n.inputs[0]].op != Op.INPUT:
+    src = g[n.inputs[0]]
+    image = src.op == Op.INPUT or (src.op == Op.PAD and g[src.inputs[0]].op == Op.INPUT)  # its channels pad to a group
+    if c % GROUP and not image:
         return f"{c} input channels: the int8 dot product takes groups of {GROUP}"
     if o % LANES:
         return f"{o} output channels: the int8 kernel writes blocks of {LANES}"

@@ -1,0 +1,187 @@
+"""fast-reid's configuration (the yacs `config.yaml` a training run dumps beside its checkpoint,
+or a config file with `_BASE_` parents) read as data into a `FastReIDSpec`: the keys that
+decide the inference network, each checked. A value reidc does not support is a one-line error
+naming the key and the value. Nothing of fast-reid is imported: YAML is parsed with
+`yaml.safe_load` (plain data only)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from reidc.compiler.base.errors import ArchError
+
+#: fast-reid 1.4's defaults (fastreid/config/defaults.py) for every key reidc reads
+DEFAULTS = {
+    "MODEL.META_ARCHITECTURE": "Baseline",
+    "MODEL.PIXEL_MEAN": [0.485 * 255, 0.456 * 255, 0.406 * 255],
+    "MODEL.PIXEL_STD": [0.229 * 255, 0.224 * 255, 0.225 * 255],
+    "MODEL.BACKBONE.NAME": "build_resnet_backbone",
+    "MODEL.BACKBONE.DEPTH": "50x",
+    "MODEL.BACKBONE.LAST_STRIDE": 1,
+    "MODEL.BACKBONE.NORM": "BN",
+    "MODEL.BACKBONE.WITH_IBN": False,
+    "MODEL.BACKBONE.WITH_SE": False,
+    "MODEL.BACKBONE.WITH_NL": False,
+    "MODEL.BACKBONE.FEAT_DIM": 2048,
+    "MODEL.HEADS.NAME": "EmbeddingHead",
+    "MODEL.HEADS.NORM": "BN",
+    "MODEL.HEADS.WITH_BNNECK": False,
+    "MODEL.HEADS.EMBEDDING_DIM": 0,
+    "MODEL.HEADS.POOL_LAYER": "GlobalAvgPool",
+    "MODEL.HEADS.NECK_FEAT": "before",
+    "INPUT.SIZE_TEST": [256, 128],
+}
+
+DEPTHS = {"18x": 18, "34x": 34, "50x": 50, "101x": 101}
+#: normalisation layers whose inference is a BatchNorm with running statistics
+BN_NORMS = ("BN", "syncBN", "GhostBN", "FrozenBN")
+#: fast-reid's pooling layer name -> reidc's (what `EmbeddingHead` pools with)
+POOLS = {"GlobalAvgPool": "avg", "FastGlobalAvgPool": "avg", "GlobalMaxPool": "max",
+         "GeneralizedMeanPooling": "gem", "GeneralizedMeanPoolingP": "gem_learned", "AdaptiveAvgMaxPool": "avgmax"}
+SPEC_FORMAT = "reidc-fastreid-spec"
+
+
+@dataclass(frozen=True)
+class FastReIDSpec:
+    """The inference network of a fast-reid `Baseline` with a ResNet backbone."""
+
+    depth: int = 50
+    last_stride: int = 1
+    with_ibn: bool = False
+    with_se: bool = False
+    pool: str = "avg"              # avg | max | gem (p = 3) | gem_learned (p from the checkpoint) | avgmax
+    embedding_dim: int = 0         # > 0: a 1x1 conv to this many channels after the pooling
+    with_bnneck: bool = False
+    pixel_mean: tuple[float, float, float] = tuple(DEFAULTS["MODEL.PIXEL_MEAN"])
+    pixel_std: tuple[float, float, float] = tuple(DEFAULTS["MODEL.PIXEL_STD"])
+    input_size: tuple[int, int] = (256, 128)
+    neck_feat: str = "before"      # training only: at inference fast-reid returns the neck's output
+
+    @property
+    def name(self) -> str:
+        return f"fastreid-r{self.depth}" + ("-ibn" if self.with_ibn else "") + ("-se" if self.with_se else "")
+
+    @property
+    def feat_dim(self) -> int:
+        return 512 if self.depth in (18, 34) else 2048
+
+    def to_json(self) -> dict:
+        return {"format": SPEC_FORMAT, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FastReIDSpec":
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "format"}
+        return cls(**d)
+
+
+def _merged(path: Path, seen: tuple = ()) -> dict:
+    """The config as nested dicts, `_BASE_` parents merged under it (as fast-reid's CfgNode)."""
+    if path in seen or len(seen) > 8:
+        raise ArchError(f"{path}: _BASE_ files form a cycle or nest too deep")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ArchError(f"{path}: no such fast-reid config") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise ArchError(f"{path}: not a fast-reid config (YAML: {str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ArchError(f"{path}: not a fast-reid config (a YAML {type(data).__name__}, not a mapping)")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ArchError(f"{path}: _BASE_ must be a path, is {base!r}")
+    return _deep_merge(_merged((path.parent / base).resolve(), seen + (path,)), data)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return DEFAULTS[key]
+        node = node[part]
+    return node
+
+
+def read_fastreid_config(path: str | Path) -> FastReIDSpec:
+    """The spec a fast-reid config describes (or a spec reidc wrote, JSON with `format`)."""
+    path = Path(path)
+    cfg = _merged(path.resolve())
+    if cfg.get("format") == SPEC_FORMAT:
+        try:
+            return FastReIDSpec.from_json(cfg)
+        except TypeError as e:
+            raise ArchError(f"{path}: malformed reidc fast-reid spec ({e})") from None
+
+    def refuse(key, why):
+        return ArchError(f"{path}: {key}: {_get(cfg, key)!r} is not supported ({why})")
+
+    def choice(key, allowed):
+        v = _get(cfg, key)
+        if v not in allowed:
+            raise refuse(key, "reidc supports " + ", ".join(map(str, allowed)))
+        return v
+
+    def flag(key):
+        v = _get(cfg, key)
+        if not isinstance(v, bool):
+            raise refuse(key, "expected True or False")
+        return v
+
+    choice("MODEL.META_ARCHITECTURE", ("Baseline",))
+    choice("MODEL.BACKBONE.NAME", ("build_resnet_backbone",))
+    depth = DEPTHS[choice("MODEL.BACKBONE.DEPTH", tuple(DEPTHS))]
+    choice("MODEL.BACKBONE.NORM", BN_NORMS)
+    choice("MODEL.HEADS.NORM", BN_NORMS)
+    choice("MODEL.HEADS.NAME", ("EmbeddingHead",))
+    pool = POOLS[choice("MODEL.HEADS.POOL_LAYER", tuple(POOLS))]
+    if flag("MODEL.BACKBONE.WITH_NL"):
+        raise refuse("MODEL.BACKBONE.WITH_NL", "non-local blocks are not in reidc's op set yet")
+    last_stride = choice("MODEL.BACKBONE.LAST_STRIDE", (1, 2))
+    neck_feat = choice("MODEL.HEADS.NECK_FEAT", ("before", "after"))
+    embedding = _get(cfg, "MODEL.HEADS.EMBEDDING_DIM")
+    if not isinstance(embedding, int) or isinstance(embedding, bool) or embedding < 0:
+        raise refuse("MODEL.HEADS.EMBEDDING_DIM", "expected an integer >= 0")
+    spec = FastReIDSpec(depth=depth, last_stride=last_stride, with_ibn=flag("MODEL.BACKBONE.WITH_IBN"),
+                        with_se=flag("MODEL.BACKBONE.WITH_SE"), pool=pool, embedding_dim=embedding,
+                        with_bnneck=flag("MODEL.HEADS.WITH_BNNECK"),
+                        pixel_mean=_triple(cfg, "MODEL.PIXEL_MEAN", refuse), pixel_std=_triple(cfg, "MODEL.PIXEL_STD", refuse),
+                        input_size=_size(cfg, refuse), neck_feat=neck_feat)
+    feat = _get(cfg, "MODEL.BACKBONE.FEAT_DIM")
+    if feat != spec.feat_dim:
+        raise refuse("MODEL.BACKBONE.FEAT_DIM", f"a ResNet-{depth} ends in {spec.feat_dim} channels")
+    return spec
+
+
+def _triple(cfg, key, refuse) -> tuple[float, float, float]:
+    v = _get(cfg, key)
+    if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(t, (int, float)) for t in v)):
+        raise refuse(key, "expected three numbers, one per RGB channel")
+    if key.endswith("STD") and not all(t > 0 for t in v):
+        raise refuse(key, "every std must be > 0")
+    return tuple(float(t) for t in v)
+
+
+def _size(cfg, refuse) -> tuple[int, int]:
+    v = _get(cfg, "INPUT.SIZE_TEST")
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(t, int) and t >= 32 for t in v)):
+        raise refuse("INPUT.SIZE_TEST", "expected [H, W], each at least 32")
+    return tuple(v)
+
+
+def spec_file(spec: FastReIDSpec, path: Path) -> Path:
+    """Write `spec` as JSON (which read_fastreid_config reads back) and return its path."""
+    path.write_text(json.dumps(spec.to_json()))
+    return path
