@@ -146,13 +146,12 @@ def load_fastreid(path: str | Path, spec: FastReIDSpec, state: dict[str, torch.T
     prefix = strip_wrapper_prefix(list(state))
     got = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     missing = [k for k in want if k not in got]
-    if missing:
-        raise CheckpointError(f"{path}: weights do not fit {spec.name} as its fast-reid config describes it: "
-                              f"{len(missing)} of {len(want)} tensors missing, first {missing[0]!r}")
     stray = [k for k in got if k not in want and not k.endswith("num_batches_tracked") and k != "heads.weight"]
-    if stray:
-        raise CheckpointError(f"{path}: the checkpoint holds {stray[0]!r}, which {spec.name} as its config describes "
-                              "it has no place for (does the config belong to this checkpoint?)")
+    if missing or stray:
+        lack = f"{len(missing)} of {len(want)} tensors missing, first {missing[0]!r}; " if missing else ""
+        extra = f"the checkpoint holds {stray[0]!r}, which it has no place for; " if stray else ""
+        raise CheckpointError(f"{path}: weights do not fit {spec.name} as its fast-reid config describes it: "
+                              f"{lack}{extra}does the config belong to this checkpoint?")
     for k, v in want.items():
         t = got[k]
         if tuple(t.shape) != tuple(v.shape):

@@ -21,6 +21,7 @@ from reidc.compiler.passes.dead_nodes import remove_dead_nodes
 from reidc.compiler.passes.detect_binary_conv import detect_binary_conv
 from reidc.compiler.passes.fold_binary_scale import fold_binary_scale
 from reidc.compiler.passes.fold_bnneck import fold_bnneck
+from reidc.compiler.passes.fold_input_norm import fold_input_norm
 from reidc.compiler.passes.fold_modality_bn import fold_modality_bn
 from reidc.compiler.passes.fold_shared_bn import fold_shared_bn
 from reidc.compiler.passes.fold_sign_threshold import fold_sign_threshold
@@ -439,3 +440,41 @@ def test_pipeline_mixed_on_a_binary_block():
         %c2: float32[Nx2x4x4] = bconv2d @split(%p2, %modality) {{bias=<2x2 float32: 1 -4 0 0.5>, {PACKED2}, scale=<2x2 float32: 2 1 0.5 0.125>, {SIGNS2}}}  # block.conv2
         %r: float32[Nx2x4x4] = relu(%c2)
     """), RTOL)
+
+
+# --- fold_input_norm --------------------------------------------------------------------------
+NORM_CONV = graph(f"""
+    {X}
+    %n: float32[Nx2x4x4] = affine(%x) {{bias=<2 float32: -1 0.5>, scale=<2 float32: 0.5 0.25>}}  # preprocess
+    %c: float32[Nx2x6x6] = conv2d(%n) {{bias=<2 float32: 1 -1>, padding=(1, 1), stride=(1, 1), weight=<2x2x1x1 float32: 1 2 3 4>}}  # conv1
+""")
+
+
+def test_fold_input_norm_pads_the_raw_image_with_the_value_normalised_to_zero():
+    # s = [0.5, 0.25], t = [-1, 0.5]: W' = W * s[i] = [1*.5 2*.25 | 3*.5 4*.25] = [0.5 0.5 | 1.5 1]
+    # b' = b + W @ t = [1 + (-1 + 1), -1 + (-3 + 2)] = [1, -2]; border value -t/s = [2, -2]
+    assert_ir(run_pass(fold_input_norm, NORM_CONV), graph(f"""
+        {X}
+        %p: float32[Nx2x6x6] = pad(%x) {{padding=(1, 1), value=<2 float32: 2 -2>}}  # preprocess
+        %c: float32[Nx2x6x6] = conv2d(%p) {{bias=<2 float32: 1 -2>, padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 0.5 0.5 1.5 1>}}  # conv1
+    """), RTOL)
+
+
+def test_fold_input_norm_without_padding_reads_the_image_directly():
+    before = NORM_CONV.replace("padding=(1, 1)", "padding=(0, 0)").replace("Nx2x6x6", "Nx2x4x4")
+    assert_ir(run_pass(fold_input_norm, before), graph(f"""
+        {X}
+        %c: float32[Nx2x4x4] = conv2d(%x) {{bias=<2 float32: 1 -2>, padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 0.5 0.5 1.5 1>}}  # conv1
+    """), RTOL)
+
+
+@pytest.mark.parametrize("change", [
+    ("affine(%x)", "affine(%r)", "%r: float32[Nx2x4x4] = relu(%x)"),       # not the image itself
+    ("scale=<2 float32: 0.5 0.25>", "scale=<2 float32: 0.5 0>", None),    # a zero scale has no inverse
+])
+def test_fold_input_norm_leaves_other_affines_alone(change):
+    old, new, extra = change
+    before = NORM_CONV.replace(old, new)
+    if extra:
+        before = before.replace(f"  {X}\n", f"  {X}\n  {extra}\n")
+    unchanged(fold_input_norm, before)
