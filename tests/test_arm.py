@@ -157,3 +157,16 @@ def test_int8_on_dotprod_boards_is_sdot_and_verifies_under_qemu(tmp_path):
         target="rpi4", precision="int8", calibration_images=4, modes=("visible",), verify=False))
     assert man4["precision"]["real_valued"] == "int8"
     assert "sdot" not in _disassemble(tmp_path / "r4" / "model.so")
+
+
+def test_fastreid_r18_ibn_se_gem_verifies_under_qemu(tmp_path):
+    """fast-reid's layers on aarch64: the input pad, InstanceNorm, SE gates, GeM and the
+    embedding dense, against fast-reid's own forward on raw 0-255 images."""
+    from fastreid_runs import fastreid_features, fastreid_run, images
+    model, _ = fastreid_run(tmp_path / "run", "18x", ibn=True, se=True, pool="GeneralizedMeanPoolingP", emb=64)
+    man = compile_checkpoint(tmp_path / "run" / "model_final.pth", tmp_path / "art", CompileOptions(target="rpi5"))
+    assert man["verification"]["status"] == "passed" and man["verification"]["max_rel_err"]["main"] < 1e-4
+    x = images(2)
+    want = fastreid_features(model, x)
+    got = Compiled(tmp_path / "art").run(x, "main")
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
