@@ -167,6 +167,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 fastreid_config: Optional[Path] = typer.Option(None, help="fast-reid's config.yaml for its "
                                                                           "model_final.pth (default: config.yaml "
                                                                           "beside the checkpoint, if there is one)"),
+                torchreid_arch: Optional[str] = typer.Option(None, help="torchreid architecture of the checkpoint: "
+                                                                        "osnet_x1_0 (x0_75, x0_5, x0_25), "
+                                                                        "osnet_ibn_x1_0, resnet50, resnet50_fc512"),
                 dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
                 mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
@@ -193,7 +196,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
     try:
         man = reidc.compile(checkpoint, target, output=output, arch=arch, split_config=split_config,
-                            fastreid_config=fastreid_config, dump_ir=dump_ir,
+                            fastreid_config=fastreid_config, torchreid_arch=torchreid_arch, dump_ir=dump_ir,
                             mixed_strategy=None if mixed_strategy == "auto" else mixed_strategy, verify=verify,
                             batch=batch, tuning_db=tuning_db,
                             modes=tuple(m.strip() for m in modes.split(",")) if modes else None, weights=weights,

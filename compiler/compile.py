@@ -22,6 +22,7 @@ from reidc.frontend.arch import preprocess_for
 from reidc.frontend.capture import capture_module, capture_program
 from reidc.frontend.checkpoint import load_checkpoint
 from reidc.frontend.fastreid import config_beside, fastreid_source
+from reidc.frontend.torchreid import torchreid_source
 from reidc.frontend.pt2 import load_program, read_archive
 from reidc.targets import ToolchainError, get_target, preset_from_manifest
 from reidc.targets.presets import cpuinfo_names
@@ -55,6 +56,7 @@ class CompileOptions:
     tuning_db: str | None = None  # a `reidc tune` database: its records replace default schedules
     weights: str = "model"        # a training checkpoint's weights: "model" or CM-NAS's "ema"
     fastreid_config: str | None = None  # fast-reid's config.yaml (default: the one beside a .pth, if any)
+    torchreid_arch: str | None = None   # a torchreid checkpoint's architecture name (osnet_x1_0, resnet50, ...)
     feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
     input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
     precision: str = "fp32"       # the real-valued layers: "fp32" or "int8" (binary convs stay 1-bit)
@@ -95,6 +97,8 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
         facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch,
                  "checkpoint_sha256": checkpoint_digest(ckpt, data)}
         return module, g, (RunMode.MAIN,), facts
+    if opts.torchreid_arch:
+        return torchreid_source(ckpt, opts.torchreid_arch, opts.input_size)
     config = opts.fastreid_config or (None if opts.arch or opts.split_config else config_beside(ckpt))
     if config is not None:
         return fastreid_source(ckpt, config, opts.weights, opts.input_size)
@@ -150,7 +154,8 @@ def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counte
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
     """Compile, verify and write an artifact directory; return its manifest."""
     opts = opts or CompileOptions()
-    return _compile(ckpt, None, out, opts, [ckpt, opts.tuning_db, opts.arch, opts.split_config, opts.fastreid_config])
+    return _compile(ckpt, None, out, opts, [ckpt, opts.tuning_db, opts.arch, opts.split_config,
+                                                          opts.fastreid_config])
 
 
 def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
@@ -345,7 +350,9 @@ def artifact_source(manifest: dict, path: Path, checkpoint: str | Path | None = 
     opts = CompileOptions(weights=manifest.get("weights_entry", "model"), feature=arch.get("feature"),
                           input_size=tuple(arch["input_size"]) if "input_size" in arch else None)
     with tempfile.TemporaryDirectory() as d:
-        if manifest.get("family") == "fast-reid":  # the network its config described, as reidc read it
+        if manifest.get("family") == "torchreid":
+            opts.torchreid_arch = arch["torchreid_arch"]
+        elif manifest.get("family") == "fast-reid":  # the network its config described, as reidc read it
             opts.fastreid_config = str(Path(d) / "fastreid-spec.json")
             Path(opts.fastreid_config).write_text(json.dumps(manifest["arch"]))
             opts.input_size = None

@@ -19,10 +19,11 @@ from reidc.compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
-from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, PixelNorm, SELayer
+from .reid_layers import (IBN, AdaptiveAvgMaxPool, ChannelGate, EmbeddingHead, GeneralizedMeanPooling, PixelNorm,
+                          SELayer)
 
 #: modules traced as one unit and mapped onto IR ops by `_reid_layer`
-_REID_LEAVES = (PixelNorm, IBN, SELayer, GeneralizedMeanPooling, AdaptiveAvgMaxPool, EmbeddingHead)
+_REID_LEAVES = (PixelNorm, IBN, SELayer, ChannelGate, GeneralizedMeanPooling, AdaptiveAvgMaxPool, EmbeddingHead)
 from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 
 
@@ -58,9 +59,14 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _is_depthwise(weight, groups) -> bool:
+    return groups > 1 and weight.shape[0] == groups and weight.shape[1] == 1
+
+
 def _conv_attrs(weight, bias, stride, padding, dilation, groups, where):
-    if tuple(_pair(dilation)) != (1, 1) or groups != 1:
-        raise UnsupportedOpError(f"unsupported op conv2d with dilation={dilation} groups={groups} at {where}")
+    if tuple(_pair(dilation)) != (1, 1) or (groups != 1 and not _is_depthwise(weight, groups)):
+        raise UnsupportedOpError(f"unsupported op conv2d with dilation={tuple(_pair(dilation))} groups={groups} at "
+                                 f"{where} (reidc has depthwise convs, groups = channels, and plain ones)")
     if isinstance(padding, str):
         raise UnsupportedOpError(f"unsupported op conv2d with padding={padding!r} at {where}")
     a = {"weight": _np(weight), "stride": _pair(stride), "padding": _pair(padding)}
@@ -108,8 +114,15 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                 env[n.name] = b.add(n.target, Op.CONV2D, [s_id], _conv_attrs(
                     m.binary_weight(), None, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
             elif isinstance(m, nn.Conv2d):
-                env[n.name] = b.add(n.target, Op.CONV2D, [x], _conv_attrs(
-                    m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
+                env[n.name] = b.add(n.target, Op.DEPTHWISE_CONV2D if _is_depthwise(m.weight, m.groups) else Op.CONV2D,
+                                    [x], _conv_attrs(m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups,
+                                                     n.target), n.target)
+            elif isinstance(m, nn.InstanceNorm2d):
+                if m.track_running_stats or not m.affine:
+                    raise UnsupportedOpError(f"unsupported InstanceNorm2d with running statistics or without affine "
+                                             f"at {n.target}")
+                env[n.name] = b.add(n.target, Op.INSTANCE_NORM, [x], {"scale": _np(m.weight), "bias": _np(m.bias),
+                                                                      "eps": float(m.eps)}, n.target)
             elif isinstance(m, SwitchableBN):
                 if m.split:
                     params = {Modality.VISIBLE: _bn_params(m.visible_bn), Modality.INFRARED: _bn_params(m.thermal_bn)}
@@ -204,6 +217,16 @@ def _reid_layer(b: _Builder, m: nn.Module, x: str, where: str) -> str:
         g = b.add(f"{where}.fc.1", Op.RELU, [g], source=where)
         g = b.add(f"{where}.fc.2", Op.DENSE, [g], {"weight": _np(fc2.weight)}, f"{where}.fc.2")
         g = b.add(f"{where}.fc.3", Op.SIGMOID, [g], source=where)
+        return b.add(where, Op.SCALE_CHANNELS, [x, g], source=where)
+    if isinstance(m, ChannelGate):
+        fc1, fc2 = m.fc1, m.fc2
+        g = b.add(f"{where}.global_avgpool", Op.GLOBAL_AVGPOOL, [x], source=where)
+        for name, fc, act in (("fc1", fc1, Op.RELU), ("fc2", fc2, Op.SIGMOID)):
+            a = {"weight": _np(fc.weight).reshape(fc.out_channels, fc.in_channels)}
+            if fc.bias is not None:
+                a["bias"] = _np(fc.bias)
+            g = b.add(f"{where}.{name}", Op.DENSE, [g], a, f"{where}.{name}")
+            g = b.add(f"{where}.{name}.act", act, [g], source=where)
         return b.add(where, Op.SCALE_CHANNELS, [x, g], source=where)
     if isinstance(m, GeneralizedMeanPooling):
         p = float(m.p.detach().reshape(-1)[0]) if isinstance(m.p, torch.Tensor) else float(m.p)
@@ -330,8 +353,9 @@ def capture_program(ep, name: str = "model") -> Graph:
                 raise UnsupportedOpError(f"unsupported op transposed convolution at {where}")
             stride, pad, dil = (a[3:6] if len(a) > 5 else (a[3] if len(a) > 3 else 1, a[4] if len(a) > 4 else 0, 1))
             groups = a[8] if t == _aten.convolution.default else (a[6] if len(a) > 6 else 1)
-            env[n.name] = b.add(where, Op.CONV2D, [X(a[0])], _conv_attrs(
-                T(a[1]), T(a[2]) if len(a) > 2 else None, stride, pad, dil, groups, where), where)
+            env[n.name] = b.add(where, Op.DEPTHWISE_CONV2D if _is_depthwise(T(a[1]), groups) else Op.CONV2D,
+                                [X(a[0])], _conv_attrs(T(a[1]), T(a[2]) if len(a) > 2 else None, stride, pad, dil,
+                                                       groups, where), where)
         elif t in (_aten._native_batch_norm_legit_no_training.default, _aten.batch_norm.default):
             w, bias, mean, var = (T(v) for v in a[1:5])
             eps = a[-1] if t == _aten._native_batch_norm_legit_no_training.default else a[7]

@@ -88,3 +88,19 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, features):
         return self.bottleneck(self.pool_layer(features))[..., 0, 0]
+
+
+class ChannelGate(nn.Module):
+    """OSNet's channel gate (torchreid's ChannelGate, sigmoid activation): x * sigmoid(fc2(relu(
+    fc1(mean over H, W)))), the fcs 1x1 convs with bias."""
+
+    def __init__(self, in_channels: int, reduction: int = 16):
+        super().__init__()
+        self.global_avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(in_channels, in_channels // reduction, kernel_size=1, bias=True, padding=0)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(in_channels // reduction, in_channels, kernel_size=1, bias=True, padding=0)
+        self.gate_activation = nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate_activation(self.fc2(self.relu(self.fc1(self.global_avgpool(x)))))

@@ -51,3 +51,28 @@ def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tup
     return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
         src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb] * wt(b, o, ic // cb, ry, rx, ic % cb, v),
         axis=[ic, ry, rx]), name=CONV_BLOCK)
+
+
+DEPTHWISE_BLOCK = "reidc_depthwise_nchwc"
+
+
+def pack_depthwise(w: np.ndarray, cb: int) -> np.ndarray:
+    """(C, 1, KH, KW) -> (C//cb, KH, KW, cb)."""
+    c, _, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(c // cb, cb, kh, kw).transpose(0, 2, 3, 1))
+
+
+def depthwise_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple) -> te.Tensor:
+    """Depthwise convolution in the blocked layout: each channel lane with its own kernel."""
+    n, cc, h, w, cb = data.shape
+    _, kh, kw, _ = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
+        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
+        tir.const(0.0, data.dtype)), name=PAD_BLOCK) if ph or pw else data
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute((n, cc, oh, ow, cb), lambda b, c, y, x, v: te.sum(
+        src[b, c, y * sh + ry, x * sw + rx, v] * weight[c, ry, rx, v], axis=[ry, rx]), name=DEPTHWISE_BLOCK)

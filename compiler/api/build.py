@@ -13,7 +13,7 @@ from .artifact import Artifact
 from .needs import needs_compiler
 
 PRECISIONS = ("fp32", "int8", "auto")
-CHECKPOINT_ONLY = ("arch", "split_config", "fastreid_config", "weights", "feature")
+CHECKPOINT_ONLY = ("arch", "split_config", "fastreid_config", "torchreid_arch", "weights", "feature")
 
 
 def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str, ...] | None:
@@ -43,7 +43,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
             input_shape: tuple[int, int, int] | None = None, tuning_db: str | Path | None = None,
             batch: int | None = None, verify: bool = True, arch: str | Path | None = None,
             split_config: str | Path | None = None, fastreid_config: str | Path | None = None,
-            weights: str = "model", feature: str | None = None, mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
+            torchreid_arch: str | None = None, weights: str = "model", feature: str | None = None, mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
             calibration: str | Path = "synthetic", calibration_images: int = 16, retrieval: str | None = None,
             progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile `model` for `target` (a preset name such as "host", "x86-avx512", "rpi5",
@@ -52,7 +52,9 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
 
     model: a checkpoint (a reidc checkpoint folder, a .safetensors or weights-only .pt with
       `arch=`, CM-NAS's model.pth + `split_config=`, fast-reid's model_final.pth + its
-      config.yaml as `fastreid_config=` (found beside the .pth by default), a .pt2 program), or a torch.nn.Module in
+      config.yaml as `fastreid_config=` (found beside the .pth by default), torchreid's
+      model.pth.tar-N or model-zoo file + `torchreid_arch=` ("osnet_x1_0", "resnet50", ...), a
+      .pt2 program), or a torch.nn.Module in
       memory: one of reidc's networks (`reidc.zoo_model`, frontend.models, frontend.bire), or
       any module of supported ops with `input_shape=(C, H, W)` (exported with torch.export; no
       file written). The module is put in eval mode, as verification needs.
@@ -75,6 +77,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     feature: checkpoints only)."""
     modes = _check(model, precision, modes, mixed_strategy,
                    {"arch": arch, "split_config": split_config, "fastreid_config": fastreid_config,
+                    "torchreid_arch": torchreid_arch,
                     "weights": weights, "feature": feature,
                     "calibration_images": calibration_images, "retrieval": retrieval})
     with needs_compiler("compiling"):
@@ -82,6 +85,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
                           split_config=None if split_config is None else str(split_config),
                           fastreid_config=None if fastreid_config is None else str(fastreid_config),
+                          torchreid_arch=torchreid_arch,
                           dump_ir=None if dump_ir is None else str(dump_ir), mixed_strategy=mixed_strategy,
                           verify=verify, modes=modes, batch=batch,
                           tuning_db=None if tuning_db is None else str(tuning_db), weights=weights,

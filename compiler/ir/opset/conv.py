@@ -81,3 +81,35 @@ DENSE = declare(OpSpec(
     "dense", "Fully connected: (N, I) -> (N, O), y = x W^T + b.", _dense_ref,
     attrs={"weight": Attr("array", "(O, I)"), "bias": Attr("array", "(O,)", required=False)},
     shape=lambda ins, a: (ins[0][0], a["weight"].shape[0]), check=_check_dense, cost=_dense_cost))
+
+
+def _check_depthwise(n, ins, modal):
+    x, w, b = ins[0].shape, n.attrs["weight"], n.attrs.get("bias")
+    if len(x) != 4 or w.ndim != 4 or w.shape[:2] != (x[1], 1):
+        return f"depthwise weight must be (C, 1, kh, kw) for C = {x[1] if len(x) == 4 else '?'} channels, is {w.shape}"
+    if b is not None and b.shape != (x[1],):
+        return f"bias shape {b.shape} does not fit {x[1]} channels"
+    return None
+
+
+def _depthwise_cost(n) -> Cost:
+    count = int(np.prod(n.attrs["weight"].shape))
+    return Cost(float_macs=int(np.prod(n.attrs["weight"].shape[2:])) * int(np.prod(n.shape[1:])),
+                fp32_weight_bytes=4 * count, stored_weight_bytes=4 * count)
+
+
+def _depthwise_ref(values, n):
+    x, w = np.asarray(values[0], np.float64), np.asarray(n.attrs["weight"], np.float64)[:, 0]
+    y = np.einsum("nchwij,cij->nchw", refmath.windows(x, w.shape[1:], n.attrs["stride"], n.attrs["padding"]), w)
+    b = n.attrs.get("bias")
+    return (y if b is None else y + np.asarray(b, np.float64)[None, :, None, None]).astype(np.float32)
+
+
+DEPTHWISE_CONV2D = declare(OpSpec(
+    "depthwise_conv2d", "Depthwise 2-D cross-correlation (PyTorch's groups = channels): output "
+                        "channel c sees only input channel c.",
+    _depthwise_ref,
+    attrs={"weight": Attr("array", "(C, 1, kh, kw)"), "bias": Attr("array", "(C,)", required=False),
+           "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros")},
+    shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
+    check=_check_depthwise, cost=_depthwise_cost))

@@ -6,7 +6,7 @@ import numpy as np
 from tvm import relax
 
 from reidc.compiler.ir import Op
-from reidc.kernels.conv2d import conv2d_nchwc, pack_weight
+from reidc.kernels.conv2d import conv2d_nchwc, depthwise_nchwc, pack_depthwise, pack_weight
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -31,3 +31,14 @@ def _dense(low, nid, n, ins):
     y = low.emit(relax.op.matmul(ins[0], low.const(np.asarray(n.attrs["weight"]).T)))
     b = n.attr("bias")
     return Lowered(low.emit(relax.op.add(y, relax.const(np.asarray(b).reshape(1, -1)))) if b is not None else y, 0)
+
+
+@lowers(Op.DEPTHWISE_CONV2D)
+def _depthwise(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    w = low.const(pack_depthwise(np.asarray(n.attrs["weight"]), cb))
+    y = low.bb.emit_te(depthwise_nchwc, ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"]),
+                       primfunc_name_hint="depthwise_conv2d", primfunc_attrs={"op_pattern": 4})
+    bias = n.attr("bias")
+    bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, cb, bias))), cb)
