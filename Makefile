@@ -13,7 +13,7 @@ $(BIN)/reidc: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0        # the CPU build; any other spec pulls CUDA wheels
 	$(BIN)/pip install -q -e '.[compile,dev]'
-	$(BIN)/pip install -q --no-deps fastreid==1.4.0   # tests' reference model code; its pins name torch 1.13
+	$(BIN)/pip install -q --no-deps fastreid==1.4.0 torchreid==0.2.5   # tests' reference model code (pins name torch 1.13)
 	touch $(BIN)/reidc
 
 setup: $(BIN)/reidc

@@ -170,3 +170,16 @@ def test_fastreid_r18_ibn_se_gem_verifies_under_qemu(tmp_path):
     want = fastreid_features(model, x)
     got = Compiled(tmp_path / "art").run(x, "main")
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+
+
+def test_torchreid_osnet_verifies_under_qemu(tmp_path):
+    """OSNet's depthwise convs and channel gates on aarch64, against torchreid's forward."""
+    from torchreid_runs import features, torchreid_run
+    model, path = torchreid_run(tmp_path / "run", "osnet_x0_25", data_parallel=True)
+    man = compile_checkpoint(path, tmp_path / "art", CompileOptions(target="rpi5", torchreid_arch="osnet_x0_25",
+                                                                    input_size=SIZE))
+    assert man["verification"]["status"] == "passed"
+    x = _x(2, seed=3)
+    want = features(model, x)
+    got = Compiled(tmp_path / "art").run(x, "main")
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4

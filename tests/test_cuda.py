@@ -102,6 +102,17 @@ def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
     assert "ex2.approx" in ptx   # the SE gate's sigmoid
 
 
+def test_osnet_codegen_compiles(tmp_path, nvcc):
+    """OSNet's depthwise convs and channel gates for CUDA, PTX and cubin."""
+    from torchreid_runs import torchreid_run
+    _, path = torchreid_run(tmp_path / "run", "osnet_x0_25")
+    compile_checkpoint(path, tmp_path / "art", CompileOptions(target="sm86", verify=False, torchreid_arch="osnet_x0_25",
+                                                              input_size=SIZE))
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    assert any("depthwise" in k for k in _kernels(src))
+    _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+
+
 def test_jetson_preset_links_an_aarch64_host_library(tmp_path, ckpts):
     _, ck = ckpts["bire-resnet18"]
     compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm87", verify=False, modes=("visible",)))

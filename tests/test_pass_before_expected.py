@@ -77,6 +77,17 @@ def test_fold_shared_bn_into_the_conv():
     """), RTOL)
 
 
+def test_fold_shared_bn_into_a_depthwise_conv():
+    # the same per-output-channel fold: weight[c] * [0.5, 3] = [0.5 | 6], bias [1 -1] * scale + shift = [0, -2]
+    before = CONV_BN.replace("conv2d(%x)", "depthwise_conv2d(%x)").replace("weight=<2x2x1x1 float32: 1 2 3 4>",
+                                                                          "weight=<2x1x1x1 float32: 1 2>")
+    assert_ir(run_pass(fold_shared_bn, before), graph(f"""
+        {X}
+        %c: float32[Nx2x4x4] = depthwise_conv2d(%x) {{bias=<2 float32: 0 -2>, padding=(0, 0), stride=(1, 1), weight=<2x1x1x1 float32: 0.5 6>}}  # conv
+        %r: float32[Nx2x4x4] = relu(%c)
+    """), RTOL)
+
+
 def test_fold_shared_bn_keeps_an_affine_after_a_conv_with_two_uses():
     before = CONV_BN.replace("relu(%bn)", "add(%bn, %c)")
     # the conv output is read twice: it cannot absorb the BN, which becomes its affine (scale, shift above)
