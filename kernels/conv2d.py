@@ -28,8 +28,9 @@ def pack_weight(w: np.ndarray, cb: int, ob: int) -> np.ndarray:
 
 
 def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple,
-                 modality: te.Tensor | None = None) -> te.Tensor:
-    """Direct convolution; `modality` selects a per-sample weight set when weight is 7-D."""
+                 modality: te.Tensor | None = None, pad_value: te.Tensor | None = None) -> te.Tensor:
+    """Direct convolution; `modality` selects a per-sample weight set when weight is 7-D;
+    `pad_value` (C,): the border's value per input channel (default zeros)."""
     n, cc, h, w, cb = data.shape
     oc, _, kh, kw, _, ob = weight.shape[-6:]
     (sh, sw), (ph, pw) = stride, padding
@@ -38,7 +39,7 @@ def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tup
     if ph or pw:
         src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
             tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
-            tir.const(0.0, data.dtype)), name=PAD_BLOCK)
+            tir.const(0.0, data.dtype) if pad_value is None else pad_value[c * cb + i]), name=PAD_BLOCK)
     else:
         src = data
     ic = te.reduce_axis((0, cc * cb), "ic")

@@ -91,13 +91,13 @@ def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc):
 
 
 def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
-    """fast-reid's layers (input pad, InstanceNorm, SE gates, GeM, global max) through dlight's
-    rules for CUDA, PTX and cubin."""
+    """fast-reid's layers (the stem's border value, InstanceNorm, SE gates, GeM, global max)
+    through dlight's rules for CUDA, PTX and cubin."""
     from fastreid_runs import fastreid_run
     fastreid_run(tmp_path / "run", "18x", ibn=True, se=True, pool="AdaptiveAvgMaxPool", emb=64)
     compile_checkpoint(tmp_path / "run" / "model_final.pth", tmp_path / "art", CompileOptions(target="sm86", verify=False))
     src = (tmp_path / "art" / "kernels.cu").read_text()
-    assert any("pad_value" in k for k in _kernels(src))
+    assert any("conv2d" in k for k in _kernels(src))
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
     assert "ex2.approx" in ptx   # the SE gate's sigmoid
 

@@ -78,7 +78,8 @@ def test_fastreid_configs_capture_to_its_features(values, tmp_path):
     assert rel(run_all(g, {"x": x})[g.outputs[0]], want) < 1e-4
     from reidc.compiler.passes.pipeline import run_pipeline
     opt = run_pipeline(g, modes[0])
-    assert opt.count(Op.BATCH_NORM) == 0 and opt.count(Op.PAD) == 1
+    assert opt.count(Op.BATCH_NORM) == 0 and opt.count(Op.AFFINE) == int(values.get("bnneck", True))
+    assert [n.source for _, n in opt.items() if n.attr("pad_value") is not None] == ["backbone.conv1"]
     assert rel(run_all(opt, {"x": x})[opt.outputs[0]], want) < 1e-4
     assert (opt.count(Op.INSTANCE_NORM) > 0) == bool(values.get("ibn"))
     assert (opt.count(Op.SCALE_CHANNELS) > 0) == bool(values.get("se"))

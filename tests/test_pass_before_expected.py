@@ -466,12 +466,11 @@ def test_fold_input_norm_pads_the_raw_image_with_the_value_normalised_to_zero():
     # b' = b + W @ t = [1 + (-1 + 1), -1 + (-3 + 2)] = [1, -2]; border value -t/s = [2, -2]
     assert_ir(run_pass(fold_input_norm, NORM_CONV), graph(f"""
         {X}
-        %p: float32[Nx2x6x6] = pad(%x) {{padding=(1, 1), value=<2 float32: 2 -2>}}  # preprocess
-        %c: float32[Nx2x6x6] = conv2d(%p) {{bias=<2 float32: 1 -2>, padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 0.5 0.5 1.5 1>}}  # conv1
+        %c: float32[Nx2x6x6] = conv2d(%x) {{bias=<2 float32: 1 -2>, pad_value=<2 float32: 2 -2>, padding=(1, 1), stride=(1, 1), weight=<2x2x1x1 float32: 0.5 0.5 1.5 1>}}  # conv1
     """), RTOL)
 
 
-def test_fold_input_norm_without_padding_reads_the_image_directly():
+def test_fold_input_norm_without_padding_needs_no_border_value():
     before = NORM_CONV.replace("padding=(1, 1)", "padding=(0, 0)").replace("Nx2x6x6", "Nx2x4x4")
     assert_ir(run_pass(fold_input_norm, before), graph(f"""
         {X}

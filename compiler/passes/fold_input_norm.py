@@ -1,14 +1,15 @@
 """Fold a per-channel normalisation of the image (fast-reid's `(x - mean) / std` on 0-255 RGB,
 captured as an `affine` of the graph input) into the convs that read it.
 
-conv(affine(x)) becomes conv'(pad(x)): the conv's weights absorb the scale, its bias the
-shift (compiler/passes/bn_math.py). Padding needs care: the original conv pads the
-*normalised* image with zeros, which is the raw value mean = -shift/scale, not raw zero. So a
-conv that pads gets a `pad` node before it that fills its border with that value per channel,
-and itself pads no more; a conv without padding reads the raw input directly.
+conv(affine(x)) becomes conv'(x): the conv's weights absorb the scale, its bias the shift
+(compiler/passes/bn_math.py). Padding needs care: the original conv pads the *normalised*
+image with zeros, which is the raw value mean = -shift/scale, not raw zero. So a conv that
+pads gets `pad_value`, that value per input channel, which its kernel writes into the border
+it pads (no separate padding pass over the image; an int8 stem gets a `pad` node instead,
+compiler/passes/quantize_int8.py).
 
 Guards: the affine reads a graph input, has one (C,) table (not per modality) and no zero
-scale; the conv has one weight set. A conv whose input is anything else is left alone.
+scale; the conv has one weight set and no pad value yet. Any other conv is left alone.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 from reidc.compiler.ir import Graph, Node, Op
 
 from .bn_math import fold_input_affine_into_conv
-from .rewrite import Fresh, Rewrite, Rule, apply_rules, on_producer, one_weight_set, producer_is
+from .rewrite import Rewrite, Rule, apply_rules, on_producer, one_weight_set, producer_is
 
 
 def _affine_of_input(g: Graph, nid: str, n: Node) -> bool:
@@ -32,20 +33,17 @@ def _nonzero_scale(g: Graph, nid: str, n: Node) -> bool:
 
 def _fold(g: Graph, nid: str, n: Node) -> Rewrite:
     norm = g[n.inputs[0]]
-    x = norm.inputs[0]
     w, b, value = fold_input_affine_into_conv(n.attrs["weight"], n.attr("bias"), norm.attrs["scale"], norm.attrs["bias"])
-    ph, pw = n.attrs["padding"]
-    attrs = {**n.attrs, "weight": w, "bias": b, "padding": (0, 0)}
-    if (ph, pw) == (0, 0):
-        return Rewrite(node=n.with_(inputs=(x,), attrs=attrs), note="normalisation folded, no padding")
-    shape = tuple(g[x].shape[:2]) + (g[x].shape[2] + 2 * ph, g[x].shape[3] + 2 * pw)
-    pad = Node(Op.PAD, (x,), shape, attrs={"padding": (ph, pw), "value": value}, source=norm.source)
-    return Rewrite(node=n.with_(inputs=(Fresh("input_pad"),), attrs=attrs), add={Fresh("input_pad"): pad},
-                   note=f"normalisation folded; border padded with {np.round(value, 3).tolist()}")
+    attrs = {**n.attrs, "weight": w, "bias": b}
+    if tuple(n.attrs["padding"]) != (0, 0):
+        attrs["pad_value"] = value
+    return Rewrite(node=n.with_(inputs=(norm.inputs[0],), attrs=attrs),
+                   note=f"normalisation folded; border value {np.round(value, 3).tolist()}")
 
 
 def fold_input_norm(g: Graph, stats: Counter | None = None) -> Graph:
     rule = Rule("fold_input_norm_into_conv", Op.CONV2D, _fold,
                 (producer_is(Op.AFFINE), on_producer(("affine of an image input", _affine_of_input)),
-                 on_producer(("no zero scale", _nonzero_scale)), one_weight_set()))
+                 on_producer(("no zero scale", _nonzero_scale)), one_weight_set(),
+                 ("no pad value yet", lambda g, nid, n: n.attr("pad_value") is None)))
     return apply_rules(g, [rule], stats).graph

@@ -30,9 +30,7 @@ def int8_blocker(g: Graph, nid: str) -> str | None:
     if n.op != Op.CONV2D:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
-    src = g[n.inputs[0]]
-    image = src.op == Op.INPUT or (src.op == Op.PAD and g[src.inputs[0]].op == Op.INPUT)  # its channels pad to a group
-    if c % GROUP and not image:
+    if c % GROUP and g[n.inputs[0]].op != Op.INPUT:   # the image's channels pad to a group
         return f"{c} input channels: the int8 dot product takes groups of {GROUP}"
     if o % LANES:
         return f"{o} output channels: the int8 kernel writes blocks of {LANES}"
@@ -74,8 +72,19 @@ def _rewrite(ranges: dict[str, ActivationRange]):
         r = ranges[src]
         scale = _scales(r, modal)
         extra = (m,) if modal else ()
-        existing = next((c for c in g.consumers(src) if g[c].op == Op.QUANTIZE), None)
+        padding, pv = n.attrs["padding"], n.attr("pad_value")
         add = {}
+        if pv is not None:   # a folded input normalisation's border: padded in float, then quantized
+            (ph, pw), shape = padding, g[src].shape
+            padded = Fresh(f"{src}_padded")
+            add[padded] = Node(Op.PAD, (src,), shape[:2] + (shape[2] + 2 * ph, shape[3] + 2 * pw),
+                               attrs={"padding": padding, "value": pv}, source=g[src].source)
+            existing = Fresh(f"{src}_padded_u8")
+            add[existing] = Node(Op.QUANTIZE, (padded,) + extra, add[padded].shape, "uint8",
+                                 {"scale": const(scale), "zero_point": r.zero_point}, source=g[src].source)
+            padding = (0, 0)
+        else:
+            existing = next((c for c in g.consumers(src) if g[c].op == Op.QUANTIZE), None)
         if existing is None:
             existing = Fresh(f"{src}_u8")
             add[existing] = Node(Op.QUANTIZE, (src,) + extra, g[src].shape, "uint8",
@@ -89,7 +98,7 @@ def _rewrite(ranges: dict[str, ActivationRange]):
             w = np.pad(w, pad)
         q, ws = _weights(w)
         attrs = {"weight": q, "weight_scale": const(ws), "input_scale": const(scale), "zero_point": r.zero_point,
-                 "stride": n.attrs["stride"], "padding": n.attrs["padding"]}
+                 "stride": n.attrs["stride"], "padding": padding}
         if n.attr("bias") is not None:
             attrs["bias"] = n.attrs["bias"]
         needs_m = modal or q.ndim == 5 or ws.ndim == 2 or np.asarray(n.attr("bias", np.zeros(1))).ndim == 2

@@ -26,6 +26,9 @@ def _check_conv(n, ins, modal):
     b = n.attrs.get("bias")
     if b is not None and b.shape != w.shape[:-4] + (o,):
         return f"bias shape {b.shape} does not fit {o} channels"
+    pv = n.attrs.get("pad_value")
+    if pv is not None and pv.shape != (i,):
+        return f"pad_value shape {pv.shape} does not fit {i} input channels"
     return None
 
 
@@ -36,9 +39,16 @@ def _conv_cost(n) -> Cost:
 
 def _conv_ref(values, n):
     x, w, b = np.asarray(values[0], np.float64), np.asarray(n.attrs["weight"], np.float64), n.attrs.get("bias")
+    pad, pv = n.attrs["padding"], n.attrs.get("pad_value")
+    if pv is not None:   # pad here with each channel's value, then convolve without padding
+        ph, pw = pad
+        v = np.broadcast_to(np.asarray(pv, np.float64)[None, :, None, None],
+                            x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw)).copy()
+        v[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+        x, pad = v, (0, 0)
 
     def one(k=None):
-        y = refmath.conv2d(x, w if k is None else w[k], n.attrs["stride"], n.attrs["padding"])
+        y = refmath.conv2d(x, w if k is None else w[k], n.attrs["stride"], pad)
         if b is not None:
             y = y + np.asarray(b if k is None else b[k], np.float64)[None, :, None, None]
         return y
@@ -52,7 +62,9 @@ CONV2D = declare(OpSpec(
     _conv_ref, modal=True,
     attrs={"weight": Attr("array", "(O, I, kh, kw), or (2, O, I, kh, kw) per modality"),
            "bias": Attr("array", "(O,) or (2, O)", required=False),
-           "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros")},
+           "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros unless pad_value"),
+           "pad_value": Attr("array", "(I,) the border's value per input channel (an input normalisation "
+                                      "folded into the conv), default zeros", required=False)},
     shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
     check=_check_conv, cost=_conv_cost))
 

@@ -16,9 +16,12 @@ def _conv2d(low, nid, n, ins):
     cb, ob = low.cb[n.inputs[0]], low.block(n.shape[1])
     w = low.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
     args = [ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"])]
+    kw = {}
     if n.attrs["weight"].ndim == 5:
-        args.append(ins[1])
-    y = low.bb.emit_te(conv2d_nchwc, *args, primfunc_name_hint="conv2d", primfunc_attrs={"op_pattern": 4})
+        kw["modality"] = ins[1]
+    if n.attr("pad_value") is not None:
+        kw["pad_value"] = low.const(np.asarray(n.attrs["pad_value"], np.float32))
+    y = low.bb.emit_te(conv2d_nchwc, *args, **kw, primfunc_name_hint="conv2d", primfunc_attrs={"op_pattern": 4})
     bias = n.attr("bias")
     bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
     return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, bias))), ob)
