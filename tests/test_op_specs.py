@@ -101,6 +101,15 @@ def _gated():
     return verify(g)
 
 
+def _joined():
+    """[mean, max] of x's channels: two (N, C) features joined."""
+    g = _chain((Op.GLOBAL_AVGPOOL, {}))
+    g.add("mx", Node(Op.GLOBAL_MAXPOOL, ("x",), ("N", C)))
+    g.add("cat", Node(Op.CONCAT, (g.outputs[0], "mx"), ("N", 2 * C)))
+    g.outputs = ["cat"]
+    return verify(g)
+
+
 BITS = (Op.BITPACK, {"threshold": _vec(0.2), "flip": (RNG.random(C) < 0.3).astype(np.int8)})
 CASES = {
     "conv2d": lambda: _chain((Op.CONV2D, {"weight": _w(24, C, 3, 3), "bias": _vec(c=24), "stride": (2, 1),
@@ -131,6 +140,10 @@ CASES = {
     "global_maxpool": lambda: _chain((Op.GLOBAL_MAXPOOL, {})),
     "instance_norm": lambda: _chain((Op.INSTANCE_NORM, {"scale": _vec(c=8), "bias": _vec(c=8), "eps": 1e-5})),
     "sigmoid": lambda: _chain((Op.SIGMOID, {})),
+    "clamp": lambda: _chain((Op.CLAMP, {"min": 0.0, "max": 0.6})),
+    "clamp_below_only": lambda: _chain((Op.CLAMP, {"min": -0.2})),
+    "l2_normalize": lambda: _chain((Op.GLOBAL_AVGPOOL, {}), (Op.L2_NORMALIZE, {"eps": 1e-12})),
+    "concat": lambda: _joined(),
     "scale_channels": lambda: _gated(),
     "pad": lambda: _chain((Op.PAD, {"padding": (1, 2), "value": _vec(50.0, 100.0)})),
     "bitpack_bconv2d": lambda: _chain(BITS, (Op.BCONV2D, _bconv(16, 3, (1, 1), (1, 1)))),

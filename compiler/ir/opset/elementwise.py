@@ -48,3 +48,48 @@ SCALE_CHANNELS = declare(OpSpec(
     "scale_channels", "x[n, c, h, w] * gate[n, c]: a per-sample channel gate (squeeze-excitation).",
     lambda v, n: (np.asarray(v[0]) * np.asarray(v[1])[:, :, None, None]).astype(np.float32),
     inputs=("x", "gate"), check=_check_scale_channels))
+
+
+def _check_clamp(n, ins, modal):
+    lo, hi = n.attrs.get("min"), n.attrs.get("max")
+    if lo is None and hi is None:
+        return "clamp needs min, max or both"
+    if lo is not None and hi is not None and not lo <= hi:
+        return f"min {lo} is above max {hi}"
+    return None
+
+
+def _clamp_ref(v, n):
+    x = np.asarray(v[0], np.float32)
+    lo, hi = n.attrs.get("min"), n.attrs.get("max")
+    return np.clip(x, -np.inf if lo is None else np.float32(lo), np.inf if hi is None else np.float32(hi))
+
+
+CLAMP = declare(OpSpec(
+    "clamp", "min(max(x, min), max); either bound may be absent (ReLU6, hardtanh, clamp).",
+    _clamp_ref, attrs={"min": Attr("float", "lower bound", required=False),
+                       "max": Attr("float", "upper bound", required=False)},
+    check=_check_clamp))
+
+
+def _check_2d(n, ins, modal):
+    return None if len(ins[0].shape) == 2 else f"expects (N, C) features, got {ins[0].shape}"
+
+
+L2_NORMALIZE = declare(OpSpec(
+    "l2_normalize", "x / max(||x||_2, eps) over the channels of (N, C) features (F.normalize).",
+    lambda v, n: (np.asarray(v[0], np.float64) / np.maximum(
+        np.linalg.norm(np.asarray(v[0], np.float64), axis=1, keepdims=True), n.attrs["eps"])).astype(np.float32),
+    attrs={"eps": Attr("float", "the smallest norm divided by")}, check=_check_2d))
+
+
+def _check_concat(n, ins, modal):
+    if any(len(t.shape) != 2 for t in ins) or len({t.shape[0] for t in ins}) != 1:
+        return f"concat joins (N, C) features, got {[t.shape for t in ins]}"
+    return None
+
+
+CONCAT = declare(OpSpec(
+    "concat", "(N, Ca) and (N, Cb) features joined along the channels: (N, Ca + Cb).",
+    lambda v, n: np.concatenate([np.asarray(a, np.float32) for a in v], axis=1),
+    inputs=("a", "b"), shape=lambda ins, a: (ins[0][0], ins[0][1] + ins[1][1]), check=_check_concat))

@@ -55,3 +55,28 @@ def _scale_channels(low, nid, n, ins):
         raise LoweringError(f"scale_channels at {n.source or nid}: needs a blocked 4-D x and a 2-D gate")
     gate = low.emit(relax.op.reshape(ins[1], (low.n, c // cb, 1, 1, cb)))
     return Lowered(low.emit(relax.op.multiply(ins[0], gate)), cb)
+
+
+@lowers(Op.CLAMP)
+def _clamp(low, nid, n, ins):
+    lo, hi = n.attr("min"), n.attr("max")
+    y = ins[0]
+    if lo is not None:
+        y = low.emit(relax.op.maximum(y, _f32(lo)))
+    if hi is not None:
+        y = low.emit(relax.op.minimum(y, _f32(hi)))
+    return Lowered(y, low.cb[n.inputs[0]])
+
+
+@lowers(Op.L2_NORMALIZE)
+def _l2_normalize(low, nid, n, ins):
+    x = ins[0]
+    norm = low.emit(relax.op.sqrt(relax.op.sum(relax.op.multiply(x, x), axis=[1], keepdims=True)))
+    return Lowered(low.emit(relax.op.divide(x, relax.op.maximum(norm, _f32(n.attrs["eps"])))), 0)
+
+
+@lowers(Op.CONCAT)
+def _concat(low, nid, n, ins):
+    if any(low.cb[i] for i in n.inputs):
+        raise LoweringError(f"concat at {n.source or nid} joins 2-D features only")
+    return Lowered(low.emit(relax.op.concat(list(ins), axis=1)), 0)
