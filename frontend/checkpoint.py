@@ -183,8 +183,9 @@ def resolve_spec(path: Path, arch: str | Path | None = None, split_config: str |
                 if d and any(k.endswith("sharable_bn.weight") for k in mapped) and \
                         not any(k.endswith(("visible_bn.weight", "thermal_bn.weight")) for k in mapped):
                     return ArchSpec(depth=d, split=(1,) * len(bn_names(d)))
-    raise ArchError(f"{path}: no architecture spec: pass a checkpoint directory with {SPEC}, "
-                    "or --arch SPEC.json, or --split-config config.cfg")
+    raise ArchError(f"{path}: no architecture spec: pass a checkpoint directory with {SPEC}, or --arch SPEC.json, "
+                    "--split-config config.cfg (CM-NAS), --fastreid-config config.yaml (fast-reid) or "
+                    "--torchreid-arch NAME (torchreid)")
 
 
 def _depth_of(weights: dict[str, torch.Tensor]) -> int | None:
