@@ -19,11 +19,12 @@ from reidc.compiler.ir.shapes import infer
 
 from .bire import BinaryConv2d, binarize
 from .models import SwitchableBN
-from .reid_layers import (IBN, AdaptiveAvgMaxPool, ChannelGate, EmbeddingHead, GeneralizedMeanPooling, PixelNorm,
-                          SELayer)
+from .reid_layers import (IBN, AdaptiveAvgMaxPool, ChannelGate, EmbeddingHead, GeneralizedMeanPooling, NonLocal,
+                          PixelNorm, SELayer)
 
 #: modules traced as one unit and mapped onto IR ops by `_reid_layer`
-_REID_LEAVES = (PixelNorm, IBN, SELayer, ChannelGate, GeneralizedMeanPooling, AdaptiveAvgMaxPool, EmbeddingHead)
+_REID_LEAVES = (PixelNorm, IBN, SELayer, ChannelGate, NonLocal, GeneralizedMeanPooling, AdaptiveAvgMaxPool,
+                EmbeddingHead)
 from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 
 
@@ -228,6 +229,18 @@ def _reid_layer(b: _Builder, m: nn.Module, x: str, where: str) -> str:
             g = b.add(f"{where}.{name}", Op.DENSE, [g], a, f"{where}.{name}")
             g = b.add(f"{where}.{name}.act", act, [g], source=where)
         return b.add(where, Op.SCALE_CHANNELS, [x, g], source=where)
+    if isinstance(m, NonLocal):
+        if m.inter_channels != 1:
+            raise UnsupportedOpError(f"unsupported non-local block with {m.inter_channels} inter channels at {where} "
+                                     "(fast-reid's has one)")
+        conv = lambda name, layer, src: b.add(f"{where}.{name}", Op.CONV2D, [src], _conv_attrs(  # noqa: E731
+            layer.weight, layer.bias, 1, 0, 1, 1, f"{where}.{name}"), f"{where}.{name}")
+        theta, phi, g = (conv(k, getattr(m, k), x) for k in ("theta", "phi", "g"))
+        s = b.add(f"{where}.f_g", Op.GLOBAL_AVGPOOL, [b.add(f"{where}.phi_g", Op.MULTIPLY, [phi, g], source=where)],
+                  source=where)   # mean_j(phi_j g_j): theta^T phi g / HW, one inter channel
+        y = b.add(f"{where}.y", Op.SCALE_CHANNELS, [theta, s], source=where)
+        w = _shared_bn(b, conv("W.0", m.W[0], y), m.W[1], f"{where}.W.1")
+        return b.add(where, Op.ADD, [w, x], source=where)
     if isinstance(m, GeneralizedMeanPooling):
         p = float(m.p.detach().reshape(-1)[0]) if isinstance(m.p, torch.Tensor) else float(m.p)
         return b.add(where, Op.GEM_POOL, [x], {"p": p, "eps": float(m.eps)}, where)

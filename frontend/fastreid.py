@@ -3,7 +3,7 @@
 
 The network is reidc's own PyTorch module with fast-reid's parameter names (`backbone.*`,
 `heads.*`), built from the config's keys (frontend/fastreid_config.py): a ResNet-18/34/50/101
-with optional IBN and SE, last stride 1 or 2, max-pool with ceil_mode as fast-reid's; the
+with optional IBN, SE and non-local blocks, last stride 1 or 2, max-pool with ceil_mode as fast-reid's; the
 EmbeddingHead's pooling, embedding conv and BN neck. It takes raw 0-255 RGB images, as
 fast-reid's `Baseline.forward` does, and normalises them first (`PixelNorm`, which the
 compiler folds into the stem conv). The classifier (`heads.weight`) is not part of it.
@@ -23,12 +23,14 @@ from .capture import capture_module
 from .checkpoint import _read_weights
 from .fastreid_config import FastReIDSpec, read_fastreid_config
 from .layouts import strip_wrapper_prefix
-from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, PixelNorm, SELayer
+from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, NonLocal, PixelNorm, SELayer
 
 CONFIG_NAME = "config.yaml"
 #: what the compiled network takes, as fast-reid's Baseline.forward
 INPUT_CONTRACT = "raw RGB 0-255 float32 (N, 3, H, W); PIXEL_MEAN/PIXEL_STD are applied inside the network"
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+#: non-local blocks per stage where WITH_NL, as fast-reid's build_resnet_backbone
+NON_LOCAL = {18: (0, 0, 0, 0), 34: (0, 0, 0, 0), 50: (0, 2, 3, 0), 101: (0, 2, 9, 0)}
 
 
 class BasicBlock(nn.Module):
@@ -75,8 +77,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """fast-reid's ResNet backbone (fastreid/modeling/backbones/resnet.py), without non-local
-    blocks: IBN in stages 1-3 only, as fast-reid builds it."""
+    """fast-reid's ResNet backbone (fastreid/modeling/backbones/resnet.py): IBN in stages 1-3
+    only, non-local blocks (`NL_k`) after the last blocks of a stage, as fast-reid builds them."""
 
     def __init__(self, spec: FastReIDSpec):
         super().__init__()
@@ -91,6 +93,11 @@ class ResNet(nn.Module):
         self.layer2 = self._stage(block, 128, counts[1], 2, spec.with_ibn, spec.with_se)
         self.layer3 = self._stage(block, 256, counts[2], 2, spec.with_ibn, spec.with_se)
         self.layer4 = self._stage(block, 512, counts[3], spec.last_stride, False, spec.with_se)
+        self.nl_after: list[list[int]] = [[], [], [], []]
+        if spec.with_nl:
+            for k, (count, width) in enumerate(zip(NON_LOCAL[spec.depth], (256, 512, 1024, 2048))):
+                setattr(self, f"NL_{k + 1}", nn.ModuleList([NonLocal(width) for _ in range(count)]))
+                self.nl_after[k] = sorted(counts[k] - (i + 1) for i in range(count))
 
     def _stage(self, block, planes, blocks, stride, with_ibn, with_se):
         downsample = None
@@ -104,7 +111,13 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for k, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            after = self.nl_after[k]
+            for i, block in enumerate(stage):
+                x = block(x)
+                if i in after:
+                    x = getattr(self, f"NL_{k + 1}")[after.index(i)](x)
+        return x
 
 
 def _pool(spec: FastReIDSpec) -> nn.Module:

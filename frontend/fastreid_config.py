@@ -52,6 +52,7 @@ class FastReIDSpec:
     last_stride: int = 1
     with_ibn: bool = False
     with_se: bool = False
+    with_nl: bool = False          # non-local blocks after the last blocks of stages 2 and 3 (ResNet-50/101)
     pool: str = "avg"              # avg | max | gem (p = 3) | gem_learned (p from the checkpoint) | avgmax
     embedding_dim: int = 0         # > 0: a 1x1 conv to this many channels after the pooling
     with_bnneck: bool = False
@@ -62,7 +63,8 @@ class FastReIDSpec:
 
     @property
     def name(self) -> str:
-        return f"fastreid-r{self.depth}" + ("-ibn" if self.with_ibn else "") + ("-se" if self.with_se else "")
+        return f"fastreid-r{self.depth}" + "".join(f"-{k}" for k, on in (
+            ("ibn", self.with_ibn), ("se", self.with_se), ("nl", self.with_nl)) if on)
 
     @property
     def feat_dim(self) -> int:
@@ -147,15 +149,13 @@ def read_fastreid_config(path: str | Path) -> FastReIDSpec:
     choice("MODEL.HEADS.NORM", BN_NORMS)
     choice("MODEL.HEADS.NAME", ("EmbeddingHead",))
     pool = POOLS[choice("MODEL.HEADS.POOL_LAYER", tuple(POOLS))]
-    if flag("MODEL.BACKBONE.WITH_NL"):
-        raise refuse("MODEL.BACKBONE.WITH_NL", "non-local blocks are not in reidc's op set yet")
     last_stride = choice("MODEL.BACKBONE.LAST_STRIDE", (1, 2))
     neck_feat = choice("MODEL.HEADS.NECK_FEAT", ("before", "after"))
     embedding = _get(cfg, "MODEL.HEADS.EMBEDDING_DIM")
     if not isinstance(embedding, int) or isinstance(embedding, bool) or embedding < 0:
         raise refuse("MODEL.HEADS.EMBEDDING_DIM", "expected an integer >= 0")
     spec = FastReIDSpec(depth=depth, last_stride=last_stride, with_ibn=flag("MODEL.BACKBONE.WITH_IBN"),
-                        with_se=flag("MODEL.BACKBONE.WITH_SE"), pool=pool, embedding_dim=embedding,
+                        with_se=flag("MODEL.BACKBONE.WITH_SE"), with_nl=flag("MODEL.BACKBONE.WITH_NL"), pool=pool, embedding_dim=embedding,
                         with_bnneck=flag("MODEL.HEADS.WITH_BNNECK"),
                         pixel_mean=_triple(cfg, "MODEL.PIXEL_MEAN", refuse), pixel_std=_triple(cfg, "MODEL.PIXEL_STD", refuse),
                         input_size=_size(cfg, refuse), neck_feat=neck_feat)

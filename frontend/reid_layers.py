@@ -104,3 +104,27 @@ class ChannelGate(nn.Module):
 
     def forward(self, x):
         return x * self.gate_activation(self.fc2(self.relu(self.fc1(self.global_avgpool(x)))))
+
+
+class NonLocal(nn.Module):
+    """fast-reid's Non_local block (fastreid/layers/non_local.py): embedded-gaussian-free
+    non-local attention, f = theta^T phi / HW, z = x + W(f g). fast-reid builds it with one
+    inter channel (`reduc_ratio // reduc_ratio`), which makes f g rank one:
+    y_i = theta_i * mean_j(phi_j g_j), and that is how reidc captures it."""
+
+    def __init__(self, in_channels: int, inter_channels: int = 1):
+        super().__init__()
+        self.in_channels, self.inter_channels = in_channels, inter_channels
+        self.g = nn.Conv2d(in_channels, inter_channels, 1)
+        self.W = nn.Sequential(nn.Conv2d(inter_channels, in_channels, 1), nn.BatchNorm2d(in_channels))
+        self.theta = nn.Conv2d(in_channels, inter_channels, 1)
+        self.phi = nn.Conv2d(in_channels, inter_channels, 1)
+
+    def forward(self, x):
+        b = x.size(0)
+        g_x = self.g(x).view(b, self.inter_channels, -1).permute(0, 2, 1)
+        theta_x = self.theta(x).view(b, self.inter_channels, -1).permute(0, 2, 1)
+        phi_x = self.phi(x).view(b, self.inter_channels, -1)
+        f = torch.matmul(theta_x, phi_x)
+        y = torch.matmul(f / f.size(-1), g_x).permute(0, 2, 1).contiguous()
+        return self.W(y.view(b, self.inter_channels, *x.size()[2:])) + x

@@ -27,9 +27,9 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def sbs_r50(tmp_path_factory):
-    """fast-reid's SBS R50-IBN head: GeM with learned p, BN neck."""
+    """fast-reid's SBS R50-IBN (Base-SBS.yml): IBN, non-local blocks, GeM with learned p, BN neck."""
     folder = tmp_path_factory.mktemp("sbs_r50_ibn")
-    model, _ = fastreid_run(folder, "50x", ibn=True, pool="GeneralizedMeanPoolingP")
+    model, _ = fastreid_run(folder, "50x", ibn=True, nl=True, pool="GeneralizedMeanPoolingP")
     return folder, model
 
 
@@ -37,7 +37,7 @@ def test_sbs_r50_ibn_checkpoint_compiles_and_matches_fastreid(sbs_r50, tmp_path)
     folder, model = sbs_r50
     art = reidc.compile(folder / "model_final.pth", "host", output=tmp_path / "art")  # config.yaml found beside it
     m = art.manifest
-    assert m["family"] == "fast-reid" and m["model"] == "fastreid-r50-ibn" and m["modes"] == ["main"]
+    assert m["family"] == "fast-reid" and m["model"] == "fastreid-r50-ibn-nl" and m["modes"] == ["main"]
     assert m["input_shape"] == [3, *SIZE] and "0-255" in m["input_contract"]
     assert m["pass_stats"]["fold_input_norm_into_conv"] == 1
     x = images()
@@ -55,7 +55,10 @@ def test_sbs_r50_ibn_in_int8_keeps_fastreids_features(sbs_r50, tmp_path):
     art = reidc.compile(folder / "model_final.pth", "host", output=tmp_path / "art", precision="int8",
                         calibration_images=4)
     layers = art.manifest["precision"]["layers"]
-    assert len(layers) == 53 and {la["precision"] for la in layers} == {"int8"}  # the stem too: 0-255 pixels are exact in uint8
+    fp32 = [la["layer"] for la in layers if la["precision"] != "int8"]
+    assert len(layers) == 73 and len(fp32) == 20 and all(".NL_" in name for name in fp32)
+    # every backbone conv in int8, the stem too (0-255 pixels are exact in uint8); the non-local
+    # blocks' 1-channel convs stay fp32 (the int8 kernel works in groups of 4 and blocks of 16)
     x = images(4)
     got, want = art.run(x), fastreid_features(model, x)
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
@@ -67,7 +70,8 @@ def test_sbs_r50_ibn_in_int8_keeps_fastreids_features(sbs_r50, tmp_path):
     dict(depth="34x", ibn=True, pool="AdaptiveAvgMaxPool", bnneck=False),
     dict(depth="50x", se=True, pool="GeneralizedMeanPooling", bnneck=False, emb=128),
     dict(depth="101x", pool="FastGlobalAvgPool"),
-], ids=["r18-se-max-emb-ls2", "r34-ibn-avgmax", "r50-se-gem-emb", "r101-avg"])
+    dict(depth="50x", ibn=True, nl=True, pool="GeneralizedMeanPoolingP"),
+], ids=["r18-se-max-emb-ls2", "r34-ibn-avgmax", "r50-se-gem-emb", "r101-avg", "r50-ibn-nl-gemp (SBS)"])
 def test_fastreid_configs_capture_to_its_features(values, tmp_path):
     """Each config's IR (captured, then through the pass pipeline) in reidc's interpreter
     against fast-reid's forward."""
@@ -82,7 +86,8 @@ def test_fastreid_configs_capture_to_its_features(values, tmp_path):
     assert [n.source for _, n in opt.items() if n.attr("pad_value") is not None] == ["backbone.conv1"]
     assert rel(run_all(opt, {"x": x})[opt.outputs[0]], want) < 1e-4
     assert (opt.count(Op.INSTANCE_NORM) > 0) == bool(values.get("ibn"))
-    assert (opt.count(Op.SCALE_CHANNELS) > 0) == bool(values.get("se"))
+    assert (opt.count(Op.SCALE_CHANNELS) > 0) == bool(values.get("se") or values.get("nl"))
+    assert opt.count(Op.MULTIPLY) == (5 if values.get("nl") else 0)   # R50: 2 + 3 non-local blocks
 
 
 def test_r18_se_compiles_for_the_host(tmp_path):
@@ -99,7 +104,7 @@ def _config(tmp_path, text: str):
 
 
 @pytest.mark.parametrize("yaml_text, key, value", [
-    ("MODEL:\n  BACKBONE:\n    WITH_NL: true\n", "MODEL.BACKBONE.WITH_NL", "True"),
+    ("MODEL:\n  BACKBONE:\n    WITH_NL: maybe\n", "MODEL.BACKBONE.WITH_NL", "'maybe'"),
     ("MODEL:\n  BACKBONE:\n    DEPTH: 152x\n", "MODEL.BACKBONE.DEPTH", "'152x'"),
     ("MODEL:\n  BACKBONE:\n    NAME: build_osnet_backbone\n", "MODEL.BACKBONE.NAME", "'build_osnet_backbone'"),
     ("MODEL:\n  BACKBONE:\n    NORM: GN\n", "MODEL.BACKBONE.NORM", "'GN'"),

@@ -140,6 +140,7 @@ CASES = {
     "global_maxpool": lambda: _chain((Op.GLOBAL_MAXPOOL, {})),
     "instance_norm": lambda: _chain((Op.INSTANCE_NORM, {"scale": _vec(c=8), "bias": _vec(c=8), "eps": 1e-5})),
     "sigmoid": lambda: _chain((Op.SIGMOID, {})),
+    "multiply": lambda: _chain((Op.MULTIPLY, {}, ("x",))),
     "clamp": lambda: _chain((Op.CLAMP, {"min": 0.0, "max": 0.6})),
     "clamp_below_only": lambda: _chain((Op.CLAMP, {"min": -0.2})),
     "l2_normalize": lambda: _chain((Op.GLOBAL_AVGPOOL, {}), (Op.L2_NORMALIZE, {"eps": 1e-12})),

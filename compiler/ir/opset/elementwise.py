@@ -93,3 +93,8 @@ CONCAT = declare(OpSpec(
     "concat", "(N, Ca) and (N, Cb) features joined along the channels: (N, Ca + Cb).",
     lambda v, n: np.concatenate([np.asarray(a, np.float32) for a in v], axis=1),
     inputs=("a", "b"), shape=lambda ins, a: (ins[0][0], ins[0][1] + ins[1][1]), check=_check_concat))
+
+
+MULTIPLY = declare(OpSpec(
+    "multiply", "a * b, same shapes.", lambda v, n: (np.asarray(v[0]) * np.asarray(v[1])).astype(np.float32),
+    inputs=("a", "b"), check=_check_add))

@@ -80,3 +80,11 @@ def _concat(low, nid, n, ins):
     if any(low.cb[i] for i in n.inputs):
         raise LoweringError(f"concat at {n.source or nid} joins 2-D features only")
     return Lowered(low.emit(relax.op.concat(list(ins), axis=1)), 0)
+
+
+@lowers(Op.MULTIPLY)
+def _multiply(low, nid, n, ins):
+    a, b = n.inputs
+    if low.cb[a] != low.cb[b]:
+        raise LoweringError(f"multiply at {n.source or nid}: operands in layouts c{low.cb[a]} and c{low.cb[b]}")
+    return Lowered(low.emit(relax.op.multiply(ins[0], ins[1])), low.cb[a])
