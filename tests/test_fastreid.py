@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,7 +139,7 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_refused_before_anything_is
                        r"holds 'backbone.layer1.0.bn1.IN.weight'.*does the config belong"):
         reidc.compile(tmp_path / "run" / "model_final.pth", "host", output=tmp_path / "art", fastreid_config=other)
     assert not (tmp_path / "art").exists()
-    r = subprocess.run(["reidc", "compile", str(tmp_path / "run" / "model_final.pth"), "-o", str(tmp_path / "art"),
+    r = subprocess.run([str(Path(sys.executable).parent / "reidc"), "compile", str(tmp_path / "run" / "model_final.pth"), "-o", str(tmp_path / "art"),
                         "--fastreid-config", str(other)], capture_output=True, text=True)
     assert r.returncode != 0 and "does the config belong" in r.stderr and not (tmp_path / "art").exists()
 
