@@ -197,7 +197,6 @@ def _reid_layer(b: _Builder, m: nn.Module, x: str, where: str) -> str:
     if isinstance(m, IBN):
         # BN on channels half.. (identity statistics on the IN half), then IN on channels ..half:
         # the BN then folds into the conv before it; the IN's statistics are computed at run time
-        c = m.half + m.BN.num_features
         ident = (np.ones(m.half, np.float32), np.zeros(m.half, np.float32), np.zeros(m.half, np.float32),
                  np.full(m.half, 1.0 - m.BN.eps, np.float32))
         params = tuple(np.concatenate([i, p]) for i, p in zip(ident, _bn_params(m.BN)))
@@ -206,7 +205,6 @@ def _reid_layer(b: _Builder, m: nn.Module, x: str, where: str) -> str:
                                      "or an eps unlike its BN's")
         y = b.add(f"{where}.BN", Op.BATCH_NORM, [x], {"eps": m.BN.eps, "params": {Placement.SHARED: params}},
                   f"{where}.BN", Placement.SHARED)
-        assert b.g[y].shape[1] == c
         return b.add(f"{where}.IN", Op.INSTANCE_NORM, [y], {"scale": _np(m.IN.weight), "bias": _np(m.IN.bias),
                                                             "eps": float(m.IN.eps)}, f"{where}.IN")
     if isinstance(m, SELayer):

@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -31,7 +32,7 @@ from reidc.compiler.base.errors import CheckpointError
 WEIGHTS, SPEC = "model.safetensors", "arch.json"
 
 
-def _read_weights(path: Path, weights: str = "model") -> dict[str, torch.Tensor]:
+def read_weights(path: Path, weights: str = "model") -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     if path.suffix == ".safetensors":
@@ -146,6 +147,33 @@ def load_weights_into(model: CMNASResNet, weights: dict[str, torch.Tensor], sour
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in got.items()}, strict=False)
 
 
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: Path, what: str, hint: str,
+                extra_ok=lambda key: False) -> dict[str, torch.Tensor]:
+    """Load `state` (under DataParallel's `module.` or not) into `model` by its own key names,
+    strictly: every tensor it needs, each of its shape, floating point and finite, and nothing
+    else but BN counters and the keys `extra_ok` accepts (a classifier). A misfit is one error
+    naming `what` (the network) and `hint` (the likely cause). Returns the tensors loaded."""
+    want = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    prefix = strip_wrapper_prefix(list(state))
+    got = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    missing = [k for k in want if k not in got]
+    stray = [k for k in got if k not in want and not k.endswith("num_batches_tracked") and not extra_ok(k)]
+    if missing or stray:
+        lack = f"{len(missing)} of {len(want)} tensors missing, first {missing[0]!r}; " if missing else ""
+        extra = f"the checkpoint holds {stray[0]!r}, which it has no place for; " if stray else ""
+        raise CheckpointError(f"{source}: weights do not fit {what}: {lack}{extra}{hint}")
+    for k, v in want.items():
+        t = got[k]
+        if tuple(t.shape) != tuple(v.shape):
+            raise CheckpointError(f"{source}: {k!r} has shape {tuple(t.shape)}; {what} needs {tuple(v.shape)}")
+        if not t.is_floating_point():
+            raise CheckpointError(f"{source}: {k!r} has dtype {str(t.dtype).replace('torch.', '')}; expected floats")
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{source}: tensor {k!r} holds NaN or Inf")
+    model.load_state_dict({k: got[k].to(v.dtype) for k, v in want.items()}, strict=False)
+    return {k: got[k] for k in want}
+
+
 def _check_not_blank(weights: dict[str, torch.Tensor], source: Path) -> None:
     """All-zero conv/dense weights are an untrained or blanked file: every feature would be the
     same. All of them zero is an error; some of them zero a warning naming them."""
@@ -205,9 +233,9 @@ def load_checkpoint(path: str | Path, arch=None, split_config=None, depth=None, 
     wpath = path / WEIGHTS if path.is_dir() else path
     if path.is_dir() and arch is None and split_config is None:
         spec = resolve_spec(path)  # a malformed spec is reported before the weights are read
-        state = _read_weights(wpath, weights)
+        state = read_weights(wpath, weights)
     else:
-        state = _read_weights(wpath, weights)
+        state = read_weights(wpath, weights)
         spec = resolve_spec(path, arch, split_config, depth, state)
     if feature is not None or input_size is not None:
         spec = dataclasses.replace(spec, feature=feature or spec.feature,

@@ -20,9 +20,8 @@ from reidc.compiler.base.errors import CheckpointError
 from reidc.compiler.base.modes import RunMode
 
 from .capture import capture_module
-from .checkpoint import _read_weights
+from .checkpoint import load_strict, read_weights
 from .fastreid_config import FastReIDSpec, read_fastreid_config
-from .layouts import strip_wrapper_prefix
 from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, NonLocal, PixelNorm, SELayer
 
 CONFIG_NAME = "config.yaml"
@@ -155,28 +154,11 @@ def load_fastreid(path: str | Path, spec: FastReIDSpec, state: dict[str, torch.T
     strictly: every tensor the network needs, with its shape, and nothing the config does not
     explain except the classifier and BN counters."""
     model = FastReIDBaseline(spec)
-    want = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    prefix = strip_wrapper_prefix(list(state))
-    got = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    missing = [k for k in want if k not in got]
-    stray = [k for k in got if k not in want and not k.endswith("num_batches_tracked") and k != "heads.weight"]
-    if missing or stray:
-        lack = f"{len(missing)} of {len(want)} tensors missing, first {missing[0]!r}; " if missing else ""
-        extra = f"the checkpoint holds {stray[0]!r}, which it has no place for; " if stray else ""
-        raise CheckpointError(f"{path}: weights do not fit {spec.name} as its fast-reid config describes it: "
-                              f"{lack}{extra}does the config belong to this checkpoint?")
-    for k, v in want.items():
-        t = got[k]
-        if tuple(t.shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {k!r} has shape {tuple(t.shape)}; {spec.name} needs {tuple(v.shape)}")
-        if not t.is_floating_point():
-            raise CheckpointError(f"{path}: {k!r} has dtype {str(t.dtype).replace('torch.', '')}; expected floats")
-        if not torch.isfinite(t).all():
-            raise CheckpointError(f"{path}: tensor {k!r} holds NaN or Inf")
+    got = load_strict(model, state, path, f"{spec.name} as its fast-reid config describes it",
+                      "does the config belong to this checkpoint?", lambda k: k == "heads.weight")
     if spec.pool == "gem_learned" and not float(got["heads.pool_layer.p"].reshape(-1)[0]) > 0:
         raise CheckpointError(f"{path}: the learned GeM power heads.pool_layer.p is "
                               f"{float(got['heads.pool_layer.p'].reshape(-1)[0])}; it must be > 0")
-    model.load_state_dict({k: got[k].to(v.dtype) for k, v in want.items()}, strict=False)
     return model.eval()
 
 
@@ -187,7 +169,7 @@ def fastreid_source(path: str | Path, config: str | Path, weights: str = "model"
     spec = read_fastreid_config(config)
     if input_size is not None:
         spec = dataclasses.replace(spec, input_size=tuple(input_size))
-    model = load_fastreid(path, spec, _read_weights(path, weights))
+    model = load_fastreid(path, spec, read_weights(path, weights))
     g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
     h, w = spec.input_size
     facts = {"model": spec.name, "family": "fast-reid", "arch": spec.to_json(), "weights_entry": weights,

@@ -5,7 +5,6 @@ naming the key and the value. Nothing of fast-reid is imported: YAML is parsed w
 `yaml.safe_load` (plain data only)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,8 +179,3 @@ def _size(cfg, refuse) -> tuple[int, int]:
         raise refuse("INPUT.SIZE_TEST", "expected [H, W], each at least 32")
     return tuple(v)
 
-
-def spec_file(spec: FastReIDSpec, path: Path) -> Path:
-    """Write `spec` as JSON (which read_fastreid_config reads back) and return its path."""
-    path.write_text(json.dumps(spec.to_json()))
-    return path

@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidc.compiler.base.errors import ArchError, CheckpointError
+from reidc.compiler.base.errors import ArchError
 from reidc.compiler.base.modes import RunMode
 
 from .arch import preprocess_for
 from .capture import capture_module
-from .checkpoint import _read_weights
+from .checkpoint import load_strict, read_weights
 from .fastreid import ResNet
 from .fastreid_config import FastReIDSpec
-from .layouts import strip_wrapper_prefix
 from .reid_layers import ChannelGate
 
 #: OSNet widths per torchreid architecture name, and whether it has IBN's InstanceNorms
@@ -145,34 +144,23 @@ class TorchreidResNet(ResNet):
         return v if self.fc is None else self.fc(v)
 
 
+def check_arch(name: str) -> None:
+    if name not in ARCHS:
+        raise ArchError(f"--torchreid-arch {name!r}: reidc builds {', '.join(ARCHS)} (osnet_ain_*, mobilenetv2 "
+                        "and the others are not supported yet)")
+
+
 def build_torchreid(name: str, input_size=(256, 128)) -> nn.Module:
+    check_arch(name)
     if name in OSNETS:
         return OSNet(name, input_size).eval()
-    if name in RESNETS:
-        return TorchreidResNet(name, input_size).eval()
-    raise ArchError(f"--torchreid-arch {name!r}: reidc builds {', '.join(ARCHS)} (osnet_ain_*, mobilenetv2 and "
-                    "the others are not supported yet)")
+    return TorchreidResNet(name, input_size).eval()
 
 
 def load_torchreid(path: Path, name: str, state: dict[str, torch.Tensor], input_size=(256, 128)) -> nn.Module:
     model = build_torchreid(name, input_size)
-    want = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    prefix = strip_wrapper_prefix(list(state))
-    got = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    missing = [k for k in want if k not in got]
-    stray = [k for k in got if k not in want and not k.endswith("num_batches_tracked")
-             and not k.startswith("classifier.")]
-    if missing or stray:
-        lack = f"{len(missing)} of {len(want)} tensors missing, first {missing[0]!r}; " if missing else ""
-        extra = f"the checkpoint holds {stray[0]!r}, which it has no place for; " if stray else ""
-        raise CheckpointError(f"{path}: weights do not fit torchreid's {name}: {lack}{extra}is it that architecture?")
-    for k, v in want.items():
-        t = got[k]
-        if tuple(t.shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {k!r} has shape {tuple(t.shape)}; {name} needs {tuple(v.shape)}")
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise CheckpointError(f"{path}: tensor {k!r} is not finite floating point")
-    model.load_state_dict({k: got[k].to(v.dtype) for k, v in want.items()}, strict=False)
+    load_strict(model, state, path, f"torchreid's {name}", "is it that architecture?",
+                lambda k: k.startswith("classifier."))
     return model.eval()
 
 
@@ -180,9 +168,8 @@ def torchreid_source(path: str | Path, name: str, input_size: tuple[int, int] | 
     """(torch module, IR graph, modes, manifest facts) for a torchreid checkpoint."""
     path = Path(path)
     size = tuple(input_size or (256, 128))
-    if name not in ARCHS:   # refused before the file is read
-        build_torchreid(name)
-    model = load_torchreid(path, name, _read_weights(path, "model"), size)
+    check_arch(name)   # before the file is read
+    model = load_torchreid(path, name, read_weights(path, "model"), size)
     g = capture_module(model, (3,) + size, name)
     facts = {"model": name, "family": "torchreid", "arch": {"torchreid_arch": name, "input_size": list(size)},
              "weights_entry": None, "preprocess": preprocess_for((3,) + size)}

@@ -130,27 +130,26 @@ def test_random_pt2_programs(tmp_path_factory, c1, c2, k, stride, pool, residual
         COUNT["cases"] += 1
 
 
+def _exported_errors(tmp_path, model, shape) -> list[float]:
+    """Per-sample errors of `model`, saved as a .pt2 and compiled, against PyTorch."""
+    ep = torch.export.export(model, (torch.randn(*shape),))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    compile_checkpoint(tmp_path / "m.pt2", tmp_path / "art", CompileOptions(verify=False))
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    return compare_with_torch(Compiled(tmp_path / "art"), ep.module(), "main", x, None)[0]
+
+
 def test_a_dense_layer_with_one_input_feature(tmp_path):
     """Found by the property test above: `fc(x) = x @ w + b` with one input feature came out as
     x @ w + 2b (dlight inlined the bias into the init and the update of the unit reduction)."""
-    model = _randomise(_Small(4, 1, 3, 1, False, False, 3), 0)
-    ep = torch.export.export(model, (torch.randn(2, 3, 8, 8),))
-    torch.export.save(ep, str(tmp_path / "m.pt2"))
-    compile_checkpoint(tmp_path / "m.pt2", tmp_path / "art", CompileOptions(verify=False))
-    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8), dtype=np.float32)
-    errs, _ = compare_with_torch(Compiled(tmp_path / "art"), ep.module(), "main", x, None)
+    errs = _exported_errors(tmp_path, _randomise(_Small(4, 1, 3, 1, False, False, 3), 0), (2, 3, 8, 8))
     assert max(errs) <= TOLERANCE, errs
 
 
 def test_a_1x1_conv_from_one_channel(tmp_path):
     """Found by the property test above: a 1x1 conv reading a single channel has no reduction
     loop left under the conv's schedule (all of extent 1), and `loops[:-0]` took none as spatial."""
-    model = _randomise(_Small(1, 12, 5, 1, False, True, 8), 223)
-    ep = torch.export.export(model, (torch.randn(3, 3, 16, 32),))
-    torch.export.save(ep, str(tmp_path / "m.pt2"))
-    compile_checkpoint(tmp_path / "m.pt2", tmp_path / "art", CompileOptions(verify=False))
-    x = np.random.default_rng(0).standard_normal((3, 3, 16, 32), dtype=np.float32)
-    errs, _ = compare_with_torch(Compiled(tmp_path / "art"), ep.module(), "main", x, None)
+    errs = _exported_errors(tmp_path, _randomise(_Small(1, 12, 5, 1, False, True, 8), 223), (3, 3, 16, 32))
     assert max(errs) <= TOLERANCE, errs
 
 
