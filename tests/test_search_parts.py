@@ -72,6 +72,7 @@ def test_synthetic_is_deterministic_and_disjoint(tiny):
 def test_synthetic_protocol_is_sysu_style(tiny):
     p = tiny.test
     assert set(p.settings) == {"all-search", "indoor-search"} and p.exclude == ((3, 2),)
+    assert p.cmc_first_per_id and tiny.val.cmc_first_per_id  # SYSU's CMC rule (tests/test_metrics.py)
     trials = p.settings["all-search"]
     q, g = trials[0].query, trials[0].gallery
     assert set(p.pool.cams[q]) == {3, 6} and set(p.pool.cams[g]) == {1, 2, 4, 5}
@@ -86,7 +87,7 @@ def test_sysu_folder_round_trip_and_errors(tiny, tmp_path):
     d = sysu(root, (64, 32), trials=2)
     assert len(d.train) == len(tiny.train) and d.train.num_ids == tiny.train.num_ids
     assert sorted(np.unique(d.test.pool.pids)) == sorted(np.unique(tiny.test.pool.pids) + 1)
-    assert len(d.test.settings["all-search"]) == 2
+    assert len(d.test.settings["all-search"]) == 2 and d.test.cmc_first_per_id and d.val.cmc_first_per_id
     # JPEG round trip: close to the rendered images, not equal
     order = lambda pool: np.lexsort((pool.cams, pool.pids))  # noqa: E731  (the loader reads cam by cam)
     got, want = d.train.images[order(d.train)].astype(int), tiny.train.images[order(tiny.train)].astype(int)
@@ -120,6 +121,7 @@ def test_regdb_folder(tiny, tmp_path):
             (root / "idx" / f"{part}_{name}_1.txt").write_text("\n".join(lines) + "\n")
     d = regdb(root, (64, 32))
     assert set(d.test.settings) == {"visible-to-infrared", "infrared-to-visible"}
+    assert not d.test.cmc_first_per_id and not d.val.cmc_first_per_id  # RegDB: full-ranking CMC
     assert d.train.num_ids + d.val.pool.num_ids == tiny.train.num_ids   # a fifth held out for the search
     q = d.test.settings["visible-to-infrared"][0]
     assert (d.test.pool.modality[q.query] == Modality.VISIBLE.code).all()

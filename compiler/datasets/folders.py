@@ -4,7 +4,8 @@ SYSU-MM01: `cam1..cam6/<pid:04d>/<n:04d>.jpg`, `exp/{train,val,test}_id.txt` (on
 comma-separated ids). Visible cameras 1, 2, 4, 5 (1, 2 indoor), infrared 3, 6. Protocol:
 infrared queries against a visible gallery, all-search (cams 1, 2, 4, 5) and indoor-search
 (cams 1, 2), single-shot galleries drawn at random per trial; a cam-3 query does not rank cam-2
-images (same room). The search trains on the train ids and scores candidates on the val ids.
+images (same room); the CMC counts each identity once (SYSU's evaluation code). The search
+trains on the train ids and scores candidates on the val ids.
 
 RegDB: `idx/{train,test}_{visible,thermal}_<trial>.txt` (lines `relative/path label`) with the
 images under `Visible/` and `Thermal/`. Protocol: both directions, visible-to-infrared and

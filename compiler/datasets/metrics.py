@@ -3,7 +3,17 @@
 For each query the gallery is sorted by distance (ties keep gallery order); gallery entries
 whose (query camera, gallery camera) pair is excluded by the protocol are dropped; queries
 with no true match left are skipped, as the standard evaluation code does.
-- CMC rank-k: fraction of queries whose first true match is within the first k.
+- CMC rank-k: fraction of queries whose first true match is within the first k. Two rules,
+  as in CM-NAS's released evaluation (utils/eval_metrics.py) and AGW's before it:
+  - SYSU-MM01 (`eval_sysu`; `cmc_first_per_id=True`, set by SYSU-style protocols, the
+    synthetic dataset's included): the CMC is read off the ranking with only the first image
+    of each identity kept (after the camera exclusion), i.e. the first true match's rank is
+    1 + the number of distinct identities ranked before it. This follows SYSU-MM01's authors'
+    code and is what CM-NAS's (and AGW's) SYSU rank-5/10 numbers mean; it is never below the
+    full-list CMC, and rank-1 is the same under both rules (the first image ranked is the
+    first of its identity).
+  - RegDB (`eval_regdb`; the default): the full ranking.
+  mAP and mINP always use the full ranking.
 - AP: mean over the true matches of precision at each match's rank.
 - INP (Ye et al., 2021): (number of true matches) / (rank of the hardest, i.e. last, true match);
   mINP is its mean, and says how much of the list a user reads to find every match.
@@ -16,7 +26,9 @@ RANKS = (1, 5, 10)
 
 
 def retrieval_metrics(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None,
-                      exclude: tuple[tuple[int, int], ...] = ()) -> dict[str, float]:
+                      exclude: tuple[tuple[int, int], ...] = (), cmc_first_per_id: bool = False) -> dict[str, float]:
+    """CMC rank-1/5/10, mAP, mINP of a (queries x gallery) distance matrix; `exclude`: (query
+    camera, gallery camera) pairs left out; `cmc_first_per_id`: SYSU-MM01's CMC (module doc)."""
     dist = np.asarray(dist, np.float64)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     if dist.shape != (len(q_pids), len(g_pids)):
@@ -36,8 +48,9 @@ def retrieval_metrics(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None
         pos = np.flatnonzero(match)
         if not len(pos):
             continue
-        if pos[0] < len(cmc_hits):
-            cmc_hits[pos[0]:] += 1
+        first = len(np.unique(g_pids[o[:pos[0]]])) if cmc_first_per_id else pos[0]
+        if first < len(cmc_hits):
+            cmc_hits[first:] += 1
         aps.append(float(np.mean(np.arange(1, len(pos) + 1) / (pos + 1))))
         inps.append(len(pos) / (pos[-1] + 1))
     if not aps:
@@ -64,6 +77,6 @@ def score_protocol(feats: np.ndarray, proto) -> dict[str, dict]:
         for t in trials:
             dist = 1.0 - feats[t.query] @ feats[t.gallery].T
             rows.append(retrieval_metrics(dist, p.pids[t.query], p.pids[t.gallery], p.cams[t.query],
-                                          p.cams[t.gallery], proto.exclude))
+                                          p.cams[t.gallery], proto.exclude, proto.cmc_first_per_id))
         res[setting] = mean_metrics(rows)
     return res

@@ -60,6 +60,9 @@ class Protocol:
     #: (query camera, gallery camera) pairs left out of the ranking (SYSU-MM01: cam3 vs cam2,
     #: the same room seen by an infrared and a visible camera)
     exclude: tuple[tuple[int, int], ...] = ()
+    #: CMC on the ranking with only each identity's first image (SYSU-MM01's evaluation code);
+    #: False: on the full ranking (RegDB's). See `metrics`.
+    cmc_first_per_id: bool = False
     notes: dict = field(default_factory=dict)
 
 
@@ -86,7 +89,8 @@ def normalise(images: np.ndarray) -> np.ndarray:
 def sysu_style_protocol(name: str, pool: Pool, settings: dict[str, tuple[int, ...]], query_cams, trials: int,
                         seed: int, shot: int = 1) -> Protocol:
     """SYSU-MM01's protocol: every infrared image of `query_cams` is a query; the gallery of a
-    trial holds `shot` random images per (identity, visible camera) of the setting's cameras."""
+    trial holds `shot` random images per (identity, visible camera) of the setting's cameras;
+    cam-3 queries skip cam-2 images, and the CMC counts each identity once (SYSU's code)."""
     q = np.flatnonzero(np.isin(pool.cams, query_cams))
     out = {}
     for setting, cams in settings.items():
@@ -101,7 +105,7 @@ def sysu_style_protocol(name: str, pool: Pool, settings: dict[str, tuple[int, ..
                         g.extend(rng.choice(idx, size=min(shot, len(idx)), replace=False).tolist())
             draws.append(Trial(q, np.array(sorted(g), np.int64)))
         out[setting] = draws
-    return Protocol(name, pool, out, exclude=((3, 2),),
+    return Protocol(name, pool, out, exclude=((3, 2),), cmc_first_per_id=True,
                     notes={"query": f"infrared cams {list(query_cams)}", "gallery": f"{shot}-shot, {trials} random draws"})
 
 
