@@ -181,14 +181,15 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                            "pool: before it (its global_feat)"),
                 input_size: Optional[str] = typer.Option(None, help="HxW the network takes (default: the spec's, "
                                                                     "256x128 for a bare weights file)"),
-                precision: str = typer.Option("fp32", help="fp32 | int8 | auto: the real-valued layers (binary convs "
-                                                           "stay 1-bit); int8 is calibrated and verified by feature "
-                                                           "cosine; auto builds both and keeps the faster here"),
+                precision: str = typer.Option("fp32", help="fp32 | int8 | bf16 | auto: the real-valued layers (binary "
+                                                           "convs stay 1-bit); int8 is calibrated, int8 and bf16 (AMX "
+                                                           "targets) are verified by feature cosine; auto builds fp32 "
+                                                           "and int8 and keeps the faster here"),
                 calibration: str = typer.Option("synthetic", help="int8 calibration images: synthetic (rendered "
                                                                   "persons) or a folder (visible/ and infrared/ "
                                                                   "subfolders for a cross-modality model)"),
                 calibration_images: int = typer.Option(16, help="int8: calibration images per entry"),
-                retrieval: Optional[str] = typer.Option(None, help="int8: also verify rank-1/mAP on this dataset's "
+                retrieval: Optional[str] = typer.Option(None, help="int8/bf16: also verify rank-1/mAP on this dataset's "
                                                                    "test protocol (synthetic, sysu:PATH, regdb:PATH) "
                                                                    "within 0.5 points of PyTorch fp32")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""

@@ -59,7 +59,7 @@ class CompileOptions:
     torchreid_arch: str | None = None   # a torchreid checkpoint's architecture name (osnet_x1_0, resnet50, ...)
     feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
     input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
-    precision: str = "fp32"       # the real-valued layers: "fp32" or "int8" (binary convs stay 1-bit)
+    precision: str = "fp32"       # the real-valued layers: "fp32", "int8", "bf16" or "auto" (binary convs stay 1-bit)
     calibration: str = "synthetic"  # int8: "synthetic" or a folder of images
     calibration_images: int = DEFAULT_IMAGES
     retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
@@ -131,7 +131,21 @@ def prepare(ckpt, opts: CompileOptions, source=None):
         graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats)
         if opts.precision == "int8":
             graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
+        elif opts.precision == "bf16":
+            graphs[mode] = _to_bf16(graphs[mode], RunMode.parse(mode), opts, stats)
     return module, graphs, modes, facts, stats
+
+
+def _to_bf16(g, mode: RunMode, opts: CompileOptions, stats: Counter):
+    """Rewrite the optimised graph's convs to bf16 (the IR dump gets one more step, `convert_bf16`)."""
+    from .ir import dump, verify
+    from .passes.convert_bf16 import convert_bf16
+    b, kept = convert_bf16(g, stats)
+    b = verify(b)
+    b.meta = {**g.meta, "bf16": dict(kept)}
+    if opts.dump_ir is not None:
+        atomic_write_text(Path(opts.dump_ir) / f"{mode}.99-convert_bf16.ir", dump(b))
+    return b
 
 
 def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counter):
@@ -186,6 +200,9 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     out = Path(out)
     guard_output_dir(out, "artifact", inputs)  # refuse before any work: nothing of the user's is at risk
     check_can_build(preset, opts.verify)
+    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
+        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16: "
+                         "the x86-amx preset, or host on a Sapphire Rapids or newer Xeon); use fp32 or int8 there")
     module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
@@ -239,7 +256,8 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     return manifest
 
 
-_LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D: "fp32", Op.DENSE: "fp32"}
+_LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D_BF16: "bf16", Op.CONV2D: "fp32",
+                    Op.DENSE: "fp32"}
 
 
 def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
@@ -293,8 +311,8 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
 
 def layer_precision(g, precision: str = "fp32") -> dict:
     """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it; at
-    int8, a layer that stays fp32 says why."""
-    kept = (g.meta.get("int8") or {}).get("fp32_convs", {})
+    int8 or bf16, a layer that stays fp32 says why."""
+    kept = (g.meta.get(precision) or {}).get("fp32_convs", {})
     layers = []
     for nid, n in g.items():
         if n.op in _LAYER_PRECISION:
@@ -313,6 +331,13 @@ def layer_precision(g, precision: str = "fp32") -> dict:
                            "error over the calibration values, per tensor, per modality in a mixed entry",
             "calibration": (g.meta.get("int8") or {}).get("calibration"),
             "requantisation": "fused into the producing conv's epilogue (uint8 between int8 layers)"}
+    if precision == "bf16":
+        out["bf16"] = {
+            "weights": "rounded to bf16 (nearest even); a split BN's two folded sets share one, with a per-modality "
+                       "per-channel output scale",
+            "activations": "rounded to bf16 (nearest even) where a bf16 conv reads them; products exact, sums float32",
+            "kernel": "AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
+                      "stride's phases"}
     return out
 
 

@@ -16,6 +16,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
+from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
@@ -88,12 +89,15 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
       16 x 4 (lanes x group) one vpdpbusd;
     - else loops LLVM vectorises (widening multiplies).
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
-    layer's uint8) runs per row block."""
+    layer's uint8) runs per row block.
+    The bf16 conv (conv2d_bf16.py) takes the same path: AMX-BF16 tiles (`amx_bf16`: tdpbf16ps,
+    32 input channels per tile row) where it has the same shape, else the loops."""
 
     def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, pairs: bool = False,
-                 accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768):
+                 accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False):
         self.vnni = vnni
         self.amx = amx
+        self.amx_bf16 = amx_bf16
         self.sdot = sdot
         self.pairs = pairs
         self.vector_bits = vector_bits
@@ -102,6 +106,9 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
 
     def apply(self, func, target, tunable):
         found = anchored_nchwc(func, QCONV_BLOCK, QPAD_BLOCK)
+        bf16 = found is None
+        if bf16:
+            found = anchored_nchwc(func, BCONV16_BLOCK, BPAD16_BLOCK)
         if found is None:
             return None
         sch, conv, out, (n, o, h, w, v) = found
@@ -117,10 +124,11 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         order = str(block.annotations.get("reidc_int8_order", "dot4"))     # the weights' layout (Int8Flavour)
         signed = bool(int(block.annotations.get("reidc_int8_signed", 0)))
         dot4 = order == "dot4" and not per_sample_weights
-        amx = self.amx and dot4 and not signed and int(data.shape[-1]) == 64 and stride_one and ob == 64
-        vnni = self.vnni and dot4 and not signed
-        sdot = self.sdot and dot4 and signed
-        pairs = self.pairs and order == "pairs" and not per_sample_weights and not signed
+        tiles = int(data.shape[-1]) == 64 and stride_one and ob == 64 and not per_sample_weights
+        amx = (self.amx_bf16 if bf16 else self.amx and dot4 and not signed) and tiles
+        vnni = self.vnni and dot4 and not signed and not bf16
+        sdot = self.sdot and dot4 and signed and not bf16
+        pairs = self.pairs and order == "pairs" and not per_sample_weights and not signed and not bf16
         rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4)))
         ho, hi = sch.split(h, [None, rows])
         outer = sch.fuse(n, o, ho)
@@ -136,7 +144,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         cw = sp.pop() if ow > 1 and sp else None
         ch = sp.pop() if rows > 1 and sp else None
         if amx:
-            self._amx(sch, conv, ch, cw, cv, red, ow)
+            self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8")
         elif sdot:
             from tvm.s_tir.tensor_intrin.arm_cpu import ARM_DOT_4x4_i8_SDOT_INTRIN
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_DOT_4x4_i8_SDOT_INTRIN)
@@ -147,7 +155,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             self._vector(sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni)
         else:
             self._loops(sch, conv, ch, cw, cv, red, ow)
-        _parallel_rows(sch, func, QPAD_BLOCK, 3)
+        _parallel_rows(sch, func, BPAD16_BLOCK if bf16 else QPAD_BLOCK, 3)
         return sch
 
     def _vector(self, sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni):
@@ -207,12 +215,15 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(cvi, intrin)
 
-    def _amx(self, sch, conv, ch, cw, cv, red, ow):
+    def _amx(self, sch, conv, ch, cw, cv, red, ow, kind):
         m = largest_divisor_at_most(ow, 16)
-        init_i, update_i, store_i = amx_intrinsics(m)
+        init_i, update_i, store_i = amx_intrinsics(m, kind)
         cwo, cwi = sch.split(cw, [None, m]) if cw is not None else (None, None)
         rg, ri = red[-2], red[-1]
         taps = red[:-2]          # c-block, ky, kx (those of extent > 1)
+        if extent(sch, rg) > 16:   # bf16: 32 pairs per 64-channel block, 16 per tile row
+            rgo, rg = sch.split(rg, [None, 16])
+            taps = taps + [rgo]
         spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
         inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
         sch.reorder(*spatial, *taps, *inner)

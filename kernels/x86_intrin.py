@@ -83,33 +83,44 @@ TensorIntrin.register(AVX2_PAIRS_U8S8_8x4, _pairs_desc, _pairs_avx2, override=Tr
 # that a load need not wait for the tdpbusd reading the previous one.
 
 
-def amx_intrinsics(rows: int) -> tuple[str, str, str]:
+def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     """(init, update, store) tensor intrinsics for `rows` output pixels (1..16) x 64 output
     channels, registered on first use: init = configure the tiles (once per tile group) and
-    zero tmm0-3; update = C += A (rows x 64 u8) . B (16 x 64 x 4 s8, VNNI order): one A load,
-    four B loads, four tdpbusd; store = tmm0-3 to memory. C lives in the tile registers from
-    init to store (the local buffer the descriptions name is never touched)."""
-    names = tuple(f"reidc_amx_{k}_{rows}" for k in ("init", "update", "store"))
+    zero tmm0-3; update = C += A . B, one A load, four B loads, four dot products, where
+    kind "int8": A rows x 64 u8, B 16 x 64 x 4 s8 (VNNI order), tdpbusd into int32;
+    kind "bf16": A rows x 32 bf16, B 16 x 64 x 2 bf16 (pairs), tdpbf16ps into float32
+    (bf16 as uint16 bit patterns: conv2d_bf16.py); both are 64-byte tile rows.
+    store = tmm0-3 to memory. C lives in the tile registers from init to store (the local
+    buffer the descriptions name is never touched)."""
+    names = tuple(f"reidc_amx_{kind}_{k}_{rows}" for k in ("init", "update", "store"))
     if names[0] in _REGISTERED:
         return names
     M = rows
+    bf16 = kind == "bf16"
+    acc, elem, group = ("float32", "uint16", 2) if bf16 else ("int32", "uint8", 4)
+    K = 64 // (2 if bf16 else 1)           # A's columns: one 64-byte row
+    zero = T.float32(0) if bf16 else T.int32(0)
+    dot = "llvm.x86.tdpbf16ps" if bf16 else "llvm.x86.tdpbusd"
+
+    def a_val(v):
+        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", v), T.uint32(16))) if bf16 else T.Cast("int32", v)
 
     @T.prim_func(s_tir=True)
     def init_desc(c: T.handle) -> None:
         sc = T.int32()
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
             T.reads()
             T.writes(C[0:M, 0:64])
             for i, j in T.grid(M, 64):
                 with T.sblock("init"):
                     vi, vj = T.axis.remap("SS", [i, j])
-                    C[vi, vj] = T.int32(0)
+                    C[vi, vj] = zero
 
     @T.prim_func(s_tir=True)
     def init_impl(c: T.handle) -> None:
         sc = T.int32()
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
             T.reads()
             T.writes(C[0:M, 0:64])
@@ -125,38 +136,38 @@ def amx_intrinsics(rows: int) -> tuple[str, str, str]:
     @T.prim_func(s_tir=True)
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (M, 64), "uint8", offset_factor=1, strides=[sa, 1])
-        B = T.match_buffer(b, (16, 64, 4), "int8", offset_factor=1, strides=[sb, 4, 1])
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        A = T.match_buffer(a, (M, K), elem, offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (16, 64, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
-            T.reads(C[0:M, 0:64], A[0:M, 0:64], B[0:16, 0:64, 0:4])
+            T.reads(C[0:M, 0:64], A[0:M, 0:K], B[0:16, 0:64, 0:group])
             T.writes(C[0:M, 0:64])
-            for m, n, g, k in T.grid(M, 64, 16, 4):
+            for m, n, g, k in T.grid(M, 64, 16, group):
                 with T.sblock("update"):
                     vm, vn, vg, vk = T.axis.remap("SSRR", [m, n, g, k])
-                    C[vm, vn] = C[vm, vn] + T.cast(A[vm, vg * 4 + vk], "int32") * T.cast(B[vg, vn, vk], "int32")
+                    C[vm, vn] = C[vm, vn] + a_val(A[vm, vg * group + vk]) * a_val(B[vg, vn, vk])
 
     @T.prim_func(s_tir=True)
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (M, 64), "uint8", offset_factor=1, strides=[sa, 1])
-        B = T.match_buffer(b, (16, 64, 4), "int8", offset_factor=1, strides=[sb, 4, 1])
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
+        A = T.match_buffer(a, (M, K), elem, offset_factor=1, strides=[sa, 1])
+        B = T.match_buffer(b, (16, 64, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
-            T.reads(C[0:M, 0:64], A[0:M, 0:64], B[0:16, 0:64, 0:4])
+            T.reads(C[0:M, 0:64], A[0:M, 0:K], B[0:16, 0:64, 0:group])
             T.writes(C[0:M, 0:64])
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(4), A.access_ptr("r"),
-                                          T.int64(sa)))
-            for j in T.unroll(4):
+                                          T.int64(sa * (64 // K))))
+            for j in T.unroll(4):   # B's 16 output channels j: 64 bytes into each row
                 T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(5 + j % 3),
-                                              B.access_ptr("r", offset=64 * j), T.int64(sb)))
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.uint8(j), T.uint8(4), T.uint8(5 + j % 3)))
+                                              B.access_ptr("r", offset=16 * group * j), T.int64(sb * (64 // K))))
+                T.evaluate(T.call_llvm_intrin("void", dot, T.uint8(j), T.uint8(4), T.uint8(5 + j % 3)))
 
     @T.prim_func(s_tir=True)
     def store_desc(c: T.handle, d: T.handle) -> None:
         sc, sd = T.int32(), T.int32()
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
-        D = T.match_buffer(d, (M, 64), "int32", offset_factor=1, strides=[sd, 1])
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
+        D = T.match_buffer(d, (M, 64), acc, offset_factor=1, strides=[sd, 1])
         with T.sblock("root"):
             T.reads(C[0:M, 0:64])
             T.writes(D[0:M, 0:64])
@@ -168,8 +179,8 @@ def amx_intrinsics(rows: int) -> tuple[str, str, str]:
     @T.prim_func(s_tir=True)
     def store_impl(c: T.handle, d: T.handle) -> None:
         sc, sd = T.int32(), T.int32()
-        C = T.match_buffer(c, (M, 64), "int32", offset_factor=1, strides=[sc, 1], scope="local")
-        D = T.match_buffer(d, (M, 64), "int32", offset_factor=1, strides=[sd, 1])
+        C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
+        D = T.match_buffer(d, (M, 64), acc, offset_factor=1, strides=[sd, 1])
         with T.sblock("root"):
             T.reads(C[0:M, 0:64])
             T.writes(D[0:M, 0:64])

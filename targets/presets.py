@@ -124,7 +124,7 @@ _A64_ISA = ("neon", "fp-armv8", "dotprod", "fullfp16", "i8mm", "sve", "sve2", "b
 _CPUINFO = {"x86_64": {"sse3": "pni", "bmi": "bmi1", "lzcnt": "abm", "pclmul": "pclmulqdq", "sha": "shani"},
             "aarch64": {"neon": "asimd", "fparmv8": "fp", "dotprod": "asimddp", "fullfp16": "asimdhp"}}
 _FLAG_TO_LLVM = {"avx512_vpopcntdq": "avx512vpopcntdq", "avx512_vnni": "avx512vnni", "amx_tile": "amx-tile",
-                 "amx_int8": "amx-int8"}
+                 "amx_int8": "amx-int8", "amx_bf16": "amx-bf16"}
 
 
 def _norm(name: str) -> str:
@@ -224,10 +224,13 @@ PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
          {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq", "+avx512vnni"]},
          requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni"),
          features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni")),
-    _x86("x86-amx", "x86-64-v4 + VPOPCNTDQ + VNNI + AMX-INT8 (int8 tiles: tdpbusd): Sapphire Rapids and newer Xeons",
-         {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq", "+avx512vnni", "+amx-tile", "+amx-int8"]},
-         requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni", "amx_tile", "amx_int8"),
-         features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni", "amx-tile", "amx-int8")),
+    _x86("x86-amx", "x86-64-v4 + VPOPCNTDQ + VNNI + AMX-INT8/BF16 (tiles: tdpbusd, tdpbf16ps): Sapphire Rapids "
+                    "and newer Xeons",
+         {"kind": "llvm", "mcpu": "x86-64-v4",
+          "mattr": ["+avx512vpopcntdq", "+avx512vnni", "+amx-tile", "+amx-int8", "+amx-bf16"]},
+         requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"),
+         features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni", "amx-tile", "amx-int8",
+                   "amx-bf16")),
     _arm("aarch64", "any 64-bit ARM CPU with NEON (ARMv8-A)", None, ("+neon",), ("neon", "cnt popcount")),
     _arm("rpi4", "Raspberry Pi 4 (Cortex-A72)", "cortex-a72", ("+neon",), ("neon", "cnt popcount", "cortex-a72")),
     _arm("rpi5", "Raspberry Pi 5 (Cortex-A76)", "cortex-a76", ("+neon", "+dotprod"),

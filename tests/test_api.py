@@ -133,7 +133,7 @@ def _images_and_inspect(art, tmp_path):
 
 def test_options_are_checked_before_any_work(tmp_path):
     m = nn.Conv2d(3, 4, 3)
-    for kw, msg in [({"precision": "bf16"}, "precision='bf16'"), ({"mixed_strategy": "weight"}, "mixed_strategy"),
+    for kw, msg in [({"precision": "fp16"}, "precision='fp16'"), ({"mixed_strategy": "weight"}, "mixed_strategy"),
                     ({"arch": "spec.json"}, "arch: only for a checkpoint on disk"),
                     ({"feature": "pool"}, "feature: only for a checkpoint")]:
         with pytest.raises(reidc.InputError, match=msg):

@@ -10,6 +10,7 @@ from tvm import relax
 
 from reidc.compiler.ir import Graph, IRError, Node, Op, const, verify
 from reidc.compiler.ir.bits import pack_bits
+from reidc.compiler.ir.opset.refmath import to_bf16_bits
 from reidc.compiler.ir.interp import run_all
 from reidc.compiler.ir.shapes import infer
 from reidc.compiler.ir.spec import SPECS, Attr, Cost, spec_of
@@ -92,6 +93,15 @@ def QCONV(o, i, k, stride=(1, 1), padding=(0, 0), lead=()):
             "stride": stride, "padding": padding}
 
 
+def BF16CONV(o, i, k, stride=(1, 1), padding=(0, 0), modal=False):
+    """bf16 conv attributes: random weights rounded to bf16, a bias; per modality a signed
+    out_scale and bias."""
+    a = {"weight": const(to_bf16_bits(RNG.standard_normal((o, i, k, k)).astype(np.float32) * 0.3)),
+         "bias": _w(2, o) if modal else _w(o), "stride": stride, "padding": padding}
+    return {**a, "out_scale": const(RNG.uniform(0.5, 2.0, (2, o)).astype(np.float32) * [[1] * (o - 1) + [-1], [1] * o])} \
+        if modal else a
+
+
 def _gated():
     """x * sigmoid(dense(mean(x))) per channel: a squeeze-excitation gate."""
     g = _chain((Op.GLOBAL_AVGPOOL, {}), (Op.DENSE, {"weight": _w(C, C)}), (Op.SIGMOID, {}))
@@ -168,6 +178,10 @@ CASES = {
         (Op.QUANTIZE, {"scale": const([0.02, 0.05]), "zero_point": 128}, ("modality",)),
         (Op.CONV2D_INT8, {**QCONV(16, C, 1, lead=(2,)), "input_scale": const([0.02, 0.05]),
                           "zero_point": 128}, ("modality",)), modality=True),
+    "to_bf16": lambda: _chain((Op.TO_BF16, {})),
+    "conv2d_bf16": lambda: _chain((Op.TO_BF16, {}), (Op.CONV2D_BF16, BF16CONV(32, C, 3, stride=(2, 1), padding=(1, 1)))),
+    "conv2d_bf16_per_modality": lambda: _chain((Op.TO_BF16, {}), (Op.CONV2D_BF16, BF16CONV(16, C, 1, modal=True),
+                                                                  ("modality",)), modality=True),
 }
 LOWERED_BY_A_CASE = {Op(c.split("_per_")[0]) for c in CASES if c.split("_per_")[0] in SPECS} | {
     Op.INPUT, Op.GLOBAL_AVGPOOL, Op.BITPACK, Op.BCONV2D}

@@ -12,16 +12,16 @@ from reidc.compiler.base.errors import InputError
 from .artifact import Artifact
 from .needs import needs_compiler
 
-PRECISIONS = ("fp32", "int8", "auto")
+PRECISIONS = ("fp32", "int8", "bf16", "auto")
 CHECKPOINT_ONLY = ("arch", "split_config", "fastreid_config", "torchreid_arch", "weights", "feature")
 
 
 def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str, ...] | None:
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision!r}: this reidc compiles real-valued layers in "
-                         f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit); bf16 is not built yet")
+                         f"{' or '.join(PRECISIONS)} (binary convs stay 1-bit)")
     if options.get("retrieval") and precision == "fp32":
-        raise InputError("retrieval: the retrieval check judges reduced precision against fp32; pass precision='int8'")
+        raise InputError("retrieval: the retrieval check judges reduced precision against fp32; pass precision='int8' or 'bf16'")
     if options.get("calibration_images", 1) < 1:
         raise InputError(f"calibration_images={options['calibration_images']}: must be at least 1")
     if mixed_strategy not in (None, "affine", "weights"):
@@ -60,8 +60,10 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
-    precision: "fp32", "int8" or "auto" (both built and verified, the faster here kept; the
-      manifest's precision.auto says why), the real-valued layers (binary convs stay 1-bit). int8:
+    precision: "fp32", "int8", "bf16" or "auto" (fp32 and int8 built and verified, the faster here
+      kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
+      1-bit). bf16: weights and activations rounded to bf16, float32 sums, on AMX-BF16 tiles
+      (x86-amx targets), verified by feature cosine as int8 is; no calibration. int8:
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
       both modalities, or a folder of images, with visible/ and infrared/ subfolders for a
       cross-modality model) using `calibration_images` images per entry; verified by feature

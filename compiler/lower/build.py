@@ -19,7 +19,8 @@ def schedule_rules(preset: TargetPreset) -> list:
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
             Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features(),
                             sdot="dotprod" in preset.cpu_features(), pairs=int8_flavour(preset).order == "pairs",
-                            accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits),
+                            accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
+                            amx_bf16="amx-bf16" in preset.cpu_features()),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
 
 

@@ -29,17 +29,27 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, s.astype(np.float32)
 
 
-def shared_weight(w2: np.ndarray, rtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-modality weights (2, O, I, kh, kw) whose second set is the first times a per-channel
-    factor r[o] (what folding a split BN after a conv makes: W * s_m[o]) -> one int8 weight set
-    and signed per-modality scales (2, O). None when they are not proportional."""
+def proportional(w2: np.ndarray, rtol: float = 1e-5) -> np.ndarray | None:
+    """For per-modality weights (2, O, I, kh, kw): the per-channel factor r (O,) with
+    w2[1] = r * w2[0] (what folding a split BN after a conv makes: W * s_m[o]), or None when
+    the two sets are not proportional."""
     w0, w1 = np.asarray(w2[0], np.float64), np.asarray(w2[1], np.float64)
     a, b = w0.reshape(len(w0), -1), w1.reshape(len(w1), -1)
     dot, n0 = (a * b).sum(1), (a * a).sum(1)
     r = np.where(n0 > 0, dot / np.where(n0 > 0, n0, 1), 0.0)
     if np.linalg.norm(b - r[:, None] * a) > rtol * max(np.linalg.norm(b), 1e-30) or ((n0 == 0) & ((b != 0).any(1))).any():
         return None
-    q, s = quantize_weight(w0)
+    return r
+
+
+def shared_weight(w2: np.ndarray, rtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-modality weights (2, O, I, kh, kw) whose second set is the first times a per-channel
+    factor (`proportional`) -> one int8 weight set and signed per-modality scales (2, O). None
+    when they are not proportional."""
+    r = proportional(w2, rtol)
+    if r is None:
+        return None
+    q, s = quantize_weight(np.asarray(w2[0], np.float64))
     s1 = np.where(r != 0, s * r, s)   # a channel that is zero in modality 1: any non-zero scale
     q1_zero = r == 0
     if q1_zero.any() and (q[q1_zero] != 0).any():

@@ -32,3 +32,15 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride, padding, fill=0.0) -> np.ndarra
     `fill`: the padding value (an int8 conv pads with its input's zero point)."""
     win = windows(x, w.shape[2:], stride, padding, fill)
     return np.einsum("nchwij,ocij->nohw", win, w, optimize=True)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bit patterns (uint16: the top half of the float32), rounding to nearest
+    even; exactly what the kernels compute (kernels/conv2d_bf16.py `encode`). Finite inputs."""
+    b = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    return ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns -> float32 (exact)."""
+    return (np.asarray(b, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)

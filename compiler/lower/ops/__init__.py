@@ -4,7 +4,7 @@ from typing import Callable
 from reidc.compiler.ir import Op
 
 from ..registry import LOWERINGS, LoweringError
-from . import io, conv, norm, elementwise, pool, pad, binary, quant  # noqa: F401  (each registers its ops)
+from . import io, conv, norm, elementwise, pool, pad, binary, quant, bf16  # noqa: F401  (each registers its ops)
 
 
 def lowering_of(op: Op) -> Callable:

@@ -1,0 +1,188 @@
+"""--precision bf16: the rounding, the pass (the IR it produces, its numbers against the fp32
+graph, where it fires and where it does not), the AMX-BF16 kernel (tdpbf16ps in the assembly;
+strided convs through their input's phases) and compiled networks verified by feature cosine
+against PyTorch fp32. What needs AMX-BF16 to run is checked in its assembly elsewhere."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import reidc
+from reidc.compiler.base.errors import InputError
+from reidc.compiler.ir import Graph, Node, Op, const, verify
+from reidc.compiler.ir.interp import run
+from reidc.compiler.ir.opset.refmath import from_bf16_bits, to_bf16_bits
+from reidc.compiler.passes.convert_bf16 import bf16_blocker, convert_bf16
+from reidc.targets import get_target
+
+RNG = np.random.default_rng(11)
+AMX = get_target("x86-amx")
+
+
+def _amx_here() -> bool:
+    from reidc.targets.amx import request_amx
+    return not AMX.missing_on_host() and request_amx()
+
+
+# --- the rounding ---------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_rounding_is_to_the_nearest_bf16_ties_to_even(v):
+    x = np.float32(v)
+    got = from_bf16_bits(to_bf16_bits(np.array([x])))[0]
+    bits = int(np.array([x]).view(np.uint32)[0])
+    lo = np.array([bits & 0xFFFF0000], np.uint32).view(np.float32)[0]           # truncated toward zero
+    hi = np.array([(bits & 0xFFFF0000) + 0x10000], np.uint32).view(np.float32)[0]  # next bf16 away from zero
+    if not np.isfinite(hi):
+        return
+    d_lo, d_hi = abs(float(x) - float(lo)), abs(float(hi) - float(x))
+    want = lo if d_lo < d_hi else hi if d_hi < d_lo else (lo if not (bits >> 16) & 1 else hi)
+    assert got == want
+
+
+def test_bf16_keeps_eight_significant_bits():
+    x = RNG.standard_normal(10000).astype(np.float32) * 100
+    r = from_bf16_bits(to_bf16_bits(x))
+    assert np.all(np.abs(r - x) <= np.abs(x) * 2.0 ** -8)   # half a unit in the last of 8 significant bits
+    assert np.array_equal(to_bf16_bits(r), to_bf16_bits(x))  # rounding twice changes nothing
+
+
+# --- the pass -------------------------------------------------------------------------------
+def _net(o2=64, modal=False, stride=(1, 1), proportional=True):
+    """x(3 ch) -> stem conv (64) -> relu -> conv a (64, split BN folded when modal) -> relu ->
+    {conv b, conv c} (o2, stride) -> add."""
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 3, 8, 8), attrs={"name": "x"}))
+    if modal:
+        g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
+    hw = 8 // stride[0]
+
+    def conv(nid, src, o, i, lead=(), s=(1, 1)):
+        w = RNG.standard_normal((o, i, 3, 3)).astype(np.float32) * 0.1
+        if lead:
+            factor = RNG.uniform(-1.5, 1.5, o).astype(np.float32)[:, None, None, None]
+            w = np.stack([w, w * factor if proportional else RNG.standard_normal(w.shape).astype(np.float32) * 0.1])
+        b = RNG.standard_normal(lead + (o,)).astype(np.float32) * 0.1
+        size = (8, 8) if s == (1, 1) else (hw, hw)
+        g.add(nid, Node(Op.CONV2D, (src,) + (("modality",) if lead else ()), ("N", o) + size,
+                        attrs={"weight": const(w), "bias": const(b), "stride": s, "padding": (1, 1)},
+                        source=nid, modality="split" if lead else "any"))
+    conv("stem", "x", 64, 3)
+    g.add("r0", Node(Op.RELU, ("stem",), ("N", 64, 8, 8)))
+    conv("a", "r0", 64, 64, (2,) if modal else ())
+    g.add("r1", Node(Op.RELU, ("a",), ("N", 64, 8, 8)))
+    conv("b", "r1", o2, 64, s=stride)
+    conv("c", "r1", o2, 64, s=stride)
+    g.add("s", Node(Op.ADD, ("b", "c"), ("N", o2, hw, hw)))
+    g.outputs = ["s"]
+    return verify(g)
+
+
+def _cos(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_pass_converts_convs_shares_one_rounding_per_tensor_and_keeps_the_stem():
+    g = _net()
+    q, facts = convert_bf16(g)
+    q = verify(q)
+    assert q.count(Op.CONV2D_BF16) == 3 and q.count(Op.CONV2D) == 1 and q.count(Op.TO_BF16) == 2
+    assert facts == {"fp32_convs": {"stem": "3 input channels: AMX-BF16 tiles read rows of 64 channels"}}
+    qb, qc = (q[n] for n, node in q.items() if node.source in ("b", "c"))
+    assert qb.inputs == qc.inputs and q[qb.inputs[0]].op == Op.TO_BF16 and q[qb.inputs[0]].dtype == "bfloat16"
+    assert qb.attrs["weight"].dtype == np.uint16
+    assert np.array_equal(qb.attrs["weight"], to_bf16_bits(g[next(n for n, v in g.items() if v.source == "b")]
+                                                           .attrs["weight"]))
+    y = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    a, b = run(g, y), run(q, y)
+    assert _cos(a, b).min() > 0.9999 and np.abs(a - b).max() <= 2 ** -7 * np.abs(a).max()
+
+
+def test_pass_leaves_alone_what_the_kernel_cannot_take():
+    g = _net(o2=48)                                    # 48 output channels: not a multiple of 64
+    q, facts = convert_bf16(g)
+    assert sorted(q[n].source for n, node in q.items() if node.op == Op.CONV2D_BF16) == ["a"]
+    assert facts["fp32_convs"]["b"] == "48 output channels: the bf16 kernel writes blocks of 64"
+    assert bf16_blocker(g, "a") is None and bf16_blocker(g, "s") is None   # an add is no conv
+    m = _net(modal=True, proportional=False)           # two unrelated weight sets: no shared bf16 set
+    q, facts = convert_bf16(m)
+    assert facts["fp32_convs"]["a"] == "per-modality weights that are not one set times a per-channel factor"
+
+
+def test_pass_in_a_mixed_graph_shares_folded_weights_with_a_per_modality_scale():
+    g = _net(modal=True, stride=(2, 2))
+    q = verify(convert_bf16(g).graph)
+    qa = next(node for _, node in q.items() if node.source == "a")
+    assert qa.op == Op.CONV2D_BF16 and qa.attrs["weight"].ndim == 4 and qa.attrs["out_scale"].shape == (2, 64)
+    assert qa.inputs[-1] == "modality" and str(qa.modality) == "split"
+    assert q.count(Op.CONV2D_BF16) == 3   # strided convs too (the kernel splits their input's phases)
+    x = RNG.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    m = np.array([0, 1, 0, 1, 1, 0], np.int32)
+    assert _cos(run(g, x, m), run(q, x, m)).min() > 0.9999
+
+
+# --- the kernel -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)])
+def test_bf16_conv_on_amx_tiles(kernel, stride, padding):
+    """A 64-channel bf16 input is AMX's, strided or not: tile loads and tdpbf16ps (x86-amx,
+    checked in the assembly). Where this machine has AMX-BF16 it runs and matches the op's
+    reference (float32 sums: to 1e-5)."""
+    import tvm
+    from tvm import relax
+    from reidc.compiler.ir.interp import run_all
+    from reidc.compiler.ir.shapes import infer
+    from reidc.compiler.ir.spec import spec_of
+    from reidc.compiler.lower.build import build, int8_flavour
+    from reidc.compiler.lower.to_relax import to_relax
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", 64, 10, 12), attrs={"name": "x"}))
+    w = lambda o, i: const(to_bf16_bits(RNG.standard_normal((o, i, kernel, kernel)).astype(np.float32) * 0.1))
+    steps = [(Op.TO_BF16, {}), (Op.CONV2D_BF16, {"weight": w(128, 64), "bias": const(RNG.standard_normal(128)),
+                                                 "stride": (stride, stride), "padding": (padding, padding)}),
+             (Op.RELU, {}), (Op.TO_BF16, {}),
+             (Op.CONV2D_BF16, {"weight": w(64, 128), "stride": (1, 1), "padding": (padding, padding)})]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps):
+        attrs = {a: const(np.asarray(v, np.float32)) if a == "bias" else v for a, v in attrs.items()}
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
+    g.outputs = [prev]
+    g = verify(g)
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)
+    asm = "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert asm.count("tdpbf16ps") >= 8 and "tileloadd" in asm
+    if not _amx_here():
+        pytest.skip("this CPU (or kernel) has no AMX-BF16: the build is checked in its assembly only")
+    x = RNG.standard_normal((2, 64, 10, 12)).astype(np.float32)
+    want = run_all(g, {"x": x})[g.outputs[0]]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- compiled networks ------------------------------------------------------------------------
+@pytest.mark.skipif(not _amx_here(), reason="needs AMX-BF16 to run the build (the kernel's assembly is checked above)")
+def test_bf16_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    art = reidc.compile(model, output=tmp_path / "a", precision="bf16", modes="visible,mixed", target="x86-amx")
+    v = art.manifest["verification"]
+    assert v["status"] == "passed" and v["precision"] == "bf16" and min(v["min_cosine"].values()) >= 0.999
+    p = art.manifest["precision"]
+    assert p["real_valued"] == "bf16" and "nearest even" in p["bf16"]["weights"]
+    rows = {r["layer"]: r for r in p["layers"]}
+    assert Counter(r["precision"] for r in rows.values()) == {"bf16": 19, "fp32": 1}   # all but the stem
+    assert rows["conv1"]["why"] == "3 input channels: AMX-BF16 tiles read rows of 64 channels"
+    assert rows["layer2.0.conv1"]["precision"] == "bf16"                              # stride 2
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 32), dtype=np.float32)
+    m = np.array([0, 1], np.int32)
+    assert art.run(x, m).shape == (2, 512)
+
+
+def test_bf16_needs_a_target_with_amx_bf16(tmp_path):
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    with pytest.raises(InputError, match="--precision bf16: target "
+                                         "x86-avx512-vnni has no bf16 dot product"):
+        reidc.compile(model, output=tmp_path / "a", precision="bf16", target="x86-avx512-vnni", verify=False)
+    assert not (tmp_path / "a").exists()
