@@ -18,7 +18,7 @@ from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics
+from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
@@ -94,7 +94,9 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
     32 input channels per tile row) where it has the same shape, else the loops."""
 
     def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, pairs: bool = False,
-                 accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False):
+                 accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False,
+                 amx_pairs: bool = True):
+        self.amx_pairs = amx_pairs
         self.vnni = vnni
         self.amx = amx
         self.amx_bf16 = amx_bf16
@@ -216,23 +218,33 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.tensorize(cvi, intrin)
 
     def _amx(self, sch, conv, ch, cw, cv, red, ow, kind):
+        """Tile groups of m pixels x 64 output channels (`amx_intrinsics`), or, where the task has
+        an even number of output rows, of two rows of m pixels x 32 channels
+        (`amx_intrinsics_2x2`: each weight tile serves both rows)."""
         m = largest_divisor_at_most(ow, 16)
-        init_i, update_i, store_i = amx_intrinsics(m, kind)
+        pair = self.amx_pairs and ch is not None and cw is not None and extent(sch, ch) % 2 == 0
+        init_i, update_i, store_i = (amx_intrinsics_2x2 if pair else amx_intrinsics)(m, kind)
         cwo, cwi = sch.split(cw, [None, m]) if cw is not None else (None, None)
         rg, ri = red[-2], red[-1]
         taps = red[:-2]          # c-block, ky, kx (those of extent > 1)
         if extent(sch, rg) > 16:   # bf16: 32 pairs per 64-channel block, 16 per tile row
             rgo, rg = sch.split(rg, [None, 16])
             taps = taps + [rgo]
-        spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
-        inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
+        if pair:
+            cho, chi = sch.split(ch, [None, 2])
+            cvo, cvi = sch.split(cv, [2, 32])
+            spatial, inner = [cho, cwo, cvo], [chi, cwi, cvi, rg, ri]
+        else:
+            spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
+            inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
         sch.reorder(*spatial, *taps, *inner)
         wb = sch.cache_write(conv, 0, "local")
         sch.reverse_compute_at(wb, spatial[-1])
         init = sch.decompose_reduction(conv, taps[0] if taps else inner[0])
-        sch.tensorize(sch.get_loops(init)[-2 if cwi is not None else -1], init_i)
+        depth = len(inner) - 2   # the loops the init and the store tile: all but the reduction's
+        sch.tensorize(sch.get_loops(init)[-depth], init_i)
         sch.tensorize(inner[0], update_i)
-        sch.tensorize(sch.get_loops(wb)[-2 if cwi is not None else -1], store_i)
+        sch.tensorize(sch.get_loops(wb)[-depth], store_i)
 
 
 def _unit_stride(block) -> bool:
