@@ -513,6 +513,34 @@ def bench_cmd(artifact: Path = typer.Argument(...),
         out.print(f"wrote {json_out}")
 
 
+@app.command("profile")
+def profile_cmd(artifact: Path = typer.Argument(...),
+                batch: int = typer.Option(1, help="batch size (a fixed-batch build uses its own)"),
+                mode: str = typer.Option("visible", help="the entry: visible | infrared | mixed | main"),
+                ghz: Optional[float] = typer.Option(None, help="the clock for the peak (default: /proc/cpuinfo's)"),
+                top: int = typer.Option(25, help="kernels shown (all go to --json)"),
+                json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON")):
+    """Where an artifact's time goes here: per kernel time, calls, share, GMAC/s and fraction of peak."""
+    try:
+        r = reidc.profile(artifact, batch, mode, ghz=ghz, json_out=json_out, progress=_progress)
+    except (UserError, EngineError) as e:
+        _fail(e)
+    t = Table("kernel", "calls", "ms/call", "ms", "share", "unit", "GMAC/s", "of peak")
+    for k in r["kernels"][:top]:
+        t.add_row(escape(k["kernel"]), str(k["calls"]), f"{k['ms_per_call']:.3f}", f"{k['ms']:.3f}",
+                  f"{k['share']:.1%}", k.get("unit", ""), f"{k['gmac_per_s']:.0f}" if "gmac_per_s" in k else "",
+                  f"{k['peak_fraction']:.0%}" if "peak_fraction" in k else "")
+    out.print(t)
+    p = r["peak_macs_per_cycle_per_core"]
+    out.print(f"{r['model']} ({r['target']}), entry {r['entry']}, batch {r['batch']}, {r['threads']} threads: whole run "
+              f"{r['whole_run_ms']:.2f} ms; its {len(r['kernels'])} kernels timed alone {r['kernels_alone_ms']:.2f} ms; "
+              f"the rest {r['remainder_ms']:.2f} ms (the VM's {r['vm_builtin_calls']} builtin calls, caches a kernel "
+              f"finds cold in a run). Peak = threads x {r['ghz']} GHz ({r['ghz_source']}) x MACs/cycle: fp32 "
+              f"{p['fp32']:.0f}, int8 {p['int8']:.0f}, bf16 {p['bf16']:.0f}, binary {p['binary']:.0f}")
+    if json_out:
+        out.print(f"wrote {json_out}")
+
+
 @app.command()
 def demo(model: str = typer.Option("cmnas-resnet50", help="zoo model"),
          workdir: Path = typer.Option(Path("demo"), help="where the checkpoint and artifact go")):

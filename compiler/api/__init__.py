@@ -14,11 +14,11 @@ from .build import compile
 from .errors import (ArchError, ArtifactError, CaptureError, CheckpointError, DatasetError, EngineError, InputError,
                      OutputError, TargetError, ToolchainError, TuningDatabaseError, UnsupportedOpError, UserError,
                      VerificationError)
-from .jobs import bench, search, tune, tune_report, verify
+from .jobs import bench, profile, search, tune, tune_report, verify
 from .tools import (demo, export_zoo, qemu_server, run_files, runner_bundle, target_presets, train_zoo, zoo_model,
                     zoo_models)
 
-__all__ = ["__version__", "INPUT_CONTRACT", "compile", "load", "inspect", "Artifact", "tune", "tune_report", "search", "bench", "verify",
+__all__ = ["__version__", "INPUT_CONTRACT", "compile", "load", "inspect", "Artifact", "tune", "tune_report", "search", "bench", "profile", "verify",
            "zoo_model", "zoo_models", "export_zoo", "train_zoo", "target_presets", "run_files", "runner_bundle", "qemu_server", "demo",
            "UserError", "ArchError", "CaptureError", "UnsupportedOpError", "CheckpointError", "TargetError",
            "ToolchainError", "VerificationError", "InputError", "ArtifactError", "OutputError",

@@ -1,6 +1,6 @@
 """The long jobs as functions returning results: `tune` (MetaSchedule into a database),
 `tune_report`, `search` (latency-aware architecture search), `bench` (reidc beside the engines
-users would run instead), `verify` (an artifact against PyTorch again). ENGINES, engine_label,
+users would run instead), `profile` (per-kernel time of an artifact), `verify` (an artifact against PyTorch again). ENGINES, engine_label,
 ROUND_S and BUSY_CORES say how to read bench's rows."""
 from __future__ import annotations
 
@@ -82,6 +82,20 @@ def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | 
     with needs_compiler("benchmarking"):
         return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
                tuple(engines) if engines else ENGINES, progress or (lambda msg: None), baseline, json_out)
+
+
+def profile(artifact, batch: int = 1, mode: str = "visible", *, ghz: float | None = None,
+            json_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Where an artifact's time goes on this machine: per kernel (TVM's fused functions) its
+    calls per run, ms per call timed alone, share of the whole run, and for convs GMAC/s and the
+    fraction of the unit's peak (cores x `ghz` (default /proc/cpuinfo's) x MACs per cycle:
+    compiler/profile.py); the whole run's time and what the kernels alone leave out of it."""
+    from reidc.compiler.profile import profile as run
+    report = run(getattr(artifact, "path", artifact), batch, mode, ghz=ghz, progress=progress or (lambda msg: None))
+    if json_out is not None:
+        from reidc.compiler.base.atomic import atomic_write_json
+        atomic_write_json(Path(json_out), report, indent=1)
+    return report
 
 
 def verify(artifact, checkpoint: str | Path | None = None, progress: Callable[[str], None] | None = None,

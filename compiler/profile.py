@@ -1,0 +1,192 @@
+"""`reidc profile`: where an artifact's time goes, per kernel (TVM's fused functions).
+
+One instrumented run of the entry records every kernel call with its arguments (the VM's own
+instrument hook: no rebuild); each distinct call is then timed alone on those arguments
+(best of rounds of about 50 ms), and the whole entry is timed uninstrumented. A conv kernel's
+multiply-accumulates come from its weight and output shapes (the weights the kernel reads: a
+strided bf16 conv's phase weights, a binary conv's packed words x their bits), so each row
+states GMAC/s and the fraction of the unit's peak on this machine:
+    peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
+(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 pairs 2 x 16; bf16:
+AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
+frequency is /proc/cpuinfo's "cpu MHz" unless stated (`ghz`). Kernel times alone leave out what
+a whole run adds (the VM's allocations and calls, caches cold from the previous kernel): the
+report states that remainder.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .base.errors import InputError
+from .runtime import Compiled
+
+
+@dataclass(frozen=True)
+class Peak:
+    """MACs per cycle and core of each unit reidc's kernels use on a preset."""
+
+    fp32: float
+    int8: float
+    bf16: float
+    binary: float
+
+    @classmethod
+    def of(cls, features: tuple[str, ...], vector_bits: int) -> "Peak":
+        lanes = vector_bits // 32
+        fp32 = 2 * lanes                                  # two FMA ports
+        if "amx-int8" in features:
+            int8 = 1024.0                                 # tdpbusd: 16 x 16 x 64 per 16 cycles
+        elif "avx512vnni" in features:
+            int8 = 2 * 64.0                               # vpdpbusd on two ports
+        else:
+            int8 = 2 * lanes * 2.0                        # vpmaddwd pairs, or widening SIMD
+        bf16 = 512.0 if "amx-bf16" in features else fp32  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
+        return cls(float(fp32), int8, bf16, float(vector_bits))
+
+
+def cpu_ghz() -> float | None:
+    """The clock /proc/cpuinfo states (its first "cpu MHz"), None where it has none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def kernel_kind(name: str) -> str | None:
+    """The unit a fused function's anchor runs on, from TVM's fused-function name."""
+    for key, kind in (("bconv2d", "binary"), ("conv2d_int8", "int8"), ("conv2d_bf16", "bf16"),
+                      ("depthwise_conv2d", "fp32"), ("conv2d", "fp32")):
+        if key in name:
+            return kind
+    return None
+
+
+def _per_modality(kind: str, weight) -> bool:
+    """Whether a conv's weight argument stacks two modality sets (its leading axis)."""
+    nd, last = len(weight.shape), int(weight.shape[-1])
+    if kind == "fp32":
+        return nd == 7
+    if kind == "int8":
+        return nd == 9 or (nd == 8 and last != 2)   # "pairs" order is 8-D for one set
+    return False
+
+
+def conv_macs(name: str, args: list) -> int | None:
+    """Multiply-accumulates of one call of a conv kernel (None for other kernels): the weight's
+    elements (a binary weight's words x their bits) x the output's pixels."""
+    kind = kernel_kind(name)
+    if kind is None or len(args) < 3:
+        return None
+    weight, out = args[1], args[-1]
+    if len(out.shape) != 5:
+        return None
+    n, _, oh, ow, _ = (int(v) for v in out.shape)
+    count = int(np.prod([int(v) for v in weight.shape]))
+    if kind == "binary":
+        count *= np.dtype(str(weight.dtype)).itemsize * 8
+    if "depthwise" not in name and _per_modality(kind, weight):
+        count //= 2
+    return count * n * oh * ow
+
+
+def _time_alone(func, args, budget_s: float = 0.05, rounds: int = 3) -> float:
+    """Seconds per call of func(*args): the best of `rounds` rounds of about budget_s each."""
+    func(*args)
+    t0 = time.perf_counter()
+    func(*args)
+    one = max(time.perf_counter() - t0, 1e-6)
+    number = max(1, int(budget_s / one))
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            func(*args)
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def profile(artifact: str | Path, batch: int = 1, mode: str = "visible", seed: int = 0, ghz: float | None = None,
+            progress=lambda msg: None) -> dict:
+    """Per kernel: calls per run, ms per call alone, total, share of the run, GMAC/s and the
+    fraction of the unit's peak (see the module docstring); plus the whole run's time."""
+    import os
+    comp = Compiled(artifact, progress)
+    vm = getattr(comp.executor, "vm", None)
+    if vm is None or comp.preset.kind == "cuda":
+        raise InputError(f"{artifact} is built for {comp.preset.name}: reidc profile times CPU builds that run in "
+                         "this process (x86 here; an aarch64 build on the board itself)")
+    if batch < 1:
+        raise InputError(f"--batch {batch}: must be at least 1")
+    man = comp.manifest
+    batch = man.get("batch") or man.get("export_batch") or batch
+    if mode not in man["modes"]:
+        raise InputError(f"{artifact} has no {mode} entry (it has {', '.join(man['modes'])}): pass --mode")
+    rng = np.random.default_rng(seed)
+    lo, hi = man.get("input_range") or (None, None)
+    shape = (batch,) + tuple(man["input_shape"])
+    x = (rng.standard_normal(shape) if lo is None else rng.uniform(lo, hi, shape)).astype(np.float32)
+    which = (np.arange(batch) % 2).astype(np.int32) if mode == "mixed" else mode   # mixed: alternating
+    entry, arrays = comp.args(x, which)
+    import tvm
+    tensors = [tvm.runtime.tensor(a) for a in arrays]
+    vm[entry](*tensors)   # warm-up: the first call allocates
+    calls: dict[tuple, list] = {}
+    order: list[tuple] = []
+    builtins = {"calls": 0}
+
+    def record(func, name, before_run, ret, *args):
+        if not before_run:
+            return 0
+        if name.startswith("vm.builtin"):
+            builtins["calls"] += 1
+            return 0
+        key = (name, tuple((tuple(int(d) for d in a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")))
+        if key not in calls:
+            calls[key] = [func, list(args), 0]
+            order.append(key)
+        calls[key][2] += 1
+        return 0
+    vm.set_instrument(record)
+    try:
+        vm[entry](*tensors)
+    finally:
+        vm.set_instrument(None)
+    progress(f"timing {len(order)} kernels alone")
+    once = comp.time_ms(x, which, number=1, repeat=1)
+    whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
+    feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
+    peak = Peak.of(feats, comp.preset.vector_bits)
+    source = "stated" if ghz else "/proc/cpuinfo cpu MHz"
+    ghz = ghz or cpu_ghz()
+    cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
+    rows = []
+    for key in order:
+        func, args, n = calls[key]
+        name = key[0]
+        ms = _time_alone(func, args) * 1e3
+        row = {"kernel": name, "calls": n, "ms_per_call": round(ms, 4), "ms": round(ms * n, 4),
+               "args": [list(s) for s, _ in key[1]]}
+        macs, kind = conv_macs(name, args), kernel_kind(name)
+        if macs:
+            gmacs = macs / (ms * 1e-3) / 1e9
+            row.update(unit=kind, macs_per_call=int(macs), gmac_per_s=round(gmacs, 1))
+            if ghz:
+                row["peak_fraction"] = round(gmacs / (getattr(peak, kind) * cores * ghz), 3)
+        rows.append(row)
+    total = sum(r["ms"] for r in rows)
+    for r in rows:
+        r["share"] = round(r["ms"] / whole, 4) if whole else None
+    rows.sort(key=lambda r: -r["ms"])
+    return {"artifact": str(artifact), "model": man.get("model"), "target": comp.preset.name, "entry": entry,
+            "batch": batch, "threads": cores, "ghz": ghz, "ghz_source": source if ghz else None,
+            "peak_macs_per_cycle_per_core": peak.__dict__, "whole_run_ms": round(whole, 3),
+            "kernels_alone_ms": round(total, 3), "remainder_ms": round(whole - total, 3),
+            "vm_builtin_calls": builtins["calls"], "kernels": rows}
