@@ -125,6 +125,30 @@ def test_pass_in_a_mixed_graph_shares_folded_weights_with_a_per_modality_scale()
     assert _cos(run(g, x, m), run(q, x, m)).min() > 0.9999
 
 
+def test_a_residual_add_reads_the_bf16_copy_so_the_stream_is_stored_in_bf16():
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 64, 8, 8), attrs={"name": "x"}))
+    w = lambda: const(RNG.standard_normal((64, 64, 3, 3)).astype(np.float32) * 0.05)
+    g.add("a", Node(Op.CONV2D, ("x",), ("N", 64, 8, 8), attrs={"weight": w(), "stride": (1, 1), "padding": (1, 1)},
+                    source="a"))
+    g.add("r", Node(Op.RELU, ("a",), ("N", 64, 8, 8)))
+    g.add("b", Node(Op.CONV2D, ("r",), ("N", 64, 8, 8), attrs={"weight": w(), "stride": (1, 1), "padding": (1, 1)},
+                    source="b"))
+    g.add("s", Node(Op.ADD, ("b", "r"), ("N", 64, 8, 8)))
+    g.add("p", Node(Op.GLOBAL_AVGPOOL, ("r",), ("N", 64)))     # a float reader that is no add keeps float
+    g.outputs = ["s", "p"]
+    g = verify(g)
+    q = verify(convert_bf16(g).graph)
+    assert sorted(str(q[c].op) for c in q.consumers("r")) == ["global_avgpool", "to_bf16"]
+    back = q["s"].inputs[1]
+    assert q[back].op == Op.FROM_BF16 and q[q[back].inputs[0]].op == Op.TO_BF16 and q[back].dtype == "float32"
+    assert q.count(Op.FROM_BF16) == 1 and q.count(Op.TO_BF16) == 2   # x's and r's copies
+    assert convert_bf16(_net()).graph.count(Op.FROM_BF16) == 0       # no add reads a converted tensor there
+    x = RNG.standard_normal((3, 64, 8, 8)).astype(np.float32)
+    assert _cos(run(g, x), run(q, x)).min() > 0.9999
+    assert q["p"].inputs == ("r",)   # the pool still reads the float tensor
+
+
 # --- the kernel -----------------------------------------------------------------------------
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)])
 def test_bf16_conv_on_amx_tiles(kernel, stride, padding):

@@ -179,6 +179,7 @@ CASES = {
         (Op.CONV2D_INT8, {**QCONV(16, C, 1, lead=(2,)), "input_scale": const([0.02, 0.05]),
                           "zero_point": 128}, ("modality",)), modality=True),
     "to_bf16": lambda: _chain((Op.TO_BF16, {})),
+    "from_bf16": lambda: _chain((Op.TO_BF16, {}), (Op.FROM_BF16, {})),
     "conv2d_bf16": lambda: _chain((Op.TO_BF16, {}), (Op.CONV2D_BF16, BF16CONV(32, C, 3, stride=(2, 1), padding=(1, 1)))),
     "conv2d_bf16_per_modality": lambda: _chain((Op.TO_BF16, {}), (Op.CONV2D_BF16, BF16CONV(16, C, 1, modal=True),
                                                                   ("modality",)), modality=True),

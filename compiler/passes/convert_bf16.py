@@ -2,7 +2,10 @@
 
     %y = conv2d(%x)            ->   %b = to_bf16(%x)          (one per tensor, shared)
                                     %y = conv2d_bf16(%b[, %modality])
-The weights are rounded to bf16 (nearest even); per-modality weights from a split-BN fold
+    %s = add(%x, %r)           ->   %s = add(from_bf16(%b), %r)   where %b = to_bf16(%x) exists
+The weights are rounded to bf16 (nearest even); a residual add reads the bf16 copy of a tensor
+the bf16 convs read (the producer then writes bf16 only: half the residual stream's bytes, as
+OpenVINO's bf16 mode keeps it); per-modality weights from a split-BN fold
 (the second set the first times a per-channel factor r) share one bf16 set, with out_scale
 (1, r) per modality, so the mixed entry keeps one weight set and its tiles. A conv stays fp32,
 and `bf16_blocker` says why, where the AMX-BF16 kernel cannot take it (input or output
@@ -69,10 +72,35 @@ def _rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
     return Rewrite(node=new, add=add, note="bf16 weights" + (", per-modality out_scale" if w.ndim == 5 else ""))
 
 
+def _stored_bf16(g: Graph, nid: str) -> str | None:
+    """The to_bf16 of tensor nid, if a bf16 conv reads it."""
+    return next((c for c in g.consumers(nid) if g[c].op == Op.TO_BF16), None)
+
+
+def _residual(g: Graph, nid: str, n: Node) -> Rewrite | None:
+    """An add reading a tensor that bf16 convs read too takes it back from the bf16 copy, so
+    the producer writes only bf16 (half the bytes of the residual stream)."""
+    add, inputs = {}, list(n.inputs)
+    for k, src in enumerate(n.inputs):
+        t = _stored_bf16(g, src)
+        if t is None:
+            continue
+        back = next((c for c in g.consumers(t) if g[c].op == Op.FROM_BF16), None)
+        if back is None:
+            back = Fresh(f"{src}_f32")
+            add[back] = Node(Op.FROM_BF16, (t,), g[src].shape, source=g[src].source)
+        inputs[k] = back
+    if inputs == list(n.inputs):
+        return None
+    return Rewrite(node=n.with_(inputs=tuple(inputs)), add=add, note="residual read from its bf16 copy")
+
+
 def convert_bf16(g: Graph, stats: Counter | None = None) -> Applied:
-    """The graph with every conv the bf16 kernel takes in bf16; facts: the convs left in fp32 and why."""
+    """The graph with every conv the bf16 kernel takes in bf16, and the residual adds reading
+    the bf16 copies of what those convs read; facts: the convs left in fp32 and why."""
     rules = [Rule("convert_conv_bf16", Op.CONV2D, _rewrite, (
         ("the bf16 kernel takes it", lambda g, nid, n: bf16_blocker(g, nid) is None),))]
     out = apply_rules(g, rules, stats).graph
+    out = apply_rules(out, [Rule("bf16_residual", Op.ADD, _residual)], stats).graph
     kept = {n.source or nid: bf16_blocker(g, nid) for nid, n in out.items() if n.op == Op.CONV2D}
     return Applied(out, {"fp32_convs": kept} if kept else {})

@@ -21,6 +21,11 @@ TO_BF16 = declare(OpSpec(
     lambda v, n: refmath.to_bf16_bits(np.asarray(v[0], np.float32)), out_dtype=lambda a: BF16))
 
 
+FROM_BF16 = declare(OpSpec(
+    "from_bf16", "bf16 -> float32 (exact): a tensor stored in bf16 read by a float op (a residual add).",
+    lambda v, n: refmath.from_bf16_bits(v[0]), in_dtypes=(BF16,)))
+
+
 def _check_conv_bf16(n, ins, modal):
     w = n.attrs["weight"]
     if w.dtype != np.uint16 or w.ndim != 4:

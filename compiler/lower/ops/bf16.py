@@ -7,7 +7,7 @@ import numpy as np
 from tvm import relax
 
 from reidc.compiler.ir import Op
-from reidc.kernels.conv2d_bf16 import PAIR, conv2d_nchwc_bf16, pack_weight_bf16, phase_weight, to_bf16_nchwc
+from reidc.kernels.conv2d_bf16 import PAIR, conv2d_nchwc_bf16, decode, pack_weight_bf16, phase_weight, to_bf16_nchwc
 from reidc.kernels.conv2d_int8 import output_block
 
 from ..registry import Lowered, LoweringError, lowers
@@ -24,6 +24,14 @@ def _to_bf16(low, nid, n, ins):
     y = low.bb.emit_te(to_bf16_nchwc, ins[0], out, primfunc_name_hint="to_bf16",
                        primfunc_attrs={"op_pattern": 0 if out == cb else 2})
     return Lowered(y, out)
+
+
+@lowers(Op.FROM_BF16)
+def _from_bf16(low, nid, n, ins):
+    from tvm import te
+    y = low.bb.emit_te(lambda t: te.compute(t.shape, lambda *i: decode(t(*i)), name="reidc_from_bf16"), ins[0],
+                       primfunc_name_hint="from_bf16", primfunc_attrs={"op_pattern": 0})
+    return Lowered(y, low.cb[n.inputs[0]])
 
 
 @lowers(Op.CONV2D_BF16)
