@@ -130,14 +130,15 @@ def zoo_train(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resnet
               split: str = typer.Option("all-split", help="all-split | all-shared | random:SEED | '0 1 ...'"),
               steps: int = typer.Option(300, help="training steps (8 identities x 4 images each)"),
               input_size: str = typer.Option("128x64", help="HxW the network takes (images are resized)"),
-              seed: int = typer.Option(0, help="seed for data, weights and batches")):
+              seed: int = typer.Option(0, help="seed for data, weights and batches"),
+              objective: str = typer.Option("cmnas", help="training loss: cmnas (CM-NAS's) | reidc (reidc's older one)")):
     """Train a zoo network on a re-ID dataset (CPU, minutes), to judge compiles by accuracy.
 
     Writes a checkpoint folder (`reidc compile` loads it) and train.json: the settings, the loss
     trace, and the test protocol's rank-1/mAP of the untrained and the trained network."""
     try:
         res = reidc.train_zoo(name, output, dataset=dataset, split=split, steps=steps, input_size=_hw(input_size),
-                              seed=seed, progress=_progress)
+                              seed=seed, progress=_progress, objective=objective)
     except (ValueError, UserError) as e:
         _fail(e)
     out.print(f"wrote {output} ({res['model']}, {res['steps']} steps on {res['dataset_name']}, "
@@ -329,7 +330,8 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            seed: int = typer.Option(0, help="seed for data, training and search"),
            rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
            rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
-           latency_cache: Optional[Path] = typer.Option(None, help="latency cache file (default: in REIDC_CACHE)")):
+           latency_cache: Optional[Path] = typer.Option(None, help="latency cache file (default: in REIDC_CACHE)"),
+           objective: str = typer.Option("cmnas", help="supernet's loss: cmnas (CM-NAS's) | reidc (reidc's older one)")):
     """Search BN splits and binarized stages by validation accuracy and measured latency."""
     try:
         if (rpc_tracker is None) != (rpc_key is None):
@@ -340,7 +342,7 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                            train_steps=train_steps, population=population, generations=generations,
                            measure_front=measure_front, latency_table=latency_table, seed=seed,
                            rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
-                           progress=_progress)
+                           objective=objective, progress=_progress)
     except KeyboardInterrupt:
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)

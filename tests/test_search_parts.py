@@ -1,5 +1,6 @@
 """The search's parts: retrieval metrics on hand-computed cases, datasets and their protocols,
 CM-NAS's losses, the supernet and its children, the latency table, the evolution."""
+import json
 import random
 
 import numpy as np
@@ -13,6 +14,7 @@ from reidc.compiler.search.evolution import Candidate, crossover, evolve, mutate
 from reidc.compiler.search.latency import Scenario, arch_key
 from reidc.compiler.search.latency_table import LatencyTable, prediction_error, table_archs
 from reidc.compiler.search.losses import c3mmd, triplet_losses
+from reidc.compiler.search.train import TrainConfig, train_supernet
 from reidc.compiler.datasets.metrics import retrieval_metrics
 from reidc.frontend.arch import ArchSpec
 from reidc.frontend.supernet import build_supernet, extract, random_arch, set_arch
@@ -155,6 +157,19 @@ def test_c3mmd_zero_for_matching_modalities_and_positive_otherwise():
     assert float(mmd) == pytest.approx(0, abs=1e-6) and float(corr) == pytest.approx(0, abs=1e-6)
     mmd, corr = c3mmd(f, labels, mod)
     assert float(mmd) > 0 and float(corr) > 0
+
+
+def test_supernet_trains_with_cmnas_objective_and_records_it(tiny, tmp_path):
+    """One step: the record names the objective (train.json's config), the terms logged are
+    CM-NAS's, and the supernet is not resumed under reidc's objective (test_losses.py: the rest)."""
+    said = []
+    _, done = train_supernet(tiny, TrainConfig(steps=1), tmp_path, progress=said.append)
+    rec = json.loads((tmp_path / "train.json").read_text())
+    assert done == 1 and rec["config"]["objective"] == "cmnas"
+    assert any("with the cmnas objective" in m for m in said)
+    assert any("id " in m and "tri " in m and "sp " in m and "cmmd " in m for m in said)
+    with pytest.raises(ValueError, match="trained with the 'cmnas' objective, not 'reidc'"):
+        train_supernet(tiny, TrainConfig(steps=2, objective="reidc"), tmp_path)
 
 
 # -- supernet ------------------------------------------------------------------------------

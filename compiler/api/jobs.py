@@ -52,12 +52,14 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
            input_size: tuple[int, int] = (64, 32), train_steps: int = 600, population: int = 12,
            generations: int = 6, margin: float = 0.02, measure_front: int = 6, latency_table: str = "all",
            seed: int = 0, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
-           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[str], None] | None = None, objective: str = "cmnas") -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if
     latency_aware) latency measured on `target`, writing the supernet, the scores and the pick
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
     (rows with arch, val_score_mAP, predicted_ms, measured_ms, weight_bytes), "pick" (with its
-    test-identity metrics, checkpoint and artifact), "latency_table" and its error."""
+    test-identity metrics, checkpoint and artifact), "latency_table" and its error. `objective`:
+    the supernet's training loss, "cmnas" (CM-NAS's released objective) or "reidc" (reidc's
+    earlier variant); the result and the supernet's train.json record it."""
     with needs_compiler("the search"):
         from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
@@ -65,7 +67,7 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
                          train_steps=train_steps, population=population, generations=generations,
                          measure_front=measure_front, latency_table=latency_table, seed=seed, rpc=rpc,
                          latency_cache=None if latency_cache is None else Path(latency_cache),
-                         progress=progress or (lambda msg: None))
+                         objective=objective, progress=progress or (lambda msg: None))
     return run(output, opts)
 
 

@@ -38,6 +38,7 @@ from .evolution import Candidate, evolve, pareto_front, rank
 from .files import guard_search_dir, make_dir, read_accuracy
 from .latency import LatencyMeter, Scenario, arch_key, interleaved_ms
 from .latency_table import LatencyTable, prediction_error, table_archs
+from .losses import DEFAULT_OBJECTIVE, check_objective
 from .train import TrainConfig, load_supernet, probe_step_seconds, read_record, seconds_per_step, train_supernet
 
 
@@ -60,6 +61,7 @@ class SearchOptions:
     seed: int = 0
     rpc: tuple[str, str] | None = None
     latency_cache: Path | None = None
+    objective: str = DEFAULT_OBJECTIVE    # the supernet's training loss: "cmnas" | "reidc" (losses.py)
     progress: Callable[[str], None] = field(default=lambda s: None)
 
     @property
@@ -82,6 +84,7 @@ class _Search:
         self.t0 = time.time()
         self.out, self.opts, self.say = out, opts, opts.progress
         # inputs first, cheapest first: a bad file is reported before minutes of work
+        check_objective(opts.objective)
         self.scenario = Scenario.parse(opts.scenario)
         table_archs(random_arch(random.Random(0), opts.input_size, 8), self.scenario, opts.latency_table)  # checks it
         self.acc_path = out / "accuracy.json"
@@ -89,7 +92,7 @@ class _Search:
         record = read_record(out / "supernet")
         self.meter = LatencyMeter(opts.target, self.scenario, opts.latency_cache, opts.rpc, progress=self.say)
         self.data = load_dataset(opts.dataset, opts.input_size, opts.seed, self.say)
-        self.cfg = TrainConfig(steps=opts.train_steps, seed=opts.seed)
+        self.cfg = TrainConfig(steps=opts.train_steps, seed=opts.seed, objective=opts.objective)
         self.template = random_arch(random.Random(0), self.data.input_size, self.data.train.num_ids)
         self.state = load_supernet(out / "supernet", self.data, self.cfg)
         self.net, self.steps = self.state[0], self.state[2]
@@ -329,7 +332,8 @@ class _Search:
             "mode": o.mode, "dataset": self.data.name, "input_size": list(self.data.input_size),
             "target": self.meter.setup(), "scenario": self.scenario.describe(), "budget_ms": o.budget_ms,
             "margin": o.margin if o.latency_aware and o.budget_ms is None else None,
-            "supernet_steps": steps, "candidates_evaluated": len(cands), "latency_measurements_new": self.meter.measured,
+            "supernet_steps": steps, "objective": self.cfg.objective,   # the supernet's training loss
+            "candidates_evaluated": len(cands), "latency_measurements_new": self.meter.measured,
             "accuracy": "validation identities, mAP averaged over the protocol's settings (val_score_mAP); "
                         "the pick also on the test identities",
             "latency": "measured_ms: compiled by reidc and timed on the target; predicted_ms: the per-layer table",

@@ -1,8 +1,9 @@
 """Supernet training (single-path one-shot): every step samples one candidate uniformly from
 the search space and trains it on a P x K batch (P identities, K visible + K infrared images
-each) with CM-NAS's objective. Checkpointed atomically every `save_every` steps; a rerun with
-the same configuration resumes from the last checkpoint (the batch and candidate of step k
-depend only on (seed, k), so a resumed run follows the same sequence)."""
+each) with CM-NAS's objective, or reidc's earlier variant (`TrainConfig.objective`: losses.py).
+Checkpointed atomically every `save_every` steps; a rerun with the same configuration (the
+objective included) resumes from the last checkpoint (the batch and candidate of step k depend
+only on (seed, k), so a resumed run follows the same sequence)."""
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,7 @@ from reidc.compiler.base.atomic import atomic_directory, atomic_write_json
 from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
-from .losses import cmnas_loss
+from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 
 WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
 
@@ -36,6 +37,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     save_every: int = 50
+    objective: str = DEFAULT_OBJECTIVE    # losses.OBJECTIVES: "cmnas" | "reidc"
+
+    def __post_init__(self):
+        check_objective(self.objective)
 
 
 def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,7 +129,13 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
         # the same run, possibly with more steps asked for (which goes on training)
         strip = lambda d: {**d, "config": {k: v for k, v in (d.get("config") or {}).items() if k != "steps"}}  # noqa: E731
         want = _identity(data, cfg)
-        if strip({k: saved.get(k) for k in want}) != strip(want):
+        # a record without an objective predates the choice: it was trained with reidc's variant
+        got = {**saved, "config": {"objective": "reidc", **saved["config"]}}
+        if got["config"]["objective"] != cfg.objective:
+            raise ValueError(f"{out} holds a supernet trained with the {got['config']['objective']!r} objective, "
+                             f"not {cfg.objective!r}; use another -o directory (or --objective "
+                             f"{got['config']['objective']} to go on with it)")
+        if strip({k: got.get(k) for k in want}) != strip(want):
             raise ValueError(f"{out} holds a supernet trained with another configuration "
                              f"({saved.get('dataset')}, {saved.get('config')}); use another -o directory")
         for name, load in ((WEIGHTS, lambda p: net.load_state_dict(load_file(str(p)))),
@@ -156,7 +167,8 @@ def probe_step_seconds(net, data: ReIDData, cfg: TrainConfig, step: int = 0) -> 
         set_arch(net, random_arch(random.Random(cfg.seed * 1_000_003 + step + i), data.input_size, data.train.num_ids))
         x, y, m = sample_batch(data, cfg, step + i)
         feat = net.backbone(x, m)
-        loss, _ = cmnas_loss(feat, net.classifier(net.bottleneck(feat)), y, m)
+        neck = net.bottleneck(feat)
+        loss, _ = cmnas_loss(feat, neck, net.classifier(neck), y, m, cfg.objective)
         loss.backward()
         took = time.perf_counter() - t0
     return took * 1.1  # the optimizer step
@@ -174,7 +186,9 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
         progress(f"supernet in {out} is trained ({done} steps)")
         return net.eval(), done
     if done:
-        progress(f"resuming supernet training at step {done} of {cfg.steps}")
+        progress(f"resuming supernet training at step {done} of {cfg.steps} ({cfg.objective} objective)")
+    else:
+        progress(f"training the supernet for {cfg.steps} steps with the {cfg.objective} objective")
     net.train()
     t0, start, log = time.perf_counter(), done, {}
     for step in range(done, cfg.steps):
@@ -186,9 +200,9 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
         x, y, m = sample_batch(data, cfg, step)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        feat = net.backbone(x, m)
-        logits = net.classifier(net.bottleneck(feat))
-        loss, parts = cmnas_loss(feat, logits, y, m)
+        feat = net.backbone(x, m)       # the pre-BNNeck feature
+        neck = net.bottleneck(feat)      # the BNNeck's output
+        loss, parts = cmnas_loss(feat, neck, net.classifier(neck), y, m, cfg.objective)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -3,11 +3,12 @@
 
 The whole network (no architecture sampling) is trained from its seeded zoo weights with the
 search's recipe: P x K batches (P identities, K visible + K infrared images each, flipped and
-cropped), CM-NAS's objective, Adam with a warm-up and a cosine decay. The test protocol is
-scored before and after training. The output folder is a reidc checkpoint (`reidc compile DIR`
-loads it) plus `train.json`: the run's settings, a loss trace, the test metrics before and
-after, and the seconds it took. A run depends only on its settings and the seed (data,
-weights, batches), given the same thread count."""
+cropped), CM-NAS's objective (or, with objective="reidc", reidc's earlier variant: losses.py),
+Adam with a warm-up and a cosine decay. The test protocol is scored before and after training.
+The output folder is a reidc checkpoint (`reidc compile DIR` loads it) plus `train.json`: the
+run's settings (the objective included), a loss trace, the test metrics before and after, and
+the seconds it took. A run depends only on its settings and the seed (data, weights,
+batches), given the same thread count."""
 from __future__ import annotations
 
 import time
@@ -25,7 +26,7 @@ from reidc.frontend.checkpoint import SPEC, WEIGHTS, save_checkpoint
 from reidc.frontend.zoo import ZOO, zoo_model
 
 from .accuracy import embed, score_protocol
-from .losses import cmnas_loss
+from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 from .train import TrainConfig, _lr, _optimizer, sample_batch
 
 DEFAULT_STEPS = 300
@@ -65,9 +66,10 @@ def _summary(res: dict[str, dict[str, float]]) -> str:
 
 def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str = "all-split",
               steps: int = DEFAULT_STEPS, input_size=DEFAULT_INPUT_SIZE, seed: int = 0,
-              progress: Callable[[str], None] = lambda s: None) -> dict:
+              progress: Callable[[str], None] = lambda s: None, objective: str = DEFAULT_OBJECTIVE) -> dict:
     """Train zoo network `name` on `dataset` for `steps` steps and write it to `out` as a
-    checkpoint folder with `train.json`; return that record (plus "path").
+    checkpoint folder with `train.json`; return that record (plus "path"). `objective`: the
+    training loss, "cmnas" (CM-NAS's) or "reidc" (losses.py).
     Everything is checked (name, split, input size, steps, the output folder) before the data
     is rendered or read; `out` is written only once training and scoring are done."""
     t_start = time.perf_counter()
@@ -75,6 +77,10 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         raise ArchError(f"unknown zoo model {name!r}; available: {', '.join(sorted(ZOO))}")
     if type(steps) is not int or steps < 1:
         raise InputError(f"--steps {steps!r}: expected a positive number of training steps")
+    try:
+        check_objective(objective)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     input_size = tuple(int(v) for v in input_size)
     family, depth = ZOO[name]
     ArchSpec(depth=depth, split=parse_split(split, depth, family), input_size=input_size, family=family)
@@ -85,7 +91,8 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
     num_ids = data.train.num_ids
     if num_ids < 2:
         raise DatasetError(f"--dataset {dataset}: {num_ids} training identity; training needs at least 2")
-    cfg = TrainConfig(steps=steps, ids_per_batch=min(TrainConfig.ids_per_batch, num_ids), seed=seed)
+    cfg = TrainConfig(steps=steps, ids_per_batch=min(TrainConfig.ids_per_batch, num_ids), seed=seed,
+                      objective=objective)
     t_data = time.perf_counter()
 
     with torch.random.fork_rng():   # nothing below draws from torch's generator; this makes sure of it
@@ -104,7 +111,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
     record = {
         "name": name, "model": model.spec.name, "split": split, "split_bns": sum(1 - s for s in model.spec.split),
         "bns": len(model.spec.split), "dataset": dataset, "dataset_name": data.name, "input_size": list(input_size),
-        "seed": seed, "steps": steps, "num_classes": num_ids, "config": asdict(cfg),
+        "seed": seed, "steps": steps, "num_classes": num_ids, "objective": objective, "config": asdict(cfg),
         "threads": torch.get_num_threads(), "loss": trace,
         "test": {"protocol": data.test.name, "before": before, "after": after},
         "seconds": {"data": round(t_data - t_start, 2), "train": round(t_train, 2), "eval": round(t_eval, 2)},
@@ -129,8 +136,9 @@ def _train(model, data: ReIDData, cfg: TrainConfig, progress) -> tuple[list[dict
         x, y, m = sample_batch(data, cfg, step)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        feat = model.backbone(x, m)     # the pre-BNNeck feature (the triplets' and C3MMD's)
-        loss, parts = cmnas_loss(feat, model.classifier(model.bottleneck(feat)), y, m)
+        feat = model.backbone(x, m)     # the pre-BNNeck feature (the triplets')
+        neck = model.bottleneck(feat)   # the BNNeck's output (CM-NAS's SP and CMMD; the classifier's input)
+        loss, parts = cmnas_loss(feat, neck, model.classifier(neck), y, m, cfg.objective)
         if not torch.isfinite(loss):
             raise InputError(f"training diverged at step {step + 1} (loss {float(loss)}); try another --seed "
                              "or fewer --steps")
