@@ -59,7 +59,8 @@ def test_record_has_the_settings_the_loss_trace_and_the_metrics(trained):
         res = rec["test"][when]
         assert set(res) == {"all-search", "indoor-search"}
         for r in res.values():
-            assert 0 <= r["mINP"] <= r["mAP"] <= 1 and 0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= 1
+            # mINP can exceed AP (matches at ranks 5 and 6: AP 0.267, INP 0.333), so each is bounded alone
+            assert 0 <= r["mINP"] <= 1 and 0 <= r["mAP"] <= 1 and 0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= 1
     assert rec["seconds"]["train"] > 0 and rec["seconds"]["total"] >= rec["seconds"]["train"]
 
 
