@@ -261,9 +261,10 @@ _LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D_BF16:
 
 
 def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
-    """--precision auto: build fp32 and int8 (each verified: int8 within its budgets), time both
-    here at batch 1 (or the fixed batch) and keep the faster; where the build cannot run here,
-    int8 if the target has an int8 dot product (VNNI, AMX, dotprod), else fp32. The manifest's
+    """--precision auto: build fp32, int8 and, on AMX-BF16 targets, bf16 (each verified: the
+    reduced ones within their budgets), time them here at batch 1 (or the fixed batch) and keep
+    the fastest; where the build cannot run here, int8 if the target has an int8 dot product
+    (VNNI, AMX, dotprod) and int8 verified, else bf16 where built, else fp32. The manifest's
     precision.auto says what was measured and why."""
     from reidc.compiler.lower.build import int8_flavour
     from .runtime import Compiled
@@ -274,7 +275,8 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     cached = source() if source else None
     with tempfile.TemporaryDirectory(prefix="reidc-auto-") as d:
         built, failed = {}, {}
-        for p in ("int8", "fp32"):
+        candidates = ("int8", "bf16", "fp32") if "amx-bf16" in preset.cpu_features() else ("int8", "fp32")
+        for p in candidates:
             opts.progress(f"--precision auto: building {p}")
             try:
                 built[p] = _compile(ckpt, (lambda: cached) if cached else None, Path(d) / p,
@@ -293,12 +295,12 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             why = "faster here: " + ", ".join(f"{p} {t} ms" for p, t in ms.items())
         else:
             dot = int8_flavour(preset).order == "dot4" and preset.kind != "cuda"   # VNNI, AMX, sdot
-            chosen = "int8" if "int8" in built and dot else "fp32"
+            chosen = "int8" if "int8" in built and dot else "bf16" if "bf16" in built else "fp32"
             why = (f"not timed (the build does not run here); {preset.name} "
                    + ("has a 4-way int8 dot product (VNNI, AMX or sdot)" if dot else
                       "has no 4-way int8 dot product (int8 measured slower than fp32 on AVX2 and plain SIMD)"))
-        if "int8" in failed:
-            why = f"int8 failed verification ({failed['int8']}); " + why
+        for p in failed:
+            why = f"{p} failed verification ({failed[p]}); " + why
         man = built[chosen]
         man["precision"]["auto"] = {"chose": chosen, "why": why, "ms": ms, "failed": failed}
         with atomic_directory(out, "artifact", inputs) as tmp:

@@ -60,8 +60,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
-    precision: "fp32", "int8", "bf16" or "auto" (fp32 and int8 built and verified, the faster here
-      kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
+    precision: "fp32", "int8", "bf16" or "auto" (fp32, int8 and on AMX-BF16 targets bf16 built
+      and verified, the fastest here kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
       1-bit). bf16: weights and activations rounded to bf16, float32 sums, on AMX-BF16 tiles
       (x86-amx targets), verified by feature cosine as int8 is; no calibration. int8:
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
