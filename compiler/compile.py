@@ -128,7 +128,8 @@ def prepare(ckpt, opts: CompileOptions, source=None):
     graphs = {}
     for mode in modes:
         opts.progress(f"running passes for the {mode} entry")
-        graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats)
+        graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats,
+                                    share_weights=len(modes) > 1)   # entries share their convs' weights
         if opts.precision == "int8":
             graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
         elif opts.precision == "bf16":

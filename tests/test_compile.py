@@ -38,6 +38,11 @@ def test_resnet18_all_modes_verified(tmp_path, small_r18, split):
         assert "batch_norm" not in last.read_text()
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert manifest["arch"]["split"] == list(m.spec.split) and manifest["tvm_version"]
+    # the three entries share their convs' weights (split BNs stay affines after them): the
+    # library holds one fp32 weight set plus code, not one folded set per entry (2.6x before)
+    w = manifest["weights"]
+    assert w["artifact_bytes"] < 1.15 * w["fp32_weight_bytes"]
+    assert all(p["strategy"] == "affine" for p in manifest["mixed_plan"].values())
 
 
 @pytest.mark.parametrize("strategy", ["affine", "weights"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reidc.compiler.ir import verify
+from reidc.compiler.ir import Op, dump, verify
 from reidc.compiler.ir.compare import assert_ir
 from reidc.compiler.ir.parse import parse
 from reidc.compiler.passes.bitpack_weights import bitpack_weights
@@ -135,6 +135,36 @@ def test_specialise_modality_leaves_shared_bns_alone():
     unchanged(specialise_modality, CONV_BN, modality="visible")
 
 
+@pytest.mark.parametrize("modality, code, table", [("visible", 0, "bias=<2 float32: -0.5 1>, scale=<2 float32: 0.5 3>"),
+                                                   ("infrared", 1, "bias=<2 float32: 1 -1>, scale=<2 float32: 2 0.5>")])
+def test_specialise_modality_sharing_weights_keeps_the_conv_and_an_affine(modality, code, table):
+    # an artifact with several entries: the split BN after a real-valued conv becomes that
+    # modality's affine, so fold_shared_bn leaves the conv's weights as every entry has them
+    out = run_pass(specialise_modality, CONV_SPLIT_BN, codes=np.full(4, code, np.int32), modality=modality,
+                   share_weights=True)
+    assert_ir(out, graph(f"""
+        {X}
+        {M}
+        %c: float32[Nx2x4x4] = conv2d(%x) {{bias=<2 float32: 1 -1>, padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 1 2 3 4>}}  # conv
+        %bn: float32[Nx2x4x4] = affine(%c) {{{table}}}  # bn
+        %r: float32[Nx2x4x4] = relu(%bn)
+    """), RTOL)
+    unchanged(fold_shared_bn, dump(out))
+
+
+def test_specialise_modality_sharing_weights_keeps_a_bn_after_a_binary_conv():
+    # a conv of sign(x) becomes a binary conv, whose BN lands in its scale: it stays a BN
+    before = graph(f"""
+        {X}
+        {M}
+        %s: float32[Nx2x4x4] = sign(%x)
+        %c: float32[Nx2x4x4] = conv2d(%s) {{padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 1 -1 1 1>}}  # conv
+        %bn: float32[Nx2x4x4] = batch_norm @split(%c, %modality) {{eps=1e-05, params={{visible: (<2 float32: 1 3>, <2 float32: 0 1>, <2 float32: 1 0>, <2 float32: 4 1>), infrared: (<2 float32: 2 1>, <2 float32: 1 0>, <2 float32: 0 2>, <2 float32: 1 4>)}}}}  # bn
+    """)
+    out = run_pass(specialise_modality, before, codes=np.zeros(4, np.int32), modality="visible", share_weights=True)
+    assert out["bn"].op == Op.BATCH_NORM
+
+
 # --- fold_modality_bn -----------------------------------------------------------------------
 def test_fold_modality_bn_weights_gives_a_weight_set_per_modality():
     # weight[k, o] = weight[o] * scale[k, o]: visible [0.5 1 | 9 12], infrared [2 4 | 1.5 2]
@@ -164,6 +194,14 @@ def test_fold_modality_bn_returns_the_plan_it_followed(strategy, reason):
     assert list(plan) == ["conv"] and plan["conv"]["strategy"] == (strategy or "weights")  # 16 bytes of weights
     assert reason in plan["conv"]["reason"]
     assert (g["c"].attrs["weight"].ndim == 5) == (plan["conv"]["strategy"] == "weights")
+
+
+def test_fold_modality_bn_sharing_weights_chooses_the_affine_that_shares_them():
+    g, plan = fold_modality_bn(verify(parse(CONV_SPLIT_BN)), share_weights=True)
+    assert plan["conv"]["strategy"] == "affine" and "the other entries keep this conv's weights" in plan["conv"]["reason"]
+    assert g["c"].attrs["weight"].ndim == 4
+    g, plan = fold_modality_bn(verify(parse(CONV_SPLIT_BN)), strategy="weights", share_weights=True)
+    assert plan["conv"]["strategy"] == "weights"   # a forced strategy still wins
 
 
 def test_fold_modality_bn_makes_a_split_bn_without_a_conv_an_affine():

@@ -21,11 +21,11 @@ from .rewrite import (Applied, Rewrite, Rule, apply_rules, bn_to_affine, modalit
                       producer_has_one_use, producer_is)
 
 
-def _fold(forced: str | None):
+def _fold(forced: str | None, shared: bool):
     def rewrite(g: Graph, nid, n):
         cid, mid = n.inputs
         conv = g[cid]
-        choice = mixed_plan.choose(conv.attrs["weight"].shape, conv.shape, forced)
+        choice = mixed_plan.choose(conv.attrs["weight"].shape, conv.shape, forced, shared)
         plan = {conv.source or cid: {"strategy": choice.strategy, "reason": choice.reason}}
         scale, shift = bn_tables(n.attrs["params"], n.attrs["eps"])
         if choice.strategy == "weights":
@@ -45,12 +45,15 @@ def _fold(forced: str | None):
     return rewrite
 
 
-def fold_modality_bn(g: Graph, stats: Counter | None = None, strategy: str | None = None) -> Applied:
+def fold_modality_bn(g: Graph, stats: Counter | None = None, strategy: str | None = None,
+                     share_weights: bool = False) -> Applied:
     """strategy: None chooses per layer; "affine" or "weights" forces one for every layer.
+    share_weights: the artifact's visible/infrared entries keep real-valued convs' weights
+    (specialise_modality), so the per-layer choice is the affine that shares them.
     Returns the graph and the mixed plan (`Applied.facts`)."""
     split = modality_is(Placement.SPLIT)
     rules = [
-        Rule("fold_split_bn_after_conv", Op.BATCH_NORM, _fold(strategy),
+        Rule("fold_split_bn_after_conv", Op.BATCH_NORM, _fold(strategy, share_weights),
              (split, producer_is(Op.CONV2D), on_producer(one_weight_set()), producer_has_one_use())),
         Rule("split_bn_to_affine", Op.BATCH_NORM, bn_to_affine, (split,)),
     ]

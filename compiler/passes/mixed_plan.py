@@ -28,7 +28,10 @@ class MixedChoice:
     conv_flops_per_sample: int
 
 
-def choose(weight_shape: tuple, out_shape: tuple, forced: str | None = None) -> MixedChoice:
+def choose(weight_shape: tuple, out_shape: tuple, forced: str | None = None, shared: bool = False) -> MixedChoice:
+    """`shared`: the artifact's single-modality entries keep this conv's own weights (an affine
+    after them): "affine" is then their exact match and stores nothing more, where "weights"
+    would store two more weight sets."""
     o, i, kh, kw = weight_shape
     hw = out_shape[2] * out_shape[3]
     extra = o * i * kh * kw * 4
@@ -36,6 +39,11 @@ def choose(weight_shape: tuple, out_shape: tuple, forced: str | None = None) -> 
     conv = 2 * o * i * kh * kw * hw
     if forced in ("affine", "weights"):
         return MixedChoice(forced, f"forced by --mixed-strategy {forced}", extra, epi, conv)
+    if shared:
+        why = ("the other entries keep this conv's weights (a per-channel affine after them): the per-sample "
+               f"affine shares them and matches those entries ({100 * epi / conv:.2f}% of the conv's FLOPs), "
+               f"per-sample weights would store {2 * extra / 1024:.0f} KiB more")
+        return MixedChoice("affine", why, extra, epi, conv)
     if extra <= WEIGHT_BUDGET_BYTES:
         why = (f"second weight copy {extra / 1024:.0f} KiB <= {WEIGHT_BUDGET_BYTES // 1024} KiB budget: "
                f"per-sample weights, exact match with single-modality folding")

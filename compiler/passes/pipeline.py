@@ -41,10 +41,14 @@ class Step(NamedTuple):
     reports: str | None = None  # the meta key that records the facts the pass returns
 
 
-def passes_for(mode: RunMode | str, mixed_strategy: str | None = None) -> list[Step]:
+def passes_for(mode: RunMode | str, mixed_strategy: str | None = None, share_weights: bool = False) -> list[Step]:
+    """The steps for `mode`; `share_weights`: the artifact has other entries (specialise_modality
+    then keeps a real-valued conv's weights as they are, the same array in every entry)."""
     mode = RunMode.parse(mode)
-    first = [Step("specialise_modality", partial(specialise_modality, modality=mode.modality))] if mode.modality else []
-    middle = [Step("fold_modality_bn", partial(fold_modality_bn, strategy=mixed_strategy), reports="mixed_plan")
+    first = [Step("specialise_modality", partial(specialise_modality, modality=mode.modality,
+                                                 share_weights=share_weights))] if mode.modality else []
+    middle = [Step("fold_modality_bn", partial(fold_modality_bn, strategy=mixed_strategy, share_weights=share_weights),
+                   reports="mixed_plan")
               ] if mode == RunMode.MIXED else []
     binary = [Step("detect_binary_conv", detect_binary_conv), Step("fold_binary_scale", fold_binary_scale)]
     first = [Step("fold_input_norm", fold_input_norm)] + first
@@ -54,10 +58,10 @@ def passes_for(mode: RunMode | str, mixed_strategy: str | None = None) -> list[S
 
 
 def run_pipeline(g: Graph, mode: RunMode | str, dump_dir: str | Path | None = None,
-                 mixed_strategy: str | None = None, stats: Counter | None = None) -> Graph:
+                 mixed_strategy: str | None = None, stats: Counter | None = None, share_weights: bool = False) -> Graph:
     """The graph compiled for `mode` (a new Graph; g is unchanged). Its meta records the mode and
-    what the passes reported (`mixed_plan`)."""
-    steps = passes_for(mode, mixed_strategy)
+    what the passes reported (`mixed_plan`). `share_weights`: see `passes_for`."""
+    steps = passes_for(mode, mixed_strategy, share_weights)
     mode = RunMode.parse(mode)
     stats = stats if stats is not None else Counter()
     g = verify(g)
