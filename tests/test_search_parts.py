@@ -81,19 +81,26 @@ def test_synthetic_protocol_is_sysu_style(tiny):
     assert len(g) == p.pool.num_ids * 4  # single shot: one image per identity and visible camera
     assert not np.array_equal(trials[0].gallery, trials[1].gallery)  # random draws differ
     assert set(p.pool.cams[p.settings["indoor-search"][0].gallery]) == {1, 2}
+    # multi-shot: up to 10 per identity and camera, i.e. all 3 the synthetic data renders
+    m = tiny.test_multi_shot
+    assert m.pool is p.pool and set(m.settings) == set(p.settings)
+    assert len(m.settings["all-search"][0].gallery) == p.pool.num_ids * 4 * 3
 
 
 def test_sysu_folder_round_trip_and_errors(tiny, tmp_path):
     root = write_sysu_layout(tiny, tmp_path / "SYSU-MM01")
     assert (root / "cam3" / "0001").is_dir() or any((root / "cam3").iterdir())
-    d = sysu(root, (64, 32), trials=2)
+    d = sysu(root, (64, 32), trials=2, hold_out_val=True)   # the search's: val ids out of training
     assert len(d.train) == len(tiny.train) and d.train.num_ids == tiny.train.num_ids
     assert sorted(np.unique(d.test.pool.pids)) == sorted(np.unique(tiny.test.pool.pids) + 1)
     assert len(d.test.settings["all-search"]) == 2 and d.test.cmc_first_per_id and d.val.cmc_first_per_id
+    assert len(d.test_multi_shot.settings["indoor-search"]) == 2 and d.test_multi_shot.cmc_first_per_id
     # JPEG round trip: close to the rendered images, not equal
     order = lambda pool: np.lexsort((pool.cams, pool.pids))  # noqa: E731  (the loader reads cam by cam)
     got, want = d.train.images[order(d.train)].astype(int), tiny.train.images[order(tiny.train)].astype(int)
     assert np.abs(got - want).mean() < 8
+    final = sysu(root, (64, 32), trials=2)   # a final training's: train+val ids, as the standard (395)
+    assert final.train.num_ids == tiny.train.num_ids + tiny.val.pool.num_ids and final.val_in_train
     val_ids = (root / "exp" / "val_id.txt").read_text()
     (root / "exp" / "val_id.txt").unlink()
     with pytest.raises(DatasetError, match="val_id.txt"):
@@ -121,10 +128,11 @@ def test_regdb_folder(tiny, tmp_path):
                 lines.append(f"{rel} {pool.pids[i]}")
             (root / "idx").mkdir(exist_ok=True)
             (root / "idx" / f"{part}_{name}_1.txt").write_text("\n".join(lines) + "\n")
-    d = regdb(root, (64, 32))
+    d = regdb(root, (64, 32), hold_out_val=True)
     assert set(d.test.settings) == {"visible-to-infrared", "infrared-to-visible"}
     assert not d.test.cmc_first_per_id and not d.val.cmc_first_per_id  # RegDB: full-ranking CMC
     assert d.train.num_ids + d.val.pool.num_ids == tiny.train.num_ids   # a fifth held out for the search
+    assert regdb(root, (64, 32)).train.num_ids == tiny.train.num_ids     # a final training: all of them
     q = d.test.settings["visible-to-infrared"][0]
     assert (d.test.pool.modality[q.query] == Modality.VISIBLE.code).all()
     assert (d.test.pool.modality[q.gallery] == Modality.INFRARED.code).all()

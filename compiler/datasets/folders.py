@@ -1,30 +1,43 @@
 """Loaders for SYSU-MM01 and RegDB as they are distributed (the user points at the folder).
 
 SYSU-MM01: `cam1..cam6/<pid:04d>/<n:04d>.jpg`, `exp/{train,val,test}_id.txt` (one line of
-comma-separated ids). Visible cameras 1, 2, 4, 5 (1, 2 indoor), infrared 3, 6. Protocol:
-infrared queries against a visible gallery, all-search (cams 1, 2, 4, 5) and indoor-search
-(cams 1, 2), single-shot galleries drawn at random per trial; a cam-3 query does not rank cam-2
-images (same room); the CMC counts each identity once (SYSU's evaluation code). The search
-trains on the train ids and scores candidates on the val ids.
+comma-separated ids). Visible cameras 1, 2, 4, 5 (1, 2 indoor), infrared 3, 6. Test protocol
+as the standard evaluation (CM-NAS's `test.py` / `test_sysu.sh`, after AGW's): infrared
+queries against a visible gallery, all-search (cams 1, 2, 4, 5) and indoor-search (cams 1, 2),
+each with single-shot galleries (`test`) and multi-shot, up to 10 per (identity, camera)
+(`test_multi_shot`), 10 random gallery draws each, trial t drawn as CM-NAS's
+`process_gallery_sysu(..., trial=t)` draws it (same files, same `random` calls: pool.py); a
+cam-3 query does not rank cam-2 images (same room); the CMC counts each identity once (SYSU's
+evaluation code). Training: the standard trains on the train and val ids (395; CM-NAS's
+`utils/pre_process_sysu.py`: "combine train and val split"), which is what `sysu()` gives; the
+search scores candidates on the val ids, so it loads with `hold_out_val=True`: the supernet
+trains on the train ids (296) and the val ids (99) stay unseen. The validation protocol
+(all-search, single-shot, 3 draws) is drawn with the search's seed.
 
 RegDB: `idx/{train,test}_{visible,thermal}_<trial>.txt` (lines `relative/path label`) with the
-images under `Visible/` and `Thermal/`. Protocol: both directions, visible-to-infrared and
-infrared-to-visible. RegDB has no validation ids: the last fifth of the training ids are held
-out for the search.
+images under `Visible/` and `Thermal/`; trials 1..10 are RegDB's 10 official random train/test
+splits, and the standard reports the mean over all 10, one model trained per split
+(`regdb_trials`, `average_over_trials`). Protocol: both directions, visible-to-infrared and
+infrared-to-visible. RegDB has no validation ids: the last fifth of the training ids are the
+validation protocol's; the search holds them out of training (`hold_out_val=True`), a final
+training trains on all of the split's training ids, as the standard does.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from reidc.compiler.base.atomic import atomic_write_text
 from reidc.compiler.ir import Modality
 
-from .pool import DatasetError, Pool, ReIDData, cross_modality_protocol, sysu_style_protocol
+from .pool import (MULTI_SHOT, STANDARD_DRAWS, DatasetError, Pool, ReIDData, cross_modality_protocol,
+                   sysu_style_protocol)
 
 SYSU_VISIBLE, SYSU_INFRARED = (1, 2, 4, 5), (3, 6)
+SYSU_SETTINGS = {"all-search": SYSU_VISIBLE, "indoor-search": (1, 2)}
+REGDB_TRIALS = range(1, 11)   # RegDB's official train/test splits: idx/*_1.txt .. idx/*_10.txt
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -56,11 +69,15 @@ def _load(files: list[tuple[Path, int, int, int]], size, progress, what: str) ->
             progress(f"reading {what}: {i}/{len(files)} images")
         images.append(read_image(p, size))
     pid, cam, mod = (np.array(col, np.int64) for col in list(zip(*files))[1:])
-    return Pool(np.stack(images), pid, cam, mod)
+    return Pool(np.stack(images), pid, cam, mod, np.array([str(f[0]) for f in files]))
 
 
 def sysu(root: str | Path, input_size=(64, 32), trials: int = 10, seed: int = 0,
-         progress: Callable[[str], None] = lambda s: None) -> ReIDData:
+         progress: Callable[[str], None] = lambda s: None, hold_out_val: bool = False) -> ReIDData:
+    """SYSU-MM01 from its folder (module doc). `trials`: the test protocol's gallery draws (the
+    standard: 10); `seed`: the validation protocol's draws (the search's `--seed`); the test
+    draws do not depend on it. `hold_out_val`: train on the train ids only, keeping the val ids
+    unseen for the validation protocol (the search); False: train on train+val, as the standard."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such SYSU-MM01 folder")
@@ -79,16 +96,25 @@ def sysu(root: str | Path, input_size=(64, 32), trials: int = 10, seed: int = 0,
                     out += [(p, pid, cam, mod.code) for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         return out
 
-    pools = {k: _load(files(ids), input_size, progress, f"SYSU-MM01 {k} ids") for k, ids in split.items()}
+    # train and val ids read once, in id order; the val pool is the val ids' part of it
+    seen = sorted(set(split["train"]) | set(split["val"]))
+    both = _load(files(seen), input_size, progress, "SYSU-MM01 train and val ids")
+    pools = {"train": both.subset(np.isin(both.pids, split["train"])),
+             "val": both.subset(np.isin(both.pids, split["val"])),
+             "test": _load(files(split["test"]), input_size, progress, "SYSU-MM01 test ids")}
     for k, pool in pools.items():
         if not all((pool.modality == m.code).any() for m in Modality):
             raise DatasetError(f"{root}: the {k} ids have images of only one modality")
+
+    def test(name: str, shot: int):
+        return sysu_style_protocol(name, pools["test"], SYSU_SETTINGS, SYSU_INFRARED, trials, STANDARD_DRAWS, shot)
+
+    train = pools["train"] if hold_out_val else both
     return ReIDData(
-        name=f"SYSU-MM01 ({root})", train=pools["train"],
+        name=f"SYSU-MM01 ({root}; training on the {'train' if hold_out_val else 'train+val'} ids)", train=train,
         val=sysu_style_protocol("val", pools["val"], {"all-search": SYSU_VISIBLE}, SYSU_INFRARED, min(trials, 3), seed),
-        test=sysu_style_protocol("test", pools["test"], {"all-search": SYSU_VISIBLE, "indoor-search": (1, 2)},
-                                 SYSU_INFRARED, trials, seed),
-        input_size=tuple(input_size))
+        test=test("test", 1), test_multi_shot=test("test (multi-shot)", MULTI_SHOT),
+        input_size=tuple(input_size), val_in_train=not hold_out_val)
 
 
 def _list(root: Path, name: str, mod: Modality) -> list[tuple[Path, int, int, int]]:
@@ -103,20 +129,40 @@ def _list(root: Path, name: str, mod: Modality) -> list[tuple[Path, int, int, in
 
 
 def regdb(root: str | Path, input_size=(64, 32), trial: int = 1,
-          progress: Callable[[str], None] = lambda s: None) -> ReIDData:
+          progress: Callable[[str], None] = lambda s: None, hold_out_val: bool = False) -> ReIDData:
+    """RegDB's official split `trial` (1..10) from its folder (module doc). `hold_out_val`: the
+    last fifth of the split's training ids are left out of training (the search scores
+    candidates on them); False: trained on, as the standard trains on all of them."""
     root = Path(root)
+    if type(trial) is not int or trial not in REGDB_TRIALS:
+        raise DatasetError(f"RegDB trial {trial!r}: RegDB has 10 official train/test splits, trials 1..10 "
+                           "(idx/train_visible_<trial>.txt and the like)")
     if not root.is_dir():
         raise DatasetError(f"{root}: no such RegDB folder")
     train, test = ([f for mod, file in ((Modality.VISIBLE, "visible"), (Modality.INFRARED, "thermal"))
                     for f in _list(root, f"{part}_{file}_{trial}.txt", mod)] for part in ("train", "test"))
     ids = sorted({f[1] for f in train})
     held = set(ids[len(ids) - max(1, len(ids) // 5):])
-    train_pool = _load([f for f in train if f[1] not in held], input_size, progress, "RegDB train ids")
-    val_pool = _load([f for f in train if f[1] in held], input_size, progress, "RegDB held-out ids")
-    test_pool = _load(test, input_size, progress, "RegDB test ids")
-    return ReIDData(name=f"RegDB trial {trial} ({root})", train=train_pool,
+    both = _load(train, input_size, progress, f"RegDB trial {trial} train ids")
+    val_pool = both.subset(np.isin(both.pids, sorted(held)))
+    train_pool = both.subset(~np.isin(both.pids, sorted(held))) if hold_out_val else both
+    test_pool = _load(test, input_size, progress, f"RegDB trial {trial} test ids")
+    return ReIDData(name=f"RegDB trial {trial} ({root}; training on "
+                         f"{'four fifths of' if hold_out_val else 'all'} the split's training ids)", train=train_pool,
                     val=cross_modality_protocol("val", val_pool), test=cross_modality_protocol("test", test_pool),
-                    input_size=tuple(input_size))
+                    input_size=tuple(input_size), val_in_train=not hold_out_val)
+
+
+def regdb_trials(root: str | Path, input_size=(64, 32), trials: Iterable[int] = REGDB_TRIALS,
+                 progress: Callable[[str], None] = lambda s: None, hold_out_val: bool = False) -> Iterator[ReIDData]:
+    """RegDB's official splits one after the other (all 10 by default), each read when reached:
+    the standard trains and tests once per split and reports the mean (`average_over_trials` on
+    the per-split `score_protocol` results; AGW's `test.py` loops `for trial in range(10)`)."""
+    trials = list(trials)
+    bad = [t for t in trials if type(t) is not int or t not in REGDB_TRIALS]
+    if bad or not trials:
+        raise DatasetError(f"RegDB trials {trials!r}: expected some of 1..10")
+    return (regdb(root, input_size, t, progress, hold_out_val) for t in trials)
 
 
 def write_sysu_layout(data: ReIDData, root: str | Path) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 
 from reidc.compiler.ir import Modality
 
-from .pool import Pool, ReIDData, sysu_style_protocol
+from .pool import MULTI_SHOT, STANDARD_DRAWS, Pool, ReIDData, sysu_style_protocol
 
 VISIBLE_CAMS, INFRARED_CAMS = (1, 2, 4, 5), (3, 6)
 TEXTURES = ("plain", "hstripes", "vstripes", "checks", "dots")
@@ -138,7 +138,9 @@ def make_pool(idents: dict[int, dict], per_cam: int, h: int, w: int, seed: int) 
 def synthetic(input_size=(64, 32), train_ids: int = 96, val_ids: int = 24, test_ids: int = 32, per_cam: int = 3,
               trials: int = 3, seed: int = 0) -> ReIDData:
     """Train, validation and test identities are disjoint; validation and test follow SYSU-MM01's
-    all-search and indoor-search protocols with `trials` random single-shot galleries."""
+    all-search and indoor-search protocols with `trials` random single-shot galleries (test also
+    multi-shot: up to 10 per identity and camera, i.e. all `per_cam`). The validation draws are
+    seeded by `seed`, the test draws as the standard's (trial t seeded with t: pool.py)."""
     h, w = input_size
     rng = np.random.default_rng(seed)
     n = train_ids + val_ids + test_ids
@@ -150,5 +152,7 @@ def synthetic(input_size=(64, 32), train_ids: int = 96, val_ids: int = 24, test_
     return ReIDData(
         name=f"synthetic(seed={seed}, {train_ids}/{val_ids}/{test_ids} ids)", train=pools["train"],
         val=sysu_style_protocol("val", pools["val"], {"all-search": VISIBLE_CAMS}, INFRARED_CAMS, trials, seed),
-        test=sysu_style_protocol("test", pools["test"], settings, INFRARED_CAMS, trials, seed + 1),
+        test=sysu_style_protocol("test", pools["test"], settings, INFRARED_CAMS, trials, STANDARD_DRAWS),
+        test_multi_shot=sysu_style_protocol("test (multi-shot)", pools["test"], settings, INFRARED_CAMS, trials,
+                                            STANDARD_DRAWS, MULTI_SHOT),
         input_size=(h, w))

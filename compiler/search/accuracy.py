@@ -42,8 +42,17 @@ def prepare_candidate(net, spec, data: ReIDData, cfg: TrainConfig):
 
 
 def evaluate_candidate(net, spec, data: ReIDData, cfg: TrainConfig, protocol: str = "val") -> dict:
-    """Set the supernet to `spec`, recalibrate its BNs, score it on `protocol` (val or test)."""
+    """Set the supernet to `spec`, recalibrate its BNs, score it on `protocol` (val or test).
+    On test, a dataset's multi-shot galleries (SYSU-style data) are scored too, from the same
+    features ("multi_shot"; "settings" and "score" stay the single-shot ones)."""
     prepare_candidate(net, spec, data, cfg)
     proto = data.val if protocol == "val" else data.test
-    res = score_protocol(embed(net, proto.pool.images, proto.pool.modality), proto)
-    return {"score": headline(res), "settings": res}
+    feats = embed(net, proto.pool.images, proto.pool.modality)
+    res = score_protocol(feats, proto)
+    out = {"score": headline(res), "settings": res}
+    multi = data.test_multi_shot if protocol == "test" else None
+    if multi is not None:
+        if multi.pool is not proto.pool:
+            raise ValueError(f"{multi.name} ranks a pool other than {proto.name}'s")
+        out["multi_shot"] = score_protocol(feats, multi)
+    return out
