@@ -164,11 +164,6 @@ CASES = {
         (Op.BCONV2D, _bconv(8, 1, (1, 1), (0, 0)))),
     "binary_dense": lambda: _chain((Op.GLOBAL_AVGPOOL, {}), BITS, (Op.BCONV2D, _bconv(8, 1, (1, 1), (0, 0)))),
     "quantize": lambda: _chain((Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 128})),
-    "dequantize": lambda: _chain((Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 128}),
-                                 (Op.DEQUANTIZE, {"scale": const([0.02]), "zero_point": 128})),
-    "dequantize_per_modality": lambda: _chain(
-        (Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.01, 0.03]), "zero_point": 0}, ("modality",)),
-        (Op.DEQUANTIZE, {"scale": const([0.01, 0.03]), "zero_point": 0}, ("modality",)), modality=True),
     "quantize_per_modality": lambda: _chain((Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.01, 0.03]),
                                                                           "zero_point": 0}, ("modality",)),
                                             modality=True),

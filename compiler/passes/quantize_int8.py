@@ -111,37 +111,12 @@ def _rewrite(ranges: dict[str, ActivationRange]):
     return rewrite
 
 
-def _residual(g: Graph, nid: str, n: Node) -> Rewrite | None:
-    """An add reading a tensor that int8 convs read too takes it back from the uint8 copy (the
-    producer then writes uint8 only: a quarter of the float residual stream's bytes)."""
-    add, inputs = {}, list(n.inputs)
-    for k, src in enumerate(n.inputs):
-        q = next((c for c in g.consumers(src) if g[c].op == Op.QUANTIZE), None)
-        if q is None:
-            continue
-        back = next((c for c in g.consumers(q) if g[c].op == Op.DEQUANTIZE), None)
-        if back is None:
-            back = Fresh(f"{src}_f32")
-            qn = g[q]
-            add[back] = Node(Op.DEQUANTIZE, (q,) + qn.inputs[1:], g[src].shape,
-                             attrs={"scale": qn.attrs["scale"], "zero_point": qn.attrs["zero_point"]},
-                             source=g[src].source)
-        inputs[k] = back
-    if inputs == list(n.inputs):
-        return None
-    return Rewrite(node=n.with_(inputs=tuple(inputs)), add=add, note="residual read from its uint8 copy")
-
-
-def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None,
-                  residual: bool = True) -> Applied:
-    """The graph with every conv int8 can take quantized (and, with `residual`, the residual
-    adds reading the uint8 copies of what those convs read); facts: the convs left in fp32 and why."""
+def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None) -> Applied:
+    """The graph with every conv int8 can take quantized; facts: the convs left in fp32 and why."""
     rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges), (
         ("the int8 kernel takes it", lambda g, nid, n: int8_blocker(g, nid) is None),
         ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
     out = apply_rules(g, rules, stats).graph
-    if residual:
-        out = apply_rules(out, [Rule("int8_residual", Op.ADD, _residual)], stats).graph
     kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
             for nid, n in out.items() if n.op == Op.CONV2D}
     return Applied(out, {"fp32_convs": kept} if kept else {})

@@ -38,17 +38,6 @@ def _quantize(low, nid, n, ins):
     return Lowered(low.emit(relax.op.astype(y, "uint8")), cb)
 
 
-@lowers(Op.DEQUANTIZE)
-def _dequantize(low, nid, n, ins):
-    cb = low.cb[n.inputs[0]]
-    y = low.emit(relax.op.astype(ins[0], "float32"))
-    zp = float(n.attrs["zero_point"])
-    if zp:
-        y = low.emit(relax.op.subtract(y, relax.const(np.float32(zp))))
-    scale = np.asarray(n.attrs["scale"], np.float32)
-    return Lowered(low.emit(relax.op.multiply(y, _per_sample(low, n, scale, cb))), cb)
-
-
 @lowers(Op.CONV2D_INT8)
 def _conv2d_int8(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
