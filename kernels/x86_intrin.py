@@ -83,6 +83,25 @@ TensorIntrin.register(AVX2_PAIRS_U8S8_8x4, _pairs_desc, _pairs_avx2, override=Tr
 # that a load need not wait for the tdpbusd reading the previous one.
 
 
+class _AmxTypes:
+    """What an AMX kind fixes: accumulator and operand dtypes, elements per dot-product group,
+    A's columns in one 64-byte row (K), the element size, the zero, the instruction, and the
+    value of an operand in the description's arithmetic."""
+
+    def __init__(self, kind: str):
+        self.bf16 = kind == "bf16"
+        self.acc, self.elem, self.weight, self.group = (("float32", "uint16", "uint16", 2) if self.bf16
+                                                        else ("int32", "uint8", "int8", 4))
+        self.esize = 2 if self.bf16 else 1
+        self.K = 64 // self.esize
+        self.zero = T.float32(0) if self.bf16 else T.int32(0)
+        self.dot = "llvm.x86.tdpbf16ps" if self.bf16 else "llvm.x86.tdpbusd"
+
+    def value(self, v):
+        return (T.reinterpret("float32", T.shift_left(T.Cast("uint32", v), T.uint32(16))) if self.bf16
+                else T.Cast("int32", v))
+
+
 def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     """(init, update, store) tensor intrinsics for `rows` output pixels (1..16) x 64 output
     channels, registered on first use: init = configure the tiles (once per tile group) and
@@ -96,14 +115,8 @@ def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     if names[0] in _REGISTERED:
         return names
     M = rows
-    bf16 = kind == "bf16"
-    acc, elem, group = ("float32", "uint16", 2) if bf16 else ("int32", "uint8", 4)
-    K = 64 // (2 if bf16 else 1)           # A's columns: one 64-byte row
-    zero = T.float32(0) if bf16 else T.int32(0)
-    dot = "llvm.x86.tdpbf16ps" if bf16 else "llvm.x86.tdpbusd"
-
-    def a_val(v):
-        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", v), T.uint32(16))) if bf16 else T.Cast("int32", v)
+    t = _AmxTypes(kind)
+    acc, elem, weight, group, K, zero, dot, esize, a_val = t.acc, t.elem, t.weight, t.group, t.K, t.zero, t.dot, t.esize, t.value
 
     @T.prim_func(s_tir=True)
     def init_desc(c: T.handle) -> None:
@@ -137,7 +150,7 @@ def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (M, K), elem, offset_factor=1, strides=[sa, 1])
-        B = T.match_buffer(b, (16, 64, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        B = T.match_buffer(b, (16, 64, group), weight, offset_factor=1, strides=[sb, group, 1])
         C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
             T.reads(C[0:M, 0:64], A[0:M, 0:K], B[0:16, 0:64, 0:group])
@@ -151,16 +164,16 @@ def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa, sb, sc = T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (M, K), elem, offset_factor=1, strides=[sa, 1])
-        B = T.match_buffer(b, (16, 64, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        B = T.match_buffer(b, (16, 64, group), weight, offset_factor=1, strides=[sb, group, 1])
         C = T.match_buffer(c, (M, 64), acc, offset_factor=1, strides=[sc, 1], scope="local")
         with T.sblock("root"):
             T.reads(C[0:M, 0:64], A[0:M, 0:K], B[0:16, 0:64, 0:group])
             T.writes(C[0:M, 0:64])
             T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(4), A.access_ptr("r"),
-                                          T.int64(sa * (64 // K))))
+                                          T.int64(sa * esize)))
             for j in T.unroll(4):   # B's 16 output channels j: 64 bytes into each row
                 T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(5 + j % 3),
-                                              B.access_ptr("r", offset=16 * group * j), T.int64(sb * (64 // K))))
+                                              B.access_ptr("r", offset=16 * group * j), T.int64(sb * esize)))
                 T.evaluate(T.call_llvm_intrin("void", dot, T.uint8(j), T.uint8(4), T.uint8(5 + j % 3)))
 
     @T.prim_func(s_tir=True)
@@ -204,15 +217,8 @@ def amx_intrinsics_2x2(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     if names[0] in _REGISTERED:
         return names
     M = rows
-    bf16 = kind == "bf16"
-    acc, elem, group = ("float32", "uint16", 2) if bf16 else ("int32", "uint8", 4)
-    K = 64 // (2 if bf16 else 1)
-    zero = T.float32(0) if bf16 else T.int32(0)
-    dot = "llvm.x86.tdpbf16ps" if bf16 else "llvm.x86.tdpbusd"
-    esize = 2 if bf16 else 1
-
-    def a_val(v):
-        return T.reinterpret("float32", T.shift_left(T.Cast("uint32", v), T.uint32(16))) if bf16 else T.Cast("int32", v)
+    t = _AmxTypes(kind)
+    acc, elem, weight, group, K, zero, dot, esize, a_val = t.acc, t.elem, t.weight, t.group, t.K, t.zero, t.dot, t.esize, t.value
 
     @T.prim_func(s_tir=True)
     def init_desc(c: T.handle) -> None:
@@ -246,7 +252,7 @@ def amx_intrinsics_2x2(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         a0, a1, sb, s0, s1 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (2, M, K), elem, offset_factor=1, strides=[a0, a1, 1])
-        B = T.match_buffer(b, (16, 32, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        B = T.match_buffer(b, (16, 32, group), weight, offset_factor=1, strides=[sb, group, 1])
         C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
         with T.sblock("root"):
             T.reads(C[0:2, 0:M, 0:32], A[0:2, 0:M, 0:K], B[0:16, 0:32, 0:group])
@@ -260,7 +266,7 @@ def amx_intrinsics_2x2(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         a0, a1, sb, s0, s1 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
         A = T.match_buffer(a, (2, M, K), elem, offset_factor=1, strides=[a0, a1, 1])
-        B = T.match_buffer(b, (16, 32, group), "uint16" if bf16 else "int8", offset_factor=1, strides=[sb, group, 1])
+        B = T.match_buffer(b, (16, 32, group), weight, offset_factor=1, strides=[sb, group, 1])
         C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
         with T.sblock("root"):
             T.reads(C[0:2, 0:M, 0:32], A[0:2, 0:M, 0:K], B[0:16, 0:32, 0:group])

@@ -24,7 +24,7 @@ from reidc.compiler.ir.opset.bf16 import BF16
 from reidc.compiler.ir.opset.refmath import to_bf16_bits
 
 from .quant_math import proportional
-from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules
+from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules, modality_input
 
 ROW = 64   # channels per AMX tile row (input) and per output block
 
@@ -47,10 +47,6 @@ def bf16_blocker(g: Graph, nid: str) -> str | None:
     return None
 
 
-def _modality_input(g: Graph) -> str | None:
-    return next((nid for nid, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "modality"), None)
-
-
 def _rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
     src = n.inputs[0]
     add = {}
@@ -66,7 +62,7 @@ def _rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
     if n.attr("bias") is not None:
         attrs["bias"] = n.attrs["bias"]
     modal = w.ndim == 5 or np.asarray(n.attr("bias", np.zeros(1))).ndim == 2
-    m = _modality_input(g)
+    m = modality_input(g)
     new = n.with_(op=Op.CONV2D_BF16, inputs=(existing,) + ((m,) if modal else ()), attrs=attrs,
                   modality=Placement.SPLIT if w.ndim == 5 else n.modality)
     return Rewrite(node=new, add=add, note="bf16 weights" + (", per-modality out_scale" if w.ndim == 5 else ""))

@@ -19,7 +19,7 @@ import numpy as np
 from reidc.compiler.ir import Graph, Node, Op, Placement, const
 
 from .quant_math import ActivationRange, quantize_weight, shared_weight
-from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules
+from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules, modality_input
 
 GROUP, LANES = 4, 16   # the int8 kernel's input-channel group and output-channel block
 
@@ -43,10 +43,6 @@ def calibration_sites(g: Graph) -> list[str]:
                   key=g.order)
 
 
-def _modality_input(g: Graph) -> str | None:
-    return next((nid for nid, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "modality"), None)
-
-
 def _scales(r: ActivationRange, modal: bool) -> np.ndarray:
     s = r.scales()
     if modal:
@@ -67,7 +63,7 @@ def _weights(w: np.ndarray):
 
 def _rewrite(ranges: dict[str, ActivationRange]):
     def rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
-        src, m = n.inputs[0], _modality_input(g)
+        src, m = n.inputs[0], modality_input(g)
         modal = m is not None
         r = ranges[src]
         scale = _scales(r, modal)

@@ -163,6 +163,11 @@ def on_producer(guard: Guard) -> Guard:
 
 
 # --- a rewrite shared by several passes ----------------------------------------------------
+def modality_input(g: Graph) -> str | None:
+    """The id of the graph's `modality` input (a mixed graph's), or None."""
+    return next((nid for nid, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "modality"), None)
+
+
 def bn_to_affine(g: Graph, nid: str, n: Node) -> Rewrite:
     """A BN becomes the per-channel affine it computes: shared statistics give (C,) vectors on
     no placement (`any`); split ones (2, C) tables picked per sample by the modality input."""
