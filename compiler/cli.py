@@ -170,7 +170,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                                           "beside the checkpoint, if there is one)"),
                 torchreid_arch: Optional[str] = typer.Option(None, help="torchreid architecture of the checkpoint: "
                                                                         "osnet_x1_0 (x0_75, x0_5, x0_25), "
-                                                                        "osnet_ibn_x1_0, resnet50, resnet50_fc512"),
+                                                                        "osnet_ibn_x1_0, osnet_ain_x1_0 (...), "
+                                                                        "mobilenetv2_x1_0 (x1_4), resnet50, "
+                                                                        "resnet50_fc512"),
                 dump_ir: Optional[Path] = typer.Option(None, help="write the IR after every pass here"),
                 mixed_strategy: str = typer.Option("auto", help="auto | affine | weights (mixed-batch BN plan)"),
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
@@ -226,7 +228,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
         n = Counter(r["precision"] for r in prec["layers"])
         out.print(f"  {prec['real_valued']}: " + ", ".join(f"{k} {c} layers" for k, c in sorted(n.items()))
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
-                            if r["precision"] == "fp32" and r["op"] == "conv2d"))
+                            if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "

@@ -258,7 +258,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
 
 
 _LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D_BF16: "bf16", Op.CONV2D: "fp32",
-                    Op.DENSE: "fp32"}
+                    Op.GROUP_CONV2D: "fp32", Op.DENSE: "fp32"}
 
 
 def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
@@ -320,7 +320,7 @@ def layer_precision(g, precision: str = "fp32") -> dict:
     for nid, n in g.items():
         if n.op in _LAYER_PRECISION:
             row = {"layer": n.source or nid, "op": str(n.op), "precision": _LAYER_PRECISION[n.op]}
-            if precision != "fp32" and n.op == Op.CONV2D:
+            if precision != "fp32" and n.op in (Op.CONV2D, Op.GROUP_CONV2D):
                 row["why"] = kept.get(n.source or nid, "not quantized")
             elif precision != "fp32" and n.op == Op.DENSE:
                 row["why"] = "dense layers stay fp32 (a fraction of a percent of the MACs)"

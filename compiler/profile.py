@@ -63,7 +63,7 @@ def cpu_ghz() -> float | None:
 def kernel_kind(name: str) -> str | None:
     """The unit a fused function's anchor runs on, from TVM's fused-function name."""
     for key, kind in (("bconv2d", "binary"), ("conv2d_int8", "int8"), ("conv2d_bf16", "bf16"),
-                      ("depthwise_conv2d", "fp32"), ("conv2d", "fp32")):
+                      ("depthwise_conv2d", "fp32"), ("group_conv2d", "fp32"), ("conv2d", "fp32")):
         if key in name:
             return kind
     return None

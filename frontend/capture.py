@@ -12,13 +12,14 @@ import operator
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 from reidc.compiler.ir import Graph, Modality, Op, Placement, verify
 
 from .bire import BinaryConv2d, binarize
-from .capture_common import (Builder, bn_params, conv_attrs, flatten_features, is_depthwise, maxpool_attrs, np_of,
+from .capture_common import (Builder, bn_params, conv_attrs, conv_op, flatten_features, maxpool_attrs, np_of,
                              pair, shared_bn, slope_of)
 from .capture_pt2 import capture_exported, capture_program  # noqa: F401  (one import for both captures)
 from .models import SwitchableBN
@@ -69,7 +70,7 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                 env[n.name] = b.add(n.target, Op.CONV2D, [s_id], conv_attrs(
                     m.binary_weight(), None, m.stride, m.padding, m.dilation, m.groups, n.target), n.target)
             elif isinstance(m, nn.Conv2d):
-                env[n.name] = b.add(n.target, Op.DEPTHWISE_CONV2D if is_depthwise(m.weight, m.groups) else Op.CONV2D,
+                env[n.name] = b.add(n.target, conv_op(m.weight, m.groups),
                                     [x], conv_attrs(m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups,
                                                      n.target), n.target)
             elif isinstance(m, nn.InstanceNorm2d):
@@ -92,6 +93,8 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
                     Placement.SHARED: bn_params(m)}}, n.target, Placement.SHARED)
             elif isinstance(m, nn.ReLU):
                 env[n.name] = b.add(n.target, Op.RELU, [x], source=n.target)
+            elif isinstance(m, _ACTIVATIONS):
+                env[n.name] = _activation(b, type(m), x, n.target, m)
             elif isinstance(m, nn.PReLU):
                 env[n.name] = b.add(n.target, Op.PRELU, [x], {"slope": slope_of(m.weight, b.g[x].shape[1])}, n.target)
             elif isinstance(m, nn.AvgPool2d):
@@ -125,12 +128,34 @@ def capture_module(model: nn.Module, input_shape: tuple[int, int, int], name: st
             env[n.name] = b.add(n.name, Op.SIGN, [args[0]], {"site": n.name})
         elif n.op == "call_function" and n.target in (torch.relu, torch.nn.functional.relu):
             env[n.name] = b.add(n.name, Op.RELU, [args[0]])
+        elif n.op == "call_function" and n.target in _FUNCTIONAL:
+            env[n.name] = _activation(b, _FUNCTIONAL[n.target], args[0], n.name)
         elif (n.op == "call_function" and n.target is torch.flatten) or (n.op == "call_method" and n.target == "flatten"):
             env[n.name] = flatten_features(b, args[0], where)
         else:
             raise UnsupportedOpError(f"unsupported op {n.target} ({n.op}) at {where}")
     return verify(b.g)
 
+
+
+#: activation modules and the functions that compute the same
+_ACTIVATIONS = (nn.ReLU6, nn.Hardtanh, nn.Sigmoid, nn.Hardsigmoid, nn.Hardswish)
+_FUNCTIONAL = {F.relu6: nn.ReLU6, torch.sigmoid: nn.Sigmoid, F.sigmoid: nn.Sigmoid,
+               F.hardsigmoid: nn.Hardsigmoid, F.hardswish: nn.Hardswish}
+
+
+def _activation(b: Builder, kind: type, x: str, where: str, m: nn.Module | None = None) -> str:
+    """ReLU6 / hardtanh as a clamp, sigmoid, hard-sigmoid, and hard-swish as x * hard_sigmoid(x)."""
+    if kind is nn.Sigmoid:
+        return b.add(where, Op.SIGMOID, [x], source=where)
+    if kind is nn.Hardsigmoid:
+        return b.add(where, Op.HARD_SIGMOID, [x], source=where)
+    if kind is nn.Hardswish:
+        return b.add(where, Op.MULTIPLY, [x, b.add(f"{where}.gate", Op.HARD_SIGMOID, [x], source=where)], source=where)
+    lo, hi = (0.0, 6.0) if kind is nn.ReLU6 else (-1.0, 1.0)
+    if kind is nn.Hardtanh and m is not None:
+        lo, hi = float(m.min_val), float(m.max_val)
+    return b.add(where, Op.CLAMP, [x], {"min": lo, "max": hi}, where)
 
 
 def _reid_layer(b: Builder, m: nn.Module, x: str, where: str) -> str:

@@ -46,15 +46,24 @@ def is_depthwise(weight, groups) -> bool:
     return groups > 1 and weight.shape[0] == groups and weight.shape[1] == 1
 
 
+def conv_op(weight, groups) -> Op:
+    """The IR op of a PyTorch conv: plain (groups 1), depthwise (groups = channels, one kernel
+    per channel) or grouped (any other groups)."""
+    return Op.CONV2D if groups == 1 else Op.DEPTHWISE_CONV2D if is_depthwise(weight, groups) else Op.GROUP_CONV2D
+
+
 def conv_attrs(weight, bias, stride, padding, dilation, groups, where):
-    if tuple(pair(dilation)) != (1, 1) or (groups != 1 and not is_depthwise(weight, groups)):
+    """The attributes of `conv_op(weight, groups)`'s node."""
+    if tuple(pair(dilation)) != (1, 1):
         raise UnsupportedOpError(f"unsupported op conv2d with dilation={tuple(pair(dilation))} groups={groups} at "
-                                 f"{where} (reidc has depthwise convs, groups = channels, and plain ones)")
+                                 f"{where} (reidc's convs, plain, depthwise and grouped, are undilated)")
     if isinstance(padding, str):
         raise UnsupportedOpError(f"unsupported op conv2d with padding={padding!r} at {where}")
     a = {"weight": np_of(weight), "stride": pair(stride), "padding": pair(padding)}
     if bias is not None:
         a["bias"] = np_of(bias)
+    if conv_op(weight, groups) == Op.GROUP_CONV2D:
+        a["groups"] = int(groups)
     return a
 
 

@@ -13,7 +13,7 @@ import torch.fx as fx
 from reidc.compiler.base.errors import CaptureError, UnsupportedOpError
 from reidc.compiler.ir import Graph, Op, Placement, verify
 
-from .capture_common import (Builder, conv_attrs, flatten_features, is_depthwise, maxpool_attrs, np_of, pair,
+from .capture_common import (Builder, conv_attrs, conv_op, flatten_features, maxpool_attrs, np_of, pair,
                              slope_of)
 
 def _all_constant(n: fx.Node, tensors: dict) -> bool:
@@ -59,7 +59,8 @@ class _Norm:
 
 
 _HEAD_OPS = (_aten.cat.default, _aten.clamp.default, _aten.clamp_min.default, _aten.hardtanh.default,
-             _aten.relu6.default, _aten.dropout.default, _aten.sigmoid.default, _aten.linalg_vector_norm.default,
+             _aten.relu6.default, _aten.dropout.default, _aten.sigmoid.default, _aten.hardsigmoid.default,
+             _aten.hardswish.default, _aten.linalg_vector_norm.default,
              _aten.expand_as.default, _aten.div.Tensor)
 
 
@@ -72,6 +73,11 @@ def _head_op(b: Builder, n: fx.Node, t, a, where: str, X, pending: dict) -> str 
         return X(a[0])
     if t == _aten.sigmoid.default:
         return b.add(where, Op.SIGMOID, [X(a[0])], source=where)
+    if t == _aten.hardsigmoid.default:
+        return b.add(where, Op.HARD_SIGMOID, [X(a[0])], source=where)
+    if t == _aten.hardswish.default:
+        x = X(a[0])
+        return b.add(where, Op.MULTIPLY, [x, b.add(f"{where}.gate", Op.HARD_SIGMOID, [x], source=where)], source=where)
     if t == _aten.relu6.default:
         return b.add(where, Op.CLAMP, [X(a[0])], {"min": 0.0, "max": 6.0}, where)
     if t == _aten.hardtanh.default:
@@ -172,7 +178,7 @@ def capture_program(ep, name: str = "model") -> Graph:
                 raise UnsupportedOpError(f"unsupported op transposed convolution at {where}")
             stride, pad, dil = (a[3:6] if len(a) > 5 else (a[3] if len(a) > 3 else 1, a[4] if len(a) > 4 else 0, 1))
             groups = a[8] if t == _aten.convolution.default else (a[6] if len(a) > 6 else 1)
-            env[n.name] = b.add(where, Op.DEPTHWISE_CONV2D if is_depthwise(T(a[1]), groups) else Op.CONV2D,
+            env[n.name] = b.add(where, conv_op(T(a[1]), groups),
                                 [X(a[0])], conv_attrs(T(a[1]), T(a[2]) if len(a) > 2 else None, stride, pad, dil,
                                                        groups, where), where)
         elif t in (_aten._native_batch_norm_legit_no_training.default, _aten.batch_norm.default):

@@ -5,6 +5,9 @@ Layouts:
   weight  (O // ob, C // cb, KH, KW, cb, ob)         packed at compile time by `pack_weight`
   or per-modality weight (2, O // ob, C // cb, KH, KW, cb, ob) with an int32 modality (N,)
   output  (N, O // ob, OH, OW, ob)
+A grouped conv's weight (O, C/groups, KH, KW) packs the same way, to (O // ob, C/groups // cb,
+KH, KW, cb, ob), with cb dividing C/groups and ob dividing O/groups: each output block then lies
+in one group and reads that group's input blocks only.
 The compute is plain TE; the schedule is a dlight rule that TVM applies after it has fused
 the conv with its elementwise epilogue (bias, per-sample affine, residual add, ReLU).
 """
@@ -54,6 +57,17 @@ def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tup
         axis=[ic, ry, rx]), name=CONV_BLOCK)
 
 
+def _zero_padded(data: te.Tensor, ph: int, pw: int) -> te.Tensor:
+    """data (N, C//cb, H, W, cb) with ph zero rows and pw zero columns on each side (the padding
+    stage the schedules find by its name), or data itself where there is none."""
+    if not (ph or pw):
+        return data
+    n, cc, h, w, cb = data.shape
+    return te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
+        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
+        tir.const(0.0, data.dtype)), name=PAD_BLOCK)
+
+
 DEPTHWISE_BLOCK = "reidc_depthwise_nchwc"
 
 
@@ -70,10 +84,31 @@ def depthwise_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: 
     (sh, sw), (ph, pw) = stride, padding
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
-    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
-        tir.const(0.0, data.dtype)), name=PAD_BLOCK) if ph or pw else data
+    src = _zero_padded(data, ph, pw)
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     return te.compute((n, cc, oh, ow, cb), lambda b, c, y, x, v: te.sum(
         src[b, c, y * sh + ry, x * sw + rx, v] * weight[c, ry, rx, v], axis=[ry, rx]), name=DEPTHWISE_BLOCK)
+
+
+GROUP_CONV_BLOCK = "reidc_group_conv2d_nchwc"
+
+
+def group_conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, groups: int) -> te.Tensor:
+    """Grouped convolution: `weight` is `pack_weight` of (O, C/groups, KH, KW) with cb dividing
+    C/groups and ob dividing O/groups; output block o reads the input blocks g * (C/groups // cb)
+    onwards of its group g = o // (O/groups // ob). The loops are conv2d_nchwc's (n, o, y, x, v;
+    ic, ry, rx), so the conv schedules take it as they take that."""
+    n, _, h, w, cb = data.shape
+    oc, icc, kh, kw, _, ob = weight.shape
+    per_group = int(oc) // groups   # output blocks per group
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    src = _zero_padded(data, ph, pw)
+    ic = te.reduce_axis((0, icc * cb), "ic")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+        src[b, o // per_group * icc + ic // cb, y * sh + ry, x * sw + rx, ic % cb]
+        * weight[o, ic // cb, ry, rx, ic % cb, v], axis=[ic, ry, rx]), name=GROUP_CONV_BLOCK)

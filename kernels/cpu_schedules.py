@@ -1,6 +1,6 @@
-"""CPU schedules (x86 and aarch64) as dlight rules: `Conv2dNCHWc` for reidc's conv (with its
-fused epilogue), `BConv2dNCHWc` and `Bitpack` for the binary kernels, and `CPUFallback` for
-everything else (pooling, reductions, elementwise, layout changes). One rule serves both ISAs:
+"""CPU schedules (x86 and aarch64) as dlight rules: `Conv2dNCHWc` for reidc's conv and grouped
+conv (with their fused epilogue), `BConv2dNCHWc` and `Bitpack` for the binary kernels, and
+`CPUFallback` for everything else (pooling, reductions, elementwise, layout changes). One rule serves both ISAs:
 the target's SIMD width and register count (targets/presets.py) set the register tiles, LLVM
 selects the instructions (x86: FMA, vpshufb/VPOPCNTQ popcount; NEON: fmla, cnt + uaddlp).
 
@@ -15,7 +15,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
-from .conv2d import CONV_BLOCK, PAD_BLOCK
+from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
@@ -24,7 +24,9 @@ from .schedule_utils import anchored, anchored_nchwc, block_named, extent, large
 
 class Conv2dNCHWc(CPUScheduleRule):
     """Output-stationary direct conv: parallel over (n, oc-block, row), a register tile of
-    `reg_w` output pixels x `ob` channels, reduction loops outside, channel lanes vectorised."""
+    `reg_w` output pixels x `ob` channels, reduction loops outside, channel lanes vectorised.
+    A grouped conv (conv2d.py `group_conv2d_nchwc`) has the same loops: only its input block
+    index depends on the output block, which stays outside the reductions."""
 
     def __init__(self, vector_lanes: int = 8, accumulators: int = 12, acc_bytes: int = 16384,
                  weight_bytes: int = 16384):
@@ -34,8 +36,11 @@ class Conv2dNCHWc(CPUScheduleRule):
         self.weight_bytes = weight_bytes
 
     def apply(self, func, target, tunable):
-        found = anchored_nchwc(func, CONV_BLOCK, PAD_BLOCK)
-        if found is None:  # a conv is always lowered with a bias epilogue; others take the fallback
+        for anchor in (CONV_BLOCK, GROUP_CONV_BLOCK):
+            found = anchored_nchwc(func, anchor, PAD_BLOCK)
+            if found is not None:
+                break
+        else:  # a conv is always lowered with a bias epilogue; others take the fallback
             return None
         sch, conv, out, (n, o, h, w, v) = found
         ob = extent(sch, v)
@@ -43,7 +48,7 @@ class Conv2dNCHWc(CPUScheduleRule):
         if ob is None or ow is None:
             return None
         oh = extent(sch, h)
-        kh, kw, cin, cb = _conv_dims(sch)
+        kh, kw, cin, cb = _conv_dims(sch, anchor)
         vecs_per_pixel = max(1, ob // self.lanes)
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // vecs_per_pixel))
         # rows per task: the accumulator block (rows x OW x ob floats) stays within L1
@@ -318,12 +323,13 @@ class Bitpack(CPUScheduleRule):
         return sch
 
 
-def _conv_dims(sch):
-    """(kh, kw, input channels, input channel block) read off the conv block's iter domains."""
-    block = sch.get(sch.get_sblock(CONV_BLOCK))
+def _conv_dims(sch, anchor: str = CONV_BLOCK):
+    """(kh, kw, input channels (per group), input channel block) read off the conv block's iter
+    domains."""
+    block = sch.get(sch.get_sblock(anchor))
     red = [iv.dom.extent for iv in block.iter_vars if iv.iter_type == 2]
     cin, kh, kw = (int(e) for e in red)
-    return kh, kw, cin, _ic_block(sch)
+    return kh, kw, cin, _ic_block(sch, anchor)
 
 
 def _split_kinds(loops, cin, kh, kw):
@@ -342,15 +348,15 @@ def _name_spatial(sp, rows, ow, ob):
     return ch, cw, cv
 
 
-def _ic_block(sch) -> int:
+def _ic_block(sch, anchor: str = CONV_BLOCK) -> int:
     """Innermost channel block of the conv's data input: its first 5-D read (weights are 6/7-D,
     the modality vector 1-D)."""
-    block = sch.get(sch.get_sblock(CONV_BLOCK))
+    block = sch.get(sch.get_sblock(anchor))
     for region in block.reads:
         buf = getattr(region, "buffer", None) or region.source
         if len(buf.shape) == 5:
             return int(buf.shape[-1])
-    raise ValueError(f"{CONV_BLOCK} reads no 5-D data buffer")
+    raise ValueError(f"{anchor} reads no 5-D data buffer")
 
 
 def safe_inline(sch, blocks):

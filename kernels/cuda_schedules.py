@@ -1,6 +1,6 @@
-"""CUDA schedules as dlight rules: `ConvGPU` for reidc's float conv and binary conv (each with
-its fused epilogue), `BitpackGPU` for bit-packing. Everything else takes TVM's dlight GPU rules
-(Matmul, GEMV, Reduction, GeneralReduction, Fallback; see compiler/lower/build.py).
+"""CUDA schedules as dlight rules: `ConvGPU` for reidc's float conv, grouped conv and binary conv
+(each with its fused epilogue), `BitpackGPU` for bit-packing. Everything else takes TVM's dlight
+GPU rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback; see compiler/lower/build.py).
 
 ConvGPU, for an output (N, O//ob, OH, OW, ob):
   block  = one (n, channel block, `rows` output rows) tile, `threads` threads
@@ -16,7 +16,7 @@ from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
-from .conv2d import CONV_BLOCK, PAD_BLOCK
+from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .schedule_utils import anchored, block_named, extent, largest_divisor_at_most
 
 
@@ -36,11 +36,14 @@ def _cooperative_fetch(sch, block_rv, at, threads: int) -> None:
 
 class ConvGPU(GPUScheduleRule):
     """Direct conv with shared-memory tiles; `chunk_axis` names the reduction axis that is
-    staged chunk by chunk (0: the float conv's input channels, 2: the binary conv's words)."""
+    staged chunk by chunk (0: the float conv's input channels, 2: the binary conv's words).
+    A grouped conv stages the chunks of its block's group (a thread block's output channels
+    lie in one group)."""
 
     def __init__(self, anchor: str, pad: str, chunk_axis: int, elem_bytes: int, threads: int = 256,
                  px: int = 2, ch: int = 4, smem_bytes: int = 24 * 1024):
         self.anchor, self.pad, self.chunk_axis, self.elem_bytes = anchor, pad, chunk_axis, elem_bytes
+        self.float_conv = anchor in (CONV_BLOCK, GROUP_CONV_BLOCK)   # NCHWc data; else the binary conv's NHWC words
         self.threads, self.px, self.ch, self.smem_bytes = threads, px, ch, smem_bytes
 
     def apply(self, func, target, tunable):
@@ -113,21 +116,21 @@ class ConvGPU(GPUScheduleRule):
         """(index, buffer) of the conv's data input and of its weights (None for per-modality
         weights, which are indexed per sample and stay in global memory)."""
         reads = _reads(sch, main)
-        wdim = 6 if self.anchor == CONV_BLOCK else 5
-        data = next(r for r in reads if len(r[1].shape) == (5 if self.anchor == CONV_BLOCK else 4))
+        wdim = 6 if self.float_conv else 5
+        data = next(r for r in reads if len(r[1].shape) == (5 if self.float_conv else 4))
         weight = next((r for r in reads if len(r[1].shape) == wdim), None)
         return data, weight
 
     def _chunk_step(self, data, chunk_total: int) -> int:
         """The float conv's channel chunks are whole channel blocks (cb); words are single."""
-        if self.anchor == CONV_BLOCK:
+        if self.float_conv:
             cb = int(data[1].shape[-1])
             return cb if chunk_total % cb == 0 else chunk_total
         return 1
 
     def _bytes_per_chunk_unit(self, sch, data, weight, rows, oh, ow, red) -> int:
         """Shared bytes one unit of the chunked axis costs: the input tile plus the weight tile."""
-        if self.anchor == CONV_BLOCK:
+        if self.float_conv:
             _, kh, kw = red
             hp, wp = int(data[1].shape[2]), int(data[1].shape[3])
         else:
@@ -162,5 +165,6 @@ class BitpackGPU(GPUScheduleRule):
 
 def cuda_rules() -> list:
     return [ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
+            ConvGPU(GROUP_CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8),
             BitpackGPU()]

@@ -88,6 +88,20 @@ def test_fold_shared_bn_into_a_depthwise_conv():
     """), RTOL)
 
 
+def test_fold_shared_bn_into_a_group_conv():
+    # 4 input channels in 2 groups: output 0 reads inputs 0-1, output 1 inputs 2-3, with CONV_BN's
+    # (O, I/groups) weight; the fold is per output channel, as for the conv above: [0.5 1 | 9 12], [0, -2]
+    x4 = X.replace("Nx2x4x4", "Nx4x4x4")
+    before = CONV_BN.replace(X, x4).replace("conv2d(%x) {bias=<2 float32: 1 -1>,",
+                                            "group_conv2d(%x) {bias=<2 float32: 1 -1>, groups=2,")
+    assert "groups=2" in before
+    assert_ir(run_pass(fold_shared_bn, before), graph(f"""
+        {x4}
+        %c: float32[Nx2x4x4] = group_conv2d(%x) {{bias=<2 float32: 0 -2>, groups=2, padding=(0, 0), stride=(1, 1), weight=<2x2x1x1 float32: 0.5 1 9 12>}}  # conv
+        %r: float32[Nx2x4x4] = relu(%c)
+    """), RTOL)
+
+
 def test_fold_shared_bn_keeps_an_affine_after_a_conv_with_two_uses():
     before = CONV_BN.replace("relu(%bn)", "add(%bn, %c)")
     # the conv output is read twice: it cannot absorb the BN, which becomes its affine (scale, shift above)
@@ -149,6 +163,16 @@ def test_specialise_modality_sharing_weights_keeps_the_conv_and_an_affine(modali
         %bn: float32[Nx2x4x4] = affine(%c) {{{table}}}  # bn
         %r: float32[Nx2x4x4] = relu(%bn)
     """), RTOL)
+    unchanged(fold_shared_bn, dump(out))
+
+
+def test_specialise_modality_sharing_weights_keeps_a_group_convs_weights_too():
+    # a grouped conv (4 inputs in 2 groups) is real-valued: the visible BN becomes its affine as above
+    x4 = X.replace("Nx2x4x4", "Nx4x4x4")
+    before = CONV_SPLIT_BN.replace(X, x4).replace("conv2d(%x) {bias=<2 float32: 1 -1>,",
+                                                  "group_conv2d(%x) {bias=<2 float32: 1 -1>, groups=2,")
+    out = run_pass(specialise_modality, before, codes=np.zeros(4, np.int32), modality="visible", share_weights=True)
+    assert [str(n.op) for _, n in out.items()][2:] == ["group_conv2d", "affine", "relu"]
     unchanged(fold_shared_bn, dump(out))
 
 

@@ -11,7 +11,7 @@ OpenVINO's bf16 mode keeps it); per-modality weights from a split-BN fold
 and `bf16_blocker` says why, where the AMX-BF16 kernel cannot take it (input or output
 channels not a multiple of 64: the tiles' 64-channel rows; a strided conv is fine: the kernel
 splits its input into the stride's phases) or its per-modality weights are not proportional. Binary convs stay 1-bit;
-dense layers and depthwise convs stay fp32.
+dense layers and depthwise convs stay fp32; grouped convs too, listed with their reason.
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ ROW = 64   # channels per AMX tile row (input) and per output block
 def bf16_blocker(g: Graph, nid: str) -> str | None:
     """Why the conv `nid` cannot run in bf16 (None: it can)."""
     n = g[nid]
+    if n.op == Op.GROUP_CONV2D:
+        return "a grouped conv: the bf16 kernel convolves every input channel (grouped convs stay fp32)"
     if n.op != Op.CONV2D:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
@@ -98,5 +100,5 @@ def convert_bf16(g: Graph, stats: Counter | None = None) -> Applied:
         ("the bf16 kernel takes it", lambda g, nid, n: bf16_blocker(g, nid) is None),))]
     out = apply_rules(g, rules, stats).graph
     out = apply_rules(out, [Rule("bf16_residual", Op.ADD, _residual)], stats).graph
-    kept = {n.source or nid: bf16_blocker(g, nid) for nid, n in out.items() if n.op == Op.CONV2D}
+    kept = {n.source or nid: bf16_blocker(g, nid) for nid, n in out.items() if n.op in (Op.CONV2D, Op.GROUP_CONV2D)}
     return Applied(out, {"fp32_convs": kept} if kept else {})

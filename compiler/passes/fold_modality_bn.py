@@ -3,7 +3,8 @@
 For `conv -> split BN` the layer's strategy comes from `mixed_plan.choose` (per-sample affine
 after the conv, or per-modality folded weights); the pass returns the plan it followed,
 {layer: {"strategy", "reason"}}, with the graph (the pipeline records it as the graph's
-`mixed_plan`). A split BN with no conv before it becomes a per-modality affine.
+`mixed_plan`). A split BN with no conv before it, or after a depthwise or grouped conv (which take
+no per-modality weights), becomes a per-modality affine.
 Runs in the `mixed` pipeline after `fold_shared_bn` (single-modality pipelines have no split
 BN left after `specialise_modality`).
 """

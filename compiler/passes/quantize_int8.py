@@ -7,8 +7,10 @@ Each quantized conv reads a uint8 tensor; TVM fuses the quantize into the epilog
 that produced %x (requantisation in registers, uint8 to memory). A conv stays fp32, and
 `int8_blocker` says why, where the kernel cannot take it (input channels not a multiple of 4,
 the int8 dot product's group, except the image's: its weights get a zero fourth channel;
-output channels not a multiple of 16) or calibration has no range for its input. Binary convs stay 1-bit; dense layers stay fp32. In a mixed graph every
-scale is per modality (a split BN gives the two modalities different ranges).
+output channels not a multiple of 16) or calibration has no range for its input; a grouped conv
+stays fp32 with its reason too (the int8 kernel convolves every input channel). Binary convs
+stay 1-bit; dense layers stay fp32. In a mixed graph every scale is per modality (a split BN
+gives the two modalities different ranges).
 """
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ from .quant_math import ActivationRange, quantize_weight, shared_weight
 from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules, modality_input
 
 GROUP, LANES = 4, 16   # the int8 kernel's input-channel group and output-channel block
+GROUPED = "a grouped conv: the int8 kernel convolves every input channel (grouped convs stay fp32)"
 
 
 def int8_blocker(g: Graph, nid: str) -> str | None:
     """Why the conv `nid` cannot run in int8 (None: it can)."""
     n = g[nid]
+    if n.op == Op.GROUP_CONV2D:
+        return GROUPED
     if n.op != Op.CONV2D:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
@@ -114,5 +119,5 @@ def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter |
         ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
     out = apply_rules(g, rules, stats).graph
     kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
-            for nid, n in out.items() if n.op == Op.CONV2D}
+            for nid, n in out.items() if n.op in (Op.CONV2D, Op.GROUP_CONV2D)}
     return Applied(out, {"fp32_convs": kept} if kept else {})

@@ -4,10 +4,10 @@ Runs first in the `visible` and `infrared` pipelines; after it no node needs the
 input, so dead-node removal drops it. Not run in the `mixed` pipeline.
 
 With `share_weights` (an artifact with more than one entry), a split BN after a real-valued
-conv (one that does not read a sign: binary convs keep their BN, which lands in their scale)
-becomes that modality's per-channel `affine` instead of a BN that fold_shared_bn would fold into
-the conv's weights: the conv keeps its own weights, the same array in every entry, so the
-library stores them once (the affine fuses into the conv's epilogue).
+conv or grouped conv (one that does not read a sign: binary convs keep their BN, which lands in
+their scale) becomes that modality's per-channel `affine` instead of a BN that fold_shared_bn
+would fold into the conv's weights: the conv keeps its own weights, the same array in every
+entry, so the library stores them once (the affine fuses into the conv's epilogue).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from .rewrite import Rewrite, Rule, apply_rules, bn_to_affine, modality_is
 
 def _after_real_conv(g: Graph, n) -> bool:
     p = g[n.inputs[0]]
-    return p.op == Op.CONV2D and g[p.inputs[0]].op != Op.SIGN and p.attrs["weight"].ndim == 4
+    return p.op in (Op.CONV2D, Op.GROUP_CONV2D) and g[p.inputs[0]].op != Op.SIGN and p.attrs["weight"].ndim == 4
 
 
 def _pick(modality: Modality, share_weights: bool):

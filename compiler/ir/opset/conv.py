@@ -125,3 +125,42 @@ DEPTHWISE_CONV2D = declare(OpSpec(
            "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros")},
     shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
     check=_check_depthwise, cost=_depthwise_cost))
+
+
+def _check_group(n, ins, modal):
+    x, w, b, g = ins[0].shape, n.attrs["weight"], n.attrs.get("bias"), n.attrs["groups"]
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 2:
+        return f"groups must be an integer >= 2, is {g!r}"
+    if len(x) != 4 or w.ndim != 4:
+        return f"grouped weight must be (O, I/groups, kh, kw) for a 4-D input, is {w.shape}"
+    o, ig = w.shape[:2]
+    if x[1] % g or o % g:
+        return f"{g} groups must divide the {x[1]} input and the {o} output channels"
+    if ig * g != x[1]:
+        return f"weight expects {ig} x {g} groups = {ig * g} input channels, input has {x[1]}"
+    if b is not None and b.shape != (o,):
+        return f"bias shape {b.shape} does not fit {o} channels"
+    return None
+
+
+def _group_ref(values, n):
+    x, w, g = np.asarray(values[0], np.float64), np.asarray(n.attrs["weight"], np.float64), int(n.attrs["groups"])
+    o, ig, kh, kw = w.shape
+    win = refmath.windows(x, (kh, kw), n.attrs["stride"], n.attrs["padding"])   # (N, C, OH, OW, kh, kw)
+    win = win.reshape((win.shape[0], g, ig) + win.shape[2:])
+    y = np.einsum("ngchwij,gocij->ngohw", win, w.reshape(g, o // g, ig, kh, kw), optimize=True)
+    y = y.reshape((y.shape[0], o) + y.shape[3:])
+    b = n.attrs.get("bias")
+    return (y if b is None else y + np.asarray(b, np.float64)[None, :, None, None]).astype(np.float32)
+
+
+GROUP_CONV2D = declare(OpSpec(
+    "group_conv2d", "Grouped 2-D cross-correlation (PyTorch's 1 < groups, not depthwise): the "
+                    "channels split into `groups` equal groups; output channel o sees only the input "
+                    "channels of its group, o // (O / groups).",
+    _group_ref,
+    attrs={"weight": Attr("array", "(O, I/groups, kh, kw)"), "bias": Attr("array", "(O,)", required=False),
+           "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros"),
+           "groups": Attr("float", "the number of groups, an integer >= 2 dividing I and O")},
+    shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
+    check=_check_group, cost=_conv_cost))

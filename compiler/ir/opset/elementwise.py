@@ -37,6 +37,10 @@ SIGMOID = declare(OpSpec(
     lambda v, n: (1.0 / (1.0 + np.exp(-np.asarray(v[0], np.float64)))).astype(np.float32)))
 
 
+HARD_SIGMOID = declare(OpSpec(
+    "hard_sigmoid", "min(max(x + 3, 0), 6) / 6 (PyTorch's Hardsigmoid: MobileNetV3's and the hard channel gates).",
+    lambda v, n: (np.clip(np.asarray(v[0], np.float64) + 3.0, 0.0, 6.0) / 6.0).astype(np.float32)))
+
 def _check_scale_channels(n, ins, modal):
     x, g = ins[0].shape, ins[1].shape
     if len(x) != 4 or tuple(g) != tuple(x[:2]):

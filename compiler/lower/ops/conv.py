@@ -1,12 +1,13 @@
-"""Float conv2d through reidc's TE kernel (bias and whatever follows fuse into its epilogue),
-and dense as a Relax matmul."""
+"""Float conv2d, depthwise and grouped, through reidc's TE kernels (bias and whatever follows
+fuse into their epilogues), and dense as a Relax matmul."""
 from __future__ import annotations
 
 import numpy as np
 from tvm import relax
 
 from reidc.compiler.ir import Op
-from reidc.kernels.conv2d import conv2d_nchwc, depthwise_nchwc, pack_depthwise, pack_weight
+from reidc.kernels.conv2d import conv2d_nchwc, depthwise_nchwc, group_conv2d_nchwc, pack_depthwise, pack_weight
+from reidc.kernels.schedule_utils import largest_divisor_at_most
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -45,3 +46,29 @@ def _depthwise(low, nid, n, ins):
     bias = n.attr("bias")
     bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
     return Lowered(low.emit(relax.op.add(y, low.per_channel(n, cb, bias))), cb)
+
+
+def _group_block(c: int, prefer: int) -> int:
+    """A channel block dividing c, one group's channels: `prefer` where it does, else 16 or 8,
+    else the largest divisor of c up to 16."""
+    for b in (prefer, 16, 8):
+        if b > 0 and c % b == 0:
+            return b
+    return largest_divisor_at_most(c, 16)
+
+
+@lowers(Op.GROUP_CONV2D)
+def _group_conv2d(low, nid, n, ins):
+    """The input in a block dividing its channels per group (relaid out where its own block does
+    not), the output in a block dividing the output channels per group: each output block then
+    reads one group's input blocks."""
+    src, groups = n.inputs[0], int(n.attrs["groups"])
+    o, ig = n.attrs["weight"].shape[:2]
+    cb, ob = _group_block(ig, low.cb[src]), _group_block(o // groups, low.block(o))
+    w = low.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
+    y = low.bb.emit_te(group_conv2d_nchwc, low.relayout(ins[0], src, cb), w, tuple(n.attrs["stride"]),
+                       tuple(n.attrs["padding"]), groups, primfunc_name_hint="group_conv2d",
+                       primfunc_attrs={"op_pattern": 4})
+    bias = n.attr("bias")
+    bias = np.zeros(o, np.float32) if bias is None else np.asarray(bias)
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, bias))), ob)

@@ -48,6 +48,11 @@ def _sigmoid(low, nid, n, ins):
     return Lowered(low.emit(relax.op.sigmoid(ins[0])), low.cb[n.inputs[0]])
 
 
+@lowers(Op.HARD_SIGMOID)
+def _hard_sigmoid(low, nid, n, ins):
+    y = relax.op.minimum(relax.op.maximum(relax.op.add(ins[0], _f32(3)), _f32(0)), _f32(6))
+    return Lowered(low.emit(relax.op.divide(y, _f32(6))), low.cb[n.inputs[0]])
+
 @lowers(Op.SCALE_CHANNELS)
 def _scale_channels(low, nid, n, ins):
     cb, (_, c, _, _) = low.cb[n.inputs[0]], n.shape
