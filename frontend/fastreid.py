@@ -3,7 +3,8 @@
 
 The network is reidc's own PyTorch module with fast-reid's parameter names (`backbone.*`,
 `heads.*`), built from the config's keys (frontend/fastreid_config.py): a ResNet-18/34/50/101
-with optional IBN, SE and non-local blocks, last stride 1 or 2, max-pool with ceil_mode as fast-reid's; the
+with optional IBN, SE and non-local blocks, last stride 1 or 2, max-pool with ceil_mode as fast-reid's,
+an OSNet (with or without IBN; frontend/osnet.py) or a MobileNetV2 (frontend/mobilenet.py); the
 EmbeddingHead's pooling, embedding conv and BN neck. It takes raw 0-255 RGB images, as
 fast-reid's `Baseline.forward` does, and normalises them first (`PixelNorm`, which the
 compiler folds into the stem conv). The classifier (`heads.weight`) is not part of it.
@@ -21,7 +22,9 @@ from reidc.compiler.base.modes import RunMode
 
 from .capture import capture_module
 from .checkpoint import load_strict, read_weights
-from .fastreid_config import FastReIDSpec, read_fastreid_config
+from .fastreid_config import MOBILENET_DEPTHS, FastReIDSpec, read_fastreid_config
+from .mobilenet import FastReIDMobileNetV2
+from .osnet import OSNet
 from .reid_layers import IBN, AdaptiveAvgMaxPool, EmbeddingHead, GeneralizedMeanPooling, NonLocal, PixelNorm, SELayer
 
 CONFIG_NAME = "config.yaml"
@@ -129,6 +132,14 @@ def _pool(spec: FastReIDSpec) -> nn.Module:
     return GeneralizedMeanPooling(3.0, 1e-6, learned=spec.pool == "gem_learned")
 
 
+def backbone_of(spec: FastReIDSpec) -> nn.Module:
+    if spec.backbone == "osnet":
+        return OSNet(spec.width, ibn=spec.with_ibn, head=False)
+    if spec.backbone == "mobilenetv2":
+        return FastReIDMobileNetV2(MOBILENET_DEPTHS[spec.width])
+    return ResNet(spec)
+
+
 class FastReIDBaseline(nn.Module):
     """fast-reid's `Baseline` at inference: raw 0-255 RGB (N, 3, H, W) -> the head's feature."""
 
@@ -136,7 +147,7 @@ class FastReIDBaseline(nn.Module):
         super().__init__()
         self.spec = spec
         self.preprocess = PixelNorm(spec.pixel_mean, spec.pixel_std)
-        self.backbone = ResNet(spec)
+        self.backbone = backbone_of(spec)
         self.heads = EmbeddingHead(_pool(spec), spec.feat_dim, spec.embedding_dim, spec.with_bnneck)
 
     def forward(self, x):

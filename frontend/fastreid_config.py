@@ -35,6 +35,11 @@ DEFAULTS = {
 }
 
 DEPTHS = {"18x": 18, "34x": 34, "50x": 50, "101x": 101}
+#: fast-reid's backbone builders reidc builds, and the DEPTH values each takes
+BACKBONES = {"build_resnet_backbone": "resnet", "build_osnet_backbone": "osnet",
+             "build_mobilenetv2_backbone": "mobilenetv2"}
+OSNET_DEPTHS = {"x1_0": 512, "x0_75": 384, "x0_5": 256, "x0_25": 128}
+MOBILENET_DEPTHS = {"1.0x": 1.0, "0.75x": 0.75, "0.5x": 0.5, "0.35x": 0.35, "0.25x": 0.25, "0.1x": 0.1}
 #: normalisation layers whose inference is a BatchNorm with running statistics
 BN_NORMS = ("BN", "syncBN", "GhostBN", "FrozenBN")
 #: fast-reid's pooling layer name -> reidc's (what `EmbeddingHead` pools with)
@@ -45,9 +50,12 @@ SPEC_FORMAT = "reidc-fastreid-spec"
 
 @dataclass(frozen=True)
 class FastReIDSpec:
-    """The inference network of a fast-reid `Baseline` with a ResNet backbone."""
+    """The inference network of a fast-reid `Baseline`: a ResNet (`depth`), OSNet or MobileNetV2
+    (`width`: their DEPTH value, x1_0 or 1.0x) backbone and an EmbeddingHead."""
 
     depth: int = 50
+    backbone: str = "resnet"       # resnet | osnet | mobilenetv2
+    width: str = ""                # osnet: x1_0 | x0_75 | x0_5 | x0_25; mobilenetv2: 1.0x ... 0.1x
     last_stride: int = 1
     with_ibn: bool = False
     with_se: bool = False
@@ -62,11 +70,19 @@ class FastReIDSpec:
 
     @property
     def name(self) -> str:
+        if self.backbone == "osnet":
+            return f"fastreid-osnet_{self.width}" + ("-ibn" if self.with_ibn else "")
+        if self.backbone == "mobilenetv2":
+            return f"fastreid-mobilenetv2_{self.width}"
         return f"fastreid-r{self.depth}" + "".join(f"-{k}" for k, on in (
             ("ibn", self.with_ibn), ("se", self.with_se), ("nl", self.with_nl)) if on)
 
     @property
     def feat_dim(self) -> int:
+        if self.backbone == "osnet":
+            return OSNET_DEPTHS[self.width]
+        if self.backbone == "mobilenetv2":   # fast-reid keeps 1280 unless the width is above 1
+            return 1280
         return 512 if self.depth in (18, 34) else 2048
 
     def to_json(self) -> dict:
@@ -142,8 +158,12 @@ def read_fastreid_config(path: str | Path) -> FastReIDSpec:
         return v
 
     choice("MODEL.META_ARCHITECTURE", ("Baseline",))
-    choice("MODEL.BACKBONE.NAME", ("build_resnet_backbone",))
-    depth = DEPTHS[choice("MODEL.BACKBONE.DEPTH", tuple(DEPTHS))]
+    backbone = BACKBONES[choice("MODEL.BACKBONE.NAME", tuple(BACKBONES))]
+    depth, width = 50, ""
+    if backbone == "resnet":
+        depth = DEPTHS[choice("MODEL.BACKBONE.DEPTH", tuple(DEPTHS))]
+    else:   # fast-reid's osnet and mobilenetv2 builders read DEPTH as a width
+        width = choice("MODEL.BACKBONE.DEPTH", tuple(OSNET_DEPTHS if backbone == "osnet" else MOBILENET_DEPTHS))
     choice("MODEL.BACKBONE.NORM", BN_NORMS)
     choice("MODEL.HEADS.NORM", BN_NORMS)
     choice("MODEL.HEADS.NAME", ("EmbeddingHead",))
@@ -153,14 +173,18 @@ def read_fastreid_config(path: str | Path) -> FastReIDSpec:
     embedding = _get(cfg, "MODEL.HEADS.EMBEDDING_DIM")
     if not isinstance(embedding, int) or isinstance(embedding, bool) or embedding < 0:
         raise refuse("MODEL.HEADS.EMBEDDING_DIM", "expected an integer >= 0")
-    spec = FastReIDSpec(depth=depth, last_stride=last_stride, with_ibn=flag("MODEL.BACKBONE.WITH_IBN"),
-                        with_se=flag("MODEL.BACKBONE.WITH_SE"), with_nl=flag("MODEL.BACKBONE.WITH_NL"), pool=pool, embedding_dim=embedding,
+    resnet = backbone == "resnet"   # fast-reid's other builders ignore LAST_STRIDE, SE and NL (and MobileNet IBN)
+    ibn, se, nl = flag("MODEL.BACKBONE.WITH_IBN"), flag("MODEL.BACKBONE.WITH_SE"), flag("MODEL.BACKBONE.WITH_NL")
+    spec = FastReIDSpec(depth=depth, backbone=backbone, width=width, last_stride=last_stride if resnet else 1,
+                        with_ibn=ibn and backbone != "mobilenetv2", with_se=se and resnet, with_nl=nl and resnet,
+                        pool=pool, embedding_dim=embedding,
                         with_bnneck=flag("MODEL.HEADS.WITH_BNNECK"),
                         pixel_mean=_triple(cfg, "MODEL.PIXEL_MEAN", refuse), pixel_std=_triple(cfg, "MODEL.PIXEL_STD", refuse),
                         input_size=_size(cfg, refuse), neck_feat=neck_feat)
     feat = _get(cfg, "MODEL.BACKBONE.FEAT_DIM")
     if feat != spec.feat_dim:
-        raise refuse("MODEL.BACKBONE.FEAT_DIM", f"a ResNet-{depth} ends in {spec.feat_dim} channels")
+        what = f"a ResNet-{depth}" if resnet else f"fast-reid's {backbone} at DEPTH {width}"
+        raise refuse("MODEL.BACKBONE.FEAT_DIM", f"{what} ends in {spec.feat_dim} channels")
     return spec
 
 

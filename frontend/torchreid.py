@@ -2,18 +2,17 @@
 "optimizer", "scheduler"}`, keys often under `module.`) or a model-zoo file (a bare state
 dict), with the architecture named as torchreid's `build_model` names it (`--torchreid-arch`).
 
-The network is reidc's own module with torchreid's parameter names (torchreid/reid/models/
-osnet.py and resnet.py): OSNet x1.0/x0.75/x0.5/x0.25 and its IBN variant, ResNet-50 and
-ResNet-50-fc512. Its output is what torchreid's model returns in eval mode (the feature before
-the classifier, which is not part of it). Images come normalised as torchreid's test transform
-leaves them (ImageNet mean and std).
+The network is reidc's own module with torchreid's parameter names (frontend/osnet.py,
+frontend/mobilenet.py, and the ResNet here): OSNet x1.0/x0.75/x0.5/x0.25, its IBN and AIN
+variants, MobileNetV2 x1.0/x1.4, ResNet-50 and ResNet-50-fc512. Its output is what torchreid's
+model returns in eval mode (the feature before the classifier, which is not part of it).
+Images come normalised as torchreid's test transform leaves them (ImageNet mean and std).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reidc.compiler.base.errors import ArchError
@@ -24,103 +23,17 @@ from .capture import capture_module
 from .checkpoint import load_strict, read_weights
 from .fastreid import ResNet
 from .fastreid_config import FastReIDSpec
-from .reid_layers import ChannelGate
+from .mobilenet import TorchreidMobileNetV2
+from .osnet import WIDTHS, OSNet, OSNetAIN
 
-#: OSNet widths per torchreid architecture name, and whether it has IBN's InstanceNorms
-OSNETS = {"osnet_x1_0": ((64, 256, 384, 512), False), "osnet_x0_75": ((48, 192, 288, 384), False),
-          "osnet_x0_5": ((32, 128, 192, 256), False), "osnet_x0_25": ((16, 64, 96, 128), False),
-          "osnet_ibn_x1_0": ((64, 256, 384, 512), True)}
+#: OSNets per torchreid architecture name: (width, variant)
+OSNETS = {**{f"osnet_{w}": (w, "") for w in WIDTHS}, "osnet_ibn_x1_0": ("x1_0", "ibn"),
+          **{f"osnet_ain_{w}": (w, "ain") for w in WIDTHS}}
+#: MobileNetV2 width multipliers
+MOBILENETS = {"mobilenetv2_x1_0": 1.0, "mobilenetv2_x1_4": 1.4}
 #: ResNets: (last stride, fc dims)
 RESNETS = {"resnet50": (2, ()), "resnet50_fc512": (1, (512,))}
-ARCHS = tuple(OSNETS) + tuple(RESNETS)
-
-
-class ConvLayer(nn.Module):
-    def __init__(self, cin, cout, k, stride=1, padding=0, IN=False):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False)
-        self.bn = nn.InstanceNorm2d(cout, affine=True) if IN else nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-
-class Conv1x1(nn.Module):
-    def __init__(self, cin, cout, relu=True):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)))
-
-
-class LightConv3x3(nn.Module):
-    """1x1 (linear) then depthwise 3x3, BN, ReLU."""
-
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False, groups=cout)
-        self.bn = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv2(self.conv1(x))))
-
-
-class OSBlock(nn.Module):
-    """Omni-scale block: four streams of 1-4 light convs, one shared gate, summed."""
-
-    def __init__(self, cin, cout, IN=False):
-        super().__init__()
-        mid = cout // 4
-        self.conv1 = Conv1x1(cin, mid)
-        self.conv2a = LightConv3x3(mid, mid)
-        self.conv2b = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(2)])
-        self.conv2c = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(3)])
-        self.conv2d = nn.Sequential(*[LightConv3x3(mid, mid) for _ in range(4)])
-        self.gate = ChannelGate(mid)
-        self.conv3 = Conv1x1(mid, cout, relu=False)
-        self.downsample = Conv1x1(cin, cout, relu=False) if cin != cout else None
-        self.IN = nn.InstanceNorm2d(cout, affine=True) if IN else None
-
-    def forward(self, x):
-        x1 = self.conv1(x)
-        x2 = self.gate(self.conv2a(x1)) + self.gate(self.conv2b(x1)) + self.gate(self.conv2c(x1)) + \
-            self.gate(self.conv2d(x1))
-        out = self.conv3(x2) + (x if self.downsample is None else self.downsample(x))
-        if self.IN is not None:
-            out = self.IN(out)
-        return F.relu(out)
-
-
-class OSNet(nn.Module):
-    def __init__(self, name: str, input_size=(256, 128)):
-        super().__init__()
-        channels, use_in = OSNETS[name]
-        self.arch, self.input_size = name, tuple(input_size)
-        self.conv1 = ConvLayer(3, channels[0], 7, stride=2, padding=3, IN=use_in)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.conv2 = self._stage(channels[0], channels[1], True, use_in)
-        self.conv3 = self._stage(channels[1], channels[2], True, False)
-        self.conv4 = self._stage(channels[2], channels[3], False, False)
-        self.conv5 = Conv1x1(channels[3], channels[3])
-        self.global_avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Linear(channels[3], 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True))
-
-    @staticmethod
-    def _stage(cin, cout, reduce, use_in):
-        layers = [OSBlock(cin, cout, IN=use_in), OSBlock(cout, cout, IN=use_in)]
-        if reduce:
-            layers.append(nn.Sequential(Conv1x1(cout, cout), nn.AvgPool2d(2, stride=2)))
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        x = self.conv5(self.conv4(self.conv3(self.conv2(self.maxpool(self.conv1(x))))))
-        return self.fc(torch.flatten(self.global_avgpool(x), 1))
+ARCHS = tuple(OSNETS) + tuple(MOBILENETS) + tuple(RESNETS)
 
 
 class TorchreidResNet(ResNet):
@@ -146,15 +59,21 @@ class TorchreidResNet(ResNet):
 
 def check_arch(name: str) -> None:
     if name not in ARCHS:
-        raise ArchError(f"--torchreid-arch {name!r}: reidc builds {', '.join(ARCHS)} (osnet_ain_*, mobilenetv2 "
-                        "and the others are not supported yet)")
+        raise ArchError(f"--torchreid-arch {name!r}: reidc builds {', '.join(ARCHS)} (the others "
+                        "are not supported yet)")
 
 
 def build_torchreid(name: str, input_size=(256, 128)) -> nn.Module:
     check_arch(name)
     if name in OSNETS:
-        return OSNet(name, input_size).eval()
-    return TorchreidResNet(name, input_size).eval()
+        width, variant = OSNETS[name]
+        model = OSNetAIN(width) if variant == "ain" else OSNet(width, ibn=variant == "ibn")
+    elif name in MOBILENETS:
+        model = TorchreidMobileNetV2(MOBILENETS[name])
+    else:
+        return TorchreidResNet(name, input_size).eval()
+    model.arch, model.input_size = name, tuple(input_size)
+    return model.eval()
 
 
 def load_torchreid(path: Path, name: str, state: dict[str, torch.Tensor], input_size=(256, 128)) -> nn.Module:

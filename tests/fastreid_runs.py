@@ -12,16 +12,19 @@ from fastreid.solver import build_lr_scheduler, build_optimizer
 from fastreid.utils.checkpoint import Checkpointer
 
 SIZE = (64, 32)
+OSNET_DIMS = {"x1_0": 512, "x0_75": 384, "x0_5": 256, "x0_25": 128}
 
 
 def fastreid_run(folder, depth="50x", ibn=False, se=False, pool="GlobalAvgPool", bnneck=True, emb=0,
-                 last_stride=1, size=SIZE, seed=0, nl=False):
+                 last_stride=1, size=SIZE, seed=0, nl=False, backbone="resnet"):
     """fast-reid's Baseline for these config values, with random parameters, saved as a training
     run leaves it (folder/model_final.pth + folder/config.yaml); returns (model, cfg)."""
     cfg = get_cfg()
     b, h = cfg.MODEL.BACKBONE, cfg.MODEL.HEADS
     b.DEPTH, b.PRETRAIN, b.WITH_IBN, b.WITH_SE, b.WITH_NL, b.LAST_STRIDE = depth, False, ibn, se, nl, last_stride
-    b.FEAT_DIM = 512 if depth in ("18x", "34x") else 2048
+    b.NAME = f"build_{backbone}_backbone"
+    b.FEAT_DIM = {"osnet": OSNET_DIMS.get(depth), "mobilenetv2": 1280}.get(
+        backbone, 512 if depth in ("18x", "34x") else 2048)
     h.POOL_LAYER, h.WITH_BNNECK, h.EMBEDDING_DIM, h.NUM_CLASSES = pool, bnneck, emb, 7
     cfg.MODEL.DEVICE, cfg.INPUT.SIZE_TEST = "cpu", list(size)
     torch.manual_seed(seed)

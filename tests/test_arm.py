@@ -159,11 +159,24 @@ def test_int8_on_dotprod_boards_is_sdot_and_verifies_under_qemu(tmp_path):
     assert "sdot" not in _disassemble(tmp_path / "r4" / "model.so")
 
 
-def test_fastreid_r18_ibn_se_gem_verifies_under_qemu(tmp_path):
-    """fast-reid's layers on aarch64: the input pad, InstanceNorm, SE gates, GeM and the
-    embedding dense, against fast-reid's own forward on raw 0-255 images."""
+def test_grouped_convs_verify_under_qemu(tmp_path):
+    """A tiny ResNeXt's grouped convs (reidc's conv schedule in NEON lanes) on aarch64, against PyTorch."""
+    import reidc
+    from resnext_tiny import SHAPE, resnext_tiny
+    art = reidc.compile(resnext_tiny(), "rpi5", output=tmp_path / "art", input_shape=SHAPE)
+    v = art.manifest["verification"]
+    assert v["status"] == "passed" and max(v["max_rel_err"].values()) < 1e-4
+
+
+@pytest.mark.parametrize("values", [dict(depth="18x", ibn=True, se=True, pool="GeneralizedMeanPoolingP", emb=64),
+                                    dict(backbone="osnet", depth="x0_25", ibn=True),
+                                    dict(backbone="mobilenetv2", depth="0.35x", pool="GeneralizedMeanPooling")],
+                         ids=["r18-ibn-se-gemp-emb", "osnet-x0_25-ibn", "mobilenetv2-0.35x-gem"])
+def test_fastreid_r18_ibn_se_gem_verifies_under_qemu(tmp_path, values):
+    """fast-reid's layers on aarch64: the input pad, InstanceNorm, SE gates, GeM, the embedding
+    dense, OSNet's and MobileNetV2's backbones, against fast-reid's own forward on raw 0-255 images."""
     from fastreid_runs import fastreid_features, fastreid_run, images
-    model, _ = fastreid_run(tmp_path / "run", "18x", ibn=True, se=True, pool="GeneralizedMeanPoolingP", emb=64)
+    model, _ = fastreid_run(tmp_path / "run", **values)
     man = compile_checkpoint(tmp_path / "run" / "model_final.pth", tmp_path / "art", CompileOptions(target="rpi5"))
     assert man["verification"]["status"] == "passed" and man["verification"]["max_rel_err"]["main"] < 1e-4
     x = images(2)
@@ -172,11 +185,13 @@ def test_fastreid_r18_ibn_se_gem_verifies_under_qemu(tmp_path):
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
 
 
-def test_torchreid_osnet_verifies_under_qemu(tmp_path):
-    """OSNet's depthwise convs and channel gates on aarch64, against torchreid's forward."""
+@pytest.mark.parametrize("arch", ["osnet_x0_25", "osnet_ain_x0_25", "mobilenetv2_x1_0"])
+def test_torchreid_osnet_verifies_under_qemu(tmp_path, arch):
+    """OSNet's depthwise convs and channel gates, AIN's InstanceNorms and MobileNetV2's ReLU6 on
+    aarch64, against torchreid's forward."""
     from torchreid_runs import features, torchreid_run
-    model, path = torchreid_run(tmp_path / "run", "osnet_x0_25", data_parallel=True)
-    man = compile_checkpoint(path, tmp_path / "art", CompileOptions(target="rpi5", torchreid_arch="osnet_x0_25",
+    model, path = torchreid_run(tmp_path / "run", arch, data_parallel=True)
+    man = compile_checkpoint(path, tmp_path / "art", CompileOptions(target="rpi5", torchreid_arch=arch,
                                                                     input_size=SIZE))
     assert man["verification"]["status"] == "passed"
     x = _x(2, seed=3)

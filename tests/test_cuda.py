@@ -102,14 +102,28 @@ def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
     assert "ex2.approx" in ptx   # the SE gate's sigmoid
 
 
-def test_osnet_codegen_compiles(tmp_path, nvcc):
-    """OSNet's depthwise convs and channel gates for CUDA, PTX and cubin."""
+@pytest.mark.parametrize("arch", ["osnet_x0_25", "osnet_ain_x0_25", "mobilenetv2_x1_0"])
+def test_osnet_codegen_compiles(tmp_path, nvcc, arch):
+    """OSNet's and MobileNetV2's depthwise convs, channel gates, AIN's InstanceNorms and ReLU6 for
+    CUDA, PTX and cubin."""
     from torchreid_runs import torchreid_run
-    _, path = torchreid_run(tmp_path / "run", "osnet_x0_25")
-    compile_checkpoint(path, tmp_path / "art", CompileOptions(target="sm86", verify=False, torchreid_arch="osnet_x0_25",
+    _, path = torchreid_run(tmp_path / "run", arch)
+    compile_checkpoint(path, tmp_path / "art", CompileOptions(target="sm86", verify=False, torchreid_arch=arch,
                                                               input_size=SIZE))
     src = (tmp_path / "art" / "kernels.cu").read_text()
     assert any("depthwise" in k for k in _kernels(src))
+    _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+
+
+def test_grouped_convs_codegen_compiles(tmp_path, nvcc):
+    """A tiny ResNeXt's grouped convs (groups 2 to 24) take reidc's shared-memory conv schedule,
+    not dlight's fallback; PTX and cubin."""
+    import reidc
+    from resnext_tiny import SHAPE, resnext_tiny
+    reidc.compile(resnext_tiny(), "sm86", output=tmp_path / "art", input_shape=SHAPE, verify=False)
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    grouped = {k: v for k, v in _kernels(src).items() if "group_conv2d" in k}
+    assert len(grouped) == 4 and all("__shared__" in v and "__syncthreads" in v for v in grouped.values())
     _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
 
 

@@ -92,6 +92,39 @@ def test_fastreid_configs_capture_to_its_features(values, tmp_path):
     assert opt.count(Op.MULTIPLY) == (5 if values.get("nl") else 0)   # R50: 2 + 3 non-local blocks
 
 
+@pytest.mark.parametrize("values", [
+    dict(backbone="osnet", depth="x0_25", ibn=True, pool="GeneralizedMeanPoolingP"),
+    dict(backbone="osnet", depth="x0_75", pool="GlobalMaxPool", emb=64, bnneck=False),
+    dict(backbone="mobilenetv2", depth="0.35x", pool="GeneralizedMeanPooling"),
+    dict(backbone="mobilenetv2", depth="0.1x"),
+], ids=["osnet-x0_25-ibn-gemp", "osnet-x0_75-max-emb", "mobilenetv2-0.35x-gem", "mobilenetv2-0.1x"])
+def test_fastreid_mobile_backbones_capture_to_its_features(values, tmp_path):
+    """fast-reid's OSNet (with IBN) and MobileNetV2 backbones, built from its config, through
+    the pass pipeline in the interpreter against its forward; the input normalisation still
+    folds into the stem conv."""
+    model, _ = fastreid_run(tmp_path, **values)
+    _, g, modes, facts = load_source(tmp_path / "model_final.pth", CompileOptions())
+    assert facts["model"] == f"fastreid-{values['backbone']}_{values['depth']}" + ("-ibn" if values.get("ibn") else "")
+    from reidc.compiler.passes.pipeline import run_pipeline
+    opt = run_pipeline(g, modes[0])
+    x = images(2)
+    assert opt.count(Op.BATCH_NORM) == 0 and opt.count(Op.DEPTHWISE_CONV2D) > 0
+    assert [n.source for _, n in opt.items() if n.attr("pad_value") is not None] == ["backbone.conv1.conv" if
+                                                                                      values["backbone"] == "osnet"
+                                                                                      else "backbone.features.0.0"]
+    assert (opt.count(Op.INSTANCE_NORM) > 0) == bool(values.get("ibn"))
+    assert (opt.count(Op.CLAMP) > 0) == (values["backbone"] == "mobilenetv2")   # ReLU6
+    assert rel(run_all(opt, {"x": x})[opt.outputs[0]], fastreid_features(model, x)) < 1e-4
+
+
+def test_fastreid_osnet_ibn_compiles_for_the_host(tmp_path):
+    model, _ = fastreid_run(tmp_path / "run", "x0_25", ibn=True, pool="GeneralizedMeanPoolingP", backbone="osnet")
+    art = reidc.compile(tmp_path / "run" / "model_final.pth", "host", output=tmp_path / "art")
+    assert art.manifest["model"] == "fastreid-osnet_x0_25-ibn"
+    x = images()
+    assert rel(art.run(x), fastreid_features(model, x)) < 1e-4
+
+
 def test_r18_se_compiles_for_the_host(tmp_path):
     model, _ = fastreid_run(tmp_path / "run", "18x", se=True, ibn=True, pool="GeneralizedMeanPoolingP", emb=64)
     art = reidc.compile(tmp_path / "run" / "model_final.pth", "host", output=tmp_path / "art")
@@ -108,7 +141,11 @@ def _config(tmp_path, text: str):
 @pytest.mark.parametrize("yaml_text, key, value", [
     ("MODEL:\n  BACKBONE:\n    WITH_NL: maybe\n", "MODEL.BACKBONE.WITH_NL", "'maybe'"),
     ("MODEL:\n  BACKBONE:\n    DEPTH: 152x\n", "MODEL.BACKBONE.DEPTH", "'152x'"),
-    ("MODEL:\n  BACKBONE:\n    NAME: build_osnet_backbone\n", "MODEL.BACKBONE.NAME", "'build_osnet_backbone'"),
+    ("MODEL:\n  BACKBONE:\n    NAME: build_regnet_backbone\n", "MODEL.BACKBONE.NAME", "'build_regnet_backbone'"),
+    ("MODEL:\n  BACKBONE:\n    NAME: build_osnet_backbone\n", "MODEL.BACKBONE.DEPTH", "'50x'"),
+    ("MODEL:\n  BACKBONE:\n    NAME: build_osnet_backbone\n    DEPTH: x1_0\n", "MODEL.BACKBONE.FEAT_DIM", "2048"),
+    ("MODEL:\n  BACKBONE:\n    NAME: build_mobilenetv2_backbone\n    DEPTH: 1.4x\n", "MODEL.BACKBONE.DEPTH",
+     "'1.4x'"),
     ("MODEL:\n  BACKBONE:\n    NORM: GN\n", "MODEL.BACKBONE.NORM", "'GN'"),
     ("MODEL:\n  HEADS:\n    POOL_LAYER: Identity\n", "MODEL.HEADS.POOL_LAYER", "'Identity'"),
     ("MODEL:\n  META_ARCHITECTURE: MGN\n", "MODEL.META_ARCHITECTURE", "'MGN'"),

@@ -25,8 +25,8 @@ def images(n=2, seed=1):
     return np.random.default_rng(seed).standard_normal((n, 3) + SIZE).astype(np.float32)
 
 
-@pytest.mark.parametrize("arch, wrapped", [("osnet_x0_25", True), ("osnet_ibn_x1_0", False), ("resnet50", False),
-                                           ("resnet50_fc512", True)])
+@pytest.mark.parametrize("arch, wrapped", [("osnet_x0_25", True), ("osnet_ibn_x1_0", False), ("osnet_ain_x0_5", False),
+                                           ("mobilenetv2_x1_0", True), ("resnet50", False), ("resnet50_fc512", True)])
 def test_torchreid_architectures_capture_to_its_features(tmp_path, arch, wrapped):
     """The training dict its engine saves (under DataParallel's module. where `wrapped`), through
     capture and the pass pipeline, in reidc's interpreter."""
@@ -36,8 +36,9 @@ def test_torchreid_architectures_capture_to_its_features(tmp_path, arch, wrapped
     x = images()
     opt = run_pipeline(g, modes[0])
     assert opt.count(Op.BATCH_NORM) == 0
-    assert (opt.count(Op.DEPTHWISE_CONV2D) > 0) == arch.startswith("osnet")
-    assert (opt.count(Op.INSTANCE_NORM) > 0) == ("ibn" in arch)
+    assert (opt.count(Op.DEPTHWISE_CONV2D) > 0) == (not arch.startswith("resnet"))
+    assert (opt.count(Op.INSTANCE_NORM) > 0) == ("ibn" in arch or "ain" in arch)
+    assert (opt.count(Op.CLAMP) > 0) == arch.startswith("mobilenet")   # ReLU6
     assert rel(run_all(opt, {"x": x})[opt.outputs[0]], features(model, x)) < 1e-4
 
 
@@ -54,6 +55,17 @@ def test_osnet_compiles_runs_and_reverifies(osnet, tmp_path):
     x = images(3)
     assert rel(art.run(x), features(model, x)) < 1e-4
     assert reidc.verify(tmp_path / "art")["verification"]["status"] == "passed"
+
+
+@pytest.mark.parametrize("arch", ["osnet_ain_x1_0", "mobilenetv2_x1_4"])
+def test_osnet_ain_and_mobilenetv2_compile_and_run(arch, tmp_path):
+    """AIN's InstanceNorms inside the residual branch; MobileNetV2 x1.4's widths (44, 22, 33, 89,
+    ...) that no channel block divides."""
+    model, path = torchreid_run(tmp_path, arch)
+    art = reidc.compile(path, "host", output=tmp_path / "art", torchreid_arch=arch, input_shape=(3,) + SIZE)
+    assert art.manifest["verification"]["status"] == "passed"
+    x = images(3)
+    assert rel(art.run(x), features(model, x)) < 1e-4
 
 
 def test_a_model_zoo_state_dict_compiles_too(osnet, tmp_path):
@@ -79,7 +91,10 @@ def test_osnet_int8_keeps_its_features(osnet, tmp_path):
 
 def test_unknown_and_mismatched_architectures_are_named(osnet, tmp_path):
     _, path = osnet
-    with pytest.raises(ArchError, match="'osnet_ain_x1_0': reidc builds osnet_x1_0"):
+    with pytest.raises(ArchError, match="'osnet_x2_0': reidc builds osnet_x1_0"):
+        reidc.compile(path, "host", output=tmp_path / "a", torchreid_arch="osnet_x2_0")
+    with pytest.raises(CheckpointError, match=r"do not fit torchreid's osnet_ain_x1_0: .* missing, first "
+                                              r"'conv2.0.conv2.0.layers.0.conv1.weight'"):
         reidc.compile(path, "host", output=tmp_path / "a", torchreid_arch="osnet_ain_x1_0")
     with pytest.raises(CheckpointError, match=r"do not fit torchreid's resnet50: .* missing, first 'conv1.weight'.*"
                                               r"holds 'conv1.conv.weight'"):
@@ -87,7 +102,8 @@ def test_unknown_and_mismatched_architectures_are_named(osnet, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_a_grouped_conv_that_is_not_depthwise_is_refused_by_name(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, groups=2))
-    with pytest.raises(UnsupportedOpError, match="groups=2 at .*depthwise"):
+def test_a_dilated_conv_is_refused_by_name_and_nothing_is_written(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, groups=2, dilation=2))
+    with pytest.raises(UnsupportedOpError, match=r"dilation=\(2, 2\) groups=2 at .*undilated"):
         reidc.compile(model, "host", output=tmp_path / "a", input_shape=(4, 8, 8))
+    assert not (tmp_path / "a").exists()

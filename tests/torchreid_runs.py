@@ -25,7 +25,8 @@ def _load(rel: str, name: str):
 def torchreid_models():
     """{architecture name: torchreid's builder} for the ones reidc supports."""
     osnet, resnet = _load("models/osnet.py", "trd_osnet"), _load("models/resnet.py", "trd_resnet")
-    return {**{k: getattr(osnet, k) for k in osnet.__all__}, "resnet50": resnet.resnet50,
+    ain, mobile = _load("models/osnet_ain.py", "trd_osnet_ain"), _load("models/mobilenetv2.py", "trd_mobilenetv2")
+    return {**{k: getattr(m, k) for m in (osnet, ain, mobile) for k in m.__all__}, "resnet50": resnet.resnet50,
             "resnet50_fc512": resnet.resnet50_fc512}
 
 
