@@ -68,3 +68,34 @@ class CatOfMaps(torch.nn.Module):
 def test_head_ops_reidc_does_not_take_are_named(model, message):
     with pytest.raises(UnsupportedOpError, match=message):
         capture_program(torch.export.export(model.eval(), (torch.randn(2, 3, 8, 8),)), "m")
+
+
+class Gates(torch.nn.Module):
+    """The activations of mobile backbones and hard channel gates, as modules and as functions."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.mul_(8)   # values well past every saturation point
+        self.acts = torch.nn.Sequential(torch.nn.ReLU6(), torch.nn.Hardtanh(-2.0, 2.5), torch.nn.Hardswish())
+        self.gate = torch.nn.Hardsigmoid()
+
+    def forward(self, x):
+        y = self.conv(x)
+        p, q = F.adaptive_avg_pool2d(self.acts(y), 1).flatten(1), F.adaptive_max_pool2d(y, 1).flatten(1)
+        return self.gate(q) + F.hardsigmoid(p) + F.hardswish(q) + torch.sigmoid(q) + F.relu6(q)
+
+
+@pytest.mark.parametrize("exported", [False, True], ids=["module", "pt2"])
+def test_hard_gates_and_clamps_capture_from_modules_and_programs(tmp_path, exported):
+    torch.manual_seed(0)
+    model = Gates().eval()
+    x = torch.randn(2, 3, 8, 8)
+    src = torch.export.export(model, (x,)) if exported else model
+    if exported:
+        torch.export.save(src, tmp_path / "gates.pt2")
+        src = tmp_path / "gates.pt2"
+    art = reidc.compile(src, "host", output=tmp_path / "art", input_shape=None if exported else (3, 8, 8))
+    want = model(x).detach().numpy()
+    assert np.abs(art.run(x.numpy()) - want).max() < 1e-5 * max(1.0, np.abs(want).max())
