@@ -520,7 +520,8 @@ def bench_cmd(artifact: Path = typer.Argument(...),
 @app.command("profile")
 def profile_cmd(artifact: Path = typer.Argument(...),
                 batch: int = typer.Option(1, help="batch size (a fixed-batch build uses its own)"),
-                mode: str = typer.Option("visible", help="the entry: visible | infrared | mixed | main"),
+                mode: Optional[str] = typer.Option(None, help="the entry: visible | infrared | mixed | main "
+                                                              "(default: visible, or the artifact's only one)"),
                 ghz: Optional[float] = typer.Option(None, help="the clock for the peak (default: /proc/cpuinfo's)"),
                 top: int = typer.Option(25, help="kernels shown (all go to --json)"),
                 json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON")):

@@ -113,7 +113,7 @@ def _time_alone(func, args, budget_s: float = 0.05, rounds: int = 3) -> float:
     return best
 
 
-def profile(artifact: str | Path, batch: int = 1, mode: str = "visible", seed: int = 0, ghz: float | None = None,
+def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed: int = 0, ghz: float | None = None,
             progress=lambda msg: None) -> dict:
     """Per kernel: calls per run, ms per call alone, total, share of the run, GMAC/s and the
     fraction of the unit's peak (see the module docstring); plus the whole run's time."""
@@ -127,6 +127,8 @@ def profile(artifact: str | Path, batch: int = 1, mode: str = "visible", seed: i
         raise InputError(f"--batch {batch}: must be at least 1")
     man = comp.manifest
     batch = man.get("batch") or man.get("export_batch") or batch
+    if mode is None:   # the visible entry of a cross-modality build, else the only one (fast-reid, torchreid)
+        mode = "visible" if "visible" in man["modes"] else man["modes"][0]
     if mode not in man["modes"]:
         raise InputError(f"{artifact} has no {mode} entry (it has {', '.join(man['modes'])}): pass --mode")
     rng = np.random.default_rng(seed)

@@ -86,7 +86,7 @@ def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | 
                tuple(engines) if engines else ENGINES, progress or (lambda msg: None), baseline, json_out)
 
 
-def profile(artifact, batch: int = 1, mode: str = "visible", *, ghz: float | None = None,
+def profile(artifact, batch: int = 1, mode: str | None = None, *, ghz: float | None = None,
             json_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Where an artifact's time goes on this machine: per kernel (TVM's fused functions) its
     calls per run, ms per call timed alone, share of the whole run, and for convs GMAC/s and the
