@@ -168,6 +168,17 @@ def test_grouped_convs_verify_under_qemu(tmp_path):
     assert v["status"] == "passed" and max(v["max_rel_err"].values()) < 1e-4
 
 
+def test_hard_gates_verify_under_qemu(tmp_path):
+    """ReLU6, hardtanh, hard-sigmoid, hard-swish and sigmoid on aarch64, against PyTorch."""
+    import reidc
+    import torch
+    from test_head_ops import Gates
+    torch.manual_seed(0)
+    art = reidc.compile(Gates().eval(), "rpi5", output=tmp_path / "art", input_shape=(3, 8, 8))
+    v = art.manifest["verification"]
+    assert v["status"] == "passed" and max(v["max_rel_err"].values()) < 1e-4
+
+
 @pytest.mark.parametrize("values", [dict(depth="18x", ibn=True, se=True, pool="GeneralizedMeanPoolingP", emb=64),
                                     dict(backbone="osnet", depth="x0_25", ibn=True),
                                     dict(backbone="mobilenetv2", depth="0.35x", pool="GeneralizedMeanPooling")],

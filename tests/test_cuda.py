@@ -127,6 +127,16 @@ def test_grouped_convs_codegen_compiles(tmp_path, nvcc):
     _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
 
 
+def test_hard_gates_codegen_compiles(tmp_path, nvcc):
+    """The hard-sigmoid/hard-swish/clamp epilogues for CUDA, PTX and cubin."""
+    import reidc
+    from test_head_ops import Gates
+    reidc.compile(Gates().eval(), "sm86", output=tmp_path / "art", input_shape=(3, 8, 8), verify=False)
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    assert "min(" in src or "fminf" in src
+    _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+
+
 def test_jetson_preset_links_an_aarch64_host_library(tmp_path, ckpts):
     _, ck = ckpts["bire-resnet18"]
     compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm87", verify=False, modes=("visible",)))
