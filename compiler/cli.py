@@ -351,21 +351,31 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
         raise typer.Exit(130)
     except (UserError, ValueError) as e:
         _fail(e)
-    t = Table("", "binary stages", "split BNs", "val mAP", "predicted ms", "measured ms", "weights MB",
+    t = Table("", "binary stages", "split BNs", "val mAP (95% CI)", "vs best", "predicted ms", "measured ms", "weights MB",
               title=f"Pareto front ({res['mode']}, {res['target']['target']}, {res['scenario']})")
     for r in res["pareto_front"]:
         star = "*" if r["key"] == res["pick"]["key"] else ""
-        t.add_row(star, r["arch"]["binary_stages"], str(r["arch"]["split_bns"]), f"{r['val_score_mAP']:.4f}",
+        ci, vs = r["val_mAP_ci95"], r["val_vs_most_accurate"]
+        t.add_row(star, r["arch"]["binary_stages"], str(r["arch"]["split_bns"]),
+                  f"{r['val_score_mAP']:.4f} ({ci[0]:.3f}-{ci[1]:.3f})",
+                  "best" if vs is None else ("tied" if vs["indistinguishable"] else f"{vs['difference']:+.3f}"),
                   f"{r['predicted_ms']:.2f}", "-" if r["measured_ms"] is None else f"{r['measured_ms']:.2f}",
                   "-" if r["weight_bytes"] is None else f"{r['weight_bytes'] / 2**20:.2f}")
     out.print(t)
     p, e = res["pick"], res["latency_table"]["error"]
-    test = "; ".join(f"{k} rank-1 {v['rank1']:.3f} mAP {v['mAP']:.3f} mINP {v['mINP']:.3f}" for k, v in p["test"].items())
+    def scores(settings):
+        return "; ".join(f"{k} rank-1 {v['rank1']:.3f} mAP {v['mAP']:.3f} ({v['mAP_ci95'][0]:.3f}-{v['mAP_ci95'][1]:.3f}) "
+                         f"mINP {v['mINP']:.3f}" for k, v in settings.items())
     out.print(f"pick (*): binary stages {p['arch']['binary_stages']}, {p['arch']['split_bns']} split BNs, "
-              f"{p['measured_ms']:.2f} ms measured; test: {test}")
+              f"{p['measured_ms']:.2f} ms measured; test (single-shot): {scores(p['test'])}")
+    if p.get("test_multi_shot"):
+        out.print(f"test (multi-shot): {scores(p['test_multi_shot'])}")
     ab = res.get("pick_vs_most_accurate")
     if ab:
-        out.print(f"pick vs the most accurate candidate (val mAP {ab['pick_val_mAP']:.4f} vs {ab['most_accurate_val_mAP']:.4f}), "
+        d = ab["val_mAP_difference"]
+        out.print(f"pick vs the most accurate candidate (val mAP {ab['pick_val_mAP']:.4f} vs {ab['most_accurate_val_mAP']:.4f}: "
+                  f"{'indistinguishable' if d['indistinguishable'] else 'measurably lower'}, difference 95% CI "
+                  f"{d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}), "
                   f"timed in alternating rounds: {ab['pick_ms']:.2f} ms vs {ab['most_accurate_ms']:.2f} ms "
                   f"({ab['speedup']:.2f}x)")
     if e["candidates"]:

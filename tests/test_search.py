@@ -51,8 +51,22 @@ def test_latency_aware_search_end_to_end(searched):
     ab = res["pick_vs_most_accurate"]    # None when the pick is the most accurate candidate
     assert ab is None or (ab["pick_ms"] > 0 and ab["most_accurate_val_mAP"] >= ab["pick_val_mAP"])
     assert 0 <= pick["test"]["all-search"]["mINP"] <= pick["test"]["all-search"]["mAP"] <= 1
+    # every mAP with its interval over identities; each candidate against the most accurate, paired
+    for r in front:
+        lo, hi = r["val_mAP_ci95"]
+        assert lo <= r["val_score_mAP"] <= hi
+        vs = r["val_vs_most_accurate"]
+        assert vs is None or (vs["ci95"][0] <= vs["difference"] <= vs["ci95"][1] and
+                              vs["indistinguishable"] == (vs["ci95"][0] <= 0 <= vs["ci95"][1]))
+    assert sum(r["val_vs_most_accurate"] is None for r in front) == 1
+    lo, hi = pick["test_mAP_ci95"]
+    assert lo <= pick["test_score_mAP"] <= hi
+    for v in list(pick["test"].values()) + list(pick["test_multi_shot"].values()):
+        assert v["mAP_ci95"][0] <= v["mAP"] <= v["mAP_ci95"][1]
+    assert ab is None or "indistinguishable" in ab["val_mAP_difference"]
     text = " ".join(text.split())
     assert "Pareto front (latency-aware" in text and "checkpoint:" in text
+    assert "Pareto candidates are indistinguishable from it" in text and "test (multi-shot):" in text
     assert res["seconds"] <= res["time_limit_s"] == 900
 
 

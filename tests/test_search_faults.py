@@ -219,6 +219,11 @@ def test_bad_latency_cache_entries_are_dropped(tmp_path):
     ('{"r18": {"score": NaN, "settings": {}}}', "score is nan"),
     ('{"r18": {"score": "0.5", "settings": {}}}', "score is '0.5'"),
     ('{"r18": {"score": 0.5, "settings": {"all": {"mAP": "x"}}}}', "settings are not metrics"),
+    ('{"r18": {"score": 0.5, "settings": {"all": {"mAP": 0.5, "mAP_ci95": [0.6, 0.4]}}}}', "settings are not metrics"),
+    ('{"r18": {"score": 0.5, "settings": {"all": {"mAP": 0.5}}, "identity_stats": {"ids": [1, 2], "settings": '
+     '{"all": {"sums": [[0.5]], "counts": [[1]]}}}}}', "identity_stats of all are not AP sums"),
+    ('{"r18": {"score": 0.5, "settings": {"all": {"mAP": 0.5}}, "identity_stats": {"ids": [1], "settings": {}}}}',
+     "identity_stats does not hold the scored settings"),
 ])
 def test_a_corrupt_accuracy_json_is_one_line_naming_it(tmp_path, content, why):
     (tmp_path / "out").mkdir()

@@ -25,17 +25,16 @@ import numpy as np
 RANKS = (1, 5, 10)
 
 
-def retrieval_metrics(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None,
-                      exclude: tuple[tuple[int, int], ...] = (), cmc_first_per_id: bool = False) -> dict[str, float]:
-    """CMC rank-1/5/10, mAP, mINP of a (queries x gallery) distance matrix; `exclude`: (query
-    camera, gallery camera) pairs left out; `cmc_first_per_id`: SYSU-MM01's CMC (module doc)."""
+def per_query(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None, exclude: tuple[tuple[int, int], ...] = (),
+              cmc_first_per_id: bool = False) -> dict[str, np.ndarray]:
+    """Each scored query's index ("query"), the 0-based rank of its first true match under the
+    CMC rule ("first"), its AP and INP; queries with no true match left are skipped."""
     dist = np.asarray(dist, np.float64)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     if dist.shape != (len(q_pids), len(g_pids)):
         raise ValueError(f"distance matrix {dist.shape} does not match {len(q_pids)} queries x {len(g_pids)} gallery")
     order = np.argsort(dist, axis=1, kind="stable")
-    cmc_hits = np.zeros(max(RANKS))
-    aps, inps = [], []
+    rows: list[tuple[int, int, float, float]] = []
     for i in range(len(q_pids)):
         o = order[i]
         if exclude:
@@ -44,20 +43,25 @@ def retrieval_metrics(dist: np.ndarray, q_pids, g_pids, q_cams=None, g_cams=None
                 if q_cams[i] == qc:
                     keep &= np.asarray(g_cams)[o] != gc
             o = o[keep]
-        match = g_pids[o] == q_pids[i]
-        pos = np.flatnonzero(match)
+        pos = np.flatnonzero(g_pids[o] == q_pids[i])
         if not len(pos):
             continue
-        first = len(np.unique(g_pids[o[:pos[0]]])) if cmc_first_per_id else pos[0]
-        if first < len(cmc_hits):
-            cmc_hits[first:] += 1
-        aps.append(float(np.mean(np.arange(1, len(pos) + 1) / (pos + 1))))
-        inps.append(len(pos) / (pos[-1] + 1))
-    if not aps:
+        first = len(np.unique(g_pids[o[:pos[0]]])) if cmc_first_per_id else int(pos[0])
+        rows.append((i, first, float(np.mean(np.arange(1, len(pos) + 1) / (pos + 1))), len(pos) / (pos[-1] + 1)))
+    if not rows:
         raise ValueError("no query has a true match in the gallery")
-    n = len(aps)
-    out = {f"rank{k}": float(cmc_hits[k - 1] / n) for k in RANKS}
-    out.update(mAP=float(np.mean(aps)), mINP=float(np.mean(inps)), queries=n)
+    q, first, ap, inp = (np.array(c) for c in zip(*rows))
+    return {"query": q.astype(np.int64), "first": first.astype(np.int64), "ap": ap, "inp": inp}
+
+
+def retrieval_metrics(dist, q_pids, g_pids, q_cams=None, g_cams=None,
+                      exclude: tuple[tuple[int, int], ...] = (), cmc_first_per_id: bool = False) -> dict[str, float]:
+    """CMC rank-1/5/10, mAP, mINP of a (queries x gallery) distance matrix; `exclude`: (query
+    camera, gallery camera) pairs left out; `cmc_first_per_id`: SYSU-MM01's CMC (module doc)."""
+    r = per_query(dist, q_pids, g_pids, q_cams, g_cams, exclude, cmc_first_per_id)
+    n = len(r["ap"])
+    out = {f"rank{k}": float(np.sum(r["first"] < k) / n) for k in RANKS}
+    out.update(mAP=float(np.mean(r["ap"])), mINP=float(np.mean(r["inp"])), queries=n)
     return out
 
 

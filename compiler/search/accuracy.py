@@ -10,6 +10,7 @@ from reidc.frontend.supernet import recalibrate_bn, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
 from reidc.compiler.datasets.metrics import score_protocol
+from reidc.compiler.datasets.uncertainty import identity_stats, interval, setting_intervals
 from .train import TrainConfig, sample_batch
 
 RECAL_BATCHES = 8
@@ -44,15 +45,26 @@ def prepare_candidate(net, spec, data: ReIDData, cfg: TrainConfig):
 def evaluate_candidate(net, spec, data: ReIDData, cfg: TrainConfig, protocol: str = "val") -> dict:
     """Set the supernet to `spec`, recalibrate its BNs, score it on `protocol` (val or test).
     On test, a dataset's multi-shot galleries (SYSU-style data) are scored too, from the same
-    features ("multi_shot"; "settings" and "score" stay the single-shot ones)."""
+    features ("multi_shot"; "settings" and "score" stay the single-shot ones). Every mAP comes
+    with its 95% bootstrap interval over identities (`_scored`)."""
     prepare_candidate(net, spec, data, cfg)
     proto = data.val if protocol == "val" else data.test
     feats = embed(net, proto.pool.images, proto.pool.modality)
-    res = score_protocol(feats, proto)
-    out = {"score": headline(res), "settings": res}
+    out = _scored(feats, proto)
     multi = data.test_multi_shot if protocol == "test" else None
     if multi is not None:
         if multi.pool is not proto.pool:
             raise ValueError(f"{multi.name} ranks a pool other than {proto.name}'s")
-        out["multi_shot"] = score_protocol(feats, multi)
+        out["multi_shot"] = _scored(feats, multi)["settings"]
     return out
+
+
+def _scored(feats: np.ndarray, proto) -> dict:
+    """The protocol's metrics per setting, each mAP with its 95% interval over identities
+    ("mAP_ci95"), the headline score with its own ("ci95"), and the per-identity statistics
+    that paired comparisons between candidates read ("identity_stats": uncertainty.py)."""
+    res = score_protocol(feats, proto)
+    stats = identity_stats(feats, proto)
+    for setting, ci in setting_intervals(stats).items():
+        res[setting]["mAP_ci95"] = ci
+    return {"score": headline(res), "ci95": interval(stats), "settings": res, "identity_stats": stats}

@@ -73,12 +73,36 @@ def _accuracy_problem(rec) -> str | None:
     if not _number(rec.get("score")) or not 0 <= rec["score"] <= 1:
         return f"score is {rec.get('score')!r}, not an mAP"
     settings = rec.get("settings")
-    if not isinstance(settings, dict) or not all(isinstance(m, dict) and all(map(_number, m.values()))
-                                                  for m in settings.values()):
+    if not isinstance(settings, dict) or not all(isinstance(m, dict) and all(
+            _interval(v) if k == "mAP_ci95" else _number(v) for k, v in m.items()) for m in settings.values()):
         return "settings are not metrics per protocol setting"
     for k in ("seconds", "supernet_steps"):
         if k in rec and (not _number(rec[k]) or rec[k] < 0):
             return f"{k} is {rec[k]!r}"
+    if "ci95" in rec and not _interval(rec["ci95"]):
+        return f"ci95 is {rec['ci95']!r}, not an interval"
+    if "identity_stats" in rec:
+        return _stats_problem(rec["identity_stats"], settings)
+    return None
+
+
+def _interval(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(map(_number, v)) and v[0] <= v[1]
+
+
+def _stats_problem(st, settings: dict) -> str | None:
+    """identity_stats (compiler/datasets/uncertainty.py): per setting, AP sums and query counts
+    of shape (trials, identities)."""
+    if not isinstance(st, dict) or not isinstance(st.get("ids"), list) or not all(type(i) is int for i in st["ids"]):
+        return "identity_stats has no list of identities"
+    if not isinstance(st.get("settings"), dict) or set(st["settings"]) != set(settings):
+        return "identity_stats does not hold the scored settings"
+    n = len(st["ids"])
+    for name, s in st["settings"].items():
+        rows = [s.get(k) if isinstance(s, dict) else None for k in ("sums", "counts")]
+        if not all(isinstance(r, list) and r and all(isinstance(t, list) and len(t) == n and all(map(_number, t))
+                                                    and min(t) >= 0 for t in r) for r in rows) or len(rows[0]) != len(rows[1]):
+            return f"identity_stats of {name} are not AP sums and counts per trial and identity"
     return None
 
 

@@ -34,6 +34,7 @@ from reidc.frontend.supernet import extract, random_arch
 from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, TimeLimitError, Work
 from reidc.compiler.datasets import load_dataset
+from reidc.compiler.datasets.uncertainty import compare
 from .evolution import Candidate, evolve, pareto_front, rank
 from .files import guard_search_dir, make_dir, read_accuracy
 from .latency import LatencyMeter, Scenario, arch_key, interleaved_ms
@@ -119,7 +120,8 @@ class _Search:
         return max(0, _evaluations(self.opts) - sum(self._scored(r) for r in self.acc.values()))
 
     def _scored(self, rec: dict) -> bool:
-        return rec.get("supernet_steps") == self.steps
+        """Scored with this supernet, and with the per-identity statistics intervals need."""
+        return rec.get("supernet_steps") == self.steps and "identity_stats" in rec
 
     # -- accuracy ---------------------------------------------------------------------------
     def accuracy(self, spec: ArchSpec) -> dict:
@@ -286,6 +288,21 @@ class _Search:
                 "pick_val_mAP": pick.score, "most_accurate_val_mAP": best.score,
                 "most_accurate_arch": _spec_json(best.spec), "timing": "min over 8 alternating rounds of 10 runs"}
 
+    def _say_noise(self, pick: Candidate, best: Candidate, front: list[Candidate], stats) -> None:
+        """Say what validation cannot tell apart: the pick from the most accurate candidate, and
+        how many Pareto candidates are within the noise of the best."""
+        tied = [c for c in front if arch_key(c.spec) != arch_key(best.spec)
+                and compare(stats(c), stats(best))["indistinguishable"]]
+        ci = self.acc[arch_key(best.spec)]["ci95"]
+        self.say(f"validation: the most accurate candidate scores mAP {best.score:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f} "
+                 f"over {len(stats(best)['ids'])} identities); {len(tied)} of the other {len(front) - 1} Pareto "
+                 "candidates are indistinguishable from it (paired bootstrap interval holds 0)")
+        if arch_key(pick.spec) != arch_key(best.spec):
+            d = compare(stats(pick), stats(best))
+            verdict = "indistinguishable from" if d["indistinguishable"] else "measurably below"
+            self.say(f"validation: the pick is {verdict} the most accurate candidate (mAP difference "
+                     f"{d['difference']:+.3f}, 95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
+
     def finish(self, cands: list[Candidate], table: LatencyTable, steps: int) -> dict:
         from reidc.compiler.compile import CompileOptions, compile_checkpoint
         from reidc.frontend.checkpoint import save_checkpoint
@@ -317,16 +334,22 @@ class _Search:
         manifest = compile_checkpoint(chosen, art, CompileOptions(target=o.target, progress=self.say,
                                                                   verify=not self.meter.preset.missing_on_host()))
 
-        ab = self.compare(pick, rank(cands, "accuracy")[0], art) if o.latency_aware else None
+        best = rank(cands, "accuracy")[0]
+        ab = self.compare(pick, best, art) if o.latency_aware else None
+        stats = lambda c: self.acc[arch_key(c.spec)]["identity_stats"]  # noqa: E731
+        if ab is not None:
+            ab["val_mAP_difference"] = compare(stats(pick), stats(best))
+        self._say_noise(pick, best, front, stats)
 
         def row(c: Candidate) -> dict:
             key = arch_key(c.spec)
-            return {"arch": _spec_json(c.spec), "val_score_mAP": c.score, "val": c.metrics,
-                    "predicted_ms": c.predicted_ms, "measured_ms": measured.get(key),
+            return {"arch": _spec_json(c.spec), "val_score_mAP": c.score, "val_mAP_ci95": self.acc[key]["ci95"],
+                    "val_vs_most_accurate": None if key == arch_key(best.spec) else compare(stats(c), stats(best)),
+                    "val": c.metrics, "predicted_ms": c.predicted_ms, "measured_ms": measured.get(key),
                     "weight_bytes": self.memory(c.spec) if key in measured else None, "key": key}
 
         front_rows = [row(c) for c in front]
-        pick_row = {**row(pick), "test": test["settings"], "test_score_mAP": test["score"],
+        pick_row = {**row(pick), "test": test["settings"], "test_score_mAP": test["score"], "test_mAP_ci95": test["ci95"],
                     "test_multi_shot": test.get("multi_shot"),
                     "checkpoint": str(chosen), "artifact": str(art),
                     "verification": manifest["verification"].get("max_rel_err"),
@@ -339,7 +362,9 @@ class _Search:
             "candidates_evaluated": len(cands), "latency_measurements_new": self.meter.measured,
             "accuracy": "validation identities, mAP averaged over the protocol's settings (val_score_mAP); "
                         "the pick also on the test identities (test: single-shot galleries, test_multi_shot: "
-                        "10-shot, where the dataset has them; the standard's draws)",
+                        "10-shot, where the dataset has them; the standard's draws). *_ci95: 95% bootstrap "
+                        "interval over identities; val_vs_most_accurate: the paired difference to the most "
+                        "accurate candidate, indistinguishable where its interval holds 0",
             "latency": "measured_ms: compiled by reidc and timed on the target; predicted_ms: the per-layer table",
             "pareto_front": front_rows, "pick": pick_row, "pick_vs_most_accurate": ab,
             "latency_table": {**table.to_json(), "measured": self.table_measured, "error": error},
