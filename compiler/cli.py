@@ -325,7 +325,9 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            train_steps: int = typer.Option(600, help="supernet training steps (8 ids x 4 images each)"),
            population: int = typer.Option(12, help="candidates per generation"),
            generations: int = typer.Option(6, help="generations of the evolutionary search"),
-           margin: float = typer.Option(0.02, help="latency-aware without a budget: mAP it may give up for speed"),
+           margin: Optional[float] = typer.Option(None, help="latency-aware without a budget: mAP it may give up for "
+                                                             "speed (default: whatever validation cannot tell from "
+                                                             "the most accurate, by a paired bootstrap)"),
            measure_front: int = typer.Option(6, help="Pareto candidates compiled and measured at the end"),
            latency_table: str = typer.Option("all", help="all: measure the 16 real/binary stage patterns; "
                                                          "stages: 6, the rest summed per stage (faster, less accurate)"),

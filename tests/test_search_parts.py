@@ -276,3 +276,24 @@ def test_evolution_finds_the_optimum_of_a_known_objective():
     cands = evolve(init, evaluate, "accuracy", None, population=6, generations=8, seed=0)
     assert len({arch_key(s) for s in evals}) == len(evals)        # nothing evaluated twice
     assert rank(cands, "accuracy")[0].spec.binary_stages == (True,) * 4
+
+
+def test_the_latency_aware_pick_may_be_any_candidate_validation_cannot_tell_from_the_best():
+    """Without --margin: paired bootstrap over identities; with it: the plain mAP margin."""
+    from reidc.compiler.search.search import SearchOptions, _Search
+    rng = np.random.default_rng(0)
+    base = rng.beta(3, 3, 40)
+
+    def stats(aps):
+        return {"ids": list(range(40)), "settings": {"all": {"sums": [aps.tolist()], "counts": [[1] * 40]}}}
+    specs = [random_arch(random.Random(i), (64, 32), 8) for i in range(3)]
+    noisy = np.clip(base + rng.normal(0, 0.15, 40), 0, 1)     # same mean, much noise per identity
+    worse = base - 0.08                                        # the same identities, each 0.08 lower
+    cands = [Candidate(s, float(np.mean(a)), 1.0, {}) for s, a in zip(specs, (base, noisy, worse))]
+    search = _Search.__new__(_Search)
+    search.acc = {arch_key(c.spec): {"identity_stats": stats(a)} for c, a in zip(cands, (base, noisy, worse))}
+    best = cands[0]
+    search.opts = SearchOptions()
+    assert [search._close_enough(c, best) for c in cands] == [True, True, False]
+    search.opts = SearchOptions(margin=0.1)
+    assert [search._close_enough(c, best) for c in cands] == [True, True, True]

@@ -50,7 +50,7 @@ def tune_report(db: str | Path, *, plot: bool = True) -> dict[str, dict]:
 def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "synthetic", target: str = "host",
            budget_ms: float | None = None, time_limit_s: float = 1200.0, scenario: str = "mixed:8",
            input_size: tuple[int, int] = (64, 32), train_steps: int = 600, population: int = 12,
-           generations: int = 6, margin: float = 0.02, measure_front: int = 6, latency_table: str = "all",
+           generations: int = 6, margin: float | None = None, measure_front: int = 6, latency_table: str = "all",
            seed: int = 0, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
            progress: Callable[[str], None] | None = None, objective: str = "cmnas") -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if

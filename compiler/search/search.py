@@ -51,7 +51,8 @@ class SearchOptions:
     target: str = "host"
     scenario: str = "mixed:8"
     budget_ms: float | None = None
-    margin: float = 0.02              # latency-aware without a budget: accuracy it may give up
+    margin: float | None = None       # latency-aware without a budget: mAP it may give up; None: any candidate
+                                      # validation cannot tell from the most accurate (paired bootstrap)
     time_limit_s: float = 1200.0
     train_steps: int = 600
     train_share: float = 0.5          # training's share of the time limit when not all of it fits
@@ -260,13 +261,23 @@ class _Search:
                     return c
             raise ValueError(f"no candidate measured within --budget-ms {o.budget_ms} (the fastest predicted: "
                              f"{min(c.predicted_ms for c in cands):.2f} ms); raise the budget")
-        best = max(c.score for c in cands)
-        ok = sorted((c for c in pareto_front(cands) if c.score >= best - o.margin), key=lambda c: c.predicted_ms)
+        best = rank(cands, "accuracy")[0]
+        ok = sorted((c for c in pareto_front(cands) if self._close_enough(c, best)), key=lambda c: c.predicted_ms)
         for c in ok:
             k = arch_key(c.spec)
             if k not in measured and (self._may_measure(c.spec) or not any(arch_key(x.spec) in measured for x in ok)):
                 measured[k] = self.measure(c.spec, "a Pareto candidate")
         return min((c for c in ok if arch_key(c.spec) in measured), key=lambda c: measured[arch_key(c.spec)])
+
+    def _close_enough(self, c: Candidate, best: Candidate) -> bool:
+        """May the latency-aware pick be c? Within --margin of the best's validation mAP, or
+        without one, not measurably below it (the paired bootstrap's interval holds 0)."""
+        if self.opts.margin is not None:
+            return c.score >= best.score - self.opts.margin
+        if arch_key(c.spec) == arch_key(best.spec):
+            return True
+        stats = [self.acc[arch_key(x.spec)]["identity_stats"] for x in (c, best)]
+        return compare(*stats)["indistinguishable"]
 
     def compare(self, pick: Candidate, best: Candidate, pick_art: Path) -> dict | None:
         """The latency-aware pick against the most accurate candidate, timed in alternating rounds."""
@@ -357,7 +368,8 @@ class _Search:
         result = {
             "mode": o.mode, "dataset": self.data.name, "input_size": list(self.data.input_size),
             "target": self.meter.setup(), "scenario": self.scenario.describe(), "budget_ms": o.budget_ms,
-            "margin": o.margin if o.latency_aware and o.budget_ms is None else None,
+            "margin": (o.margin if o.margin is not None else "indistinguishable from the most accurate (paired "
+                       "bootstrap over validation identities)") if o.latency_aware and o.budget_ms is None else None,
             "supernet_steps": steps, "objective": self.cfg.objective,   # the supernet's training loss
             "candidates_evaluated": len(cands), "latency_measurements_new": self.meter.measured,
             "accuracy": "validation identities, mAP averaged over the protocol's settings (val_score_mAP); "
