@@ -335,7 +335,12 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
            rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
            latency_cache: Optional[Path] = typer.Option(None, help="latency cache file (default: in REIDC_CACHE)"),
-           objective: str = typer.Option("cmnas", help="supernet's loss: cmnas (CM-NAS's) | reidc (reidc's older one)")):
+           objective: str = typer.Option("cmnas", help="supernet's loss: cmnas (CM-NAS's) | reidc (reidc's older one)"),
+           standalone_steps: Optional[int] = typer.Option(None, help="the pick's stand-alone fine-tuning steps before "
+                                                                      "its test metrics (default: train-steps / 4; 0: "
+                                                                      "report the supernet child's)"),
+           standalone_check: int = typer.Option(4, help="candidates fine-tuned stand-alone, the pick included, to "
+                                                        "rank-correlate with the supernet (Kendall tau)")):
     """Search BN splits and binarized stages by validation accuracy and measured latency."""
     try:
         if (rpc_tracker is None) != (rpc_key is None):
@@ -346,7 +351,8 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                            train_steps=train_steps, population=population, generations=generations,
                            measure_front=measure_front, latency_table=latency_table, seed=seed,
                            rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
-                           objective=objective, progress=_progress)
+                           objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
+                           progress=_progress)
     except KeyboardInterrupt:
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)
@@ -380,6 +386,11 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                   f"{d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}), "
                   f"timed in alternating rounds: {ab['pick_ms']:.2f} ms vs {ab['most_accurate_ms']:.2f} ms "
                   f"({ab['speedup']:.2f}x)")
+    sa = res.get("standalone")
+    if sa:
+        tau = "n/a (fewer than 3)" if sa["kendall_tau"] is None else f"{sa['kendall_tau']:+.2f}"
+        out.print(f"stand-alone check: {len(sa['candidates'])} candidates fine-tuned for {sa['steps']} steps; "
+                  f"Kendall tau, supernet vs stand-alone validation mAP: {tau}")
     if e["candidates"]:
         out.print(f"latency table error on {e['candidates']} measured candidates: mean {100 * e['mean_abs_rel_err']:.1f}%, "
                   f"max {100 * e['max_abs_rel_err']:.1f}%")

@@ -64,9 +64,17 @@ def test_latency_aware_search_end_to_end(searched):
     for v in list(pick["test"].values()) + list(pick["test_multi_shot"].values()):
         assert v["mAP_ci95"][0] <= v["mAP"] <= v["mAP_ci95"][1]
     assert ab is None or "indistinguishable" in ab["val_mAP_difference"]
+    # the pick fine-tuned alone (a quarter of 3 training steps: 1), and 3 more candidates for the tau
+    sa = res["standalone"]
+    assert sa["steps"] == 1 and pick["weights"] == "fine-tuned stand-alone for 1 steps"
+    assert sa["candidates"][0]["key"] == pick["key"] and len(sa["candidates"]) == 4
+    assert len({r["key"] for r in sa["candidates"]}) == 4
+    assert sa["kendall_tau"] is None or -1 <= sa["kendall_tau"] <= 1
+    assert set(pick["test_inherited"]["settings"]) == set(pick["test"])
     text = " ".join(text.split())
     assert "Pareto front (latency-aware" in text and "checkpoint:" in text
     assert "Pareto candidates are indistinguishable from it" in text and "test (multi-shot):" in text
+    assert "stand-alone check: 4 candidates fine-tuned for 1 steps; Kendall tau" in text
     assert res["seconds"] <= res["time_limit_s"] == 900
 
 

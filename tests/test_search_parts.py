@@ -297,3 +297,31 @@ def test_the_latency_aware_pick_may_be_any_candidate_validation_cannot_tell_from
     assert [search._close_enough(c, best) for c in cands] == [True, True, False]
     search.opts = SearchOptions(margin=0.1)
     assert [search._close_enough(c, best) for c in cands] == [True, True, True]
+
+
+# -- stand-alone checks --------------------------------------------------------------------
+def test_kendall_tau_b_matches_scipy_with_ties():
+    from reidc.compiler.search.standalone import kendall_tau
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 9):
+        a, b = rng.integers(0, 4, n).astype(float), rng.integers(0, 4, n).astype(float)
+        if len(set(a)) > 1 and len(set(b)) > 1:
+            assert kendall_tau(a, b) == pytest.approx(scipy_stats.kendalltau(a, b).statistic, abs=1e-12)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0 and kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0
+    assert kendall_tau([1, 2], [1, 2]) is None and kendall_tau([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_a_candidate_fine_tuned_alone_leaves_the_supernet_as_it_was(tiny):
+    from reidc.compiler.search.standalone import finetune, score_model
+    torch.manual_seed(0)
+    net = build_supernet(tiny.input_size, tiny.train.num_ids)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    spec = random_arch(random.Random(1), tiny.input_size, tiny.train.num_ids)
+    model = finetune(net, spec, tiny, TrainConfig(steps=10), steps=2)
+    inherited = extract(net, spec).state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items() if "running" not in k and
+               "num_batches" not in k)                     # BN statistics are recalibrated, weights untouched
+    assert not torch.equal(model.state_dict()["classifier.weight"], inherited["classifier.weight"])
+    res = score_model(model, tiny)
+    assert 0 <= res["ci95"][0] <= res["score"] <= res["ci95"][1] <= 1 and res["identity_stats"]["ids"]

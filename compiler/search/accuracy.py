@@ -46,20 +46,20 @@ def evaluate_candidate(net, spec, data: ReIDData, cfg: TrainConfig, protocol: st
     """Set the supernet to `spec`, recalibrate its BNs, score it on `protocol` (val or test).
     On test, a dataset's multi-shot galleries (SYSU-style data) are scored too, from the same
     features ("multi_shot"; "settings" and "score" stay the single-shot ones). Every mAP comes
-    with its 95% bootstrap interval over identities (`_scored`)."""
+    with its 95% bootstrap interval over identities (`scored`)."""
     prepare_candidate(net, spec, data, cfg)
     proto = data.val if protocol == "val" else data.test
     feats = embed(net, proto.pool.images, proto.pool.modality)
-    out = _scored(feats, proto)
+    out = scored(feats, proto)
     multi = data.test_multi_shot if protocol == "test" else None
     if multi is not None:
         if multi.pool is not proto.pool:
             raise ValueError(f"{multi.name} ranks a pool other than {proto.name}'s")
-        out["multi_shot"] = _scored(feats, multi)["settings"]
+        out["multi_shot"] = scored(feats, multi)["settings"]
     return out
 
 
-def _scored(feats: np.ndarray, proto) -> dict:
+def scored(feats: np.ndarray, proto) -> dict:
     """The protocol's metrics per setting, each mAP with its 95% interval over identities
     ("mAP_ci95"), the headline score with its own ("ci95"), and the per-identity statistics
     that paired comparisons between candidates read ("identity_stats": uncertainty.py)."""

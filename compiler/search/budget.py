@@ -2,7 +2,7 @@
 
 A search runs the latency table, supernet training, the evolution and the final phase
 (measuring the Pareto front, measuring and compiling the pick, timing it against the most
-accurate candidate). Costs per unit of work come from what earlier runs recorded (the latency
+accurate candidate, fine-tuning the pick and a few other candidates stand-alone). Costs per unit of work come from what earlier runs recorded (the latency
 cache's `seconds`, accuracy.json's `seconds`, the supernet's `seconds_per_step`) or from a
 probe in this run, and are refined as the run measures them.
 
@@ -66,6 +66,8 @@ class Work:
     evaluations: int            # evaluations of a full evolution not in accuracy.json
     front: int                  # Pareto candidates measured at the end
     compare: bool               # latency-aware: the pick timed against the most accurate candidate
+    standalone_steps: int = 0   # the pick's stand-alone fine-tuning (standalone.py)
+    standalone_more: int = 0    # the other stand-alone checks' steps, all together
 
     @property
     def min_steps(self) -> int:
@@ -101,8 +103,11 @@ class Budget:
         return n * (self.costs.evaluate or 0.0)
 
     def pick_s(self) -> float:
-        """Measuring, testing and compiling the pick: what the final phase cannot drop."""
-        return (1 + COMPILE_PICK) * self._m() + self.costs.test_ratio * (self.costs.evaluate or 0.0) + OVERHEAD_S
+        """Measuring, fine-tuning stand-alone, testing and compiling the pick: what the final phase cannot drop."""
+        ev = self.costs.evaluate or 0.0
+        return (1 + COMPILE_PICK) * self._m() + self.costs.test_ratio * ev + OVERHEAD_S + (
+            self.work.standalone_steps * (self.costs.step or 0.0) + (1 + self.costs.test_ratio) * ev
+            if self.work.standalone_steps else 0.0)
 
     def compare_s(self) -> float:
         return COMPARE * self._m() if self.work.compare else 0.0
@@ -110,7 +115,10 @@ class Budget:
     def final_s(self, minimum: bool = False) -> float:
         if minimum:
             return self.pick_s()
-        return self.pick_s() + self.work.front * self._m() + self.compare_s()
+        return self.pick_s() + self.work.front * self._m() + self.compare_s() + self.standalone_more_s()
+
+    def standalone_more_s(self) -> float:
+        return self.work.standalone_more * (self.costs.step or 0.0)
 
     def need_s(self) -> float:
         """The least the rest of the run takes."""

@@ -32,7 +32,8 @@ from reidc.frontend.arch import ArchSpec
 from reidc.frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
-from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, TimeLimitError, Work
+from .standalone import check, finetune, kendall_tau, score_model
+from .budget import ANCHORS, DEFAULT_MEASURE_S, OVERHEAD_S, Budget, Costs, TimeLimitError, Work
 from reidc.compiler.datasets import load_dataset
 from reidc.compiler.datasets.uncertainty import compare
 from .evolution import Candidate, evolve, pareto_front, rank
@@ -64,7 +65,13 @@ class SearchOptions:
     rpc: tuple[str, str] | None = None
     latency_cache: Path | None = None
     objective: str = DEFAULT_OBJECTIVE    # the supernet's training loss: "cmnas" | "reidc" (losses.py)
+    standalone_steps: int | None = None   # the pick's stand-alone fine-tuning; None: a quarter of train_steps
+    standalone_check: int = 4             # candidates fine-tuned stand-alone (the pick included) for Kendall tau
     progress: Callable[[str], None] = field(default=lambda s: None)
+
+    @property
+    def finetune_steps(self) -> int:
+        return max(1, self.train_steps // 4) if self.standalone_steps is None else self.standalone_steps
 
     @property
     def mode(self) -> str:
@@ -87,6 +94,10 @@ class _Search:
         self.out, self.opts, self.say = out, opts, opts.progress
         # inputs first, cheapest first: a bad file is reported before minutes of work
         check_objective(opts.objective)
+        if opts.standalone_steps is not None and opts.standalone_steps < 0:
+            raise ValueError(f"--standalone-steps {opts.standalone_steps}: expected 0 (none) or more")
+        if opts.standalone_check < 1:
+            raise ValueError(f"--standalone-check {opts.standalone_check}: expected 1 (the pick alone) or more")
         self.scenario = Scenario.parse(opts.scenario)
         table_archs(random_arch(random.Random(0), opts.input_size, 8), self.scenario, opts.latency_table)  # checks it
         self.acc_path = out / "accuracy.json"
@@ -110,7 +121,9 @@ class _Search:
                       test_ratio=max(1.0, test / max(1, val)))
         work = Work(table=sum(not self.meter.cached(s) for s in self.archs.values()),
                     table_all=opts.latency_table == "all", steps_done=self.steps, steps=self.cfg.steps,
-                    evaluations=self._evaluations_left(), front=opts.measure_front, compare=opts.latency_aware)
+                    evaluations=self._evaluations_left(), front=opts.measure_front, compare=opts.latency_aware,
+                    standalone_steps=opts.finetune_steps,
+                    standalone_more=opts.finetune_steps * max(0, opts.standalone_check - 1))
         self.budget = Budget(opts.time_limit_s, self.t0, work, costs, opts.train_share)
 
     def _evaluations_left(self) -> int:
@@ -314,6 +327,27 @@ class _Search:
             self.say(f"validation: the pick is {verdict} the most accurate candidate (mAP difference "
                      f"{d['difference']:+.3f}, 95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
 
+    def _standalone(self, cands: list[Candidate], pick: Candidate, best: Candidate, pick_check: dict) -> dict:
+        """The pick and up to --standalone-check - 1 more candidates (the most accurate first,
+        then spread over the supernet's scores) fine-tuned alone; Kendall tau of the two rankings."""
+        o, b = self.opts, self.budget
+        others = [c for c in rank(cands, "accuracy") if arch_key(c.spec) not in (arch_key(pick.spec), arch_key(best.spec))]
+        first = [best] if arch_key(best.spec) != arch_key(pick.spec) else []
+        n = max(0, o.standalone_check - 1 - len(first))
+        spread = sorted({round(i * (len(others) - 1) / max(1, n - 1)) for i in range(n)}) if others else []
+        chosen = (first + [others[i] for i in spread])[:max(0, o.standalone_check - 1)]
+        rows = [pick_check] + check(self.net, [(arch_key(c.spec), c.spec, c.score) for c in chosen],
+                                    self.data, self.cfg, o.finetune_steps,
+                                    lambda took: b.left() >= took + OVERHEAD_S, self.say)
+        tau = kendall_tau([r["supernet_val_mAP"] for r in rows], [r["standalone_val_mAP"] for r in rows])
+        self.say(f"stand-alone check: {len(rows)} candidates fine-tuned for {o.finetune_steps} steps; Kendall tau "
+                 "between supernet and stand-alone validation mAP " + ("n/a (fewer than 3)" if tau is None else
+                                                                       f"{tau:+.2f}"))
+        return {"steps": o.finetune_steps, "candidates": rows, "kendall_tau": tau,
+                "how": "each candidate's inherited weights (BNs recalibrated) trained alone with the supernet's "
+                       "objective, BNs re-estimated, scored on the validation identities; Kendall's tau-b of the "
+                       "supernet's scores against these"}
+
     def finish(self, cands: list[Candidate], table: LatencyTable, steps: int) -> dict:
         from reidc.compiler.compile import CompileOptions, compile_checkpoint
         from reidc.frontend.checkpoint import save_checkpoint
@@ -336,10 +370,21 @@ class _Search:
         # the table against every measured candidate it was not built from
         error = prediction_error(table, [(c.spec, measured[arch_key(c.spec)]) for c in cands
                                          if arch_key(c.spec) in measured and arch_key(c.spec) not in self.table_keys])
+        ft = o.finetune_steps
+        if ft:
+            self.say(f"fine-tuning the pick stand-alone for {ft} steps")
+            t = time.time()
+            pick_model = finetune(self.net, pick.spec, self.data, self.cfg, ft)
+            pick_val = score_model(pick_model, self.data)
+            pick_check = {"key": k, "supernet_val_mAP": pick.score, "standalone_val_mAP": pick_val["score"],
+                          "standalone_val_mAP_ci95": pick_val["ci95"], "seconds": round(time.time() - t, 1)}
+        else:
+            pick_model = extract(prepare_candidate(self.net, pick.spec, self.data, self.cfg), pick.spec)
         self.say("evaluating the pick on the test identities")
-        test = evaluate_candidate(self.net, pick.spec, self.data, self.cfg, protocol="test")
+        test = score_model(pick_model, self.data, "test")
+        inherited = evaluate_candidate(self.net, pick.spec, self.data, self.cfg, protocol="test") if ft else None
         chosen = mode_dir / "chosen"
-        save_checkpoint(extract(self.net, pick.spec), chosen)
+        save_checkpoint(pick_model, chosen)
         self.say(f"compiling the pick for {o.target} and verifying it against PyTorch")
         art = mode_dir / f"chosen-{self.meter.preset.name}"
         manifest = compile_checkpoint(chosen, art, CompileOptions(target=o.target, progress=self.say,
@@ -360,7 +405,11 @@ class _Search:
                     "weight_bytes": self.memory(c.spec) if key in measured else None, "key": key}
 
         front_rows = [row(c) for c in front]
+        checks = self._standalone(cands, pick, best, pick_check) if ft else None
         pick_row = {**row(pick), "test": test["settings"], "test_score_mAP": test["score"], "test_mAP_ci95": test["ci95"],
+                    "weights": f"fine-tuned stand-alone for {ft} steps" if ft else "inherited from the supernet",
+                    "test_inherited": inherited and {"settings": inherited["settings"], "score_mAP": inherited["score"],
+                                                     "mAP_ci95": inherited["ci95"]},
                     "test_multi_shot": test.get("multi_shot"),
                     "checkpoint": str(chosen), "artifact": str(art),
                     "verification": manifest["verification"].get("max_rel_err"),
@@ -378,7 +427,7 @@ class _Search:
                         "interval over identities; val_vs_most_accurate: the paired difference to the most "
                         "accurate candidate, indistinguishable where its interval holds 0",
             "latency": "measured_ms: compiled by reidc and timed on the target; predicted_ms: the per-layer table",
-            "pareto_front": front_rows, "pick": pick_row, "pick_vs_most_accurate": ab,
+            "pareto_front": front_rows, "pick": pick_row, "pick_vs_most_accurate": ab, "standalone": checks,
             "latency_table": {**table.to_json(), "measured": self.table_measured, "error": error},
             "time_limit_s": o.time_limit_s, "seconds": round(time.time() - self.t0, 1),
         }

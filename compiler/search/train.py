@@ -20,12 +20,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reidc.compiler.base.atomic import atomic_directory, atomic_write_json
+from reidc.compiler.base.errors import InputError
 from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
 from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 
 WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
+LOG_EVERY = 25   # steps between the progress lines of a stand-alone training
 
 
 @dataclass(frozen=True)
@@ -218,3 +220,42 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
                      + f"; {rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
     _save(out, net, opt, data, cfg, done, step_s)
     return net.eval(), done
+
+
+def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None) -> tuple[list[dict], float]:
+    """Train one network (a zoo model, a supernet's child) in place with the search's recipe;
+    (loss trace: the mean of each term over every window of steps, seconds). A loss that is not
+    finite is an InputError naming the step."""
+    every = max(1, min(LOG_EVERY, cfg.steps // 8))
+    opt = _optimizer(model, cfg)
+    model.train()
+    trace, window, n = [], {}, 0
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        x, y, m = sample_batch(data, cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        feat = model.backbone(x, m)     # the pre-BNNeck feature (the triplets')
+        neck = model.bottleneck(feat)   # the BNNeck's output (CM-NAS's SP and CMMD; the classifier's input)
+        loss, parts = cmnas_loss(feat, neck, model.classifier(neck), y, m, cfg.objective)
+        if not torch.isfinite(loss):
+            raise InputError(f"training diverged at step {step + 1} (loss {float(loss)}); try another --seed "
+                             "or fewer --steps")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in {"loss": float(loss.detach()), **parts}.items():
+            window[k] = window.get(k, 0.0) + v
+        n += 1
+        done = step + 1
+        if done % every == 0 or done == cfg.steps:
+            row = {"step": done, "lr": _lr(cfg, step), **{k: v / n for k, v in window.items()}}
+            trace.append({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+            window, n = {}, 0
+            took = time.perf_counter() - t0
+            if done % LOG_EVERY == 0 or done == cfg.steps:
+                rate = done / max(took, 1e-6)
+                progress(f"train step {done}/{cfg.steps}: loss {row['loss']:.3f} ("
+                         + ", ".join(f"{k} {row[k]:.3f}" for k in parts) + f"); "
+                         f"{rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
+    return trace, time.perf_counter() - t0

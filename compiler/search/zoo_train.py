@@ -26,12 +26,11 @@ from reidc.frontend.checkpoint import SPEC, WEIGHTS, save_checkpoint
 from reidc.frontend.zoo import ZOO, zoo_model
 
 from .accuracy import embed, score_protocol
-from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
-from .train import TrainConfig, _lr, _optimizer, sample_batch
+from .losses import DEFAULT_OBJECTIVE, check_objective
+from .train import TrainConfig, train_standalone
 
 DEFAULT_STEPS = 300
 DEFAULT_INPUT_SIZE = (128, 64)
-LOG_EVERY = 25
 RECORD = "train.json"
 _OURS = frozenset({SPEC, WEIGHTS, RECORD})
 
@@ -102,7 +101,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         before = evaluate(model, data)
         t_eval = time.perf_counter() - t_eval
         progress(f"{model.spec.name} untrained (seeded weights): test {_summary(before)}")
-        trace, t_train = _train(model, data, cfg, progress)
+        trace, t_train = train_standalone(model, data, cfg, progress)
         t_after = time.perf_counter()
         after = evaluate(model.eval(), data)
         t_eval += time.perf_counter() - t_after
@@ -122,41 +121,3 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         record["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
         atomic_write_json(tmp / RECORD, record)
     return {**record, "path": str(out)}
-
-
-def _train(model, data: ReIDData, cfg: TrainConfig, progress) -> tuple[list[dict], float]:
-    """Train `model` in place; (loss trace: the mean of each term over every window of
-    steps, seconds)."""
-    every = max(1, min(LOG_EVERY, cfg.steps // 8))
-    opt = _optimizer(model, cfg)
-    model.train()
-    trace, window, n = [], {}, 0
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        x, y, m = sample_batch(data, cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
-        feat = model.backbone(x, m)     # the pre-BNNeck feature (the triplets')
-        neck = model.bottleneck(feat)   # the BNNeck's output (CM-NAS's SP and CMMD; the classifier's input)
-        loss, parts = cmnas_loss(feat, neck, model.classifier(neck), y, m, cfg.objective)
-        if not torch.isfinite(loss):
-            raise InputError(f"training diverged at step {step + 1} (loss {float(loss)}); try another --seed "
-                             "or fewer --steps")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for k, v in {"loss": float(loss.detach()), **parts}.items():
-            window[k] = window.get(k, 0.0) + v
-        n += 1
-        done = step + 1
-        if done % every == 0 or done == cfg.steps:
-            row = {"step": done, "lr": _lr(cfg, step), **{k: v / n for k, v in window.items()}}
-            trace.append({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
-            window, n = {}, 0
-            took = time.perf_counter() - t0
-            if done % LOG_EVERY == 0 or done == cfg.steps:
-                rate = done / max(took, 1e-6)
-                progress(f"train step {done}/{cfg.steps}: loss {row['loss']:.3f} ("
-                         + ", ".join(f"{k} {row[k]:.3f}" for k in parts) + f"); "
-                         f"{rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
-    return trace, time.perf_counter() - t0
