@@ -248,7 +248,12 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
          target: str = typer.Option("host", help="preset name or TVM target JSON"),
          trials: int = typer.Option(64, help="measured trials per task"),
          batch: int = typer.Option(1, help="the batch size to tune for"),
-         modes: str = typer.Option("visible", help="entries whose kernels to tune, e.g. visible,mixed"),
+         modes: Optional[str] = typer.Option(None, help="entries whose kernels to tune, e.g. visible,mixed (default: "
+                                                        "visible, or the model's only entry)"),
+         torchreid_arch: Optional[str] = typer.Option(None, help="torchreid architecture of the checkpoint"),
+         fastreid_config: Optional[Path] = typer.Option(None, help="fast-reid's config.yaml (default: beside it)"),
+         arch: Optional[Path] = typer.Option(None, help="architecture spec JSON for a bare weights file"),
+         split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg for a bare weights file"),
          only: Optional[str] = typer.Option(None, help="tune only tasks whose name contains one of these (comma list)"),
          rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
          rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
@@ -267,7 +272,9 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
 
     try:
         res = reidc.tune(checkpoint, db, target, trials=trials, batch=batch,
-                         modes=tuple(m.strip() for m in modes.split(",")),
+                         modes=tuple(m.strip() for m in modes.split(",")) if modes else None,
+                         torchreid_arch=torchreid_arch, fastreid_config=fastreid_config, arch=arch,
+                         split_config=split_config,
                          only=tuple(o.strip() for o in only.split(",")) if only else (),
                          rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
                          progress=_progress, on_stop_now=interrupted)
@@ -276,8 +283,10 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
         raise typer.Exit(130)
     except (UserError, ValueError) as e:
         _fail(e)
+    how = "".join(f" {flag} {v}" for flag, v in (("--torchreid-arch", torchreid_arch), ("--fastreid-config", fastreid_config),
+                                                   ("--arch", arch), ("--split-config", split_config)) if v)
     out.print(f"tuned {res['tasks']} tasks; {res['records']} records in {res['database']}; "
-              f"`reidc compile {checkpoint} --target {target} --tuning-db {db}` applies them")
+              f"`reidc compile {checkpoint}{how} --target {target} --tuning-db {db}` applies them")
 
 
 def _tune_report(db: Path) -> None:

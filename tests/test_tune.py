@@ -207,3 +207,22 @@ def test_tuning_an_arm_target_through_a_qemu_server_then_compiling(tmp_path, bnn
     man = compile_checkpoint(bnn[1], tmp_path / "art", CompileOptions(target="rpi4", tuning_db=str(db),
                                                                      modes=("visible",)))
     assert man["tuning"]["kernels_with_records"] == 1 and man["verification"]["status"] == "passed"
+
+
+def test_a_torchreid_checkpoint_tunes_its_only_entry_then_compiles_with_the_records(tmp_path):
+    """A toolbox checkpoint: its architecture named as compile takes it, its one entry (main)
+    tuned without --modes, and the CLI's hint names the same flags."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from torchreid_runs import features, torchreid_run
+    model, path = torchreid_run(tmp_path / "run", "osnet_x0_25")
+    db = tmp_path / "db"
+    r = CliRunner().invoke(app, ["tune", str(path), "--torchreid-arch", "osnet_x0_25", "--db", str(db), "--trials", "2",
+                                 "--only", "depthwise_conv2d_"])
+    assert r.exit_code == 0, r.output
+    assert "--torchreid-arch osnet_x0_25 --target host --tuning-db" in " ".join(r.output.split())
+    assert r.output.count("trials (0 failed)") >= 1
+    art = compile_checkpoint(path, tmp_path / "art", CompileOptions(torchreid_arch="osnet_x0_25", tuning_db=str(db)))
+    assert art["verification"]["status"] == "passed"
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 128)).astype(np.float32)   # tuned for batch 1
+    got, want = Compiled(tmp_path / "art").run(x, "main"), features(model, x)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
 from reidc.compiler.base.errors import InputError
-from reidc.compiler.compile import CompileOptions, prepare
+from reidc.compiler.compile import CompileOptions, load_source, prepare
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module, int8_flavour
 from reidc.compiler.lower.to_relax import to_relax
@@ -46,7 +46,9 @@ class TuneOptions:
     target: str = "host"
     trials: int = 64               # per task
     batch: int = 1
-    modes: tuple[str, ...] = (RunMode.VISIBLE,)
+    modes: tuple[str, ...] | None = None   # entries to tune; None: visible where the model has it, else its only one
+    source: dict = field(default_factory=dict)   # how to read a bare weights file: CompileOptions' arch,
+                                                 # split_config, fastreid_config, torchreid_arch, weights
     only: tuple[str, ...] = ()     # tune only tasks whose name contains one of these
     rpc_tracker: str | None = None  # HOST:PORT
     rpc_key: str | None = None
@@ -64,7 +66,11 @@ def workload_key(mod: tvm.IRModule) -> str:
 
 
 def extract_tasks(ckpt, opts: TuneOptions, preset):
-    _, graphs, _, facts, _ = prepare(ckpt, CompileOptions(modes=opts.modes, batch=opts.batch, progress=opts.progress))
+    copts = CompileOptions(batch=opts.batch, progress=opts.progress, **opts.source)
+    opts.progress(f"loading {ckpt}")
+    source = load_source(ckpt, copts)
+    modes = opts.modes or ((RunMode.VISIBLE,) if RunMode.VISIBLE in source[2] else source[2][:1])
+    _, graphs, _, facts, _ = prepare(ckpt, replace(copts, modes=tuple(modes)), source=source)
     mod = fused_module(to_relax(graphs, opts.batch, int8=int8_flavour(preset)), preset)
     tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
     if opts.only:
