@@ -313,7 +313,8 @@ def test_kendall_tau_b_matches_scipy_with_ties():
 
 
 def test_a_candidate_fine_tuned_alone_leaves_the_supernet_as_it_was(tiny):
-    from reidc.compiler.search.standalone import finetune, score_model
+    from reidc.compiler.search.accuracy import score_model
+    from reidc.compiler.search.standalone import finetune
     torch.manual_seed(0)
     net = build_supernet(tiny.input_size, tiny.train.num_ids)
     before = {k: v.clone() for k, v in net.state_dict().items()}

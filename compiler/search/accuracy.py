@@ -48,8 +48,14 @@ def evaluate_candidate(net, spec, data: ReIDData, cfg: TrainConfig, protocol: st
     features ("multi_shot"; "settings" and "score" stay the single-shot ones). Every mAP comes
     with its 95% bootstrap interval over identities (`scored`)."""
     prepare_candidate(net, spec, data, cfg)
+    return score_model(net, data, protocol)
+
+
+def score_model(model, data: ReIDData, protocol: str = "val") -> dict:
+    """A model's metrics on `protocol` (val or test) with intervals; on test, the multi-shot
+    galleries too, from the same features."""
     proto = data.val if protocol == "val" else data.test
-    feats = embed(net, proto.pool.images, proto.pool.modality)
+    feats = embed(model, proto.pool.images, proto.pool.modality)
     out = scored(feats, proto)
     multi = data.test_multi_shot if protocol == "test" else None
     if multi is not None:

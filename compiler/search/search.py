@@ -31,8 +31,8 @@ from reidc.compiler.ir import MODEL_MODES
 from reidc.frontend.arch import ArchSpec
 from reidc.frontend.supernet import extract, random_arch
 
-from .accuracy import evaluate_candidate, prepare_candidate
-from .standalone import check, finetune, kendall_tau, score_model
+from .accuracy import evaluate_candidate, prepare_candidate, score_model
+from .standalone import check, finetune, kendall_tau
 from .budget import ANCHORS, DEFAULT_MEASURE_S, OVERHEAD_S, Budget, Costs, TimeLimitError, Work
 from reidc.compiler.datasets import load_dataset
 from reidc.compiler.datasets.uncertainty import compare

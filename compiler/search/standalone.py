@@ -19,7 +19,7 @@ import numpy as np
 
 from reidc.frontend.supernet import extract, recalibrate_bn
 
-from .accuracy import RECAL_BATCHES, embed, prepare_candidate, scored
+from .accuracy import RECAL_BATCHES, prepare_candidate, score_model
 from .train import TrainConfig, sample_batch, train_standalone
 
 #: seed offset of stand-alone fine-tuning batches from the supernet's
@@ -51,16 +51,6 @@ def finetune(net, spec, data, cfg: TrainConfig, steps: int, progress: Callable[[
     batches = [sample_batch(data, cfg, 10_000_000 + i, augment=False)[::2] for i in range(RECAL_BATCHES)]
     recalibrate_bn(model, batches, lambda m: m)
     return model.eval()
-
-
-def score_model(model, data, protocol: str = "val") -> dict:
-    """A plain model's metrics on `protocol` with intervals (accuracy.evaluate_candidate's form)."""
-    proto = data.val if protocol == "val" else data.test
-    feats = embed(model, proto.pool.images, proto.pool.modality)
-    out = scored(feats, proto)
-    if protocol == "test" and data.test_multi_shot is not None:
-        out["multi_shot"] = scored(feats, data.test_multi_shot)["settings"]
-    return out
 
 
 def check(net, cands: list, data, cfg: TrainConfig, steps: int, room: Callable[[float], bool],
