@@ -16,13 +16,13 @@ report states that remainder.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .base.errors import InputError
+from .kernel_timing import record_kernels, time_kernels
 from .runtime import Compiled
 
 
@@ -97,22 +97,6 @@ def conv_macs(name: str, args: list) -> int | None:
     return count * n * oh * ow
 
 
-def _time_alone(func, args, budget_s: float = 0.05, rounds: int = 3) -> float:
-    """Seconds per call of func(*args): the best of `rounds` rounds of about budget_s each."""
-    func(*args)
-    t0 = time.perf_counter()
-    func(*args)
-    one = max(time.perf_counter() - t0, 1e-6)
-    number = max(1, int(budget_s / one))
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            func(*args)
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
-
-
 def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed: int = 0, ghz: float | None = None,
             progress=lambda msg: None) -> dict:
     """Per kernel: calls per run, ms per call alone, total, share of the run, GMAC/s and the
@@ -137,31 +121,9 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     x = (rng.standard_normal(shape) if lo is None else rng.uniform(lo, hi, shape)).astype(np.float32)
     which = (np.arange(batch) % 2).astype(np.int32) if mode == "mixed" else mode   # mixed: alternating
     entry, arrays = comp.args(x, which)
-    import tvm
-    tensors = [tvm.runtime.tensor(a) for a in arrays]
-    vm[entry](*tensors)   # warm-up: the first call allocates
-    calls: dict[tuple, list] = {}
-    order: list[tuple] = []
-    builtins = {"calls": 0}
-
-    def record(func, name, before_run, ret, *args):
-        if not before_run:
-            return 0
-        if name.startswith("vm.builtin"):
-            builtins["calls"] += 1
-            return 0
-        key = (name, tuple((tuple(int(d) for d in a.shape), str(a.dtype)) for a in args if hasattr(a, "shape")))
-        if key not in calls:
-            calls[key] = [func, list(args), 0]
-            order.append(key)
-        calls[key][2] += 1
-        return 0
-    vm.set_instrument(record)
-    try:
-        vm[entry](*tensors)
-    finally:
-        vm.set_instrument(None)
-    progress(f"timing {len(order)} kernels alone")
+    calls, builtin_calls = record_kernels(comp, entry, arrays)
+    progress(f"timing {len(calls)} kernels alone")
+    alone = time_kernels(calls)
     once = comp.time_ms(x, which, number=1, repeat=1)
     whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
@@ -170,10 +132,9 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     ghz = ghz or cpu_ghz()
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
     rows = []
-    for key in order:
-        func, args, n = calls[key]
+    for key, (func, args, n) in calls.items():
         name = key[0]
-        ms = _time_alone(func, args) * 1e3
+        ms = alone[key] * 1e3
         row = {"kernel": name, "calls": n, "ms_per_call": round(ms, 4), "ms": round(ms * n, 4),
                "args": [list(s) for s, _ in key[1]]}
         macs, kind = conv_macs(name, args), kernel_kind(name)
@@ -191,4 +152,4 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
             "batch": batch, "threads": cores, "ghz": ghz, "ghz_source": source if ghz else None,
             "peak_macs_per_cycle_per_core": peak.__dict__, "whole_run_ms": round(whole, 3),
             "kernels_alone_ms": round(total, 3), "remainder_ms": round(whole - total, 3),
-            "vm_builtin_calls": builtins["calls"], "kernels": rows}
+            "vm_builtin_calls": builtin_calls, "kernels": rows}

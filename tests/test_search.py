@@ -19,7 +19,8 @@ from reidc.frontend.checkpoint import load_checkpoint
 from reidc.frontend.supernet import extract, random_arch, set_arch
 
 SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",
-         "--measure-front", "2", "--scenario", "visible:1", "--time-limit", "15m", "--latency-table", "stages"]
+         "--measure-front", "2", "--scenario", "visible:1", "--time-limit", "15m", "--latency-table", "stages",
+         "--latency-holdout", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,12 @@ def test_latency_aware_search_end_to_end(searched):
     assert res["mode"] == "latency-aware" and res["target"]["target"] == "host"
     assert (out / "latency-aware" / "pareto.png").stat().st_size > 10_000
     assert len(res["latency_table"]["measured"]) == 6        # all real, one per binarized stage, all binarized
+    # the per-kernel model, fitted on the table's 6 programs, tested on one random candidate it never saw
+    lm = res["latency_model"]
+    assert lm["predictor"] == "the per-kernel model" and lm["model"]["programs"] == 6 and lm["model"]["a"] > 0
+    h = lm["held_out"]
+    assert h["candidates"] == 1 and h["rows"][0]["measured_ms"] > 0 and 0 <= h["within_10pct"] <= 1
+    assert set(h["rows"][0]["kernels_found"]) <= {"key", "shapes", "macs", "family", "unknown"}
     front = res["pareto_front"]
     assert front and all(r["predicted_ms"] > 0 for r in front)
     scores = [r["val_score_mAP"] for r in sorted(front, key=lambda r: r["predicted_ms"])]
@@ -75,6 +82,8 @@ def test_latency_aware_search_end_to_end(searched):
     assert "Pareto front (latency-aware" in text and "checkpoint:" in text
     assert "Pareto candidates are indistinguishable from it" in text and "test (multi-shot):" in text
     assert "stand-alone check: 4 candidates fine-tuned for 1 steps; Kendall tau" in text
+    assert "latency: the per-kernel model predicts 1 held-out random candidates" in text
+    assert "latency (the per-kernel model) on 1 held-out random candidates: mean error" in text
     assert res["seconds"] <= res["time_limit_s"] == 900
 
 
@@ -175,6 +184,7 @@ def test_latency_through_an_rpc_tracker(tmp_path):
                              rpc=(f"127.0.0.1:{port}", "x86-search"), number=2, repeat=2)
         rec = meter.measure(spec, extract(set_arch(net, spec), spec))
         assert rec["ms"] > 0 and rec["where"] == "rpc:x86-search" and rec["verified"] == "passed"
+        assert rec["kernel_times"] is None            # kernels are timed only in this process: the table predicts
         assert meter.cached(spec) == rec and json.loads((tmp_path / "lat.json").read_text())[meter.key(spec)]["ms"] == rec["ms"]
         local = LatencyMeter("host", Scenario("mixed", 2), cache=tmp_path / "lat.json")
         assert local.cached(spec) is None            # a different measurement setup is a different key
@@ -191,6 +201,7 @@ def test_latency_through_an_rpc_tracker(tmp_path):
     (["--scenario", "mixed"], "expected MODE:BATCH"),
     (["--time-limit", "soon"], "expected e.g. 20m"),
     (["--rpc-key", "pi"], "go together"),
+    (["--latency-holdout", "-1"], "--latency-holdout -1: expected 0 (none) or more"),
 ])
 def test_search_errors_name_the_bad_input(tmp_path, args, message):
     r = CliRunner().invoke(app, ["search", "-o", str(tmp_path / "o")] + args)

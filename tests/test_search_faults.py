@@ -20,7 +20,7 @@ from reidc.compiler.base.atomic import OutputError
 from reidc.frontend.supernet import random_arch
 
 SMALL = ["--dataset", "synthetic:12", "--train-steps", "3", "--population", "4", "--generations", "1",
-         "--measure-front", "2", "--scenario", "visible:1", "--latency-table", "stages"]
+         "--measure-front", "2", "--scenario", "visible:1", "--latency-table", "stages", "--latency-holdout", "0"]
 
 
 def _search(out, *args, cache=None):
@@ -203,12 +203,13 @@ def test_bad_latency_cache_entries_are_dropped(tmp_path):
     good = {"arch": "a", "target": "host", "ms": 2.0, "seconds": 3.0}
     cache.write_text('{"good": %s, "nan": {"arch": "a", "target": "host", "ms": NaN}, '
                      '"neg": {"arch": "a", "target": "host", "ms": -1.0}, "str": {"arch": "a", "target": "host", '
-                     '"ms": "fast"}, "list": [1], "badsec": {"arch": "a", "target": "host", "ms": 1.0, "seconds": -5}}'
+                     '"ms": "fast"}, "list": [1], "badsec": {"arch": "a", "target": "host", "ms": 1.0, "seconds": -5}, '
+                     '"badk": {"arch": "a", "target": "host", "ms": 1.0, "kernel_times": [{"key": "k", "ms": 1}]}}'
                      % json.dumps(good))
     said = []
     meter = LatencyMeter("host", Scenario("visible", 1), cache, progress=said.append)
     assert meter.cache == {"good": good} and meter.seconds_per_measurement() == 3.0
-    assert len(said) == 1 and "dropped 5 bad entries" in said[0] and str(cache) in said[0]
+    assert len(said) == 1 and "dropped 6 bad entries" in said[0] and str(cache) in said[0]
     meter._write_cache()
     assert json.loads(cache.read_text()) == {"good": good} and oct(cache.stat().st_mode & 0o777) == "0o644"
 

@@ -59,14 +59,16 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
            budget_ms: float | None = None, time_limit_s: float = 1200.0, scenario: str = "mixed:8",
            input_size: tuple[int, int] = (64, 32), train_steps: int = 600, population: int = 12,
            generations: int = 6, margin: float | None = None, measure_front: int = 6, latency_table: str = "all",
-           seed: int = 0, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
+           seed: int = 0, latency_holdout: int = 4, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
            progress: Callable[[str], None] | None = None, objective: str = "cmnas",
            standalone_steps: int | None = None, standalone_check: int = 4) -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if
     latency_aware) latency measured on `target`, writing the supernet, the scores and the pick
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
     (rows with arch, val_score_mAP, predicted_ms, measured_ms, weight_bytes), "pick" (with its
-    test-identity metrics, checkpoint and artifact), "latency_table" and its error. `objective`:
+    test-identity metrics, checkpoint and artifact), "latency_table" (the measured table and the
+    prediction's error on the measured Pareto candidates) and "latency_model" (the per-kernel
+    model and its error on `latency_holdout` random candidates it was not fitted on). `objective`:
     the supernet's training loss, "cmnas" (CM-NAS's released objective) or "reidc" (reidc's
     earlier variant); the result and the supernet's train.json record it. The pick is fine-tuned
     stand-alone for `standalone_steps` (default train_steps // 4; 0: its supernet weights) before
@@ -78,6 +80,7 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
                          scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=time_limit_s,
                          train_steps=train_steps, population=population, generations=generations,
                          measure_front=measure_front, latency_table=latency_table, seed=seed, rpc=rpc,
+                         latency_holdout=latency_holdout,
                          latency_cache=None if latency_cache is None else Path(latency_cache),
                          objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
                          progress=progress or (lambda msg: None))

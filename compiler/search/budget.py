@@ -53,6 +53,7 @@ class Costs:
     measure: float | None = None    # a latency measurement: prepare, compile, verify, time
     step: float | None = None       # a supernet training step
     evaluate: float | None = None   # a candidate's validation accuracy (BN recalibration, embedding)
+    predict: float | None = None    # a candidate's predicted latency (its kernels listed: latency_model.py)
     test_ratio: float = 1.0         # the test protocol's cost relative to validation
 
 
@@ -100,7 +101,7 @@ class Budget:
 
     def evolve_s(self, minimum: bool = False) -> float:
         n = min(ANCHORS, self.work.evaluations) if minimum else self.work.evaluations
-        return n * (self.costs.evaluate or 0.0)
+        return n * ((self.costs.evaluate or 0.0) + (self.costs.predict or 0.0))
 
     def pick_s(self) -> float:
         """Measuring, fine-tuning stand-alone, testing and compiling the pick: what the final phase cannot drop."""

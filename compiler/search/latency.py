@@ -1,6 +1,7 @@
 """Measured latency of a candidate: compiled by reidc for the target, verified against
 PyTorch where the build can run here, timed on the target (in this process, or on a device
-behind TVM's RPC tracker) for a stated scenario. Measurements are cached on disk by
+behind TVM's RPC tracker) for a stated scenario; in this process each of its kernels is also
+timed alone (the latency model's input: latency_model.py). Measurements are cached on disk by
 (architecture, target, scenario, measurement setup), so reruns and the other search mode
 reuse them."""
 from __future__ import annotations
@@ -21,6 +22,8 @@ from reidc.compiler.base.atomic import OutputError, atomic_write_json
 from reidc.compiler.base.version import __version__
 from reidc.compiler.ir import MODEL_MODES, RunMode
 from reidc.frontend.arch import ArchSpec
+
+from .latency_model import kernel_record, record_problem
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ def arch_key(spec: ArchSpec) -> str:
     """Only what changes the compiled program: depth, input size, splits, binarized stages."""
     return (f"r{spec.depth}-{spec.input_size[0]}x{spec.input_size[1]}-"
             f"b{''.join('1' if b else '0' for b in spec.binary_stages)}-s{''.join(map(str, spec.split))}")
+
+
+def candidate_kernels(model, mode: RunMode, preset) -> list:
+    """The kernels the candidate's program runs for `mode`, listed without building it
+    (compiler/lower/kernel_list.py): what `LatencyMeter` compiles, up to TVM's fusion."""
+    from reidc.compiler.compile import CompileOptions, prepare
+    from reidc.compiler.lower.build import int8_flavour
+    from reidc.compiler.lower.kernel_list import program_kernels
+    from reidc.compiler.lower.to_relax import to_relax
+    from reidc.frontend.inmemory import module_source
+    _, graphs, *_ = prepare(None, CompileOptions(modes=(str(mode),)), module_source(model))
+    return program_kernels(to_relax(graphs, None, int8=int8_flavour(preset)), preset, str(mode))
 
 
 class LatencyMeter:
@@ -122,7 +137,8 @@ class LatencyMeter:
         where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
         return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
                 "where": where, "tvm": tvm.__version__, "reidc": __version__,
-                "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs"}
+                "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs",
+                "kernels": None if self.rpc else "each alone, best of 3 alternating rounds of about 20 ms"}
 
     def key(self, spec: ArchSpec) -> str:
         blob = json.dumps({"arch": arch_key(spec), **self.setup()}, sort_keys=True)
@@ -161,8 +177,8 @@ class LatencyMeter:
                                       self.rpc is None or self.preset.runs_via != "cuda"))
             man = compile_checkpoint(Path(d) / "ckpt", Path(d) / "art", opts)
             x, arg = self.scenario.inputs(spec.input_size)
-            ms = self._time(Path(d) / "art", x, arg)
-        rec = {"arch": arch_key(spec), "ms": ms, **self.setup(),
+            ms, kernels = self._time(Path(d) / "art", x, arg, model)
+        rec = {"arch": arch_key(spec), "ms": ms, **self.setup(), "kernel_times": kernels,
                "verified": man["verification"]["status"], "library_bytes": man["weights"]["artifact_bytes"],
                "seconds": round(time.time() - t0 + prepare_s, 1)}
         self.cache[self.key(spec)] = rec
@@ -170,13 +186,27 @@ class LatencyMeter:
         self.measured += 1
         return rec
 
-    def _time(self, art: Path, x, arg) -> float:
+    def _time(self, art: Path, x, arg, model) -> tuple[float, list[dict] | None]:
+        """The whole run's ms; in this process also each kernel's ms per call alone (None
+        through RPC: the instrument hook is the local VM's)."""
         from reidc.compiler.runtime import Compiled
         comp = Compiled(art, self.say, rpc=self.rpc)
         for _ in range(3):  # warm up, and let PyTorch's worker threads (verification) go idle first
             comp.run(x, arg)
         time.sleep(0.3)
-        return comp.time_ms(x, arg, number=self.number, repeat=self.repeat)
+        ms = comp.time_ms(x, arg, number=self.number, repeat=self.repeat)
+        if self.rpc is not None:
+            return ms, None
+        from reidc.compiler.kernel_timing import record_kernels, time_kernels
+        entry, arrays = comp.args(x, arg)
+        calls, _ = record_kernels(comp, entry, arrays)
+        alone = time_kernels(calls, budget_s=0.02)
+        per_run: dict[str, float] = {}
+        for key, (_, _, n) in calls.items():
+            per_run[key[0]] = per_run.get(key[0], 0.0) + n * alone[key] * 1e3
+        # a kernel the listing has but the VM never calls (a reshape that became a view) costs 0
+        return ms, [kernel_record(k, per_run.get(k.name, 0.0) / k.calls)
+                    for k in candidate_kernels(model, self.scenario.mode, self.preset)]
 
 
 def cache_entry_problem(rec) -> str | None:
@@ -191,6 +221,8 @@ def cache_entry_problem(rec) -> str | None:
         return f"seconds is {rec['seconds']!r}, not a duration"
     if not isinstance(rec.get("arch"), str) or not isinstance(rec.get("target"), str):
         return "no arch or target name"
+    if rec.get("kernel_times") is not None:
+        return record_problem(rec["kernel_times"])
     return None
 
 
