@@ -59,7 +59,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
            budget_ms: float | None = None, time_limit_s: float = 1200.0, scenario: str = "mixed:8",
            input_size: tuple[int, int] = (64, 32), train_steps: int = 600, population: int = 12,
            generations: int = 6, margin: float | None = None, measure_front: int = 6, latency_table: str = "all",
-           seed: int = 0, latency_holdout: int = 4, rpc: tuple[str, str] | None = None, latency_cache: str | Path | None = None,
+           seed: int = 0, latency_holdout: int = 4, train_procs: int = 1, rpc: tuple[str, str] | None = None,
+           latency_cache: str | Path | None = None,
            progress: Callable[[str], None] | None = None, objective: str = "cmnas",
            standalone_steps: int | None = None, standalone_check: int = 4) -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if
@@ -73,14 +74,16 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
     earlier variant); the result and the supernet's train.json record it. The pick is fine-tuned
     stand-alone for `standalone_steps` (default train_steps // 4; 0: its supernet weights) before
     its test metrics, and `standalone_check` candidates (the pick included) are, to report the
-    Kendall tau between the supernet's ranking and stand-alone training's ("standalone")."""
+    Kendall tau between the supernet's ranking and stand-alone training's ("standalone").
+    `train_procs`: supernet training on that many processes (torch.distributed; the result is
+    one process's up to float summation order)."""
     with needs_compiler("the search"):
         from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
                          scenario=scenario, budget_ms=budget_ms, margin=margin, time_limit_s=time_limit_s,
                          train_steps=train_steps, population=population, generations=generations,
                          measure_front=measure_front, latency_table=latency_table, seed=seed, rpc=rpc,
-                         latency_holdout=latency_holdout,
+                         latency_holdout=latency_holdout, train_procs=train_procs,
                          latency_cache=None if latency_cache is None else Path(latency_cache),
                          objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
                          progress=progress or (lambda msg: None))

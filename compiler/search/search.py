@@ -42,6 +42,7 @@ from .latency_table import LatencyTable, table_archs
 from .losses import DEFAULT_OBJECTIVE, check_objective
 from .predict import Predictor, holdout_archs
 from .train import TrainConfig, load_supernet, probe_step_seconds, read_record, seconds_per_step, train_supernet
+from .train_parallel import check_procs, train_parallel
 
 
 @dataclass
@@ -62,6 +63,7 @@ class SearchOptions:
     measure_front: int = 6            # Pareto candidates measured on the target at the end
     latency_table: str = "all"        # "all": 16 stage patterns measured; "stages": 6, the rest summed
     latency_holdout: int = 4          # random candidates measured to test the latency model on
+    train_procs: int = 1              # supernet training processes (train_parallel.py)
     seed: int = 0
     rpc: tuple[str, str] | None = None
     latency_cache: Path | None = None
@@ -92,6 +94,7 @@ class _Search(Finish):
         check_objective(opts.objective)
         if opts.standalone_steps is not None and opts.standalone_steps < 0:
             raise ValueError(f"--standalone-steps {opts.standalone_steps}: expected 0 (none) or more")
+        check_procs(opts.train_procs, TrainConfig())
         if opts.latency_holdout < 0:
             raise ValueError(f"--latency-holdout {opts.latency_holdout}: expected 0 (none) or more")
         if opts.standalone_check < 1:
@@ -240,8 +243,12 @@ class _Search(Finish):
                                                      "measures them)") if add else " (per-stage sums)"))
         b.check()
         deadline = b.train_deadline() if b.work.steps_left else None
-        self.net, self.steps = train_supernet(self.data, self.cfg, self.out / "supernet", deadline=deadline,
-                                              progress=self.say, state=self.state)
+        if o.train_procs > 1 and b.work.steps_left:
+            self.net, self.steps = train_parallel(self.data, self.cfg, self.out / "supernet", o.train_procs,
+                                                  deadline=deadline, progress=self.say)
+        else:
+            self.net, self.steps = train_supernet(self.data, self.cfg, self.out / "supernet", deadline=deadline,
+                                                  progress=self.say, state=self.state)
         b.work.steps = b.work.steps_done = self.steps   # training is over for this run
         b.work.evaluations = self._evaluations_left()
         b.check()

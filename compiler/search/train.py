@@ -24,6 +24,7 @@ from reidc.compiler.base.errors import InputError
 from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
+from .distributed import global_batchnorm, plain_batchnorm
 from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 
 WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
@@ -152,12 +153,35 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
     return net, opt, done
 
 
-def _save(out: Path, net, opt, data, cfg, done: int, step_s: float | None) -> None:
+def _save(out: Path, net, opt, data, cfg, done: int, step_s: float | None, losses: list[float]) -> None:
     with atomic_directory(out, "supernet") as tmp:
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
         torch.save(opt.state_dict(), str(tmp / STATE))
         atomic_write_json(tmp / CONFIG, {**_identity(data, cfg), "steps_done": done,
-                                         "seconds_per_step": None if step_s is None else round(step_s, 4)})
+                                         "seconds_per_step": None if step_s is None else round(step_s, 4),
+                                         "losses": losses[:done]})
+
+
+def loss_curve(record: dict | None) -> list[float]:
+    """The total loss of each step a record's run took (empty where it has none)."""
+    v = (record or {}).get("losses")
+    ok = isinstance(v, list) and all(type(x) in (int, float) and math.isfinite(x) for x in v)
+    return [float(x) for x in v] if ok else []
+
+
+@dataclass
+class Parallel:
+    """A training process's place among several (distributed.py, train_parallel.py): its rank,
+    their number, the DDP-wrapped step, and how they agree to stop."""
+    rank: int
+    world: int
+    step: object                      # DDP(TrainStep): (x, y, m) of this process's share -> (loss, parts)
+    agree: Callable[[bool], bool]     # any process's "stop" -> every process's
+
+    def share(self, *tensors):
+        """This process's contiguous share of the global batch: whole identities, both modalities."""
+        n = len(tensors[0]) // self.world
+        return tuple(t[self.rank * n:(self.rank + 1) * n] for t in tensors)
 
 
 def probe_step_seconds(net, data: ReIDData, cfg: TrainConfig, step: int = 0) -> float:
@@ -177,13 +201,16 @@ def probe_step_seconds(net, data: ReIDData, cfg: TrainConfig, step: int = 0) -> 
 
 
 def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float | None = None,
-                   progress: Callable[[str], None] = lambda s: None, state=None):
+                   progress: Callable[[str], None] = lambda s: None, state=None, parallel: Parallel | None = None):
     """Train (or resume) the supernet in `out`; stop at cfg.steps or the deadline (time.time()).
-    `state`: what `load_supernet(out, ...)` returned, if the caller has it already.
-    Returns (supernet in eval mode, steps done)."""
+    `state`: what `load_supernet(out, ...)` returned, if the caller has it already; `parallel`:
+    this process's place among several (train_parallel.py), which then trains on its share of
+    each batch and only rank 0 writes. Returns (supernet in eval mode, steps done)."""
     out = Path(out)
     net, opt, done = state or load_supernet(out, data, cfg)
-    step_s = seconds_per_step(read_record(out))
+    record = read_record(out)
+    step_s, losses = seconds_per_step(record), loss_curve(record)[:done]
+    main = parallel is None or parallel.rank == 0
     if done >= cfg.steps:
         progress(f"supernet in {out} is trained ({done} steps)")
         return net.eval(), done
@@ -192,9 +219,21 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
     else:
         progress(f"training the supernet for {cfg.steps} steps with the {cfg.objective} objective")
     net.train()
+    global_batchnorm(net)   # one BN formulation, in one process or several (distributed.py)
+    try:
+        done = _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main)
+    finally:
+        plain_batchnorm(net)
+    return net.eval(), done
+
+
+def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main) -> int:
     t0, start, log = time.perf_counter(), done, {}
     for step in range(done, cfg.steps):
-        if deadline is not None and time.time() > deadline:
+        stop = deadline is not None and time.time() > deadline
+        if parallel is not None:
+            stop = parallel.agree(stop)
+        if stop:
             progress(f"time limit: supernet training stops at step {step} of {cfg.steps} (saved; rerun to continue)")
             break
         arch = random_arch(random.Random(cfg.seed * 1_000_003 + step), data.input_size, data.train.num_ids)
@@ -202,24 +241,29 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
         x, y, m = sample_batch(data, cfg, step)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        feat = net.backbone(x, m)       # the pre-BNNeck feature
-        neck = net.bottleneck(feat)      # the BNNeck's output
-        loss, parts = cmnas_loss(feat, neck, net.classifier(neck), y, m, cfg.objective)
+        if parallel is None:
+            feat = net.backbone(x, m)       # the pre-BNNeck feature
+            neck = net.bottleneck(feat)      # the BNNeck's output
+            loss, parts = cmnas_loss(feat, neck, net.classifier(neck), y, m, cfg.objective)
+        else:                               # the global batch's loss from this process's share
+            loss, parts = parallel.step(*parallel.share(x, y, m))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.append(float(loss.detach()))
         for k, v in parts.items():
             log[k] = 0.9 * log.get(k, v) + 0.1 * v
         done = step + 1
         rate = (done - start) / max(time.perf_counter() - t0, 1e-6)
         step_s = 1 / max(rate, 1e-6)
-        if done % cfg.save_every == 0 and done < cfg.steps:
-            _save(out, net, opt, data, cfg, done, step_s)
+        if done % cfg.save_every == 0 and done < cfg.steps and main:
+            _save(out, net, opt, data, cfg, done, step_s, losses)
         if done % 25 == 0 or done == cfg.steps:
             progress(f"supernet step {done}/{cfg.steps}: " + ", ".join(f"{k} {v:.3f}" for k, v in log.items())
                      + f"; {rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
-    _save(out, net, opt, data, cfg, done, step_s)
-    return net.eval(), done
+    if main:
+        _save(out, net, opt, data, cfg, done, step_s, losses)
+    return done
 
 
 def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None) -> tuple[list[dict], float]:

@@ -1,0 +1,66 @@
+"""Supernet training on two gloo processes computes what one process computes on the same global
+batch: the global-batch BN and the gathered loss (compiler/search/distributed.py), DDP's
+gradient average, rank 0's checkpoint. Stated tolerance: the loss of each of the first 3 steps
+within 1e-5 relative, the weights after them within 1e-4 (float summation order: a BN's sums in
+two parts, a conv's threads). Later steps drift as one process drifts from itself: the signs of
+binarized layers amplify rounding (measured here: one process at 1 and at 2 threads differ by
+0.4% at step 3 and 7% at step 4; two processes and one at 2 threads agree to 1e-7 for 3 steps,
+0.3% at step 4)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from reidc.compiler.datasets import load_dataset
+from reidc.compiler.search.distributed import GlobalBatchNorm, global_batchnorm
+from reidc.compiler.search.train import TrainConfig, loss_curve, read_record, train_supernet
+from reidc.compiler.search.train_parallel import check_procs, train_parallel
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic:12", (64, 32), seed=3, hold_out_val=True)
+
+
+def test_two_processes_follow_the_one_process_loss_curve(data, tmp_path):
+    cfg = TrainConfig(steps=3, ids_per_batch=4, per_modality=2, seed=1)
+    one, done1 = train_supernet(data, cfg, tmp_path / "one")
+    said = []
+    two, done2 = train_parallel(data, cfg, tmp_path / "two", procs=2, progress=said.append)
+    assert done1 == done2 == 3 and any("on 2 processes" in s for s in said)
+    l1, l2 = loss_curve(read_record(tmp_path / "one")), loss_curve(read_record(tmp_path / "two"))
+    assert len(l1) == len(l2) == 3 and all(math.isfinite(v) for v in l1)
+    for a, b in zip(l1, l2):
+        assert b == pytest.approx(a, rel=1e-5)
+    s1, s2 = one.state_dict(), two.state_dict()
+    assert s1.keys() == s2.keys()
+    # a parameter whose gradient is 0 in exact arithmetic is moved by its rounding noise, which
+    # Adam scales to a full step: those may differ (a binary conv's alpha and a shortcut BN's
+    # bias: each feeds only training-mode BNs, which cancel a scale and a shift); every other
+    # weight agrees
+    off = [k for k in s1 if not torch.allclose(s2[k].float(), s1[k].float(), rtol=1e-4, atol=1e-4)]
+    assert all(k.endswith(".alpha") or (".shortcut.bn." in k and k.endswith(".bias")) for k in off), off
+    # resumed on two processes, the run goes on where it stopped (the curve keeps its first steps)
+    more = TrainConfig(steps=4, ids_per_batch=4, per_modality=2, seed=1)
+    _, done = train_parallel(data, more, tmp_path / "two", procs=2)
+    assert done == 4 and loss_curve(read_record(tmp_path / "two"))[:3] == l2
+
+
+def test_global_batchnorm_alone_is_plain_batchnorm_with_the_same_state():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(5), nn.BatchNorm1d(5))
+    x = torch.randn(6, 3, 8, 8)
+    ref = net(x)
+    keys = net.state_dict().keys()
+    global_batchnorm(net)
+    assert isinstance(net[1], GlobalBatchNorm) and isinstance(net[1], nn.BatchNorm2d)
+    assert isinstance(net[4], GlobalBatchNorm) and net.state_dict().keys() == keys
+    torch.testing.assert_close(net(x), ref)      # one process: torch's own BN
+
+
+def test_the_process_count_must_split_the_identities():
+    check_procs(2, TrainConfig())
+    with pytest.raises(ValueError, match="--train-procs 3: each process takes whole identities of the batch's 8"):
+        check_procs(3, TrainConfig())
+    with pytest.raises(ValueError, match="expected 1 or more"):
+        check_procs(0, TrainConfig())
