@@ -202,6 +202,7 @@ def test_latency_through_an_rpc_tracker(tmp_path):
     (["--time-limit", "soon"], "expected e.g. 20m"),
     (["--rpc-key", "pi"], "go together"),
     (["--latency-holdout", "-1"], "--latency-holdout -1: expected 0 (none) or more"),
+    (["--train-procs", "3"], "--train-procs 3: each process takes whole identities of the batch's 8"),
 ])
 def test_search_errors_name_the_bad_input(tmp_path, args, message):
     r = CliRunner().invoke(app, ["search", "-o", str(tmp_path / "o")] + args)

@@ -1,0 +1,6 @@
+"""`python -m reidc.compiler.cli`: the `reidc` script."""
+import sys
+
+from . import main
+
+sys.exit(main())
