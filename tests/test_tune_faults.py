@@ -233,7 +233,20 @@ def _interrupt_at(proc, pattern, signals, group=False, delay=0.0):
 
 
 def test_the_first_ctrl_c_only_asks_to_stop_and_everything_is_restored_after():
-    """In process (a second SIGINT would end pytest itself: that case runs in a subprocess below)."""
+    """In process (a second SIGINT would end pytest itself: that case runs in a subprocess below).
+    Run from a shell's background job (`nohup ... &`), pytest starts with Ctrl-C ignored, which
+    Interrupts rightly leaves alone: the test gives itself Python's own handler meanwhile."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _first_ctrl_c()
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _first_ctrl_c():
     from reidc.compiler.tune.interrupt import Interrupts
     said, before = [], (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
     with Interrupts(said.append, lambda: pytest.fail("stopped at once")) as stop:
