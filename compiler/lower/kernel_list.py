@@ -33,9 +33,6 @@ class Kernel:
     macs: int | None
     calls: int
 
-    def to_json(self) -> list:
-        return [self.key, self.name, self.calls]
-
 
 def family(name: str) -> str:
     """TVM's fused-function name without the numbers it appends to repeated op names."""
