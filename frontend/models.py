@@ -25,9 +25,18 @@ class SwitchableBN(nn.Module):
         self.thermal_bn = nn.BatchNorm2d(channels)
         self.sharable_bn = nn.BatchNorm2d(channels)
 
+    #: (p_split, p_shared) while a differentiable search relaxes the choice (frontend/supernet.py:
+    #: set_mixture): the output is their mixture of both forms; None: the choice `split` holds
+    mix = None
+
     def forward(self, x: torch.Tensor, modality) -> torch.Tensor:
+        if self.mix is not None:
+            return self.mix[0] * self._split(x, modality) + self.mix[1] * self.sharable_bn(x)
         if not self.split:
             return self.sharable_bn(x)
+        return self._split(x, modality)
+
+    def _split(self, x: torch.Tensor, modality) -> torch.Tensor:
         if isinstance(modality, str):
             return self.visible_bn(x) if modality == Modality.VISIBLE else self.thermal_bn(x)
         if self.training:  # per-modality batch statistics, as CM-NAS trains

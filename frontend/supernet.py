@@ -26,11 +26,13 @@ DEPTH = 18
 class SharedConv(BinaryConv2d):
     """A 3x3 conv that runs binarized or real from the same latent weight."""
     binary = True
+    mix = None    # (p_real, p_binarized) while a differentiable search relaxes the choice (set_mixture)
 
     def forward(self, x):
-        if self.binary:
-            return super().forward(x)
-        return nn.functional.conv2d(x, self.weight, None, self.stride, self.padding)
+        real = lambda: nn.functional.conv2d(x, self.weight, None, self.stride, self.padding)  # noqa: E731
+        if self.mix is not None:
+            return self.mix[0] * real() + self.mix[1] * super().forward(x)
+        return super().forward(x) if self.binary else real()
 
 
 def space_size(depth: int = DEPTH) -> tuple[int, int]:
@@ -65,8 +67,41 @@ def set_arch(net: BiReResNet, spec: ArchSpec) -> BiReResNet:
         if isinstance(m, SwitchableBN):
             m.split = split[name]
         elif isinstance(m, SharedConv):
-            m.binary = spec.binary_stages[int(name.split(".")[0][len("layer"):]) - 1]
+            m.binary = spec.binary_stages[stage_index(name)]
     net.spec = spec
+    return net
+
+
+def stage_index(name: str) -> int:
+    """The stage (0-3) a module of the supernet belongs to; the stem's is 0."""
+    return int(name.split(".")[0][len("layer"):]) - 1 if name.startswith("layer") else 0
+
+
+def set_mixture(net: BiReResNet, bn_probs: torch.Tensor, stage_probs: torch.Tensor) -> BiReResNet:
+    """Make the supernet compute the continuous relaxation of its choices (a differentiable
+    search's, compiler/search/differentiable.py), in place: switchable BN i outputs
+    bn_probs[i, 0] x split + bn_probs[i, 1] x shared (split-vector order), a stage s's 3x3
+    convs stage_probs[s, 0] x real + stage_probs[s, 1] x binarized. One-hot rows compute the
+    candidate they select, as `set_arch` does."""
+    names = [n for n, m in net.named_modules() if isinstance(m, SwitchableBN)]
+    order = bn_names(net.spec.depth, "bire")
+    if sorted(names) != sorted(order) or tuple(bn_probs.shape) != (len(order), 2) or tuple(stage_probs.shape) != (4, 2):
+        raise ValueError(f"set_mixture: expected ({len(order)}, 2) BN and (4, 2) stage probabilities, "
+                         f"got {tuple(bn_probs.shape)} and {tuple(stage_probs.shape)}")
+    row = {n: i for i, n in enumerate(order)}
+    for name, m in net.named_modules():
+        if isinstance(m, SwitchableBN):
+            m.mix = bn_probs[row[name]]
+        elif isinstance(m, SharedConv):
+            m.mix = stage_probs[stage_index(name)]
+    return net
+
+
+def clear_mixture(net: BiReResNet) -> BiReResNet:
+    """Back to discrete choices (what `set_arch` last set)."""
+    for m in net.modules():
+        if isinstance(m, (SwitchableBN, SharedConv)):
+            m.mix = None
     return net
 
 
@@ -98,4 +133,4 @@ def recalibrate_bn(net: nn.Module, batches, modality_of) -> None:
         net.eval()
 
 
-__all__ = ["SharedConv", "build_supernet", "set_arch", "extract", "recalibrate_bn", "random_arch", "binarize"]
+__all__ = ["SharedConv", "build_supernet", "set_arch", "set_mixture", "clear_mixture", "stage_index", "extract", "recalibrate_bn", "random_arch", "binarize"]

@@ -87,6 +87,39 @@ def test_latency_aware_search_end_to_end(searched):
     assert res["seconds"] <= res["time_limit_s"] == 900
 
 
+def test_search_method_differentiable_picks_the_argmax(searched, cache, monkeypatch):
+    """On the supernet and the latency cache of the evolution's run: accuracy-only, the argmax
+    is the pick; latency-aware with a cost that makes binarized stages cheap and splits dear
+    (the predictor's figure replaced, so that its 88 predictions take no time), weighted
+    heavily, the argmax is the all-binarized network with no split."""
+    out, _ = searched
+    diff = ["--method", "differentiable", "--arch-steps", "2", "--standalone-steps", "0", "--measure-front", "1"]
+    r = CliRunner().invoke(app, ["search", "-o", str(out), "--accuracy-only", "--latency-cache", str(cache)] + SMALL + diff)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "differentiable-accuracy-only" / "pareto.json").read_text())
+    d = res["differentiable"]
+    assert res["method"] == "differentiable" and res["pick"]["key"] == d["arch"]
+    assert d["steps"] == 2 and len(d["probabilities"]["split"]) == 36 and d["latency_terms"] is None
+    assert res["candidates_evaluated"] >= 3          # the two anchors and the argmax (more if it moved)
+    assert (out / "differentiable-accuracy-only" / "chosen-host" / "manifest.json").is_file()
+    text = " ".join(r.output.split())
+    assert "differentiable search (differentiable-accuracy-only): 2 steps" in text
+    assert "is trained (3 steps)" in text   # the evolution's supernet
+
+    from reidc.compiler.search.predict import Predictor
+    cost = lambda self, spec: sum(1.0 if b else 3.0 for b in spec.binary_stages) + 0.2 * spec.split.count(0)  # noqa: E731
+    monkeypatch.setattr(Predictor, "predict", cost)
+    r = CliRunner().invoke(app, ["search", "-o", str(out), "--latency-aware", "--latency-weight", "50",
+                                 "--latency-cache", str(cache)] + SMALL + diff)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "differentiable-latency-aware" / "pareto.json").read_text())
+    d = res["differentiable"]
+    assert res["pick"]["arch"]["binary_stages"] == "1111" and res["pick"]["arch"]["split_bns"] == 0
+    assert d["expected_ms_of_pick"] == pytest.approx(4.0) and d["predicted_ms_of_pick"] == 4.0
+    assert d["latency_terms"]["patterns"]["0000"] == 12.0 and d["config"]["latency_weight"] == 50
+    assert "expected_ms" in d["log"][-1] and "latency weight 50.0" in " ".join(r.output.split())
+
+
 def test_the_pick_is_a_checkpoint_that_compiles_and_matches_pytorch(searched):
     out, _ = searched
     model = load_checkpoint(out / "latency-aware" / "chosen")

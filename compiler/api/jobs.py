@@ -62,7 +62,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
            seed: int = 0, latency_holdout: int = 4, train_procs: int = 1, rpc: tuple[str, str] | None = None,
            latency_cache: str | Path | None = None,
            progress: Callable[[str], None] | None = None, objective: str = "cmnas",
-           standalone_steps: int | None = None, standalone_check: int = 4) -> dict[str, Any]:
+           standalone_steps: int | None = None, standalone_check: int = 4, method: str = "evolution",
+           arch_steps: int = 150, latency_weight: float = 0.5, memory_weight: float = 0.0) -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if
     latency_aware) latency measured on `target`, writing the supernet, the scores and the pick
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
@@ -76,7 +77,12 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
     its test metrics, and `standalone_check` candidates (the pick included) are, to report the
     Kendall tau between the supernet's ranking and stand-alone training's ("standalone").
     `train_procs`: supernet training on that many processes (torch.distributed; the result is
-    one process's up to float summation order)."""
+    one process's up to float summation order). `method`: "evolution" over the weight-sharing
+    supernet, or "differentiable", CM-NAS's: a continuous weight per choice optimised by gradient
+    on validation batches for `arch_steps` steps, latency-aware with `latency_weight` x the
+    expected latency over the all-real network's (and `memory_weight` x the expected weight
+    memory), the argmax the pick; its results go to "differentiable-<mode>" and the result's
+    "differentiable" holds its trajectory and final probabilities."""
     with needs_compiler("the search"):
         from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
@@ -86,7 +92,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
                          latency_holdout=latency_holdout, train_procs=train_procs,
                          latency_cache=None if latency_cache is None else Path(latency_cache),
                          objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
-                         progress=progress or (lambda msg: None))
+                         method=method, arch_steps=arch_steps, latency_weight=latency_weight,
+                         memory_weight=memory_weight, progress=progress or (lambda msg: None))
     return run(output, opts)
 
 

@@ -45,7 +45,15 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            train_procs: int = typer.Option(1, help="processes training the supernet (torch.distributed; the same "
                                                    "result as one, up to float rounding)"),
            standalone_check: int = typer.Option(4, help="candidates fine-tuned stand-alone, the pick included, to "
-                                                        "rank-correlate with the supernet (Kendall tau)")):
+                                                        "rank-correlate with the supernet (Kendall tau)"),
+           method: str = typer.Option("evolution", help="evolution (over the supernet) | differentiable (CM-NAS's: "
+                                                        "a weight per choice, by gradient; results in "
+                                                        "differentiable-<mode>/)"),
+           arch_steps: int = typer.Option(150, help="--method differentiable: alternating weight/architecture steps"),
+           latency_weight: float = typer.Option(0.5, help="--method differentiable, latency-aware: weight of the "
+                                                          "expected latency (relative to the all-real network's)"),
+           memory_weight: float = typer.Option(0.0, help="--method differentiable, latency-aware: weight of the "
+                                                         "expected weight memory (relative to the all-real network's)")):
     """Search BN splits and binarized stages by validation accuracy and measured latency."""
     try:
         if (rpc_tracker is None) != (rpc_key is None):
@@ -58,7 +66,8 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                            latency_holdout=latency_holdout, train_procs=train_procs,
                            rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
                            objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
-                           progress=_progress)
+                           method=method, arch_steps=arch_steps, latency_weight=latency_weight,
+                           memory_weight=memory_weight, progress=_progress)
     except KeyboardInterrupt:
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)

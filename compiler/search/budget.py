@@ -54,6 +54,7 @@ class Costs:
     step: float | None = None       # a supernet training step
     evaluate: float | None = None   # a candidate's validation accuracy (BN recalibration, embedding)
     predict: float | None = None    # a candidate's predicted latency (its kernels listed: latency_model.py)
+    arch_step: float | None = None  # a differentiable search's step (a weight and an architecture step)
     test_ratio: float = 1.0         # the test protocol's cost relative to validation
 
 
@@ -69,6 +70,8 @@ class Work:
     compare: bool               # latency-aware: the pick timed against the most accurate candidate
     standalone_steps: int = 0   # the pick's stand-alone fine-tuning (standalone.py)
     standalone_more: int = 0    # the other stand-alone checks' steps, all together
+    arch_steps: int = 0         # --method differentiable: its steps (in place of most evaluations)
+    predictions: int = 0        # --method differentiable, latency-aware: the expected latency's terms
 
     @property
     def min_steps(self) -> int:
@@ -100,8 +103,12 @@ class Budget:
         return steps * (self.costs.step or 0.0)
 
     def evolve_s(self, minimum: bool = False) -> float:
+        """The search proper: the evolution's evaluations, or the differentiable search's
+        steps, its latency terms and the evaluations of its argmax candidates."""
         n = min(ANCHORS, self.work.evaluations) if minimum else self.work.evaluations
-        return n * ((self.costs.evaluate or 0.0) + (self.costs.predict or 0.0))
+        diff = 0.0 if minimum else (self.work.arch_steps * (self.costs.arch_step or 0.0)
+                                    + self.work.predictions * (self.costs.predict or 0.0))
+        return n * ((self.costs.evaluate or 0.0) + (self.costs.predict or 0.0)) + diff
 
     def pick_s(self) -> float:
         """Measuring, fine-tuning stand-alone, testing and compiling the pick: what the final phase cannot drop."""

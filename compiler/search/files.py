@@ -1,8 +1,8 @@
 """What `reidc search` reads and writes besides the supernet: the -o folder's rules and
 accuracy.json. Both follow compiler.base.atomic: `-o` may name a missing or empty folder or one that
-holds only what search writes (supernet/, accuracy.json, latency-table.json, latency-aware/ and
-accuracy-only/ with pareto.json, pareto.png, chosen/ and chosen-<target>/, and temporaries a
-killed run left); anything else is a user's and refused before any work. accuracy.json is
+holds only what search writes (supernet/, accuracy.json, latency-table.json, the mode folders
+latency-aware/ and accuracy-only/ (differentiable-*/ with --method differentiable), each with
+pareto.json, pareto.png, chosen/ and chosen-<target>/, and temporaries a killed run left); anything else is a user's and refused before any work. accuracy.json is
 input like any other file: a truncated or edited one is an error naming it, never a score."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reidc.compiler.base.atomic import OutputError, guard_output_dir, owned_by_reidc
 
-MODES = ("latency-aware", "accuracy-only")
+MODES = ("latency-aware", "accuracy-only", "differentiable-latency-aware", "differentiable-accuracy-only")
 _LEFTOVER = re.compile(r"^\..+\.(partial|old)-")   # a temporary of compiler.base.atomic's, left by a kill -9
 
 

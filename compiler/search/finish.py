@@ -193,7 +193,8 @@ class Finish:
                     "verification": manifest["verification"].get("max_rel_err"),
                     "library_bytes": manifest["weights"]["artifact_bytes"]}
         result = {
-            "mode": o.mode, "dataset": self.data.name, "input_size": list(self.data.input_size),
+            "mode": o.mode, "method": o.method, "differentiable": getattr(self, "diff_record", None),
+            "dataset": self.data.name, "input_size": list(self.data.input_size),
             "target": self.meter.setup(), "scenario": self.scenario.describe(), "budget_ms": o.budget_ms,
             "margin": (o.margin if o.margin is not None else "indistinguishable from the most accurate (paired "
                        "bootstrap over validation identities)") if o.latency_aware and o.budget_ms is None else None,

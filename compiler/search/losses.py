@@ -145,10 +145,13 @@ def cmnas_triplet(feat, labels, modality, margin: float = 0.4) -> torch.Tensor:
 def cmnas_loss(feat, bnneck_feat, logits, labels, modality, objective: str = DEFAULT_OBJECTIVE,
                weights=None) -> tuple[torch.Tensor, dict[str, float]]:
     """(weighted total, each term unweighted) of `objective` for a batch: `feat` the pre-BNNeck
-    feature, `bnneck_feat` the BNNeck's output, `logits` the classifier's on it."""
+    feature, `bnneck_feat` the BNNeck's output, `logits` the classifier's on it (None: no
+    identity term)."""
     o = OBJECTIVES[check_objective(objective)]
     w = {**o["weights"], **(weights or {})}
-    parts = {"id": F.cross_entropy(logits, labels, label_smoothing=o["label_smoothing"])}
+    # logits None: identities the classifier was not trained on (a differentiable search's
+    # validation batches): the metric terms only
+    parts = {} if logits is None else {"id": F.cross_entropy(logits, labels, label_smoothing=o["label_smoothing"])}
     if objective == "cmnas":
         parts["tri"] = cmnas_triplet(feat, labels, modality, o["margin"])
         iv, it = modality_halves(labels, modality)

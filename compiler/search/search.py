@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +34,7 @@ from reidc.frontend.supernet import extract, random_arch
 
 from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, Work
+from .differentiable import DiffConfig, LinearCost, differentiable_search
 from .evolution import Candidate, evolve
 from .files import guard_search_dir, make_dir, read_accuracy
 from .finish import Finish
@@ -70,6 +71,10 @@ class SearchOptions:
     objective: str = DEFAULT_OBJECTIVE    # the supernet's training loss: "cmnas" | "reidc" (losses.py)
     standalone_steps: int | None = None   # the pick's stand-alone fine-tuning; None: a quarter of train_steps
     standalone_check: int = 4             # candidates fine-tuned stand-alone (the pick included) for Kendall tau
+    method: str = "evolution"             # "evolution" | "differentiable" (CM-NAS's: differentiable.py)
+    arch_steps: int = 150                 # --method differentiable: its alternating steps
+    latency_weight: float = 0.5           # --method differentiable, latency-aware: lambda of E[ms] / all-real ms
+    memory_weight: float = 0.0            # --method differentiable: mu of E[weight bytes] / all-real bytes
     progress: Callable[[str], None] = field(default=lambda s: None)
 
     @property
@@ -78,11 +83,19 @@ class SearchOptions:
 
     @property
     def mode(self) -> str:
-        return "latency-aware" if self.latency_aware else "accuracy-only"
+        """The results' folder: the objective, prefixed with the method unless it is evolution."""
+        mode = "latency-aware" if self.latency_aware else "accuracy-only"
+        return mode if self.method == "evolution" else f"{self.method}-{mode}"
+
+
+METHODS = ("evolution", "differentiable")
 
 
 def _evaluations(o: SearchOptions) -> int:
-    """Evaluations of a full evolution: the initial population, then the children per generation."""
+    """Evaluations of a full search: the evolution's initial population, then the children per
+    generation; the differentiable search's anchors and argmax snapshots."""
+    if o.method == "differentiable":
+        return ANCHORS + DiffConfig.snapshots + 1
     return o.population + o.generations * max(0, o.population - max(2, o.population // 2))
 
 
@@ -92,6 +105,11 @@ class _Search(Finish):
         self.out, self.opts, self.say = out, opts, opts.progress
         # inputs first, cheapest first: a bad file is reported before minutes of work
         check_objective(opts.objective)
+        if opts.method not in METHODS:
+            raise ValueError(f"--method {opts.method!r}: expected one of {', '.join(METHODS)}")
+        if opts.arch_steps < 1 or opts.latency_weight < 0 or opts.memory_weight < 0:
+            raise ValueError(f"--arch-steps {opts.arch_steps}, --latency-weight {opts.latency_weight}, --memory-weight "
+                             f"{opts.memory_weight}: expected at least 1 step and weights of 0 or more")
         if opts.standalone_steps is not None and opts.standalone_steps < 0:
             raise ValueError(f"--standalone-steps {opts.standalone_steps}: expected 0 (none) or more")
         check_procs(opts.train_procs, TrainConfig())
@@ -127,6 +145,10 @@ class _Search(Finish):
                     evaluations=self._evaluations_left(), front=opts.measure_front, compare=opts.latency_aware,
                     standalone_steps=opts.finetune_steps,
                     standalone_more=opts.finetune_steps * max(0, opts.standalone_check - 1))
+        if opts.method == "differentiable":
+            n_bn = len(self.template.split)
+            work.arch_steps = opts.arch_steps
+            work.predictions = (16 + 2 * n_bn) * (1 + bool(opts.memory_weight)) if opts.latency_aware else 0
         self.budget = Budget(opts.time_limit_s, self.t0, work, costs, opts.train_share)
 
     def _evaluations_left(self) -> int:
@@ -261,16 +283,59 @@ class _Search(Finish):
                 self._took("predict", time.time() - t)
             return Candidate(spec, a["score"], ms, a["settings"])
 
-        rng = random.Random(o.seed)
         base = self.archs["binary0000"]     # every table has the all-real network
-        initial = [base, ArchSpec(**{**base.__dict__, "binary_stages": (True,) * 4})] + [
-            random_arch(rng, self.data.input_size, self.data.train.num_ids) for _ in range(o.population - 2)]
+        anchors = [base, ArchSpec(**{**base.__dict__, "binary_stages": (True,) * 4})]
+        if o.method == "differentiable":
+            return self.finish(self.differentiable(pred, anchors, evaluate), pred, self.steps)
+        rng = random.Random(o.seed)
+        initial = anchors + [random_arch(rng, self.data.input_size, self.data.train.num_ids)
+                             for _ in range(o.population - 2)]
         objective = "latency" if o.latency_aware else "accuracy"
         self.say(f"evolution ({o.mode}): population {o.population}, {o.generations} generations"
                  + (f", budget {o.budget_ms} ms" if o.budget_ms else ""))
         cands = evolve(initial, evaluate, objective, o.budget_ms if o.latency_aware else None, o.population,
                        o.generations, o.seed, deadline=b.evolve_deadline(), progress=self.say, minimum=ANCHORS)
         return self.finish(cands, pred, self.steps)
+
+    # -- CM-NAS's method ------------------------------------------------------------------------
+    def differentiable(self, pred: Predictor, anchors: list[ArchSpec], evaluate) -> list[Candidate]:
+        """Search by gradient (differentiable.py); the candidates: the anchors, the argmax along
+        the way and the final argmax, which is the pick."""
+        o, b = self.opts, self.budget
+        lat = mem = None
+        if o.latency_aware:
+            t = time.time()
+            lat = LinearCost.build(self.template, pred.predict, self.say)
+            if o.memory_weight:
+                mem = LinearCost.build(self.template, self.memory, self.say, "weight memory")
+            b.work.predictions = 0
+            self._took("predict", (time.time() - t) / (16 + 2 * len(self.template.split)) / (1 + bool(mem)))
+        dc = DiffConfig(steps=o.arch_steps, latency_weight=o.latency_weight if o.latency_aware else 0.0,
+                        budget_ms=o.budget_ms, memory_weight=o.memory_weight if o.latency_aware else 0.0)
+        b.costs.arch_step = b.costs.arch_step or 4 * (b.costs.step or 0.0)   # both paths, forward and backward twice
+        deadline = b.evolve_deadline() - (ANCHORS + dc.snapshots + 1) * ((b.costs.evaluate or 0) + (b.costs.predict or 0))
+        self.say(f"differentiable search ({o.mode}): {dc.steps} steps, architecture lr {dc.arch_lr}"
+                 + (f", latency weight {dc.latency_weight}" if dc.latency_weight else "")
+                 + (f" above --budget-ms {o.budget_ms}" if dc.latency_weight and o.budget_ms else "")
+                 + (f", memory weight {dc.memory_weight}" if dc.memory_weight else ""))
+        res = differentiable_search(self.net, self.data, self.cfg, self.template, dc, lat, mem, deadline, self.say)
+        if res.steps:
+            b.costs.arch_step = res.seconds / res.steps
+        b.work.arch_steps = 0
+        specs = {arch_key(s): s for s in anchors + [s for _, s in res.trajectory] + [res.arch]}
+        cands = [evaluate(s) for s in specs.values()]
+        self.diff_pick = arch_key(res.arch)
+        self.diff_record = {**res.to_json(arch_key), "config": asdict(dc),
+                            "expected_ms_of_pick": lat.of(res.arch) if lat else None,
+                            "predicted_ms_of_pick": next(c.predicted_ms for c in cands if arch_key(c.spec) == self.diff_pick),
+                            "latency_terms": lat.to_json() if lat else None}
+        return cands
+
+    def pick(self, cands: list[Candidate], measured: dict[str, float]) -> Candidate:
+        if self.opts.method == "differentiable":   # CM-NAS: the argmax of the architecture weights
+            return next(c for c in cands if arch_key(c.spec) == self.diff_pick)
+        return super().pick(cands, measured)
+
 
 @contextmanager
 def _interrupts_stay_interrupts() -> Iterator[None]:
