@@ -63,7 +63,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
            latency_cache: str | Path | None = None,
            progress: Callable[[str], None] | None = None, objective: str = "cmnas",
            standalone_steps: int | None = None, standalone_check: int = 4, method: str = "evolution",
-           arch_steps: int = 150, latency_weight: float = 0.5, memory_weight: float = 0.0) -> dict[str, Any]:
+           arch_steps: int = 150, latency_weight: float = 0.5, memory_weight: float = 0.0,
+           gal: str = "none") -> dict[str, Any]:
     """Search which BNs to split and which stages to binarize, by validation accuracy and (if
     latency_aware) latency measured on `target`, writing the supernet, the scores and the pick
     (a checkpoint, compiled and verified) under `output`. Returns the result: "pareto_front"
@@ -82,7 +83,8 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
     on validation batches for `arch_steps` steps, latency-aware with `latency_weight` x the
     expected latency over the all-real network's (and `memory_weight` x the expected weight
     memory), the argmax the pick; its results go to "differentiable-<mode>" and the result's
-    "differentiable" holds its trajectory and final probabilities."""
+    "differentiable" holds its trajectory and final probabilities. `gal`: BiRe-ID's KR-GAL and/or
+    FR-GAL ("kr", "fr", "kr,fr") in the stand-alone fine-tunes of binarized candidates."""
     with needs_compiler("the search"):
         from reidc.compiler.search.search import SearchOptions, search as run
     opts = SearchOptions(latency_aware=latency_aware, dataset=dataset, input_size=tuple(input_size), target=target,
@@ -93,7 +95,7 @@ def search(output: str | Path, *, latency_aware: bool = True, dataset: str = "sy
                          latency_cache=None if latency_cache is None else Path(latency_cache),
                          objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
                          method=method, arch_steps=arch_steps, latency_weight=latency_weight,
-                         memory_weight=memory_weight, progress=progress or (lambda msg: None))
+                         memory_weight=memory_weight, gal=gal, progress=progress or (lambda msg: None))
     return run(output, opts)
 
 

@@ -42,18 +42,22 @@ def export_zoo(name: str, output: str | Path, *, split: str = "all-split", split
 
 def train_zoo(name: str, output: str | Path, *, dataset: str = "synthetic", split: str = "all-split",
               steps: int = 300, input_size: tuple[int, int] = (128, 64), seed: int = 0,
-              progress: Callable[[str], None] | None = None, objective: str = "cmnas") -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None, objective: str = "cmnas",
+              gal: str | None = None) -> dict[str, Any]:
     """Train zoo network `name` (from its seeded weights, the whole network) on `dataset`
     (synthetic[:IDS] | sysu:PATH | regdb:PATH[#TRIAL]) for `steps` P x K batches with CM-NAS's
     objective, on the CPU, and write it as a reidc checkpoint folder with `train.json`, so that
     compiles can be judged by retrieval accuracy. `seed`: data, weights and batches. Returns
     the record: "path", "model", "loss" (trace), "test" ({"before", "after"}: per setting
     rank1, rank5, rank10, mAP, mINP of the untrained and the trained network), "seconds".
-    `objective`: "cmnas" (CM-NAS's released objective) or "reidc" (reidc's earlier variant)."""
+    `objective`: "cmnas" (CM-NAS's released objective) or "reidc" (reidc's earlier variant).
+    `gal`: BiRe-ID's training for binarized networks, "kr", "fr" or "kr,fr" (KR-GAL: a
+    discriminator per binarized conv against its reconstruction alpha o sign(w); FR-GAL: earlier
+    stages refined by the last one's features), None for neither."""
     with needs_compiler("training"):
         from reidc.compiler.search.zoo_train import train_zoo as train
     return train(name, output, dataset, split, steps, tuple(input_size), seed, progress or (lambda msg: None),
-                 objective=objective)
+                 objective=objective, gal=gal)
 
 
 def target_presets() -> list[dict[str, Any]]:

@@ -53,7 +53,9 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
            latency_weight: float = typer.Option(0.5, help="--method differentiable, latency-aware: weight of the "
                                                           "expected latency (relative to the all-real network's)"),
            memory_weight: float = typer.Option(0.0, help="--method differentiable, latency-aware: weight of the "
-                                                         "expected weight memory (relative to the all-real network's)")):
+                                                         "expected weight memory (relative to the all-real network's)"),
+           gal: str = typer.Option("none", help="BiRe-ID's training in the stand-alone fine-tunes: none | kr | fr | "
+                                                "kr,fr (KR-GAL, FR-GAL)")):
     """Search BN splits and binarized stages by validation accuracy and measured latency."""
     try:
         if (rpc_tracker is None) != (rpc_key is None):
@@ -67,7 +69,7 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
                            rpc=(rpc_tracker, rpc_key) if rpc_tracker else None, latency_cache=latency_cache,
                            objective=objective, standalone_steps=standalone_steps, standalone_check=standalone_check,
                            method=method, arch_steps=arch_steps, latency_weight=latency_weight,
-                           memory_weight=memory_weight, progress=_progress)
+                           memory_weight=memory_weight, gal=gal, progress=_progress)
     except KeyboardInterrupt:
         err.print(f"interrupted: the supernet's last checkpoint and every score are in {output}; rerun to resume",
                   highlight=False, soft_wrap=True)

@@ -48,22 +48,25 @@ def zoo_train(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resnet
               steps: int = typer.Option(300, help="training steps (8 identities x 4 images each)"),
               input_size: str = typer.Option("128x64", help="HxW the network takes (images are resized)"),
               seed: int = typer.Option(0, help="seed for data, weights and batches"),
-              objective: str = typer.Option("cmnas", help="training loss: cmnas (CM-NAS's) | reidc (reidc's older one)")):
+              objective: str = typer.Option("cmnas", help="training loss: cmnas (CM-NAS's) | reidc (reidc's older one)"),
+              gal: str = typer.Option("none", help="BiRe-ID's training of binarized convs: none | kr | fr | kr,fr "
+                                                   "(KR-GAL, FR-GAL)")):
     """Train a zoo network on a re-ID dataset (CPU, minutes), to judge compiles by accuracy.
 
     Writes a checkpoint folder (`reidc compile` loads it) and train.json: the settings, the loss
     trace, and the test protocol's rank-1/mAP of the untrained and the trained network."""
     try:
         res = reidc.train_zoo(name, output, dataset=dataset, split=split, steps=steps, input_size=_hw(input_size),
-                              seed=seed, progress=_progress, objective=objective)
+                              seed=seed, progress=_progress, objective=objective, gal=gal)
     except (ValueError, UserError) as e:
         _fail(e)
     out.print(f"wrote {output} ({res['model']}, {res['steps']} steps on {res['dataset_name']}, "
               f"{res['seconds']['train']:.0f} s training)")
     for setting, after in res["test"]["after"].items():
-        before = res["test"]["before"][setting]
+        before, ci = res["test"]["before"][setting], res["test"]["mAP_ci95"][setting]
         out.print(f"  test {setting}: rank-1 {before['rank1']:.3f} -> {after['rank1']:.3f}, "
-                  f"mAP {before['mAP']:.3f} -> {after['mAP']:.3f} (untrained -> trained)")
+                  f"mAP {before['mAP']:.3f} -> {after['mAP']:.3f} (untrained -> trained; trained mAP 95% CI "
+                  f"{ci[0]:.3f}-{ci[1]:.3f})")
 
 
 @app.command()

@@ -36,6 +36,7 @@ from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, Work
 from .differentiable import DiffConfig, LinearCost, differentiable_search
 from .evolution import Candidate, evolve
+from .gal import GalConfig, parse_gal
 from .files import guard_search_dir, make_dir, read_accuracy
 from .finish import Finish
 from .latency import LatencyMeter, Scenario, arch_key
@@ -75,6 +76,7 @@ class SearchOptions:
     arch_steps: int = 150                 # --method differentiable: its alternating steps
     latency_weight: float = 0.5           # --method differentiable, latency-aware: lambda of E[ms] / all-real ms
     memory_weight: float = 0.0            # --method differentiable: mu of E[weight bytes] / all-real bytes
+    gal: str = "none"                     # BiRe-ID's KR-GAL / FR-GAL in the stand-alone fine-tunes (gal.py)
     progress: Callable[[str], None] = field(default=lambda s: None)
 
     @property
@@ -105,6 +107,8 @@ class _Search(Finish):
         self.out, self.opts, self.say = out, opts, opts.progress
         # inputs first, cheapest first: a bad file is reported before minutes of work
         check_objective(opts.objective)
+        kinds = parse_gal(opts.gal)
+        self.gal = GalConfig(kinds=kinds) if kinds else None
         if opts.method not in METHODS:
             raise ValueError(f"--method {opts.method!r}: expected one of {', '.join(METHODS)}")
         if opts.arch_steps < 1 or opts.latency_weight < 0 or opts.memory_weight < 0:
@@ -285,8 +289,11 @@ class _Search(Finish):
 
         base = self.archs["binary0000"]     # every table has the all-real network
         anchors = [base, ArchSpec(**{**base.__dict__, "binary_stages": (True,) * 4})]
+        t_search = time.time()        # the search proper, apart from training and the final phase
         if o.method == "differentiable":
-            return self.finish(self.differentiable(pred, anchors, evaluate), pred, self.steps)
+            cands = self.differentiable(pred, anchors, evaluate)
+            self.search_seconds = time.time() - t_search
+            return self.finish(cands, pred, self.steps)
         rng = random.Random(o.seed)
         initial = anchors + [random_arch(rng, self.data.input_size, self.data.train.num_ids)
                              for _ in range(o.population - 2)]
@@ -295,6 +302,7 @@ class _Search(Finish):
                  + (f", budget {o.budget_ms} ms" if o.budget_ms else ""))
         cands = evolve(initial, evaluate, objective, o.budget_ms if o.latency_aware else None, o.population,
                        o.generations, o.seed, deadline=b.evolve_deadline(), progress=self.say, minimum=ANCHORS)
+        self.search_seconds = time.time() - t_search
         return self.finish(cands, pred, self.steps)
 
     # -- CM-NAS's method ------------------------------------------------------------------------
@@ -303,13 +311,14 @@ class _Search(Finish):
         the way and the final argmax, which is the pick."""
         o, b = self.opts, self.budget
         lat = mem = None
+        t = time.time()
         if o.latency_aware:
-            t = time.time()
             lat = LinearCost.build(self.template, pred.predict, self.say)
             if o.memory_weight:
                 mem = LinearCost.build(self.template, self.memory, self.say, "weight memory")
             b.work.predictions = 0
             self._took("predict", (time.time() - t) / (16 + 2 * len(self.template.split)) / (1 + bool(mem)))
+        terms_s = time.time() - t
         dc = DiffConfig(steps=o.arch_steps, latency_weight=o.latency_weight if o.latency_aware else 0.0,
                         budget_ms=o.budget_ms, memory_weight=o.memory_weight if o.latency_aware else 0.0)
         b.costs.arch_step = b.costs.arch_step or 4 * (b.costs.step or 0.0)   # both paths, forward and backward twice
@@ -323,12 +332,14 @@ class _Search(Finish):
             b.costs.arch_step = res.seconds / res.steps
         b.work.arch_steps = 0
         specs = {arch_key(s): s for s in anchors + [s for _, s in res.trajectory] + [res.arch]}
+        t = time.time()
         cands = [evaluate(s) for s in specs.values()]
         self.diff_pick = arch_key(res.arch)
         self.diff_record = {**res.to_json(arch_key), "config": asdict(dc),
                             "expected_ms_of_pick": lat.of(res.arch) if lat else None,
                             "predicted_ms_of_pick": next(c.predicted_ms for c in cands if arch_key(c.spec) == self.diff_pick),
-                            "latency_terms": lat.to_json() if lat else None}
+                            "latency_terms": lat.to_json() if lat else None,
+                            "seconds_terms": round(terms_s, 1), "seconds_evaluations": round(time.time() - t, 1)}
         return cands
 
     def pick(self, cands: list[Candidate], measured: dict[str, float]) -> Candidate:

@@ -25,6 +25,7 @@ from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
 from .distributed import global_batchnorm, plain_batchnorm
+from .gal import Gal, GalConfig
 from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 
 WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
@@ -266,13 +267,24 @@ def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s,
     return done
 
 
-def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None) -> tuple[list[dict], float]:
+def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None,
+                     gal: GalConfig | None = None) -> tuple[list[dict], float]:
     """Train one network (a zoo model, a supernet's child) in place with the search's recipe;
     (loss trace: the mean of each term over every window of steps, seconds). A loss that is not
-    finite is an InputError naming the step."""
+    finite is an InputError naming the step. `gal`: BiRe-ID's KR-GAL / FR-GAL terms (gal.py)
+    added for the network's binarized convs and stages."""
     every = max(1, min(LOG_EVERY, cfg.steps // 8))
     opt = _optimizer(model, cfg)
     model.train()
+    refine = Gal(model, gal) if gal is not None and gal.kinds else None
+    try:
+        return _standalone_steps(model, data, cfg, progress, every, opt, refine)
+    finally:
+        if refine is not None:
+            refine.close()
+
+
+def _standalone_steps(model, data, cfg, progress, every, opt, refine):
     trace, window, n = [], {}, 0
     t0 = time.perf_counter()
     for step in range(cfg.steps):
@@ -282,6 +294,9 @@ def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s:
         feat = model.backbone(x, m)     # the pre-BNNeck feature (the triplets')
         neck = model.bottleneck(feat)   # the BNNeck's output (CM-NAS's SP and CMMD; the classifier's input)
         loss, parts = cmnas_loss(feat, neck, model.classifier(neck), y, m, cfg.objective)
+        if refine is not None:
+            extra, more = refine.loss()
+            loss, parts = loss + extra, {**parts, **more}
         if not torch.isfinite(loss):
             raise InputError(f"training diverged at step {step + 1} (loss {float(loss)}); try another --seed "
                              "or fewer --steps")

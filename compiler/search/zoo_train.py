@@ -25,7 +25,8 @@ from reidc.frontend.arch import ArchSpec, parse_split
 from reidc.frontend.checkpoint import SPEC, WEIGHTS, save_checkpoint
 from reidc.frontend.zoo import ZOO, zoo_model
 
-from .accuracy import embed, score_protocol
+from .accuracy import embed, score_model, score_protocol
+from .gal import GalConfig, parse_gal
 from .losses import DEFAULT_OBJECTIVE, check_objective
 from .train import TrainConfig, train_standalone
 
@@ -65,7 +66,8 @@ def _summary(res: dict[str, dict[str, float]]) -> str:
 
 def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str = "all-split",
               steps: int = DEFAULT_STEPS, input_size=DEFAULT_INPUT_SIZE, seed: int = 0,
-              progress: Callable[[str], None] = lambda s: None, objective: str = DEFAULT_OBJECTIVE) -> dict:
+              progress: Callable[[str], None] = lambda s: None, objective: str = DEFAULT_OBJECTIVE,
+              gal: str | None = None) -> dict:
     """Train zoo network `name` on `dataset` for `steps` steps and write it to `out` as a
     checkpoint folder with `train.json`; return that record (plus "path"). `objective`: the
     training loss, "cmnas" (CM-NAS's) or "reidc" (losses.py).
@@ -78,6 +80,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         raise InputError(f"--steps {steps!r}: expected a positive number of training steps")
     try:
         check_objective(objective)
+        kinds = parse_gal(gal)
     except ValueError as e:
         raise InputError(str(e)) from None
     input_size = tuple(int(v) for v in input_size)
@@ -101,9 +104,10 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         before = evaluate(model, data)
         t_eval = time.perf_counter() - t_eval
         progress(f"{model.spec.name} untrained (seeded weights): test {_summary(before)}")
-        trace, t_train = train_standalone(model, data, cfg, progress)
+        trace, t_train = train_standalone(model, data, cfg, progress, GalConfig(kinds=kinds) if kinds else None)
         t_after = time.perf_counter()
         after = evaluate(model.eval(), data)
+        scored = score_model(model, data, "test")    # the same features' mAP with 95% intervals over identities
         t_eval += time.perf_counter() - t_after
     progress(f"{model.spec.name} after {steps} steps: test {_summary(after)}")
 
@@ -112,7 +116,10 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         "bns": len(model.spec.split), "dataset": dataset, "dataset_name": data.name, "input_size": list(input_size),
         "seed": seed, "steps": steps, "num_classes": num_ids, "objective": objective, "config": asdict(cfg),
         "threads": torch.get_num_threads(), "loss": trace,
-        "test": {"protocol": data.test.name, "before": before, "after": after},
+        "test": {"protocol": data.test.name, "before": before, "after": after,
+                 "mAP_ci95": {k: v["mAP_ci95"] for k, v in scored["settings"].items()},
+                 "score_mAP": scored["score"], "score_mAP_ci95": scored["ci95"]},
+        "gal": list(kinds),
         "seconds": {"data": round(t_data - t_start, 2), "train": round(t_train, 2), "eval": round(t_eval, 2)},
         "seconds_per_step": round(t_train / steps, 4),
     }
