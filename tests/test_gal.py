@@ -109,3 +109,29 @@ def test_zoo_train_with_gal_records_it_and_compiles_to_the_same_form(tmp_path):
     assert man["verification"]["status"] == "passed" and man["binary_layers"] == binary > 0
     bad = CliRunner().invoke(app, ["zoo", "train", "bire-resnet18", "-o", str(tmp_path / "b"), "--gal", "gan"])
     assert bad.exit_code != 0 and "--gal 'gan': expected none or a comma list" in bad.output
+
+
+def test_supernet_trains_with_gal_and_resumes_its_discriminators(tmp_path):
+    from reidc.compiler.search.train import GAL, load_supernet, read_record, train_supernet
+    from reidc.compiler.search.train_parallel import check_procs
+    data = load_dataset("synthetic:12", (64, 32), seed=3, hold_out_val=True)
+    cfg = TrainConfig(steps=2, ids_per_batch=4, gal="fr, kr")
+    assert cfg.gal == "kr,fr"
+    net, _ = train_supernet(data, cfg, tmp_path / "sup")
+    rec = read_record(tmp_path / "sup")
+    assert rec["config"]["gal"] == "kr,fr" and (tmp_path / "sup" / GAL).is_file()
+    alpha = {n: p.detach().clone() for n, p in net.named_parameters() if n.endswith("alpha")}
+    # resumed: alpha is the trained one (not set again to mean |w|), the discriminators are loaded
+    more = TrainConfig(steps=3, ids_per_batch=4, gal="kr,fr")
+    state = load_supernet(tmp_path / "sup", data, more)
+    assert all(torch.equal(p, alpha[n]) for n, p in state[0].named_parameters() if n.endswith("alpha"))
+    net, done = train_supernet(data, more, tmp_path / "sup", state=state)
+    assert done == 3 and len(read_record(tmp_path / "sup")["losses"]) == 3
+    # another GAL setting is another configuration; several processes cannot share the discriminators
+    with pytest.raises(ValueError, match="another configuration"):
+        load_supernet(tmp_path / "sup", data, TrainConfig(steps=3, ids_per_batch=4))
+    with pytest.raises(ValueError, match="--gal kr trains the supernet in one process"):
+        check_procs(2, TrainConfig(gal="kr"))
+    (tmp_path / "sup" / GAL).write_bytes(b"junk")
+    with pytest.raises(ValueError, match="gal.safetensors: cannot load the supernet's GAL state"):
+        train_supernet(data, TrainConfig(steps=4, ids_per_batch=4, gal="kr,fr"), tmp_path / "sup")

@@ -42,7 +42,8 @@ EXEC_MODE = DIR_MODE = 0o755
 KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "artifact": (frozenset({"manifest.json"}), frozenset({"manifest.json", "model.so", "kernels.cu"})),
     "checkpoint": (frozenset({"arch.json"}), frozenset({"arch.json", "model.safetensors"})),
-    "supernet": (frozenset({"train.json"}), frozenset({"supernet.safetensors", "optimizer.pt", "train.json"})),
+    "supernet": (frozenset({"train.json"}),
+                 frozenset({"supernet.safetensors", "optimizer.pt", "train.json", "gal.safetensors"})),
     "runner": (frozenset({"reidc_run"}), None),   # None: any file of the bundle's (libraries change by version)
 }
 

@@ -116,7 +116,7 @@ class Finish:
         chosen = (first + [others[i] for i in spread])[:max(0, o.standalone_check - 1)]
         rows = [pick_check] + check(self.net, [(arch_key(c.spec), c.spec, c.score) for c in chosen],
                                     self.data, self.cfg, o.finetune_steps,
-                                    lambda took: b.left() >= took + OVERHEAD_S, self.say, self.gal)
+                                    lambda took: b.left() >= took + OVERHEAD_S, self.say)
         tau = kendall_tau([r["supernet_val_mAP"] for r in rows], [r["standalone_val_mAP"] for r in rows])
         self.say(f"stand-alone check: {len(rows)} candidates fine-tuned for {o.finetune_steps} steps; Kendall tau "
                  "between supernet and stand-alone validation mAP " + ("n/a (fewer than 3)" if tau is None else
@@ -152,7 +152,7 @@ class Finish:
         if ft:
             self.say(f"fine-tuning the pick stand-alone for {ft} steps")
             t = time.time()
-            pick_model = finetune(self.net, pick.spec, self.data, self.cfg, ft, gal=self.gal)
+            pick_model = finetune(self.net, pick.spec, self.data, self.cfg, ft)
             pick_val = score_model(pick_model, self.data)
             pick_check = {"key": k, "supernet_val_mAP": pick.score, "standalone_val_mAP": pick_val["score"],
                           "standalone_val_mAP_ci95": pick_val["ci95"], "seconds": round(time.time() - t, 1)}
@@ -185,8 +185,8 @@ class Finish:
         front_rows = [row(c) for c in front]
         checks = self._standalone(cands, pick, best, pick_check) if ft else None
         pick_row = {**row(pick), "test": test["settings"], "test_score_mAP": test["score"], "test_mAP_ci95": test["ci95"],
-                    "weights": (f"fine-tuned stand-alone for {ft} steps" + (f" with {'+'.join(self.gal.kinds).upper()}-GAL"
-                                                                             if self.gal else "")
+                    "weights": (f"fine-tuned stand-alone for {ft} steps" + (f" with GAL {self.cfg.gal}"
+                                                                             if self.cfg.gal != "none" else "")
                                 if ft else "inherited from the supernet"),
                     "test_inherited": inherited and {"settings": inherited["settings"], "score_mAP": inherited["score"],
                                                      "mAP_ci95": inherited["ci95"]},

@@ -99,7 +99,7 @@ class Gal(nn.Module):
     """KR-GAL and FR-GAL for one network (module doc): its discriminators, 1x1 convs and
     optimizer, and the hooks that catch the stages' outputs."""
 
-    def __init__(self, net: nn.Module, cfg: GalConfig = GalConfig()):
+    def __init__(self, net: nn.Module, cfg: GalConfig = GalConfig(), init_alpha: bool = True):
         super().__init__()
         self.cfg, self.kinds = cfg, set(cfg.kinds)
         self.convs = {n: m for n, m in net.named_modules() if isinstance(m, BinaryConv2d)}
@@ -107,8 +107,9 @@ class Gal(nn.Module):
         if "kr" in self.kinds:
             for n, m in self.convs.items():
                 self.kernel_d[n.replace(".", "_")] = _disc(m.weight[0].numel())
-                with torch.no_grad():
-                    m.alpha.copy_(m.weight.abs().mean((1, 2, 3)))
+                if init_alpha:   # not on a resumed run: its alpha is trained
+                    with torch.no_grad():
+                        m.alpha.copy_(m.weight.abs().mean((1, 2, 3)))
         self.stages = [getattr(net, f"layer{i}") for i in range(1, 5)]
         self.feature_d, self.adapt = nn.ModuleDict(), nn.ModuleDict()
         self.caught: list[torch.Tensor | None] = [None] * 4

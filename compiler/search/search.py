@@ -36,7 +36,6 @@ from .accuracy import evaluate_candidate, prepare_candidate
 from .budget import ANCHORS, DEFAULT_MEASURE_S, Budget, Costs, Work
 from .differentiable import DiffConfig, LinearCost, differentiable_search
 from .evolution import Candidate, evolve
-from .gal import GalConfig, parse_gal
 from .files import guard_search_dir, make_dir, read_accuracy
 from .finish import Finish
 from .latency import LatencyMeter, Scenario, arch_key
@@ -76,7 +75,7 @@ class SearchOptions:
     arch_steps: int = 150                 # --method differentiable: its alternating steps
     latency_weight: float = 0.5           # --method differentiable, latency-aware: lambda of E[ms] / all-real ms
     memory_weight: float = 0.0            # --method differentiable: mu of E[weight bytes] / all-real bytes
-    gal: str = "none"                     # BiRe-ID's KR-GAL / FR-GAL in the stand-alone fine-tunes (gal.py)
+    gal: str = "none"                     # BiRe-ID's KR-GAL / FR-GAL in supernet training and fine-tunes (gal.py)
     progress: Callable[[str], None] = field(default=lambda s: None)
 
     @property
@@ -107,8 +106,6 @@ class _Search(Finish):
         self.out, self.opts, self.say = out, opts, opts.progress
         # inputs first, cheapest first: a bad file is reported before minutes of work
         check_objective(opts.objective)
-        kinds = parse_gal(opts.gal)
-        self.gal = GalConfig(kinds=kinds) if kinds else None
         if opts.method not in METHODS:
             raise ValueError(f"--method {opts.method!r}: expected one of {', '.join(METHODS)}")
         if opts.arch_steps < 1 or opts.latency_weight < 0 or opts.memory_weight < 0:
@@ -116,7 +113,7 @@ class _Search(Finish):
                              f"{opts.memory_weight}: expected at least 1 step and weights of 0 or more")
         if opts.standalone_steps is not None and opts.standalone_steps < 0:
             raise ValueError(f"--standalone-steps {opts.standalone_steps}: expected 0 (none) or more")
-        check_procs(opts.train_procs, TrainConfig())
+        check_procs(opts.train_procs, TrainConfig(gal=opts.gal))
         if opts.latency_holdout < 0:
             raise ValueError(f"--latency-holdout {opts.latency_holdout}: expected 0 (none) or more")
         if opts.standalone_check < 1:
@@ -130,7 +127,7 @@ class _Search(Finish):
         # validation ids held out of training: the search scores candidates on them (SYSU-MM01's
         # val ids, RegDB's last fifth); the test galleries are the standard's, whatever the seed
         self.data = load_dataset(opts.dataset, opts.input_size, opts.seed, self.say, hold_out_val=True)
-        self.cfg = TrainConfig(steps=opts.train_steps, seed=opts.seed, objective=opts.objective)
+        self.cfg = TrainConfig(steps=opts.train_steps, seed=opts.seed, objective=opts.objective, gal=opts.gal)
         self.template = random_arch(random.Random(0), self.data.input_size, self.data.train.num_ids)
         self.state = load_supernet(out / "supernet", self.data, self.cfg)
         self.net, self.steps = self.state[0], self.state[2]

@@ -20,7 +20,6 @@ import numpy as np
 from reidc.frontend.supernet import extract, recalibrate_bn
 
 from .accuracy import RECAL_BATCHES, prepare_candidate, score_model
-from .gal import GalConfig
 from .train import TrainConfig, sample_batch, train_standalone
 
 #: seed offset of stand-alone fine-tuning batches from the supernet's
@@ -43,20 +42,19 @@ def kendall_tau(a, b) -> float | None:
     return float(np.sum(da * db) / np.sqrt(n_a * n_b))
 
 
-def finetune(net, spec, data, cfg: TrainConfig, steps: int, progress: Callable[[str], None] = lambda s: None,
-             gal: GalConfig | None = None):
+def finetune(net, spec, data, cfg: TrainConfig, steps: int, progress: Callable[[str], None] = lambda s: None):
     """Candidate `spec` out of supernet `net` (left unchanged), trained alone for `steps` steps
-    (with BiRe-ID's `gal` terms, gal.py); eval mode, BNs re-estimated on the recalibration batches."""
+    (with cfg.gal's terms, gal.py); eval mode, BNs re-estimated on the recalibration batches."""
     model = extract(prepare_candidate(net, spec, data, cfg), spec)
     own = replace(cfg, steps=steps, seed=cfg.seed + SEED_OFFSET)
-    train_standalone(model, data, own, progress, gal)
+    train_standalone(model, data, own, progress)
     batches = [sample_batch(data, cfg, 10_000_000 + i, augment=False)[::2] for i in range(RECAL_BATCHES)]
     recalibrate_bn(model, batches, lambda m: m)
     return model.eval()
 
 
 def check(net, cands: list, data, cfg: TrainConfig, steps: int, room: Callable[[float], bool],
-          progress: Callable[[str], None] = lambda s: None, gal: GalConfig | None = None) -> list[dict]:
+          progress: Callable[[str], None] = lambda s: None) -> list[dict]:
     """Fine-tune each of `cands` ((key, spec, supernet validation mAP)) alone while `room(seconds
     the last one took)` allows; a row per candidate done."""
     rows, took = [], 0.0
@@ -66,7 +64,7 @@ def check(net, cands: list, data, cfg: TrainConfig, steps: int, room: Callable[[
             break
         t = time.time()
         progress(f"stand-alone check {k + 1}/{len(cands)}: fine-tuning {key} for {steps} steps")
-        val = score_model(finetune(net, spec, data, cfg, steps, gal=gal), data)
+        val = score_model(finetune(net, spec, data, cfg, steps), data)
         took = time.time() - t
         rows.append({"key": key, "supernet_val_mAP": sup, "standalone_val_mAP": val["score"],
                      "standalone_val_mAP_ci95": val["ci95"], "seconds": round(took, 1)})

@@ -25,10 +25,10 @@ from reidc.frontend.supernet import build_supernet, random_arch, set_arch
 
 from reidc.compiler.datasets import ReIDData, normalise
 from .distributed import global_batchnorm, plain_batchnorm
-from .gal import Gal, GalConfig
+from .gal import Gal, GalConfig, parse_gal
 from .losses import DEFAULT_OBJECTIVE, check_objective, cmnas_loss
 
-WEIGHTS, STATE, CONFIG = "supernet.safetensors", "optimizer.pt", "train.json"
+WEIGHTS, STATE, CONFIG, GAL = "supernet.safetensors", "optimizer.pt", "train.json", "gal.safetensors"
 LOG_EVERY = 25   # steps between the progress lines of a stand-alone training
 
 
@@ -42,9 +42,15 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     objective: str = DEFAULT_OBJECTIVE    # losses.OBJECTIVES: "cmnas" | "reidc"
+    gal: str = "none"             # BiRe-ID's KR-GAL / FR-GAL terms: "none" | "kr" | "fr" | "kr,fr" (gal.py)
 
     def __post_init__(self):
         check_objective(self.objective)
+        object.__setattr__(self, "gal", ",".join(parse_gal(self.gal)) or "none")   # "fr, kr" is "kr,fr"
+
+    def gal_config(self) -> GalConfig | None:
+        kinds = parse_gal(self.gal)
+        return GalConfig(kinds=kinds) if kinds else None
 
 
 def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -134,7 +140,7 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
         strip = lambda d: {**d, "config": {k: v for k, v in (d.get("config") or {}).items() if k != "steps"}}  # noqa: E731
         want = _identity(data, cfg)
         # a record without an objective predates the choice: it was trained with reidc's variant
-        got = {**saved, "config": {"objective": "reidc", **saved["config"]}}
+        got = {**saved, "config": {"objective": "reidc", "gal": "none", **saved["config"]}}
         if got["config"]["objective"] != cfg.objective:
             raise ValueError(f"{out} holds a supernet trained with the {got['config']['objective']!r} objective, "
                              f"not {cfg.objective!r}; use another -o directory (or --objective "
@@ -154,9 +160,11 @@ def load_supernet(out: Path, data: ReIDData, cfg: TrainConfig):
     return net, opt, done
 
 
-def _save(out: Path, net, opt, data, cfg, done: int, step_s: float | None, losses: list[float]) -> None:
+def _save(out: Path, net, opt, data, cfg, done: int, step_s: float | None, losses: list[float], refine=None) -> None:
     with atomic_directory(out, "supernet") as tmp:
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS))
+        if refine is not None:   # the discriminators and 1x1 convs, so that a resumed run goes on with them
+            save_file({k: v.detach().contiguous() for k, v in refine.state_dict().items()}, str(tmp / GAL))
         torch.save(opt.state_dict(), str(tmp / STATE))
         atomic_write_json(tmp / CONFIG, {**_identity(data, cfg), "steps_done": done,
                                          "seconds_per_step": None if step_s is None else round(step_s, 4),
@@ -220,15 +228,35 @@ def train_supernet(data: ReIDData, cfg: TrainConfig, out: Path, deadline: float 
     else:
         progress(f"training the supernet for {cfg.steps} steps with the {cfg.objective} objective")
     net.train()
+    refine = _gal(net, cfg, out, done)
     global_batchnorm(net)   # one BN formulation, in one process or several (distributed.py)
     try:
-        done = _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main)
+        done = _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main, refine)
     finally:
         plain_batchnorm(net)
+        if refine is not None:
+            refine.close()
     return net.eval(), done
 
 
-def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main) -> int:
+def _gal(net, cfg: TrainConfig, out: Path, done: int) -> Gal | None:
+    """The supernet's GAL terms (cfg.gal): fresh at step 0 (alpha set to mean |w|), else the
+    saved discriminators and 1x1 convs."""
+    gc = cfg.gal_config()
+    if gc is None:
+        return None
+    refine = Gal(net, gc, init_alpha=done == 0)
+    if done:
+        try:
+            refine.load_state_dict(load_file(str(out / GAL)))
+        except Exception as e:   # missing, truncated or another network's
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{out / GAL}: cannot load the supernet's GAL state ({why[:200]}); "
+                             f"delete {out} to train afresh") from None
+    return refine
+
+
+def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s, losses, main, refine=None) -> int:
     t0, start, log = time.perf_counter(), done, {}
     for step in range(done, cfg.steps):
         stop = deadline is not None and time.time() > deadline
@@ -246,6 +274,9 @@ def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s,
             feat = net.backbone(x, m)       # the pre-BNNeck feature
             neck = net.bottleneck(feat)      # the BNNeck's output
             loss, parts = cmnas_loss(feat, neck, net.classifier(neck), y, m, cfg.objective)
+            if refine is not None:
+                extra, more = refine.loss()
+                loss, parts = loss + extra, {**parts, **more}
         else:                               # the global batch's loss from this process's share
             loss, parts = parallel.step(*parallel.share(x, y, m))
         opt.zero_grad(set_to_none=True)
@@ -258,25 +289,25 @@ def _steps(net, opt, done, data, cfg, out, deadline, progress, parallel, step_s,
         rate = (done - start) / max(time.perf_counter() - t0, 1e-6)
         step_s = 1 / max(rate, 1e-6)
         if done % cfg.save_every == 0 and done < cfg.steps and main:
-            _save(out, net, opt, data, cfg, done, step_s, losses)
+            _save(out, net, opt, data, cfg, done, step_s, losses, refine)
         if done % 25 == 0 or done == cfg.steps:
             progress(f"supernet step {done}/{cfg.steps}: " + ", ".join(f"{k} {v:.3f}" for k, v in log.items())
                      + f"; {rate * len(y):.0f} img/s, {(cfg.steps - done) / max(rate, 1e-6) / 60:.1f} min left")
     if main:
-        _save(out, net, opt, data, cfg, done, step_s, losses)
+        _save(out, net, opt, data, cfg, done, step_s, losses, refine)
     return done
 
 
-def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None,
-                     gal: GalConfig | None = None) -> tuple[list[dict], float]:
+def train_standalone(model, data: ReIDData, cfg: TrainConfig, progress=lambda s: None) -> tuple[list[dict], float]:
     """Train one network (a zoo model, a supernet's child) in place with the search's recipe;
     (loss trace: the mean of each term over every window of steps, seconds). A loss that is not
-    finite is an InputError naming the step. `gal`: BiRe-ID's KR-GAL / FR-GAL terms (gal.py)
+    finite is an InputError naming the step. cfg.gal: BiRe-ID's KR-GAL / FR-GAL terms (gal.py)
     added for the network's binarized convs and stages."""
     every = max(1, min(LOG_EVERY, cfg.steps // 8))
     opt = _optimizer(model, cfg)
     model.train()
-    refine = Gal(model, gal) if gal is not None and gal.kinds else None
+    gc = cfg.gal_config()
+    refine = Gal(model, gc) if gc is not None else None
     try:
         return _standalone_steps(model, data, cfg, progress, every, opt, refine)
     finally:

@@ -30,6 +30,9 @@ from .train import Parallel, TrainConfig, load_supernet, train_supernet
 def check_procs(procs: int, cfg: TrainConfig) -> None:
     if procs < 1:
         raise ValueError(f"--train-procs {procs}: expected 1 or more")
+    if procs > 1 and cfg.gal != "none":
+        raise ValueError(f"--gal {cfg.gal} trains the supernet in one process (its discriminators are not "
+                         "shared between processes); use --train-procs 1")
     if cfg.ids_per_batch % procs:
         raise ValueError(f"--train-procs {procs}: each process takes whole identities of the batch's "
                          f"{cfg.ids_per_batch}; use a number that divides it")

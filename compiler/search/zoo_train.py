@@ -26,7 +26,7 @@ from reidc.frontend.checkpoint import SPEC, WEIGHTS, save_checkpoint
 from reidc.frontend.zoo import ZOO, zoo_model
 
 from .accuracy import embed, score_model, score_protocol
-from .gal import GalConfig, parse_gal
+from .gal import parse_gal
 from .losses import DEFAULT_OBJECTIVE, check_objective
 from .train import TrainConfig, train_standalone
 
@@ -81,6 +81,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
     try:
         check_objective(objective)
         kinds = parse_gal(gal)
+        gal = ",".join(kinds) or "none"
     except ValueError as e:
         raise InputError(str(e)) from None
     input_size = tuple(int(v) for v in input_size)
@@ -94,7 +95,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
     if num_ids < 2:
         raise DatasetError(f"--dataset {dataset}: {num_ids} training identity; training needs at least 2")
     cfg = TrainConfig(steps=steps, ids_per_batch=min(TrainConfig.ids_per_batch, num_ids), seed=seed,
-                      objective=objective)
+                      objective=objective, gal=gal)
     t_data = time.perf_counter()
 
     with torch.random.fork_rng():   # nothing below draws from torch's generator; this makes sure of it
@@ -104,7 +105,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         before = evaluate(model, data)
         t_eval = time.perf_counter() - t_eval
         progress(f"{model.spec.name} untrained (seeded weights): test {_summary(before)}")
-        trace, t_train = train_standalone(model, data, cfg, progress, GalConfig(kinds=kinds) if kinds else None)
+        trace, t_train = train_standalone(model, data, cfg, progress)
         t_after = time.perf_counter()
         after = evaluate(model.eval(), data)
         scored = score_model(model, data, "test")    # the same features' mAP with 95% intervals over identities
