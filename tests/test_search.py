@@ -109,15 +109,21 @@ def test_search_method_differentiable_picks_the_argmax(searched, cache, monkeypa
     from reidc.compiler.search.predict import Predictor
     cost = lambda self, spec: sum(1.0 if b else 3.0 for b in spec.binary_stages) + 0.2 * spec.split.count(0)  # noqa: E731
     monkeypatch.setattr(Predictor, "predict", cost)
+    from reidc.compiler.search.search import _Search   # weight memory: 2**20 bytes a split BN, 88 of them in no time
+    monkeypatch.setattr(_Search, "_memory", lambda self, spec: 2**20 * (10 + spec.split.count(0)))
     r = CliRunner().invoke(app, ["search", "-o", str(out), "--latency-aware", "--latency-weight", "50",
-                                 "--latency-cache", str(cache)] + SMALL + diff)
+                                 "--memory-weight", "1", "--latency-cache", str(cache)] + SMALL + diff)
     assert r.exit_code == 0, r.output
     res = json.loads((out / "differentiable-latency-aware" / "pareto.json").read_text())
     d = res["differentiable"]
     assert res["pick"]["arch"]["binary_stages"] == "1111" and res["pick"]["arch"]["split_bns"] == 0
     assert d["expected_ms_of_pick"] == pytest.approx(4.0) and d["predicted_ms_of_pick"] == 4.0
     assert d["latency_terms"]["patterns"]["0000"] == 12.0 and d["config"]["latency_weight"] == 50
-    assert "expected_ms" in d["log"][-1] and "latency weight 50.0" in " ".join(r.output.split())
+    assert "expected_ms" in d["log"][-1] and d["log"][-1]["expected_mb"] > 10
+    text = " ".join(r.output.split())
+    assert "latency weight 50.0" in text and "memory weight 1.0" in text
+    assert "differentiable search: 2 steps in " in text and "expected latency (linear in the weights) 4.00 ms" in text
+    assert "search wall time (without training and the final phase):" in text
 
 
 def test_the_pick_is_a_checkpoint_that_compiles_and_matches_pytorch(searched):
@@ -223,6 +229,46 @@ def test_latency_through_an_rpc_tracker(tmp_path):
         assert local.cached(spec) is None            # a different measurement setup is a different key
     finally:
         server.stop()
+        tracker.stop()
+        log.close()
+
+
+def test_latency_on_two_rpc_devices_at_once(tmp_path, monkeypatch):
+    """Two servers under one key: candidates compiled here are timed on both at once. A barrier
+    after each timing session opens only when two sessions are held together, which the
+    tracker grants only on two devices (with one, the second waits and the barrier breaks)."""
+    import threading
+    from reidc.compiler import runtime
+    from reidc.targets.rpc import free_port, start_server, start_tracker, wait_for_devices
+    port = free_port()
+    log = open(tmp_path / "rpc.log", "w")
+    tracker = start_tracker(port, log)
+    servers = [start_server(port, "x86-pair", log) for _ in range(2)]
+    together, opened = threading.Barrier(2, timeout=60), []
+    real_init = runtime.Compiled.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        if threading.current_thread().name.startswith("reidc-rpc"):
+            together.wait()
+            opened.append(threading.current_thread().name)
+    monkeypatch.setattr(runtime.Compiled, "__init__", init)
+    try:
+        wait_for_devices(port, "x86-pair", n=2)
+        from reidc.frontend.supernet import build_supernet
+        net = build_supernet((64, 32), 10).eval()
+        specs = [random_arch(__import__("random").Random(s), (64, 32), 10) for s in (3, 4)]
+        meter = LatencyMeter("host", Scenario("visible", 1), cache=tmp_path / "lat.json",
+                             rpc=(f"127.0.0.1:{port}", "x86-pair"), number=2, repeat=2)
+        assert meter.devices() == 2
+        recs = meter.measure_many([(s, lambda s=s: extract(set_arch(net, s), s)) for s in specs])
+        assert len(opened) == 2 and not together.broken
+        assert [r["arch"] for r in recs] == [arch_key(s) for s in specs] and all(r["ms"] > 0 for r in recs)
+        assert meter.measured == 2 and all(meter.cached(s) == r for s, r in zip(specs, recs))
+        assert meter.measure_many([(s, lambda: pytest.fail("cached: no model needed")) for s in specs]) == recs
+    finally:
+        for server in servers:
+            server.stop()
         tracker.stop()
         log.close()
 

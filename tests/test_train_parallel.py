@@ -64,3 +64,27 @@ def test_the_process_count_must_split_the_identities():
         check_procs(3, TrainConfig())
     with pytest.raises(ValueError, match="expected 1 or more"):
         check_procs(0, TrainConfig())
+
+
+def test_torchrun_entry_trains_what_one_process_trains(data, tmp_path):
+    """`torchrun --nproc_per_node 2 -m reidc.compiler.search.train_parallel` (the several-machine
+    path, here on one): rank 0 writes a supernet a search with the same settings finds trained,
+    with one process's loss curve."""
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "reidc.compiler.search.train_parallel", "-o", str(out), "--dataset", "synthetic:12",
+           "--steps", "2", "--seed", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    cfg = TrainConfig(steps=2, seed=1)
+    rec = read_record(out / "supernet")
+    assert rec["steps_done"] == 2 and rec["config"]["seed"] == 1
+    one, _ = train_supernet(load_dataset("synthetic:12", (64, 32), 1, hold_out_val=True), cfg, tmp_path / "one")
+    for a, b in zip(loss_curve(read_record(tmp_path / "one")), loss_curve(rec)):
+        assert b == pytest.approx(a, rel=1e-5)
+    said = []
+    train_supernet(load_dataset("synthetic:12", (64, 32), 1, hold_out_val=True), cfg, out / "supernet",
+                   progress=said.append)
+    assert said == [f"supernet in {out / 'supernet'} is trained (2 steps)"]

@@ -117,4 +117,11 @@ def search(output: Path = typer.Option(..., "-o", "--output", help="directory fo
     if e["candidates"]:
         out.print(f"latency ({lm['predictor']}) on {e['candidates']} measured Pareto candidates: mean error "
                   f"{100 * e['mean_abs_rel_err']:.1f}%, max {100 * e['max_abs_rel_err']:.1f}%")
+    d = res.get("differentiable")
+    if d:
+        lat = (f"; its expected latency (linear in the weights) {d['expected_ms_of_pick']:.2f} ms, predicted "
+               f"{d['predicted_ms_of_pick']:.2f} ms" if d["expected_ms_of_pick"] is not None else "")
+        out.print(f"differentiable search: {d['steps']} steps in {d['seconds']:.0f} s; the pick is the argmax of the "
+                  f"architecture weights{lat}")
+    out.print(f"search wall time (without training and the final phase): {res['search_seconds']:.0f} s")
     out.print(f"checkpoint: {p['checkpoint']}  (compiled and verified: {p['artifact']})")

@@ -65,8 +65,8 @@ def zoo_train(name: str = typer.Argument(..., help="zoo model, e.g. cmnas-resnet
     for setting, after in res["test"]["after"].items():
         before, ci = res["test"]["before"][setting], res["test"]["mAP_ci95"][setting]
         out.print(f"  test {setting}: rank-1 {before['rank1']:.3f} -> {after['rank1']:.3f}, "
-                  f"mAP {before['mAP']:.3f} -> {after['mAP']:.3f} (untrained -> trained; trained mAP 95% CI "
-                  f"{ci[0]:.3f}-{ci[1]:.3f})")
+                  f"mAP {before['mAP']:.3f} -> {after['mAP']:.3f} (untrained -> trained), trained mAP 95% CI "
+                  f"{ci[0]:.3f}-{ci[1]:.3f}")
 
 
 @app.command()

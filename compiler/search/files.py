@@ -2,8 +2,9 @@
 accuracy.json. Both follow compiler.base.atomic: `-o` may name a missing or empty folder or one that
 holds only what search writes (supernet/, accuracy.json, latency-table.json, the mode folders
 latency-aware/ and accuracy-only/ (differentiable-*/ with --method differentiable), each with
-pareto.json, pareto.png, chosen/ and chosen-<target>/, and temporaries a killed run left); anything else is a user's and refused before any work. accuracy.json is
-input like any other file: a truncated or edited one is an error naming it, never a score."""
+pareto.json, pareto.png, chosen/ and chosen-<target>/, and temporaries a killed run left);
+anything else is a user's and refused before any work. accuracy.json is input like any other
+file: a truncated or edited one is an error naming it, never a score."""
 from __future__ import annotations
 
 import json

@@ -10,7 +10,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,7 @@ class LatencyMeter:
         self.writable = True     # False: the file is not a cache reidc may overwrite, or cannot be written
         self.cache = self._read_cache(warn=True)
         self.measured = 0
+        self._lock = threading.Lock()
 
     def _read_cache(self, warn: bool) -> dict:
         """The cache file's valid entries. The file is input: an unreadable one is left alone
@@ -166,29 +169,74 @@ class LatencyMeter:
             self.say(f"warning: latency cache {self.cache_path} cannot be written ({e}); measurements are "
                      "not cached")
 
+    def devices(self) -> int:
+        """How many may time at once: the devices registered under the RPC key (1 in this process)."""
+        if self.rpc is None:
+            return 1
+        from reidc.targets.rpc import tracker_devices
+        host, _, port = self.rpc[0].rpartition(":")
+        return max(1, tracker_devices(host, int(port), self.rpc[1]))
+
     def measure(self, spec: ArchSpec, model, prepare_s: float = 0.0) -> dict:
         """`prepare_s`: what making `model` took, counted in the record's `seconds`."""
         hit = self.cached(spec)
         if hit:
             return hit
+        return self._timed(self._compile(spec, model, prepare_s))
+
+    def measure_many(self, jobs: list[tuple[ArchSpec, Callable[[], object]]]) -> list[dict]:
+        """Records of several candidates ((spec, make its model)), in order. Through an RPC
+        tracker with several devices under the key, each is compiled here, one after another,
+        and timed on a free device while the next compiles: up to as many at once as there
+        are devices (the tracker leases each session a device of its own). Otherwise one by one."""
+        n = self.devices()
+        if n <= 1:
+            return [self.cached(spec) or self.measure(spec, make()) for spec, make in jobs]
+        from concurrent.futures import ThreadPoolExecutor
+        out = []
+        with ThreadPoolExecutor(n, thread_name_prefix="reidc-rpc") as pool:
+            for spec, make in jobs:
+                hit = self.cached(spec)
+                if hit:
+                    out.append(hit)
+                    continue
+                t = time.time()
+                model = make()
+                out.append(pool.submit(self._timed, self._compile(spec, model, time.time() - t)))
+            return [r if isinstance(r, dict) else r.result() for r in out]
+
+    def _compile(self, spec: ArchSpec, model, prepare_s: float) -> dict:
+        """The candidate compiled (and verified) into a temporary folder that `_timed` removes."""
         from reidc.compiler.compile import CompileOptions, compile_checkpoint
         from reidc.frontend.checkpoint import save_checkpoint
-        t0 = time.time()
-        with tempfile.TemporaryDirectory(prefix="reidc-lat-") as d:
-            save_checkpoint(model, Path(d) / "ckpt")
+        t0 = time.time() - prepare_s
+        d = Path(tempfile.mkdtemp(prefix="reidc-lat-"))
+        try:
+            save_checkpoint(model, d / "ckpt")
             opts = CompileOptions(target=self.target, modes=(self.scenario.mode,),
                                   verify=not self.preset.missing_on_host() and (
                                       self.rpc is None or self.preset.runs_via != "cuda"))
-            man = compile_checkpoint(Path(d) / "ckpt", Path(d) / "art", opts)
+            man = compile_checkpoint(d / "ckpt", d / "art", opts)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        return {"spec": spec, "model": model, "dir": d, "manifest": man, "t0": t0}
+
+    def _timed(self, job: dict) -> dict:
+        spec, man = job["spec"], job["manifest"]
+        try:
             x, arg = self.scenario.inputs(spec.input_size)
-            ms, kernels, busy = self._time(Path(d) / "art", x, arg, model)
+            ms, kernels, busy = self._time(job["dir"] / "art", x, arg, job["model"])
+        finally:
+            shutil.rmtree(job["dir"], ignore_errors=True)
         rec = {"arch": arch_key(spec), "ms": ms, **self.setup(), "kernel_times": kernels,
                "others_cores": None if busy is None else round(busy, 2),
                "verified": man["verification"]["status"], "library_bytes": man["weights"]["artifact_bytes"],
-               "seconds": round(time.time() - t0 + prepare_s, 1)}
-        self.cache[self.key(spec)] = rec
-        self._write_cache()
-        self.measured += 1
+               "seconds": round(time.time() - job["t0"], 1)}
+        with self._lock:      # timing threads (measure_many) finish in any order
+            self.cache[self.key(spec)] = rec
+            self._write_cache()
+            self.measured += 1
         return rec
 
     def _time(self, art: Path, x, arg, model) -> tuple[float, list[dict] | None, float | None]:

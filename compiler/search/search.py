@@ -201,7 +201,19 @@ class _Search(Finish):
         jobs = [(name, spec, f"latency-table entry {name}") for name, spec in archs.items()] + [
             (f"held-out{i + 1}", spec, f"held-out candidate {i + 1}") for i, spec in enumerate(self.holdout)]
         measured = {}
-        for i, (name, spec, why) in enumerate(jobs):
+        devices = self.meter.devices()
+        if devices > 1:         # several RPC devices: compiled here one by one, timed on them at once
+            fresh = [not self.meter.cached(s) for _, s, _ in jobs]
+            self.say(f"measuring {sum(fresh)} latency-table and held-out candidates on {devices} RPC devices "
+                     f"({self.meter.rpc[1]}) at once")
+            recs = self.meter.measure_many([(spec, lambda spec=spec: self.model(spec)) for _, spec, _ in jobs])
+            for (name, _, _), rec, new in zip(jobs, recs, fresh):
+                measured[name] = rec["ms"]
+                if new:
+                    self._took("measure", rec["seconds"])
+            b.work.table = 0
+            b.check()
+        for i, (name, spec, why) in enumerate(jobs if devices <= 1 else []):
             new = not self.meter.cached(spec)
             measured[name] = self.measure(spec, f"{why} ({i + 1}/{len(jobs)})")
             if new:
@@ -332,9 +344,12 @@ class _Search(Finish):
         t = time.time()
         cands = [evaluate(s) for s in specs.values()]
         self.diff_pick = arch_key(res.arch)
+        ms = next(c.predicted_ms for c in cands if arch_key(c.spec) == self.diff_pick)
+        if o.latency_aware and o.budget_ms is not None and ms > o.budget_ms:
+            self.say(f"warning: the argmax is predicted at {ms:.2f} ms, above --budget-ms {o.budget_ms}: it is the "
+                     "pick all the same (CM-NAS's rule); a larger --latency-weight or more --arch-steps moves it")
         self.diff_record = {**res.to_json(arch_key), "config": asdict(dc),
-                            "expected_ms_of_pick": lat.of(res.arch) if lat else None,
-                            "predicted_ms_of_pick": next(c.predicted_ms for c in cands if arch_key(c.spec) == self.diff_pick),
+                            "expected_ms_of_pick": lat.of(res.arch) if lat else None, "predicted_ms_of_pick": ms,
                             "latency_terms": lat.to_json() if lat else None,
                             "seconds_terms": round(terms_s, 1), "seconds_evaluations": round(time.time() - t, 1)}
         return cands
