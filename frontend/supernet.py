@@ -133,4 +133,5 @@ def recalibrate_bn(net: nn.Module, batches, modality_of) -> None:
         net.eval()
 
 
-__all__ = ["SharedConv", "build_supernet", "set_arch", "set_mixture", "clear_mixture", "stage_index", "extract", "recalibrate_bn", "random_arch", "binarize"]
+__all__ = ["SharedConv", "build_supernet", "set_arch", "set_mixture", "clear_mixture", "stage_index", "extract",
+           "recalibrate_bn", "random_arch", "binarize"]

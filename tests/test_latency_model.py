@@ -98,7 +98,7 @@ def net():
 
 def _spec(split_stage1: bool, binary=(False, True, False, False)):
     t = random_arch(random.Random(0), (64, 32), 10)
-    from reidc.compiler.search.latency_table import stage_of
+    from reidc.frontend.supernet import stage_index as stage_of
     from reidc.frontend.arch import bn_names
     split = tuple(0 if split_stage1 and stage_of(n) == 0 else 1 for n in bn_names(18, "bire"))
     return ArchSpec(depth=18, family="bire", input_size=(64, 32), num_classes=10, split=split, binary_stages=binary)

@@ -207,7 +207,8 @@ def test_latency_table_predicts_a_known_latency_model_exactly():
     """A synthetic latency with a cache cliff (binarizing is not additive per stage) and additive
     split costs: the table built from its measurements predicts every candidate exactly, and its
     additive-per-stage diagnostic shows the cliff."""
-    from reidc.compiler.search.latency_table import pattern, stage_of
+    from reidc.compiler.search.latency_table import pattern
+    from reidc.frontend.supernet import stage_index as stage_of
     from reidc.frontend.arch import bn_names
     names = bn_names(18, "bire")
     cost_split = [[0.1, 0.01], [0.2, 0.02], [0.3, 0.03], [0.4, 0.04]]

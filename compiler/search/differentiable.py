@@ -61,6 +61,11 @@ class LinearCost:
     split_real: tuple[float, ...]       # the same in the all-real network
     stages: tuple[int, ...]             # per BN: its stage
 
+    @staticmethod
+    def terms(n_bn: int) -> int:
+        """Costs `build` asks for: every stage pattern, and each BN split alone in two of them."""
+        return len(PATTERNS) + 2 * n_bn
+
     @classmethod
     def build(cls, template: ArchSpec, cost: Callable[[ArchSpec], float],
               progress: Callable[[str], None] = lambda s: None, what: str = "latency") -> "LinearCost":

@@ -12,7 +12,8 @@ reconstruction alpha_j sign(w_j). The network minimises
 and D_K maximises the adversarial part (the paper's saturating form; the gradient reaches w
 through both terms, as its algorithm states). alpha then has a gradient: in these networks a
 training-mode BN follows every binarized conv and cancels any per-channel scale, so the
-recognition loss alone gives alpha exactly none (tests/test_train_parallel.py found it zero).
+recognition loss moves alpha only through the BN's eps (tests/test_gal.py: doubling every alpha
+moves it by under 1e-6 relative).
 Open in the text, chosen here: D_K reads one output filter at a time (its cin x k x k values,
 flattened), two FC + LeakyReLU(0.2) blocks of 64 and a sigmoid; the squared error is a mean
 over elements (the text's sum makes lambda depend on the layer's size); alpha starts at the
@@ -30,8 +31,7 @@ error is a mean.
 
 Training (`Gal.loss`): each batch the discriminators take one ascent step on the detached
 tensors, then the network's loss gains sum L_K + sum L_F, summed over layers as the paper's
-total is. The compiled network is unchanged in
-form: alpha folds into the following BN as before.
+total is. The compiled network is unchanged in form: alpha folds into the following BN as before.
 """
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def _log_d(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _log_1m_d(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.logsigmoid(-d(x)).mean()
+
+
+def _runs_binary(conv: BinaryConv2d) -> bool:
+    return getattr(conv, "binary", True)    # a supernet's SharedConv may run real this step
 
 
 def kernel_pair(conv: BinaryConv2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,37 +136,28 @@ class Gal(nn.Module):
             h.remove()
         self._hooks = []
 
-    def _binary(self, name: str, conv) -> bool:
-        return getattr(conv, "binary", True)    # a supernet's SharedConv may run real this step
-
     def _refined(self) -> list[int]:
         """The earlier stages FR-GAL refines this step: those whose convs run binarized."""
-        out = []
-        for i in range(3):
-            units = [m for m in self.stages[i].modules() if isinstance(m, BinaryConv2d)]
-            if units and any(getattr(m, "binary", True) for m in units) and self.caught[i] is not None:
-                out.append(i)
-        return out
+        return [i for i in range(3) if self.caught[i] is not None
+                and any(_runs_binary(m) for m in self.stages[i].modules() if isinstance(m, BinaryConv2d))]
 
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The network's GAL terms for the batch just run (its forward filled the hooks), after
         one ascent step of the discriminators (and a step of the 1x1 convs)."""
         c = self.cfg
-        kr = [(k, m) for k, m in self.convs.items() if "kr" in self.kinds and self._binary(k, m)]
-        fr = self._refined() if "fr" in self.kinds and self.caught[3] is not None else []
+        kr = [(self.kernel_d[k.replace(".", "_")], *kernel_pair(m)) for k, m in self.convs.items()
+              if "kr" in self.kinds and _runs_binary(m)]
+        fr = [(self.feature_d[str(i)], self.caught[i],
+               refine_target(self.adapt[str(i)], self.caught[3], self.caught[i].shape[-2:]))
+              for i in (self._refined() if "fr" in self.kinds and self.caught[3] is not None else [])]
         if self.opt is not None and (kr or fr):
-            # 1. the discriminators ascend; the 1x1 convs fit the low-level features
+            # 1. the discriminators ascend on the detached tensors; the 1x1 convs fit the low-level features
             d_loss = 0.0
-            for k, m in kr:
-                real, fake = (t.detach() for t in kernel_pair(m))
-                d = self.kernel_d[k.replace(".", "_")]
-                d_loss = d_loss - (_log_d(d, real) + _log_1m_d(d, fake))
-            for i in fr:
-                low = self.caught[i].detach()
-                target = refine_target(self.adapt[str(i)], self.caught[3], low.shape[-2:])
-                d = self.feature_d[str(i)]
-                d_loss = d_loss - (_log_d(d, positions(target.detach())) + _log_1m_d(d, positions(low)))
-                d_loss = d_loss + F.mse_loss(target, low)
+            for d, real, fake in kr:
+                d_loss = d_loss - (_log_d(d, real.detach()) + _log_1m_d(d, fake.detach()))
+            for d, low, target in fr:
+                d_loss = d_loss - (_log_d(d, positions(target.detach())) + _log_1m_d(d, positions(low.detach())))
+                d_loss = d_loss + F.mse_loss(target, low.detach())
             self.opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt.step()
@@ -170,20 +165,15 @@ class Gal(nn.Module):
         total, parts = torch.zeros(()), {}
         if kr:
             adv = rec = 0.0
-            for k, m in kr:
-                real, fake = kernel_pair(m)
-                d = self.kernel_d[k.replace(".", "_")]
+            for d, real, fake in kr:
                 adv = adv + _log_d(d, real) + _log_1m_d(d, fake)
                 rec = rec + F.mse_loss(real, fake)
             total = total + c.adversarial_weight * adv + c.kernel_weight / 2 * rec
             parts.update(kr_adv=float(adv.detach()), kr_mse=float(rec.detach()))
         if fr:
             adv = rec = 0.0
-            for i in fr:
-                low = self.caught[i]
-                with torch.no_grad():
-                    target = refine_target(self.adapt[str(i)], self.caught[3], low.shape[-2:])
-                d = self.feature_d[str(i)]
+            for d, low, target in fr:
+                target = target.detach()
                 adv = adv + _log_d(d, positions(target)) + _log_1m_d(d, positions(low))
                 rec = rec + F.mse_loss(low, target)
             total = total + c.adversarial_weight * adv + c.feature_weight / 2 * rec

@@ -24,14 +24,11 @@ from dataclasses import dataclass, field, replace
 
 from reidc.compiler.ir import RunMode
 from reidc.frontend.arch import ArchSpec, bn_names
+from reidc.frontend.supernet import stage_index as stage_of
 
 from .latency import Scenario
 
 PATTERNS = ["".join(bits) for bits in itertools.product("01", repeat=4)]
-
-
-def stage_of(bn: str) -> int:
-    return 0 if bn == "bn1" else int(bn.split(".")[0][len("layer"):]) - 1
 
 
 def pattern(spec: ArchSpec) -> str:

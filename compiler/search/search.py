@@ -149,7 +149,7 @@ class _Search(Finish):
         if opts.method == "differentiable":
             n_bn = len(self.template.split)
             work.arch_steps = opts.arch_steps
-            work.predictions = (16 + 2 * n_bn) * (1 + bool(opts.memory_weight)) if opts.latency_aware else 0
+            work.predictions = LinearCost.terms(n_bn) * (1 + bool(opts.memory_weight)) if opts.latency_aware else 0
         self.budget = Budget(opts.time_limit_s, self.t0, work, costs, opts.train_share)
 
     def _evaluations_left(self) -> int:
@@ -213,12 +213,13 @@ class _Search(Finish):
                     self._took("measure", rec["seconds"])
             b.work.table = 0
             b.check()
-        for i, (name, spec, why) in enumerate(jobs if devices <= 1 else []):
-            new = not self.meter.cached(spec)
-            measured[name] = self.measure(spec, f"{why} ({i + 1}/{len(jobs)})")
-            if new:
-                b.work.table -= 1
-                b.check()       # the first measurement tells what the table costs
+        else:
+            for i, (name, spec, why) in enumerate(jobs):
+                new = not self.meter.cached(spec)
+                measured[name] = self.measure(spec, f"{why} ({i + 1}/{len(jobs)})")
+                if new:
+                    b.work.table -= 1
+                    b.check()       # the first measurement tells what the table costs
         table = LatencyTable.build(self.template, self.scenario, {k: measured[k] for k in archs})
         self.table_keys = {arch_key(s) for s in archs.values()}
         self.table_measured = {k: measured[k] for k in archs}
@@ -326,12 +327,12 @@ class _Search(Finish):
             if o.memory_weight:
                 mem = LinearCost.build(self.template, self.memory, self.say, "weight memory")
             b.work.predictions = 0
-            self._took("predict", (time.time() - t) / (16 + 2 * len(self.template.split)) / (1 + bool(mem)))
+            self._took("predict", (time.time() - t) / LinearCost.terms(len(self.template.split)) / (1 + bool(mem)))
         terms_s = time.time() - t
         dc = DiffConfig(steps=o.arch_steps, latency_weight=o.latency_weight if o.latency_aware else 0.0,
                         budget_ms=o.budget_ms, memory_weight=o.memory_weight if o.latency_aware else 0.0)
         b.costs.arch_step = b.costs.arch_step or 4 * (b.costs.step or 0.0)   # both paths, forward and backward twice
-        deadline = b.evolve_deadline() - (ANCHORS + dc.snapshots + 1) * ((b.costs.evaluate or 0) + (b.costs.predict or 0))
+        deadline = b.evolve_deadline() - _evaluations(o) * ((b.costs.evaluate or 0) + (b.costs.predict or 0))
         self.say(f"differentiable search ({o.mode}): {dc.steps} steps, architecture lr {dc.arch_lr}"
                  + (f", latency weight {dc.latency_weight}" if dc.latency_weight else "")
                  + (f" above --budget-ms {o.budget_ms}" if dc.latency_weight and o.budget_ms else "")

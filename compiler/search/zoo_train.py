@@ -25,7 +25,7 @@ from reidc.frontend.arch import ArchSpec, parse_split
 from reidc.frontend.checkpoint import SPEC, WEIGHTS, save_checkpoint
 from reidc.frontend.zoo import ZOO, zoo_model
 
-from .accuracy import embed, score_model, score_protocol
+from .accuracy import score_model
 from .gal import parse_gal
 from .losses import DEFAULT_OBJECTIVE, check_objective
 from .train import TrainConfig, train_standalone
@@ -55,9 +55,16 @@ def _dataset_inputs(dataset: str) -> list[str]:
 def evaluate(model, data: ReIDData) -> dict[str, dict[str, float]]:
     """Per setting of the test protocol: rank-1/5/10, mAP, mINP (each image through its own
     modality's path, cosine distance)."""
-    proto = data.test
-    res = score_protocol(embed(model, proto.pool.images, proto.pool.modality), proto)
-    return {s: {k: v if type(v) is int else float(v) for k, v in r.items()} for s, r in res.items()}
+    return evaluate_scored(model, data)[0]
+
+
+def evaluate_scored(model, data: ReIDData) -> tuple[dict[str, dict[str, float]], dict]:
+    """(`evaluate`'s metrics, accuracy.score_model's whole result with the 95% intervals) from
+    one embedding of the test pool."""
+    scored = score_model(model, data, "test")
+    plain = {s: {k: v if type(v) is int else float(v) for k, v in r.items() if k != "mAP_ci95"}
+             for s, r in scored["settings"].items()}
+    return plain, scored
 
 
 def _summary(res: dict[str, dict[str, float]]) -> str:
@@ -107,8 +114,7 @@ def train_zoo(name: str, out: str | Path, dataset: str = "synthetic", split: str
         progress(f"{model.spec.name} untrained (seeded weights): test {_summary(before)}")
         trace, t_train = train_standalone(model, data, cfg, progress)
         t_after = time.perf_counter()
-        after = evaluate(model.eval(), data)
-        scored = score_model(model, data, "test")    # the same features' mAP with 95% intervals over identities
+        after, scored = evaluate_scored(model.eval(), data)
         t_eval += time.perf_counter() - t_after
     progress(f"{model.spec.name} after {steps} steps: test {_summary(after)}")
 
