@@ -28,6 +28,11 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace ffi = tvm::ffi;
 
 namespace {
@@ -107,10 +112,21 @@ std::string Norm(const std::string& s) {
   return out;
 }
 
+// Linux hands a process the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
+// XFEATURE_XTILEDATA, Linux 5.16+); the first tile instruction without it is SIGILL.
+void RequestAmx() {
+#if defined(__x86_64__) && defined(__linux__)
+  if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0)
+    Fail("the artifact uses AMX tiles and Linux refused this process the tile state "
+         "(arch_prctl ARCH_REQ_XCOMP_PERM needs Linux 5.16+): compile for a preset without AMX");
+#endif
+}
+
 // The CPU features the artifact's manifest (beside LIB) says its code needs ("cpuinfo_flags"),
 // checked against /proc/cpuinfo before the library is loaded: a missing one would be SIGILL
-// mid-run. Skipped where /proc/cpuinfo has no ARM "Features" line (qemu-user shows the host's).
-// REIDC_CPUINFO names another cpuinfo file to check against.
+// mid-run. Read from the ARM "Features" line or the x86 "flags" line; skipped where there is
+// neither, and for an ARM artifact on an x86 cpuinfo (qemu-user shows the host's). An artifact
+// that needs AMX gets the tile state requested. REIDC_CPUINFO names another cpuinfo file.
 void CheckCpu(const std::string& lib) {
   size_t slash = lib.find_last_of('/');
   std::ifstream m((slash == std::string::npos ? std::string() : lib.substr(0, slash + 1)) + "manifest.json");
@@ -129,9 +145,13 @@ void CheckCpu(const std::string& lib) {
   const char* path = std::getenv("REIDC_CPUINFO");  // tests point this at a board's cpuinfo
   std::ifstream c(path ? path : "/proc/cpuinfo");
   std::string line, have;
-  while (std::getline(c, line))
-    if (line.rfind("Features", 0) == 0) { have = line.substr(line.find(':') + 1); break; }
-  if (have.empty()) return;
+  bool x86 = false;
+  while (std::getline(c, line)) {
+    bool arm = line.rfind("Features", 0) == 0;
+    if (arm || line.rfind("flags", 0) == 0) { have = line.substr(line.find(':') + 1); x86 = !arm; break; }
+  }
+  bool x86_artifact = text.find("\"arch\": \"x86_64\"") != std::string::npos;
+  if (have.empty() || x86 != x86_artifact) return;
   std::vector<std::string> flags;
   std::stringstream ss(have);
   for (std::string f; ss >> f;) flags.push_back(Norm(f));
@@ -140,6 +160,8 @@ void CheckCpu(const std::string& lib) {
     if (std::find(flags.begin(), flags.end(), Norm(n)) == flags.end()) missing += (missing.empty() ? "" : ", ") + n;
   if (!missing.empty())
     Fail("this CPU lacks " + missing + ", which " + lib + " needs (manifest.json); compile for this board's preset");
+  for (const std::string& n : need)
+    if (Norm(n) == "amxtile") RequestAmx();
 }
 
 }  // namespace
