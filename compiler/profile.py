@@ -23,6 +23,7 @@ import numpy as np
 
 from .base.errors import InputError
 from .kernel_timing import record_kernels, time_kernels
+from .lower.kernel_macs import conv_macs as macs_of, kernel_kind
 from .runtime import Compiled
 
 
@@ -60,41 +61,12 @@ def cpu_ghz() -> float | None:
     return None
 
 
-def kernel_kind(name: str) -> str | None:
-    """The unit a fused function's anchor runs on, from TVM's fused-function name."""
-    for key, kind in (("bconv2d", "binary"), ("conv2d_int8", "int8"), ("conv2d_bf16", "bf16"),
-                      ("depthwise_conv2d", "fp32"), ("group_conv2d", "fp32"), ("conv2d", "fp32")):
-        if key in name:
-            return kind
-    return None
-
-
-def _per_modality(kind: str, weight) -> bool:
-    """Whether a conv's weight argument stacks two modality sets (its leading axis)."""
-    nd, last = len(weight.shape), int(weight.shape[-1])
-    if kind == "fp32":
-        return nd == 7
-    if kind == "int8":
-        return nd == 9 or (nd == 8 and last != 2)   # "pairs" order is 8-D for one set
-    return False
-
-
 def conv_macs(name: str, args: list) -> int | None:
-    """Multiply-accumulates of one call of a conv kernel (None for other kernels): the weight's
-    elements (a binary weight's words x their bits) x the output's pixels."""
-    kind = kernel_kind(name)
-    if kind is None or len(args) < 3:
+    """Multiply-accumulates of one call of a conv kernel on these arrays (None for other kernels)."""
+    if kernel_kind(name) is None or len(args) < 3:
         return None
     weight, out = args[1], args[-1]
-    if len(out.shape) != 5:
-        return None
-    n, _, oh, ow, _ = (int(v) for v in out.shape)
-    count = int(np.prod([int(v) for v in weight.shape]))
-    if kind == "binary":
-        count *= np.dtype(str(weight.dtype)).itemsize * 8
-    if "depthwise" not in name and _per_modality(kind, weight):
-        count //= 2
-    return count * n * oh * ow
+    return macs_of(name, tuple(int(v) for v in weight.shape), str(weight.dtype), tuple(int(v) for v in out.shape))
 
 
 def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed: int = 0, ghz: float | None = None,

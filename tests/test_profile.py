@@ -45,6 +45,27 @@ def test_kernel_kinds_and_peaks():
     assert conv_macs("max_pool2d", []) is None
 
 
+@pytest.mark.parametrize("name,weight,dtype,per_image", [
+    ("fused_conv2d3_add2", (4, 2, 3, 3, 32, 16), "float32", 4 * 2 * 9 * 32 * 16 * 32),
+    ("fused_conv2d3_add2", (2, 4, 2, 3, 3, 32, 16), "float32", 4 * 2 * 9 * 32 * 16 * 32),     # two modality sets
+    ("fused_conv2d_int82_add", (1, 2, 3, 3, 16, 64, 4), "int8", 2 * 9 * 16 * 64 * 4 * 32),   # dot4, one set
+    ("fused_conv2d_int82_add", (2, 1, 2, 3, 3, 16, 64, 4), "int8", 2 * 9 * 16 * 64 * 4 * 32),
+    ("fused_conv2d_bf161_add", (1, 2, 3, 3, 32, 64, 2), "uint16", 2 * 9 * 32 * 64 * 2 * 32),  # 7-D, one set
+    ("fused_bconv2d_add", (4, 3, 3, 2, 16), "uint64", 4 * 9 * 2 * 16 * 64 * 32)])
+def test_the_kernel_listing_and_the_profile_count_macs_alike(name, weight, dtype, per_image):
+    """One MAC rule (compiler/lower/kernel_macs.py) for the profile's arrays and the listing's
+    shape strings; the listing sees TVM's name (its family drops the digits of int8 and bf16)."""
+    from reidc.compiler.lower.kernel_list import _macs
+    out = (3, 4, 8, 4, 16)
+
+    class A:
+        def __init__(self, shape, dt):
+            self.shape, self.dtype = shape, dt
+    assert conv_macs(name, [A((3, 1), "float32"), A(weight, dtype), A(out, "float32")]) == 3 * per_image
+    listed = [("n", "1", "float32"), tuple(map(str, weight)) + (dtype,), ("n",) + tuple(map(str, out[1:])) + ("float32",)]
+    assert _macs(name, listed) == per_image
+
+
 def test_cli_prints_the_table_and_writes_json(r18, tmp_path):
     cli = [str(Path(sys.executable).parent / "reidc"), "profile", str(r18.path), "--top", "3",
            "--json", str(tmp_path / "p.json")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
@@ -22,6 +21,7 @@ from tvm import relax
 from reidc.targets import TargetPreset
 
 from .build import fused_module
+from .kernel_macs import conv_macs
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,15 @@ def _shape(ty) -> tuple[str, ...]:
     return dims + (str(getattr(ty, "dtype", "?")),)
 
 
-def _macs(fam: str, shapes: list[tuple[str, ...]]) -> int | None:
-    """A conv's multiply-accumulates per image: its weight's elements (a binary weight's words x
-    their bits; one modality's set where a weight stacks two) x its output's pixels."""
-    if not re.match(r"(fused_)?(b|depthwise_|group_)?conv2d", fam) or len(shapes) < 3:
+def _macs(name: str, shapes: list[tuple[str, ...]]) -> int | None:
+    """A conv's multiply-accumulates per image (`kernel_macs.conv_macs` at batch 1; by TVM's
+    name, not the family: "conv2d_int8" and "conv2d_bf16" lose their digits there)."""
+    if len(shapes) < 3:
         return None
     weight, out = shapes[1], shapes[-1]
-    if len(out) != 6 or not all(d.isdigit() for d in weight[:-1]) or not all(d.isdigit() for d in out[2:4]):
+    if not all(d.isdigit() for d in weight[:-1]) or len(out) != 6 or not all(d.isdigit() for d in out[1:5]):
         return None
-    count = int(np.prod([int(d) for d in weight[:-1]]))
-    if re.match(r"(fused_)?bconv2d", fam):
-        count *= np.dtype(weight[-1]).itemsize * 8
-    elif "depthwise" not in fam and len(weight) - 1 in (7, 9):   # per-modality weight sets (fp32 7-D, int8 9-D)
-        count //= 2
-    return count * int(out[2]) * int(out[3])
+    return conv_macs(name, tuple(int(d) for d in weight[:-1]), weight[-1], (1,) + tuple(int(d) for d in out[1:5]))
 
 
 def _calls(func: relax.Function) -> dict[str, list]:
@@ -90,5 +85,5 @@ def program_kernels(mod: tvm.IRModule, preset: TargetPreset, entry: str) -> list
             continue
         fam = family(name)
         out.append(Kernel(key=f"{tvm_ffi.structural_hash(f) & 0xFFFFFFFFFFFFFFFF:016x}", name=name, family=fam,
-                          shapes=tuple(shapes), macs=_macs(fam, shapes), calls=calls))
+                          shapes=tuple(shapes), macs=_macs(name, shapes), calls=calls))
     return out
