@@ -88,6 +88,7 @@ def calibrate(g: Graph, sites: list[str], x: np.ndarray, m: np.ndarray | None,
     mods = (0, 1) if m is not None else (None,)
     kept = {s: {k: [] for k in mods} for s in sites}
     low = {s: np.inf for s in sites}
+    high = {s: {k: 0.0 for k in mods} for s in sites}
     for i in range(0, len(x), CHUNK):
         progress(f"calibrating {g.name}: images {i + 1}-{min(i + CHUNK, len(x))} of {len(x)}")
         feeds = {"x": x[i:i + CHUNK]}
@@ -101,5 +102,7 @@ def calibrate(g: Graph, sites: list[str], x: np.ndarray, m: np.ndarray | None,
                 part = v if k is None else v[feeds["modality"] == k]
                 if part.size:
                     kept[s][k].append(sample(part, rng))
-    return {s: summarise([np.concatenate(kept[s][k]) if kept[s][k] else np.zeros(0, np.float32) for k in mods], low[s])
+                    high[s][k] = max(high[s][k], float(np.abs(part).max()))
+    return {s: summarise([np.concatenate(kept[s][k]) if kept[s][k] else np.zeros(0, np.float32) for k in mods], low[s],
+                         tuple(high[s][k] for k in mods))
             for s in sites}

@@ -6,164 +6,29 @@ verification passes; on any failure nothing is left behind.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from reidc.frontend.arch import preprocess_for
-from reidc.frontend.capture import capture_module, capture_program
-from reidc.frontend.checkpoint import load_checkpoint
-from reidc.frontend.fastreid import config_beside, fastreid_source
-from reidc.frontend.torchreid import torchreid_source
-from reidc.frontend.pt2 import load_program, read_archive
 from reidc.targets import ToolchainError, get_target, preset_from_manifest
 from reidc.targets.presets import cpuinfo_names
 
-from .base.atomic import atomic_directory, atomic_write_json, atomic_write_text, guard_output_dir
-from .base.digest import file_sha256, hash_file
+from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
+from .base.digest import file_sha256
 from .base.errors import ArtifactError, InputError, VerificationError
 from .base.version import __version__
-from .calibration import DEFAULT_IMAGES
 from .verify_reduced import verify_reduced
 from .costs import macs, weight_bytes
-from .ir import MODEL_MODES, Op, RunMode
-from .passes.pipeline import run_pipeline
+from .ir import Op, RunMode
+from .prepare import CompileOptions, checkpoint_digest, load_source, prepare  # noqa: F401 (callers import them here)
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
 TOLERANCE = 1e-4
-
-
-@dataclass
-class CompileOptions:
-    target: str = "host"
-    arch: str | None = None
-    split_config: str | None = None
-    dump_ir: str | None = None
-    mixed_strategy: str | None = None   # None: per-layer choice; "affine" | "weights"
-    verify: bool = True
-    verify_batch: int = 3
-    modes: tuple[str, ...] | None = None  # entries to build; default: every mode the model has
-    batch: int | None = None      # fixed batch size (tuned kernels need one); None: any batch
-    tuning_db: str | None = None  # a `reidc tune` database: its records replace default schedules
-    weights: str = "model"        # a training checkpoint's weights: "model" or CM-NAS's "ema"
-    fastreid_config: str | None = None  # fast-reid's config.yaml (default: the one beside a .pth, if any)
-    torchreid_arch: str | None = None   # a torchreid checkpoint's architecture name (osnet_x1_0, resnet50, ...)
-    feature: str | None = None    # "bnneck" (default) or "pool": the feature before the BNNeck BN
-    input_size: tuple[int, int] | None = None  # (H, W) the network takes (default: the spec's)
-    precision: str = "fp32"       # the real-valued layers: "fp32", "int8", "bf16" or "auto" (binary convs stay 1-bit)
-    calibration: str = "synthetic"  # int8: "synthetic" or a folder of images
-    calibration_images: int = DEFAULT_IMAGES
-    retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
-    seed: int = 0
-    progress: Callable[[str], None] = field(default=lambda msg: None)
-
-
-def checkpoint_digest(path: Path, data: bytes | None = None) -> str:
-    """sha256 over the checkpoint's files (name, then bytes). `data`: a single file's bytes,
-    already read (digested as they are, not read again)."""
-    h = hashlib.sha256()
-    if data is not None:
-        h.update(path.name.encode())
-        h.update(data)
-        return h.hexdigest()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        h.update(p.name.encode())
-        hash_file(h, p)
-    return h.hexdigest()
-
-
-def load_source(ckpt: str | Path, opts: CompileOptions):
-    """(torch module, IR graph, modes, manifest facts) for a reidc checkpoint or a .pt2 program."""
-    ckpt = Path(ckpt)
-    if ckpt.suffix == ".pt2":
-        data = read_archive(ckpt)  # read once: checked, loaded and digested from these bytes
-        ep = load_program(ckpt, data)  # refused, nothing unpickled, unless it holds only plain tensors
-        g = capture_program(ep, ckpt.stem)
-        module = ep.module()
-        example = next(n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"
-                       and n.name in ep.graph_signature.user_inputs)
-        # the program's guards may pin the batch size: verify at the batch it was exported with
-        batch = example.shape[0] if isinstance(example.shape[0], int) else None
-        facts = {"model": ckpt.stem, "family": "torch.export", "arch": None, "export_batch": batch,
-                 "checkpoint_sha256": checkpoint_digest(ckpt, data)}
-        return module, g, (RunMode.MAIN,), facts
-    if opts.torchreid_arch:
-        return torchreid_source(ckpt, opts.torchreid_arch, opts.input_size)
-    config = opts.fastreid_config or (None if opts.arch or opts.split_config else config_beside(ckpt))
-    if config is not None:
-        return fastreid_source(ckpt, config, opts.weights, opts.input_size)
-    model = load_checkpoint(ckpt, arch=opts.arch, split_config=opts.split_config, weights=opts.weights,
-                            feature=opts.feature, input_size=opts.input_size)
-    spec = model.spec
-    g = capture_module(model, (3,) + tuple(spec.input_size), spec.name)
-    facts = {"model": spec.name, "family": spec.family, "arch": spec.to_json(), "weights_entry": opts.weights,
-             "preprocess": preprocess_for(spec.input_size)}
-    return model, g, MODEL_MODES, facts
-
-
-def prepare(ckpt, opts: CompileOptions, source=None):
-    """(torch module, {mode: optimised IR graph}, modes, manifest facts, pass stats): everything
-    before TVM, shared by compile and tune. `source`: what `load_source` gives, already loaded
-    (an in-memory module's, frontend/inmemory.py); else the checkpoint `ckpt` is loaded."""
-    if source is None:
-        opts.progress(f"loading {ckpt}")
-        source = load_source(ckpt, opts)
-    module, g, modes, facts = source
-    if opts.modes:
-        wanted = {RunMode.parse(m, modes, "modes") for m in opts.modes}  # the entries this model has
-        modes = tuple(m for m in modes if m in wanted)
-    if opts.batch is not None and opts.batch < 1:
-        raise InputError(f"--batch {opts.batch}: must be at least 1")
-    stats: Counter = Counter()
-    graphs = {}
-    for mode in modes:
-        opts.progress(f"running passes for the {mode} entry")
-        graphs[mode] = run_pipeline(g, mode, dump_dir=opts.dump_ir, mixed_strategy=opts.mixed_strategy, stats=stats,
-                                    share_weights=len(modes) > 1)   # entries share their convs' weights
-        if opts.precision == "int8":
-            graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
-        elif opts.precision == "bf16":
-            graphs[mode] = _to_bf16(graphs[mode], RunMode.parse(mode), opts, stats)
-    return module, graphs, modes, facts, stats
-
-
-def _to_bf16(g, mode: RunMode, opts: CompileOptions, stats: Counter):
-    """Rewrite the optimised graph's convs to bf16 (the IR dump gets one more step, `convert_bf16`)."""
-    from .ir import dump, verify
-    from .passes.convert_bf16 import convert_bf16
-    b, kept = convert_bf16(g, stats)
-    b = verify(b)
-    b.meta = {**g.meta, "bf16": dict(kept)}
-    if opts.dump_ir is not None:
-        atomic_write_text(Path(opts.dump_ir) / f"{mode}.99-convert_bf16.ir", dump(b))
-    return b
-
-
-def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counter):
-    """Calibrate the optimised graph on images and rewrite its convs to int8 (the IR dump gets
-    one more step, `quantize_int8`)."""
-    from .calibration import calibrate, calibration_batch
-    from .ir import dump, verify
-    from .passes.quantize_int8 import calibration_sites, quantize_int8
-    shape = next(n.shape for _, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "x")[1:]
-    x, m = calibration_batch(opts.calibration, mode, shape, facts.get("preprocess"), opts.calibration_images, opts.seed)
-    ranges = calibrate(g, calibration_sites(g), x, m, opts.progress, opts.seed)
-    q, kept = quantize_int8(g, ranges, stats)
-    q = verify(q)
-    q.meta = {**g.meta, "int8": {**kept, "calibration": {"source": opts.calibration, "images": len(x)}}}
-    if opts.dump_ir is not None:
-        atomic_write_text(Path(opts.dump_ir) / f"{mode}.99-quantize_int8.ir", dump(q))
-    return q
 
 
 def compile_checkpoint(ckpt: str | Path, out: str | Path, opts: CompileOptions | None = None) -> dict:
@@ -295,7 +160,7 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             chosen = min(ms, key=ms.get)
             why = "faster here: " + ", ".join(f"{p} {t} ms" for p, t in ms.items())
         else:
-            dot = int8_flavour(preset).order == "dot4" and preset.kind != "cuda"   # VNNI, AMX, sdot
+            dot = int8_flavour(preset).order == "dot4" and preset.kind != "cuda"   # VNNI, AMX, sdot, AVX2 vpmaddubsw
             chosen = "int8" if "int8" in built and dot else "bf16" if "bf16" in built else "fp32"
             why = (f"not timed (the build does not run here); {preset.name} "
                    + ("has a 4-way int8 dot product (VNNI, AMX or sdot)" if dot else
@@ -327,13 +192,18 @@ def layer_precision(g, precision: str = "fp32") -> dict:
             layers.append(row)
     out = {"real_valued": precision, "binary": "1-bit (xnor-popcount)", "layers": layers}
     if precision == "int8":
+        meta = g.meta.get("int8") or {}
+        top = meta.get("weight_max", 127)
         out["int8"] = {
-            "weights": "symmetric int8 per output channel (max |w| -> 127)",
-            "activations": f"uint8; zero point 0 where calibration saw no negative value, else 128; step from the "
+            "weights": f"symmetric int8 per output channel (max |w| -> {top}"
+                       + ("; 7 bits, so AVX2's int16 pair sums are exact)" if top < 127 else ")"),
+            "activations": "uint8; zero point 0 where calibration saw no negative value, else 128; step from the "
                            "clipping threshold of x (of |x| where signed) with the least mean squared quantization "
-                           "error over the calibration values, per tensor, per modality in a mixed entry",
-            "calibration": (g.meta.get("int8") or {}).get("calibration"),
-            "requantisation": "fused into the producing conv's epilogue (uint8 between int8 layers)"}
+                           "error over the calibration values, per tensor, per modality in a mixed entry; a tensor "
+                           "a residual add reads too: its peak (no clipping)",
+            "calibration": meta.get("calibration"),
+            "requantisation": "fused into the producing conv's epilogue (uint8 between int8 layers); a residual add "
+                              "reads the uint8 copy back (dequantize), so block outputs are stored once, in uint8"}
     if precision == "bf16":
         out["bf16"] = {
             "weights": "rounded to bf16 (nearest even); a split BN's two folded sets share one, with a per-modality "

@@ -7,7 +7,7 @@ multiply-accumulates come from its weight and output shapes (the weights the ker
 strided bf16 conv's phase weights, a binary conv's packed words x their bits), so each row
 states GMAC/s and the fraction of the unit's peak on this machine:
     peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
-(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 pairs 2 x 16; bf16:
+(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32; bf16:
 AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
 frequency is /proc/cpuinfo's "cpu MHz" unless stated (`ghz`). Kernel times alone leave out what
 a whole run adds (the VM's allocations and calls, caches cold from the previous kernel): the
@@ -45,7 +45,7 @@ class Peak:
         elif "avx512vnni" in features:
             int8 = 2 * 64.0                               # vpdpbusd on two ports
         else:
-            int8 = 2 * lanes * 2.0                        # vpmaddwd pairs, or widening SIMD
+            int8 = 2 * lanes * 2.0                        # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
         bf16 = 512.0 if "amx-bf16" in features else fp32  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
         return cls(float(fp32), int8, bf16, float(vector_bits))
 

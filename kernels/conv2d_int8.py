@@ -9,7 +9,8 @@ Sixteen output channels x 4 input channels is what one `vpdpbusd` (AVX-512 VNNI)
 int32 lanes += four u8 x s8 products each; with cb = 64 and stride 1, (up to 16 pixels) x 16
 output channels x 64 input channels is one AMX `tdpbusd` on tiles loaded straight from these
 layouts. The schedule (cpu_schedules.py) tensorizes with AMX, else VNNI where the target has
-them, and lets LLVM vectorise the same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
+them, else on AVX2 with vpmaddubsw + vpmaddwd (8 lanes x 4; weights within [-63, 63]), and lets
+LLVM vectorise the same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
 exactly what a zero input would after the zero-point correction (`weight_sums`).
 """
 from __future__ import annotations
@@ -32,20 +33,15 @@ def output_block(o: int) -> int:
 
 def pack_weight_int8(w: np.ndarray, cb: int, ob: int = LANES, order: str = "dot4") -> np.ndarray:
     """(O, C, KH, KW) int8 -> (O//ob, C//cb, KH, KW, cb//4) + the group's layout: (ob, 4) for
-    "dot4", (2, ob, 2) for "pairs", (4, ob) for "lanes"; a leading modality axis is kept."""
+    "dot4", (4, ob) for "lanes"; a leading modality axis is kept."""
     lead = w.shape[:-4]
     o, c, kh, kw = w.shape[-4:]
-    v = w.reshape(lead + (o // ob, ob, c // cb, cb // GROUP, GROUP // 2, 2, kh, kw))
+    v = w.reshape(lead + (o // ob, ob, c // cb, cb // GROUP, GROUP, kh, kw))
     k = len(lead)
-    # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 pair, 5 in-pair, 6 kh, 7 kw
-    inner = {"dot4": (1, 4, 5), "pairs": (4, 1, 5), "lanes": (4, 5, 1)}[order]
-    perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 6, 7, 3) + inner)
-    out = np.ascontiguousarray(v.transpose(perm)).astype(np.int8)
-    if order == "lanes":
-        return out.reshape(out.shape[:-3] + (GROUP, ob))
-    if order == "dot4":
-        return out.reshape(out.shape[:-3] + (ob, GROUP))
-    return out
+    # axes after lead: 0 ob-block, 1 lane, 2 c-block, 3 group, 4 in-group, 5 kh, 6 kw
+    inner = {"dot4": (1, 4), "lanes": (4, 1)}[order]
+    perm = tuple(range(k)) + tuple(k + a for a in (0, 2, 5, 6, 3) + inner)
+    return np.ascontiguousarray(v.transpose(perm)).astype(np.int8)
 
 
 def weight_sums(w: np.ndarray) -> np.ndarray:
@@ -59,11 +55,16 @@ class Int8Flavour:
     signed: inputs enter as data - 128 in int8 (dot products of s8 x s8: ARM sdot), so the sum
       is sum(data * weight) - 128 * sum(weight), which the lowering adds back;
     order: how a group's 4 input channels x `ob` lanes of weights are stored: "dot4" (ob, 4),
-      a 4-way dot product's operand (vpdpbusd, tdpbusd, sdot); "pairs" (2, ob, 2), two 2-way
-      dot products (AVX2's vpmaddwd on 16-bit pairs); "lanes" (4, ob), plain SIMD."""
+      a 4-way dot product's operand (vpdpbusd, tdpbusd, sdot; AVX2's vpmaddubsw + vpmaddwd);
+      "lanes" (4, ob), plain SIMD;
+    weight_max: the weights' bound, |w| <= weight_max: 63 where the dot product is AVX2's
+      vpmaddubsw, whose int16 pair sums saturate above 32767 (2 * 255 * 63 = 32130 fits,
+      2 * 255 * 127 does not); the lowering refuses a weight beyond it, and the schedule
+      uses vpmaddubsw only for kernels annotated with weight_max <= 63."""
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
+    weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max]
 
 
 def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
@@ -73,9 +74,8 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     signed = flavour.signed
     n, cc, h, w, cb = data.shape
     order = flavour.order
-    tail = 3 if order == "pairs" else 2
-    oc, _, kh, kw, groups = weight.shape[-5 - tail:-tail]
-    lanes = weight.shape[-2] if order in ("dot4", "pairs") else weight.shape[-1]
+    oc, _, kh, kw, groups = weight.shape[-7:-2]
+    lanes = weight.shape[-2] if order == "dot4" else weight.shape[-1]
     group = GROUP
     (sh, sw), (ph, pw) = stride, padding
     oh = (h + 2 * ph - kh) // sh + 1
@@ -98,7 +98,7 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     ri = te.reduce_axis((0, group), "ri")
 
     def wt(b, o, c, y, x, g, v, i):
-        last = {"dot4": (v, i), "pairs": (i // 2, v, i % 2), "lanes": (i, v)}[order]
+        last = {"dot4": (v, i), "lanes": (i, v)}[order]
         return weight[(o, c, y, x, g) + last] if modality is None else weight[(modality[b], o, c, y, x, g) + last]
 
     def product(a, b):
@@ -107,4 +107,5 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
         product(src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri], wt(b, o, rc, ry, rx, rg, v, ri)),
         axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK,
-        attrs={"reidc_unit_stride": int(sh == 1 and sw == 1), "reidc_int8_order": order, "reidc_int8_signed": int(signed)})
+        attrs={"reidc_unit_stride": int(sh == 1 and sw == 1), "reidc_int8_order": order, "reidc_int8_signed": int(signed),
+               "reidc_int8_weight_max": flavour.weight_max})

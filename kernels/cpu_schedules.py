@@ -18,7 +18,7 @@ from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import AVX2_PAIRS_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
+from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
 from .schedule_utils import anchored, anchored_nchwc, block_named, extent, largest_divisor_at_most
 
 
@@ -92,13 +92,16 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
       tdpbusd (pixels x 16 x 64 MACs), then store the tile;
     - VNNI: a register tile of `reg_w` pixels x 16 lanes under the reductions, the innermost
       16 x 4 (lanes x group) one vpdpbusd;
+    - AVX2 (`avx2`, weights within [-63, 63]: the kernel's `reidc_int8_weight_max`): the same
+      tile as two 8-lane halves, each 8 x 4 one vpmaddubsw + vpmaddwd (x86_intrin.py);
+      NEON sdot likewise in 4-lane quarters;
     - else loops LLVM vectorises (widening multiplies).
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
     layer's uint8) runs per row block.
     The bf16 conv (conv2d_bf16.py) takes the same path: AMX-BF16 tiles (`amx_bf16`: tdpbf16ps,
     32 input channels per tile row) where it has the same shape, else the loops."""
 
-    def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, pairs: bool = False,
+    def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, avx2: bool = False,
                  accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False,
                  amx_pairs: bool = True):
         self.amx_pairs = amx_pairs
@@ -106,7 +109,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         self.amx = amx
         self.amx_bf16 = amx_bf16
         self.sdot = sdot
-        self.pairs = pairs
+        self.avx2 = avx2
         self.vector_bits = vector_bits
         self.accumulators = accumulators
         self.acc_bytes = acc_bytes
@@ -130,19 +133,21 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         stride_one = _unit_stride(block)
         order = str(block.annotations.get("reidc_int8_order", "dot4"))     # the weights' layout (Int8Flavour)
         signed = bool(int(block.annotations.get("reidc_int8_signed", 0)))
+        weight_max = int(block.annotations.get("reidc_int8_weight_max", 127))
         dot4 = order == "dot4" and not per_sample_weights
         tiles = int(data.shape[-1]) == 64 and stride_one and ob == 64 and not per_sample_weights
         amx = (self.amx_bf16 if bf16 else self.amx and dot4 and not signed) and tiles
         vnni = self.vnni and dot4 and not signed and not bf16
         sdot = self.sdot and dot4 and signed and not bf16
-        pairs = self.pairs and order == "pairs" and not per_sample_weights and not signed and not bf16
+        # vpmaddubsw's int16 pair sums saturate: exact only with |w| <= 63 (x86_intrin.py)
+        avx2 = self.avx2 and dot4 and not signed and not bf16 and not vnni and weight_max <= 63
         rows = largest_divisor_at_most(oh, max(1, self.acc_bytes // (ow * ob * 4)))
         ho, hi = sch.split(h, [None, rows])
         outer = sch.fuse(n, o, ho)
         sch.parallel(outer)
         sch.vectorize(v)
         sch.compute_at(conv, outer)
-        if not (vnni or amx or sdot or pairs):
+        if not (vnni or amx or sdot or avx2):
             sch.set_scope(conv, 0, "local")
         loops = sch.get_loops(conv)[1:]
         nred = sum(e > 1 for e in red_ext)
@@ -155,8 +160,8 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         elif sdot:
             from tvm.s_tir.tensor_intrin.arm_cpu import ARM_DOT_4x4_i8_SDOT_INTRIN
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_DOT_4x4_i8_SDOT_INTRIN)
-        elif pairs:
-            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_PAIRS_U8S8_8x4)
+        elif avx2:
+            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x4)
         elif vnni:
             cvo, cvi = sch.split(cv, [None, LANES])
             self._vector(sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni)
@@ -205,7 +210,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
 
     def _dot_tiles(self, sch, conv, ch, cw, cv, red, ow, lanes, intrin):
         """A dot-product instruction of `lanes` int32 lanes x 4 input channels (NEON sdot: 4
-        lanes; AVX2 vpmaddwd pairs: 8): 16 output channels x `reg_w` pixels of accumulators
+        lanes; AVX2 vpmaddubsw + vpmaddwd: 8): 16 output channels x `reg_w` pixels of accumulators
         under the reductions, the 16 channels' blocks outermost."""
         regs = 16 // lanes
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))

@@ -1,4 +1,4 @@
-"""x86 tensor intrinsics reidc registers with TVM: VNNI, AVX2 pairs and AMX tiles for the int8 conv.
+"""x86 tensor intrinsics reidc registers with TVM: VNNI, AVX2 (vpmaddubsw) and AMX tiles for the int8 conv.
 
 `VNNI_U8S8_16x4`: 16 int32 lanes += sum over 4 of u8 x s8, one AVX-512 VNNI `vpdpbusd`. TVM
 ships the same description (tvm.s_tir.tensor_intrin.x86), but its implementation passes the
@@ -32,49 +32,58 @@ def _vnni(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int
     with T.sblock("root"):
         T.reads(C[0:16], A[0:4], B[0:16, 0:4])
         T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64")
+        # one expression (see _avx2): no local buffer for LLVM to leave in memory
         C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"), a, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
+            B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
 
 TensorIntrin.register(VNNI_U8S8_16x4, _desc, _vnni, override=True)
 
-# AVX2 (no VNNI): 8 int32 lanes += four u8 x s8 products each, as two vpmaddwd on 16-bit pairs
-# (exact: a pair's sum |2 * 255 * 127| < 2^31, each product < 2^15); weights in "pairs" order
-# (2 pairs, 8 lanes, 2), sign-extended to 16 bits, the input pair zero-extended and broadcast.
-AVX2_PAIRS_U8S8_8x4 = "reidc_avx2_pairs_u8s8_8x4"
+# AVX2 (no VNNI): 8 int32 lanes += sum over 4 of u8 x s8, weights in "dot4" order (8 lanes x 4
+# input channels: 32 contiguous bytes), as ONNX Runtime and oneDNN do it on AVX2: `vpmaddubsw`
+# (u8 x s8, adjacent pairs summed into int16), then `vpmaddwd` with int16 ones (adjacent int16
+# pairs summed into int32), added to C. vpmaddubsw SATURATES its int16 pair sums, so this is exact
+# only for weights |w| <= 63: 2 * 255 * 63 = 32130 <= 32767, while 2 * 255 * 127 = 64770 would
+# clip. The description is the exact sum (what tensorize matches the conv's block against); the
+# implementation equals it for |w| <= 63 only: the int8 pass quantizes weights to [-63, 63] for
+# this flavour (Int8Flavour.weight_max), the lowering (compiler/lower/ops/quant.py) refuses a
+# weight outside it, and the schedule tensorizes only kernels annotated with weight_max <= 63.
+AVX2_U8S8_8x4 = "reidc_avx2_u8s8_8x4"
 
 
 @T.prim_func(s_tir=True)
-def _pairs_desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
-                C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+def _avx2_desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+               C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
     with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
         T.writes(C[0:8])
         for i in T.serial(0, 8):
             for k in T.serial(0, 4):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vk // 2, vi, vk % 2], "int32")
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
-def _pairs_avx2(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((2, 8, 2), "int8", offset_factor=1),
-                C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+def _avx2(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+          C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
     with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:2, 0:8, 0:2])
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
         T.writes(C[0:8])
-        a0 = T.reinterpret(T.broadcast(T.cast(A[0], "int32") | (T.cast(A[1], "int32") << 16), 8), dtype="int16x16")
-        a1 = T.reinterpret(T.broadcast(T.cast(A[2], "int32") | (T.cast(A[3], "int32") << 16), 8), dtype="int16x16")
-        p0 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                                     T.cast(B.vload([0, 0, 0], "int8x16"), "int16x16"), a0, dtype="int32x8")
-        p1 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                                     T.cast(B.vload([1, 0, 0], "int8x16"), "int16x16"), a1, dtype="int32x8")
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + p0 + p1
+        # one expression: a TVMScript assignment would be a local buffer, which LLVM does not
+        # always promote back to registers (it stayed in memory in whole networks' kernels)
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(   # u8 x s8 pairs summed into int16, saturating
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8), dtype="int8x32"),
+                B.vload([0, 0], dtype="int8x32"), dtype="int16x16"),
+            T.broadcast(T.int16(1), 16), dtype="int32x8")
 
 
-TensorIntrin.register(AVX2_PAIRS_U8S8_8x4, _pairs_desc, _pairs_avx2, override=True)
+TensorIntrin.register(AVX2_U8S8_8x4, _avx2_desc, _avx2, override=True)
 
 
 # --- AMX-INT8 (Sapphire Rapids and newer) -----------------------------------------------------

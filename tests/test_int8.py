@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 import reidc
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.ir import Graph, Node, Op, RunMode, const, verify
-from reidc.compiler.ir.interp import run
+from reidc.compiler.ir.interp import run, run_all
 from reidc.compiler.passes.quant_math import ActivationRange, quantize_weight, shared_weight, summarise
 from reidc.compiler.passes.quantize_int8 import calibration_sites, int8_blocker, quantize_int8
 
@@ -136,6 +136,42 @@ def test_pass_in_a_mixed_graph_scales_per_modality_and_shares_folded_weights():
     assert qa.attrs["input_scale"].shape == (2,) and qa.inputs[-1] == "modality"
     a, b = run(g, x, m), run(q, x, m)
     assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
+
+
+def test_a_residual_add_reads_the_uint8_copy_so_the_stream_is_stored_in_int8():
+    """r = relu(conv a) feeds conv b (int8) and the add b + r: the add reads dequantize of r's
+    shared quantize (same scale and zero point), so r's producer writes uint8 only."""
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 16, 8, 8), attrs={"name": "x"}))
+    w = lambda: const(RNG.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.2)
+    g.add("a", Node(Op.CONV2D, ("x",), ("N", 16, 8, 8), attrs={"weight": w(), "stride": (1, 1), "padding": (1, 1)},
+                    source="a"))
+    g.add("r", Node(Op.RELU, ("a",), ("N", 16, 8, 8)))
+    g.add("b", Node(Op.CONV2D, ("r",), ("N", 16, 8, 8), attrs={"weight": w(), "stride": (1, 1), "padding": (1, 1)},
+                    source="b"))
+    g.add("s", Node(Op.ADD, ("b", "r"), ("N", 16, 8, 8)))
+    g.outputs = ["s"]
+    g = verify(g)
+    x = RNG.standard_normal((6, 16, 8, 8)).astype(np.float32)
+    ranges = _ranges(g, x)
+    peak = run_all(g, {"x": x})["r"].max()
+    assert np.isclose(ranges["r"].peak[0], peak, rtol=1e-6)
+    ranges["r"] = ActivationRange(0.0, (peak / 2,), (peak,))   # calibration clipped r's tail at half its peak
+    q = verify(quantize_int8(g, ranges).graph)
+    back = q["s"].inputs[1]
+    assert q[back].op == Op.DEQUANTIZE and q[q[back].inputs[0]].op == Op.QUANTIZE
+    assert q[back].attrs["scale"] is q[q[back].inputs[0]].attrs["scale"] and q[back].attrs["zero_point"] == 0
+    assert [q[c].op for c in q.consumers("r")] == [Op.QUANTIZE]          # r is stored in uint8 only
+    # the residual's copy keeps its tail: r's step is its peak / 255, not the MSE-clipped one
+    assert np.allclose(np.asarray(q[back].attrs["scale"]), peak / 255)
+    kept = verify(quantize_int8(g, ranges, residual=False).graph)
+    assert kept.count(Op.DEQUANTIZE) == 0 and "r" in kept["s"].inputs
+    qk = next(c for c in kept.consumers("r") if kept[c].op == Op.QUANTIZE)   # no residual copy: clipped
+    assert np.allclose(np.asarray(kept[qk].attrs["scale"]), peak / 2 / 255)
+    y = RNG.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    a, b = run(g, y), run(q, y)
+    cos = (a * b).sum((1, 2, 3)) / np.linalg.norm(a.reshape(4, -1), axis=1) / np.linalg.norm(b.reshape(4, -1), axis=1)
+    assert cos.min() > 0.99
 
 
 def test_binary_convs_stay_binary_and_the_int8_shortcuts_join_them(tmp_path):

@@ -18,7 +18,7 @@ def schedule_rules(preset: TargetPreset) -> list:
     16; AVX-512 and NEON: 24 of 32), the rest the broadcast input and weight vectors."""
     return [Conv2dNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4),
             Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features(),
-                            sdot="dotprod" in preset.cpu_features(), pairs=int8_flavour(preset).order == "pairs",
+                            sdot="dotprod" in preset.cpu_features(), avx2="avx2" in preset.cpu_features(),
                             accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
                             amx_bf16="amx-bf16" in preset.cpu_features()),
             BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
@@ -26,7 +26,9 @@ def schedule_rules(preset: TargetPreset) -> list:
 
 def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     """How int8 convs are written for the preset: aarch64's dot product (sdot) multiplies
-    s8 x s8; x86's (vpdpbusd, AMX tdpbusd) u8 x s8; x86 without VNNI forms products in int16."""
+    s8 x s8; x86's (vpdpbusd, AMX tdpbusd) u8 x s8; AVX2 without VNNI u8 x s8 too, through
+    vpmaddubsw, whose saturating int16 pair sums are exact only for 7-bit weights (|w| <= 63:
+    the int8 pass quantizes to that); x86 without AVX2 widens to int32 in plain SIMD."""
     if preset.kind == "cuda":
         return Int8Flavour()
     feats = preset.cpu_features()
@@ -34,7 +36,9 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
         return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")
     if "avx512vnni" in feats:
         return Int8Flavour()
-    return Int8Flavour(order="pairs" if "avx2" in feats else "lanes")
+    if "avx2" in feats:
+        return Int8Flavour(order="dot4", weight_max=63)
+    return Int8Flavour(order="lanes")
 
 
 def fused_module(mod: tvm.IRModule, preset: TargetPreset) -> tvm.IRModule:

@@ -19,13 +19,14 @@ QMAX_W = 127
 SAMPLES_PER_BATCH = 1 << 16   # values kept per tensor, modality and calibration batch
 
 
-def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(O, I, kh, kw) float -> (int8 weights, float32 scale (O,)), symmetric per output channel.
+def quantize_weight(w: np.ndarray, qmax: int = QMAX_W) -> tuple[np.ndarray, np.ndarray]:
+    """(O, I, kh, kw) float -> (int8 weights in [-qmax, qmax], float32 scale (O,)), symmetric per
+    output channel (qmax 63: 7-bit weights, whose u8 x s8 pair sums fit AVX2's int16 `vpmaddubsw`).
     An all-zero channel gets scale 1 (its weights are 0 whatever the scale)."""
     w = np.asarray(w, np.float64)
     amax = np.abs(w).reshape(len(w), -1).max(axis=1)
-    s = np.where(amax > 0, amax / QMAX_W, 1.0)
-    q = np.clip(np.rint(w / s[:, None, None, None]), -QMAX_W, QMAX_W).astype(np.int8)
+    s = np.where(amax > 0, amax / qmax, 1.0)
+    q = np.clip(np.rint(w / s[:, None, None, None]), -qmax, qmax).astype(np.int8)
     return q, s.astype(np.float32)
 
 
@@ -42,14 +43,14 @@ def proportional(w2: np.ndarray, rtol: float = 1e-5) -> np.ndarray | None:
     return r
 
 
-def shared_weight(w2: np.ndarray, rtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
+def shared_weight(w2: np.ndarray, rtol: float = 1e-5, qmax: int = QMAX_W) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-modality weights (2, O, I, kh, kw) whose second set is the first times a per-channel
     factor (`proportional`) -> one int8 weight set and signed per-modality scales (2, O). None
     when they are not proportional."""
     r = proportional(w2, rtol)
     if r is None:
         return None
-    q, s = quantize_weight(np.asarray(w2[0], np.float64))
+    q, s = quantize_weight(np.asarray(w2[0], np.float64), qmax)
     s1 = np.where(r != 0, s * r, s)   # a channel that is zero in modality 1: any non-zero scale
     q1_zero = r == 0
     if q1_zero.any() and (q[q1_zero] != 0).any():
@@ -64,15 +65,18 @@ class ActivationRange:
 
     minimum: float
     threshold: tuple[float, ...]
+    peak: tuple[float, ...] = ()   # per modality, the largest x (or |x|) calibration saw: no clipping
+
 
     @property
     def zero_point(self) -> int:
         return 0 if self.minimum >= 0 else 128
 
-    def scales(self) -> np.ndarray:
-        """The quantization step per modality: the threshold maps to 255 (zero point 0) or 127."""
+    def scales(self, unclipped: bool = False) -> np.ndarray:
+        """The quantization step per modality: the threshold (with `unclipped`, the peak) maps to
+        255 (zero point 0) or 127."""
         top = 255.0 if self.zero_point == 0 else 127.0
-        p = np.maximum(np.asarray(self.threshold, np.float64), 1e-8)
+        p = np.maximum(np.asarray(self.peak if unclipped and self.peak else self.threshold, np.float64), 1e-8)
         return (p / top).astype(np.float32)
 
 
@@ -98,16 +102,20 @@ def mse_threshold(v: np.ndarray, levels: int, signed: bool) -> float:
     return best
 
 
-def summarise(values: list[np.ndarray], minimum: float) -> ActivationRange:
+def summarise(values: list[np.ndarray], minimum: float, peak: tuple[float, ...] | None = None) -> ActivationRange:
     """An ActivationRange from the sampled values per modality (see `sample`): each modality's
-    threshold by `mse_threshold`."""
+    threshold by `mse_threshold`; its peak the largest |x| seen (`peak`, from all the values, not
+    only the sample; else the sample's)."""
     signed = minimum < 0
     levels = 127 if signed else 255
     pct = tuple(mse_threshold(v, levels, signed) if v.size else 0.0 for v in values)
     if all(p == 0 for p in pct):
         pct = tuple(1.0 for _ in pct)
     pct = tuple(p if p > 0 else max(pct) for p in pct)   # a modality calibration never saw
-    return ActivationRange(float(minimum), pct)
+    if peak is None:
+        peak = tuple(float(np.abs(v).max()) if v.size else 0.0 for v in values)
+    peak = tuple(max(p, t) for p, t in zip(peak, pct))
+    return ActivationRange(float(minimum), pct, peak)
 
 
 def sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

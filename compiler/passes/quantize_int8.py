@@ -48,30 +48,32 @@ def calibration_sites(g: Graph) -> list[str]:
                   key=g.order)
 
 
-def _scales(r: ActivationRange, modal: bool) -> np.ndarray:
-    s = r.scales()
+def _scales(r: ActivationRange, modal: bool, unclipped: bool) -> np.ndarray:
+    s = r.scales(unclipped)
     if modal:
         return s if len(s) == 2 else np.repeat(s, 2)
     return s[:1] if len(s) == 1 else np.array([s.max()], np.float32)
 
 
-def _weights(w: np.ndarray):
+def _weights(w: np.ndarray, qmax: int):
     if w.ndim == 4:
-        return quantize_weight(w)
-    shared = shared_weight(w)
+        return quantize_weight(w, qmax)
+    shared = shared_weight(w, qmax=qmax)
     if shared is not None:
         return shared
-    q0, s0 = quantize_weight(w[0])
-    q1, s1 = quantize_weight(w[1])
+    q0, s0 = quantize_weight(w[0], qmax)
+    q1, s1 = quantize_weight(w[1], qmax)
     return np.stack([q0, q1]), np.stack([s0, s1])
 
 
-def _rewrite(ranges: dict[str, ActivationRange]):
+def _rewrite(ranges: dict[str, ActivationRange], residual: bool, weight_max: int):
     def rewrite(g: Graph, nid: str, n: Node) -> Rewrite:
         src, m = n.inputs[0], modality_input(g)
         modal = m is not None
         r = ranges[src]
-        scale = _scales(r, modal)
+        # a tensor a residual add will read back from the uint8 copy keeps its tail: no clipping
+        unclipped = residual and any(g[c].op == Op.ADD for c in g.consumers(src))
+        scale = _scales(r, modal, unclipped)
         extra = (m,) if modal else ()
         padding, pv = n.attrs["padding"], n.attr("pad_value")
         add = {}
@@ -97,7 +99,7 @@ def _rewrite(ranges: dict[str, ActivationRange]):
             pad = [(0, 0)] * w.ndim
             pad[-3] = (0, GROUP - c % GROUP)
             w = np.pad(w, pad)
-        q, ws = _weights(w)
+        q, ws = _weights(w, weight_max)
         attrs = {"weight": q, "weight_scale": const(ws), "input_scale": const(scale), "zero_point": r.zero_point,
                  "stride": n.attrs["stride"], "padding": padding}
         if n.attr("bias") is not None:
@@ -112,12 +114,38 @@ def _rewrite(ranges: dict[str, ActivationRange]):
     return rewrite
 
 
-def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None) -> Applied:
-    """The graph with every conv int8 can take quantized; facts: the convs left in fp32 and why."""
-    rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges), (
+def _residual(g: Graph, nid: str, n: Node) -> Rewrite | None:
+    """An add reading a tensor that int8 convs read too takes it back from the uint8 copy (the
+    producer then writes uint8 only: a quarter of the float residual stream's bytes)."""
+    add, inputs = {}, list(n.inputs)
+    for k, src in enumerate(n.inputs):
+        q = next((c for c in g.consumers(src) if g[c].op == Op.QUANTIZE), None)
+        if q is None:
+            continue
+        back = next((c for c in g.consumers(q) if g[c].op == Op.DEQUANTIZE), None)
+        if back is None:
+            back = Fresh(f"{src}_f32")
+            qn = g[q]
+            add[back] = Node(Op.DEQUANTIZE, (q,) + qn.inputs[1:], g[src].shape,
+                             attrs={"scale": qn.attrs["scale"], "zero_point": qn.attrs["zero_point"]},
+                             source=g[src].source)
+        inputs[k] = back
+    if inputs == list(n.inputs):
+        return None
+    return Rewrite(node=n.with_(inputs=tuple(inputs)), add=add, note="residual read from its uint8 copy")
+
+
+def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None,
+                  residual: bool = True, weight_max: int = 127) -> Applied:
+    """The graph with every conv int8 can take quantized, weights in [-weight_max, weight_max]
+    (63 for a target whose dot product sums pairs in int16), and, with `residual`, the residual
+    adds reading the uint8 copies of what those convs read; facts: the convs left in fp32 and why."""
+    rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges, residual, weight_max), (
         ("the int8 kernel takes it", lambda g, nid, n: int8_blocker(g, nid) is None),
         ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
     out = apply_rules(g, rules, stats).graph
+    if residual:
+        out = apply_rules(out, [Rule("int8_residual", Op.ADD, _residual)], stats).graph
     kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
             for nid, n in out.items() if n.op in (Op.CONV2D, Op.GROUP_CONV2D)}
     return Applied(out, {"fp32_convs": kept} if kept else {})

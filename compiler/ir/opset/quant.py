@@ -61,6 +61,21 @@ QUANTIZE = declare(OpSpec(
     check=_check_quantize))
 
 
+def _dequantize_ref(v, n):
+    q = np.asarray(v[0], np.float32) - np.float32(n.attrs["zero_point"])
+    return (q * _per_sample(np.asarray(n.attrs["scale"], np.float32), v[1] if len(v) > 1 else None,
+                            len(q), q.ndim)).astype(np.float32)
+
+
+DEQUANTIZE = declare(OpSpec(
+    "dequantize", "uint8 -> float: (q - zero_point) * scale; scale (1,) or per modality (2,) with the "
+                  "modality vector (a quantized tensor read by a float op: a residual add).",
+    _dequantize_ref, modal=True, in_dtypes=(U8,),
+    attrs={"scale": Attr("array", "(1,), or (2,) per modality"),
+           "zero_point": Attr("float", "0 or 128")},
+    check=_check_quantize))
+
+
 def _check_qconv(n, ins, modal):
     w = n.attrs["weight"]
     if w.dtype != np.int8 or w.ndim not in (4, 5):

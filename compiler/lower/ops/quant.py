@@ -38,6 +38,17 @@ def _quantize(low, nid, n, ins):
     return Lowered(low.emit(relax.op.astype(y, "uint8")), cb)
 
 
+@lowers(Op.DEQUANTIZE)
+def _dequantize(low, nid, n, ins):
+    cb = low.cb[n.inputs[0]]
+    y = low.emit(relax.op.astype(ins[0], "float32"))
+    zp = float(n.attrs["zero_point"])
+    if zp:
+        y = low.emit(relax.op.subtract(y, relax.const(np.float32(zp))))
+    scale = np.asarray(n.attrs["scale"], np.float32)
+    return Lowered(low.emit(relax.op.multiply(y, _per_sample(low, n, scale, cb))), cb)
+
+
 @lowers(Op.CONV2D_INT8)
 def _conv2d_int8(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
@@ -50,6 +61,12 @@ def _conv2d_int8(low, nid, n, ins):
     if cb <= 0 or cb % GROUP or o % LANES:
         raise LoweringError(f"conv2d_int8 at {n.source or nid}: needs input channel blocks of a multiple of "
                             f"{GROUP} and output channels a multiple of {LANES} (has c{cb}, {o} outputs)")
+    # the target's int8 dot product is exact only for |w| <= weight_max (AVX2's vpmaddubsw: 63, its
+    # int16 pair sums saturate beyond): quantize_int8 keeps the weights there, this guards it
+    wmax, peak = low.int8.weight_max, int(np.abs(np.asarray(w, np.int32)).max(initial=0))
+    if wmax < 127 and peak > wmax:
+        raise LoweringError(f"conv2d_int8 at {n.source or nid}: an int8 weight of magnitude {peak}, beyond the "
+                            f"target's {wmax} (its int8 dot product saturates above; quantize_int8 takes weight_max)")
     zp = int(n.attrs["zero_point"])
     ob = output_block(o)
     args = [data, low.const(pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)), tuple(n.attrs["stride"]),

@@ -1,0 +1,153 @@
+"""int8 convs on AVX2 without VNNI (Haswell..., Zen 1-3): `vpmaddubsw` (u8 x s8 pairs summed into
+int16, SATURATING) then `vpmaddwd` with int16 ones, per 8 output lanes x 4 input channels. Exact
+only for 7-bit weights (2 * 255 * 63 = 32130 fits int16; 2 * 255 * 127 does not): the x86-avx2
+flavour says weight_max 63, the int8 pass quantizes to it, the lowering refuses a weight beyond it,
+and the schedule uses vpmaddubsw only for a kernel annotated with weight_max <= 63. The builds are
+checked in their assembly everywhere; they run where this CPU has AVX2."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, te
+
+import reidc
+from reidc.compiler.ir import Graph, Node, Op, const, verify
+from reidc.compiler.ir.interp import run_all
+from reidc.compiler.ir.shapes import infer
+from reidc.compiler.ir.spec import spec_of
+from reidc.compiler.lower.build import build, int8_flavour
+from reidc.compiler.lower.registry import LoweringError
+from reidc.compiler.lower.to_relax import to_relax
+from reidc.kernels.conv2d_int8 import Int8Flavour, conv2d_nchwc_int8, pack_weight_int8
+from reidc.kernels.cpu_schedules import Conv2dNCHWcInt8
+from reidc.targets import get_target
+
+AVX2 = get_target("x86-avx2")
+C, O, HW = 32, 32, (5, 6)
+RNG = np.random.default_rng(5)
+
+
+def _asm(ex) -> str:
+    return "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+
+
+def _needs_avx2():
+    if AVX2.missing_on_host():
+        pytest.skip("this CPU lacks AVX2: checked in the assembly only")
+
+
+def _edge_weights(peak: int) -> np.ndarray:
+    """(O, C, 3, 3) int8: output channels 0-7 all +peak, 8-15 all -peak (every vpmaddubsw pair at
+    +-2 * 255 * peak for a 255 input), the rest random in [-peak, peak]."""
+    w = RNG.integers(-peak, peak + 1, (O, C, 3, 3)).astype(np.int8)
+    w[:8], w[8:16] = peak, -peak
+    return w
+
+
+def _conv_graph(w: np.ndarray, zero_point: int = 0) -> Graph:
+    """x -> relu -> quantize (scale 1: inputs >= 255 clip to 255) -> conv2d_int8 3x3, pad 1, unit
+    scales, no bias: the output is the exact int32 sum as float32 (< 2^24 here)."""
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", C) + HW, attrs={"name": "x"}))
+    conv = {"weight": const(w), "weight_scale": const(np.ones(O, np.float32)), "input_scale": const([1.0]),
+            "zero_point": zero_point, "bias": const(np.zeros(O, np.float32)), "stride": (1, 1), "padding": (1, 1)}
+    steps = [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([1.0]), "zero_point": zero_point}), (Op.CONV2D_INT8, conv)]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps):
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs),
+                                   attrs, source=f"layer1.{k}.conv"))
+    g.outputs = [prev]
+    return verify(g)
+
+
+def _inputs() -> np.ndarray:
+    """Sample 0: every input 255 (the quantize clips 300); sample 1: random in [0, 255]."""
+    x = np.full((2, C) + HW, 300.0, np.float32)
+    x[1] = RNG.uniform(0, 256, (C,) + HW)
+    return x
+
+
+def test_the_avx2_flavour_is_dot4_with_7_bit_weights():
+    assert int8_flavour(AVX2) == Int8Flavour(order="dot4", weight_max=63)
+    assert int8_flavour(get_target("x86-avx512-vnni")) == Int8Flavour()           # vpdpbusd: all of int8
+    assert int8_flavour(get_target("x86-64")) == Int8Flavour(order="lanes")       # SSE: widening loops
+
+
+@pytest.mark.parametrize("zero_point", [0, 128])
+def test_avx2_int8_conv_is_exact_at_the_saturation_edge(zero_point):
+    """Inputs 255 x weights +-63 (pair sums +-32130, just inside int16) through the real pipeline:
+    vpmaddubsw in the assembly, and the result equals Op.CONV2D_INT8's reference exactly."""
+    g = _conv_graph(_edge_weights(63), zero_point)
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(AVX2)), AVX2)
+    asm = _asm(ex)
+    assert "vpmaddubsw" in asm and "vpmaddwd" in asm and "vpdpbusd" not in asm
+    _needs_avx2()
+    x = _inputs()
+    want = run_all(g, {"x": x})[g.outputs[0]]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_weight_beyond_63_is_refused_by_name():
+    w = _edge_weights(63)
+    w[3, 5, 1, 1] = -64
+    with pytest.raises(LoweringError, match=r"conv2d_int8 at layer1\.2\.conv: an int8 weight of magnitude 64, "
+                                            r"beyond the target's 63"):
+        to_relax({"visible": _conv_graph(w)}, int8=int8_flavour(AVX2))
+
+
+def test_full_range_weights_on_avx2_take_the_exact_loops():
+    """A kernel whose flavour allows all of int8 (weight_max 127) gets no vpmaddubsw on an AVX2
+    target, even though its layout is dot4: LLVM's widening loops, exact for 255 x 127."""
+    g = _conv_graph(_edge_weights(127))
+    ex = build(to_relax({"visible": g}, int8=Int8Flavour()), AVX2)
+    assert "vpmaddubsw" not in _asm(ex)
+    _needs_avx2()
+    x = _inputs()
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, run_all(g, {"x": x})[g.outputs[0]])
+
+
+def _kernel_alone(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The TE kernel scheduled by the AVX2 rule (no lowering, so no guard) and run: int32 sums."""
+    cb, ob = C, 16
+    data = te.placeholder((1, 1) + HW + (cb,), "uint8", "data")
+    weight = te.placeholder(pack_weight_int8(w, cb, ob).shape, "int8", "weight")
+    acc = conv2d_nchwc_int8(data, weight, (1, 1), (0, 0), 0, flavour=Int8Flavour(weight_max=63))
+    out = te.compute(acc.shape, lambda *i: acc(*i) + 0, name="epilogue")
+    target = AVX2.tvm_target()
+    sch = Conv2dNCHWcInt8(avx2=True, accumulators=12, vector_bits=256).apply(
+        te.create_prim_func([data, weight, out]), target, False)
+    lib = tvm.compile(sch.mod, target=target)
+    assert "vpmaddubsw" in _asm(lib)
+    xs = np.ascontiguousarray(x.transpose(1, 2, 0)[None, None])   # (1, 1, H, W, C)
+    res = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], "int32"))
+    lib(tvm.runtime.tensor(xs), tvm.runtime.tensor(pack_weight_int8(w, cb, ob)), res)
+    return res.numpy()[0].transpose(0, 3, 1, 2).reshape(O, *HW)
+
+
+@pytest.mark.parametrize("peak, exact", [(63, True), (127, False)])
+def test_the_bound_is_what_vpmaddubsw_needs(peak, exact):
+    """The kernel alone (1x1) on inputs 255: exact with weights +-63; with +-127 vpmaddubsw's int16
+    pair sums saturate (2 * 255 * 127 = 64770 -> 32767) and the numbers are wrong, which is
+    what the lowering's guard and the pass's 7-bit weights prevent."""
+    _needs_avx2()
+    w = np.ascontiguousarray(_edge_weights(peak)[..., :1, :1])
+    x = np.full((C,) + HW, 255, np.uint8)
+    want = np.einsum("oc,chw->ohw", w[:, :, 0, 0].astype(np.int64), x.astype(np.int64))
+    got = _kernel_alone(w, x)
+    assert np.array_equal(got, want) == exact
+    if not exact:   # output channel 0 (all +127): C / 2 pairs, each clipped to 32767
+        assert got[0, 0, 0] == C // 2 * 32767 and want[0, 0, 0] == C * 255 * 127
+
+
+def test_int8_cmnas_resnet18_compiles_and_verifies_on_avx2(tmp_path):
+    """End to end on x86-avx2: the pass quantizes weights to 7 bits, every int8 conv takes
+    vpmaddubsw, and the build verifies against PyTorch fp32 by feature cosine."""
+    _needs_avx2()
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    art = reidc.compile(model, output=tmp_path / "a", precision="int8", target="x86-avx2", modes="visible",
+                        calibration_images=4)
+    assert art.manifest["verification"]["status"] == "passed"
+    assert art.manifest["verification"]["min_cosine"]["visible"] >= 0.99
