@@ -323,3 +323,84 @@ def amx_intrinsics_2x2(rows: int, kind: str = "int8") -> tuple[str, str, str]:
 
 
 _REGISTERED: set[str] = set()
+
+
+# --- Bit-packing (kernels/bitpack.py) ---------------------------------------------------------
+# One packed word: bit k = A[k] * S[k] < B[k] over the word's `bits` channels, the lanes of
+# whole channel blocks (`cb` lanes each, blocks `sa` apart) or one slice of a block. Each 16
+# channels are one vector multiply and compare, the compare's lanes as bytes (0 or -1) through
+# SSE2 `pmovmskb` into a 16-bit mask; LLVM turns that into vcmpps + kmovw on AVX-512 and into
+# vcmpps + vpackssdw/vpacksswb + vpmovmskb on AVX2. The description is the kernel's reduction,
+# the masks ORed at 16 * j are its sum (disjoint bits).
+
+
+def _bitpack_group(A, S, B, cb, slice_, j, dtype):
+    """Channels 16j .. 16j + 15 of the word, as their 16-bit mask shifted into place."""
+    if slice_ or cb >= 16:
+        idx = [0, 0, 0, 16 * j] if slice_ else [16 * j // cb, 0, 0, 16 * j % cb]
+        v = A.vload(idx, f"{dtype}x16")
+    else:  # blocks narrower than 16 lanes: their loads joined into one vector
+        v = T.Shuffle([A.vload([16 * j // cb + q, 0, 0, 0], f"{dtype}x{cb}") for q in range(16 // cb)],
+                      list(range(16)))
+    below = v * S.vload([16 * j], f"{dtype}x16") < B.vload([16 * j], f"{dtype}x16")
+    mask = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.sse2.pmovmskb.128"),
+                                   T.Select(below, T.broadcast(T.int8(-1), 16), T.broadcast(T.int8(0), 16)),
+                                   dtype="int32")
+    return T.shift_left(T.Cast("uint64", mask), T.uint64(16 * j))
+
+
+def bitpack_intrinsic(cb: int, bits: int, dtype: str = "float32") -> str:
+    """The tensor intrinsic packing one `bits`-bit word (uint32 or uint64) from `dtype` data
+    (float32 or int32) in channel blocks of `cb` lanes (cb divides bits, or is a multiple of it:
+    the word is one slice of a block), registered on first use."""
+    slice_ = cb > bits
+    lanes = bits if slice_ else cb
+    word = f"uint{bits}"
+    name = f"reidc_bitpack_{dtype}_{word}_{'slice' if slice_ else cb}"
+    if name in _REGISTERED:
+        return name
+    groups = 1 if slice_ else bits // cb
+    from tvm import tirx
+    one, zero = tirx.const(1, word), tirx.const(0, word)
+
+    def at(vk):
+        return (0, 0, 0, vk) if slice_ else (vk // cb, 0, 0, vk % cb)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, s: T.handle, b: T.handle, c: T.handle) -> None:
+        sa, sb, sc = T.int32(), T.int32(), T.int32()
+        A = T.match_buffer(a, (groups, 1, 1, lanes), dtype, strides=[sa, sb, sc, 1], offset_factor=1)
+        S = T.match_buffer(s, (bits,), dtype, offset_factor=1)
+        B = T.match_buffer(b, (bits,), dtype, offset_factor=1)
+        C = T.match_buffer(c, (1,), word, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:1], A[0:groups, 0, 0, 0:lanes], S[0:bits], B[0:bits])
+            T.writes(C[0:1])
+            for k in T.serial(bits):
+                with T.sblock("update"):
+                    vk = T.axis.reduce(bits, k)
+                    C[0] = C[0] + T.Select(A[at(vk)] * S[vk] < B[vk], T.shift_left(one, T.Cast(word, vk)), zero)
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, s: T.handle, b: T.handle, c: T.handle) -> None:
+        sa, sb, sc = T.int32(), T.int32(), T.int32()
+        A = T.match_buffer(a, (groups, 1, 1, lanes), dtype, strides=[sa, sb, sc, 1], offset_factor=1)
+        S = T.match_buffer(s, (bits,), dtype, offset_factor=1)
+        B = T.match_buffer(b, (bits,), dtype, offset_factor=1)
+        C = T.match_buffer(c, (1,), word, offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:1], A[0:groups, 0, 0, 0:lanes], S[0:bits], B[0:bits])
+            T.writes(C[0:1])
+            # one expression (see _avx2): the word's 16-channel masks ORed together
+            C[0] = C[0] + T.Cast(word, _bitpack_word(A, S, B, cb, slice_, bits, dtype))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    _REGISTERED.add(name)
+    return name
+
+
+def _bitpack_word(A, S, B, cb, slice_, bits, dtype):
+    w = _bitpack_group(A, S, B, cb, slice_, 0, dtype)
+    for j in range(1, bits // 16):
+        w = T.bitwise_or(w, _bitpack_group(A, S, B, cb, slice_, j, dtype))
+    return w

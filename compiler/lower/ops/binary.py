@@ -8,22 +8,24 @@ from tvm import relax
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.bits import border_correction
 from reidc.kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
-from reidc.kernels.bitpack import bitpack_nchwc
+from reidc.kernels.bitpack import bitpack_signed_nchwc, signed_bounds
 
 from ..registry import Lowered, lowers
 
 
 @lowers(Op.BITPACK)
 def _bitpack(low, nid, n, ins):
+    """Thresholds as (sign, bound) constants (kernels/bitpack.py `signed_bounds`: no branch on
+    flip in the kernel); per-modality rows picked per sample here, so the kernel reads (N, C)."""
     src_dtype = low.g[n.inputs[0]].dtype  # float32, or int32 from a bconv accumulator
     data = ins[0]
     if not low.cb[n.inputs[0]]:  # (N, C) -> (N, 1, 1, 1, C): one channel block, 1x1 pixels
         data = low.emit(relax.op.reshape(data, (low.n, 1, 1, 1, n.shape[1])))
-    args = [data, low.const(np.asarray(n.attrs["threshold"], src_dtype)),
-            low.const(np.asarray(n.attrs["flip"], np.int8)), n.shape[1]]
-    if len(ins) > 1:
-        args.append(ins[1])
-    return Lowered(low.bb.emit_te(bitpack_nchwc, *args, primfunc_name_hint="bitpack"), -1)
+    sign, bound = signed_bounds(np.asarray(n.attrs["threshold"], src_dtype), np.asarray(n.attrs["flip"], np.int8))
+    sign, bound = low.const(sign), low.const(bound)
+    if len(ins) > 1:  # (2, C) -> (N, C) by each sample's modality
+        sign, bound = (low.emit(relax.op.take(t, ins[1], axis=0, mode="clip")) for t in (sign, bound))
+    return Lowered(low.bb.emit_te(bitpack_signed_nchwc, data, sign, bound, n.shape[1], primfunc_name_hint="bitpack"), -1)
 
 
 @lowers(Op.BCONV2D)
