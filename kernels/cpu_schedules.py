@@ -15,6 +15,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from reidc.compiler.ir.bits import WORD_BITS
 
+from .arm_intrin import ARM_SDOT_S8S8_4x4
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK, whole_words
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
@@ -160,8 +161,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         if amx:
             self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8")
         elif sdot:
-            from tvm.s_tir.tensor_intrin.arm_cpu import ARM_DOT_4x4_i8_SDOT_INTRIN
-            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_DOT_4x4_i8_SDOT_INTRIN)
+            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_SDOT_S8S8_4x4)
         elif avx2:
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x4)
         elif vnni:
