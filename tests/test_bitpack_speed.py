@@ -20,7 +20,7 @@ from reidc.compiler.ir.spec import spec_of
 from reidc.compiler.lower.build import build, int8_flavour
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.kernels.bitpack import bitpack_signed_nchwc, signed_bounds, whole_words
-from reidc.kernels.cpu_schedules import Bitpack
+from reidc.kernels.bitpack_schedule import Bitpack
 from reidc.targets import get_target
 
 RNG = np.random.default_rng(7)

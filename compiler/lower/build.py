@@ -8,7 +8,8 @@ from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
 from reidc.kernels.conv2d_int8 import Int8Flavour
-from reidc.kernels.cpu_schedules import BConv2dNCHWc, Bitpack, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
+from reidc.kernels.bitpack_schedule import Bitpack
+from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
 from reidc.kernels.cuda_schedules import cuda_rules
 from reidc.targets import TargetPreset
 
