@@ -9,7 +9,9 @@ states GMAC/s and the fraction of the unit's peak on this machine:
     peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
 (fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32; bf16:
 AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
-frequency is /proc/cpuinfo's "cpu MHz" unless stated (`ghz`). Kernel times alone leave out what
+frequency is measured (compiler/clock.py: an FMA loop on every thread, built for the artifact's
+target) unless stated (`ghz`); /proc/cpuinfo's "cpu MHz" (the base clock) only where the
+measurement cannot run. Kernel times alone leave out what
 a whole run adds (the VM's allocations and calls, caches cold from the previous kernel): the
 report states that remainder.
 """
@@ -61,6 +63,17 @@ def cpu_ghz() -> float | None:
     return None
 
 
+def _clock(preset, cores: int, progress) -> tuple[float | None, str]:
+    """(GHz, how it was found): measured on `cores` threads, else /proc/cpuinfo's base clock."""
+    from .clock import measured_ghz
+    progress(f"measuring the clock: an FMA loop on {cores} thread(s)")
+    try:
+        return round(measured_ghz(preset, cores), 2), f"measured: fp32 FMA loop on {cores} threads"
+    except Exception as e:  # noqa: BLE001 - no compiler for the loop here: the stated base clock, said so
+        progress(f"could not measure the clock ({type(e).__name__}: {e}); using /proc/cpuinfo's")
+        return cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)"
+
+
 def conv_macs(name: str, args: list) -> int | None:
     """Multiply-accumulates of one call of a conv kernel on these arrays (None for other kernels)."""
     if kernel_kind(name) is None or len(args) < 3:
@@ -100,9 +113,10 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
     peak = Peak.of(feats, comp.preset.vector_bits)
-    source = "stated" if ghz else "/proc/cpuinfo cpu MHz"
-    ghz = ghz or cpu_ghz()
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
+    source = "stated"
+    if not ghz:
+        ghz, source = _clock(comp.preset, cores, progress)
     rows = []
     for key, (func, args, n) in calls.items():
         name = key[0]

@@ -76,7 +76,7 @@ def profile_cmd(artifact: Path = typer.Argument(...),
                 batch: int = typer.Option(1, help="batch size (a fixed-batch build uses its own)"),
                 mode: Optional[str] = typer.Option(None, help="the entry: visible | infrared | mixed | main "
                                                               "(default: visible, or the artifact's only one)"),
-                ghz: Optional[float] = typer.Option(None, help="the clock for the peak (default: /proc/cpuinfo's)"),
+                ghz: Optional[float] = typer.Option(None, help="the clock for the peak (default: measured with an FMA loop on every thread)"),
                 top: int = typer.Option(25, help="kernels shown (all go to --json)"),
                 json_out: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON")):
     """Where an artifact's time goes here: per kernel time, calls, share, GMAC/s and fraction of peak."""
