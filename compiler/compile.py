@@ -185,6 +185,8 @@ def layer_precision(g, precision: str = "fp32") -> dict:
     for nid, n in g.items():
         if n.op in _LAYER_PRECISION:
             row = {"layer": n.source or nid, "op": str(n.op), "precision": _LAYER_PRECISION[n.op]}
+            if n.attr("algorithm") == "winograd_f2":   # compiler/passes/choose_winograd.py
+                row["algorithm"] = "winograd F(2x2, 3x3)"
             if precision != "fp32" and n.op in (Op.CONV2D, Op.GROUP_CONV2D):
                 row["why"] = kept.get(n.source or nid, "not quantized")
             elif precision != "fp32" and n.op == Op.DENSE:

@@ -22,6 +22,7 @@ from .base.digest import hash_file
 from .base.errors import InputError
 from .calibration import DEFAULT_IMAGES
 from .ir import MODEL_MODES, Op, RunMode
+from .passes.choose_winograd import choose_winograd, winograd_target
 from .passes.pipeline import run_pipeline
 
 
@@ -47,6 +48,7 @@ class CompileOptions:
     calibration_images: int = DEFAULT_IMAGES
     retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
     seed: int = 0
+    winograd: bool = True         # fp32 3x3 convs as Winograd F(2x2, 3x3) where the target runs it faster
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
 
@@ -117,7 +119,20 @@ def prepare(ckpt, opts: CompileOptions, source=None):
             graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
         elif opts.precision == "bf16":
             graphs[mode] = _to_bf16(graphs[mode], RunMode.parse(mode), opts, stats)
+        if opts.winograd and winograd_target(get_target(opts.target)):
+            graphs[mode] = _winograd(graphs[mode], RunMode.parse(mode), opts, stats)
     return module, graphs, modes, facts, stats
+
+
+def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
+    """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
+    faster (the IR dump gets `choose_winograd`, after any precision step)."""
+    from .ir import dump, verify
+    w = verify(choose_winograd(g, stats))
+    w.meta = dict(g.meta)
+    if opts.dump_ir is not None:
+        atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
+    return w
 
 
 def _to_bf16(g, mode: RunMode, opts: CompileOptions, stats: Counter):

@@ -127,6 +127,8 @@ CASES = {
     "conv2d_per_modality": lambda: _chain((Op.CONV2D, {"weight": _w(2, 8, C, 1, 1), "bias": _w(2, 8),
                                                        "stride": (1, 1), "padding": (0, 0)}, ("modality",)),
                                           modality=True),
+    "conv2d_winograd": lambda: _chain((Op.CONV2D, {"weight": _w(32, C, 3, 3), "bias": _vec(c=32), "stride": (1, 1),
+                                                   "padding": (1, 1), "algorithm": "winograd_f2"}), (Op.RELU, {})),
     "conv2d_pad_value": lambda: _chain((Op.CONV2D, {"weight": _w(16, C, 3, 3), "stride": (1, 1), "padding": (2, 1),
                                                     "pad_value": _vec(0.5, 2.0)})),
     "depthwise_conv2d": lambda: _chain((Op.DEPTHWISE_CONV2D, {"weight": _w(C, 1, 3, 3), "bias": _vec(),

@@ -25,6 +25,10 @@ def test_profile_lists_every_kernel_and_the_convs_macs_add_up(r18):
     convs = [k for k in r["kernels"] if "macs_per_call" in k]
     assert sum(k["macs_per_call"] * k["calls"] for k in convs) == 2 * per_sample["float_macs"]
     assert sum(k["calls"] for k in convs) == 20           # the stem and 19 block convs, each once
+    # the stride-1 3x3 convs run as Winograd (their MACs counted as the direct conv's, so the sum holds;
+    # the last stage keeps stride 1, as CM-NAS's does)
+    wino = [row["layer"] for row in r18.manifest["precision"]["layers"] if row.get("algorithm")]
+    assert len(wino) == 14 and sum(k["calls"] for k in convs if "winograd" in k["kernel"]) == 14  # 16 less 2 strided
     assert all(k["ms_per_call"] > 0 and k["unit"] == "fp32" and 0 < k["gmac_per_s"] for k in convs)
     assert r["kernels_alone_ms"] == pytest.approx(sum(k["ms"] for k in r["kernels"]), abs=1e-2)
     assert r["whole_run_ms"] > 0 and r["batch"] == 2 and r["entry"] == "visible"

@@ -60,7 +60,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 calibration_images: int = typer.Option(16, help="int8: calibration images per entry"),
                 retrieval: Optional[str] = typer.Option(None, help="int8/bf16: also verify rank-1/mAP on this dataset's "
                                                                    "test protocol (synthetic, sysu:PATH, regdb:PATH) "
-                                                                   "within 0.5 points of PyTorch fp32")):
+                                                                   "within 0.5 points of PyTorch fp32"),
+                winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(2x2, 3x3) on x86 "
+                                                         "(faster; their weights take 16/9 the bytes); "
+                                                         "--no-winograd keeps every conv direct")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
@@ -72,7 +75,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                             modes=tuple(m.strip() for m in modes.split(",")) if modes else None, weights=weights,
                             feature=None if feature == "bnneck" else feature,
                             input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress,
-                            precision=precision, calibration=calibration,
+                            precision=precision, calibration=calibration, winograd=winograd,
                             calibration_images=calibration_images, retrieval=retrieval).manifest
     except (UserError, ValueError) as e:
         _fail(e)
@@ -96,6 +99,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
                             if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
+    wino = [r["layer"] for r in prec.get("layers", []) if r.get("algorithm")]
+    if wino:
+        out.print(f"  {len(wino)} 3x3 convs as Winograd F(2x2, 3x3); library {w['artifact_bytes'] / 1e6:.1f} MB "
+                  f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --no-winograd keeps them direct)")
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
                   f"{w['fp32_weight_bytes'] / 1e6:.1f} MB fp32; library {w['artifact_bytes'] / 1e6:.2f} MB; "

@@ -11,6 +11,7 @@ from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.kernels.bitpack_schedule import Bitpack
 from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
 from reidc.kernels.cuda_schedules import cuda_rules
+from reidc.kernels.winograd_schedule import WinogradNCHWc
 from reidc.targets import TargetPreset
 
 
@@ -22,7 +23,8 @@ def schedule_rules(preset: TargetPreset) -> list:
                             sdot="dotprod" in preset.cpu_features(), avx2="avx2" in preset.cpu_features(),
                             accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
                             amx_bf16="amx-bf16" in preset.cpu_features()),
-            BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), CPUFallback()]
+            BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(),
+            WinogradNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4), CPUFallback()]
 
 
 def int8_flavour(preset: TargetPreset) -> Int8Flavour:

@@ -12,7 +12,7 @@ def _spatial(shape) -> int:
 
 
 def _check_conv(n, ins, modal):
-    x, w = ins[0].shape, n.attrs["weight"]
+    x, w, pad = ins[0].shape, n.attrs["weight"], n.attrs["padding"]
     per_mod = w.ndim == 5
     if per_mod != modal:
         return "per-modality weights need the modality input, and only they do"
@@ -29,12 +29,19 @@ def _check_conv(n, ins, modal):
     pv = n.attrs.get("pad_value")
     if pv is not None and pv.shape != (i,):
         return f"pad_value shape {pv.shape} does not fit {i} input channels"
+    algo = n.attrs.get("algorithm", "direct")
+    if algo not in ("direct", "winograd_f2"):
+        return f"algorithm {algo!r}: expected direct or winograd_f2"
+    if algo == "winograd_f2" and (w.ndim != 4 or tuple(w.shape[2:]) != (3, 3) or tuple(n.attrs["stride"]) != (1, 1)
+                                  or tuple(pad) != (1, 1) or pv is not None):
+        return "winograd_f2 needs one 3x3 weight set, stride 1, padding 1 and a zero border"
     return None
 
 
 def _conv_cost(n) -> Cost:
     count = int(np.prod(n.attrs["weight"].shape[-4:]))
-    return Cost(float_macs=count * _spatial(n.shape), fp32_weight_bytes=4 * count, stored_weight_bytes=4 * count)
+    stored = count // 9 * 16 if n.attrs.get("algorithm") == "winograd_f2" else count   # Winograd keeps G w G^T: 4x4
+    return Cost(float_macs=count * _spatial(n.shape), fp32_weight_bytes=4 * count, stored_weight_bytes=4 * stored)
 
 
 def _conv_ref(values, n):
@@ -64,7 +71,9 @@ CONV2D = declare(OpSpec(
            "bias": Attr("array", "(O,) or (2, O)", required=False),
            "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros unless pad_value"),
            "pad_value": Attr("array", "(I,) the border's value per input channel (an input normalisation "
-                                      "folded into the conv), default zeros", required=False)},
+                                      "folded into the conv), default zeros", required=False),
+           "algorithm": Attr("str", "direct (default) or winograd_f2: how the kernel computes it (F(2x2, 3x3) "
+                                    "Winograd; compiler/passes/choose_winograd.py), the same maths", required=False)},
     shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
     check=_check_conv, cost=_conv_cost))
 

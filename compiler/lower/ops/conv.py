@@ -8,6 +8,7 @@ from tvm import relax
 from reidc.compiler.ir import Op
 from reidc.kernels.conv2d import conv2d_nchwc, depthwise_nchwc, group_conv2d_nchwc, pack_depthwise, pack_weight
 from reidc.kernels.schedule_utils import largest_divisor_at_most
+from reidc.kernels.winograd import conv2d_winograd_nchwc, transform_weight
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -15,6 +16,11 @@ from ..registry import Lowered, LoweringError, lowers
 @lowers(Op.CONV2D)
 def _conv2d(low, nid, n, ins):
     cb, ob = low.cb[n.inputs[0]], low.block(n.shape[1])
+    if n.attr("algorithm") == "winograd_f2":   # choose_winograd's pick: the transformed weight, one kernel
+        u = low.const(transform_weight(np.asarray(n.attrs["weight"]), ob))
+        y = low.bb.emit_te(conv2d_winograd_nchwc, ins[0], u, primfunc_name_hint="conv2d_winograd",
+                           primfunc_attrs={"op_pattern": 4})
+        return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, _bias(n)))), ob)
     w = low.const(pack_weight(np.asarray(n.attrs["weight"]), cb, ob))
     args = [ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"])]
     kw = {}
@@ -23,9 +29,13 @@ def _conv2d(low, nid, n, ins):
     if n.attr("pad_value") is not None:
         kw["pad_value"] = low.const(np.asarray(n.attrs["pad_value"], np.float32))
     y = low.bb.emit_te(conv2d_nchwc, *args, **kw, primfunc_name_hint="conv2d", primfunc_attrs={"op_pattern": 4})
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, _bias(n)))), ob)
+
+
+def _bias(n) -> np.ndarray:
+    """The conv's bias, zeros where it has none: (O,) or per modality (2, O)."""
     bias = n.attr("bias")
-    bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
-    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, bias))), ob)
+    return np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
 
 
 @lowers(Op.DENSE)
@@ -43,9 +53,7 @@ def _depthwise(low, nid, n, ins):
     w = low.const(pack_depthwise(np.asarray(n.attrs["weight"]), cb))
     y = low.bb.emit_te(depthwise_nchwc, ins[0], w, tuple(n.attrs["stride"]), tuple(n.attrs["padding"]),
                        primfunc_name_hint="depthwise_conv2d", primfunc_attrs={"op_pattern": 4})
-    bias = n.attr("bias")
-    bias = np.zeros(n.shape[1], np.float32) if bias is None else np.asarray(bias)
-    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, cb, bias))), cb)
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, cb, _bias(n)))), cb)
 
 
 def _group_block(c: int, prefer: int) -> int:
@@ -69,6 +77,4 @@ def _group_conv2d(low, nid, n, ins):
     y = low.bb.emit_te(group_conv2d_nchwc, low.relayout(ins[0], src, cb), w, tuple(n.attrs["stride"]),
                        tuple(n.attrs["padding"]), groups, primfunc_name_hint="group_conv2d",
                        primfunc_attrs={"op_pattern": 4})
-    bias = n.attr("bias")
-    bias = np.zeros(o, np.float32) if bias is None else np.asarray(bias)
-    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, bias))), ob)
+    return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, _bias(n)))), ob)

@@ -1,0 +1,73 @@
+"""The CPU schedule of the Winograd conv (winograd.py) as a dlight rule:
+  wino_in    parallel over (image, tile), the 16 (a, b) outputs unrolled (B^T's rows fold to
+             constants), input channels vectorised;
+  wino_gemm  parallel over ((a, b), output-block group, image); a register tile of tiles x
+             output blocks (`register_tile`, as the direct conv's), the reduction over input
+             channels outside it, lanes vectorised;
+  output     A^T M A inlined into the fused epilogue: parallel over (image, block, row pair),
+             the 2x2 pixels of a tile unrolled (A^T's rows fold to constants, the tile's 16
+             values of M are read once for its four pixels)."""
+from __future__ import annotations
+
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+from .cpu_schedules import register_tile
+from .schedule_utils import anchored, extent, largest_divisor_at_most
+from .winograd import WINO_GEMM, WINO_IN
+
+
+class WinogradNCHWc(CPUScheduleRule):
+    def __init__(self, vector_lanes: int = 8, accumulators: int = 12, max_oc_tile: int = 4):
+        self.lanes = vector_lanes
+        self.accumulators = accumulators
+        self.max_oc_tile = max_oc_tile
+
+    def apply(self, func, target, tunable):
+        found = anchored(func, WINO_GEMM, (WINO_IN, WINO_GEMM))
+        if found is None:
+            return None
+        sch, out = found
+        self._input(sch)
+        self._gemm(sch, target)
+        self._output(sch, out)
+        return sch
+
+    def _input(self, sch):
+        block = sch.get_sblock(WINO_IN)
+        a, b, n, t, c = sch.get_loops(block)
+        cw = largest_divisor_at_most(extent(sch, c), self.lanes)
+        co, ci = sch.split(c, [None, cw])
+        sch.reorder(n, t, co, a, b, ci)
+        sch.parallel(sch.fuse(n, t))
+        sch.unroll(a)
+        sch.unroll(b)
+        sch.vectorize(ci)
+
+    def _gemm(self, sch, target):
+        block = sch.get_sblock(WINO_GEMM)
+        a, b, o, n, t, v, rc = sch.get_loops(block)
+        ob, tiles, blocks = extent(sch, v), extent(sch, t), extent(sch, o)
+        rows, oct_ = register_tile(tiles, blocks, max(1, ob // self.lanes), self.accumulators, self.max_oc_tile)
+        oo, oi = sch.split(o, [None, oct_])
+        to, ti = sch.split(t, [None, rows])
+        sch.reorder(a, b, oo, n, to, rc, oi, ti, v)
+        sch.parallel(sch.fuse(a, b, oo, n))
+        sch.unroll(oi)
+        sch.unroll(ti)
+        sch.vectorize(v)
+        # the tile accumulates in a local buffer (registers), written to M once per tile: in M
+        # itself LLVM loaded and stored every accumulator around every FMA
+        store = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(store, to)
+        sch.vectorize(sch.get_loops(store)[-1])
+        sch.decompose_reduction(block, rc)
+
+    def _output(self, sch, out):
+        n, o, y, x, v = sch.get_loops(out)
+        yo, yi = sch.split(y, [None, 2])
+        xo, xi = sch.split(x, [None, 2])
+        sch.reorder(n, o, yo, xo, yi, xi, v)
+        sch.parallel(sch.fuse(n, o, yo))
+        sch.unroll(yi)
+        sch.unroll(xi)
+        sch.vectorize(v)

@@ -1,0 +1,131 @@
+"""Winograd F(2x2, 3x3) for fp32 3x3 convs (kernels/winograd.py, compiler/passes/choose_winograd.py):
+the pass fires where it should and nowhere else (the IR it writes), the kernel matches PyTorch
+on the shapes that stress its tiling (odd maps, batches, input blocks of 8, a residual
+epilogue), and a compiled network records the layers it chose."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import te, topi
+
+from reidc.compiler.ir import Graph, IRError, Node, Op, const, dump, verify
+from reidc.compiler.ir.shapes import infer
+from reidc.compiler.passes.choose_winograd import WINOGRAD, choose_winograd, winograd_target
+from reidc.kernels.winograd import conv2d_winograd_nchwc, transform_weight
+from reidc.kernels.winograd_schedule import WinogradNCHWc
+from reidc.targets import get_target
+
+RNG = np.random.default_rng(11)
+
+
+def _conv_graph(c=64, o=64, k=3, stride=(1, 1), padding=(1, 1), modal=False, pad_value=False):
+    g = Graph("w")
+    g.add("x", Node(Op.INPUT, (), ("N", c, 8, 8), attrs={"name": "x"}))
+    inputs = ("x",)
+    if modal:
+        g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
+        inputs += ("modality",)
+    w = RNG.standard_normal(((2,) if modal else ()) + (o, c, k, k)).astype(np.float32)
+    attrs = {"weight": const(w), "stride": stride, "padding": padding}
+    if pad_value:
+        attrs["pad_value"] = const(np.ones(c, np.float32))
+    g.add("conv", Node(Op.CONV2D, inputs, infer(Op.CONV2D, [g[i].shape for i in inputs], attrs), attrs=attrs,
+                       source="layer.conv"))
+    g.outputs = ["conv"]
+    return verify(g)
+
+
+@pytest.mark.parametrize("kw, fires, guard", [
+    ({}, True, None),
+    ({"stride": (2, 2)}, False, "3x3_stride1_pad1"),
+    ({"k": 1, "padding": (0, 0)}, False, "3x3_stride1_pad1"),
+    ({"padding": (2, 2)}, False, "3x3_stride1_pad1"),
+    ({"c": 32}, False, "channels"),          # measured slower below 64 channels
+    ({"o": 72}, False, "channels"),          # output channels not in 16-channel blocks
+    ({"modal": True}, False, "one_weight_set"),
+    ({"pad_value": True}, False, "zero_border"),
+])
+def test_the_pass_fires_only_on_wide_3x3_stride1_convs(kw, fires, guard):
+    g = _conv_graph(**kw)
+    stats = Counter()
+    out = choose_winograd(g, stats)
+    assert (out["conv"].attr("algorithm") == WINOGRAD) == fires
+    assert stats["winograd_f2"] == int(fires)
+    if guard:
+        assert stats[f"winograd_f2:skipped:{guard}"] == 1
+    assert ("algorithm=" in dump(out)) == fires                   # the IR dump shows the choice
+    assert g["conv"].attr("algorithm") is None                    # the input graph is untouched
+    again = Counter()
+    choose_winograd(out, again)
+    assert again["winograd_f2"] == 0                              # idempotent
+
+
+def test_the_verifier_refuses_winograd_where_the_kernel_cannot_run():
+    g = _conv_graph(stride=(2, 2))
+    g.replace("conv", g["conv"].with_(attrs={**g["conv"].attrs, "algorithm": WINOGRAD}))
+    with pytest.raises(IRError, match=r"winograd_f2 needs one 3x3 weight set, stride 1, padding 1"):
+        verify(g)
+
+
+def test_targets():
+    assert winograd_target(get_target("x86-avx512")) and winograd_target(get_target("x86-avx2"))
+    assert not winograd_target(get_target("rpi5"))
+
+
+def _blocked(a, cb):
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1, cb, *a.shape[2:]).transpose(0, 1, 3, 4, 2))
+
+
+@pytest.mark.parametrize("n, c, h, w, o, cb", [
+    (1, 64, 8, 4, 64, 16),     # ResNet's layer4 map at 128x64 input
+    (2, 32, 7, 9, 48, 16),     # odd map: the last tiles overhang; three output blocks
+    (3, 24, 5, 6, 32, 8),      # input in blocks of 8, batch 3
+])
+@pytest.mark.parametrize("rule", [dict(vector_lanes=16, accumulators=24), dict(vector_lanes=8, accumulators=12)],
+                         ids=["avx512-tile", "avx2-tile"])
+def test_the_kernel_matches_pytorch(n, c, h, w, o, cb, rule):
+    x = RNG.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = (RNG.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    res = RNG.standard_normal((n, o, h, w)).astype(np.float32)
+    X = te.placeholder((n, c // cb, h, w, cb), "float32", name="X")
+    U = te.placeholder((4, 4, o // 16, c, 16), "float32", name="U")
+    R = te.placeholder((n, o // 16, h, w, 16), "float32", name="R")
+    func = te.create_prim_func([X, U, R, topi.nn.relu(topi.add(conv2d_winograd_nchwc(X, U), R))])
+    sch = WinogradNCHWc(**rule).apply(func, get_target("host").tvm_target(), False)
+    assert sch is not None
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
+                      target=get_target("host").tvm_target())
+    out = tvm.runtime.tensor(np.zeros((n, o // 16, h, w, 16), np.float32))
+    lib["main"](*(tvm.runtime.tensor(a) for a in (_blocked(x, cb), transform_weight(wt, 16), _blocked(res, 16))), out)
+    ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(wt), padding=1)
+                     + torch.from_numpy(res)).numpy()
+    got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(ref.shape)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5      # F(2x2, 3x3) adds ~1e-7 here
+
+
+def test_the_weight_transform_refuses_what_it_cannot_take():
+    with pytest.raises(ValueError, match="needs a"):
+        transform_weight(np.zeros((16, 4, 1, 1), np.float32), 16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        transform_weight(np.zeros((24, 4, 3, 3), np.float32), 16)
+
+
+def test_a_network_compiles_with_and_without_winograd(tmp_path):
+    """Default: the stride-1 3x3 convs of 64+ channels run as Winograd and verify against
+    PyTorch; winograd=False keeps every conv direct (and the stored weights at fp32 size)."""
+    import reidc
+    model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
+    on = reidc.compile(model, output=tmp_path / "on", modes="visible")
+    off = reidc.compile(model, output=tmp_path / "off", modes="visible", winograd=False)
+    rows = {r["layer"]: r.get("algorithm") for r in on.manifest["precision"]["layers"]}
+    assert rows["layer1.0.conv1"] == "winograd F(2x2, 3x3)" and rows["layer2.0.conv1"] is None   # stride 2
+    assert not any(r.get("algorithm") for r in off.manifest["precision"]["layers"])
+    assert on.manifest["verification"]["status"] == off.manifest["verification"]["status"] == "passed"
+    assert off.manifest["weights"]["stored_weight_bytes"] == off.manifest["weights"]["fp32_weight_bytes"]
+    x = np.random.default_rng(2).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    a, b = on.run(x, "visible"), off.run(x, "visible")
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-5
