@@ -29,6 +29,7 @@ def test_profile_lists_every_kernel_and_the_convs_macs_add_up(r18):
     # the last stage keeps stride 1, as CM-NAS's does)
     wino = [row["layer"] for row in r18.manifest["precision"]["layers"] if row.get("algorithm")]
     assert len(wino) == 14 and sum(k["calls"] for k in convs if "winograd" in k["kernel"]) == 14  # 16 less 2 strided
+    assert all(("winograd" in k["kernel"]) == ("effective" in k) for k in convs)   # their rate says how it counts
     assert all(k["ms_per_call"] > 0 and k["unit"] == "fp32" and 0 < k["gmac_per_s"] for k in convs)
     assert r["kernels_alone_ms"] == pytest.approx(sum(k["ms"] for k in r["kernels"]), abs=1e-2)
     assert r["whole_run_ms"] > 0 and r["batch"] == 2 and r["entry"] == "visible"

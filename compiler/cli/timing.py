@@ -87,7 +87,7 @@ def profile_cmd(artifact: Path = typer.Argument(...),
     t = Table("kernel", "calls", "ms/call", "ms", "share", "unit", "GMAC/s", "of peak")
     for k in r["kernels"][:top]:
         t.add_row(escape(k["kernel"]), str(k["calls"]), f"{k['ms_per_call']:.3f}", f"{k['ms']:.3f}",
-                  f"{k['share']:.1%}", k.get("unit", ""), f"{k['gmac_per_s']:.0f}" if "gmac_per_s" in k else "",
+                  f"{k['share']:.1%}", k.get("unit", "") + ("*" if k.get("effective") else ""), f"{k['gmac_per_s']:.0f}" if "gmac_per_s" in k else "",
                   f"{k['peak_fraction']:.0%}" if "peak_fraction" in k else "")
     out.print(t)
     p = r["peak_macs_per_cycle_per_core"]
@@ -95,6 +95,8 @@ def profile_cmd(artifact: Path = typer.Argument(...),
               f"{r['whole_run_ms']:.2f} ms; its {len(r['kernels'])} kernels timed alone {r['kernels_alone_ms']:.2f} ms; "
               f"the rest {r['remainder_ms']:.2f} ms (the VM's {r['vm_builtin_calls']} builtin calls, caches a kernel "
               f"finds cold in a run). Peak = threads x {r['ghz']} GHz ({r['ghz_source']}) x MACs/cycle: fp32 "
-              f"{p['fp32']:.0f}, int8 {p['int8']:.0f}, bf16 {p['bf16']:.0f}, binary {p['binary']:.0f}")
+              f"{p['fp32']:.0f}, int8 {p['int8']:.0f}, bf16 {p['bf16']:.0f}, binary {p['binary']:.0f}"
+              + ("; fp32*: Winograd, its rate in the direct conv's MACs (2.25x its multiplies)"
+                 if any(k.get("effective") for k in r["kernels"]) else ""))
     if json_out:
         out.print(f"wrote {json_out}")
