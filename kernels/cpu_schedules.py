@@ -20,7 +20,8 @@ from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
-from .schedule_utils import anchored_nchwc, block_named, extent, largest_divisor_at_most
+from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
+                             rows_for_tasks, target_cores)
 
 
 class Conv2dNCHWc(CPUScheduleRule):
@@ -63,7 +64,7 @@ class Conv2dNCHWc(CPUScheduleRule):
         budget = self.acc_bytes * (2 if oct_ > 1 else 1)
         rows = largest_divisor_at_most(oh, max(1, budget // (ow * ob * 4 * oct_))) if oh else 1
         # but no fewer parallel tasks than two per core while rows can shrink (a symbolic batch counts as 1)
-        rows = _rows_for_tasks(oh, rows, (extent(sch, n) or 1) * ((oc or 1) // oct_), 2 * _cores(target))
+        rows = rows_for_tasks(oh, rows, (extent(sch, n) or 1) * ((oc or 1) // oct_), 2 * target_cores(target))
         # input-channel chunk: its weights (chunk x kh x kw x oct x ob floats) stay within L1
         chunks = max(1, cin // cb)
         per_chunk = largest_divisor_at_most(chunks, max(1, self.weight_bytes // (cb * kh * kw * ob * 4 * oct_)))
@@ -277,36 +278,6 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
 def _unit_stride(block) -> bool:
     """Whether the conv reads its input at stride 1 (conv2d_int8.py annotates its block)."""
     return bool(int(block.annotations.get("reidc_unit_stride", 0)))
-
-
-def register_tile(ow: int, oc_blocks: int, vecs_per_pixel: int, accumulators: int, max_oct: int) -> tuple[int, int]:
-    """(pixels, output blocks) of a conv's register tile: the most accumulator vectors
-    (pixels x blocks x vectors per pixel, within `accumulators`; pixels divide the output width,
-    blocks the output block count, up to `max_oct`), then the fewest loads per reduction step
-    (blocks x vectors of weights + pixels of broadcast inputs), then the fewest blocks. AVX-512
-    (24 accumulators, one vector per block): OW 8/16/32 -> (4, 4); OW 7 -> (7, 2). AVX2 and NEON
-    (two and four vectors per 16-channel block) keep one block per tile."""
-    best = None
-    for oct_ in range(1, max(1, max_oct) + 1):
-        if oc_blocks % oct_:
-            continue
-        reg_w = largest_divisor_at_most(ow, max(1, accumulators // (vecs_per_pixel * oct_)))
-        key = (reg_w * oct_ * vecs_per_pixel <= accumulators, reg_w * oct_ * vecs_per_pixel,
-               -(oct_ * vecs_per_pixel + reg_w), -oct_)
-        if best is None or key > best[0]:
-            best = (key, reg_w, oct_)
-    return best[1], best[2]
-
-
-def _cores(target) -> int:
-    return int(target.attrs.get("num-cores", 1) or 1)
-
-
-def _rows_for_tasks(oh: int | None, rows: int, other_tasks: int, want: int) -> int:
-    """`rows` shrunk (to divisors of oh) until other_tasks x oh / rows >= want, or to 1."""
-    while oh and rows > 1 and other_tasks * (oh // rows) < want:
-        rows = largest_divisor_at_most(oh, rows - 1)
-    return rows
 
 
 def _parallel_rows(sch, func, block: str, nfuse: int) -> None:

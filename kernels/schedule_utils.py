@@ -1,5 +1,6 @@
 """Schedule helpers shared by the CPU and CUDA rules: find a kernel's anchor block in a fused
-PrimFunc, inline what surrounds it, read loop extents."""
+PrimFunc, inline what surrounds it, read loop extents; the register tile and task count the
+direct and Winograd convs share."""
 from __future__ import annotations
 
 from tvm import s_tir, tirx
@@ -64,3 +65,33 @@ def inline_epilogue(sch, func, keep):
         except s_tir.ScheduleError:
             return None
     return blocks[-1]
+
+
+def register_tile(ow: int, oc_blocks: int, vecs_per_pixel: int, accumulators: int, max_oct: int) -> tuple[int, int]:
+    """(pixels, output blocks) of a conv's register tile: the most accumulator vectors
+    (pixels x blocks x vectors per pixel, within `accumulators`; pixels divide the output width,
+    blocks the output block count, up to `max_oct`), then the fewest loads per reduction step
+    (blocks x vectors of weights + pixels of broadcast inputs), then the fewest blocks. AVX-512
+    (24 accumulators, one vector per block): OW 8/16/32 -> (4, 4); OW 7 -> (7, 2). AVX2 and NEON
+    (two and four vectors per 16-channel block) keep one block per tile."""
+    best = None
+    for oct_ in range(1, max(1, max_oct) + 1):
+        if oc_blocks % oct_:
+            continue
+        reg_w = largest_divisor_at_most(ow, max(1, accumulators // (vecs_per_pixel * oct_)))
+        key = (reg_w * oct_ * vecs_per_pixel <= accumulators, reg_w * oct_ * vecs_per_pixel,
+               -(oct_ * vecs_per_pixel + reg_w), -oct_)
+        if best is None or key > best[0]:
+            best = (key, reg_w, oct_)
+    return best[1], best[2]
+
+
+def target_cores(target) -> int:
+    return int(target.attrs.get("num-cores", 1) or 1)
+
+
+def rows_for_tasks(oh: int | None, rows: int, other_tasks: int, want: int) -> int:
+    """`rows` shrunk (to divisors of oh) until other_tasks x oh / rows >= want, or to 1."""
+    while oh and rows > 1 and other_tasks * (oh // rows) < want:
+        rows = largest_divisor_at_most(oh, rows - 1)
+    return rows

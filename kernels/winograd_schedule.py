@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from .cpu_schedules import register_tile
-from .schedule_utils import anchored, extent, largest_divisor_at_most
+from .schedule_utils import anchored, extent, largest_divisor_at_most, register_tile
 from .winograd import WINO_GEMM, WINO_IN
 
 

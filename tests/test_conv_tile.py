@@ -1,4 +1,4 @@
-"""The fp32 conv's register tile (kernels/cpu_schedules.py `register_tile`): several output
+"""The fp32 conv's register tile (kernels/schedule_utils.py `register_tile`): several output
 blocks per tile where the target has the registers (AVX-512), one where it has not (AVX2,
 NEON) and for grouped convs. Checked three ways: the tile the rule picks, the loops it writes
 (the tile's loops unrolled inside the reduction), and the numbers against PyTorch, with the
@@ -15,7 +15,8 @@ import tvm
 from tvm import te, topi
 
 from reidc.kernels.conv2d import conv2d_nchwc, pack_weight
-from reidc.kernels.cpu_schedules import Conv2dNCHWc, register_tile
+from reidc.kernels.cpu_schedules import Conv2dNCHWc
+from reidc.kernels.schedule_utils import register_tile
 from reidc.targets import get_target
 
 AVX512_RULE = dict(vector_lanes=16, accumulators=24)   # what schedule_rules gives an AVX-512 preset
