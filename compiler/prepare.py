@@ -128,8 +128,7 @@ def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
     """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
     faster (the IR dump gets `choose_winograd`, after any precision step)."""
     from .ir import dump, verify
-    w = verify(choose_winograd(g, stats))
-    w.meta = dict(g.meta)
+    w = verify(choose_winograd(g, stats))   # the rewrite's copy keeps g's meta
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
     return w

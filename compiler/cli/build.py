@@ -99,9 +99,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
                             if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
-    wino = [r["layer"] for r in prec.get("layers", []) if r.get("algorithm")]
+    wino = sum(1 for r in prec.get("layers", []) if r.get("algorithm"))
     if wino:
-        out.print(f"  {len(wino)} 3x3 convs as Winograd F(2x2, 3x3); library {w['artifact_bytes'] / 1e6:.1f} MB "
+        out.print(f"  {wino} 3x3 convs as Winograd F(2x2, 3x3); library {w['artifact_bytes'] / 1e6:.1f} MB "
                   f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --no-winograd keeps them direct)")
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
