@@ -104,7 +104,7 @@ def conv2d_nchwc_bf16(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     ri = te.reduce_axis((0, PAIR), "ri")
     return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
         decode(src[b, rc, y + ry, x + rx, rg * PAIR + ri]) * decode(weight[o, rc, ry, rx, rg, v, ri]),
-        axis=[rc, ry, rx, rg, ri]), name=BCONV16_BLOCK, attrs={"reidc_unit_stride": 1})
+        axis=[rc, ry, rx, rg, ri]), name=BCONV16_BLOCK)
 
 
 def to_bf16_nchwc(x: te.Tensor, cb_out: int) -> te.Tensor:

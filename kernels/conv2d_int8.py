@@ -85,12 +85,26 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
         v = data[b, c, y, x, i]
         return (v.astype("int32") - 128).astype("int8") if signed else v
     fill = tir.const(zero_point - 128 if signed else zero_point, "int8" if signed else data.dtype)
-    if ph or pw or signed:
-        src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-            tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), value(b, c, y - ph, x - pw, i), fill),
-            name=QPAD_BLOCK)
+
+    def padded(b, c, y, x, i):   # the input at padded coordinates (y, x)
+        return tir.if_then_else(tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), value(b, c, y - ph, x - pw, i), fill)
+    if sh > 1 or sw > 1:
+        # a strided conv reads its input split into phases: src[b, c, py, px, yq, xq] is the
+        # padded input at (yq * sh + py, xq * sw + px), so a tap (ry, rx) reads phase
+        # (ry % sh, rx % sw) at (y + ry // sh, x + rx // sw): consecutive output pixels read
+        # consecutive pixels (one AMX tile load of rows 64 bytes apart); only the phases the
+        # taps use are made (a 1x1 stride-2 conv copies a quarter of its input)
+        nph, npw = min(kh, sh), min(kw, sw)
+        src = te.compute((n, cc, nph, npw, oh + (kh - 1) // sh, ow + (kw - 1) // sw, cb),
+                         lambda b, c, py, px, yq, xq, i: padded(b, c, yq * sh + py, xq * sw + px, i), name=QPAD_BLOCK)
+
+        def tap(b, c, y, x, ry, rx, i):
+            return src[b, c, ry % sh, rx % sw, y + ry // sh, x + rx // sw, i]
     else:
-        src = data
+        src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), padded, name=QPAD_BLOCK) if ph or pw or signed else data
+
+        def tap(b, c, y, x, ry, rx, i):
+            return src[b, c, y + ry, x + rx, i]
     rc = te.reduce_axis((0, cc), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
@@ -105,7 +119,6 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
         return a.astype("int32") * b.astype("int32")
 
     return te.compute((n, oc, oh, ow, lanes), lambda b, o, y, x, v: te.sum(
-        product(src[b, rc, y * sh + ry, x * sw + rx, rg * group + ri], wt(b, o, rc, ry, rx, rg, v, ri)),
+        product(tap(b, rc, y, x, ry, rx, rg * group + ri), wt(b, o, rc, ry, rx, rg, v, ri)),
         axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK,
-        attrs={"reidc_unit_stride": int(sh == 1 and sw == 1), "reidc_int8_order": order, "reidc_int8_signed": int(signed),
-               "reidc_int8_weight_max": flavour.weight_max})
+        attrs={"reidc_int8_order": order, "reidc_int8_signed": int(signed), "reidc_int8_weight_max": flavour.weight_max})

@@ -106,7 +106,8 @@ class Conv2dNCHWc(CPUScheduleRule):
 class Conv2dNCHWcInt8(CPUScheduleRule):
     """int8 conv (conv2d_int8.py): parallel over (n, oc-block, row block); per task an int32
     accumulator block of rows x OW x ob stays in L1. Three inner kernels, by what the target has:
-    - AMX (`amx`, stride 1, 64-channel input blocks, one weight set): per (pixels x 16 output
+    - AMX (`amx`, 64-channel input blocks, one weight set; a strided conv reads its input's
+      phases, conv2d_int8.py): per (pixels x 16 output
       channels) tile, configure + zero tmm0, then per (c-block, ky, kx) two tile loads and one
       tdpbusd (pixels x 16 x 64 MACs), then store the tile;
     - VNNI: a register tile of `reg_w` pixels x 16 lanes under the reductions, the innermost
@@ -147,14 +148,13 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         block = sch.get(conv)
         bufs = [(getattr(r, "buffer", None) or r.source) for r in block.reads]
         per_sample_weights = any(len(b.shape) == 1 for b in bufs)   # weights picked by the modality vector
-        data = next(b for b in bufs if len(b.shape) == 5)
+        data = bufs[0]   # the (padded, or for a strided conv phase-split) input: the product's first operand
         red_ext = [int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]   # rc, ry, rx, rg, ri
-        stride_one = _unit_stride(block)
         order = str(block.annotations.get("reidc_int8_order", "dot4"))     # the weights' layout (Int8Flavour)
         signed = bool(int(block.annotations.get("reidc_int8_signed", 0)))
         weight_max = int(block.annotations.get("reidc_int8_weight_max", 127))
         dot4 = order == "dot4" and not per_sample_weights
-        tiles = int(data.shape[-1]) == 64 and stride_one and ob == 64 and not per_sample_weights
+        tiles = int(data.shape[-1]) == 64 and ob == 64 and not per_sample_weights
         amx = (self.amx_bf16 if bf16 else self.amx and dot4 and not signed) and tiles
         vnni = self.vnni and dot4 and not signed and not bf16
         sdot = self.sdot and dot4 and signed and not bf16
@@ -273,11 +273,6 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.tensorize(sch.get_loops(init)[-depth], init_i)
         sch.tensorize(inner[0], update_i)
         sch.tensorize(sch.get_loops(wb)[-depth], store_i)
-
-
-def _unit_stride(block) -> bool:
-    """Whether the conv reads its input at stride 1 (conv2d_int8.py annotates its block)."""
-    return bool(int(block.annotations.get("reidc_unit_stride", 0)))
 
 
 def _parallel_rows(sch, func, block: str, nfuse: int) -> None:

@@ -347,6 +347,49 @@ def test_int8_conv_on_amx_tiles():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _functions_with(asm: str, instruction: str) -> set[str]:
+    """The assembly's functions (top-level labels) whose bodies hold `instruction`."""
+    found, name = set(), None
+    for line in asm.splitlines():
+        if line and not line[0].isspace() and line.endswith(":") and not line.startswith("."):
+            name = line[:-1]
+        elif name and instruction in line:
+            found.add(name)
+    return found
+
+
+@pytest.mark.parametrize("size", [(9, 7), (8, 8)])
+def test_strided_int8_convs_on_amx_tiles(size):
+    """A strided int8 conv reads its input split into phases (conv2d_int8.py), so consecutive
+    output pixels are consecutive rows of an AMX tile: 3x3 stride 2, 3x3 stride (2, 1) and 1x1
+    stride 2 convs of 64-channel inputs all run tdpbusd (their own kernels, in the assembly).
+    Odd and even maps (the last phase shorter). Where this machine has AMX-INT8: exact."""
+    from reidc.targets.amx import request_amx
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", 64) + size, attrs={"name": "x"}))
+    q = (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128})
+    steps = [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
+             (Op.CONV2D_INT8, QCONV(64, 64, 1)), q,                       # 16-channel blocks in: vpdpbusd
+             (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 2), padding=(1, 1)), "zero_point": 128}), q,
+             (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 1), padding=(1, 1)), "zero_point": 128}), q,
+             (Op.CONV2D_INT8, {**QCONV(64, 64, 1, stride=(2, 2)), "zero_point": 128})]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps):
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
+    g.outputs = [prev]
+    g = verify(g)
+    preset = get_target("x86-amx")
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
+    amx = {f for f in _functions_with(_asm(ex), "tdpbusd") if "conv2d_int8" in f}
+    assert len(amx) == 3, sorted(amx)
+    if preset.missing_on_host() or not request_amx():
+        pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
+    x = RNG.standard_normal((2, 64) + size).astype(np.float32)
+    want = run_all(g, {"x": x})[g.outputs[0]]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_int8_conv_on_the_image_pads_its_channels_to_a_group(host):
     """The stem reads 3 image channels: its int8 weights carry a zero 4th channel and the kernel
     reads the uint8 image padded to 4 (exact against the reference)."""
