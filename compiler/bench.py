@@ -51,7 +51,10 @@ NEEDS = {"onnxruntime_int8": ("onnxruntime",), "openvino": ("openvino",), "openv
 REDUCED = ("onnxruntime_int8", "openvino_bf16", "openvino_int8")  # rows add their per-sample cosine min
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
           "onnxruntime": "ONNX Runtime", "onnxruntime_int8": "ONNX Runtime int8", "openvino": "OpenVINO",
-          "openvino_bf16": "OpenVINO bf16", "openvino_int8": "OpenVINO int8"}
+          "openvino_bf16": "OpenVINO bf16", "openvino_int8": "OpenVINO int8",
+          # one binary layer (compiler/layer_bench.py)
+          "layer_reidc": "reidc (binary)", "layer_openvino": "OpenVINO BinaryConvolution",
+          "layer_torch": "PyTorch float conv"}
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from .base.modes import RunMode
+from .layer_engines import LAYER_ENGINES
 
 WARMUP = 2
 MAX_CALLS = 10_000
@@ -324,7 +325,7 @@ class OpenVinoInt8Engine(OpenVinoEngine):
 
 ENGINES = {"reidc": ReidcEngine, "torch_eager": EagerEngine, "torch_compile": CompileEngine,
            "onnxruntime": OrtEngine, "onnxruntime_int8": OrtInt8Engine, "openvino": OpenVinoEngine,
-           "openvino_bf16": OpenVinoBf16Engine, "openvino_int8": OpenVinoInt8Engine}
+           "openvino_bf16": OpenVinoBf16Engine, "openvino_int8": OpenVinoInt8Engine, **LAYER_ENGINES}
 
 
 def prepare(call: Callable[[], np.ndarray], round_s: float) -> dict:
