@@ -22,6 +22,7 @@ from tvm import te, tirx as tir
 
 QCONV_BLOCK = "reidc_conv2d_int8"
 QPAD_BLOCK = "reidc_pad_u8"
+FOLD_BLOCK = "reidc_fold_columns"
 LANES, GROUP = 16, 4   # output channels per block, input channels per dot-product group
 
 
@@ -60,11 +61,57 @@ class Int8Flavour:
     weight_max: the weights' bound, |w| <= weight_max: 63 where the dot product is AVX2's
       vpmaddubsw, whose int16 pair sums saturate above 32767 (2 * 255 * 63 = 32130 fits,
       2 * 255 * 127 does not); the lowering refuses a weight beyond it, and the schedule
-      uses vpmaddubsw only for kernels annotated with weight_max <= 63."""
+      uses vpmaddubsw only for kernels annotated with weight_max <= 63;
+    row_tiles: the dot product takes 16-row tiles (AMX): a stride-1 conv on a map narrower
+      than 16 (OW 8, 4, 2) reads its padded input copied once per column tap,
+      src[c, kx, y, x] = padded[c, y, x + kx], so for every tap whole image rows of OW pixels
+      are consecutive and 16 // OW of them fill a tile (cpu_schedules.py)."""
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
     weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max]
+    row_tiles: bool = False  # AMX: narrow maps' padded inputs laid out per column tap
+
+
+def column_fold(stride: tuple, kernel: tuple, cb: int) -> tuple[int, int] | None:
+    """(row taps, column taps per phase) where a strided conv on `cb`-channel input blocks can
+    fold its stride phases, column taps and channels into one 64-byte row (the image's stem:
+    7x7 stride 2 on 4 channels: 2 x 2 phases x 4 column taps x 4 channels), else None."""
+    (sh, sw), (kh, kw) = stride, kernel
+    kyq, kxq = -(-kh // sh), -(-kw // sw)
+    return (kyq, kxq) if (sh, sw) != (1, 1) and sh * sw * kxq * cb == 64 else None
+
+
+def fold_weight(w: np.ndarray, stride: tuple, kyq: int, kxq: int) -> np.ndarray:
+    """(O, C, KH, KW) -> (O, 64, kyq, 1): the weight of tap (ky' sh + py, kx' sw + px), channel c
+    at input channel ((py sw + px) kxq + kx') C + c of row tap ky'; zero where the tap is past
+    the kernel. A conv of these over `fold_columns` equals the strided conv."""
+    o, c, kh, kw = w.shape
+    sh, sw = stride
+    out = np.zeros((o, sh, sw, kxq, c, kyq), w.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            out[:, ky % sh, kx % sw, kx // sw, :, ky // sh] = w[:, :, ky, kx]
+    return out.reshape(o, sh * sw * kxq * c, kyq, 1)
+
+
+def fold_columns(data: te.Tensor, stride: tuple, padding: tuple, kernel: tuple, zero_point: int) -> te.Tensor:
+    """uint8 (N, 1, H, W, cb) -> (N, 1, OH + kyq - 1, OW, 64): row yy, pixel x, channel
+    ((py sw + px) kxq + kx') cb + c holds the padded input at (yy sh + py, (x + kx') sw + px),
+    so the strided conv is a unit-stride (kyq x 1) conv on 64-channel rows (`fold_weight`):
+    AMX's tile rows. Padding takes the zero point, as in conv2d_nchwc_int8."""
+    n, _, h, w, cb = data.shape
+    (sh, sw), (ph, pw), (kh, kw) = stride, padding, kernel
+    kyq, kxq = column_fold(stride, kernel, int(cb))
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+    def value(b, z, yy, x, k):
+        c, rest = k % cb, k // cb
+        kx, phase = rest % kxq, rest // kxq
+        y, xx = yy * sh + phase // sw - ph, (x + kx) * sw + phase % sw - pw
+        return tir.if_then_else(tir.all(y >= 0, y < h, xx >= 0, xx < w), data[b, z, y, xx, c],
+                                tir.const(zero_point, data.dtype))
+    return te.compute((n, 1, oh + kyq - 1, ow, 64), value, name=FOLD_BLOCK)
 
 
 def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
@@ -100,6 +147,12 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
 
         def tap(b, c, y, x, ry, rx, i):
             return src[b, c, ry % sh, rx % sw, y + ry // sh, x + rx // sw, i]
+    elif flavour.row_tiles and kw > 1 and ow < 16 and 16 % ow == 0:
+        src = te.compute((n, cc, kw, h + 2 * ph, ow, cb), lambda b, c, rx, y, x, i: padded(b, c, y, x + rx, i),
+                         name=QPAD_BLOCK)
+
+        def tap(b, c, y, x, ry, rx, i):
+            return src[b, c, rx, y + ry, x, i]
     else:
         src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), padded, name=QPAD_BLOCK) if ph or pw or signed else data
 

@@ -19,7 +19,7 @@ from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
+from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2, amx_intrinsics_2x2_rows
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
                              rows_for_tasks, target_cores)
 
@@ -175,7 +175,10 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         cw = sp.pop() if ow > 1 and sp else None
         ch = sp.pop() if rows > 1 and sp else None
         if amx:
-            self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8")
+            # input rows exactly OW pixels wide (a 1x1 conv's, or a narrow map's padded input
+            # laid out per column tap: Int8Flavour.row_tiles): whole image rows fill a tile
+            contiguous = int(data.shape[-2]) == ow
+            self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8", contiguous)
         elif sdot:
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_SDOT_S8S8_4x4)
         elif avx2:
@@ -245,11 +248,27 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(cvi, intrin)
 
-    def _amx(self, sch, conv, ch, cw, cv, red, ow, kind):
+    def _amx(self, sch, conv, ch, cw, cv, red, ow, kind, contiguous=False):
         """Tile groups of m pixels x 64 output channels (`amx_intrinsics`), or, where the task has
         an even number of output rows, of two rows of m pixels x 32 channels
-        (`amx_intrinsics_2x2`: each weight tile serves both rows)."""
+        (`amx_intrinsics_2x2`: each weight tile serves both rows). On a map narrower than 16
+        whose rows are `contiguous` in the input and the accumulator, a tile is
+        16 // OW whole image rows (`amx_intrinsics_2x2_rows`): 16 rows, not OW."""
         m = largest_divisor_at_most(ow, 16)
+        image_rows = 16 // ow if contiguous and ow < 16 and 16 % ow == 0 else 1
+        if (image_rows > 1 and self.amx_pairs and ch is not None and cw is not None
+                and extent(sch, ch) % (2 * image_rows) == 0):
+            init_i, update_i, store_i = amx_intrinsics_2x2_rows(image_rows, ow, kind)
+            rg, ri = red[-2], red[-1]
+            taps = red[:-2]
+            if extent(sch, rg) > 16:   # bf16: 32 pairs per 64-channel block, 16 per tile row
+                rgo, rg = sch.split(rg, [None, 16])
+                taps = taps + [rgo]
+            cho, chi = sch.split(ch, [None, 2 * image_rows])
+            cvo, cvi = sch.split(cv, [2, 32])
+            spatial, inner = [cho, cvo], [chi, cw, cvi, rg, ri]
+            self._amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i)
+            return
         pair = self.amx_pairs and ch is not None and cw is not None and extent(sch, ch) % 2 == 0
         init_i, update_i, store_i = (amx_intrinsics_2x2 if pair else amx_intrinsics)(m, kind)
         cwo, cwi = sch.split(cw, [None, m]) if cw is not None else (None, None)
@@ -265,6 +284,12 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         else:
             spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
             inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
+        self._amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i)
+
+    @staticmethod
+    def _amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i):
+        """Order the loops, keep the accumulators in a local buffer written back per tile
+        group, and tensorize init, update and store at the tile group's loops."""
         sch.reorder(*spatial, *taps, *inner)
         wb = sch.cache_write(conv, 0, "local")
         sch.reverse_compute_at(wb, spatial[-1])

@@ -7,9 +7,11 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
+from reidc.kernels.amx_config import hoist_tile_config
 from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.kernels.bitpack_schedule import Bitpack
 from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
+from reidc.kernels.fold_schedule import FoldColumns
 from reidc.kernels.cuda_schedules import cuda_rules
 from reidc.kernels.winograd_schedule import WinogradNCHWc
 from reidc.targets import TargetPreset
@@ -23,7 +25,7 @@ def schedule_rules(preset: TargetPreset) -> list:
                             sdot="dotprod" in preset.cpu_features(), avx2="avx2" in preset.cpu_features(),
                             accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
                             amx_bf16="amx-bf16" in preset.cpu_features()),
-            BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(),
+            BConv2dNCHWc(reg_w=12, lanes=max(1, preset.vector_bits // 64)), Bitpack(), FoldColumns(),
             WinogradNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4), CPUFallback()]
 
 
@@ -38,7 +40,7 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     if preset.arch == "aarch64":
         return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")
     if "avx512vnni" in feats:
-        return Int8Flavour()
+        return Int8Flavour(row_tiles="amx-int8" in feats)
     if "avx2" in feats:
         return Int8Flavour(order="dot4", weight_max=63)
     return Int8Flavour(order="lanes")
@@ -82,9 +84,28 @@ def relax_pipeline(preset: TargetPreset, database=None) -> tvm.transform.Pass:
     return _pipeline
 
 
+def _cpu_tir_pipeline(**kwargs):
+    """TVM's TIR lowering, then AMX tile configurations hoisted to the top of each parallel task
+    (kernels/amx_config.py)."""
+    from tvm.tirx import compilation_pipeline as tir_pipelines
+    lower, finalize_host, finalize_device = tir_pipelines.get_tir_pipeline("default", **kwargs)
+
+    def pipeline(mod: tvm.IRModule) -> tvm.IRModule:
+        mod = lower(mod)
+        funcs = {gv: hoist_tile_config(f) if isinstance(f, tvm.tirx.PrimFunc) else f for gv, f in mod.functions.items()}
+        return tvm.IRModule(funcs, attrs=mod.attrs)
+    return pipeline, finalize_host, finalize_device
+
+
+CPU_TIR_PIPELINE = "reidc_cpu"
+
+
 def build(mod: tvm.IRModule, preset: TargetPreset, database=None):
     """Compile to a `tvm.relax` VM executable (call `.export_library(path)` to save it)."""
-    return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset, database))
+    from tvm.tirx import compilation_pipeline as tir_pipelines
+    tir_pipelines.register_tir_pipeline(CPU_TIR_PIPELINE, _cpu_tir_pipeline)
+    return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset, database),
+                       tir_pipeline="default" if preset.kind == "cuda" else CPU_TIR_PIPELINE)
 
 
 def device_source(ex) -> str | None:

@@ -10,7 +10,8 @@ from tvm import relax
 
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.quant import inverse_scale
-from reidc.kernels.conv2d_int8 import GROUP, LANES, conv2d_nchwc_int8, output_block, pack_weight_int8, weight_sums
+from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, fold_columns, fold_weight, output_block,
+                                      pack_weight_int8, weight_sums)
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -35,7 +36,9 @@ def _quantize(low, nid, n, ins):
     if zp:
         y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
     y = low.emit(relax.op.clip(y, 0, 255))
-    return Lowered(low.emit(relax.op.astype(y, "uint8")), cb)
+    # through int32: LLVM narrows i32 -> i8 in one instruction (vpmovdb); float -> u8 directly
+    # it lowered to a convert plus a chain of packs and inserts that cost more than the clip
+    return Lowered(low.emit(relax.op.astype(relax.op.astype(y, "int32"), "uint8")), cb)
 
 
 @lowers(Op.DEQUANTIZE)
@@ -69,8 +72,16 @@ def _conv2d_int8(low, nid, n, ins):
                             f"target's {wmax} (its int8 dot product saturates above; quantize_int8 takes weight_max)")
     zp = int(n.attrs["zero_point"])
     ob = output_block(o)
-    args = [data, low.const(pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)), tuple(n.attrs["stride"]),
-            tuple(n.attrs["padding"]), zp]
+    stride, padding, taps = tuple(n.attrs["stride"]), tuple(n.attrs["padding"]), tuple(w.shape[-2:])
+    fold = column_fold(stride, taps, cb) if low.int8.row_tiles and w.ndim == 4 and cb == w.shape[1] else None
+    if fold is not None:   # the stem on AMX: phases and column taps folded into 64-channel rows
+        data = low.bb.emit_te(fold_columns, data, stride, padding, taps, zp, primfunc_name_hint="fold_columns",
+                              primfunc_attrs={"op_pattern": 8})   # its own kernel: the quantize stays vectorised
+        packed = pack_weight_int8(fold_weight(np.asarray(w), stride, *fold), 64, ob, low.int8.order)
+        stride, padding = (1, 1), (0, 0)
+    else:
+        packed = pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)
+    args = [data, low.const(packed), stride, padding, zp]
     kernel = partial(conv2d_nchwc_int8, flavour=low.int8)
     acc = low.bb.emit_te(kernel, *args, modality=ins[1] if w.ndim == 5 else None,
                          primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})

@@ -1,0 +1,133 @@
+"""Configure AMX tiles once per parallel task, not once per tile group.
+
+The AMX intrinsics (x86_intrin.py) configure the tiles (ldtilecfg) in their `init`, which the
+schedule places once per group of accumulator tiles: a 64-channel 3x3 conv configures every
+nine tile updates. ldtilecfg waits for every tile instruction in flight and clears the tiles,
+so each group paid a full drain of the AMX pipeline (about a fifth of such a kernel's time).
+The configuration is the same constant for every group of a kernel, so this pass, run on the
+lowered TIR, moves it to the top of each parallel task (a task runs on one thread from start
+to end, so its tiles stay configured): the 64-byte config is filled and loaded once per task.
+A task whose groups use different configurations is left as it is."""
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+
+LDTILECFG = "llvm.x86.ldtilecfg"
+
+
+def _is_ldtilecfg(stmt) -> bool:
+    if not isinstance(stmt, tirx.Evaluate) or not isinstance(stmt.value, tvm.ir.Call):
+        return False
+    call = stmt.value
+    if getattr(call.op, "name", "") != "tirx.call_llvm_intrin" or not isinstance(call.args[0], tirx.IntImm):
+        return False
+    return int(call.args[0].value) == tvm.target.codegen.llvm_lookup_intrinsic_id(LDTILECFG)
+
+
+def _children(stmt) -> list:
+    """The statements directly under `stmt` (the containers these kernels' lowered TIR has)."""
+    if isinstance(stmt, tirx.SeqStmt):
+        return list(stmt.seq)
+    if isinstance(stmt, (tirx.For, tirx.AttrStmt, tirx.While)):
+        return [stmt.body]
+    if isinstance(stmt, tirx.IfThenElse):
+        return [stmt.then_case] + ([stmt.else_case] if stmt.else_case is not None else [])
+    return []
+
+
+def _rebuild(stmt, kids: list):
+    if isinstance(stmt, tirx.SeqStmt):
+        return tirx.SeqStmt(kids) if len(kids) > 1 else (kids[0] if kids else tirx.Evaluate(0))
+    if isinstance(stmt, tirx.For):
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, kids[0], stmt.thread_binding,
+                        stmt.annotations, stmt.step, stmt.span)
+    if isinstance(stmt, tirx.AttrStmt):
+        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, kids[0], stmt.span)
+    if isinstance(stmt, tirx.While):
+        return tirx.While(stmt.condition, kids[0], stmt.span)
+    if isinstance(stmt, tirx.IfThenElse):
+        return tirx.IfThenElse(stmt.condition, kids[0], kids[1] if len(kids) > 1 else None, stmt.span)
+    return stmt
+
+
+def _walk(stmt, fn):
+    fn(stmt)
+    for k in _children(stmt):
+        _walk(k, fn)
+
+
+def _config_pairs(body) -> list:
+    """[(fill loop, ldtilecfg statement)]: each ldtilecfg with the loop right before it (the
+    loop that fills its 64-byte config buffer)."""
+    pairs = []
+
+    def visit(node):
+        if isinstance(node, tirx.SeqStmt):
+            seq = list(node.seq)
+            for i, s in enumerate(seq):
+                if _is_ldtilecfg(s) and i > 0 and isinstance(seq[i - 1], tirx.For):
+                    pairs.append((seq[i - 1], s))
+    _walk(body, visit)
+    return pairs
+
+
+def _stores(stmt) -> list:
+    found = []
+
+    def visit(node):
+        if isinstance(node, tirx.BufferStore) and not any(node.buffer.same_as(b) for b in found):
+            found.append(node.buffer)
+        if isinstance(node, tirx.For) and isinstance(node.body, tirx.BufferStore):
+            visit(node.body)
+    _walk(stmt, visit)
+    return found
+
+
+def _strip(stmt, gone):
+    kids = _children(stmt)
+    if not kids:
+        return stmt
+    new = [_strip(k, gone) for k in kids if not any(k.same_as(g) for g in gone)]
+    if len(new) == len(kids) and all(a.same_as(b) for a, b in zip(new, kids)):
+        return stmt
+    return _rebuild(stmt, new)
+
+
+def _hoist(loop: tirx.For) -> tirx.For:
+    pairs = _config_pairs(loop.body)
+    top = list(loop.body.seq) if isinstance(loop.body, tirx.SeqStmt) else [loop.body]
+    if not pairs or any(s.same_as(load) for _, load in pairs for s in top):
+        return loop   # none, or already loaded once at the task's top
+    fill, load = pairs[0]
+    if not all(tvm_ffi.structural_equal(f, fill) and tvm_ffi.structural_equal(s, load) for f, s in pairs):
+        return loop
+    written = _stores(fill)
+    if len(written) != 1:
+        return loop
+    if any(v.name != written[0].name for v in tirx.analysis.undefined_vars(fill, [])):
+        return loop   # the fill reads a value the task does not have at its start
+    body = _strip(loop.body, [s for pair in pairs for s in pair])
+    # right after the config buffer's allocation (the lowering puts it at the task's top)
+    seq = list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]
+    for i, s in enumerate(seq):
+        if isinstance(s, tirx.AllocBuffer) and s.buffer.same_as(written[0]):
+            seq[i + 1:i + 1] = [fill, load]
+            return tirx.For(loop.loop_var, loop.min, loop.extent, loop.kind, tirx.SeqStmt(seq),
+                            loop.thread_binding, loop.annotations, loop.step, loop.span)
+    return loop
+
+
+def _rewrite_parallel(stmt):
+    if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
+        return _hoist(stmt)
+    kids = _children(stmt)
+    new = [_rewrite_parallel(k) for k in kids]
+    return stmt if all(a.same_as(b) for a, b in zip(new, kids)) else _rebuild(stmt, new)
+
+
+def hoist_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """`func` with each parallel task's tile configuration loaded once, at the task's top."""
+    body = _rewrite_parallel(func.body)
+    return func if body.same_as(func.body) else func.with_body(body)
