@@ -137,7 +137,7 @@ def test_narrow_maps_fill_sixteen_row_tiles(size, kernel, rows):
     two-row tiles: 8-row tiles there."""
     q = (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128})
     g = _chain(64, size, [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
-                          (Op.CONV2D_INT8, _qconv(64, 64, 1)), q,      # 16-channel blocks in: vpdpbusd
+                          (Op.CONV2D_INT8, _qconv(64, 64, 1)), q,      # 16-channel blocks in, re-blocked to 64
                           (Op.CONV2D_INT8, _qconv(64, 64, kernel, padding=(kernel // 2,) * 2, zero_point=128))])
     assert _tile_rows(g, AMX) == {rows}
     ex = build(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)

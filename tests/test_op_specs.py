@@ -319,9 +319,10 @@ def test_int8_conv_uses_the_targets_dot_product(case, preset_name, instruction):
 
 
 def test_int8_conv_on_amx_tiles():
-    """A 64-channel int8 input at stride 1 is AMX's: tile loads and tdpbusd (x86-amx, checked in
-    the assembly); the first conv reads 16-channel blocks, so it stays on vpdpbusd. Where this
-    machine has AMX-INT8 it runs (after asking Linux for the tile state) and matches exactly."""
+    """int8 convs are AMX's: tile loads and tdpbusd (x86-amx, checked in the assembly), the first
+    one too (its uint8 input, quantized in 16-channel blocks, is re-blocked to 64): no vpdpbusd
+    is left. Where this machine has AMX-INT8 it runs (after asking Linux for the tile state) and
+    matches exactly."""
     from reidc.targets.amx import request_amx
     g = Graph("op")
     g.add("x", Node(Op.INPUT, (), ("N", 64) + HW, attrs={"name": "x"}))
@@ -338,7 +339,8 @@ def test_int8_conv_on_amx_tiles():
     preset = get_target("x86-amx")
     ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
     asm = _asm(ex)
-    assert "tdpbusd" in asm and "tileloadd" in asm and "vpdpbusd" in asm
+    assert "tdpbusd" in asm and "tileloadd" in asm and "vpdpbusd" not in asm
+    assert len({f for f in _functions_with(asm, "tdpbusd") if "conv2d_int8" in f}) == 3
     if preset.missing_on_host() or not request_amx():
         pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
     x = RNG.standard_normal((2, 64) + HW).astype(np.float32)
@@ -362,14 +364,15 @@ def _functions_with(asm: str, instruction: str) -> set[str]:
 def test_strided_int8_convs_on_amx_tiles(size):
     """A strided int8 conv reads its input split into phases (conv2d_int8.py), so consecutive
     output pixels are consecutive rows of an AMX tile: 3x3 stride 2, 3x3 stride (2, 1) and 1x1
-    stride 2 convs of 64-channel inputs all run tdpbusd (their own kernels, in the assembly).
+    stride 2 convs of 64-channel inputs all run tdpbusd (their own kernels, in the assembly), as
+    does the first 1x1 (its input re-blocked from 16 to 64 channels).
     Odd and even maps (the last phase shorter). Where this machine has AMX-INT8: exact."""
     from reidc.targets.amx import request_amx
     g = Graph("op")
     g.add("x", Node(Op.INPUT, (), ("N", 64) + size, attrs={"name": "x"}))
     q = (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128})
     steps = [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
-             (Op.CONV2D_INT8, QCONV(64, 64, 1)), q,                       # 16-channel blocks in: vpdpbusd
+             (Op.CONV2D_INT8, QCONV(64, 64, 1)), q,                       # 16-channel blocks in, re-blocked
              (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 2), padding=(1, 1)), "zero_point": 128}), q,
              (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 1), padding=(1, 1)), "zero_point": 128}), q,
              (Op.CONV2D_INT8, {**QCONV(64, 64, 1, stride=(2, 2)), "zero_point": 128})]
@@ -381,7 +384,7 @@ def test_strided_int8_convs_on_amx_tiles(size):
     preset = get_target("x86-amx")
     ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
     amx = {f for f in _functions_with(_asm(ex), "tdpbusd") if "conv2d_int8" in f}
-    assert len(amx) == 3, sorted(amx)
+    assert len(amx) == 4, sorted(amx)
     if preset.missing_on_host() or not request_amx():
         pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
     x = RNG.standard_normal((2, 64) + size).astype(np.float32)

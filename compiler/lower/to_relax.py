@@ -82,7 +82,19 @@ class Lowerer:
         have = self.cb[nid]
         if have == cb:
             return v
-        _, c, h, w = self.g[nid].shape
+        return self.reblock(v, self.g[nid].shape, have, cb)
+
+    def reblock(self, v: relax.Expr, shape: tuple, have: int, cb: int) -> relax.Expr:
+        """A blocked value of a (N, C, H, W) tensor, from channel block `have` to `cb`."""
+        _, c, h, w = shape
+        if have % cb == 0:   # split each block into have // cb: one transpose between two views
+            v = self.emit(relax.op.reshape(v, (self.n, c // have, h, w, have // cb, cb)))
+            v = self.emit(relax.op.permute_dims(v, [0, 1, 4, 2, 3, 5]))
+            return self.emit(relax.op.reshape(v, (self.n, c // cb, h, w, cb)))
+        if cb % have == 0:   # gather cb // have blocks into one
+            v = self.emit(relax.op.reshape(v, (self.n, c // cb, cb // have, h, w, have)))
+            v = self.emit(relax.op.permute_dims(v, [0, 1, 3, 4, 2, 5]))
+            return self.emit(relax.op.reshape(v, (self.n, c // cb, h, w, cb)))
         v = self.emit(relax.op.permute_dims(v, [0, 1, 4, 2, 3]))
         v = self.emit(relax.op.reshape(v, (self.n, c // cb, cb, h, w)))
         return self.emit(relax.op.permute_dims(v, [0, 1, 3, 4, 2]))
