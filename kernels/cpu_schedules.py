@@ -19,7 +19,7 @@ from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2, amx_intrinsics_2x2_rows
+from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
                              rows_for_tasks, target_cores)
 
@@ -250,27 +250,17 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
 
     def _amx(self, sch, conv, ch, cw, cv, red, ow, kind, contiguous=False):
         """Tile groups of m pixels x 64 output channels (`amx_intrinsics`), or, where the task has
-        an even number of output rows, of two rows of m pixels x 32 channels
-        (`amx_intrinsics_2x2`: each weight tile serves both rows). On a map narrower than 16
-        whose rows are `contiguous` in the input and the accumulator, a tile is
-        16 // OW whole image rows (`amx_intrinsics_2x2_rows`): 16 rows, not OW."""
+        an even number of output rows, of two pixel tiles x 32 channels (`amx_intrinsics_2x2`:
+        each weight tile serves both). A pixel tile is one row of m pixels, or, on a map
+        narrower than 16 whose rows are `contiguous` in the input and the accumulator, 16 // OW
+        whole image rows: 16 rows, not OW."""
         m = largest_divisor_at_most(ow, 16)
-        image_rows = 16 // ow if contiguous and ow < 16 and 16 % ow == 0 else 1
-        if (image_rows > 1 and self.amx_pairs and ch is not None and cw is not None
-                and extent(sch, ch) % (2 * image_rows) == 0):
-            init_i, update_i, store_i = amx_intrinsics_2x2_rows(image_rows, ow, kind)
-            rg, ri = red[-2], red[-1]
-            taps = red[:-2]
-            if extent(sch, rg) > 16:   # bf16: 32 pairs per 64-channel block, 16 per tile row
-                rgo, rg = sch.split(rg, [None, 16])
-                taps = taps + [rgo]
-            cho, chi = sch.split(ch, [None, 2 * image_rows])
-            cvo, cvi = sch.split(cv, [2, 32])
-            spatial, inner = [cho, cvo], [chi, cw, cvi, rg, ri]
-            self._amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i)
-            return
-        pair = self.amx_pairs and ch is not None and cw is not None and extent(sch, ch) % 2 == 0
-        init_i, update_i, store_i = (amx_intrinsics_2x2 if pair else amx_intrinsics)(m, kind)
+        per_tile = 16 // ow if contiguous and ow < 16 and 16 % ow == 0 else 1
+        rows = extent(sch, ch) if ch is not None and cw is not None else 0
+        if rows % (2 * per_tile):
+            per_tile = 1
+        pair = self.amx_pairs and rows and rows % 2 == 0
+        init_i, update_i, store_i = amx_intrinsics_2x2(m, kind, per_tile) if pair else amx_intrinsics(m, kind)
         cwo, cwi = sch.split(cw, [None, m]) if cw is not None else (None, None)
         rg, ri = red[-2], red[-1]
         taps = red[:-2]          # c-block, ky, kx (those of extent > 1)
@@ -278,7 +268,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             rgo, rg = sch.split(rg, [None, 16])
             taps = taps + [rgo]
         if pair:
-            cho, chi = sch.split(ch, [None, 2])
+            cho, chi = sch.split(ch, [None, 2 * per_tile])
             cvo, cvi = sch.split(cv, [2, 32])
             spatial, inner = [cho, cwo, cvo], [chi, cwi, cvi, rg, ri]
         else:

@@ -216,122 +216,21 @@ def amx_intrinsics(rows: int, kind: str = "int8") -> tuple[str, str, str]:
     return names
 
 
-def amx_intrinsics_2x2(rows: int, kind: str = "int8") -> tuple[str, str, str]:
-    """As `amx_intrinsics`, for two rows of `rows` output pixels x 32 output channels: C in
-    tmm0-3 (pixel row r, 16 channels j in tmm 2r + j), A (the two rows) in tmm4-5, B (the two
+def amx_intrinsics_2x2(width: int, kind: str = "int8", image_rows: int = 1) -> tuple[str, str, str]:
+    """As `amx_intrinsics`, for two tiles of pixels x 32 output channels: C in tmm0-3 (pixel
+    tile r, 16 channels j in tmm 2r + j), A (the two pixel tiles) in tmm4-5, B (the two
     16-channel halves) in tmm6-7. Per step 2 A and 2 B loads feed 4 dot products, so each weight
-    tile loaded serves two pixel rows: half the weight traffic of the 1 x 4 layout, which is
-    what the large layers' convs (weights streamed from L2) are bound by."""
-    names = tuple(f"reidc_amx2_{kind}_{k}_{rows}" for k in ("init", "update", "store"))
-    if names[0] in _REGISTERED:
-        return names
-    M = rows
-    t = _AmxTypes(kind)
-    acc, elem, weight, group, K, zero, dot, esize, a_val = t.acc, t.elem, t.weight, t.group, t.K, t.zero, t.dot, t.esize, t.value
-
-    @T.prim_func(s_tir=True)
-    def init_desc(c: T.handle) -> None:
-        s0, s1 = T.int32(), T.int32()
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        with T.sblock("root"):
-            T.reads()
-            T.writes(C[0:2, 0:M, 0:32])
-            for r, i, j in T.grid(2, M, 32):
-                with T.sblock("init"):
-                    vr, vi, vj = T.axis.remap("SSS", [r, i, j])
-                    C[vr, vi, vj] = zero
-
-    @T.prim_func(s_tir=True)
-    def init_impl(c: T.handle) -> None:
-        s0, s1 = T.int32(), T.int32()
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        with T.sblock("root"):
-            T.reads()
-            T.writes(C[0:2, 0:M, 0:32])
-            cfg = T.alloc_buffer((64,), "uint8")
-            for i in range(64):   # palette 1; tmm0-7 64 bytes wide; tmm0-5 M rows, tmm6-7 16 rows
-                cfg[i] = T.if_then_else(i == 0, T.uint8(1), T.if_then_else(
-                    16 <= i and i < 32 and i % 2 == 0, T.uint8(64), T.if_then_else(
-                        48 <= i and i < 54, T.uint8(M), T.if_then_else(54 <= i and i < 56, T.uint8(16), T.uint8(0)))))
-            T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0])))
-            for t in T.unroll(4):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.uint8(t)))
-
-    @T.prim_func(s_tir=True)
-    def update_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        a0, a1, sb, s0, s1 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (2, M, K), elem, offset_factor=1, strides=[a0, a1, 1])
-        B = T.match_buffer(b, (16, 32, group), weight, offset_factor=1, strides=[sb, group, 1])
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        with T.sblock("root"):
-            T.reads(C[0:2, 0:M, 0:32], A[0:2, 0:M, 0:K], B[0:16, 0:32, 0:group])
-            T.writes(C[0:2, 0:M, 0:32])
-            for r, m, n, g, k in T.grid(2, M, 32, 16, group):
-                with T.sblock("update"):
-                    vr, vm, vn, vg, vk = T.axis.remap("SSSRR", [r, m, n, g, k])
-                    C[vr, vm, vn] = C[vr, vm, vn] + a_val(A[vr, vm, vg * group + vk]) * a_val(B[vg, vn, vk])
-
-    @T.prim_func(s_tir=True)
-    def update_impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        a0, a1, sb, s0, s1 = T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
-        A = T.match_buffer(a, (2, M, K), elem, offset_factor=1, strides=[a0, a1, 1])
-        B = T.match_buffer(b, (16, 32, group), weight, offset_factor=1, strides=[sb, group, 1])
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        with T.sblock("root"):
-            T.reads(C[0:2, 0:M, 0:32], A[0:2, 0:M, 0:K], B[0:16, 0:32, 0:group])
-            T.writes(C[0:2, 0:M, 0:32])
-            for r in T.unroll(2):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(4 + r),
-                                              A.access_ptr("r", offset=a0 * r), T.int64(a1 * esize)))
-            for j in T.unroll(2):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.uint8(6 + j),
-                                              B.access_ptr("r", offset=16 * group * j), T.int64(sb * esize)))
-            for r in T.unroll(2):
-                for j in T.unroll(2):
-                    T.evaluate(T.call_llvm_intrin("void", dot, T.uint8(2 * r + j), T.uint8(4 + r), T.uint8(6 + j)))
-
-    @T.prim_func(s_tir=True)
-    def store_desc(c: T.handle, d: T.handle) -> None:
-        s0, s1, d0, d1 = T.int32(), T.int32(), T.int32(), T.int32()
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        D = T.match_buffer(d, (2, M, 32), acc, offset_factor=1, strides=[d0, d1, 1])
-        with T.sblock("root"):
-            T.reads(C[0:2, 0:M, 0:32])
-            T.writes(D[0:2, 0:M, 0:32])
-            for r, m, n in T.grid(2, M, 32):
-                with T.sblock("store"):
-                    vr, vm, vn = T.axis.remap("SSS", [r, m, n])
-                    D[vr, vm, vn] = C[vr, vm, vn]
-
-    @T.prim_func(s_tir=True)
-    def store_impl(c: T.handle, d: T.handle) -> None:
-        s0, s1, d0, d1 = T.int32(), T.int32(), T.int32(), T.int32()
-        C = T.match_buffer(c, (2, M, 32), acc, offset_factor=1, strides=[s0, s1, 1], scope="local")
-        D = T.match_buffer(d, (2, M, 32), acc, offset_factor=1, strides=[d0, d1, 1])
-        with T.sblock("root"):
-            T.reads(C[0:2, 0:M, 0:32])
-            T.writes(D[0:2, 0:M, 0:32])
-            for r in T.unroll(2):
-                for j in T.unroll(2):
-                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.uint8(2 * r + j),
-                                                  D.access_ptr("w", offset=d0 * r + 16 * j), T.int64(d1 * 4)))
-
-    for name, desc, impl in zip(names, (init_desc, update_desc, store_desc), (init_impl, update_impl, store_impl)):
-        TensorIntrin.register(name, desc, impl, override=True)
-    _REGISTERED.add(names[0])
-    return names
-
-
-def amx_intrinsics_2x2_rows(image_rows: int, width: int, kind: str = "int8") -> tuple[str, str, str]:
-    """As `amx_intrinsics_2x2`, where a tile's rows are `image_rows` whole image rows of `width`
-    pixels (image_rows x width <= 16): on a narrow map (width 8, 4, 2) a tile still has 16
-    rows. The descriptions name (2 x image_rows, width, ...) regions; the implementations load
-    and store image_rows of them as one tile, which is right only where consecutive image rows
-    are consecutive in memory (a row's stride is width x the pixel's): the schedule uses this
-    for convs whose input and accumulator rows are exactly `width` pixels (1x1, no padding)."""
+    tile loaded serves two pixel tiles: half the weight traffic of the 1 x 4 layout, which is
+    what the large layers' convs (weights streamed from L2) are bound by.
+    A pixel tile is `image_rows` image rows of `width` pixels (image_rows x width <= 16): one
+    row by default; on a narrow map (width 8, 4, 2) several, so a tile still has 16 rows. The
+    descriptions name (2 x image_rows, width, ...) regions; the implementations load and store
+    image_rows of them as one tile, which is right only where consecutive image rows are
+    consecutive in memory (a row's stride is width x the pixel's): the schedule asks for more
+    than one only for convs whose input and accumulator rows are exactly `width` pixels."""
     R, W = image_rows, width
     M, H = R * W, 2 * R
-    names = tuple(f"reidc_amx2r_{kind}_{k}_{R}x{W}" for k in ("init", "update", "store"))
+    names = tuple(f"reidc_amx2_{kind}_{k}_{R}x{W}" for k in ("init", "update", "store"))
     if names[0] in _REGISTERED:
         return names
     t = _AmxTypes(kind)

@@ -22,6 +22,8 @@ from reidc.kernels.amx_config import hoist_tile_config
 from reidc.kernels.conv2d_int8 import Int8Flavour, column_fold
 from reidc.targets import get_target
 
+from asm_text import asm_of, functions_with
+
 RNG = np.random.default_rng(11)
 AMX = get_target("x86-amx")
 
@@ -46,20 +48,6 @@ def _chain(c, size, steps) -> Graph:
         prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
     g.outputs = [prev]
     return verify(g)
-
-
-def _asm(ex) -> str:
-    return "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
-
-
-def _functions_with(asm: str, instruction: str) -> set[str]:
-    found, name = set(), None
-    for line in asm.splitlines():
-        if line and not line[0].isspace() and line.endswith(":") and not line.startswith("."):
-            name = line[:-1]
-        elif name and instruction in line:
-            found.add(name)
-    return found
 
 
 def _exact_on_amx(g, ex, x):
@@ -111,6 +99,25 @@ def test_without_a_parallel_loop_nothing_changes():
             T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(cfg[0]))
             out[g] = 1
     assert hoist_tile_config(f).same_as(f)
+
+
+@pytest.mark.parametrize("size", [(9, 7), (8, 8)])
+def test_strided_int8_convs_on_amx_tiles(size):
+    """A strided int8 conv reads its input split into phases (conv2d_int8.py), so consecutive
+    output pixels are consecutive rows of an AMX tile: 3x3 stride 2, 3x3 stride (2, 1) and 1x1
+    stride 2 convs of 64-channel inputs all run tdpbusd (their own kernels, in the assembly), as
+    does the first 1x1 (its input re-blocked from 16 to 64 channels).
+    Odd and even maps (the last phase shorter). Where this machine has AMX-INT8: exact."""
+    q = (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128})
+    g = _chain(64, size, [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
+                          (Op.CONV2D_INT8, _qconv(64, 64, 1)), q,
+                          (Op.CONV2D_INT8, _qconv(64, 64, 3, (2, 2), (1, 1), 128)), q,
+                          (Op.CONV2D_INT8, _qconv(64, 64, 3, (2, 1), (1, 1), 128)), q,
+                          (Op.CONV2D_INT8, _qconv(64, 64, 1, (2, 2), zero_point=128))])
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)
+    amx = {f for f in functions_with(asm_of(ex), "tdpbusd") if "conv2d_int8" in f}
+    assert len(amx) == 4, sorted(amx)
+    _exact_on_amx(g, ex, RNG.standard_normal((2, 64) + size).astype(np.float32))
 
 
 # --- narrow maps: 16-row tiles of whole image rows -----------------------------------------------
@@ -169,7 +176,7 @@ def test_the_folded_stem_is_exact_anywhere(host, size):
     g = _stem(size)
     flavour = Int8Flavour(**{**int8_flavour(host).__dict__, "row_tiles": True})
     ex = build(to_relax({"visible": g}, int8=flavour), host)
-    assert any("fold_columns" in f for f in _functions_with(_asm(ex), "ret"))
+    assert any("fold_columns" in f for f in functions_with(asm_of(ex), "ret"))
     x = RNG.standard_normal((2, 3) + size).astype(np.float32)
     want = run_all(g, {"x": x})[g.outputs[0]]
     got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
@@ -179,7 +186,7 @@ def test_the_folded_stem_is_exact_anywhere(host, size):
 def test_the_stem_runs_on_amx_tiles():
     g = _stem((32, 16))
     ex = build(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)
-    asm = _asm(ex)
-    assert any("conv2d_int8" in f for f in _functions_with(asm, "tdpbusd"))
-    assert any("fold_columns" in f for f in _functions_with(asm, "ret"))
+    asm = asm_of(ex)
+    assert any("conv2d_int8" in f for f in functions_with(asm, "tdpbusd"))
+    assert any("fold_columns" in f for f in functions_with(asm, "ret"))
     _exact_on_amx(g, ex, RNG.standard_normal((2, 3, 32, 16)).astype(np.float32))

@@ -20,6 +20,8 @@ from reidc.compiler.lower.registry import LOWERINGS, LoweringError
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.targets import get_target
 
+from asm_text import asm_of, functions_with
+
 ATTR_KINDS = {"array", "pair", "float", "str", "bool", "params"}
 RNG = np.random.default_rng(3)
 
@@ -281,10 +283,6 @@ def test_constants_are_read_only_all_the_way_down():
 INT8_CASES = sorted(c for c in CASES if c.startswith("conv2d_int8"))
 
 
-def _asm(ex) -> str:
-    return "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
-
-
 @pytest.mark.parametrize("preset_name, instruction", [("x86-avx512-vnni", "vpdpbusd"), ("x86-avx2", "vpmaddubsw")])
 @pytest.mark.parametrize("case", INT8_CASES)
 def test_int8_conv_uses_the_targets_dot_product(case, preset_name, instruction):
@@ -304,9 +302,9 @@ def test_int8_conv_uses_the_targets_dot_product(case, preset_name, instruction):
     # weights picked per sample (a (2, O, I, kh, kw) int8 weight) are no affine tile: LLVM's loops
     # (which LLVM itself may turn into vpmaddwd, never into vpdpbusd)
     if case.endswith("_weights"):
-        assert "vpdpbusd" not in _asm(ex) and "vpmaddubsw" not in _asm(ex)
+        assert "vpdpbusd" not in asm_of(ex) and "vpmaddubsw" not in asm_of(ex)
     else:
-        assert instruction in _asm(ex)
+        assert instruction in asm_of(ex)
     if preset.missing_on_host():
         pytest.skip(f"this CPU lacks {preset_name}: checked in its assembly only")
     x = RNG.standard_normal((3, C) + HW).astype(np.float32)
@@ -338,56 +336,12 @@ def test_int8_conv_on_amx_tiles():
     g = verify(g)
     preset = get_target("x86-amx")
     ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
-    asm = _asm(ex)
+    asm = asm_of(ex)
     assert "tdpbusd" in asm and "tileloadd" in asm and "vpdpbusd" not in asm
-    assert len({f for f in _functions_with(asm, "tdpbusd") if "conv2d_int8" in f}) == 3
+    assert len({f for f in functions_with(asm, "tdpbusd") if "conv2d_int8" in f}) == 3
     if preset.missing_on_host() or not request_amx():
         pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
     x = RNG.standard_normal((2, 64) + HW).astype(np.float32)
-    want = run_all(g, {"x": x})[g.outputs[0]]
-    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def _functions_with(asm: str, instruction: str) -> set[str]:
-    """The assembly's functions (top-level labels) whose bodies hold `instruction`."""
-    found, name = set(), None
-    for line in asm.splitlines():
-        if line and not line[0].isspace() and line.endswith(":") and not line.startswith("."):
-            name = line[:-1]
-        elif name and instruction in line:
-            found.add(name)
-    return found
-
-
-@pytest.mark.parametrize("size", [(9, 7), (8, 8)])
-def test_strided_int8_convs_on_amx_tiles(size):
-    """A strided int8 conv reads its input split into phases (conv2d_int8.py), so consecutive
-    output pixels are consecutive rows of an AMX tile: 3x3 stride 2, 3x3 stride (2, 1) and 1x1
-    stride 2 convs of 64-channel inputs all run tdpbusd (their own kernels, in the assembly), as
-    does the first 1x1 (its input re-blocked from 16 to 64 channels).
-    Odd and even maps (the last phase shorter). Where this machine has AMX-INT8: exact."""
-    from reidc.targets.amx import request_amx
-    g = Graph("op")
-    g.add("x", Node(Op.INPUT, (), ("N", 64) + size, attrs={"name": "x"}))
-    q = (Op.QUANTIZE, {"scale": const([0.05]), "zero_point": 128})
-    steps = [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
-             (Op.CONV2D_INT8, QCONV(64, 64, 1)), q,                       # 16-channel blocks in, re-blocked
-             (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 2), padding=(1, 1)), "zero_point": 128}), q,
-             (Op.CONV2D_INT8, {**QCONV(64, 64, 3, stride=(2, 1), padding=(1, 1)), "zero_point": 128}), q,
-             (Op.CONV2D_INT8, {**QCONV(64, 64, 1, stride=(2, 2)), "zero_point": 128})]
-    prev = "x"
-    for k, (op, attrs) in enumerate(steps):
-        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
-    g.outputs = [prev]
-    g = verify(g)
-    preset = get_target("x86-amx")
-    ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
-    amx = {f for f in _functions_with(_asm(ex), "tdpbusd") if "conv2d_int8" in f}
-    assert len(amx) == 4, sorted(amx)
-    if preset.missing_on_host() or not request_amx():
-        pytest.skip("this CPU (or kernel) has no AMX-INT8: the AMX build is checked in its assembly only")
-    x = RNG.standard_normal((2, 64) + size).astype(np.float32)
     want = run_all(g, {"x": x})[g.outputs[0]]
     got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
