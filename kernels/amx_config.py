@@ -79,8 +79,6 @@ def _stores(stmt) -> list:
     def visit(node):
         if isinstance(node, tirx.BufferStore) and not any(node.buffer.same_as(b) for b in found):
             found.append(node.buffer)
-        if isinstance(node, tirx.For) and isinstance(node.body, tirx.BufferStore):
-            visit(node.body)
     _walk(stmt, visit)
     return found
 

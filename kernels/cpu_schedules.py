@@ -21,7 +21,7 @@ from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
-                             rows_for_tasks, target_cores)
+                             rows_for_tasks, safe_inline, target_cores)
 
 
 class Conv2dNCHWc(CPUScheduleRule):
@@ -274,12 +274,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         else:
             spatial = ([ch] if ch is not None else []) + ([cwo] if cwo is not None else [])
             inner = ([cwi] if cwi is not None else []) + [cv, rg, ri]
-        self._amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i)
-
-    @staticmethod
-    def _amx_tensorize(sch, conv, spatial, taps, inner, init_i, update_i, store_i):
-        """Order the loops, keep the accumulators in a local buffer written back (and the fused
-        epilogue run) per tile group, and tensorize init, update and store at the group's loops."""
+        # accumulators in a local buffer written back, and the fused epilogue run, per tile group
         sch.reorder(*spatial, *taps, *inner)
         wb = sch.cache_write(conv, 0, "local")
         sch.reverse_compute_at(wb, spatial[-1])
@@ -290,7 +285,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             try:
                 sch.reverse_compute_at(out[0], spatial[-1])
                 sch.vectorize(sch.get_loops(out[0])[-1])
-            except s_tir.ScheduleError:
+            except s_tir.ScheduleError:   # deliberate: the epilogue then runs once per task, as before
                 pass
         init = sch.decompose_reduction(conv, taps[0] if taps else inner[0])
         depth = len(inner) - 2   # the loops the init and the store tile: all but the reduction's
@@ -384,34 +379,6 @@ def _ic_block(sch, anchor: str = CONV_BLOCK) -> int:
         if len(buf.shape) == 5:
             return int(buf.shape[-1])
     raise ValueError(f"{anchor} reads no 5-D data buffer")
-
-
-def safe_inline(sch, blocks):
-    """dlight's try_inline, except that nothing is reverse-inlined into a block that has an init
-    (a reduction). With a reduction of extent 1 (a dense layer with one input feature) dlight's
-    normalisation leaves such a block with spatial iterators only, and TVM 0.27 then inlines the
-    consumer into both the init and the update: `y = x @ w + b` came out as `x @ w + 2b`."""
-    def reducing_producer(rv) -> bool:
-        return any(sch.get(p).init is not None for p in sch.get_producers(rv))
-
-    def trial(fn, guard=lambda rv: False):
-        for i, b in enumerate(blocks):
-            if guard(b.block_rv):
-                continue
-            try:
-                fn(b.block_rv)
-            except Exception:  # noqa: BLE001  (TVM raises ScheduleError when a block cannot be inlined)
-                continue
-            return i
-        return None
-
-    while True:
-        i = trial(sch.compute_inline)
-        if i is None:
-            i = trial(sch.reverse_compute_inline, reducing_producer)
-        if i is None:
-            return blocks
-        blocks.pop(i)
 
 
 def _lanes_under_reduction(sch, block, loops, kinds, lead) -> bool:

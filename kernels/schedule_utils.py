@@ -95,3 +95,31 @@ def rows_for_tasks(oh: int | None, rows: int, other_tasks: int, want: int) -> in
     while oh and rows > 1 and other_tasks * (oh // rows) < want:
         rows = largest_divisor_at_most(oh, rows - 1)
     return rows
+
+
+def safe_inline(sch, blocks):
+    """dlight's try_inline, except that nothing is reverse-inlined into a block that has an init
+    (a reduction). With a reduction of extent 1 (a dense layer with one input feature) dlight's
+    normalisation leaves such a block with spatial iterators only, and TVM 0.27 then inlines the
+    consumer into both the init and the update: `y = x @ w + b` came out as `x @ w + 2b`."""
+    def reducing_producer(rv) -> bool:
+        return any(sch.get(p).init is not None for p in sch.get_producers(rv))
+
+    def trial(fn, guard=lambda rv: False):
+        for i, b in enumerate(blocks):
+            if guard(b.block_rv):
+                continue
+            try:
+                fn(b.block_rv)
+            except Exception:  # noqa: BLE001  (TVM raises ScheduleError when a block cannot be inlined)
+                continue
+            return i
+        return None
+
+    while True:
+        i = trial(sch.compute_inline)
+        if i is None:
+            i = trial(sch.reverse_compute_inline, reducing_producer)
+        if i is None:
+            return blocks
+        blocks.pop(i)

@@ -87,8 +87,7 @@ def relax_pipeline(preset: TargetPreset, database=None) -> tvm.transform.Pass:
 def _cpu_tir_pipeline(**kwargs):
     """TVM's TIR lowering, then AMX tile configurations hoisted to the top of each parallel task
     (kernels/amx_config.py)."""
-    from tvm.tirx import compilation_pipeline as tir_pipelines
-    lower, finalize_host, finalize_device = tir_pipelines.get_tir_pipeline("default", **kwargs)
+    lower, finalize_host, finalize_device = tvm.tirx.compilation_pipeline.get_tir_pipeline("default", **kwargs)
 
     def pipeline(mod: tvm.IRModule) -> tvm.IRModule:
         mod = lower(mod)
@@ -98,12 +97,11 @@ def _cpu_tir_pipeline(**kwargs):
 
 
 CPU_TIR_PIPELINE = "reidc_cpu"
+tvm.tirx.compilation_pipeline.register_tir_pipeline(CPU_TIR_PIPELINE, _cpu_tir_pipeline)
 
 
 def build(mod: tvm.IRModule, preset: TargetPreset, database=None):
     """Compile to a `tvm.relax` VM executable (call `.export_library(path)` to save it)."""
-    from tvm.tirx import compilation_pipeline as tir_pipelines
-    tir_pipelines.register_tir_pipeline(CPU_TIR_PIPELINE, _cpu_tir_pipeline)
     return tvm.compile(mod, target=preset.tvm_target(), relax_pipeline=relax_pipeline(preset, database),
                        tir_pipeline="default" if preset.kind == "cuda" else CPU_TIR_PIPELINE)
 

@@ -62,7 +62,7 @@ def _conv2d_int8(low, nid, n, ins):
         data = low.emit(relax.op.nn.pad(data, pad, pad_value=float(n.attrs["zero_point"])))
         cb = w.shape[-3]
     src = low.g[n.inputs[0]]
-    if low.int8.row_tiles and w.ndim == 4 and cb in (GROUP * 4, GROUP * 8) and src.shape[1] % 64 == 0:
+    if low.int8.row_tiles and w.ndim == 4 and cb in (16, 32) and src.shape[1] % 64 == 0:
         # AMX takes 64-channel rows: the uint8 input re-blocked (a quarter of the float's bytes)
         data, cb = low.reblock(data, src.shape, cb, 64), 64
     if cb <= 0 or cb % GROUP or o % LANES:
