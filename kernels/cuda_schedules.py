@@ -1,5 +1,6 @@
 """CUDA schedules as dlight rules: `ConvGPU` for reidc's float conv, grouped conv and binary conv
-(each with its fused epilogue), `BitpackGPU` for bit-packing. Everything else takes TVM's dlight
+(each with its fused epilogue), `BitpackGPU` for bit-packing; the int8 conv's `ConvInt8GPU`
+(dp4a) is in cuda_int8_schedule.py. Everything else takes TVM's dlight
 GPU rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback; see compiler/lower/build.py).
 
 ConvGPU, for an output (N, O//ob, OH, OW, ob):
@@ -17,21 +18,8 @@ from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
-from .schedule_utils import anchored, block_named, extent, largest_divisor_at_most
-
-
-def _reads(sch, block_rv):
-    """[(index, buffer)] of a block's reads."""
-    return [(i, getattr(r, "buffer", None) or r.source) for i, r in enumerate(sch.get(block_rv).reads)]
-
-
-def _cooperative_fetch(sch, block_rv, at, threads: int) -> None:
-    """Spread a shared-memory stage's copy loops (those under loop `at`) over the block's threads."""
-    loops = sch.get_loops(block_rv)
-    depth = 1 + next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at)))
-    fetch = sch.fuse(*loops[depth:]) if len(loops) - depth > 1 else loops[depth]
-    _, tx = sch.split(fetch, [None, threads])
-    sch.bind(tx, "threadIdx.x")
+from .cuda_int8_schedule import ConvInt8GPU
+from .schedule_utils import anchored, block_named, cooperative_fetch, largest_divisor_at_most, reads_of, thread_tile
 
 
 class ConvGPU(GPUScheduleRule):
@@ -52,36 +40,11 @@ class ConvGPU(GPUScheduleRule):
             return None
         sch, out = found
         main = sch.get_sblock(self.anchor)
-        loops = sch.get_loops(out)
-        if len(loops) != 5:
+        tile = thread_tile(sch, out, main, self.threads, self.px, self.ch)
+        if tile is None:
             return None
-        n, o, h, w, v = loops
-        oh, ow, ob = extent(sch, h), extent(sch, w), extent(sch, v)
-        if None in (oh, ow, ob):
-            return None
-        red = [int(iv.dom.extent) for iv in sch.get(main).iter_vars if iv.iter_type == 2]
-        tc, tw = largest_divisor_at_most(ob, self.ch), largest_divisor_at_most(ow, self.px)
-        per_row = (ow // tw) * (ob // tc)
-        rows = largest_divisor_at_most(oh, max(1, self.threads // per_row))
-        threads = rows * per_row
-        ho, hi = sch.split(h, [None, rows])
-        wo, wi = sch.split(w, [None, tw])
-        vo, vi = sch.split(v, [None, tc])
-        sch.reorder(n, o, ho, hi, wo, vo, wi, vi)
-        bx, tx = sch.fuse(n, o, ho), sch.fuse(hi, wo, vo)
-        sch.bind(bx, "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
-        for lp in (wi, vi):
-            if extent(sch, lp) > 1:
-                sch.unroll(lp)
-        sch.compute_at(main, tx)
-        sch.set_scope(main, 0, "local")
-
-        # loops of the conv under the thread loop: spatial (unit loops dropped), then reductions
-        ml = sch.get_loops(main)[2:]
-        nred = sum(e > 1 for e in red)
-        spatial, red_loops = ml[:len(ml) - nred], ml[len(ml) - nred:]
-        named = dict(zip([i for i, e in enumerate(red) if e > 1], red_loops))
+        threads, rows, oh, ow, spatial, named, red = (tile.threads, tile.rows, tile.oh, tile.ow, tile.spatial,
+                                                      dict(tile.reductions), tile.red)
         chunk_total = red[self.chunk_axis]
         data_buf, weight = self._inputs(sch, main)
         per_unit = self._bytes_per_chunk_unit(sch, data_buf, weight, rows, oh, ow, red)
@@ -104,18 +67,18 @@ class ConvGPU(GPUScheduleRule):
         else:
             stage = sch.cache_read(main, data_buf[0], "shared")
             sch.compute_at(stage, co)
-        _cooperative_fetch(sch, stage, co, threads)
+        cooperative_fetch(sch, stage, co, threads)
         if weight is not None:
             ws = sch.cache_read(main, weight[0], "shared")
             sch.compute_at(ws, co)
-            _cooperative_fetch(sch, ws, co, threads)
+            cooperative_fetch(sch, ws, co, threads)
         sch.decompose_reduction(main, co)
         return sch
 
     def _inputs(self, sch, main):
         """(index, buffer) of the conv's data input and of its weights (None for per-modality
         weights, which are indexed per sample and stay in global memory)."""
-        reads = _reads(sch, main)
+        reads = reads_of(sch, main)
         wdim = 6 if self.float_conv else 5
         data = next(r for r in reads if len(r[1].shape) == (5 if self.float_conv else 4))
         weight = next((r for r in reads if len(r[1].shape) == wdim), None)
@@ -166,5 +129,5 @@ class BitpackGPU(GPUScheduleRule):
 def cuda_rules() -> list:
     return [ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(GROUP_CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
-            ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8),
+            ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8), ConvInt8GPU(),
             BitpackGPU()]

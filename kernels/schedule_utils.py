@@ -3,6 +3,8 @@ PrimFunc, inline what surrounds it, read loop extents; the register tile and tas
 direct and Winograd convs share."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import s_tir, tirx
 
 
@@ -65,6 +67,75 @@ def inline_epilogue(sch, func, keep):
         except s_tir.ScheduleError:
             return None
     return blocks[-1]
+
+
+def reads_of(sch, block_rv) -> list:
+    """[(index, buffer)] of a block's reads."""
+    return [(i, getattr(r, "buffer", None) or r.source) for i, r in enumerate(sch.get(block_rv).reads)]
+
+
+@dataclass(frozen=True)
+class ThreadTile:
+    """A GPU conv's output bound to threads (`thread_tile`): `threads` per block, `rows` output
+    rows per block of a map oh x ow; the anchor's loops under the thread: `spatial` (its pixels
+    and channels), `reductions` {axis index: loop} for the reduction axes of extent > 1 (extents
+    in `red`)."""
+    threads: int
+    rows: int
+    oh: int
+    ow: int
+    spatial: list
+    reductions: dict
+    red: list
+
+
+def thread_tile(sch, out, main, threads: int, px: int, ch: int) -> ThreadTile | None:
+    """Bind a blocked-layout conv's output loops (n, o, h, w, v): a thread block per (n, o,
+    `rows` output rows), a thread per `px` adjacent pixels x `ch` adjacent channels (unrolled),
+    about `threads` threads; the anchor `main` is computed under the thread, in registers.
+    None when the output is not of that form."""
+    loops = sch.get_loops(out)
+    if len(loops) != 5:
+        return None
+    n, o, h, w, v = loops
+    oh, ow, ob = extent(sch, h), extent(sch, w), extent(sch, v)
+    if None in (oh, ow, ob):
+        return None
+    tc, tw = largest_divisor_at_most(ob, ch), largest_divisor_at_most(ow, px)
+    per_row = (ow // tw) * (ob // tc)
+    rows = largest_divisor_at_most(oh, max(1, threads // per_row))
+    ho, hi = sch.split(h, [None, rows])
+    wo, wi = sch.split(w, [None, tw])
+    vo, vi = sch.split(v, [None, tc])
+    sch.reorder(n, o, ho, hi, wo, vo, wi, vi)
+    bx, tx = sch.fuse(n, o, ho), sch.fuse(hi, wo, vo)
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    for lp in (wi, vi):
+        if extent(sch, lp) > 1:
+            sch.unroll(lp)
+    sch.compute_at(main, tx)
+    sch.set_scope(main, 0, "local")
+    # the anchor's loops under the thread: spatial (unit loops dropped), then its reductions
+    ml = sch.get_loops(main)[2:]
+    red = [int(iv.dom.extent) for iv in sch.get(main).iter_vars if iv.iter_type == 2]
+    nred = sum(e > 1 for e in red)
+    named = dict(zip([i for i, e in enumerate(red) if e > 1], ml[len(ml) - nred:]))
+    return ThreadTile(rows * per_row, rows, oh, ow, list(ml[:len(ml) - nred]), named, red)
+
+
+def cooperative_fetch(sch, block_rv, at, threads: int, vector: int = 1) -> None:
+    """Spread a GPU shared-memory stage's copy loops (those under loop `at`) over the block's
+    threads (consecutive threads copy consecutive elements), `vector` elements per thread and
+    step (the innermost copy loop's extent must be a multiple of it)."""
+    loops = sch.get_loops(block_rv)
+    depth = 1 + next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(at)))
+    fetch = sch.fuse(*loops[depth:]) if len(loops) - depth > 1 else loops[depth]
+    if vector > 1:
+        fetch, vec = sch.split(fetch, [None, vector])
+        sch.vectorize(vec)
+    _, tx = sch.split(fetch, [None, threads])
+    sch.bind(tx, "threadIdx.x")
 
 
 def register_tile(ow: int, oc_blocks: int, vecs_per_pixel: int, accumulators: int, max_oct: int) -> tuple[int, int]:

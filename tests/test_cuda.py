@@ -87,7 +87,25 @@ def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc):
     convs = {k: v for k, v in _kernels(src).items() if "conv2d" in k}
     assert convs and all("__shared__" in v for v in convs.values())
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
-    assert "fma.rn.f32" in ptx and "popc" not in ptx
+    assert "fma.rn.f32" in ptx and "popc" not in ptx and "dp4a" not in ptx
+
+
+@pytest.mark.parametrize("name, modes", [("cmnas-resnet18", ("visible", "mixed")), ("bire-resnet18", ("visible",))])
+def test_int8_networks_run_dp4a_in_shared_memory_tiles(tmp_path, ckpts, nvcc, name, modes):
+    """--precision int8 on CUDA: every int8 conv (the stem on 4 channels, 3x3, strided, 1x1
+    downsample; per-modality weights in the mixed entry) takes ConvInt8GPU's schedule: shared
+    tiles and `__dp4a` (u8 x s8), which PTX shows as dp4a.u32.s32; ptxas accepts the cubin."""
+    _, ck = ckpts[name]
+    compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=modes, precision="int8",
+                                                            calibration_images=2))
+    src = (tmp_path / "art" / "kernels.cu").read_text()
+    convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
+    assert len(convs) >= (4 if name.startswith("bire") else 8), sorted(convs)
+    for k, body in convs.items():
+        assert "__dp4a(" in body and "__shared__" in body and "__syncthreads" in body, k
+        assert re.search(r"reidc_conv2d_int8_intermediate_local_ptr\[[1-9]\]", body), k  # several outputs per thread
+    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+    assert len(re.findall(r"\bdp4a\.u32\.s32\b", ptx)) >= len(convs)
 
 
 def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
@@ -152,6 +170,13 @@ def test_cuda_build_without_a_gpu_is_refused_unless_asked(tmp_path, ckpts):
     assert not (tmp_path / "art").exists()
 
 
+def _this_gpu() -> str:
+    """The preset (or a TVM target JSON) of this machine's GPU."""
+    import torch
+    arch = "sm%d%d" % torch.cuda.get_device_capability()
+    return arch if arch in PRESETS else '{"kind": "cuda", "arch": "sm_%s"}' % arch[2:]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
 @pytest.mark.parametrize("name", ["cmnas-resnet18", "bire-resnet18"])
@@ -159,9 +184,7 @@ def test_cuda_tier_matches_pytorch_on_the_gpu(tmp_path, ckpts, name):
     import torch
     from reidc.compiler.runtime import Compiled
     model, ck = ckpts[name]
-    arch = "sm%d%d" % torch.cuda.get_device_capability()
-    target = arch if arch in PRESETS else '{"kind": "cuda", "arch": "sm_%s"}' % arch[2:]
-    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=target))
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu()))
     assert man["verification"]["status"] == "passed"
     comp = Compiled(tmp_path / "art")
     x = np.random.default_rng(2).standard_normal((4, 3) + SIZE, dtype=np.float32)
@@ -177,3 +200,23 @@ def test_cuda_tier_matches_pytorch_on_the_gpu(tmp_path, ckpts, name):
     assert (np.max(errs) if name.startswith("cmnas") else np.median(errs)) < 1e-4, errs
     cpu_ref = torch_forward(model, x, "mixed", m)
     assert np.median(np.linalg.norm(got - cpu_ref, axis=1) / np.linalg.norm(cpu_ref, axis=1)) < 1e-4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("name", ["cmnas-resnet18", "bire-resnet18"])
+def test_cuda_int8_tier_keeps_the_features_on_the_gpu(tmp_path, ckpts, name):
+    """--precision int8 built for this GPU (dp4a kernels), verified at compile by feature cosine
+    to PyTorch fp32 (the compile's budget), then run again here on other images: cosine >= 0.99
+    per sample for the float network; the median for the binarized one (a random-weight BNN
+    at 64x32 flips signs under any quantization: see test_int8)."""
+    from reidc.compiler.runtime import Compiled
+    model, ck = ckpts[name]
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu(), precision="int8", modes=("visible",),
+                                                                  calibration_images=8))
+    assert man["verification"]["status"] == "passed"
+    x = np.random.default_rng(5).standard_normal((4, 3) + SIZE, dtype=np.float32)
+    got = Compiled(tmp_path / "art").run(x)
+    ref = torch_forward(model, x, "visible")
+    cos = np.sum(got * ref, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert (np.min(cos) if name.startswith("cmnas") else np.median(cos)) >= 0.99, cos
