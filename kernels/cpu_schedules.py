@@ -311,7 +311,7 @@ class BConv2dNCHWc(CPUScheduleRule):
 
     def __init__(self, reg_w: int = 12, lanes: int = 4):
         self.reg_w = reg_w
-        self.lanes = lanes  # output channels (64-bit words) per register tile: one vector register
+        self.lanes = lanes  # output channels (64-bit words) per register tile: one or two vector registers
 
     def apply(self, func, target, tunable):
         found = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK)

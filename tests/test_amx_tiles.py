@@ -190,3 +190,23 @@ def test_the_stem_runs_on_amx_tiles():
     assert any("conv2d_int8" in f for f in functions_with(asm, "tdpbusd"))
     assert any("fold_columns" in f for f in functions_with(asm, "ret"))
     _exact_on_amx(g, ex, RNG.standard_normal((2, 3, 32, 16)).astype(np.float32))
+
+
+def test_tuning_candidates_build_with_the_hoisted_tile_config():
+    """MetaSchedule's builder compiles a candidate as `reidc compile` does (the reidc_cpu TIR
+    pipeline), so an AMX candidate is timed with its tile config hoisted: the candidate's
+    assembly is the reidc_cpu build's, not TVM's default pipeline's."""
+    from reidc.compiler.lower.build import CPU_TIR_PIPELINE
+    from reidc.compiler.tune.measure import build_candidate
+    g = _chain(64, (16, 8), [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
+                             (Op.CONV2D_INT8, _qconv(64, 64, 3, padding=(1, 1)))])
+    mod = fused_module(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)
+    target = AMX.tvm_target()
+    with target:
+        mod = dl.ApplyDefaultSchedule(*schedule_rules(AMX))(mod)
+    conv = next(f for gv, f in mod.functions.items() if "conv2d_int8" in gv.name_hint)
+    one = tvm.IRModule({"main": conv.with_attr("global_symbol", "main")})
+    got = asm_of(build_candidate(one, target, None))
+    assert "tdpbusd" in got
+    assert got == asm_of(tvm.compile(one, target=target, tir_pipeline=CPU_TIR_PIPELINE))
+    assert got != asm_of(tvm.compile(one, target=target, tir_pipeline="default"))
