@@ -1,11 +1,12 @@
 """Supernet training on two gloo processes computes what one process computes on the same global
 batch: the global-batch BN and the gathered loss (compiler/search/distributed.py), DDP's
-gradient average, rank 0's checkpoint. Stated tolerance: the loss of each of the first 3 steps
-within 1e-5 relative, the weights after them within 1e-4 (float summation order: a BN's sums in
-two parts, a conv's threads). Later steps drift as one process drifts from itself: the signs of
-binarized layers amplify rounding (measured here: one process at 1 and at 2 threads differ by
-0.4% at step 3 and 7% at step 4; two processes and one at 2 threads agree to 1e-7 for 3 steps,
-0.3% at step 4)."""
+gradient average, rank 0's checkpoint. Stated tolerance: the first step's loss within 1e-5
+relative (float summation order: a BN's sums in two parts, a conv's threads); after it, the weights
+within 1e-4 except where Adam's first step, a full +-lr whatever the gradient's size, took the
+sign of a gradient that is 0 up to rounding: those elements differ by 2 lr, and they must be
+rare (measured on a Zen 3: 1288 of 11.3M, 0.011%). Later losses drift through them, amplified
+by the signs of the binarized layers: on the Zen 3 the second step's loss differs by 1.6%
+(12.85 vs 13.06; on a Xeon the runs had agreed to 1e-7 for 3 steps), so it is held to 5%."""
 import math
 
 import pytest
@@ -24,27 +25,30 @@ def data():
 
 
 def test_two_processes_follow_the_one_process_loss_curve(data, tmp_path):
-    cfg = TrainConfig(steps=3, ids_per_batch=4, per_modality=2, seed=1)
-    one, done1 = train_supernet(data, cfg, tmp_path / "one")
+    step1 = TrainConfig(steps=1, ids_per_batch=4, per_modality=2, seed=1)
+    one, done1 = train_supernet(data, step1, tmp_path / "one")
     said = []
-    two, done2 = train_parallel(data, cfg, tmp_path / "two", procs=2, progress=said.append)
-    assert done1 == done2 == 3 and any("on 2 processes" in s for s in said)
+    two, done2 = train_parallel(data, step1, tmp_path / "two", procs=2, progress=said.append)
+    assert done1 == done2 == 1 and any("on 2 processes" in s for s in said)
     l1, l2 = loss_curve(read_record(tmp_path / "one")), loss_curve(read_record(tmp_path / "two"))
-    assert len(l1) == len(l2) == 3 and all(math.isfinite(v) for v in l1)
-    for a, b in zip(l1, l2):
-        assert b == pytest.approx(a, rel=1e-5)
+    assert len(l1) == len(l2) == 1 and math.isfinite(l1[0]) and l2[0] == pytest.approx(l1[0], rel=1e-5)
     s1, s2 = one.state_dict(), two.state_dict()
     assert s1.keys() == s2.keys()
-    # a parameter whose gradient is 0 in exact arithmetic is moved by its rounding noise, which
-    # Adam scales to a full step: those may differ (a binary conv's alpha and a shortcut BN's
-    # bias: each feeds only training-mode BNs, which cancel a scale and a shift); every other
-    # weight agrees
-    off = [k for k in s1 if not torch.allclose(s2[k].float(), s1[k].float(), rtol=1e-4, atol=1e-4)]
-    assert all(k.endswith(".alpha") or (".shortcut.bn." in k and k.endswith(".bias")) for k in off), off
-    # resumed on two processes, the run goes on where it stopped (the curve keeps its first steps)
-    more = TrainConfig(steps=4, ids_per_batch=4, per_modality=2, seed=1)
-    _, done = train_parallel(data, more, tmp_path / "two", procs=2)
-    assert done == 4 and loss_curve(read_record(tmp_path / "two"))[:3] == l2
+    flips = total = 0
+    for k in s1:
+        a, b = s1[k].float(), s2[k].float()
+        off = ~torch.isclose(b, a, rtol=1e-4, atol=1e-4)
+        # where they differ, Adam's first step went opposite ways: 2 lr apart, no more
+        assert torch.all((b - a).abs()[off] <= 2 * step1.lr * 1.01), k
+        flips, total = flips + int(off.sum()), total + a.numel()
+    assert flips <= total // 1000, (flips, total)
+    # both resumed: the second step from the first one's checkpoint, each curve keeps its first step
+    step2 = TrainConfig(steps=2, ids_per_batch=4, per_modality=2, seed=1)
+    _, done1 = train_supernet(data, step2, tmp_path / "one")
+    _, done2 = train_parallel(data, step2, tmp_path / "two", procs=2)
+    m1, m2 = loss_curve(read_record(tmp_path / "one")), loss_curve(read_record(tmp_path / "two"))
+    assert done1 == done2 == 2 and m1[:1] == l1 and m2[:1] == l2
+    assert m2[1] == pytest.approx(m1[1], rel=0.05)
 
 
 def test_global_batchnorm_alone_is_plain_batchnorm_with_the_same_state():
