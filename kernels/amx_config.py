@@ -1,6 +1,6 @@
 """Configure AMX tiles once per parallel task, not once per tile group.
 
-The AMX intrinsics (x86_intrin.py) configure the tiles (ldtilecfg) in their `init`, which the
+The AMX intrinsics (amx_intrin.py) configure the tiles (ldtilecfg) in their `init`, which the
 schedule places once per group of accumulator tiles: a 64-channel 3x3 conv configures every
 nine tile updates. ldtilecfg waits for every tile instruction in flight and clears the tiles,
 so each group paid a full drain of the AMX pipeline (about a fifth of such a kernel's time).

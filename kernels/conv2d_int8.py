@@ -9,7 +9,8 @@ Sixteen output channels x 4 input channels is what one `vpdpbusd` (AVX-512 VNNI)
 int32 lanes += four u8 x s8 products each; with cb = 64 and stride 1, (up to 16 pixels) x 16
 output channels x 64 input channels is one AMX `tdpbusd` on tiles loaded straight from these
 layouts. The schedule (cpu_schedules.py) tensorizes with AMX, else VNNI where the target has
-them, else on AVX2 with vpmaddubsw + vpmaddwd (8 lanes x 4; weights within [-63, 63]), and lets
+them, else on AVX2 with vpmaddubsw + vpmaddwd (8 lanes x 4 with weights within [-63, 63], x 8
+with [-31, 31]), and lets
 LLVM vectorise the same loops elsewhere. Padding takes the activations' zero point, so a padded tap contributes
 exactly what a zero input would after the zero-point correction (`weight_sums`).
 """
@@ -62,6 +63,11 @@ class Int8Flavour:
       vpmaddubsw, whose int16 pair sums saturate above 32767 (2 * 255 * 63 = 32130 fits,
       2 * 255 * 127 does not); the lowering refuses a weight beyond it, and the schedule
       uses vpmaddubsw only for kernels annotated with weight_max <= 63;
+    paired_max: weights within it let the dot product add two groups' int16 pair sums before
+      widening (AVX2: 31, 2 * 2 * 255 * 31 = 31620 fits int16; two vpmaddubsw per vpmaddwd,
+      3 multiply uops per 64 products instead of 4); what the int8 pass quantizes to by
+      default; the lowering annotates a conv whose weights are within it with weight_max =
+      paired_max, and the schedule pairs the groups of kernels so annotated; 0: no such step;
     row_tiles: the dot product takes 16-row tiles (AMX): a stride-1 conv on a map narrower
       than 16 (OW 8, 4, 2) reads its padded input copied once per column tap,
       src[c, kx, y, x] = padded[c, y, x + kx], so for every tap whole image rows of OW pixels
@@ -69,7 +75,8 @@ class Int8Flavour:
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
-    weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max]
+    weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max] at most
+    paired_max: int = 0      # ... and by default to [-paired_max, paired_max], where non-zero
     row_tiles: bool = False  # AMX: narrow maps' padded inputs laid out per column tap
 
 

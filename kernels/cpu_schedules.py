@@ -19,7 +19,8 @@ from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
-from .x86_intrin import AVX2_U8S8_8x4, VNNI_U8S8_16x4, amx_intrinsics, amx_intrinsics_2x2
+from .amx_intrin import amx_intrinsics, amx_intrinsics_2x2
+from .x86_intrin import AVX2_U8S8_8x4, AVX2_U8S8_8x8, VNNI_U8S8_16x4
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
                              rows_for_tasks, safe_inline, target_cores)
 
@@ -113,7 +114,8 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
     - VNNI: a register tile of `reg_w` pixels x 16 lanes under the reductions, the innermost
       16 x 4 (lanes x group) one vpdpbusd;
     - AVX2 (`avx2`, weights within [-63, 63]: the kernel's `reidc_int8_weight_max`): the same
-      tile as two 8-lane halves, each 8 x 4 one vpmaddubsw + vpmaddwd (x86_intrin.py);
+      tile as two 8-lane halves, each 8 x 4 one vpmaddubsw + vpmaddwd, or with weights within
+      [-31, 31] each 8 x 8 two vpmaddubsw added in int16 + one vpmaddwd (x86_intrin.py);
       NEON sdot likewise in 4-lane quarters;
     - else loops LLVM vectorises (widening multiplies).
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
@@ -181,6 +183,9 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8", contiguous)
         elif sdot:
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_SDOT_S8S8_4x4)
+        elif avx2 and weight_max <= 31 and red_ext[3] % 2 == 0:
+            # 6-bit weights: two 4-channel groups per vpmaddwd (x86_intrin.AVX2_U8S8_8x8)
+            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x8, pair=True)
         elif avx2:
             self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x4)
         elif vnni:
@@ -229,24 +234,31 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
 
-    def _dot_tiles(self, sch, conv, ch, cw, cv, red, ow, lanes, intrin):
+    def _dot_tiles(self, sch, conv, ch, cw, cv, red, ow, lanes, intrin, pair=False):
         """A dot-product instruction of `lanes` int32 lanes x 4 input channels (NEON sdot: 4
-        lanes; AVX2 vpmaddubsw + vpmaddwd: 8): 16 output channels x `reg_w` pixels of accumulators
+        lanes; AVX2 vpmaddubsw + vpmaddwd: 8), or with `pair` x 8 (two 4-channel groups, the
+        group loop's inner half of 2): 16 output channels x `reg_w` pixels of accumulators
         under the reductions, the 16 channels' blocks outermost."""
         regs = 16 // lanes
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))
         cvo, cvm, cvi = sch.split(cv, [None, regs, lanes])
         ri = red.pop()
+        pairs = []
+        if pair:   # the group loop (innermost of the rest) in halves of 2, the 2 with the lanes
+            rgo, rgi = sch.split(red.pop(), [None, 2])
+            red, pairs = red + [rgo], [rgi]
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
+        # (paired, 4 weight registers are live and LLVM spills one of 8 accumulators on AVX2's 16;
+        # the halves outside the pixels, or 2 pixels, measured no faster on a Zen 3)
         order = red[:1] + ([ch] if ch is not None else []) + [cvo] + ([cwo] if cwo is not None else []) + red[1:] \
-            + ([cwi] if cwi is not None else []) + [cvm, cvi, ri]
+            + ([cwi] if cwi is not None else []) + [cvm] + pairs + [cvi, ri]
         sch.reorder(*order)
         if cwi is not None:
             sch.unroll(cwi)
         sch.unroll(cvm)
         init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(cvi, intrin)
+        sch.tensorize(pairs[0] if pair else cvi, intrin)
 
     def _amx(self, sch, conv, ch, cw, cv, red, ow, kind, contiguous=False):
         """Tile groups of m pixels x 64 output channels (`amx_intrinsics`), or, where the task has

@@ -287,13 +287,13 @@ INT8_CASES = sorted(c for c in CASES if c.startswith("conv2d_int8"))
 @pytest.mark.parametrize("case", INT8_CASES)
 def test_int8_conv_uses_the_targets_dot_product(case, preset_name, instruction):
     """Built for AVX-512 VNNI, the int8 conv's inner product is one vpdpbusd per 16 x 4; for AVX2
-    one vpmaddubsw + one vpmaddwd per 8 x 4, on 7-bit weights (what quantize_int8 gives that
+    two vpmaddubsw + one vpmaddwd per 8 x 8, on 6-bit weights (what quantize_int8 gives that
     target) (checked in the assembly: no such machine needed).
     Where this machine has the ISA it also runs and matches the reference exactly."""
     preset = get_target(preset_name)
     g = CASES[case]()
     wmax = int8_flavour(preset).weight_max
-    for nid, n in list(g.items()):   # AVX2's vpmaddubsw: 7-bit weights, as quantize_int8 gives them
+    for nid, n in list(g.items()):   # AVX2's vpmaddubsw: 6-bit weights, as quantize_int8 gives them
         if n.op == Op.CONV2D_INT8 and wmax < 127:
             g.replace(nid, n.with_(attrs={**n.attrs, "weight": const(np.clip(n.attrs["weight"], -wmax, wmax))}))
     modal = "modality" in g

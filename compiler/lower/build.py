@@ -36,8 +36,10 @@ def schedule_rules(preset: TargetPreset) -> list:
 def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     """How int8 convs are written for the preset: aarch64's dot product (sdot) multiplies
     s8 x s8; x86's (vpdpbusd, AMX tdpbusd) u8 x s8; AVX2 without VNNI u8 x s8 too, through
-    vpmaddubsw, whose saturating int16 pair sums are exact only for 7-bit weights (|w| <= 63:
-    the int8 pass quantizes to that); x86 without AVX2 widens to int32 in plain SIMD."""
+    vpmaddubsw, whose saturating int16 pair sums are exact only for 7-bit weights (|w| <= 63),
+    and which can add two of them in int16 before one vpmaddwd for 6-bit weights (|w| <= 31:
+    what the int8 pass quantizes to unless asked for 7 bits; x86_intrin.AVX2_U8S8_8x8); x86
+    without AVX2 widens to int32 in plain SIMD."""
     if preset.kind == "cuda":
         return Int8Flavour()
     feats = preset.cpu_features()
@@ -46,7 +48,7 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     if "avx512vnni" in feats:
         return Int8Flavour(row_tiles="amx-int8" in feats)
     if "avx2" in feats:
-        return Int8Flavour(order="dot4", weight_max=63)
+        return Int8Flavour(order="dot4", weight_max=63, paired_max=31)
     return Int8Flavour(order="lanes")
 
 

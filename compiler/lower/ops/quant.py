@@ -3,6 +3,7 @@ epilogue: requantisation in registers, uint8 to memory), the int8 conv through r
 kernel (kernels/conv2d_int8.py) with its dequantisation epilogue."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -86,7 +87,10 @@ def _conv2d_int8(low, nid, n, ins):
     else:
         packed = pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)
     args = [data, low.const(packed), stride, padding, zp]
-    kernel = partial(conv2d_nchwc_int8, flavour=low.int8)
+    flavour = low.int8
+    if flavour.paired_max and peak <= flavour.paired_max:   # AVX2: two groups per vpmaddwd
+        flavour = replace(flavour, weight_max=flavour.paired_max)
+    kernel = partial(conv2d_nchwc_int8, flavour=flavour)
     acc = low.bb.emit_te(kernel, *args, modality=ins[1] if w.ndim == 5 else None,
                          primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
     shift = zp - 128 if low.int8.signed else zp   # what the kernel's input values carry beyond q - zp
