@@ -24,7 +24,7 @@ from .base.version import __version__
 from .verify_reduced import verify_reduced
 from .costs import macs, weight_bytes
 from .ir import Op, RunMode
-from .prepare import CompileOptions, checkpoint_digest, load_source, prepare  # noqa: F401 (callers import them here)
+from .prepare import CompileOptions, checkpoint_digest, int8_weight_max, load_source, prepare  # noqa: F401 (callers import them here)
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
@@ -56,6 +56,32 @@ def compile_module(module, out: str | Path, opts: CompileOptions | None = None,
 def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     if opts.precision == "auto":
         return _compile_auto(ckpt, source, out, opts, inputs)
+    if opts.precision == "int8" and opts.int8_weight_bits is None:
+        from reidc.compiler.lower.build import int8_flavour
+        flavour = int8_flavour(get_target(opts.target))
+        if flavour.paired_max:
+            return _compile_int8_narrow_first(ckpt, source, out, opts, inputs, flavour)
+    return _compile_one(ckpt, source, out, opts, inputs)
+
+
+def _compile_int8_narrow_first(ckpt, source, out, opts: CompileOptions, inputs, flavour) -> dict:
+    """int8 on a target whose fastest weights are narrower than the widest it takes exactly
+    (AVX2: 6 bits pair vpmaddubsw, 7 bits are exact): build with the narrow weights; where that
+    build misses a verification budget, build again with the wide ones, and say why in the
+    manifest (precision.int8.weight_bits_why)."""
+    guard_output_dir(Path(out), "artifact", inputs)   # refused before the module is exported
+    cached = source() if source else None
+    again = (lambda: cached) if cached else None
+    try:
+        return _compile_one(ckpt, again, out, opts, inputs)
+    except VerificationError as e:
+        narrow, wide = flavour.paired_max.bit_length() + 1, flavour.weight_max.bit_length() + 1
+        why = f"{narrow}-bit weights missed verification ({e}); built with {wide}-bit weights"
+        opts.progress(why)
+        return _compile_one(ckpt, again, out, dataclasses.replace(opts, int8_weight_bits=wide), inputs, why)
+
+
+def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str | None = None) -> dict:
     from reidc.compiler.lower.build import build, export, int8_flavour  # TVM is imported only once compiling starts
     from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
@@ -69,6 +95,8 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
         raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16: "
                          "the x86-amx preset, or host on a Sapphire Rapids or newer Xeon); use fp32 or int8 there")
+    if opts.precision == "int8":
+        int8_weight_max(opts, int8_flavour(preset))   # refuses bits the target cannot take, before any work
     module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
@@ -106,7 +134,7 @@ def _compile(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
-            "precision": layer_precision(graphs[modes[0]], opts.precision),
+            "precision": layer_precision(graphs[modes[0]], opts.precision, bits_why),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
             "per_sample": macs(graphs[modes[0]]),
@@ -177,7 +205,7 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     return man
 
 
-def layer_precision(g, precision: str = "fp32") -> dict:
+def layer_precision(g, precision: str = "fp32", bits_why: str | None = None) -> dict:
     """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it; at
     int8 or bf16, a layer that stays fp32 says why."""
     kept = (g.meta.get(precision) or {}).get("fp32_convs", {})
@@ -198,7 +226,9 @@ def layer_precision(g, precision: str = "fp32") -> dict:
         top = meta.get("weight_max", 127)
         out["int8"] = {
             "weights": f"symmetric int8 per output channel (max |w| -> {top}"
-                       + ("; 7 bits, so AVX2's int16 pair sums are exact)" if top < 127 else ")"),
+                       + (f"; {top.bit_length() + 1}-bit weights)" if top < 127 else ")"),
+            "weight_max": top,
+            **({"weight_bits_why": bits_why} if bits_why else {}),
             "activations": "uint8; zero point 0 where calibration saw no negative value, else 128; step from the "
                            "clipping threshold of x (of |x| where signed) with the least mean squared quantization "
                            "error over the calibration values, per tensor, per modality in a mixed entry; a tensor "

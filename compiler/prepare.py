@@ -47,9 +47,22 @@ class CompileOptions:
     calibration: str = "synthetic"  # int8: "synthetic" or a folder of images
     calibration_images: int = DEFAULT_IMAGES
     retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
+    int8_weight_bits: int | None = None  # int8 weights' bits (None: the target's fastest, Int8Flavour.paired_max)
     seed: int = 0
     winograd: bool = True         # fp32 3x3 convs as Winograd F(2x2, 3x3) where the target runs it faster
     progress: Callable[[str], None] = field(default=lambda msg: None)
+
+
+def int8_weight_max(opts: CompileOptions, flavour) -> int:
+    """The bound int8 weights are quantized to: --int8-weight-bits' (refused beyond what the
+    target's dot product takes exactly, Int8Flavour.weight_max), else the target's fastest."""
+    if opts.int8_weight_bits is None:
+        return flavour.paired_max or flavour.weight_max
+    weight_max = (1 << (opts.int8_weight_bits - 1)) - 1
+    if weight_max > flavour.weight_max:
+        raise InputError(f"--int8-weight-bits {opts.int8_weight_bits}: target {opts.target}'s int8 dot product "
+                         f"is exact for weights of at most {flavour.weight_max.bit_length() + 1} bits")
+    return weight_max
 
 
 def checkpoint_digest(path: Path, data: bytes | None = None) -> str:
@@ -156,7 +169,7 @@ def _quantize(g, mode: RunMode, facts: dict, opts: CompileOptions, stats: Counte
     shape = next(n.shape for _, n in g.items() if n.op == Op.INPUT and n.attrs.get("name") == "x")[1:]
     x, m = calibration_batch(opts.calibration, mode, shape, facts.get("preprocess"), opts.calibration_images, opts.seed)
     ranges = calibrate(g, calibration_sites(g), x, m, opts.progress, opts.seed)
-    weight_max = int8_flavour(get_target(opts.target)).weight_max
+    weight_max = int8_weight_max(opts, int8_flavour(get_target(opts.target)))
     q, kept = quantize_int8(g, ranges, stats, weight_max=weight_max)
     q = verify(q)
     q.meta = {**g.meta, "int8": {**kept, "calibration": {"source": opts.calibration, "images": len(x)},

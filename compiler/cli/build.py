@@ -61,6 +61,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 retrieval: Optional[str] = typer.Option(None, help="int8/bf16: also verify rank-1/mAP on this dataset's "
                                                                    "test protocol (synthetic, sysu:PATH, regdb:PATH) "
                                                                    "within 0.5 points of PyTorch fp32"),
+                int8_weight_bits: Optional[int] = typer.Option(None, help="int8: bits of the weights (default: the "
+                                                                         "target's fastest, 6 on AVX2 without VNNI "
+                                                                         "(7 where 6 miss the budget), else 8; "
+                                                                         "AVX2 takes up to 7)"),
                 winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(2x2, 3x3) on x86 "
                                                          "(faster; their weights take 16/9 the bytes); "
                                                          "--no-winograd keeps every conv direct")):
@@ -76,7 +80,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                             feature=None if feature == "bnneck" else feature,
                             input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress,
                             precision=precision, calibration=calibration, winograd=winograd,
-                            calibration_images=calibration_images, retrieval=retrieval).manifest
+                            calibration_images=calibration_images, retrieval=retrieval,
+                            int8_weight_bits=int8_weight_bits).manifest
     except (UserError, ValueError) as e:
         _fail(e)
     v = man["verification"]
