@@ -7,7 +7,9 @@ multiply-accumulates come from its weight and output shapes (the weights the ker
 strided bf16 conv's phase weights, a binary conv's packed words x their bits), so each row
 states GMAC/s and the fraction of the unit's peak on this machine:
     peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
-(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32; bf16:
+(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32, or
+42.7 with 6-bit weights, two vpmaddubsw per vpmaddwd (the image's stem, one 4-channel group,
+takes one per vpmaddwd and shows below its peak); bf16:
 AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
 frequency is measured (compiler/clock.py: an FMA loop on every thread, built for the artifact's
 target) unless stated (`ghz`); /proc/cpuinfo's "cpu MHz" (the base clock) only where the
@@ -40,7 +42,7 @@ class Peak:
     binary: float
 
     @classmethod
-    def of(cls, features: tuple[str, ...], vector_bits: int) -> "Peak":
+    def of(cls, features: tuple[str, ...], vector_bits: int, int8_weight_max: int = 127) -> "Peak":
         lanes = vector_bits // 32
         fp32 = 2 * lanes                                  # two FMA ports
         if "amx-int8" in features:
@@ -49,6 +51,8 @@ class Peak:
             int8 = 2 * 64.0                               # vpdpbusd on two ports
         else:
             int8 = 2 * lanes * 2.0                        # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
+            if "avx2" in features and int8_weight_max <= 31:
+                int8 *= 4 / 3                             # 2 vpmaddubsw + 1 vpmaddwd per 64 MACs
         bf16 = 512.0 if "amx-bf16" in features else fp32  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
         return cls(float(fp32), int8, bf16, float(vector_bits))
 
@@ -113,7 +117,8 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     once = comp.time_ms(x, which, number=1, repeat=1)
     whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
-    peak = Peak.of(feats, comp.preset.vector_bits)
+    wmax = int(((man.get("precision") or {}).get("int8") or {}).get("weight_max", 127))
+    peak = Peak.of(feats, comp.preset.vector_bits, wmax)
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
     source = "stated"
     if not ghz:

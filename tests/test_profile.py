@@ -48,6 +48,9 @@ def test_kernel_kinds_and_peaks():
     amx = Peak.of(("avx512f", "avx512vnni", "amx-int8", "amx-bf16"), 512)
     assert (amx.fp32, amx.int8, amx.bf16) == (32, 1024, 512)
     assert Peak.of(("avx2",), 256).fp32 == 16 and Peak.of(("avx512vnni",), 512).int8 == 128
+    # AVX2 int8: one vpmaddubsw + vpmaddwd per 32 MACs on 2 ports; with 6-bit weights 2 + 1 per 64
+    assert Peak.of(("avx2",), 256, 63).int8 == 32 and Peak.of(("avx2",), 256, 31).int8 == pytest.approx(128 / 3)
+    assert Peak.of(("avx512vnni", "avx2"), 512, 31).int8 == 128
     assert conv_macs("max_pool2d", []) is None
 
 
