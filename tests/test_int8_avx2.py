@@ -204,3 +204,47 @@ def test_int8_takes_7_bit_weights_where_6_miss_the_budget(tmp_path, monkeypatch)
     assert w["weight_max"] == 63 and "7-bit weights" in w["weights"]
     assert w["weight_bits_why"] == ("6-bit weights missed verification (visible: min feature cosine 0.98 < 0.99); "
                                     "built with 7-bit weights")
+
+
+def test_a_conv_requantizes_with_saturating_packs():
+    """An int8 conv whose output is requantized to uint8 (the next layer's input): the clip is in
+    int32 after the convert, so the epilogue narrows with packs (vpackuswb; no vpshufb chain)
+    and clamps at 0 once, in int32; exact against the reference."""
+    g = _conv_graph(_edge_weights(31))
+    q = {"scale": const([40.0]), "zero_point": 0}
+    g.add("q", Node(Op.QUANTIZE, (g.outputs[0],), g[g.outputs[0]].shape, spec_of(Op.QUANTIZE).out_dtype(q), q))
+    g.outputs = ["q"]
+    verify(g)
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(AVX2)), AVX2)
+    asm = _asm(ex)
+    assert "vpackuswb" in asm and "vpshufb" not in asm
+    _needs_avx2()
+    x = _inputs()
+    want = run_all(g, {"x": x})["q"]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert want.min() == 0 and want.max() == 255
+
+
+@pytest.mark.parametrize("zero_point", [0, 128])
+def test_requantize_rounds_and_clips_like_the_reference(zero_point):
+    """quantize (float -> uint8) then dequantize on AVX2, exact against the ops' references on
+    ties (x.5 rounds to even), both bounds, far beyond them (+-1e12: outside int32) and every
+    quarter in between."""
+    shape = (2, 16, 10, 8)   # 2560 values: all of x below
+    g = Graph("q")
+    g.add("x", Node(Op.INPUT, (), ("N",) + shape[1:], attrs={"name": "x"}))
+    q = {"scale": const([0.5]), "zero_point": zero_point}
+    g.add("q", Node(Op.QUANTIZE, ("x",), infer(Op.QUANTIZE, [g["x"].shape], q), spec_of(Op.QUANTIZE).out_dtype(q), q))
+    d = {"scale": const([1.0]), "zero_point": zero_point}
+    g.add("d", Node(Op.DEQUANTIZE, ("q",), g["q"].shape, attrs=d))
+    g.outputs = ["d"]
+    verify(g)
+    ex = build(to_relax({"visible": g}, int8=int8_flavour(AVX2)), AVX2)
+    _needs_avx2()
+    x = np.concatenate([[1e12, -1e12, 63.75, 64.25, 127.75, 128.25], np.arange(-300, 300, 0.25)]).astype(np.float32)
+    x = np.resize(x, shape)
+    want = run_all(g, {"x": x})["d"]
+    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert want.min() == -zero_point and want.max() == 255 - zero_point

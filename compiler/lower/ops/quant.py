@@ -36,10 +36,12 @@ def _quantize(low, nid, n, ins):
     zp = float(n.attrs["zero_point"])
     if zp:
         y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
-    y = low.emit(relax.op.clip(y, 0, 255))
-    # through int32: LLVM narrows i32 -> i8 in one instruction (vpmovdb); float -> u8 directly
-    # it lowered to a convert plus a chain of packs and inserts that cost more than the clip
-    return Lowered(low.emit(relax.op.astype(relax.op.astype(y, "int32"), "uint8")), cb)
+    # the clip in int32, after the convert, the top bound in float first (no float beyond
+    # int32's range): LLVM narrows a clamped i32 -> u8 with packs (AVX2: vpackssdw + vpackuswb,
+    # where the narrowing of a float clip was 2 vpshufb + vpunpckldq and a float max), or
+    # vpmaxsd + vpmovusdb (AVX-512, one for one with the float max + vpmovdb)
+    y = low.emit(relax.op.astype(relax.op.minimum(y, relax.const(np.float32(255))), "int32"))
+    return Lowered(low.emit(relax.op.astype(relax.op.clip(y, 0, 255), "uint8")), cb)
 
 
 @lowers(Op.DEQUANTIZE)
