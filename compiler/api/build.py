@@ -76,7 +76,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       `reidc.train_zoo`). int8_weight_bits: the int8 weights' bits, symmetric per output channel
       (None: what the target runs fastest, 8, but 6 on AVX2 without VNNI, where 6-bit weights
       let two vpmaddubsw share one vpmaddwd (R50 int8 1.13x faster on a Zen 3, feature cosine
-      0.9992 -> 0.998 on a trained network), built again with 7 where the 6-bit build misses a
+      0.9990 -> 0.9979 on a trained network), built again with 7 where the 6-bit build misses a
       verification budget (the manifest's precision.int8.weight_bits_why says so); 7 is the most
       AVX2's vpmaddubsw takes exactly).
     modes: entries to build (visible, infrared, mixed); default all the model has.
