@@ -226,3 +226,53 @@ def test_a_torchreid_checkpoint_tunes_its_only_entry_then_compiles_with_the_reco
     x = np.random.default_rng(0).standard_normal((1, 3, 256, 128)).astype(np.float32)   # tuned for batch 1
     got, want = Compiled(tmp_path / "art").run(x, "main"), features(model, x)
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+
+
+INT8_STEM = "conv2d_int8_"   # bire-resnet18's int8 stem conv (its downsample convs are int81_, int82_, ...)
+
+
+def test_the_int8_conv_space_offers_register_tile_and_row_block_variants(bnn):
+    """The int8 conv's tuning space: reidc's default first, then the same instructions with other
+    accumulator tiles and row blocks (before, its default was the space's only reidc schedule)."""
+    import tvm
+    from reidc.compiler.tune.space import default_schedule, reidc_schedules, rule_variants
+    from reidc.compiler.tune.tune import extract_tasks
+    preset = get_target("host")
+    tasks, _ = extract_tasks(bnn[1], TuneOptions(db="unused", precision="int8", only=(INT8_STEM,)), preset)
+    assert [t.task_name.startswith("fused_conv2d_int8_") for t in tasks] == [True]
+    func = tasks[0].dispatched[0]["main"]
+    found = reidc_schedules(func, preset.tvm_target(), rule_variants(preset))
+    assert len(found) >= 3
+    tvm.ir.assert_structural_equal(found[0].mod, default_schedule(func, preset).mod)
+    fp32, _ = extract_tasks(bnn[1], TuneOptions(db="unused", only=("fused_conv2d_add_relu",)), preset)
+    assert fp32 and not any("int8" in t.task_name for t in fp32)
+
+
+def test_int8_kernels_tune_and_compile_applies_their_records(tmp_path, bnn):
+    db = tmp_path / "db"
+    r = CliRunner().invoke(app, ["tune", str(bnn[1]), "--db", str(db), "--precision", "int8", "--trials", "2",
+                                 "--only", INT8_STEM])
+    assert r.exit_code == 0, r.output
+    assert "--precision int8 --target host --tuning-db" in " ".join(r.output.split())
+    # an untrained binary network's int8 feature is far from its fp32 one (sign flips), so the
+    # tuned build is checked against reidc's default int8 build of the same weights instead
+    builds = {}
+    for name, tuning in (("tuned", str(db)), ("default", None)):
+        man = compile_checkpoint(bnn[1], tmp_path / name, CompileOptions(
+            precision="int8", tuning_db=tuning, modes=("visible",), batch=1, verify=False))
+        assert man["precision"]["real_valued"] == "int8"
+        builds[name] = (man, Compiled(tmp_path / name))
+    assert builds["tuned"][0]["tuning"]["kernels_with_records"] == 1 and builds["default"][0]["tuning"] is None
+    x = np.random.default_rng(2).standard_normal((1, 3) + SIZE, dtype=np.float32)
+    np.testing.assert_allclose(builds["tuned"][1].run(x), builds["default"][1].run(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--precision", "auto"], "--precision auto: tune one precision's kernels"),
+    (["--int8-weight-bits", "6"], "--int8-weight-bits needs --precision int8"),
+    (["--precision", "int8", "--int8-weight-bits", "9"], "--int8-weight-bits 9"),
+])
+def test_tune_refuses_a_precision_it_cannot_tune_before_any_work(tmp_path, flags, says):
+    r = CliRunner().invoke(app, ["tune", str(tmp_path / "no-such-checkpoint"), "--db", str(tmp_path / "db"), *flags])
+    assert r.exit_code != 0 and says in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "db").exists()

@@ -18,21 +18,25 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
          progress: Callable[[str], None] | None = None, on_stop_now: Callable[[], None] | None = None,
          arch: str | Path | None = None, split_config: str | Path | None = None,
          fastreid_config: str | Path | None = None, torchreid_arch: str | None = None,
-         weights: str = "model") -> dict[str, Any]:
+         weights: str = "model", precision: str = "fp32", int8_weight_bits: int | None = None,
+         calibration: str | Path = "synthetic") -> dict[str, Any]:
     """Auto-tune a model's kernels with MetaSchedule, measured here or on a device registered
     with TVM's RPC tracker (`rpc_tracker` "HOST:PORT", `rpc_key`), into the database folder `db`
     (created if new; a rerun resumes). Ctrl-C keeps every finished trial (TuningInterrupted, a
     KeyboardInterrupt). Returns {"target_key", "database", "tasks", "records"}; compile with
     `tuning_db=db, batch=batch` to use them, and `tune_report(db)` for the gains. `modes`: the
     entries whose kernels to tune (default: visible, or a fast-reid/torchreid model's only one);
-    arch ... weights: how to read a bare weights file, as `compile` takes them."""
+    arch ... weights: how to read a bare weights file, as `compile` takes them. `precision`
+    ("fp32", "int8" or "bf16"), `int8_weight_bits` and `calibration`: which real-valued kernels
+    to tune, as `compile` takes them; compile with the same ones for the records to apply."""
     with needs_compiler("tuning"):
         from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
     source = {k: str(v) if isinstance(v, Path) else v for k, v in (
         ("arch", arch), ("split_config", split_config), ("fastreid_config", fastreid_config),
         ("torchreid_arch", torchreid_arch), ("weights", weights)) if v is not None}
     opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch, modes=tuple(modes) if modes else None,
-                       only=tuple(only), source=source,
+                       only=tuple(only), source=source, precision=precision, int8_weight_bits=int8_weight_bits,
+                       calibration=str(calibration),
                        rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout_s, cores=cores, seed=seed,
                        progress=progress or (lambda msg: None), on_stop_now=on_stop_now or (lambda: None))
     return tune_checkpoint(checkpoint, opts)

@@ -26,6 +26,10 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
          arch: Optional[Path] = typer.Option(None, help="architecture spec JSON for a bare weights file"),
          split_config: Optional[Path] = typer.Option(None, help="CM-NAS config.cfg for a bare weights file"),
          only: Optional[str] = typer.Option(None, help="tune only tasks whose name contains one of these (comma list)"),
+         precision: str = typer.Option("fp32", help="the real-valued kernels to tune: fp32, int8 or bf16 (compile "
+                                                    "with the same --precision to use the records)"),
+         int8_weight_bits: Optional[int] = typer.Option(None, help="int8 weights' bits, as compile takes them"),
+         calibration: str = typer.Option("synthetic", help="int8 calibration images, as compile takes them"),
          rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
          rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
          timeout: float = typer.Option(30.0, help="seconds a candidate may run (and an RPC session may wait)"),
@@ -48,6 +52,7 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
                          split_config=split_config,
                          only=tuple(o.strip() for o in only.split(",")) if only else (),
                          rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
+                         precision=precision, int8_weight_bits=int8_weight_bits, calibration=calibration,
                          progress=_progress, on_stop_now=interrupted)
     except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
         interrupted()
@@ -55,7 +60,11 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
     except (UserError, ValueError) as e:
         _fail(e)
     how = "".join(f" {flag} {v}" for flag, v in (("--torchreid-arch", torchreid_arch), ("--fastreid-config", fastreid_config),
-                                                   ("--arch", arch), ("--split-config", split_config)) if v)
+                                                   ("--arch", arch), ("--split-config", split_config),
+                                                   ("--precision", None if precision == "fp32" else precision),
+                                                   ("--int8-weight-bits", int8_weight_bits),
+                                                   ("--calibration", None if calibration == "synthetic" else calibration))
+                  if v)
     out.print(f"tuned {res['tasks']} tasks; {res['records']} records in {res['database']}; "
               f"`reidc compile {checkpoint}{how} --target {target} --tuning-db {db}` applies them")
 

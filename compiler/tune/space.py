@@ -5,6 +5,7 @@ one `reidc compile` uses without a database, is measured first, so a tuned kerne
 that measured slower than the default."""
 from __future__ import annotations
 
+import copy
 import itertools
 
 import tvm
@@ -25,7 +26,22 @@ def rule_variants(preset: TargetPreset) -> list:
                                                 (8192, 16384, 32768), (16384, 65536))]
     words = max(1, preset.vector_bits // 64)
     bconvs = [BConv2dNCHWc(reg_w=r, lanes=w) for r, w in itertools.product((4, 8, 12, 16), sorted({words, 2 * words}))]
-    return schedule_rules(preset)[:2] + convs + bconvs
+    defaults = schedule_rules(preset)
+    int8 = defaults[1]   # the int8 / bf16 conv: the same instructions, other register tiles and row blocks
+    qconvs = [with_knobs(int8, accumulators=a, acc_bytes=ab)
+              for a, ab in itertools.product(sorted({regs * 3 // 4, regs // 2, regs - 2, regs // 4}),
+                                             (8192, 16384, 32768, 65536))]
+    return defaults[:2] + convs + bconvs + qconvs
+
+
+def with_knobs(rule, **knobs):
+    """A copy of a schedule rule with some knobs changed (the rules are plain objects)."""
+    out = copy.copy(rule)
+    for k, v in knobs.items():
+        if not hasattr(out, k):
+            raise AttributeError(f"{type(rule).__name__} has no knob {k}")
+        setattr(out, k, v)
+    return out
 
 
 def default_schedule(func: tvm.tirx.PrimFunc, preset: TargetPreset):
@@ -43,19 +59,23 @@ def reidc_space(preset: TargetPreset) -> ms.space_generator.ScheduleFn:
     variants = rule_variants(preset)
 
     def schedules(sch: tvm.s_tir.Schedule):
-        func = sch.mod["main"]
-        out, seen = [], set()
-        for rule in variants:
-            try:
-                s = rule.apply(func, target, False)
-            except (tvm.TVMError, ValueError):  # a knob that does not fit this shape
-                continue
-            if s is not None and (h := tvm_ffi.structural_hash(s.mod)) not in seen:
-                seen.add(h)
-                out.append(s)
-        return out
+        return reidc_schedules(sch.mod["main"], target, variants)
 
     return ms.space_generator.ScheduleFn(schedules, sch_rules=[], postprocs=[], mutator_probs={})
+
+
+def reidc_schedules(func: tvm.tirx.PrimFunc, target, variants: list) -> list:
+    """The distinct schedules reidc's rule variants give a function, the default first."""
+    out, seen = [], set()
+    for rule in variants:
+        try:
+            s = rule.apply(func, target, False)
+        except (tvm.TVMError, ValueError):  # a knob that does not fit this shape
+            continue
+        if s is not None and (h := tvm_ffi.structural_hash(s.mod)) not in seen:
+            seen.add(h)
+            out.append(s)
+    return out
 
 
 def search_space(preset: TargetPreset):

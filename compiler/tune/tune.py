@@ -21,6 +21,7 @@ from tvm.ir.utils import derived_object
 
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, load_source, prepare
+from reidc.compiler.prepare import int8_weight_max
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module, int8_flavour
 from reidc.compiler.lower.to_relax import to_relax
@@ -50,6 +51,10 @@ class TuneOptions:
     source: dict = field(default_factory=dict)   # how to read a bare weights file: CompileOptions' arch,
                                                  # split_config, fastreid_config, torchreid_arch, weights
     only: tuple[str, ...] = ()     # tune only tasks whose name contains one of these
+    precision: str = "fp32"        # the real-valued layers' precision whose kernels to tune: as `compile`
+                                   # takes it, but one ("fp32", "int8" or "bf16"; not "auto")
+    int8_weight_bits: int | None = None   # int8: as `compile`'s (None: the target's fastest)
+    calibration: str = "synthetic"  # int8: as `compile`'s; the same as compile's, so the kernels match
     rpc_tracker: str | None = None  # HOST:PORT
     rpc_key: str | None = None
     timeout_s: float = 30.0
@@ -66,7 +71,8 @@ def workload_key(mod: tvm.IRModule) -> str:
 
 
 def extract_tasks(ckpt, opts: TuneOptions, preset):
-    copts = CompileOptions(batch=opts.batch, progress=opts.progress, **opts.source)
+    copts = CompileOptions(batch=opts.batch, progress=opts.progress, precision=opts.precision,
+                           int8_weight_bits=opts.int8_weight_bits, calibration=opts.calibration, **opts.source)
     opts.progress(f"loading {ckpt}")
     source = load_source(ckpt, copts)
     modes = opts.modes or ((RunMode.VISIBLE,) if RunMode.VISIBLE in source[2] else source[2][:1])
@@ -86,6 +92,16 @@ def check_options(opts: TuneOptions, preset) -> None:
                               "reachable from here; tune a CPU target (see `reidc targets`)")
         raise TargetError(f"--target {opts.target}: reidc does not tune CUDA targets yet (its GPU schedules have "
                           f"no tuning space); compile for {preset.name} without --tuning-db")
+    if opts.precision not in ("fp32", "int8", "bf16"):
+        raise InputError(f"--precision {opts.precision}: tune one precision's kernels (fp32, int8 or bf16); "
+                         "`compile --precision auto` then uses the records of the precision it picks")
+    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
+        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16)")
+    if opts.precision == "int8":
+        int8_weight_max(CompileOptions(target=opts.target, int8_weight_bits=opts.int8_weight_bits),
+                        int8_flavour(preset))   # refuses bits the target cannot take
+    elif opts.int8_weight_bits is not None:
+        raise InputError("--int8-weight-bits needs --precision int8")
     for flag, value in (("--trials", opts.trials), ("--batch", opts.batch), ("--cores", opts.cores or 1),
                         ("per_iter", opts.per_iter)):
         if value < 1:
