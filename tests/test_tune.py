@@ -59,6 +59,8 @@ def test_local_tuning_writes_a_target_keyed_json_database(tuned):
     tasks = json.loads((db / key / TASKS).read_text())
     assert sorted(t["trials"] for t in tasks.values()) == [8, 8]
     assert all(t["default_s"] > 0 for t in tasks.values())
+    # reidc's own knob variants were measured first, as trials, before the evolutionary search
+    assert all(t["variants_done"] and 1 <= t["variants"] <= 8 for t in tasks.values())
     # TVM's own JSONDatabase reads it: one default record + 8 trials per task
     from tvm.s_tir import meta_schedule as ms
     tvm_db = ms.database.JSONDatabase(work_dir=str(db / key))

@@ -115,18 +115,25 @@ def runner(preset: TargetPreset, tracker: str | None = None, key: str | None = N
 
 def measure_once(sch, preset: TargetPreset, build, run) -> tuple[float | None, str | None]:
     """(seconds, error) of one schedule through the same builder and runner the search uses."""
+    return measure_many([sch], preset, build, run)[0]
+
+
+def measure_many(schs: list, preset: TargetPreset, build, run) -> list[tuple[float | None, str | None]]:
+    """(seconds, error) per schedule: built in one batch (the builder's workers in parallel),
+    then run one after another, as a search batch is."""
     target = preset.tvm_target()
-    (b,) = build.build([ms.builder.BuilderInput(sch.mod, target)])
-    if b.error_msg:
-        return None, b.error_msg
+    built = build.build([ms.builder.BuilderInput(sch.mod, target) for sch in schs])
+    out: list[tuple[float | None, str | None]] = [(None, b.error_msg) for b in built]
+    ok = [i for i, b in enumerate(built) if not b.error_msg]
+    dev = "cuda" if preset.kind == "cuda" else "cpu"
     try:
-        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        dev = "cuda" if preset.kind == "cuda" else "cpu"
-        (fut,) = run.run([ms.runner.RunnerInput(b.artifact_path, dev, args)])
-        r = fut.result()
+        futs = run.run([ms.runner.RunnerInput(built[i].artifact_path, dev,
+                                              ms.arg_info.ArgInfo.from_prim_func(schs[i].mod["main"])) for i in ok])
+        for i, fut in zip(ok, futs):
+            r = fut.result()
+            secs = [float(s) for s in r.run_secs] if not r.error_msg else []
+            out[i] = (sum(secs) / len(secs), None) if secs else (None, r.error_msg or "no time measured")
     finally:
-        ms.utils.remove_build_dir(b.artifact_path)
-    if r.error_msg:
-        return None, r.error_msg
-    secs = [float(s) for s in r.run_secs]
-    return sum(secs) / len(secs), None
+        for i in ok:
+            ms.utils.remove_build_dir(built[i].artifact_path)
+    return out
