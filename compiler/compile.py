@@ -24,7 +24,7 @@ from .base.version import __version__
 from .verify_reduced import verify_reduced
 from .costs import macs, weight_bytes
 from .ir import Op, RunMode
-from .prepare import CompileOptions, checkpoint_digest, int8_weight_max, load_source, prepare  # noqa: F401 (callers import them here)
+from .prepare import CompileOptions, check_precision, checkpoint_digest, int8_weight_max, load_source, prepare  # noqa: F401 (callers import them here)
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
 
@@ -92,11 +92,7 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
     out = Path(out)
     guard_output_dir(out, "artifact", inputs)  # refuse before any work: nothing of the user's is at risk
     check_can_build(preset, opts.verify)
-    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
-        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16: "
-                         "the x86-amx preset, or host on a Sapphire Rapids or newer Xeon); use fp32 or int8 there")
-    if opts.precision == "int8":
-        int8_weight_max(opts, int8_flavour(preset))   # refuses bits the target cannot take, before any work
+    check_precision(opts, preset, int8_flavour(preset))   # before any work
     module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")

@@ -53,6 +53,16 @@ class CompileOptions:
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
 
+def check_precision(opts: CompileOptions, preset, flavour) -> None:
+    """Refuse, before any work, a precision the target cannot build: bf16 without AMX-BF16, int8
+    weight bits beyond its dot product's bound (`flavour`: lower.build.int8_flavour(preset))."""
+    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
+        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16: "
+                         "the x86-amx preset, or host on a Sapphire Rapids or newer Xeon); use fp32 or int8 there")
+    if opts.precision == "int8":
+        int8_weight_max(opts, flavour)
+
+
 def int8_weight_max(opts: CompileOptions, flavour) -> int:
     """The bound int8 weights are quantized to: --int8-weight-bits' (refused beyond what the
     target's dot product takes exactly, Int8Flavour.weight_max), else the target's fastest."""

@@ -21,7 +21,7 @@ from tvm.ir.utils import derived_object
 
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, load_source, prepare
-from reidc.compiler.prepare import int8_weight_max
+from reidc.compiler.prepare import check_precision
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module, int8_flavour
 from reidc.compiler.lower.to_relax import to_relax
@@ -95,13 +95,10 @@ def check_options(opts: TuneOptions, preset) -> None:
     if opts.precision not in ("fp32", "int8", "bf16"):
         raise InputError(f"--precision {opts.precision}: tune one precision's kernels (fp32, int8 or bf16); "
                          "`compile --precision auto` then uses the records of the precision it picks")
-    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
-        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16)")
-    if opts.precision == "int8":
-        int8_weight_max(CompileOptions(target=opts.target, int8_weight_bits=opts.int8_weight_bits),
-                        int8_flavour(preset))   # refuses bits the target cannot take
-    elif opts.int8_weight_bits is not None:
+    if opts.int8_weight_bits is not None and opts.precision != "int8":
         raise InputError("--int8-weight-bits needs --precision int8")
+    check_precision(CompileOptions(target=opts.target, precision=opts.precision,
+                                   int8_weight_bits=opts.int8_weight_bits), preset, int8_flavour(preset))
     for flag, value in (("--trials", opts.trials), ("--batch", opts.batch), ("--cores", opts.cores or 1),
                         ("per_iter", opts.per_iter)):
         if value < 1:
