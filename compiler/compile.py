@@ -107,8 +107,11 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
     if tuning:
         from reidc.compiler.lower.build import fused_module
         tuning.count_applicable(fused_module(relax_mod, preset), preset.tvm_target())
-        say(f"{tuning.tuned_functions} of {tuning.functions} kernels have tuning records; reidc's schedules do the rest")
-    ex = build(relax_mod, preset, tuning.database if tuning else None)
+        kept = (f" ({tuning.kept_default} of them keep reidc's schedule: their best record lost the paired "
+                "re-measure)") if tuning.kept_default else ""
+        say(f"{tuning.tuned_functions} of {tuning.functions} kernels have tuning records{kept}; "
+            "reidc's schedules do the rest")
+    ex = build(relax_mod, preset, tuning.applied if tuning else None)
     build_s = time.perf_counter() - t0
 
     digest = facts.get("checkpoint_sha256") or checkpoint_digest(Path(ckpt))  # a .pt2's: of the bytes loaded

@@ -207,6 +207,32 @@ def test_compile_with_nonsense_in_the_database_warns_and_leaves_the_database_as_
     assert man["tuning"]["kernels_with_records"] == 1 and man["tuning"]["records"] == 3
 
 
+def test_a_record_that_lost_the_paired_re_measure_is_not_applied(ck, tuned, tmp_path):
+    """The search's best (1e-5 s in the crafted database) lost its paired rounds to reidc's
+    default: compile keeps the default for that kernel and says so; the report shows the paired
+    figures; the database is only read."""
+    from reidc.compiler.tunedb.database import open_for_compile
+    db = tmp_path / "db"
+    shutil.copytree(tuned, db)
+    tasks = json.loads((_folder(db) / TASKS).read_text())
+    task = next(iter(tasks.values()))
+    assert "unchecked" in cli("tune", "--report", db, code=0)   # the search's minimum, not re-measured: said
+    task["confirmed"] = {"trials": 2, "rounds": 3, "wins": 1, "default_s": 2.5e-5, "tuned_s": 2.6e-5, "keep": "default"}
+    (_folder(db) / TASKS).write_text(json.dumps(tasks))
+    before = {p.name: p.read_bytes() for p in _folder(db).iterdir() if p.name != "report.png"}
+    tuning = open_for_compile(db, get_target("host"), None)
+    assert len(tuning.database) == 3 and len(tuning.applied) == 0 and tuning.kept_keys == set(tasks)
+    r = reidc("compile", ck, "--modes", "visible", "--tuning-db", db, "-o", tmp_path / "art")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"1 of \d+ kernels have tuning records \(1 of them keep reidc's schedule", r.stderr), r.stderr
+    man = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert man["tuning"]["kept_default"] == 1 and man["tuning"]["kernels_with_records"] == 1
+    assert man["verification"]["status"] == "passed"
+    text = cli("tune", "--report", db, code=0)
+    assert "reidc default" in text and "unchecked" not in text and "1.00x" in text
+    assert {p.name: p.read_bytes() for p in _folder(db).iterdir() if p.name != "report.png"} == before
+
+
 def _start_tune(ck, db, trials):
     return subprocess.Popen([sys.executable, "-m", "reidc.compiler.cli", "tune", str(ck), "--db", str(db), "--trials",
                              str(trials), "--only", BCONV], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -331,6 +357,7 @@ def test_cuda_targets_are_refused_before_the_database_is_created(ck, tmp_path, t
     (["--rpc-tracker", "tracker", "--rpc-key", "pi"], "expected HOST:PORT"),
     (["--rpc-tracker", "127.0.0.1:9190"], "needs --rpc-key"),
     (["--target", "rpi4"], "--rpc-tracker HOST:PORT"),
+    (["--confirm-rounds", "-1"], "--confirm-rounds -1: must be 0 (off) or more"),
 ])
 def test_bad_options_are_refused_before_the_database_is_created(ck, tmp_path, args, words):
     assert words in cli("tune", ck, "--db", tmp_path / "db", *args, code=1)
@@ -368,10 +395,11 @@ def test_db_folders_that_cannot_be_written(ck, tmp_path, tuned, monkeypatch):
 def test_corrupt_index_and_task_files_are_one_line_errors_naming_the_file(ck, tuned, tmp_path):
     db = tmp_path / "db"
     shutil.copytree(tuned, db)
-    (_folder(db) / TASKS).write_text('{"x": {"trials": "many"}}')
-    for args in (["tune", ck, "--db", db], ["tune", "--report", db]):
-        text = cli(*args, code=1)
-        assert f"{_folder(db) / TASKS}: corrupt" in text and "delete it" in text
+    for bad in ('{"x": {"trials": "many"}}', '{"x": {"trials": 2, "failed": 0, "confirmed": {"keep": "maybe"}}}'):
+        (_folder(db) / TASKS).write_text(bad)
+        for args in (["tune", ck, "--db", db], ["tune", "--report", db]):
+            text = cli(*args, code=1)
+            assert f"{_folder(db) / TASKS}: corrupt" in text and "delete it" in text
     (db / INDEX).write_text("[1, 2")
     for args in (["tune", ck, "--db", db], ["tune", "--report", db],
                  ["compile", ck, "--modes", "visible", "--tuning-db", db, "-o", tmp_path / "art"]):

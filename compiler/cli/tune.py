@@ -34,6 +34,8 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
          rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
          timeout: float = typer.Option(30.0, help="seconds a candidate may run (and an RPC session may wait)"),
          cores: Optional[int] = typer.Option(None, help="the device's CPU cores (default: this machine's; 4 via RPC)"),
+         confirm_rounds: int = typer.Option(3, help="paired rounds re-measuring each task's best record against "
+                                                    "reidc's default; compile applies it only if it wins (0: off)"),
          report: Optional[Path] = typer.Option(None, "--report", help="print a report of this database and plot it")):
     """Auto-tune a model's kernels with MetaSchedule (locally or through an RPC tracker); Ctrl-C
     keeps every finished trial and a rerun resumes. `--report DB` summarises a database."""
@@ -52,6 +54,7 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
                          split_config=split_config,
                          only=tuple(o.strip() for o in only.split(",")) if only else (),
                          rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
+                         confirm_rounds=confirm_rounds,
                          precision=precision, int8_weight_bits=int8_weight_bits, calibration=calibration,
                          progress=_progress, on_stop_now=interrupted)
     except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
@@ -75,13 +78,19 @@ def _tune_report(db: Path) -> None:
     except UserError as e:
         _fail(e)
     for key, d in data.items():
-        t = Table("task", "calls", "trials", "failed", "default ms", "tuned ms", "speedup", "share of run",
+        t = Table("task", "calls", "trials", "failed", "default ms", "tuned ms", "speedup", "share of run", "applies",
                   title=f"{key} ({d['preset']})")
         for r in d["rows"]:
             f = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
             t.add_row(r["task"][:60], str(r["calls"]), str(r["trials"]), str(r["failed"]), f(r["default_ms"]),
                       f(r["tuned_ms"]), "-" if r["speedup"] is None else f"{r['speedup']:.2f}x",
-                      "-" if r["share"] is None else f"{100 * r['share']:.1f}%")
+                      "-" if r["share"] is None else f"{100 * r['share']:.1f}%",
+                      {"tuned": "tuned (paired)" if r["paired"] else "tuned", "default": "reidc default"}.get(
+                          r["kept"], "best record (unchecked)"))
         out.print(t)
         out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; "
                   f"plot: {d['plot']}")
+        unchecked = sum(1 for r in d["rows"] if r["kept"] is None and r["tuned_ms"])
+        if unchecked:
+            out.print(f"{unchecked} tasks' tuned figures are the search's minimum, not re-measured in pairs "
+                      "against the default (tuned before reidc did that, or interrupted): they overstate the gain")

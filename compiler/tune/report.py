@@ -1,5 +1,7 @@
 """`reidc tune --report DB`: per target and task, reidc-default vs tuned latency, trials, and the
-task's share of end-to-end kernel time (latency x calls per run); a bar chart per target."""
+task's share of end-to-end kernel time (latency x calls per run); a bar chart per target. Where
+`reidc tune` re-measured a task's best record against the default in paired rounds, the figures
+are those rounds' minima, and "tuned" is what compile applies (the default where it lost)."""
 from __future__ import annotations
 
 import io
@@ -18,8 +20,14 @@ def report_rows(root: str | Path) -> dict[str, list[dict]]:
         for wk, t in read_tasks(root / key).items():
             default, best = t.get("default_s"), t.get("best_s")
             tuned = min(x for x in (default, best) if x) if (default or best) else None
+            c = t.get("confirmed")
+            paired = bool(c and c["trials"] == t.get("trials") and c["rounds"])
+            if c and c["trials"] == t.get("trials"):   # the paired re-measure's figures, and what it kept
+                default = c["default_s"]
+                tuned = c["tuned_s"] if c["keep"] == "tuned" else default
             rows.append({"task": t.get("name", wk), "calls": t.get("weight", 1), "batch": t.get("batch"),
-                         "trials": t.get("trials", 0), "failed": t.get("failed", 0),
+                         "trials": t.get("trials", 0), "failed": t.get("failed", 0), "paired": paired,
+                         "kept": c["keep"] if c and c["trials"] == t.get("trials") else None,
                          "default_ms": default * 1e3 if default else None, "tuned_ms": tuned * 1e3 if tuned else None})
         total = sum(r["calls"] * r["tuned_ms"] for r in rows if r["tuned_ms"])
         total_default = sum(r["calls"] * r["default_ms"] for r in rows if r["default_ms"])

@@ -55,9 +55,29 @@ def _secs(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
 
 
+def _confirmed(v) -> bool:
+    """What `reidc tune` writes after a task's paired re-measure of its best record against
+    reidc's default (tune.py, _confirm)."""
+    return (isinstance(v, dict) and v.get("keep") in ("tuned", "default") and _count(v.get("trials"))
+            and _count(v.get("rounds")) and _count(v.get("wins")) and _secs(v.get("default_s"))
+            and _secs(v.get("tuned_s")))
+
+
 _TASK_FIELDS = {"trials": _count, "failed": _count, "weight": _count, "batch": _count, "default_s": _secs,
                 "best_s": _secs, "name": lambda v: isinstance(v, str), "model": lambda v: isinstance(v, str),
-                "exhausted": lambda v: isinstance(v, bool)}
+                "exhausted": lambda v: isinstance(v, bool), "variants": _count,
+                "variants_done": lambda v: isinstance(v, bool), "confirmed": _confirmed}
+
+
+def workload_key(mod) -> str:
+    """A task's key in reidc_tasks.json: the structural hash of its (fused PrimFunc) IRModule."""
+    import tvm_ffi
+    return f"{tvm_ffi.structural_hash(mod) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def kept_default(tasks: dict) -> set[str]:
+    """The tasks whose best record lost the paired re-measure against reidc's default."""
+    return {wk for wk, t in tasks.items() if t.get("confirmed", {}).get("keep") == "default"}
 
 
 def _valid_index(data) -> bool:
@@ -211,12 +231,17 @@ def load_database(folder: Path, record_text: str):
 
 @dataclass
 class CompileTuning:
-    """What `reidc compile --tuning-db` uses: the database and the batch it was tuned for."""
+    """What `reidc compile --tuning-db` uses: the database and the batch it was tuned for. The
+    counts and the manifest describe `database`, every checked record; the build applies `applied`."""
     db: TargetDB
     database: object
     batch: int
     copy: object = None   # the checked copy the database was loaded from (kept while it is used)
 
+    applied: object = None  # what the build applies: `database` less the records of the tasks (kept_keys)
+    kept_keys: frozenset = frozenset()   # whose best record lost the paired re-measure against reidc's default
+
+    kept_default: int = 0   # of the module's kernels with records, how many are in kept_keys
     tuned_functions: int = 0
     functions: int = 0
 
@@ -226,7 +251,9 @@ class CompileTuning:
         from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
         funcs = [f for _, f in fused_mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
         self.functions = len(funcs)
-        self.tuned_functions = sum(1 for f in funcs if self.database.has_workload(_normalize_mod(f)))
+        mods = [_normalize_mod(f) for f in funcs]
+        self.tuned_functions = sum(1 for m in mods if self.database.has_workload(m))
+        self.kept_default = sum(1 for m in mods if self.kept_keys and workload_key(m) in self.kept_keys)
 
     def summary(self) -> dict:
         """What the manifest records (and `reidc inspect` shows): which database, target and batch,
@@ -239,7 +266,7 @@ class CompileTuning:
             digest = h.hexdigest()
         return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
                 "records": len(self.database), "kernels_with_records": self.tuned_functions,
-                "kernels": self.functions, "records_sha256": digest}
+                "kernels": self.functions, "kept_default": self.kept_default, "records_sha256": digest}
 
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
@@ -259,4 +286,18 @@ def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, 
         say(f"warning: {root} has no records for batch {batch} on {preset.name} (tuned: {batches}); "
             "reidc's default schedules will be used")
     database, copy = db.load_checked_copy(say)
-    return CompileTuning(db, database, batch, copy)
+    dropped = kept_default(db.tasks())
+    applied = without_workloads(database, dropped) if dropped else database
+    return CompileTuning(db, database, batch, copy, applied=applied, kept_keys=frozenset(dropped))
+
+
+def without_workloads(database, keys: set[str]):
+    """An in-memory copy of `database` without the records of these tasks (workload_key), so
+    MetaScheduleApplyDatabase leaves their kernels to reidc's default schedules."""
+    from tvm.s_tir import meta_schedule as ms
+    out = ms.database.MemoryDatabase()
+    for rec in database.get_all_tuning_records():
+        if workload_key(rec.workload.mod) not in keys:
+            wl = out.commit_workload(rec.workload.mod)
+            out.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
+    return out
