@@ -13,6 +13,12 @@ the others are compared with PyTorch eager. On request (runtimes=, OPTIONAL_RUNT
 peers a user runs for reduced precision: ONNX Runtime on a static int8 QDQ model of the same
 export, and OpenVINO fp32, bf16 and int8 (the same QDQ model).
 
+A CUDA artifact is timed on this machine's GPU 0 beside PyTorch on the same GPU (eager in fp32,
+torch.compile, and eager under fp16 autocast: GPU_RUNTIMES); every engine's call includes the
+upload of the numpy input and the download of the features, as a user's call does. The CPU
+engines (ONNX Runtime, OpenVINO) are refused for it, and so is a CUDA artifact where TVM sees
+no GPU.
+
 Everything a user can get wrong is refused before any worker starts (InputError, ArtifactError);
 a worker that fails or dies is an EngineError naming the engine and how it ended.
 """
@@ -44,14 +50,16 @@ BUSY_CORES = 0.25  # other processes using more than this while timing: the figu
 RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")  # the default set
 # reduced-precision peers and OpenVINO, on request (runtimes=...): int8 ones quantize with 8
 # calibration inputs first (bench_worker.quantize_qdq); OpenVINO needs `pip install openvino`
-OPTIONAL_RUNTIMES = ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8")
+OPTIONAL_RUNTIMES = ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8", "torch_fp16")
 ALL_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES
+GPU_RUNTIMES = ("torch_eager", "torch_compile", "torch_fp16")  # a CUDA artifact's peers, all on its GPU
 NEEDS = {"onnxruntime_int8": ("onnxruntime",), "openvino": ("openvino",), "openvino_bf16": ("openvino",),
          "openvino_int8": ("openvino", "onnxruntime")}  # packages, checked before any worker starts
-REDUCED = ("onnxruntime_int8", "openvino_bf16", "openvino_int8")  # rows add their per-sample cosine min
+REDUCED = ("onnxruntime_int8", "openvino_bf16", "openvino_int8", "torch_fp16")  # rows add their per-sample cosine min
 LABELS = {"reidc": "reidc", "torch_eager": "PyTorch eager", "torch_compile": "torch.compile",
           "onnxruntime": "ONNX Runtime", "onnxruntime_int8": "ONNX Runtime int8", "openvino": "OpenVINO",
           "openvino_bf16": "OpenVINO bf16", "openvino_int8": "OpenVINO int8",
+          "torch_fp16": "PyTorch fp16 (autocast)",
           # one binary layer (compiler/layer_bench.py)
           "layer_reidc": "reidc (binary)", "layer_openvino": "OpenVINO BinaryConvolution",
           "layer_torch": "PyTorch float conv"}
@@ -68,17 +76,19 @@ class Plan:
     engines: dict[str, dict]       # name -> worker spec
     baseline_model: str | None = None
     json_out: Path | None = None
+    device: str = "cpu"            # where every engine runs: "cpu", or "cuda" (GPU 0) for a CUDA artifact
 
 
 def _path(artifact) -> Path:
     return Path(getattr(artifact, "path", artifact))
 
 
-def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, tuple[str, ...]]:
-    """The artifact's manifest and the entries to time (`modes` None: its visible and mixed
-    entries, or its only one), refusing what bench cannot time truthfully here."""
+def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, tuple[str, ...], str]:
+    """The artifact's manifest, the entries to time (`modes` None: its visible and mixed
+    entries, or its only one) and the device it runs on ("cpu" | "cuda"), refusing what bench
+    cannot time truthfully here."""
     from reidc.targets import TargetError, preset_from_manifest
-    from reidc.targets.presets import QEMU_AARCH64
+    from reidc.targets.presets import CUDA, QEMU_AARCH64
     from .runtime import read_manifest
     man = read_manifest(path)
     where = f"{flag} {path}" if flag else str(path)
@@ -89,6 +99,7 @@ def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, t
     if preset.runs_via == QEMU_AARCH64 and platform.machine() != "aarch64":
         raise ArtifactError(f"{where} is an aarch64 build, run here under qemu: its timings say nothing "
                             "about ARM speed; time it on the board with `reidc_run ... --repeat N` (README, Deploying)")
+    device = "cuda" if preset.runs_via == CUDA else "cpu"
     have = list(man["modes"])
     entries = tuple(modes) if modes else (tuple(m for m in (RunMode.VISIBLE, RunMode.MIXED) if m in have)
                                           or tuple(have[:1]))
@@ -102,7 +113,7 @@ def _check_artifact(path: Path, modes, batches, flag: str = "") -> tuple[dict, t
         if fixed and b != fixed:
             raise InputError(f"--batch {b}: {where} was built for batch {fixed} only (compile without --batch "
                              "for any batch size)")
-    return man, entries
+    return man, entries, device
 
 
 def _checkpoint(man: dict, where: str, given=None) -> str:
@@ -115,13 +126,45 @@ def _checkpoint(man: dict, where: str, given=None) -> str:
     return str(Path(ck).resolve())
 
 
+def default_runtimes(device: str) -> tuple[str, ...]:
+    """The engines a bench runs when none are named: RUNTIMES on a CPU, GPU_RUNTIMES on CUDA."""
+    return GPU_RUNTIMES if device == "cuda" else RUNTIMES
+
+
+def artifact_device(artifact) -> str:
+    """Where bench would time an artifact: "cpu" or "cuda"."""
+    from reidc.targets import TargetError, preset_from_manifest
+    from reidc.targets.presets import CUDA
+    from .runtime import read_manifest
+    path = _path(artifact)
+    try:
+        return "cuda" if preset_from_manifest(read_manifest(path)["target"]).runs_via == CUDA else "cpu"
+    except (KeyError, TargetError) as e:
+        raise ArtifactError(f"{path}: bad target entry: {e}") from None
+
+
+def _check_runtimes(runtimes, device: str) -> None:
+    for r in runtimes:
+        if device == "cuda" and r not in GPU_RUNTIMES:
+            raise InputError(f"runtime {r}: runs on the CPU, and this artifact is a CUDA build timed on the GPU "
+                             f"(GPU engines: {', '.join(GPU_RUNTIMES)})")
+        if device == "cpu" and r == "torch_fp16":
+            raise InputError("runtime torch_fp16: PyTorch's fp16 autocast is a GPU engine; this artifact runs on "
+                             "the CPU (its reduced-precision peers: onnxruntime_int8, openvino_bf16, openvino_int8)")
+        for need in NEEDS.get(r, ()):
+            if importlib.util.find_spec(need) is None:
+                raise InputError(f"runtime {r}: needs the {need} package, not installed here "
+                                 "(pip install 'reidc[bench]')")
+
+
 def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
-         runtimes=RUNTIMES, baseline=None, json_out=None) -> Plan:
+         runtimes=None, baseline=None, json_out=None) -> Plan:
     """Check every argument against the artifact(s) before anything runs.
 
     `modes` None: the artifact's visible and mixed entries (or whatever single entry it has).
     PyTorch eager always runs: it is the reference the others are compared with. `runtimes`
-    may name any of ALL_RUNTIMES (the default RUNTIMES leaves out OPTIONAL_RUNTIMES)."""
+    may name any of ALL_RUNTIMES that runs where the artifact does (None: default_runtimes,
+    which leaves out OPTIONAL_RUNTIMES on a CPU)."""
     for flag, v in (("--repeat", repeat), ("--threads", threads)):
         if not isinstance(v, int) or v < 1:
             raise InputError(f"{flag} {v}: must be at least 1")
@@ -135,33 +178,39 @@ def plan(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 
         modes = tuple(RunMode.parse(m, MODEL_MODES, "--mode") for m in modes) if modes else None
     except ValueError as e:
         raise InputError(str(e)) from None
-    for r in runtimes:
+    for r in runtimes or ():
         if r not in ALL_RUNTIMES:
             raise InputError(f"runtime {r!r}: expected one of {', '.join(ALL_RUNTIMES)}")
-        for need in NEEDS.get(r, ()):
-            if importlib.util.find_spec(need) is None:
-                raise InputError(f"runtime {r}: needs the {need} package, not installed here "
-                                 "(pip install 'reidc[bench]')")
     json_out = guard_output_file(json_out, "--json") if json_out is not None else None
     path = _path(artifact)
-    man, entries = _check_artifact(path, modes, batches)
-    common = {"threads": threads, "artifact": str(path.resolve()),
+    man, entries, device = _check_artifact(path, modes, batches)
+    runtimes = default_runtimes(device) if runtimes is None else tuple(runtimes)
+    _check_runtimes(runtimes, device)
+    if device == "cuda":
+        from reidc.targets.devices import cuda_device_count
+        if cuda_device_count() == 0:
+            raise ArtifactError(f"{path} is a CUDA build ({man['target']['preset']}) and TVM sees no CUDA GPU "
+                                "here: bench it on the GPU machine")
+    common = {"threads": threads, "artifact": str(path.resolve()), "device": device,
               "checkpoint": _checkpoint(man, str(path), checkpoint)}
     names = ("reidc", "torch_eager") + tuple(r for r in ALL_RUNTIMES[1:] if r in runtimes)
     engines = {n: {**common, "engine": n} for n in names}
     base_model = None
     if baseline is not None:
         bpath = _path(baseline)
-        bman, _ = _check_artifact(bpath, entries, batches, "--baseline")
+        bman, _, bdevice = _check_artifact(bpath, entries, batches, "--baseline")
+        if bdevice != device:
+            raise InputError(f"--baseline {bpath}: runs on the {bdevice.upper()}, {path} on the {device.upper()}: "
+                             "bench compares builds for one device")
         if bman["input_shape"] != man["input_shape"]:
             raise InputError(f"--baseline {bpath}: takes inputs {tuple(bman['input_shape'])}, "
                              f"{path} takes {tuple(man['input_shape'])}")
-        bcommon = {"threads": threads, "artifact": str(bpath.resolve()),
+        bcommon = {"threads": threads, "artifact": str(bpath.resolve()), "device": device,
                    "checkpoint": _checkpoint(bman, f"--baseline {bpath}")}
-        for n in ("reidc", "torch_eager", "onnxruntime"):
+        for n in ("reidc", "torch_eager") + (("onnxruntime",) if device == "cpu" else ()):
             engines[f"baseline_{n}"] = {**bcommon, "engine": n}
         base_model = bman["model"]
-    return Plan(man, entries, batches, threads, repeat, engines, base_model, json_out)
+    return Plan(man, entries, batches, threads, repeat, engines, base_model, json_out, device)
 
 
 def _exit_text(rc: int | None) -> str:
@@ -330,7 +379,7 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
     from .reference import rel_err
     man = p.manifest
     row = {"model": man["model"], "target": man["target"]["preset"], "batch": batch, "modality": entry,
-           "threads": p.threads, "repeat": p.repeat, "isolation": "one process per engine",
+           "device": p.device, "threads": p.threads, "repeat": p.repeat, "isolation": "one process per engine",
            "worker_pids": {n: r["pid"] for n, r in res.items()}, "others_cpu_cores": others}
     for n, r in res.items():
         row[f"{n}_ms"] = r["ms"]
@@ -352,7 +401,8 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
         row["baseline_model"] = p.baseline_model
         bref = res["baseline_torch_eager"]["out"]
         row["baseline_max_rel_err"] = rel_err(res["baseline_reidc"]["out"], bref)
-        row["baseline_onnxruntime_rel_err"] = rel_err(res["baseline_onnxruntime"]["out"], bref)
+        if "baseline_onnxruntime" in res:
+            row["baseline_onnxruntime_rel_err"] = rel_err(res["baseline_onnxruntime"]["out"], bref)
     for n in res:
         if n != "reidc":
             row[f"speedup_vs_{n}"] = row[f"{n}_ms"] / row["reidc_ms"]
@@ -369,7 +419,7 @@ def cos_min(out, ref) -> float:
 
 
 def bench(artifact, checkpoint=None, batches=(1, 16), modes=None, threads: int = 2, repeat: int = 5,
-          runtimes=RUNTIMES, progress: Callable[[str], None] = lambda s: None, baseline=None,
+          runtimes=None, progress: Callable[[str], None] = lambda s: None, baseline=None,
           json_out=None, round_s: float = ROUND_S, pause_s: float = PAUSE_S) -> list[dict]:
     """One row per (entry, batch): every engine's median / min / max / spread per call (ms),
     speedups of reidc (median over median), and errors against PyTorch eager (for the

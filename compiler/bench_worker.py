@@ -85,25 +85,48 @@ class ReidcEngine:
 
 
 class EagerEngine:
-    """PyTorch eager, no_grad, torch.set_num_threads(threads)."""
+    """PyTorch eager, no_grad, torch.set_num_threads(threads); on the GPU (spec "device"
+    "cuda") each call uploads the input and downloads the features, as reidc's call does."""
 
     def __init__(self, spec: dict):
         import torch
         torch.set_num_threads(spec["threads"])
-        self.model = _source(spec)
+        self.device = spec.get("device", "cpu")
+        self.model = _source(spec).to(self.device)
 
     def _module(self, entry: str):
         return _entry_module(self.model, entry)
+
+    def _context(self):
+        import contextlib
+        return contextlib.nullcontext()
 
     def call_for(self, entry: str, x, m) -> Callable[[], np.ndarray]:
         import torch
         fn = self._module(entry)
         xt, mt = _torch_args(x, m)
+        if self.device == "cpu":
+            def call():
+                with torch.no_grad(), self._context():
+                    return fn(xt, mt).float().numpy()
+            return call
+        xt = xt.pin_memory()
 
-        def call():
-            with torch.no_grad():
-                return fn(xt, mt).numpy()
-        return call
+        def call_gpu():
+            with torch.no_grad(), self._context():
+                y = fn(xt.to(self.device, non_blocking=True), mt.to(self.device) if mt is not None else None)
+                return y.float().cpu().numpy()
+        return call_gpu
+
+
+class Fp16Engine(EagerEngine):
+    """PyTorch eager under fp16 autocast on the GPU (what a PyTorch user runs there for speed)."""
+
+    info = {"precision": "fp16 autocast"}
+
+    def _context(self):
+        import torch
+        return torch.autocast("cuda", dtype=torch.float16)
 
 
 class CompileEngine(EagerEngine):
@@ -323,7 +346,7 @@ class OpenVinoInt8Engine(OpenVinoEngine):
     int8 = True
 
 
-ENGINES = {"reidc": ReidcEngine, "torch_eager": EagerEngine, "torch_compile": CompileEngine,
+ENGINES = {"reidc": ReidcEngine, "torch_eager": EagerEngine, "torch_compile": CompileEngine, "torch_fp16": Fp16Engine,
            "onnxruntime": OrtEngine, "onnxruntime_int8": OrtInt8Engine, "openvino": OpenVinoEngine,
            "openvino_bf16": OpenVinoBf16Engine, "openvino_int8": OpenVinoInt8Engine, **LAYER_ENGINES}
 

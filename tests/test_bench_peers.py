@@ -63,6 +63,9 @@ def test_peers_are_optional_and_checked_before_any_worker(art, monkeypatch):
     assert set(bench_mod.plan(art, batches=(1,)).engines) == {"reidc", *bench_mod.RUNTIMES}
     with pytest.raises(bench_mod.InputError, match="runtime 'tensorrt': expected one of .*openvino_int8"):
         bench_mod.plan(art, batches=(1,), runtimes=("tensorrt",))
+    with pytest.raises(bench_mod.InputError, match="runtime torch_fp16: PyTorch's fp16 autocast is a GPU engine"):
+        bench_mod.plan(art, batches=(1,), runtimes=("torch_fp16",))
+    assert bench_mod.plan(art, batches=(1,)).device == "cpu"
     real = bench_mod.importlib.util.find_spec
     monkeypatch.setattr(bench_mod.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(bench_mod.InputError, match=r"runtime openvino_bf16: needs the openvino package.*reidc\[bench\]"):

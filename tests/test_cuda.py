@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from reidc.compiler.compile import CompileOptions, compile_checkpoint
-from reidc.compiler.base.errors import VerificationError
+from reidc.compiler.base.errors import ArtifactError, InputError, VerificationError
+from reidc.compiler.bench import plan as bench_plan
 from reidc.compiler.reference import torch_forward
 from reidc.frontend.checkpoint import save_checkpoint
 from reidc.frontend.zoo import zoo_model
@@ -88,6 +89,13 @@ def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc):
     assert convs and all("__shared__" in v for v in convs.values())
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
     assert "fma.rn.f32" in ptx and "popc" not in ptx and "dp4a" not in ptx
+    # `reidc bench` times a CUDA build on the GPU beside PyTorch on it: the CPU engines are refused
+    # for it, and so is the build itself where TVM sees no GPU, before any worker starts
+    with pytest.raises(InputError, match="runtime onnxruntime: runs on the CPU, and this artifact is a CUDA build"):
+        bench_plan(tmp_path / "art", runtimes=("onnxruntime",))
+    if cuda_device_count() == 0:
+        with pytest.raises(ArtifactError, match=r"is a CUDA build \(sm86\) and TVM sees no CUDA GPU here"):
+            bench_plan(tmp_path / "art")
 
 
 @pytest.mark.parametrize("name, modes", [("cmnas-resnet18", ("visible", "mixed")), ("bire-resnet18", ("visible",))])
@@ -187,6 +195,7 @@ def test_cuda_tier_matches_pytorch_on_the_gpu(tmp_path, ckpts, name):
     man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu()))
     assert man["verification"]["status"] == "passed"
     comp = Compiled(tmp_path / "art")
+    torch.backends.cudnn.allow_tf32 = False  # the fp32 reference (PyTorch's default runs convs in TF32 on the GPU)
     x = np.random.default_rng(2).standard_normal((4, 3) + SIZE, dtype=np.float32)
     m = np.array([0, 1, 1, 0], np.int32)
     gpu_model = model.cuda()
@@ -220,3 +229,20 @@ def test_cuda_int8_tier_keeps_the_features_on_the_gpu(tmp_path, ckpts, name):
     ref = torch_forward(model, x, "visible")
     cos = np.sum(got * ref, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     assert (np.min(cos) if name.startswith("cmnas") else np.median(cos)) >= 0.99, cos
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
+def test_bench_times_a_cuda_build_beside_pytorch_on_the_gpu(tmp_path, ckpts):
+    """`reidc bench` of a CUDA build: every engine on GPU 0, each in its own process; reidc's
+    features agree with PyTorch eager on the GPU (TF32 convs, PyTorch's default there) and fp16
+    autocast keeps the features (cosine)."""
+    from reidc.compiler.bench import bench
+    _, ck = ckpts["cmnas-resnet18"]
+    compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu(), modes=("visible",)))
+    rows = bench(tmp_path / "art", batches=(2,), modes=("visible",), repeat=2, runtimes=("torch_fp16",),
+                 round_s=0.05, pause_s=0.0)
+    (row,) = rows
+    assert row["device"] == "cuda" and set(row["worker_pids"]) == {"reidc", "torch_eager", "torch_fp16"}
+    assert row["max_rel_err"] < 1e-2 and row["torch_fp16_cos_min"] > 0.99, row
+    assert row["reidc_ms"] > 0 and row["speedup_vs_torch_fp16"] > 0

@@ -111,14 +111,24 @@ def bench(artifact, batches: Sequence[int] = (1, 16), *, modes: Sequence[str] | 
           engines: Sequence[str] | None = None, baseline: str | Path | None = None,
           json_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Time an artifact (folder or Artifact) beside PyTorch eager, torch.compile and ONNX
-    Runtime (`engines`, default all), each in a process of its own, in turn: one row per
+    Runtime (`engines`, default `default_engines(artifact)`; a CUDA build on this machine's GPU
+    beside PyTorch on it), each in a process of its own, in turn: one row per
     (entry, batch) with every engine's median/min/max ms, reidc's speedups and errors against
     eager. `baseline`: another artifact (e.g. the fp32 network a binarized one replaces)."""
     from reidc.compiler.bench import bench as run
     path = getattr(artifact, "path", artifact)
     with needs_compiler("benchmarking"):
         return run(path, checkpoint, tuple(batches), tuple(modes) if modes else None, threads, repeat,
-               tuple(engines) if engines else ENGINES, progress or (lambda msg: None), baseline, json_out)
+                   tuple(engines) if engines else None, progress or (lambda msg: None), baseline, json_out)
+
+
+def default_engines(artifact) -> tuple[str, ...]:
+    """The engines `bench` runs beside reidc when none are named: PyTorch eager, torch.compile
+    and ONNX Runtime for a CPU build; PyTorch eager, torch.compile and fp16 autocast on the GPU
+    for a CUDA build."""
+    from reidc.compiler.bench import artifact_device, default_runtimes
+    with needs_compiler("benchmarking"):
+        return default_runtimes(artifact_device(getattr(artifact, "path", artifact)))
 
 
 def profile(artifact, batch: int = 1, mode: str | None = None, *, ghz: float | None = None,

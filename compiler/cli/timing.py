@@ -28,15 +28,17 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               no_compile: bool = typer.Option(False, "--no-torch-compile", help="skip torch.compile (slow to compile)"),
               runtimes: Optional[str] = typer.Option(None, "--runtimes", help="comma-separated engines beside reidc and "
                                                      "PyTorch eager (default: torch_compile,onnxruntime; also "
-                                                     "onnxruntime_int8, openvino, openvino_bf16, openvino_int8)"),
+                                                     "onnxruntime_int8, openvino, openvino_bf16, openvino_int8; "
+                                                     "a CUDA build: torch_compile,torch_fp16 on its GPU)"),
               json_out: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON")):
     """reidc vs PyTorch eager, torch.compile and ONNX Runtime, each in a process of its own, timed in turn."""
-    from ..api.jobs import BUSY_CORES, ENGINES, ROUND_S, engine_label
+    from ..api.jobs import BUSY_CORES, ROUND_S, default_engines, engine_label
     try:
+        engines = tuple(r.strip() for r in runtimes.split(",") if r.strip()) if runtimes else None
+        if engines is None and no_compile:
+            engines = tuple(r for r in default_engines(artifact) if r != "torch_compile")
         rows = reidc.bench(artifact, tuple(batch), modes=tuple(mode or ()) or None, checkpoint=checkpoint,
-                           threads=threads, repeat=repeat,
-                           engines=(tuple(r.strip() for r in runtimes.split(",") if r.strip()) if runtimes else
-                                    tuple(r for r in ENGINES if not (no_compile and r == "torch_compile"))),
+                           threads=threads, repeat=repeat, engines=engines,
                            progress=_progress, baseline=baseline, json_out=json_out)
     except (UserError, EngineError) as e:
         _fail(e)
@@ -44,7 +46,8 @@ def bench_cmd(artifact: Path = typer.Argument(...),
               "reidc speedup", "rel err vs eager")
     errs = {"reidc": "max_rel_err", "torch_compile": "torch_compile_rel_err", "onnxruntime": "onnxruntime_rel_err",
             "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err",
-            **{n: f"{n}_rel_err" for n in ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8")}}
+            **{n: f"{n}_rel_err" for n in ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8",
+                                           "torch_fp16")}}
     for r in rows:
         for i, n in enumerate(r["worker_pids"]):
             label = engine_label(n) + (f" ({r['baseline_model']})" if n == "baseline_reidc" else "")
@@ -59,7 +62,9 @@ def bench_cmd(artifact: Path = typer.Argument(...),
                       f"{r[n + '_spread']:.0%}", "" if n == "reidc" else f"{r['speedup_vs_' + n]:.2f}x",
                       f"{r[errs[n]]:.1e}" if n in errs else "")
     out.print(t)
-    out.print(f"each engine in a process of its own, {threads} thread(s), timed in turn: {repeat} rounds of about "
+    where = "on GPU 0 (each call uploads the input and downloads the features)" if rows and rows[0]["device"] == "cuda" \
+        else f"{threads} thread(s)"
+    out.print(f"each engine in a process of its own, {where}, timed in turn: {repeat} rounds of about "
               f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; "
               "speedup = engine median / reidc median")
     busy = max((r["others_cpu_cores"] or 0.0 for r in rows), default=0.0)
