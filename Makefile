@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PACKAGES := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
-.PHONY: setup setup-arm demo test bench layers clean
+.PHONY: setup setup-arm demo test bench layers gpu-check clean
 
 $(BIN)/reidc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,10 @@ layers: setup
 
 bench: setup
 	$(BIN)/pytest -q -m bench --benchmark-enable -p no:cacheprovider tests/test_bench.py
+
+# On a machine with an NVIDIA GPU (nothing installed by make: see tests/gpu_check.sh and README).
+gpu-check:
+	bash tests/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build demo .pytest_cache

@@ -10,7 +10,9 @@
 # machine that can, by `tests/gpu_bundle.sh`; it is unpacked into a temporary folder. Where
 # reidc is not installed, this checkout is used. Logs, JUnit XML and bench JSON go to OUTDIR.
 # REIDC_GPU_BENCH=0 skips the benchmark; REIDC_GPU_MODELS (default "cmnas-resnet50
-# bire-resnet18") and REIDC_GPU_BATCHES (default "1 16") choose what it times.
+# bire-resnet18"), REIDC_GPU_BATCHES (default "1 16") and REIDC_GPU_RUNTIMES (the engines beside
+# reidc and PyTorch eager, default torch_fp16; add torch_compile where its compiles, a minute or
+# more per model and batch, fit) choose what it times.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=$(mkdir -p "${1:-$ROOT/build/gpu-check}" && cd "${1:-$ROOT/build/gpu-check}" && pwd)
@@ -88,7 +90,7 @@ if [ "${REIDC_GPU_BENCH:-1}" != 0 ]; then
             grep -i -E "verif|cosine" "$OUTDIR/compile-$m-$prec.log" | tail -2
             say "bench $m $prec"
             timeout "$STEP_S" "${R[@]}" bench "$art" "${batches[@]}" --mode visible --repeat 5 \
-                --runtimes "${REIDC_GPU_RUNTIMES:-torch_fp16,torch_compile}" --json "$OUTDIR/bench-$m-$prec.json" \
+                --runtimes "${REIDC_GPU_RUNTIMES:-torch_fp16}" --json "$OUTDIR/bench-$m-$prec.json" \
                 2>"$OUTDIR/bench-$m-$prec.err" | tee "$OUTDIR/bench-$m-$prec.txt" || {
                 tail -3 "$OUTDIR/bench-$m-$prec.err"; FAILED+=("$m $prec bench"); }
         done
