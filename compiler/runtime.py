@@ -149,7 +149,7 @@ class Compiled:
                                     "--target x86-avx512-vnni")
             try:
                 self.executor = executor_for(self.preset, self.path / LIB, progress)
-            except tvm.error.TVMError as e:
+            except (RuntimeError, ValueError, OSError) as e:  # what TVM's loader raises (tvm_ffi has no TVMError)
                 raise ArtifactError(f"{self.path / LIB}: TVM cannot load the library: "
                                     f"{str(e).strip().splitlines()[-1][:300]}") from None
         self.input_shape = tuple(self.manifest["input_shape"])

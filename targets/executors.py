@@ -19,7 +19,10 @@ class LocalExecutor:
         self._tvm = tvm
         self.device = tvm.cuda(0) if device == "cuda" else tvm.cpu()
         ex = tvm.runtime.load_module(str(lib))
-        self.vm = relax.VirtualMachine(ex, self.device)
+        try:
+            self.vm = relax.VirtualMachine(ex, self.device)
+        except AttributeError as e:  # a shared library, but no Relax executable in it
+            raise RuntimeError(f"it holds no Relax VM executable ({e})") from None
         self.description = f"TVM runtime, {device}"
 
     def _args(self, arrays):

@@ -256,6 +256,7 @@ def test_the_int8_conv_space_offers_register_tile_and_row_block_variants(bnn):
     import tvm
     from reidc.compiler.tune.space import default_schedule, reidc_schedules, rule_variants
     from reidc.compiler.tune.tune import extract_tasks
+    from reidc.kernels.conv2d_int8 import QCONV_BLOCK
     preset = get_target("host")
     tasks, _ = extract_tasks(bnn[1], TuneOptions(db="unused", precision="int8", only=(INT8_STEM,)), preset)
     assert [t.task_name.startswith("fused_conv2d_int8_") for t in tasks] == [True]
@@ -263,6 +264,14 @@ def test_the_int8_conv_space_offers_register_tile_and_row_block_variants(bnn):
     found = reidc_schedules(func, preset.tvm_target(), rule_variants(preset))
     assert len(found) >= 3
     tvm.ir.assert_structural_equal(found[0].mod, default_schedule(func, preset).mod)
+
+    class Misfit:   # a rule variant that fails on this function: TVM's ScheduleError (a RuntimeError)
+        def apply(self, func, target, tunable):
+            sch = tvm.s_tir.Schedule(func)
+            sch.get_sblock(QCONV_BLOCK + "_of_another_shape")
+    kept = reidc_schedules(func, preset.tvm_target(), [Misfit(), *rule_variants(preset)])
+    assert len(kept) == len(found)
+    tvm.ir.assert_structural_equal(kept[0].mod, found[0].mod)
     fp32, _ = extract_tasks(bnn[1], TuneOptions(db="unused", only=("fused_conv2d_add_relu",)), preset)
     assert fp32 and not any("int8" in t.task_name for t in fp32)
 

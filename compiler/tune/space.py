@@ -70,7 +70,7 @@ def reidc_schedules(func: tvm.tirx.PrimFunc, target, variants: list) -> list:
     for rule in variants:
         try:
             s = rule.apply(func, target, False)
-        except (tvm.TVMError, ValueError):  # a knob that does not fit this shape
+        except (RuntimeError, ValueError):  # a knob that does not fit this shape (TVM's ScheduleError is a RuntimeError)
             continue
         if s is not None and (h := tvm_ffi.structural_hash(s.mod)) not in seen:
             seen.add(h)
