@@ -21,6 +21,7 @@ from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .amx_intrin import amx_intrinsics, amx_intrinsics_2x2
 from .x86_intrin import AVX2_U8S8_8x4, AVX2_U8S8_8x8, VNNI_U8S8_16x4
+from .harley_seal import MIN_WORDS, harley_seal_intrinsic
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
                              rows_for_tasks, safe_inline, target_cores)
 
@@ -319,11 +320,16 @@ def _parallel_rows(sch, func, block: str, nfuse: int) -> None:
 class BConv2dNCHWc(CPUScheduleRule):
     """Binary conv: parallel over (n, oc-block, row), `reg_w` pixels x `ob` output channels of
     popcount accumulators in vector registers (vector popcount: VPOPCNTQ with AVX-512
-    VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside."""
+    VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside.
+    With `harley_seal` (x86 without VPOPCNTQ) a reduction of MIN_WORDS words or more over a kernel
+    at least 2 wide and high is instead one Harley-Seal intrinsic per pixel and `lanes` channels
+    (harley_seal.py), `seal_w` pixels unrolled."""
 
-    def __init__(self, reg_w: int = 12, lanes: int = 4):
+    def __init__(self, reg_w: int = 12, lanes: int = 4, harley_seal: bool = False, seal_w: int = 2):
         self.reg_w = reg_w
         self.lanes = lanes  # output channels (64-bit words) per register tile: one or two vector registers
+        self.harley_seal = harley_seal
+        self.seal_w = seal_w  # pixels whose adder chains interleave (each holds ~6 vector registers)
 
     def apply(self, func, target, tunable):
         found = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK)
@@ -333,7 +339,10 @@ class BConv2dNCHWc(CPUScheduleRule):
         ow = extent(sch, w)
         if ow is None:
             return None
-        reg_w = largest_divisor_at_most(ow, self.reg_w)
+        taps = [int(iv.dom.extent) for iv in sch.get(pop).iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+        # 1-wide kernels' unit tap loops are dropped from the nest the intrinsic is matched against
+        seal = self.harley_seal and len(taps) == 3 and min(taps[:2]) > 1 and taps[0] * taps[1] * taps[2] >= MIN_WORDS
+        reg_w = largest_divisor_at_most(ow, self.seal_w if seal else self.reg_w)
         wo, wi = sch.split(w, [None, reg_w])
         ob = extent(sch, v)
         lanes = largest_divisor_at_most(ob, self.lanes)
@@ -346,6 +355,14 @@ class BConv2dNCHWc(CPUScheduleRule):
         inner = sch.get_loops(pop)[3:]  # under (n*o*h, lane block, w-block); unit loops dropped
         nsp = 1 + (reg_w > 1)
         spatial, red = inner[:nsp], inner[nsp:]
+        if seal and len(red) == 3 and extent(sch, spatial[-1]) == lanes:
+            if len(spatial) == 2:
+                sch.unroll(spatial[0])    # the pixels' adder chains interleave
+            init = sch.decompose_reduction(pop, spatial[-1])
+            sch.vectorize(sch.get_loops(init)[-1])
+            sch.tensorize(spatial[-1], harley_seal_intrinsic(*taps, lanes))
+            _parallel_rows(sch, func, BPAD_BLOCK, 2)
+            return sch
         if red:
             sch.reorder(*red, *spatial)
         if len(spatial) == 2:

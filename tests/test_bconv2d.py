@@ -67,7 +67,7 @@ SHAPES = [  # N, C, H, W, O, k, stride, pad
 ]
 
 
-def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET):
+def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET, rule=None):
     X = te.placeholder((n, h, w, words(c)), "uint64", name="X")
     W = te.placeholder((o // ob, k, k, words(c), ob), "uint64", name="W")
     signs = np.where(np.random.default_rng(1).standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)
@@ -76,17 +76,27 @@ def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET):
     yc = te.placeholder(ycls.shape, "int32", name="yc")
     xc = te.placeholder(xcls.shape, "int32", name="xc")
     func = te.create_prim_func([X, W, corr, yc, xc, bconv2d_nchwc(X, W, corr, yc, xc, c, (s, s), (p, p))])
-    sch = BConv2dNCHWc().apply(func, target, False)
+    sch = (rule or BConv2dNCHWc()).apply(func, target, False)
     lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    lib.scheduled = sch.mod
     return lib, signs, (table, ycls, xcls)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_bconv2d_is_integer_exact(shape):
+SEALED = [  # reductions of 32 words or more: Harley-Seal adders on x86 without VPOPCNTQ
+    (1, 300, 9, 7, 16, 3, 2, 1),    # 5 words x 9 taps = 45: five 8-word blocks and 5 words left, stride 2, odd map
+    (2, 512, 5, 5, 16, 3, 1, 1),    # 72 words: nine blocks, borders
+    (1, 2100, 3, 3, 16, 1, 1, 0),   # 1x1, 33 words: left plain (a 1-wide kernel's unit tap loops)
+]
+
+
+@pytest.mark.parametrize("shape, seal", [(s, False) for s in SHAPES] + [(s, True) for s in SHAPES[-1:] + SEALED],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else ("sealed" if v else "plain"))
+def test_bconv2d_is_integer_exact(shape, seal):
     n, c, h, w, o, k, s, p = shape
     ob = 16
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    lib, signs, corr = _bconv_lib(n, c, h, w, o, k, s, p, ob)
+    lib, signs, corr = _bconv_lib(n, c, h, w, o, k, s, p, ob, rule=BConv2dNCHWc(harley_seal=seal))
+    assert ("harley_seal" in lib.scheduled.script()) is (seal and k > 1 and k * k * words(c) >= 32)
     x = np.random.default_rng(2).standard_normal((n, c, h, w)).astype(np.float32)
     out = tvm.runtime.tensor(np.zeros((n, o // ob, oh, ow, ob), np.int32))
     lib["main"](tvm.runtime.tensor(pack_signs(x.transpose(0, 2, 3, 1))),
@@ -114,3 +124,16 @@ def test_vector_popcount_in_generated_code(preset, instruction):
     AVX2 gets LLVM's nibble-lookup sequence."""
     lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target())[0]
     assert instruction in lib.mod.inspect_source("asm")
+
+
+def test_harley_seal_only_where_popcount_is_a_lookup():
+    """The adders replace AVX2's vpshufb popcount; VPOPCNTQ (AVX-512) and NEON's cnt count a
+    word in one instruction, so those builds keep the plain reduction."""
+    from reidc.compiler.lower.build import harley_seal
+    assert harley_seal(get_target("x86-avx2"))
+    assert not harley_seal(get_target("x86-avx512")) and not harley_seal(get_target("rpi5"))
+    assert not harley_seal(get_target("sm90"))
+    # `reidc tune` may pick the adders' other pixel tiles, or the plain reduction, by measurement
+    from reidc.compiler.tune.space import rule_variants
+    seal_tiles = lambda p: sorted(r.seal_w for r in rule_variants(get_target(p)) if getattr(r, "harley_seal", False))
+    assert seal_tiles("x86-avx2") == [1, 4] and seal_tiles("x86-avx512") == []

@@ -1,5 +1,5 @@
 """The search space of a task: reidc's own schedule rules over a grid of their knobs (register
-tile, cache blocking, popcount lanes) unioned with MetaSchedule's generated space (multi-level
+tile, cache blocking, popcount lanes, Harley-Seal or plain popcount reduction) unioned with MetaSchedule's generated space (multi-level
 tiling etc., searched by evolution with the XGBoost cost model). The reidc-default schedule, the
 one `reidc compile` uses without a database, is measured first, so a tuned kernel is never one
 that measured slower than the default."""
@@ -12,7 +12,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
-from reidc.compiler.lower.build import schedule_rules
+from reidc.compiler.lower.build import harley_seal, schedule_rules
 from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc
 from reidc.targets import TargetPreset
 
@@ -26,6 +26,8 @@ def rule_variants(preset: TargetPreset) -> list:
                                                 (8192, 16384, 32768), (16384, 65536))]
     words = max(1, preset.vector_bits // 64)
     bconvs = [BConv2dNCHWc(reg_w=r, lanes=w) for r, w in itertools.product((4, 8, 12, 16), sorted({words, 2 * words}))]
+    if harley_seal(preset):   # the adders' pixel tile (the default, 2, is the schedule measured first)
+        bconvs += [BConv2dNCHWc(lanes=words, harley_seal=True, seal_w=s) for s in (1, 4)]
     defaults = schedule_rules(preset)
     int8 = defaults[1]   # the int8 / bf16 conv: the same instructions, other register tiles and row blocks
     qconvs = [with_knobs(int8, accumulators=a, acc_bytes=ab)
