@@ -355,7 +355,7 @@ class BConv2dNCHWc(CPUScheduleRule):
         inner = sch.get_loops(pop)[3:]  # under (n*o*h, lane block, w-block); unit loops dropped
         nsp = 1 + (reg_w > 1)
         spatial, red = inner[:nsp], inner[nsp:]
-        if seal and len(red) == 3 and extent(sch, spatial[-1]) == lanes:
+        if seal and len(red) == 3 and lanes >= 2 and extent(sch, spatial[-1]) == lanes:
             if len(spatial) == 2:
                 sch.unroll(spatial[0])    # the pixels' adder chains interleave
             init = sch.decompose_reduction(pop, spatial[-1])
