@@ -17,12 +17,22 @@ more: a plain expression tree would double at every adder), exact in uint64 like
 """
 from __future__ import annotations
 
+import re
+
 from tvm import tirx as tir
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 MIN_WORDS = 32       # fewer words per output: the plain reduction is as fast (18 words: equal)
 _REGISTERED: set[str] = set()
+_NAME = re.compile(r"reidc_bconv_harley_seal_(\d+)x(\d+)x(\d+)x(\d+)")
+
+
+def register_named_in(text: str) -> None:
+    """Register every intrinsic of this kind that `text` (tuning records) names: TVM cannot read
+    a record whose trace tensorizes with an intrinsic it does not know."""
+    for dims in set(_NAME.findall(text)):
+        harley_seal_intrinsic(*map(int, dims))
 
 
 def _csa(a, b, c, let):
@@ -69,7 +79,7 @@ def harley_seal_count(words: list, lanes: int):
 def harley_seal_intrinsic(kh: int, kw: int, cw: int, lanes: int) -> str:
     """The intrinsic for a (kh, kw) kernel over `cw` words per pixel and `lanes` output channels
     (input: a pixel's (kh, kw, cw) words, rows and columns strided; weights (kh, kw, cw, lanes))."""
-    name = f"reidc_bconv_harley_seal_{kh}x{kw}x{cw}x{lanes}"
+    name = f"reidc_bconv_harley_seal_{kh}x{kw}x{cw}x{lanes}"   # the form _NAME reads back
     if name in _REGISTERED:
         return name
     vt = f"uint64x{lanes}"

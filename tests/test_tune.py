@@ -304,3 +304,22 @@ def test_tune_refuses_a_precision_it_cannot_tune_before_any_work(tmp_path, flags
     r = CliRunner().invoke(app, ["tune", str(tmp_path / "no-such-checkpoint"), "--db", str(tmp_path / "db"), *flags])
     assert r.exit_code != 0 and says in " ".join(r.output.split()), r.output
     assert not (tmp_path / "db").exists()
+
+
+def test_records_that_tensorize_with_harley_seal_load_in_a_fresh_process(tmp_path, bnn):
+    """reidc registers a Harley-Seal intrinsic per shape when a schedule first uses it; a process
+    that only reads records naming one (`reidc compile --tuning-db`) registers those the records
+    name before TVM parses them (TVM refused the whole database: "TensorIntrin ... is not
+    registered")."""
+    from reidc.compiler.lower.build import harley_seal
+    if not harley_seal(get_target("host")):
+        pytest.skip("this CPU has VPOPCNTQ (or is not x86): no Harley-Seal variants to tune")
+    db = tmp_path / "db"
+    r = CliRunner().invoke(app, ["tune", str(bnn[1]), "--db", str(db), "--trials", "5", "--only", "fused_bconv2d6_",
+                                 "--confirm-rounds", "1"])
+    assert r.exit_code == 0, r.output
+    assert "reidc_bconv_harley_seal_3x3x8x4" in next(db.glob("*/database_tuning_record.json")).read_text()
+    p = subprocess.run([sys.executable, "-m", "reidc.compiler.cli", "compile", str(bnn[1]), "--tuning-db", str(db),
+                        "--modes", "visible", "-o", str(tmp_path / "art")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "verification passed" in p.stdout

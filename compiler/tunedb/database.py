@@ -221,7 +221,7 @@ def warn_rejected(say, folder: Path, rejected: list[records.Rejected], fate) -> 
 def load_database(folder: Path, record_text: str):
     from tvm.s_tir import meta_schedule as ms
     if '"Tensorize"' in record_text:
-        records.register_cpu_tensor_intrinsics()
+        records.register_cpu_tensor_intrinsics(record_text)
     try:
         return ms.database.JSONDatabase(path_workload=str(folder / WORKLOADS),
                                         path_tuning_record=str(folder / RECORDS), allow_missing=False)

@@ -308,14 +308,17 @@ def _drop(out: Checked, line: Line, reason: str) -> None:
     out.records = kept
 
 
-def register_cpu_tensor_intrinsics() -> None:
+def register_cpu_tensor_intrinsics(record_text: str = "") -> None:
     """Register only the x86 and ARM tensor intrinsics. MetaSchedule's TuneContext imports the
     whole `tvm.s_tir.tensor_intrin` package, whose CUDA half parses ~250 TVMScript functions:
     143 s measured here in a process that has torch loaded (TVMScript's inspect.stack() walks
     every loaded module). reidc tunes CPU targets only, so the package is set up without it.
-    A trace that tensorizes names these intrinsics, so checking such a record needs them too."""
+    A trace that tensorizes names these intrinsics, so checking such a record needs them too,
+    and reidc's own that are registered per shape (the Harley-Seal reductions `record_text` names)."""
     import importlib
     import types
+    from reidc.kernels.harley_seal import register_named_in
+    register_named_in(record_text)
     name = "tvm.s_tir.tensor_intrin"
     if name in sys.modules:
         return
@@ -341,7 +344,7 @@ def _child_main(folder: str, first_w: int, first_r: int, whole: bool) -> None:
     paths = [os.path.join(folder, n) for n in (WORKLOADS, RECORDS)]
     w_lines, r_lines = (split_lines(Path(p).read_text(encoding="utf-8")) for p in paths)
     if any('"Tensorize"' in r for r in r_lines):
-        register_cpu_tensor_intrinsics()
+        register_cpu_tensor_intrinsics("\n".join(r_lines))
     if whole:
         try:
             ms.database.JSONDatabase(*paths, allow_missing=False)
