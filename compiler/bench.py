@@ -50,9 +50,9 @@ BUSY_CORES = 0.25  # other processes using more than this while timing: the figu
 RUNTIMES = ("torch_eager", "torch_compile", "onnxruntime")  # the default set
 # reduced-precision peers and OpenVINO, on request (runtimes=...): int8 ones quantize with 8
 # calibration inputs first (bench_worker.quantize_qdq); OpenVINO needs `pip install openvino`
-OPTIONAL_RUNTIMES = ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8", "torch_fp16")
-ALL_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES
+OPTIONAL_RUNTIMES = ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8")
 GPU_RUNTIMES = ("torch_eager", "torch_compile", "torch_fp16")  # a CUDA artifact's peers, all on its GPU
+ALL_RUNTIMES = RUNTIMES + OPTIONAL_RUNTIMES + ("torch_fp16",)
 NEEDS = {"onnxruntime_int8": ("onnxruntime",), "openvino": ("openvino",), "openvino_bf16": ("openvino",),
          "openvino_int8": ("openvino", "onnxruntime")}  # packages, checked before any worker starts
 REDUCED = ("onnxruntime_int8", "openvino_bf16", "openvino_int8", "torch_fp16")  # rows add their per-sample cosine min
@@ -133,14 +133,7 @@ def default_runtimes(device: str) -> tuple[str, ...]:
 
 def artifact_device(artifact) -> str:
     """Where bench would time an artifact: "cpu" or "cuda"."""
-    from reidc.targets import TargetError, preset_from_manifest
-    from reidc.targets.presets import CUDA
-    from .runtime import read_manifest
-    path = _path(artifact)
-    try:
-        return "cuda" if preset_from_manifest(read_manifest(path)["target"]).runs_via == CUDA else "cpu"
-    except (KeyError, TargetError) as e:
-        raise ArtifactError(f"{path}: bad target entry: {e}") from None
+    return _check_artifact(_path(artifact), None, ())[2]
 
 
 def _check_runtimes(runtimes, device: str) -> None:

@@ -105,18 +105,14 @@ class EagerEngine:
         import torch
         fn = self._module(entry)
         xt, mt = _torch_args(x, m)
-        if self.device == "cpu":
-            def call():
-                with torch.no_grad(), self._context():
-                    return fn(xt, mt).float().numpy()
-            return call
-        xt = xt.pin_memory()
+        if self.device != "cpu":
+            xt = xt.pin_memory()
 
-        def call_gpu():
+        def call():  # on the CPU .to / .cpu return the tensors themselves
             with torch.no_grad(), self._context():
-                y = fn(xt.to(self.device, non_blocking=True), mt.to(self.device) if mt is not None else None)
+                y = fn(xt.to(self.device, non_blocking=True), None if mt is None else mt.to(self.device))
                 return y.float().cpu().numpy()
-        return call_gpu
+        return call
 
 
 class Fp16Engine(EagerEngine):
