@@ -380,7 +380,12 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
         row[f"{n}_calls_per_round"] = r["calls"]
     if "torch_compile" in res:
         row["torch_compile_compile_s"] = res["torch_compile"]["first_s"]
-    ref = res["torch_eager"]["out"]
+    ref = res["torch_eager"].get("ref")   # on a GPU: eager fp32 with TF32 off (bench_worker)
+    if ref is None:
+        ref = res["torch_eager"]["out"]
+    else:
+        row["reference"] = "PyTorch eager fp32, TF32 off"
+        row["torch_eager_rel_err"] = rel_err(res["torch_eager"]["out"], ref)   # its TF32 error
     row["max_rel_err"] = rel_err(res["reidc"]["out"], ref)
     for n in ("torch_compile",) + ALL_RUNTIMES[2:]:
         if n in res:

@@ -6,7 +6,7 @@ Started as `python -m compiler.bench_worker FD` with its thread settings in the 
 
     parent -> worker                          worker -> parent
     ("build", spec)                           ("ready", {"pid", "build_s"})
-    ("prepare", entry, x, m, round_s)         ("prepared", {"out", "first_s", "calls", ...engine.info})
+    ("prepare", entry, x, m, round_s)         ("prepared", {"out", "first_s", "calls", ["ref"], ...engine.info})
     ("round",)                                ("round", (mean, fastest) ms per call over `calls` calls)
     ("stop",)                                 (exits)
     any failure                               ("error", exception type, one line, traceback), exit 1
@@ -14,7 +14,8 @@ Started as `python -m compiler.bench_worker FD` with its thread settings in the 
 `prepare` runs the engine once on the inputs (its output is what the parent checks; the time
 of that first call is torch.compile's compile time), then warms up (at least WARMUP calls and
 `round_s` seconds) and chooses `calls`: how many calls make a round last about `round_s`.
-An engine's `info` (e.g. the precision OpenVINO reports it runs) goes along with it.
+An engine's `info` (e.g. the precision OpenVINO reports it runs) goes along with it, and so
+does PyTorch eager's strict fp32 output on a GPU (`ref`, untimed: see EagerEngine.reference).
 Nothing runs unless asked, so an idle worker holds no CPU.
 """
 from __future__ import annotations
@@ -113,6 +114,25 @@ class EagerEngine:
                 y = fn(xt.to(self.device, non_blocking=True), None if mt is None else mt.to(self.device))
                 return y.float().cpu().numpy()
         return call
+
+
+    def reference(self, entry: str, x, m) -> np.ndarray | None:
+        """On a GPU, the same call with TF32 off: what the errors are measured against. PyTorch
+        runs cuDNN convs in TF32 by default on Ampere and later (about 1e-3 relative per conv;
+        on an H200 it moved a binarized network's features by 10% through sign flips), which
+        is what the timed calls keep, being what users run. None on the CPU (no TF32 there)."""
+        import torch
+        if self.device == "cpu":
+            return None
+        flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+        saved = [f.allow_tf32 for f in flags]
+        try:
+            for f in flags:
+                f.allow_tf32 = False
+            return np.asarray(EagerEngine.call_for(self, entry, x, m)())
+        finally:
+            for f, v in zip(flags, saved):
+                f.allow_tf32 = v
 
 
 class Fp16Engine(EagerEngine):
@@ -387,6 +407,8 @@ def serve(conn) -> None:
             _, entry, x, m, round_s = msg
             call = engine.call_for(entry, x, m)
             info = {**prepare(call, round_s), **getattr(engine, "info", {})}
+            if type(engine) is EagerEngine and (ref := engine.reference(entry, x, m)) is not None:
+                info["ref"] = ref
             calls = info["calls"]
             conn.send(("prepared", info))
         elif msg[0] == "round":

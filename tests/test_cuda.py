@@ -264,9 +264,10 @@ def test_cuda_int8_tier_keeps_the_features_on_the_gpu(tmp_path, ckpts, name):
 @pytest.mark.cuda
 @pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
 def test_bench_times_a_cuda_build_beside_pytorch_on_the_gpu(tmp_path, ckpts):
-    """`reidc bench` of a CUDA build: every engine on GPU 0, each in its own process; reidc's
-    features agree with PyTorch eager on the GPU (TF32 convs, PyTorch's default there) and fp16
-    autocast keeps the features (cosine)."""
+    """`reidc bench` of a CUDA build: every engine on GPU 0, each in its own process. Errors are
+    measured against PyTorch eager fp32 with TF32 off (an untimed call in eager's worker), which
+    reidc's fp32 build matches to the tier's 1e-4; eager's own row is timed as users run it (TF32
+    convs) and states its error; fp16 autocast keeps the features (cosine)."""
     from reidc.compiler.bench import bench
     _, ck = ckpts["cmnas-resnet18"]
     compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu(), modes=("visible",)))
@@ -274,5 +275,6 @@ def test_bench_times_a_cuda_build_beside_pytorch_on_the_gpu(tmp_path, ckpts):
                  round_s=0.05, pause_s=0.0)
     (row,) = rows
     assert row["device"] == "cuda" and set(row["worker_pids"]) == {"reidc", "torch_eager", "torch_fp16"}
-    assert row["max_rel_err"] < 1e-2 and row["torch_fp16_cos_min"] > 0.99, row
+    assert row["reference"] == "PyTorch eager fp32, TF32 off" and "torch_eager_rel_err" in row, row
+    assert row["max_rel_err"] < 1e-4 and row["torch_fp16_cos_min"] > 0.99, row
     assert row["reidc_ms"] > 0 and row["speedup_vs_torch_fp16"] > 0

@@ -47,26 +47,28 @@ def bench_cmd(artifact: Path = typer.Argument(...),
     errs = {"reidc": "max_rel_err", "torch_compile": "torch_compile_rel_err", "onnxruntime": "onnxruntime_rel_err",
             "baseline_reidc": "baseline_max_rel_err", "baseline_onnxruntime": "baseline_onnxruntime_rel_err",
             **{n: f"{n}_rel_err" for n in ("onnxruntime_int8", "openvino", "openvino_bf16", "openvino_int8",
-                                           "torch_fp16")}}
+                                           "torch_fp16", "torch_eager")}}
     for r in rows:
         for i, n in enumerate(r["worker_pids"]):
             label = engine_label(n) + (f" ({r['baseline_model']})" if n == "baseline_reidc" else "")
             if n == "torch_compile":
                 label += f" (compile {r['torch_compile_compile_s']:.1f} s)"
-            if f"{n}_precision" in r and n != "onnxruntime_int8":
+            if f"{n}_precision" in r and n not in ("onnxruntime_int8", "torch_fp16"):  # their labels say it
                 label += f" ({r[n + '_precision']})"
             if f"{n}_cos_min" in r:
                 label += f" cos {r[n + '_cos_min']:.4f}"
             t.add_row(*((r["model"], str(r["batch"]), r["modality"]) if i == 0 else ("", "", "")), label,
                       f"{r[n + '_ms']:.2f}", f"{r[n + '_min_ms']:.2f}", f"{r[n + '_max_ms']:.2f}",
                       f"{r[n + '_spread']:.0%}", "" if n == "reidc" else f"{r['speedup_vs_' + n]:.2f}x",
-                      f"{r[errs[n]]:.1e}" if n in errs else "")
+                      f"{r[errs[n]]:.1e}" if errs.get(n) in r else "")
     out.print(t)
     where = "on GPU 0 (each call uploads the input and downloads the features)" if rows and rows[0]["device"] == "cuda" \
         else f"{threads} thread(s)"
     out.print(f"each engine in a process of its own, {where}, timed in turn: {repeat} rounds of about "
               f"{ROUND_S} s per engine, warm-up excluded; ms per call; spread (max-min)/median; "
-              "speedup = engine median / reidc median")
+              "speedup = engine median / reidc median" +
+              (f"; errors against {rows[0]['reference']} (eager's own row: its error as timed)"
+               if rows and "reference" in rows[0] else ""))
     busy = max((r["others_cpu_cores"] or 0.0 for r in rows), default=0.0)
     if busy > BUSY_CORES:
         err.print(f"[yellow]warning:[/] other processes used {busy:.1f} CPU cores on average while timing "
