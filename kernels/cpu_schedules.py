@@ -321,7 +321,7 @@ class BConv2dNCHWc(CPUScheduleRule):
     """Binary conv: parallel over (n, oc-block, row), `reg_w` pixels x `ob` output channels of
     popcount accumulators in vector registers (vector popcount: VPOPCNTQ with AVX-512
     VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside.
-    With `harley_seal` (a tuning variant for x86 without VPOPCNTQ) a reduction of MIN_WORDS words
+    With `harley_seal` (x86 without VPOPCNTQ) a reduction of MIN_WORDS words
     or more over a kernel at least 2 wide and high is instead one Harley-Seal intrinsic per pixel
     and `lanes` channels (harley_seal.py), `seal_w` pixels unrolled."""
 

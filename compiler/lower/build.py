@@ -29,15 +29,13 @@ def schedule_rules(preset: TargetPreset) -> list:
                             sdot="dotprod" in preset.cpu_features(), avx2="avx2" in preset.cpu_features(),
                             accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
                             amx_bf16="amx-bf16" in preset.cpu_features()),
-            BConv2dNCHWc(reg_w=12, lanes=binary_lanes), Bitpack(), FoldColumns(),
+            BConv2dNCHWc(reg_w=12, lanes=binary_lanes, harley_seal=harley_seal(preset)), Bitpack(), FoldColumns(),
             WinogradNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4), CPUFallback()]
 
 
 def harley_seal(preset: TargetPreset) -> bool:
-    """Whether the binary conv may count through Harley-Seal adders (kernels/harley_seal.py): x86
-    with AVX2 but without AVX-512 VPOPCNTQ (its vector popcount is a vpshufb lookup). Offered to
-    `reidc tune`, not the default: its unrolled adder trees cost LLVM ~10 s more per bire-resnet18
-    compile (5 -> 15 s on Zen 3) for 2.4% less kernel time at 256x128."""
+    """Whether the binary conv counts through Harley-Seal adders (kernels/harley_seal.py): x86
+    with AVX2 but without AVX-512 VPOPCNTQ (its vector popcount is a vpshufb lookup)."""
     feats = preset.cpu_features()
     return preset.arch != "aarch64" and "avx2" in feats and "avx512vpopcntdq" not in feats
 
