@@ -397,7 +397,9 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
                     row[f"{n}_{k}"] = res[n][k]
     if p.baseline_model:
         row["baseline_model"] = p.baseline_model
-        bref = res["baseline_torch_eager"]["out"]
+        bref = res["baseline_torch_eager"].get("ref")   # as for the artifact's own rows
+        if bref is None:
+            bref = res["baseline_torch_eager"]["out"]
         row["baseline_max_rel_err"] = rel_err(res["baseline_reidc"]["out"], bref)
         if "baseline_onnxruntime" in res:
             row["baseline_onnxruntime_rel_err"] = rel_err(res["baseline_onnxruntime"]["out"], bref)
