@@ -380,10 +380,9 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
         row[f"{n}_calls_per_round"] = r["calls"]
     if "torch_compile" in res:
         row["torch_compile_compile_s"] = res["torch_compile"]["first_s"]
-    ref = res["torch_eager"].get("ref")   # on a GPU: eager fp32 with TF32 off (bench_worker)
-    if ref is None:
-        ref = res["torch_eager"]["out"]
-    else:
+    # on a GPU eager's worker also returns `ref`, its output with TF32 off (bench_worker)
+    ref = res["torch_eager"].get("ref", res["torch_eager"]["out"])
+    if "ref" in res["torch_eager"]:
         row["reference"] = "PyTorch eager fp32, TF32 off"
         row["torch_eager_rel_err"] = rel_err(res["torch_eager"]["out"], ref)   # its TF32 error
     row["max_rel_err"] = rel_err(res["reidc"]["out"], ref)
@@ -397,9 +396,7 @@ def _row(p: Plan, entry: str, batch: int, res: dict[str, dict], others: float | 
                     row[f"{n}_{k}"] = res[n][k]
     if p.baseline_model:
         row["baseline_model"] = p.baseline_model
-        bref = res["baseline_torch_eager"].get("ref")   # as for the artifact's own rows
-        if bref is None:
-            bref = res["baseline_torch_eager"]["out"]
+        bref = res["baseline_torch_eager"].get("ref", res["baseline_torch_eager"]["out"])
         row["baseline_max_rel_err"] = rel_err(res["baseline_reidc"]["out"], bref)
         if "baseline_onnxruntime" in res:
             row["baseline_onnxruntime_rel_err"] = rel_err(res["baseline_onnxruntime"]["out"], bref)

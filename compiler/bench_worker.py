@@ -115,7 +115,6 @@ class EagerEngine:
                 return y.float().cpu().numpy()
         return call
 
-
     def reference(self, entry: str, x, m) -> np.ndarray | None:
         """On a GPU, the same call with TF32 off: what the errors are measured against. PyTorch
         runs cuDNN convs in TF32 by default on Ampere and later (about 1e-3 relative per conv;
