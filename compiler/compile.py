@@ -82,7 +82,7 @@ def _compile_int8_narrow_first(ckpt, source, out, opts: CompileOptions, inputs, 
 
 
 def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str | None = None) -> dict:
-    from reidc.compiler.lower.build import build, export, int8_flavour  # TVM is imported only once compiling starts
+    from reidc.compiler.lower.build import bf16_kernel, build, export, int8_flavour, lowering_options  # TVM is imported only once compiling starts
     from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
@@ -101,9 +101,11 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
         from .tunedb.database import open_for_compile
         tuning = open_for_compile(opts.tuning_db, preset, opts.batch, say)
         batch = tuning.batch
+    if opts.precision == "bf16":
+        say(f"bf16 convs on {preset.name}: {bf16_kernel(preset)}")
     say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})"
         + (f", batch {batch}" if batch else ""))
-    relax_mod = to_relax(graphs, batch, int8=int8_flavour(preset))
+    relax_mod = to_relax(graphs, batch, **lowering_options(preset))
     if tuning:
         from reidc.compiler.lower.build import fused_module
         tuning.count_applicable(fused_module(relax_mod, preset), preset.tvm_target())
@@ -133,7 +135,7 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
-            "precision": layer_precision(graphs[modes[0]], opts.precision, bits_why),
+            "precision": layer_precision(graphs[modes[0]], opts.precision, bits_why, bf16_kernel(preset)),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
             "per_sample": macs(graphs[modes[0]]),
@@ -204,9 +206,10 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     return man
 
 
-def layer_precision(g, precision: str = "fp32", bits_why: str | None = None) -> dict:
+def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, bf16_kernel: str = "") -> dict:
     """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it; at
-    int8 or bf16, a layer that stays fp32 says why."""
+    int8 or bf16, a layer that stays fp32 says why; `bf16_kernel`: what a bf16 conv runs on
+    (lower.build.bf16_kernel)."""
     kept = (g.meta.get(precision) or {}).get("fp32_convs", {})
     layers = []
     for nid, n in g.items():
@@ -240,8 +243,7 @@ def layer_precision(g, precision: str = "fp32", bits_why: str | None = None) -> 
             "weights": "rounded to bf16 (nearest even); a split BN's two folded sets share one, with a per-modality "
                        "per-channel output scale",
             "activations": "rounded to bf16 (nearest even) where a bf16 conv reads them; products exact, sums float32",
-            "kernel": "AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
-                      "stride's phases"}
+            "kernel": bf16_kernel}
     return out
 
 

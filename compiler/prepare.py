@@ -54,11 +54,10 @@ class CompileOptions:
 
 
 def check_precision(opts: CompileOptions, preset, flavour) -> None:
-    """Refuse, before any work, a precision the target cannot build: bf16 without AMX-BF16, int8
-    weight bits beyond its dot product's bound (`flavour`: lower.build.int8_flavour(preset))."""
-    if opts.precision == "bf16" and "amx-bf16" not in preset.cpu_features():
-        raise InputError(f"--precision bf16: target {preset.name} has no bf16 dot product reidc uses (AMX-BF16: "
-                         "the x86-amx preset, or host on a Sapphire Rapids or newer Xeon); use fp32 or int8 there")
+    """Refuse, before any work, a precision the target cannot build: int8 weight bits beyond its
+    dot product's bound (`flavour`: lower.build.int8_flavour(preset)). bf16 builds for every
+    target: AMX-BF16 tiles where it has them, else float32 multiply-adds of the decoded bf16
+    values (lower.build.bf16_kernel says which)."""
     if opts.precision == "int8":
         int8_weight_max(opts, flavour)
 

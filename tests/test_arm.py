@@ -159,6 +159,22 @@ def test_int8_on_dotprod_boards_is_sdot_and_verifies_under_qemu(tmp_path):
     assert "sdot" not in _disassemble(tmp_path / "r4" / "model.so")
 
 
+def test_bf16_on_a_board_verifies_under_qemu(tmp_path):
+    """--precision bf16 for rpi5 (Cortex-A76: no bf16 dot product): the AMX build's graph, its
+    convs NEON float32 convs of the decoded values; verification under qemu passes the cosine
+    budget and the manifest says what runs."""
+    model, man, art = _build(tmp_path / "a", "cmnas-resnet18", "random:7", "rpi5", precision="bf16",
+                             modes=("visible",))
+    v = man["verification"]
+    assert v["status"] == "passed" and v["min_cosine"]["visible"] >= 0.999
+    kernel = man["precision"]["bf16"]["kernel"]
+    assert kernel.startswith("float32 convs (SIMD FMAs)") and "rpi5 has no bf16 dot product" in kernel
+    assert sum(r["precision"] == "bf16" for r in man["precision"]["layers"]) == 19
+    x = _x(2, seed=3)
+    got, ref = Compiled(art).run(x, "visible"), torch_forward(model, x, "visible")
+    assert ((got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)).min() > 0.999
+
+
 def test_grouped_convs_verify_under_qemu(tmp_path):
     """A tiny ResNeXt's grouped convs (reidc's conv schedule in NEON lanes) on aarch64, against PyTorch."""
     import reidc

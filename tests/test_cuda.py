@@ -147,6 +147,22 @@ def test_int8_networks_run_dp4a_in_shared_memory_tiles(tmp_path, ckpts, nvcc, na
     _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
 
 
+def test_bf16_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch):
+    """--precision bf16 on CUDA (no bf16 dot product reidc uses there): the AMX build's graph,
+    its convs reidc's float32 CUDA conv (shared-memory tiles) of the decoded values; nvcc, ptxas
+    and NVRTC accept the code; the manifest says what runs."""
+    _, ck = ckpts["cmnas-resnet18"]
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=("visible",),
+                                                                  precision="bf16"))
+    assert man["precision"]["bf16"]["kernel"].startswith("float32 convs (CUDA cores)")
+    assert sum(r["precision"] == "bf16" for r in man["precision"]["layers"]) == 19
+    convs = {k: v for k, v in _kernels((tmp_path / "art" / "kernels.cu").read_text()).items() if "conv2d_bf16" in k}
+    assert len(convs) >= 8 and all("__shared__" in v for v in convs.values()), sorted(convs)
+    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
+    assert "fma.rn.f32" in ptx and "dp4a" not in ptx
+    _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
+
+
 def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
     """fast-reid's layers (the stem's border value, InstanceNorm, SE gates, GeM, global max)
     through dlight's rules for CUDA, PTX and cubin."""
@@ -263,6 +279,23 @@ def test_cuda_int8_tier_keeps_the_features_on_the_gpu(tmp_path, ckpts, name):
     ref = torch_forward(model, x, "visible")
     cos = np.sum(got * ref, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     assert np.min(cos) >= (0.99 if float_net else 0.9), cos
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA GPU on this machine")
+def test_cuda_bf16_tier_verifies_on_the_gpu(tmp_path, ckpts):
+    """--precision bf16 built for this GPU and verified on it at compile (feature cosine to
+    PyTorch fp32, budget 0.99), then run here: every sample keeps the budget."""
+    from reidc.compiler.calibration import synthetic_images
+    from reidc.compiler.runtime import Compiled
+    model, ck = ckpts["cmnas-resnet18"]
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=_this_gpu(), precision="bf16",
+                                                                  modes=("visible",)))
+    assert man["verification"]["status"] == "passed" and man["verification"]["precision"] == "bf16"
+    x = synthetic_images(SIZE, 4, False, seed=5)
+    got, ref = Compiled(tmp_path / "art").run(x, "visible"), torch_forward(model, x, "visible")
+    cos = np.sum(got * ref, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert np.min(cos) >= 0.99, cos
 
 
 @pytest.mark.cuda

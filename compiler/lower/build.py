@@ -40,6 +40,29 @@ def harley_seal(preset: TargetPreset) -> bool:
     return preset.arch != "aarch64" and "avx2" in feats and "avx512vpopcntdq" not in feats
 
 
+def bf16_tiles(preset: TargetPreset) -> bool:
+    """Whether bf16 convs take the AMX-BF16 kernel; elsewhere they are float32 convs of the
+    decoded bf16 values (kernels/conv2d_bf16.py `conv2d_nchwc_decoded`)."""
+    return preset.kind != "cuda" and "amx-bf16" in preset.cpu_features()
+
+
+def bf16_kernel(preset: TargetPreset) -> str:
+    """What a bf16 conv runs on for the preset, as the manifest states it. Every product of two
+    bf16 is exact in float32 and the sums are float32 on each, so the numbers differ only in the
+    order of the sums; only AMX-BF16 makes bf16 faster than fp32."""
+    if bf16_tiles(preset):
+        return ("AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
+                "stride's phases")
+    unit = "CUDA cores" if preset.kind == "cuda" else "SIMD FMAs"
+    return (f"float32 convs ({unit}) of the decoded bf16 values ({preset.name} has no bf16 dot product reidc "
+            "uses): the numbers of an AMX-BF16 build at fp32's speed; weights stored as float32")
+
+
+def lowering_options(preset: TargetPreset) -> dict:
+    """How the reduced-precision convs are written for the preset (`to_relax`'s keywords)."""
+    return {"int8": int8_flavour(preset), "bf16_tiles": bf16_tiles(preset)}
+
+
 def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     """How int8 convs are written for the preset: aarch64's dot product (sdot) multiplies
     s8 x s8; x86's (vpdpbusd, AMX tdpbusd) u8 x s8; AVX2 without VNNI u8 x s8 too, through

@@ -8,9 +8,10 @@ the bf16 convs read (the producer then writes bf16 only: half the residual strea
 OpenVINO's bf16 mode keeps it); per-modality weights from a split-BN fold
 (the second set the first times a per-channel factor r) share one bf16 set, with out_scale
 (1, r) per modality, so the mixed entry keeps one weight set and its tiles. A conv stays fp32,
-and `bf16_blocker` says why, where the AMX-BF16 kernel cannot take it (input or output
-channels not a multiple of 64: the tiles' 64-channel rows; a strided conv is fine: the kernel
-splits its input into the stride's phases) or its per-modality weights are not proportional. Binary convs stay 1-bit;
+and `bf16_blocker` says why, where the bf16 kernel cannot take it (input or output
+channels not a multiple of 64: AMX-BF16 tiles' 64-channel rows, kept on every target so that a
+build's numbers do not depend on it; a strided conv is fine: the kernel splits its input into
+the stride's phases) or its per-modality weights are not proportional. Binary convs stay 1-bit;
 dense layers and depthwise convs stay fp32; grouped convs too, listed with their reason.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def bf16_blocker(g: Graph, nid: str) -> str | None:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
     if c % ROW:
-        return f"{c} input channels: AMX-BF16 tiles read rows of {ROW} channels"
+        return f"{c} input channels: the bf16 kernel reads rows of {ROW} channels (AMX-BF16's tile rows)"
     if o % ROW:
         return f"{o} output channels: the bf16 kernel writes blocks of {ROW}"
     if n.attr("pad_value") is not None:

@@ -75,12 +75,12 @@ def candidate_kernels(model, mode: RunMode, preset) -> list:
     """The kernels the candidate's program runs for `mode`, listed without building it
     (compiler/lower/kernel_list.py): what `LatencyMeter` compiles, up to TVM's fusion."""
     from reidc.compiler.compile import CompileOptions, prepare
-    from reidc.compiler.lower.build import int8_flavour
+    from reidc.compiler.lower.build import lowering_options
     from reidc.compiler.lower.kernel_list import program_kernels
     from reidc.compiler.lower.to_relax import to_relax
     from reidc.frontend.inmemory import module_source
     _, graphs, *_ = prepare(None, CompileOptions(modes=(str(mode),)), module_source(model))
-    return program_kernels(to_relax(graphs, None, int8=int8_flavour(preset)), preset, str(mode))
+    return program_kernels(to_relax(graphs, None, **lowering_options(preset)), preset, str(mode))
 
 
 class LatencyMeter:

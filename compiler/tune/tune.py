@@ -22,7 +22,7 @@ from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, load_source, prepare
 from reidc.compiler.prepare import check_precision
 from reidc.compiler.ir import RunMode
-from reidc.compiler.lower.build import fused_module, int8_flavour
+from reidc.compiler.lower.build import fused_module, int8_flavour, lowering_options
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.compiler.runtime import usable_cpus
 from reidc.compiler.tunedb.database import TuningDatabaseError, workload_key
@@ -74,7 +74,7 @@ def extract_tasks(ckpt, opts: TuneOptions, preset):
     source = load_source(ckpt, copts)
     modes = opts.modes or ((RunMode.VISIBLE,) if RunMode.VISIBLE in source[2] else source[2][:1])
     _, graphs, _, facts, _ = prepare(ckpt, replace(copts, modes=tuple(modes)), source=source)
-    mod = fused_module(to_relax(graphs, opts.batch, int8=int8_flavour(preset)), preset)
+    mod = fused_module(to_relax(graphs, opts.batch, **lowering_options(preset)), preset)
     tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
     if opts.only:
         tasks = [t for t in tasks if any(s in t.task_name for s in opts.only)]
