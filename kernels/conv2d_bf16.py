@@ -113,8 +113,9 @@ def conv2d_nchwc_decoded(data: te.Tensor, weight: te.Tensor, stride: tuple, padd
     """The bf16 conv on a target without a bf16 dot product: conv2d.py's float32 conv (and its
     schedules) of the decoded bf16 input, with float32 weights that hold bf16 values
     (`conv2d.pack_weight` of the decoded weights). Every product is exact, as on AMX-BF16, and
-    the sums are float32: the numbers of the tiles up to the order of the sums, at fp32's speed
-    (decoding each weight where it is used instead ran 3.6x slower than fp32 on a Zen 3)."""
+    the sums are float32: the numbers of the tiles up to the order of the sums, at about the
+    speed of fp32's direct convs (decoding each weight where it is used instead ran 3.6x slower
+    than fp32 on a Zen 3)."""
     n, cc, h, w, cb = data.shape
     ph, pw = padding
     # decoded once per element into the padded copy the float32 schedules stage (a 1x1 conv

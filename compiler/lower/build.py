@@ -55,7 +55,8 @@ def bf16_kernel(preset: TargetPreset) -> str:
                 "stride's phases")
     unit = "CUDA cores" if preset.kind == "cuda" else "SIMD FMAs"
     return (f"float32 convs ({unit}) of the decoded bf16 values ({preset.name} has no bf16 dot product reidc "
-            "uses): the numbers of an AMX-BF16 build at fp32's speed; weights stored as float32")
+            "uses): the numbers of an AMX-BF16 build at about fp32's speed with direct convs (fp32's Winograd 3x3 "
+            "convs are faster); weights stored as float32")
 
 
 def lowering_options(preset: TargetPreset) -> dict:
