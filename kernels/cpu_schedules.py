@@ -121,8 +121,9 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
     - else loops LLVM vectorises (widening multiplies).
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
     layer's uint8) runs per row block.
-    The bf16 conv (conv2d_bf16.py) takes the same path: AMX-BF16 tiles (`amx_bf16`: tdpbf16ps,
-    32 input channels per tile row) where it has the same shape, else the loops."""
+    The AMX-layout bf16 conv (conv2d_bf16.py, on AMX-BF16 targets) takes the same path: AMX-BF16
+    tiles (`amx_bf16`: tdpbf16ps, 32 input channels per tile row) where it has the same shape,
+    else the loops. (Elsewhere a bf16 conv is conv2d.py's float32 conv of the decoded values.)"""
 
     def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, avx2: bool = False,
                  accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False,

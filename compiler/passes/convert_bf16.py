@@ -10,8 +10,8 @@ OpenVINO's bf16 mode keeps it); per-modality weights from a split-BN fold
 (1, r) per modality, so the mixed entry keeps one weight set and its tiles. A conv stays fp32,
 and `bf16_blocker` says why, where the bf16 kernel cannot take it (input or output
 channels not a multiple of 64: AMX-BF16 tiles' 64-channel rows, kept on every target so that a
-build's numbers do not depend on it; a strided conv is fine: the kernel splits its input into
-the stride's phases) or its per-modality weights are not proportional. Binary convs stay 1-bit;
+build's numbers do not depend on it; a strided conv is fine: the AMX kernel splits its input
+into the stride's phases) or its per-modality weights are not proportional. Binary convs stay 1-bit;
 dense layers and depthwise convs stay fp32; grouped convs too, listed with their reason.
 """
 from __future__ import annotations
