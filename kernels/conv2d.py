@@ -57,15 +57,22 @@ def conv2d_nchwc(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tup
         axis=[ic, ry, rx]), name=CONV_BLOCK)
 
 
-def _zero_padded(data: te.Tensor, ph: int, pw: int) -> te.Tensor:
-    """data (N, C//cb, H, W, cb) with ph zero rows and pw zero columns on each side (the padding
-    stage the schedules find by its name), or data itself where there is none."""
-    if not (ph or pw):
-        return data
+def padded_copy(data: te.Tensor, ph: int, pw: int, read=None, dtype: str | None = None) -> te.Tensor:
+    """data (N, C//cb, H, W, cb), or `read(b, c, y, x, i)` of it in `dtype` (e.g. a decode), with
+    ph zero rows and pw zero columns on each side: the padding stage the schedules find by its
+    name, made even where there is no border."""
     n, cc, h, w, cb = data.shape
-    return te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), data[b, c, y - ph, x - pw, i],
-        tir.const(0.0, data.dtype)), name=PAD_BLOCK)
+    read = read or (lambda *i: data[i])
+    zero = tir.const(0, dtype or data.dtype)
+
+    def value(b, c, y, x, i):
+        return tir.if_then_else(tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), read(b, c, y - ph, x - pw, i), zero)
+    return te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), value, name=PAD_BLOCK)
+
+
+def _zero_padded(data: te.Tensor, ph: int, pw: int) -> te.Tensor:
+    """`padded_copy` of data, or data itself where there is no border."""
+    return padded_copy(data, ph, pw) if ph or pw else data
 
 
 DEPTHWISE_BLOCK = "reidc_depthwise_nchwc"

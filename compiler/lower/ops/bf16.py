@@ -42,10 +42,11 @@ def _from_bf16(low, nid, n, ins):
 @lowers(Op.CONV2D_BF16)
 def _conv2d_bf16(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
-    if not cb or (low.bf16_tiles and (cb % PAIR or o % 16)):
-        raise LoweringError(f"conv2d_bf16 at {n.source or nid}: needs a blocked input" + (
-            f" in channel blocks of a multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} "
-            "outputs)" if low.bf16_tiles else ""))
+    if not cb:
+        raise LoweringError(f"conv2d_bf16 at {n.source or nid} needs a 4-D blocked input")
+    if low.bf16_tiles and (cb % PAIR or o % 16):
+        raise LoweringError(f"conv2d_bf16 at {n.source or nid}: the AMX kernel needs input channel blocks of a "
+                            f"multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} outputs)")
     weight, stride, padding = np.asarray(n.attrs["weight"]), tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
     if low.bf16_tiles:
         ob = output_block(o)
