@@ -17,6 +17,8 @@ unit-stride rows.
 """
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 from tvm import te, tirx as tir
 
@@ -24,7 +26,15 @@ from .conv2d import conv2d_nchwc, padded_copy
 
 BCONV16_BLOCK = "reidc_conv2d_bf16"
 BPAD16_BLOCK = "reidc_pad_bf16"
+WMMA_BLOCK = "reidc_conv2d_bf16_wmma"
 PAIR = 2   # input channels per bf16 dot-product pair
+
+
+class Bf16Conv(Enum):
+    """Which kernel a bf16 conv lowers to (compiler/lower/build.py `bf16_conv` picks per target)."""
+    TILES = "amx-bf16"      # `conv2d_nchwc_bf16`: AMX-BF16 tiles
+    WMMA = "wmma"           # `conv2d_nchwc_wmma`: CUDA tensor cores, sm_80+
+    DECODED = "decoded"     # `conv2d_nchwc_decoded`: float32 convs of the decoded values
 
 
 def decode(v: tir.PrimExpr) -> tir.PrimExpr:
@@ -120,6 +130,29 @@ def conv2d_nchwc_decoded(data: te.Tensor, weight: te.Tensor, stride: tuple, padd
     # decoding where it reads ran 1.3x slower than fp32 on a Zen 3)
     src = padded_copy(data, *padding, read=lambda *i: decode(data[i]), dtype="float32")
     return conv2d_nchwc(src, weight, stride, (0, 0))
+
+
+def conv2d_nchwc_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple) -> te.Tensor:
+    """The bf16 conv for CUDA tensor cores (sm_80+): data (N, C//cb, H, W, cb) and weight
+    (O//ob, C//cb, KH, KW, cb, ob) (`conv2d.pack_weight` layout) hold bf16 patterns; both are read
+    as `bfloat16` and the float32 sum casts each before the product, the matmul form TVM's WMMA
+    rule tensorizes (kernels/cuda_wmma.py): bf16 x bf16 products, float32 accumulation."""
+    n, cc, h, w, cb = data.shape
+    oc, _, kh, kw, _, ob = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    src = padded_copy(data, ph, pw, read=lambda *i: tir.reinterpret("bfloat16", data[i]), dtype="bfloat16")
+    # the weights as read per sample: the batch is then an axis of all three operands, the
+    # rule's batch of matmuls (grid z), not part of I (a symbolic batch in I breaks its padding)
+    wt = te.compute((n,) + tuple(weight.shape), lambda b, *i: tir.reinterpret("bfloat16", weight(*i)),
+                    name="reidc_weight_bf16")
+    ic = te.reduce_axis((0, cc * cb), "ic")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("float32")
+        * wt[b, o, ic // cb, ry, rx, ic % cb, v].astype("float32"), axis=[ic, ry, rx]), name=WMMA_BLOCK)
 
 
 def to_bf16_nchwc(x: te.Tensor, cb_out: int) -> te.Tensor:

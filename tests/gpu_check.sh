@@ -10,9 +10,9 @@
 # machine that can, by `tests/gpu_bundle.sh`; it is unpacked into a temporary folder. Where
 # reidc is not installed, this checkout is used. Logs, JUnit XML and bench JSON go to OUTDIR.
 # REIDC_GPU_BENCH=0 skips the benchmark; REIDC_GPU_MODELS (default "cmnas-resnet50
-# bire-resnet18"), REIDC_GPU_PRECISIONS (default "fp32 int8"), REIDC_GPU_BATCHES (default
-# "1 16") and REIDC_GPU_RUNTIMES (the engines beside reidc and PyTorch eager, default
-# torch_fp16; add torch_compile where its compiles, a minute or more per model and batch, fit)
+# bire-resnet18"), REIDC_GPU_PRECISIONS (default "fp32 int8 bf16"; bf16 runs on tensor cores
+# from sm_80), REIDC_GPU_BATCHES (default "1 16") and REIDC_GPU_RUNTIMES (the engines beside
+# reidc and PyTorch eager, default torch_fp16; add torch_compile where its compiles, a minute or more per model and batch, fit)
 # choose what it times.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -81,7 +81,7 @@ if [ "${REIDC_GPU_BENCH:-1}" != 0 ]; then
     for b in ${REIDC_GPU_BATCHES:-1 16}; do batches+=(--batch "$b"); done
     for m in ${REIDC_GPU_MODELS:-cmnas-resnet50 bire-resnet18}; do
         "${R[@]}" zoo export "$m" --split random:7 -o "$TMP/$m-ck" > /dev/null || { FAILED+=("$m export"); continue; }
-        for prec in ${REIDC_GPU_PRECISIONS:-fp32 int8}; do
+        for prec in ${REIDC_GPU_PRECISIONS:-fp32 int8 bf16}; do
             art="$TMP/$m-$prec"
             say "compile $m --precision $prec --target $ARCH"
             if ! timeout "$STEP_S" "${R[@]}" compile "$TMP/$m-ck" --target "$ARCH" --modes visible --precision "$prec" \

@@ -185,17 +185,20 @@ def test_bf16_conv_on_amx_tiles(kernel, stride, padding):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, tiles", [("x86-amx", True), ("x86-avx2", False), ("rpi5", False), ("sm86", False)])
-def test_only_amx_bf16_targets_lower_bf16_convs_to_the_tile_kernel(preset, tiles):
+@pytest.mark.parametrize("preset, kernel", [("x86-amx", "tiles"), ("x86-avx2", "decoded"), ("rpi5", "decoded"),
+                                            ("sm75", "decoded"), ("sm86", "wmma"), ("sm90", "wmma")])
+def test_each_target_lowers_bf16_convs_to_its_kernel(preset, kernel):
     """What a target's bf16 convs are lowered to (not what the manifest says): the AMX-layout
-    kernel on AMX-BF16 targets, reidc's float32 conv of the decoded values everywhere else."""
+    kernel on AMX-BF16 targets, the bf16 tensor-core matmul on CUDA sm_80+, reidc's float32 conv
+    of the decoded values everywhere else (Turing's tensor cores have no bf16)."""
     from reidc.compiler.lower.build import lowering_options
     from reidc.compiler.lower.to_relax import to_relax
     from reidc.kernels.conv2d import CONV_BLOCK
-    from reidc.kernels.conv2d_bf16 import BCONV16_BLOCK
+    from reidc.kernels.conv2d_bf16 import BCONV16_BLOCK, WMMA_BLOCK
+    blocks = {"tiles": BCONV16_BLOCK, "wmma": WMMA_BLOCK, "decoded": CONV_BLOCK}
     mod = to_relax({"visible": convert_bf16(_net()).graph}, **lowering_options(get_target(preset)))
     convs = [f.script() for gv, f in mod.functions.items() if "conv2d_bf16" in gv.name_hint]
-    assert convs and all((f'"{BCONV16_BLOCK}"' in c) == tiles and (f'"{CONV_BLOCK}"' in c) != tiles for c in convs)
+    assert convs and all({k for k, b in blocks.items() if f'"{b}"' in c} == {kernel} for c in convs)
 
 
 # --- compiled networks ------------------------------------------------------------------------

@@ -147,20 +147,29 @@ def test_int8_networks_run_dp4a_in_shared_memory_tiles(tmp_path, ckpts, nvcc, na
     _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
 
 
-def test_bf16_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch):
-    """--precision bf16 on CUDA (no bf16 dot product reidc uses there): the AMX build's graph,
-    its convs reidc's float32 CUDA conv (shared-memory tiles) of the decoded values; nvcc, ptxas
-    and NVRTC accept the code; the manifest says what runs."""
+@pytest.mark.parametrize("preset", ["sm86", "sm75"])
+def test_bf16_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch, preset):
+    """--precision bf16 on CUDA: the AMX build's graph. On Ampere and later (sm86) its convs are
+    bf16 WMMA on tensor cores (TVM's tensor-core matmul rule with reidc's bf16 fragments:
+    `wmma.mma.sync ... bf16` in the PTX); Turing's tensor cores have no bf16, so sm75's convs are
+    reidc's float32 CUDA conv (shared-memory tiles) of the decoded values. nvcc, ptxas and NVRTC
+    accept the code; the manifest says what runs."""
     _, ck = ckpts["cmnas-resnet18"]
-    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=("visible",),
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target=preset, verify=False, modes=("visible",),
                                                                   precision="bf16"))
-    assert man["precision"]["bf16"]["kernel"].startswith("float32 convs (CUDA cores)")
+    wmma = preset == "sm86"
+    assert man["precision"]["bf16"]["kernel"].startswith("tensor cores" if wmma else "float32 convs (CUDA cores)")
     assert sum(r["precision"] == "bf16" for r in man["precision"]["layers"]) == 19
     convs = {k: v for k, v in _kernels((tmp_path / "art" / "kernels.cu").read_text()).items() if "conv2d_bf16" in k}
-    assert len(convs) >= 8 and all("__shared__" in v for v in convs.values()), sorted(convs)
-    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
-    assert "dp4a" not in ptx and ".target sm_86" in ptx
-    _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
+    assert len(convs) >= 8 and all("__shared__" in v or "buf_dyn_shmem" in v for v in convs.values()), sorted(convs)
+    assert all(("nvcuda::wmma::mma_sync(" in v and "nv_bfloat16, nvcuda::wmma::row_major" in v) == wmma
+               for v in convs.values()), sorted(convs)
+    arch = f"sm_{preset[2:]}"
+    ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", arch, tmp_path)
+    assert "dp4a" not in ptx and f".target {arch}" in ptx
+    mma = re.findall(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.f32\.bf16\.bf16\.f32", ptx)
+    assert (len(mma) >= len(convs)) if wmma else not mma
+    _nvrtc(tmp_path / "art" / "kernels.cu", arch, monkeypatch)
 
 
 def test_fastreid_network_codegen_compiles(tmp_path, nvcc):
@@ -315,3 +324,31 @@ def test_bench_times_a_cuda_build_beside_pytorch_on_the_gpu(tmp_path, ckpts):
     assert row["reference"] == "PyTorch eager fp32, TF32 off" and "torch_eager_rel_err" in row, row
     assert row["max_rel_err"] < 1e-4 and row["torch_fp16_cos_min"] > 0.99, row
     assert row["reidc_ms"] > 0 and row["speedup_vs_torch_fp16"] > 0
+
+
+def test_bf16_wmma_rule_takes_only_its_conv_and_leaves_tvm_as_it_was():
+    """kernels/cuda_wmma.py: the rule schedules reidc's bf16 conv with a symbolic batch (the
+    artifact's) on bf16 fragments, returns None for any other function (here the float32 conv),
+    and TVM's own fp16 intrinsic group is back in place afterwards."""
+    import tvm
+    import tvm.s_tir.tensor_intrin.cuda as ci
+    from tvm import te
+    from reidc.kernels.conv2d import conv2d_nchwc
+    from reidc.kernels.conv2d_bf16 import conv2d_nchwc_wmma
+    from reidc.kernels.cuda_wmma import ConvBF16WMMA
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_86", "host": "llvm"})
+    group = ci.get_wmma_intrin_group
+    n = te.var("n")
+    funcs = {}
+    for dtype, conv in (("uint16", conv2d_nchwc_wmma), ("float32", conv2d_nchwc)):
+        x = te.placeholder((n, 8, 8, 4, 16), dtype, name="x")
+        w = te.placeholder((8, 8, 3, 3, 16, 16), dtype, name="w")
+        funcs[dtype] = te.create_prim_func([x, w, conv(x, w, (1, 1), (1, 1))])
+    with target:
+        sch = ConvBF16WMMA().apply(funcs["uint16"], target, False)
+        assert ConvBF16WMMA().apply(funcs["float32"], target, False) is None
+    assert ci.get_wmma_intrin_group is group
+    script = sch.mod["main"].script()
+    assert "reidc_wmma_sync_16x16x16_bf16bf16f32_trans" not in script   # tensorized: the intrinsic's body is in
+    assert script.count('scope="wmma.matrix_a"') and '"bfloat16", scope="wmma.matrix_a"' in script
+    assert "tvm_mma_sync" in script

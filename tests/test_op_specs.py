@@ -14,7 +14,8 @@ from reidc.compiler.ir.opset.refmath import to_bf16_bits
 from reidc.compiler.ir.interp import run_all
 from reidc.compiler.ir.shapes import infer
 from reidc.compiler.ir.spec import SPECS, Attr, Cost, spec_of
-from reidc.compiler.lower.build import bf16_tiles, build, int8_flavour, lowering_options
+from reidc.compiler.lower.build import bf16_conv, build, int8_flavour, lowering_options
+from reidc.kernels.conv2d_bf16 import Bf16Conv
 from reidc.compiler.lower.ops import lowering_of
 from reidc.compiler.lower.registry import LOWERINGS, LoweringError
 from reidc.compiler.lower.to_relax import to_relax
@@ -222,10 +223,11 @@ def test_op_lowering_matches_its_reference(case, host):
     m = np.array([0, 1, 1], np.int32)
     feeds = {"x": x, "modality": m} if modal else {"x": x}
     want = run_all(g, feeds)[g.outputs[0]]
-    # a bf16 conv has two lowerings: the AMX-layout kernel (its loops here) and, on targets
-    # without AMX-BF16 such as this one, the float32 conv of the decoded values: both checked
-    for tiles in ((True, False) if "conv2d_bf16" in case else (bf16_tiles(host),)):
-        mod = to_relax({mode: g}, **{**lowering_options(host), "bf16_tiles": tiles})
+    # a bf16 conv has three lowerings: the AMX-layout kernel (its loops here), CUDA's tensor-core
+    # matmul (its bfloat16 TE, built here for the CPU) and, on targets without either such as
+    # this one, the float32 conv of the decoded values: all checked
+    for kind in (tuple(Bf16Conv) if "conv2d_bf16" in case else (bf16_conv(host),)):
+        mod = to_relax({mode: g}, **{**lowering_options(host), "bf16": kind})
         vm = relax.VirtualMachine(build(mod, host), tvm.cpu())
         args = [tvm.runtime.tensor(x)] + ([tvm.runtime.tensor(m)] if modal else [])
         got = vm[mode](*args).numpy()

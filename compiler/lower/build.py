@@ -8,7 +8,9 @@ from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
 from reidc.kernels.amx_config import hoist_tile_config
+from reidc.kernels.conv2d_bf16 import Bf16Conv
 from reidc.kernels.conv2d_int8 import Int8Flavour
+from reidc.kernels.cuda_wmma import wmma_arch
 from reidc.kernels.bitpack_schedule import Bitpack
 from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
 from reidc.kernels.fold_schedule import FoldColumns
@@ -40,19 +42,25 @@ def harley_seal(preset: TargetPreset) -> bool:
     return preset.arch != "aarch64" and "avx2" in feats and "avx512vpopcntdq" not in feats
 
 
-def bf16_tiles(preset: TargetPreset) -> bool:
-    """Whether bf16 convs take the AMX-BF16 kernel; elsewhere they are float32 convs of the
-    decoded bf16 values (kernels/conv2d_bf16.py `conv2d_nchwc_decoded`)."""
-    return preset.kind != "cuda" and "amx-bf16" in preset.cpu_features()
+def bf16_conv(preset: TargetPreset) -> Bf16Conv:
+    """The kernel bf16 convs take: AMX-BF16 tiles on x86 with AMX-BF16; tensor cores (bf16 WMMA)
+    on CUDA sm_80+; elsewhere float32 convs of the decoded bf16 values."""
+    if preset.kind == "cuda":
+        return Bf16Conv.WMMA if wmma_arch(preset.cuda_arch) else Bf16Conv.DECODED
+    return Bf16Conv.TILES if "amx-bf16" in preset.cpu_features() else Bf16Conv.DECODED
 
 
 def bf16_kernel(preset: TargetPreset) -> str:
     """What a bf16 conv runs on for the preset, as the manifest states it. Every product of two
     bf16 is exact in float32 and the sums are float32 on each, so the numbers differ only in the
-    order of the sums; only AMX-BF16 makes bf16 faster than fp32."""
-    if bf16_tiles(preset):
+    order of the sums; only AMX-BF16 and tensor cores make bf16 faster than fp32."""
+    kind = bf16_conv(preset)
+    if kind is Bf16Conv.TILES:
         return ("AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
                 "stride's phases")
+    if kind is Bf16Conv.WMMA:
+        return ("tensor cores: bf16 WMMA 16x16x16 with float32 accumulation (TVM's dlight tensor-core matmul "
+                "schedule, implicit GEMM); weights stored as bf16")
     unit = "CUDA cores" if preset.kind == "cuda" else "SIMD FMAs"
     return (f"float32 convs ({unit}) of the decoded bf16 values ({preset.name} has no bf16 dot product reidc "
             "uses): the numbers of an AMX-BF16 build at about fp32's speed with direct convs (fp32's Winograd 3x3 "
@@ -61,7 +69,7 @@ def bf16_kernel(preset: TargetPreset) -> str:
 
 def lowering_options(preset: TargetPreset) -> dict:
     """How the reduced-precision convs are written for the preset (`to_relax`'s keywords)."""
-    return {"int8": int8_flavour(preset), "bf16_tiles": bf16_tiles(preset)}
+    return {"int8": int8_flavour(preset), "bf16": bf16_conv(preset)}
 
 
 def int8_flavour(preset: TargetPreset) -> Int8Flavour:

@@ -1,8 +1,8 @@
 """bf16 ops: rounding to bf16 (TVM fuses it into the producing kernel's epilogue where the
 channel block stays; a change of block to the AMX kernel's 64 is a kernel of its own), and the
 bf16 conv through reidc's TE kernel (kernels/conv2d_bf16.py) with its scale and bias epilogue:
-the AMX-BF16 one where the target has it (`Lowerer.bf16_tiles`), else the float32 conv of the
-decoded values."""
+the one `Lowerer.bf16` names: AMX-BF16 tiles, CUDA tensor cores (bf16 WMMA), or the float32 conv
+of the decoded values."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +11,8 @@ from tvm import relax
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.refmath import from_bf16_bits
 from reidc.kernels.conv2d import pack_weight
-from reidc.kernels.conv2d_bf16 import (PAIR, conv2d_nchwc_bf16, conv2d_nchwc_decoded, decode, pack_weight_bf16,
-                                       phase_weight, to_bf16_nchwc)
+from reidc.kernels.conv2d_bf16 import (PAIR, Bf16Conv, conv2d_nchwc_bf16, conv2d_nchwc_decoded, conv2d_nchwc_wmma,
+                                       decode, pack_weight_bf16, phase_weight, to_bf16_nchwc)
 from reidc.kernels.conv2d_int8 import output_block
 
 from ..registry import Lowered, LoweringError, lowers
@@ -25,7 +25,7 @@ def _to_bf16(low, nid, n, ins):
     cb, c = low.cb[n.inputs[0]], n.shape[1]
     if not cb or len(n.shape) != 4:
         raise LoweringError(f"to_bf16 at {n.source or nid} needs a 4-D blocked input")
-    out = ROW if low.bf16_tiles and c % ROW == 0 else cb   # the decoded float32 conv keeps fp32's blocks
+    out = ROW if low.bf16 is Bf16Conv.TILES and c % ROW == 0 else cb   # the others keep fp32's blocks
     y = low.bb.emit_te(to_bf16_nchwc, ins[0], out, primfunc_name_hint="to_bf16",
                        primfunc_attrs={"op_pattern": 0 if out == cb else 2})
     return Lowered(y, out)
@@ -44,14 +44,20 @@ def _conv2d_bf16(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
     if not cb:
         raise LoweringError(f"conv2d_bf16 at {n.source or nid} needs a 4-D blocked input")
-    if low.bf16_tiles and (cb % PAIR or o % 16):
+    tiles = low.bf16 is Bf16Conv.TILES
+    if tiles and (cb % PAIR or o % 16):
         raise LoweringError(f"conv2d_bf16 at {n.source or nid}: the AMX kernel needs input channel blocks of a "
                             f"multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} outputs)")
     weight, stride, padding = np.asarray(n.attrs["weight"]), tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
-    if low.bf16_tiles:
+    if tiles:
         ob = output_block(o)
         w = low.const(pack_weight_bf16(phase_weight(weight, stride), cb, ob))
         y = low.bb.emit_te(conv2d_nchwc_bf16, ins[0], w, stride, padding, weight.shape[2:],
+                           primfunc_name_hint="conv2d_bf16", primfunc_attrs={"op_pattern": 4})
+    elif low.bf16 is Bf16Conv.WMMA:   # bf16 weights, as TVM's tensor-core matmul reads them
+        ob = low.block(o)
+        w = low.const(pack_weight(weight.astype(np.uint16), cb, ob))
+        y = low.bb.emit_te(conv2d_nchwc_wmma, ins[0], w, stride, padding,
                            primfunc_name_hint="conv2d_bf16", primfunc_attrs={"op_pattern": 4})
     else:   # no bf16 dot product: the float32 conv of the decoded values
         ob = low.block(o)
