@@ -23,7 +23,6 @@ from tvm import te, tirx as tir
 
 QCONV_BLOCK = "reidc_conv2d_int8"
 QPAD_BLOCK = "reidc_pad_u8"
-QWMMA_BLOCK = "reidc_conv2d_int8_wmma"
 FOLD_BLOCK = "reidc_fold_columns"
 LANES, GROUP = 16, 4   # output channels per block, input channels per dot-product group
 
@@ -72,17 +71,13 @@ class Int8Flavour:
     row_tiles: the dot product takes 16-row tiles (AMX): a stride-1 conv on a map narrower
       than 16 (OW 8, 4, 2) reads its padded input copied once per column tap,
       src[c, kx, y, x] = padded[c, y, x + kx], so for every tap whole image rows of OW pixels
-      are consecutive and 16 // OW of them fill a tile (cpu_schedules.py);
-    tensor_cores: a conv with one weight set is an s8 x s8 implicit GEMM for CUDA's int8 tensor
-      cores (`conv2d_nchwc_int8_wmma`, always signed; kernels/cuda_wmma.py); a conv with a weight
-      set per modality keeps the flavour's dp4a kernel."""
+      are consecutive and 16 // OW of them fill a tile (cpu_schedules.py)."""
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
     weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max] at most
     paired_max: int = 0      # ... and by default to [-paired_max, paired_max], where non-zero
     row_tiles: bool = False  # AMX: narrow maps' padded inputs laid out per column tap
-    tensor_cores: bool = False   # CUDA: convs with one weight set as s8 x s8 WMMA (`conv2d_nchwc_int8_wmma`)
 
 
 def column_fold(stride: tuple, kernel: tuple, cb: int) -> tuple[int, int] | None:
@@ -187,29 +182,3 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
         product(tap(b, rc, y, x, ry, rx, rg * group + ri), wt(b, o, rc, ry, rx, rg, v, ri)),
         axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK,
         attrs={"reidc_int8_order": order, "reidc_int8_signed": int(signed), "reidc_int8_weight_max": flavour.weight_max})
-
-
-def conv2d_nchwc_int8_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple,
-                           zero_point: int) -> te.Tensor:
-    """The int8 conv for CUDA tensor cores: data (N, C//cb, H, W, cb) uint8 entering as
-    data - 128 in int8 (the signed flavour: the lowering adds (zero_point - 128) * sum(w) back),
-    weight (O//ob, C//cb, KH, KW, cb, ob) int8 (`conv2d.pack_weight` layout); the int32 sum casts
-    each operand before the product, the matmul form TVM's WMMA rule tensorizes (s8 x s8 -> s32
-    fragments). The weights are read per sample, so the batch is an axis of all three operands:
-    the rule's batch of matmuls, not part of I (a symbolic batch in I breaks its padding)."""
-    n, cc, h, w, cb = data.shape
-    oc, _, kh, kw, _, ob = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    fill = tir.const(zero_point - 128, "int8")
-    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw),
-        (data[b, c, y - ph, x - pw, i].astype("int32") - 128).astype("int8"), fill), name=QPAD_BLOCK)
-    wt = te.compute((n,) + tuple(weight.shape), lambda b, *i: weight(*i), name="reidc_weight_s8")
-    ic = te.reduce_axis((0, cc * cb), "ic")
-    ry = te.reduce_axis((0, kh), "ry")
-    rx = te.reduce_axis((0, kw), "rx")
-    return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
-        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("int32")
-        * wt[b, o, ic // cb, ry, rx, ic % cb, v].astype("int32"), axis=[ic, ry, rx]), name=QWMMA_BLOCK)

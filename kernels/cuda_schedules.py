@@ -17,7 +17,7 @@ from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
 from .bitpack import BITPACK_BLOCK
-from .cuda_wmma import wmma_rules
+from .cuda_wmma import ConvBF16WMMA
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .cuda_int8_schedule import ConvInt8GPU
 from .schedule_utils import anchored, block_named, cooperative_fetch, largest_divisor_at_most, reads_of, thread_tile
@@ -128,7 +128,7 @@ class BitpackGPU(GPUScheduleRule):
 
 
 def cuda_rules() -> list:
-    return wmma_rules() + [ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
+    return [ConvBF16WMMA(), ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(GROUP_CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8), ConvInt8GPU(),
             BitpackGPU()]

@@ -128,10 +128,11 @@ def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch):
 
 
 @pytest.mark.parametrize("name, modes", [("cmnas-resnet18", ("visible", "mixed")), ("bire-resnet18", ("visible",))])
-def test_int8_networks_run_on_int8_tensor_cores(tmp_path, ckpts, nvcc, name, modes, monkeypatch):
-    """--precision int8 on CUDA (sm86): every int8 conv (the stem on 4 channels, 3x3, strided,
-    1x1 downsample, per-modality scales in the mixed entry) is an s8 x s8 WMMA implicit GEMM
-    (kernels/cuda_wmma.py), `wmma.mma.sync ... s32.s8.s8.s32` in the PTX; ptxas and NVRTC accept it."""
+def test_int8_networks_run_dp4a_in_shared_memory_tiles(tmp_path, ckpts, nvcc, name, modes, monkeypatch):
+    """--precision int8 on CUDA: every int8 conv (the stem on 4 channels, 3x3, strided, 1x1
+    downsample; per-modality weights in the mixed entry) takes ConvInt8GPU's schedule: shared
+    tiles and reidc's u8 x s8 dp4a function, which PTX shows as dp4a.u32.s32; ptxas accepts the
+    cubin, and so does NVRTC (with TVM's own `__dp4a` it failed on an H200: an unresolved extern)."""
     _, ck = ckpts[name]
     compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=modes, precision="int8",
                                                             calibration_images=2))
@@ -139,34 +140,11 @@ def test_int8_networks_run_on_int8_tensor_cores(tmp_path, ckpts, nvcc, name, mod
     convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
     assert len(convs) >= (4 if name.startswith("bire") else 8), sorted(convs)
     for k, body in convs.items():
-        assert "nvcuda::wmma::mma_sync(" in body and "signed char, nvcuda::wmma::row_major" in body, k
+        assert "reidc_dp4a_u8s8(" in body and "__shared__" in body and "__syncthreads" in body, k
+        assert re.search(r"reidc_conv2d_int8_intermediate_local_ptr\[[1-9]\]", body), k  # several outputs per thread
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
-    assert len(re.findall(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.s32\.s8\.s8\.s32", ptx)) >= len(convs)
-    assert "dp4a" not in ptx
+    assert len(re.findall(r"\bdp4a\.u32\.s32\b", ptx)) >= len(convs)
     _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
-
-
-def test_int8_convs_without_tensor_cores_run_dp4a_in_shared_memory_tiles(tmp_path, nvcc, monkeypatch):
-    """The int8 flavour without tensor cores (dp4a; a GPU before sm_72): ConvInt8GPU's schedule, shared tiles and reidc's u8 x s8 dp4a function, which
-    PTX shows as dp4a.u32.s32; ptxas accepts the cubin, and so does NVRTC (with TVM's own
-    `__dp4a` it failed on an H200: an unresolved extern)."""
-    from test_op_specs import CASES
-    from reidc.compiler.lower.build import build, device_source
-    from reidc.compiler.lower.to_relax import to_relax
-    from reidc.kernels.conv2d_int8 import Int8Flavour
-    from reidc.targets import get_target
-    preset = get_target("sm86")
-    for case, mode in (("conv2d_int8", "visible"), ("conv2d_int8_per_modality", "mixed")):
-        src = device_source(build(to_relax({mode: CASES[case]()}, int8=Int8Flavour()), preset))
-        (tmp_path / f"{case}.cu").write_text(src)
-        convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
-        assert len(convs) == 1, sorted(convs)
-        for k, body in convs.items():
-            assert "reidc_dp4a_u8s8(" in body and "__shared__" in body and "__syncthreads" in body, k
-            assert re.search(r"reidc_conv2d_int8_intermediate_local_ptr\[[1-9]\]", body), k  # several outputs/thread
-        ptx = _nvcc(nvcc, tmp_path / f"{case}.cu", "sm_86", tmp_path)
-        assert re.search(r"\bdp4a\.u32\.s32\b", ptx) and "wmma" not in ptx
-    _nvrtc(tmp_path / "conv2d_int8.cu", "sm_86", monkeypatch)
 
 
 @pytest.mark.parametrize("preset", ["sm86", "sm75"])
@@ -356,8 +334,8 @@ def test_bf16_wmma_rule_takes_only_its_conv_and_leaves_tvm_as_it_was():
     import tvm.s_tir.tensor_intrin.cuda as ci
     from tvm import te
     from reidc.kernels.conv2d import conv2d_nchwc
-    from reidc.kernels.conv2d_bf16 import WMMA_BLOCK, conv2d_nchwc_wmma
-    from reidc.kernels.cuda_wmma import ConvWMMA
+    from reidc.kernels.conv2d_bf16 import conv2d_nchwc_wmma
+    from reidc.kernels.cuda_wmma import ConvBF16WMMA
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_86", "host": "llvm"})
     group = ci.get_wmma_intrin_group
     n = te.var("n")
@@ -367,8 +345,8 @@ def test_bf16_wmma_rule_takes_only_its_conv_and_leaves_tvm_as_it_was():
         w = te.placeholder((8, 8, 3, 3, 16, 16), dtype, name="w")
         funcs[dtype] = te.create_prim_func([x, w, conv(x, w, (1, 1), (1, 1))])
     with target:
-        sch = ConvWMMA(WMMA_BLOCK, "bfloat16").apply(funcs["uint16"], target, False)
-        assert ConvWMMA(WMMA_BLOCK, "bfloat16").apply(funcs["float32"], target, False) is None
+        sch = ConvBF16WMMA().apply(funcs["uint16"], target, False)
+        assert ConvBF16WMMA().apply(funcs["float32"], target, False) is None
     assert ci.get_wmma_intrin_group is group
     script = sch.mod["main"].script()
     assert "reidc_wmma_sync_16x16x16_bf16bf16f32_trans" not in script   # tensorized: the intrinsic's body is in

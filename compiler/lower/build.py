@@ -78,10 +78,9 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     vpmaddubsw, whose saturating int16 pair sums are exact only for 7-bit weights (|w| <= 63),
     and which can add two of them in int16 before one vpmaddwd for 6-bit weights (|w| <= 31:
     what the int8 pass quantizes to unless asked for 7 bits; x86_intrin.AVX2_U8S8_8x8); x86
-    without AVX2 widens to int32 in plain SIMD; CUDA: s8 x s8 WMMA on tensor cores (sm_72+) for
-    convs with one weight set, dp4a (u8 x s8) for the rest and on older GPUs."""
-    if preset.kind == "cuda":   # tensor cores (s8 WMMA) where the GPU has them, else dp4a (u8 x s8)
-        return Int8Flavour(tensor_cores=wmma_arch(preset.cuda_arch, "int8"))
+    without AVX2 widens to int32 in plain SIMD."""
+    if preset.kind == "cuda":
+        return Int8Flavour()
     feats = preset.cpu_features()
     if preset.arch == "aarch64":
         return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")

@@ -11,9 +11,8 @@ from tvm import relax
 
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.quant import inverse_scale
-from reidc.kernels.conv2d import pack_weight
-from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, conv2d_nchwc_int8_wmma, fold_columns,
-                                      fold_weight, output_block, pack_weight_int8, weight_sums)
+from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, fold_columns, fold_weight, output_block,
+                                      pack_weight_int8, weight_sums)
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -89,18 +88,14 @@ def _conv2d_int8(low, nid, n, ins):
         stride, padding = (1, 1), (0, 0)
     else:
         packed = pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)
+    args = [data, low.const(packed), stride, padding, zp]
     flavour = low.int8
-    if flavour.tensor_cores and w.ndim == 4:   # CUDA: s8 x s8 on tensor cores
-        flavour = replace(flavour, signed=True)
-        acc = low.bb.emit_te(conv2d_nchwc_int8_wmma, data, low.const(pack_weight(np.asarray(w, np.int8), cb, ob)),
-                             stride, padding, zp, primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
-    else:
-        if flavour.paired_max and peak <= flavour.paired_max:   # AVX2: two groups per vpmaddwd
-            flavour = replace(flavour, weight_max=flavour.paired_max)
-        acc = low.bb.emit_te(partial(conv2d_nchwc_int8, flavour=flavour), data, low.const(packed), stride, padding,
-                             zp, modality=ins[1] if w.ndim == 5 else None,
-                             primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
-    shift = zp - 128 if flavour.signed else zp   # what the kernel's input values carry beyond q - zp
+    if flavour.paired_max and peak <= flavour.paired_max:   # AVX2: two groups per vpmaddwd
+        flavour = replace(flavour, weight_max=flavour.paired_max)
+    kernel = partial(conv2d_nchwc_int8, flavour=flavour)
+    acc = low.bb.emit_te(kernel, *args, modality=ins[1] if w.ndim == 5 else None,
+                         primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
+    shift = zp - 128 if low.int8.signed else zp   # what the kernel's input values carry beyond q - zp
     if shift:  # the zero point's share of the sum, exact in int32
         acc = low.emit(relax.op.subtract(acc, low.per_channel(n, ob, shift * weight_sums(np.asarray(w)), "int32")))
     y = low.emit(relax.op.astype(acc, "float32"))
