@@ -164,6 +164,11 @@ def test_bf16_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch, prese
     assert len(convs) >= 8 and all("__shared__" in v or "buf_dyn_shmem" in v for v in convs.values()), sorted(convs)
     assert all(("nvcuda::wmma::mma_sync(" in v and "nv_bfloat16, nvcuda::wmma::row_major" in v) == wmma
                for v in convs.values()), sorted(convs)
+    # WMMA's loads and stores need a row stride (ldm) of a multiple of 16 bytes, which nvcc does
+    # not check: 8 bf16 or 4 float elements
+    strides = [(t, int(ldm)) for v in convs.values() for t, ldm in re.findall(
+        r"(?:load|store)_matrix_sync\([^;]*?\(\((nv_bfloat16|float)\*\)[^;]*?, (\d+)(?:, nvcuda::wmma::mem_row_major)?\);", v)]
+    assert bool(strides) == wmma and all(ldm % (8 if t == "nv_bfloat16" else 4) == 0 for t, ldm in strides), strides
     arch = f"sm_{preset[2:]}"
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", arch, tmp_path)
     assert "dp4a" not in ptx and f".target {arch}" in ptx
