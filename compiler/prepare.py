@@ -56,8 +56,8 @@ class CompileOptions:
 def check_precision(opts: CompileOptions, preset, flavour) -> None:
     """Refuse, before any work, a precision the target cannot build: int8 weight bits beyond its
     dot product's bound (`flavour`: lower.build.int8_flavour(preset)). bf16 builds for every
-    target: AMX-BF16 tiles where it has them, else float32 multiply-adds of the decoded bf16
-    values (lower.build.bf16_kernel says which)."""
+    target: AMX-BF16 tiles where it has them, tensor cores on CUDA sm_80+, else float32
+    multiply-adds of the decoded bf16 values (lower.build.bf16_kernel says which)."""
     if opts.precision == "int8":
         int8_weight_max(opts, flavour)
 

@@ -132,13 +132,22 @@ def conv2d_nchwc_decoded(data: te.Tensor, weight: te.Tensor, stride: tuple, padd
     return conv2d_nchwc(src, weight, stride, (0, 0))
 
 
-def conv2d_nchwc_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple) -> te.Tensor:
-    """The bf16 conv for CUDA tensor cores (sm_80+): data (N, C//cb, H, W, cb) and weight
-    (O//ob, C//cb, KH, KW, cb, ob) (`conv2d.pack_weight` layout) hold bf16 patterns; both are read
-    as `bfloat16` and the float32 sum casts each before the product, the matmul form TVM's WMMA
-    rule tensorizes (kernels/cuda_wmma.py): bf16 x bf16 products, float32 accumulation."""
+def pack_weight_wmma(w: np.ndarray) -> np.ndarray:
+    """(O, C, KH, KW) bf16 patterns -> (O, KH, KW, C): each output channel's taps in the order of
+    the implicit GEMM's K (`conv2d_nchwc_wmma`), contiguous."""
+    return np.ascontiguousarray(np.asarray(w).transpose(0, 2, 3, 1)).astype(np.uint16)
+
+
+def conv2d_nchwc_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, ob: int) -> te.Tensor:
+    """The bf16 conv for CUDA tensor cores (sm_80+) as an implicit GEMM: data (N, C//cb, H, W, cb)
+    and weight (O, KH, KW, C) (`pack_weight_wmma`) hold bf16 patterns; both are read as
+    `bfloat16` and the float32 sum casts each before the product, the matmul form TVM's WMMA rule
+    tensorizes (kernels/cuda_wmma.py): bf16 x bf16 products, float32 accumulation; output
+    (N, O//ob, OH, OW, ob). K runs over (ky, kx, input channel), the channel innermost, so the
+    staging of a K tile reads runs of contiguous channels of the input and of each output
+    channel's weights."""
     n, cc, h, w, cb = data.shape
-    oc, _, kh, kw, _, ob = weight.shape
+    oc, kh, kw, _ = weight.shape
     (sh, sw), (ph, pw) = stride, padding
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
@@ -147,12 +156,12 @@ def conv2d_nchwc_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     # rule's batch of matmuls (grid z), not part of I (a symbolic batch in I breaks its padding)
     wt = te.compute((n,) + tuple(weight.shape), lambda b, *i: tir.reinterpret("bfloat16", weight(*i)),
                     name="reidc_weight_bf16")
-    ic = te.reduce_axis((0, cc * cb), "ic")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
-    return te.compute((n, oc, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+    ic = te.reduce_axis((0, cc * cb), "ic")
+    return te.compute((n, oc // ob, oh, ow, ob), lambda b, o, y, x, v: te.sum(
         src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("float32")
-        * wt[b, o, ic // cb, ry, rx, ic % cb, v].astype("float32"), axis=[ic, ry, rx]), name=WMMA_BLOCK)
+        * wt[b, o * ob + v, ry, rx, ic].astype("float32"), axis=[ry, rx, ic]), name=WMMA_BLOCK)
 
 
 def to_bf16_nchwc(x: te.Tensor, cb_out: int) -> te.Tensor:

@@ -14,6 +14,7 @@ I = batch x output pixels, J = output channels, K = input channels x taps.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 
 from tvm import s_tir, tirx
@@ -38,20 +39,25 @@ def _register() -> None:
         TensorIntrin.register(name, desc, impl, override=True)
 
 
+class _Declined(Exception):
+    """TVM's rule asked for an intrinsic group reidc has no bf16 twin of (its retry with an f16
+    accumulator, after the f32 one failed to tensorize)."""
+
+
 @contextlib.contextmanager
 def _bf16_fragments():
     """TVM's rule picks its intrinsics through `get_wmma_intrin_group(in_dtype="float16", ...)`;
-    for the span of one `apply`, the group's loads and product are the bf16 ones (the fill and
-    the f32 accumulator store are dtype-free of the inputs and stay TVM's)."""
+    for the span of one `apply` (one at a time: the lock) the group's loads and product are the
+    bf16 ones (the fill and the f32 accumulator store are dtype-free of the inputs and stay TVM's)."""
     import tvm.s_tir.tensor_intrin.cuda as ci
-    fp16_group = ci.get_wmma_intrin_group
-
-    def bf16_group(**kw):
-        if kw.get("in_dtype") != "float16" or kw.get("out_dtype") != "float32" or not kw.get("trans_b"):
-            raise ValueError("reidc's bf16 WMMA: only f32 accumulation with a transposed B")   # the rule's f16-out retry
-        return {**fp16_group(**kw), "load_a": _LOAD_A, "load_b": _LOAD_B, "compute": _SYNC}
-
     with _lock:
+        fp16_group = ci.get_wmma_intrin_group
+
+        def bf16_group(**kw):
+            if kw.get("in_dtype") != "float16" or kw.get("out_dtype") != "float32" or not kw.get("trans_b"):
+                raise _Declined(kw)
+            return {**fp16_group(**kw), "load_a": _LOAD_A, "load_b": _LOAD_B, "compute": _SYNC}
+
         ci.get_wmma_intrin_group = bf16_group
         try:
             yield
@@ -60,16 +66,21 @@ def _bf16_fragments():
 
 
 class ConvBF16WMMA(GPUScheduleRule):
-    """reidc's bf16 conv (its block `WMMA_BLOCK`) on tensor cores; other functions: None."""
+    """reidc's bf16 conv (its block `WMMA_BLOCK`) on tensor cores; other functions, and a conv
+    TVM's rule cannot tensorize: None (dlight's generic rules then schedule it on CUDA cores)."""
 
     def apply(self, func, target, tunable):
         if not isinstance(func, tirx.PrimFunc) or block_named(s_tir.Schedule(func), func, WMMA_BLOCK) is None:
             return None
         _register()
-        with _bf16_fragments():
-            return MatmulTensorization().apply(func, target, tunable)
+        try:
+            with _bf16_fragments():
+                return MatmulTensorization().apply(func, target, tunable)
+        except _Declined:
+            return None
 
 
 def wmma_arch(arch: str | None) -> bool:
-    """Whether a CUDA arch ("sm_86") has bf16 WMMA (Ampere, sm_80, and later)."""
-    return bool(arch) and arch.startswith("sm_") and int(arch[3:]) >= 80
+    """Whether a CUDA arch ("sm_86", "sm_90a") has bf16 WMMA (Ampere, sm_80, and later)."""
+    m = re.match(r"sm_(\d+)", arch or "")
+    return bool(m) and int(m.group(1)) >= 80

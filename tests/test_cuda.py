@@ -344,16 +344,18 @@ def test_bf16_wmma_rule_takes_only_its_conv_and_leaves_tvm_as_it_was():
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_86", "host": "llvm"})
     group = ci.get_wmma_intrin_group
     n = te.var("n")
-    funcs = {}
-    for dtype, conv in (("uint16", conv2d_nchwc_wmma), ("float32", conv2d_nchwc)):
-        x = te.placeholder((n, 8, 8, 4, 16), dtype, name="x")
-        w = te.placeholder((8, 8, 3, 3, 16, 16), dtype, name="w")
-        funcs[dtype] = te.create_prim_func([x, w, conv(x, w, (1, 1), (1, 1))])
+    x16 = te.placeholder((n, 8, 8, 4, 16), "uint16", name="x")
+    w16 = te.placeholder((128, 3, 3, 128), "uint16", name="w")
+    x32 = te.placeholder((n, 8, 8, 4, 16), "float32", name="x")
+    w32 = te.placeholder((8, 8, 3, 3, 16, 16), "float32", name="w")
+    funcs = {"uint16": te.create_prim_func([x16, w16, conv2d_nchwc_wmma(x16, w16, (1, 1), (1, 1), 16)]),
+             "float32": te.create_prim_func([x32, w32, conv2d_nchwc(x32, w32, (1, 1), (1, 1))])}
     with target:
         sch = ConvBF16WMMA().apply(funcs["uint16"], target, False)
         assert ConvBF16WMMA().apply(funcs["float32"], target, False) is None
     assert ci.get_wmma_intrin_group is group
     script = sch.mod["main"].script()
-    assert "reidc_wmma_sync_16x16x16_bf16bf16f32_trans" not in script   # tensorized: the intrinsic's body is in
-    assert script.count('scope="wmma.matrix_a"') and '"bfloat16", scope="wmma.matrix_a"' in script
+    assert '"bfloat16", scope="wmma.matrix_a"' in script and '"bfloat16", scope="wmma.matrix_b"' in script
     assert "tvm_mma_sync" in script
+    from reidc.kernels.cuda_wmma import wmma_arch
+    assert [wmma_arch(a) for a in ("sm_75", "sm_80", "sm_90a", "sm_100a", None)] == [False, True, True, True, False]

@@ -66,7 +66,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     precision: "fp32", "int8", "bf16" or "auto" (fp32, int8 and on AMX-BF16 targets bf16 built
       and verified, the fastest here kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
       1-bit). bf16: weights and activations rounded to bf16, float32 sums, on AMX-BF16 tiles
-      (x86-amx targets; elsewhere float32 convs of the bf16 values, no faster than fp32), verified
+      (x86-amx targets), CUDA tensor cores (sm_80 and later); elsewhere float32 convs of the
+      bf16 values, no faster than fp32, verified
       by feature cosine as int8 is; no calibration. int8:
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
       both modalities, or a folder of images, with visible/ and infrared/ subfolders for a

@@ -52,7 +52,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                                     "256x128 for a bare weights file)"),
                 precision: str = typer.Option("fp32", help="fp32 | int8 | bf16 | auto: the real-valued layers (binary "
                                                            "convs stay 1-bit); int8 is calibrated, int8 and bf16 (AMX "
-                                                           "tiles, elsewhere float32 convs of the bf16 values) are "
+                                                           "tiles, tensor cores on CUDA sm_80+, elsewhere float32 "
+                                                           "convs of the bf16 values) are "
                                                            "verified by feature cosine; auto builds fp32, "
                                                            "int8 (and bf16 on AMX) and keeps the fastest here"),
                 calibration: str = typer.Option("synthetic", help="int8 calibration images: synthetic (rendered "

@@ -52,8 +52,9 @@ def bf16_conv(preset: TargetPreset) -> Bf16Conv:
 
 def bf16_kernel(preset: TargetPreset) -> str:
     """What a bf16 conv runs on for the preset, as the manifest states it. Every product of two
-    bf16 is exact in float32 and the sums are float32 on each, so the numbers differ only in the
-    order of the sums; only AMX-BF16 and tensor cores make bf16 faster than fp32."""
+    bf16 is exact in float32 and the sums are float32 on each (tensor cores' float32
+    accumulation is not IEEE round-to-nearest at every add), so the numbers differ in the order
+    and rounding of the sums only; only AMX-BF16 and tensor cores make bf16 faster than fp32."""
     kind = bf16_conv(preset)
     if kind is Bf16Conv.TILES:
         return ("AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "

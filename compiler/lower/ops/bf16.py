@@ -12,7 +12,8 @@ from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.refmath import from_bf16_bits
 from reidc.kernels.conv2d import pack_weight
 from reidc.kernels.conv2d_bf16 import (PAIR, Bf16Conv, conv2d_nchwc_bf16, conv2d_nchwc_decoded, conv2d_nchwc_wmma,
-                                       decode, pack_weight_bf16, phase_weight, to_bf16_nchwc)
+                                       decode, pack_weight_bf16, pack_weight_wmma, phase_weight,
+                                       to_bf16_nchwc)
 from reidc.kernels.conv2d_int8 import output_block
 
 from ..registry import Lowered, LoweringError, lowers
@@ -56,8 +57,7 @@ def _conv2d_bf16(low, nid, n, ins):
                            primfunc_name_hint="conv2d_bf16", primfunc_attrs={"op_pattern": 4})
     elif low.bf16 is Bf16Conv.WMMA:   # bf16 weights, as TVM's tensor-core matmul reads them
         ob = low.block(o)
-        w = low.const(pack_weight(weight.astype(np.uint16), cb, ob))
-        y = low.bb.emit_te(conv2d_nchwc_wmma, ins[0], w, stride, padding,
+        y = low.bb.emit_te(conv2d_nchwc_wmma, ins[0], low.const(pack_weight_wmma(weight)), stride, padding, ob,
                            primfunc_name_hint="conv2d_bf16", primfunc_attrs={"op_pattern": 4})
     else:   # no bf16 dot product: the float32 conv of the decoded values
         ob = low.block(o)
