@@ -8,12 +8,14 @@ bfloat16, and the rule run with them in place of the fp16 names. The schedule it
 fragments, 8 warps, shared-memory staging, software pipeline, padding of the matmul to whole
 tiles, the epilogue inlined after the accumulator store) is TVM's.
 
-The conv (kernels/conv2d_bf16.py `conv2d_nchwc_wmma`) is an implicit-GEMM matmul to that rule:
-I = batch x output pixels, J = output channels, K = input channels x taps.
+The conv (kernels/conv2d_bf16.py `conv2d_nchwc_wmma`) is an implicit-GEMM matmul to that rule,
+one per sample (the batch is the rule's batch axis, grid z): I = output pixels, J = output
+channels, K = taps x input channels.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 
@@ -31,7 +33,9 @@ _SYNC = "reidc_wmma_sync_16x16x16_bf16bf16f32_trans"
 _lock = threading.Lock()
 
 
+@functools.cache
 def _register() -> None:
+    """Once per process: each registration builds TVMScript functions."""
     import tvm.s_tir.tensor_intrin.cuda as ci
     for name, (desc, impl) in ((_LOAD_A, ci.get_wmma_load_intrin(16, 16, 16, "bfloat16", "shared.dyn", False, False)),
                                (_LOAD_B, ci.get_wmma_load_intrin(16, 16, 16, "bfloat16", "shared.dyn", True, True)),

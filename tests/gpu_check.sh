@@ -12,8 +12,8 @@
 # REIDC_GPU_BENCH=0 skips the benchmark; REIDC_GPU_MODELS (default "cmnas-resnet50
 # bire-resnet18"), REIDC_GPU_PRECISIONS (default "fp32 int8 bf16"; bf16 runs on tensor cores
 # from sm_80), REIDC_GPU_BATCHES (default "1 16") and REIDC_GPU_RUNTIMES (the engines beside
-# reidc and PyTorch eager, default torch_fp16; add torch_compile where its compiles, a minute or more per model and batch, fit)
-# choose what it times.
+# reidc and PyTorch eager, default torch_fp16; add torch_compile where its compiles, a minute
+# or more per model and batch, fit) choose what it times.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUTDIR=$(mkdir -p "${1:-$ROOT/build/gpu-check}" && cd "${1:-$ROOT/build/gpu-check}" && pwd)
