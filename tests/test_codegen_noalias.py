@@ -75,17 +75,19 @@ def test_dot_product_loops_keep_their_accumulators_in_registers(preset_name, ins
 
 
 def test_a_vnni_conv_keeps_every_reduction_under_its_accumulators():
-    """A 1x1 conv over one 64-channel input block (R50's layer1 expansion, 64 -> 256): its
-    channel-group loop used to run outside the pixel tile, so each of its 16 steps stored and
-    reloaded the accumulators (that conv ran at 30% of the VNNI peak on a Zen 4). Now the
-    vpdpbusd loop stores nothing; the numbers are unchanged."""
+    """A 1x1 conv over one 64-channel input block (R50's layer1 expansion, 64 -> 256; its input
+    is the output of a 64-channel conv, so one block): its channel-group loop used to run
+    outside the pixel tile, so each of its 16 steps stored and reloaded the accumulators (that
+    conv ran at 30% of the VNNI peak on a Zen 4); the first conv, over four 16-channel blocks,
+    had its input-block loop there. Now no vpdpbusd loop stores; the numbers are unchanged."""
     preset = get_target("x86-avx512-vnni")
-    q = _qconv(256, 64, 1)
-    g = _chain(64, (16, 8), [(Op.RELU, {}), (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0}),
-                             (Op.CONV2D_INT8, q), (Op.GLOBAL_AVGPOOL, {})])
+    quant = (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0})
+    g = _chain(64, (16, 8), [(Op.RELU, {}), quant, (Op.CONV2D_INT8, _qconv(64, 64, 1)), (Op.RELU, {}), quant,
+                             (Op.CONV2D_INT8, _qconv(256, 64, 1)), (Op.GLOBAL_AVGPOOL, {})])
     ex = build(to_relax({"visible": g}, int8=int8_flavour(preset)), preset)
     loops = stores_in_loops(asm_of(ex), "vpdpbusd")
-    assert loops and all(stores == 0 for _, _, stores in loops), loops
+    assert len({name for name, _, _ in loops}) == 2, loops   # both convs' dot-product loops
+    assert all(stores == 0 for _, _, stores in loops), loops
     if preset.missing_on_host():
         pytest.skip("this CPU lacks AVX-512 VNNI: checked in its assembly only")
     x = RNG.standard_normal((2, 64, 16, 8)).astype(np.float32)

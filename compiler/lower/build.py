@@ -44,7 +44,11 @@ def harley_seal(preset: TargetPreset) -> bool:
 
 def bf16_conv(preset: TargetPreset) -> Bf16Conv:
     """The kernel bf16 convs take: AMX-BF16 tiles on x86 with AMX-BF16; tensor cores (bf16 WMMA)
-    on CUDA sm_80+; elsewhere float32 convs of the decoded bf16 values."""
+    on CUDA sm_80+; elsewhere float32 convs of the decoded bf16 values. That includes x86 with
+    AVX512-BF16 but no AMX (Zen 4): `llvm.x86.avx512bf16.dpbf16ps.512` takes <32 x bfloat>
+    operands, and TVM 0.27's LLVM codegen has no bfloat type (BF16ComputeLegalize widens a
+    bfloat16 reinterpret to float32, so the call fails LLVM's verifier; with the legalisation
+    passes disabled, a bfloat16 value crashes the codegen)."""
     if preset.kind == "cuda":
         return Bf16Conv.WMMA if wmma_arch(preset.cuda_arch) else Bf16Conv.DECODED
     return Bf16Conv.TILES if "amx-bf16" in preset.cpu_features() else Bf16Conv.DECODED
