@@ -4,8 +4,15 @@ the cores run AVX-512 FMAs at 3.8-3.9 GHz with two threads busy, so a peak from 
 120% of "peak". Here each of `threads` parallel tasks runs CHAINS independent FMA chains of the
 preset's vector width in registers (enough to cover FMA latency on two ports), timed with TVM's
 time_evaluator; the clock is the FMAs per second over (2 FMA ports x threads).
+Some cores (Zen 4) run a 512-bit FMA as two 256-bit halves: one per cycle, not two. On a
+512-bit preset the loop also runs at 256 bits; where the wide loop does not reach 1.5x the
+narrow one's float operations per second, the 512-bit units are split, the clock comes from the
+256-bit loop, and the profile's peaks of the 512-bit units halve (`Clock.split_512`). (Taken
+from the wide loop alone, a Zen 4 at 3.7 GHz read 1.83 GHz.)
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 CHAINS = 12            # independent accumulators per thread: 2 ports x 4-cycle latency, with margin
 ITERS = 2_000_000      # FMA rounds per call: about 3 ms at 4 GHz
@@ -28,21 +35,45 @@ def fma_loop(lanes: int, threads: int, chains: int = CHAINS, iters: int = ITERS)
     return main
 
 
-def build_fma_loop(preset, threads: int, iters: int = ITERS):
-    """The FMA loop compiled for `preset` (its vector width and ISA): a runtime module."""
+def build_fma_loop(preset, threads: int, iters: int = ITERS, lanes: int | None = None):
+    """The FMA loop compiled for `preset` (its ISA; vectors of `lanes` floats, by default its
+    vector width): a runtime module."""
     import tvm
-    ex = tvm.compile(tvm.IRModule({"main": fma_loop(preset.vector_lanes, threads, iters=iters)}),
+    ex = tvm.compile(tvm.IRModule({"main": fma_loop(lanes or preset.vector_lanes, threads, iters=iters)}),
                      target=preset.tvm_target())
     return ex.mod if hasattr(ex, "mod") else ex
 
 
-def measured_ghz(preset, threads: int) -> float:
-    """GHz = FMAs per second / (2 ports x threads), best of 5 rounds of 3 calls; `threads` must be
-    the threads TVM's pool runs (a task per thread)."""
+@dataclass(frozen=True)
+class Clock:
+    ghz: float
+    split_512: bool = False   # 512-bit FMAs issue as two 256-bit halves: one per cycle
+
+
+def splits_512(wide_lane_fmas_per_s: float, narrow_lane_fmas_per_s: float) -> bool:
+    """Whether 512-bit FMAs run at half the rate two full-width ports would give: the 512-bit
+    loop's lane FMAs per second below 1.5x the 256-bit loop's (2x on two full-width ports)."""
+    return wide_lane_fmas_per_s < 1.5 * narrow_lane_fmas_per_s
+
+
+def _lane_fmas_per_s(preset, threads: int, lanes: int) -> float:
+    """Lane FMAs per second of the loop at `lanes` floats, best of 5 rounds of 3 calls."""
     import numpy as np
     import tvm
-    mod = build_fma_loop(preset, threads)
-    a = tvm.runtime.tensor(np.ones((threads, CHAINS, preset.vector_lanes), np.float32))
+    mod = build_fma_loop(preset, threads, lanes=lanes)
+    a = tvm.runtime.tensor(np.ones((threads, CHAINS, lanes), np.float32))
     seconds = min(mod.time_evaluator("main", tvm.cpu(), number=3, repeat=5)(a, 0.999, 0.001).results)
-    fmas = threads * CHAINS * preset.vector_lanes * ITERS
-    return fmas / seconds / (2 * preset.vector_lanes * threads) / 1e9
+    return threads * CHAINS * lanes * ITERS / seconds
+
+
+def measured_clock(preset, threads: int) -> Clock:
+    """GHz = FMAs per second / (2 ports x threads) at the preset's width, or at 256 bits where
+    its 512-bit FMAs are split (`splits_512`); `threads` must be the threads TVM's pool runs
+    (a task per thread)."""
+    lanes = preset.vector_lanes
+    rate = _lane_fmas_per_s(preset, threads, lanes)
+    if preset.vector_bits == 512:
+        narrow = _lane_fmas_per_s(preset, threads, 8)
+        if splits_512(rate, narrow):
+            return Clock(narrow / (2 * 8 * threads) / 1e9, split_512=True)
+    return Clock(rate / (2 * lanes * threads) / 1e9)

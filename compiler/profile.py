@@ -7,7 +7,8 @@ multiply-accumulates come from its weight and output shapes (the weights the ker
 strided bf16 conv's phase weights, a binary conv's packed words x their bits), so each row
 states GMAC/s and the fraction of the unit's peak on this machine:
     peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
-(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32, or
+(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64 (both one port's worth where the core splits
+512-bit ops into 256-bit halves, as Zen 4 does: measured, compiler/clock.py), AMX-INT8 1024, AVX2 vpmaddubsw 32, or
 42.7 with 6-bit weights, two vpmaddubsw per vpmaddwd (the image's stem, one 4-channel group,
 takes one per vpmaddwd and shows below its peak); bf16:
 AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
@@ -42,13 +43,17 @@ class Peak:
     binary: float
 
     @classmethod
-    def of(cls, features: tuple[str, ...], vector_bits: int, int8_weight_max: int = 127) -> "Peak":
+    def of(cls, features: tuple[str, ...], vector_bits: int, int8_weight_max: int = 127,
+           split_512: bool = False) -> "Peak":
+        """`split_512`: the core runs 512-bit FMAs and vpdpbusd as two 256-bit halves, one a
+        cycle (Zen 4; compiler/clock.py measures it), so those units give half."""
         lanes = vector_bits // 32
-        fp32 = 2 * lanes                                  # two FMA ports
+        ports = 1 if split_512 and vector_bits == 512 else 2
+        fp32 = ports * lanes                              # two FMA ports
         if "amx-int8" in features:
             int8 = 1024.0                                 # tdpbusd: 16 x 16 x 64 per 16 cycles
         elif "avx512vnni" in features:
-            int8 = 2 * 64.0                               # vpdpbusd on two ports
+            int8 = ports * 64.0                           # vpdpbusd on two ports
         else:
             int8 = 2 * lanes * 2.0                        # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
             if "avx2" in features and int8_weight_max <= 31:
@@ -68,15 +73,20 @@ def cpu_ghz() -> float | None:
     return None
 
 
-def _clock(preset, cores: int, progress) -> tuple[float | None, str]:
-    """(GHz, how it was found): measured on `cores` threads, else /proc/cpuinfo's base clock."""
-    from .clock import measured_ghz
+def _clock(preset, cores: int, progress) -> tuple[float | None, str, bool]:
+    """(GHz, how it was found, whether 512-bit FMAs are split in halves): measured on `cores`
+    threads, else /proc/cpuinfo's base clock."""
+    from .clock import measured_clock
     progress(f"measuring the clock: an FMA loop on {cores} thread(s)")
     try:
-        return round(measured_ghz(preset, cores), 2), f"measured: fp32 FMA loop on {cores} threads"
+        c = measured_clock(preset, cores)
     except Exception as e:  # noqa: BLE001 - no compiler for the loop here: the stated base clock, said so
         progress(f"could not measure the clock ({type(e).__name__}: {e}); using /proc/cpuinfo's")
-        return cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)"
+        return cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)", False
+    how = f"measured: fp32 FMA loop on {cores} threads"
+    if c.split_512:
+        how += "; 512-bit FMAs and vpdpbusd run as two 256-bit halves here, one a cycle"
+    return round(c.ghz, 2), how, c.split_512
 
 
 def conv_macs(name: str, args: list) -> int | None:
@@ -118,11 +128,11 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
     wmax = int(((man.get("precision") or {}).get("int8") or {}).get("weight_max", 127))
-    peak = Peak.of(feats, comp.preset.vector_bits, wmax)
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
-    source = "stated"
+    source, split = "stated", False
     if not ghz:
-        ghz, source = _clock(comp.preset, cores, progress)
+        ghz, source, split = _clock(comp.preset, cores, progress)
+    peak = Peak.of(feats, comp.preset.vector_bits, wmax, split_512=split)
     rows = []
     for key, (func, args, n) in calls.items():
         name = key[0]

@@ -54,6 +54,32 @@ def test_kernel_kinds_and_peaks():
     assert conv_macs("max_pool2d", []) is None
 
 
+def test_split_512_bit_units_give_half_the_peak():
+    """A Zen 4 runs a 512-bit FMA or vpdpbusd as two 256-bit halves, one a cycle: its 512-bit FMA
+    loop ran 117 G lane-FMAs/s, as its 256-bit loop did (117), which read 1.83 GHz as two ports
+    wide instead of its 3.67 GHz. Split, the clock comes from the 256-bit loop and the 512-bit
+    units' peaks halve; a core with two full-width ports (Xeon: twice the rate) is not split."""
+    from reidc.compiler.clock import splits_512
+    assert splits_512(117.3e9, 117.4e9) and not splits_512(2 * 117.4e9 * 0.95, 117.4e9)
+    split = Peak.of(("avx512f", "avx512vnni"), 512, split_512=True)
+    assert (split.fp32, split.int8, split.bf16, split.binary) == (16, 64, 16, 512)
+    assert Peak.of(("avx2",), 256, split_512=True) == Peak.of(("avx2",), 256)   # 256-bit units: whole
+    assert Peak.of(("avx512f", "avx512vnni", "amx-int8", "amx-bf16"), 512, split_512=True).int8 == 1024
+
+
+def test_the_measured_clock_is_the_256_bit_loops_where_512_bit_fmas_are_split():
+    """On the host: the clock agrees with what the 256-bit FMA loop reads as two ports wide,
+    whatever the preset's width (without the split check, a Zen 4's 512-bit loop read half)."""
+    from reidc.compiler import clock
+    from reidc.targets import get_target
+    preset = get_target("host")
+    c = clock.measured_clock(preset, 1)
+    narrow = clock._lane_fmas_per_s(preset, 1, 8) / (2 * 8) / 1e9
+    assert 0.75 < c.ghz / narrow < 1.33, (c, narrow)
+    assert not c.split_512 or preset.vector_bits == 512
+
+
+
 @pytest.mark.parametrize("name,weight,dtype,per_image", [
     ("fused_conv2d3_add2", (4, 2, 3, 3, 32, 16), "float32", 4 * 2 * 9 * 32 * 16 * 32),
     ("fused_conv2d3_add2", (2, 4, 2, 3, 3, 32, 16), "float32", 4 * 2 * 9 * 32 * 16 * 32),     # two modality sets
