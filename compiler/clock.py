@@ -4,11 +4,12 @@ the cores run AVX-512 FMAs at 3.8-3.9 GHz with two threads busy, so a peak from 
 120% of "peak". Here each of `threads` parallel tasks runs CHAINS independent FMA chains of the
 preset's vector width in registers (enough to cover FMA latency on two ports), timed with TVM's
 time_evaluator; the clock is the FMAs per second over (2 FMA ports x threads).
-Some cores (Zen 4) run a 512-bit FMA as two 256-bit halves: one per cycle, not two. On a
-512-bit preset the loop also runs at 256 bits; where the wide loop does not reach 1.5x the
-narrow one's float operations per second, the 512-bit units are split, the clock comes from the
-256-bit loop, and the profile's peaks of the 512-bit units halve (`Clock.split_512`). (Taken
-from the wide loop alone, a Zen 4 at 3.7 GHz read 1.83 GHz.)
+Some cores issue one 512-bit FMA a cycle, not two: Zen 4 (each as two 256-bit halves) and Intel
+parts with one 512-bit FMA unit. On a 512-bit preset the loop also runs at 256 bits; where the
+wide loop's lane FMAs per second do not reach 1.3x the narrow one's (a two-port core gives
+about 2x, less its AVX-512 clock drop; a one-port core about 1x), the clock is the wide loop's
+rate over one port, and the profile's peaks of the 512-bit units halve (`Clock.split_512`).
+(Taken as two ports, a Zen 4 at 3.7 GHz read 1.83 GHz.)
 """
 from __future__ import annotations
 
@@ -47,13 +48,14 @@ def build_fma_loop(preset, threads: int, iters: int = ITERS, lanes: int | None =
 @dataclass(frozen=True)
 class Clock:
     ghz: float
-    split_512: bool = False   # 512-bit FMAs issue as two 256-bit halves: one per cycle
+    split_512: bool = False   # one 512-bit FMA a cycle (two 256-bit halves, or one 512-bit unit)
 
 
 def splits_512(wide_lane_fmas_per_s: float, narrow_lane_fmas_per_s: float) -> bool:
-    """Whether 512-bit FMAs run at half the rate two full-width ports would give: the 512-bit
-    loop's lane FMAs per second below 1.5x the 256-bit loop's (2x on two full-width ports)."""
-    return wide_lane_fmas_per_s < 1.5 * narrow_lane_fmas_per_s
+    """Whether 512-bit FMAs issue one a cycle: the 512-bit loop's lane FMAs per second below 1.3x
+    the 256-bit loop's (two full-width ports give about 2x, less the AVX-512 clock drop of
+    Skylake-SP's all-core bins; Zen 4 and one-port Intel parts about 1x)."""
+    return wide_lane_fmas_per_s < 1.3 * narrow_lane_fmas_per_s
 
 
 def _lane_fmas_per_s(preset, threads: int, lanes: int) -> float:
@@ -67,13 +69,11 @@ def _lane_fmas_per_s(preset, threads: int, lanes: int) -> float:
 
 
 def measured_clock(preset, threads: int) -> Clock:
-    """GHz = FMAs per second / (2 ports x threads) at the preset's width, or at 256 bits where
-    its 512-bit FMAs are split (`splits_512`); `threads` must be the threads TVM's pool runs
-    (a task per thread)."""
+    """GHz = vector FMAs per second at the preset's width / (FMA ports x threads): 2 ports, or 1
+    where 512-bit FMAs issue one a cycle (`splits_512`; the clock is then the one the 512-bit
+    kernels run at, below the 256-bit loop's on Intel parts that lower it for AVX-512);
+    `threads` must be the threads TVM's pool runs (a task per thread)."""
     lanes = preset.vector_lanes
     rate = _lane_fmas_per_s(preset, threads, lanes)
-    if preset.vector_bits == 512:
-        narrow = _lane_fmas_per_s(preset, threads, 8)
-        if splits_512(rate, narrow):
-            return Clock(narrow / (2 * 8 * threads) / 1e9, split_512=True)
-    return Clock(rate / (2 * lanes * threads) / 1e9)
+    split = preset.vector_bits == 512 and splits_512(rate, _lane_fmas_per_s(preset, threads, 8))
+    return Clock(rate / ((1 if split else 2) * lanes * threads) / 1e9, split_512=split)

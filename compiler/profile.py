@@ -7,11 +7,13 @@ multiply-accumulates come from its weight and output shapes (the weights the ker
 strided bf16 conv's phase weights, a binary conv's packed words x their bits), so each row
 states GMAC/s and the fraction of the unit's peak on this machine:
     peak = cores x frequency x MACs per cycle and core of the unit the kernel runs on
-(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64 (both one port's worth where the core splits
-512-bit ops into 256-bit halves, as Zen 4 does: measured, compiler/clock.py), AMX-INT8 1024, AVX2 vpmaddubsw 32, or
+(fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32, or
 42.7 with 6-bit weights, two vpmaddubsw per vpmaddwd (the image's stem, one 4-channel group,
 takes one per vpmaddwd and shows below its peak); bf16:
-AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle). The
+AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle; where the
+core issues one 512-bit FMA a cycle (Zen 4, one-port Intel parts: compiler/clock.py measures it,
+with `ghz` stated too) the 512-bit SIMD units (fp32, and bf16 and int8 on them) give one port's
+worth). The
 frequency is measured (compiler/clock.py: an FMA loop on every thread, built for the artifact's
 target) unless stated (`ghz`); /proc/cpuinfo's "cpu MHz" (the base clock) only where the
 measurement cannot run. Kernel times alone leave out what
@@ -45,17 +47,17 @@ class Peak:
     @classmethod
     def of(cls, features: tuple[str, ...], vector_bits: int, int8_weight_max: int = 127,
            split_512: bool = False) -> "Peak":
-        """`split_512`: the core runs 512-bit FMAs and vpdpbusd as two 256-bit halves, one a
-        cycle (Zen 4; compiler/clock.py measures it), so those units give half."""
+        """`split_512`: the core issues one 512-bit FMA (and vpdpbusd, vpmaddubsw) a cycle, not
+        two (Zen 4, one-port Intel parts; compiler/clock.py measures it): those units give half."""
         lanes = vector_bits // 32
         ports = 1 if split_512 and vector_bits == 512 else 2
-        fp32 = ports * lanes                              # two FMA ports
+        fp32 = ports * lanes                              # FMA ports x lanes
         if "amx-int8" in features:
             int8 = 1024.0                                 # tdpbusd: 16 x 16 x 64 per 16 cycles
         elif "avx512vnni" in features:
-            int8 = ports * 64.0                           # vpdpbusd on two ports
+            int8 = ports * 64.0                           # vpdpbusd, one per FMA port
         else:
-            int8 = 2 * lanes * 2.0                        # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
+            int8 = ports * lanes * 2.0                    # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
             if "avx2" in features and int8_weight_max <= 31:
                 int8 *= 4 / 3                             # 2 vpmaddubsw + 1 vpmaddwd per 64 MACs
         bf16 = 512.0 if "amx-bf16" in features else fp32  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
@@ -85,7 +87,7 @@ def _clock(preset, cores: int, progress) -> tuple[float | None, str, bool]:
         return cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)", False
     how = f"measured: fp32 FMA loop on {cores} threads"
     if c.split_512:
-        how += "; 512-bit FMAs and vpdpbusd run as two 256-bit halves here, one a cycle"
+        how += "; one 512-bit FMA a cycle here, not two"
     return round(c.ghz, 2), how, c.split_512
 
 
@@ -132,6 +134,14 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     source, split = "stated", False
     if not ghz:
         ghz, source, split = _clock(comp.preset, cores, progress)
+    elif comp.preset.vector_bits == 512:   # the ports do not depend on the clock: measured all the same
+        from .clock import measured_clock
+        progress("checking whether 512-bit FMAs issue one or two a cycle here")
+        try:
+            split = measured_clock(comp.preset, cores).split_512
+        except Exception as e:  # noqa: BLE001 - no compiler for the loop here: two ports assumed, said so
+            progress(f"could not time the FMA loop ({type(e).__name__}: {e}); assuming two 512-bit FMA ports")
+        source = "stated; one 512-bit FMA a cycle here, not two" if split else source
     peak = Peak.of(feats, comp.preset.vector_bits, wmax, split_512=split)
     rows = []
     for key, (func, args, n) in calls.items():

@@ -135,7 +135,7 @@ def profile(artifact, batch: int = 1, mode: str | None = None, *, ghz: float | N
             json_out: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Where an artifact's time goes on this machine: per kernel (TVM's fused functions) its
     calls per run, ms per call timed alone, share of the whole run, and for convs GMAC/s and the
-    fraction of the unit's peak (cores x `ghz` (default /proc/cpuinfo's) x MACs per cycle:
+    fraction of the unit's peak (cores x `ghz` (default: measured with an FMA loop) x MACs per cycle:
     compiler/profile.py); the whole run's time and what the kernels alone leave out of it."""
     from reidc.compiler.profile import profile as run
     report = run(getattr(artifact, "path", artifact), batch, mode, ghz=ghz, progress=progress or (lambda msg: None))
