@@ -75,20 +75,22 @@ def cpu_ghz() -> float | None:
     return None
 
 
-def _clock(preset, cores: int, progress) -> tuple[float | None, str, bool]:
-    """(GHz, how it was found, whether 512-bit FMAs are split in halves): measured on `cores`
-    threads, else /proc/cpuinfo's base clock."""
+def _clock(preset, cores: int, progress, stated: float | None = None) -> tuple[float | None, str, bool]:
+    """(GHz, how it was found, whether 512-bit FMAs issue one a cycle): `stated`, else measured on
+    `cores` threads, else /proc/cpuinfo's base clock. The FMA ports do not depend on the clock:
+    on a 512-bit preset they are measured with a stated clock too."""
+    if stated and preset.vector_bits != 512:
+        return stated, "stated", False
     from .clock import measured_clock
     progress(f"measuring the clock: an FMA loop on {cores} thread(s)")
     try:
         c = measured_clock(preset, cores)
-    except Exception as e:  # noqa: BLE001 - no compiler for the loop here: the stated base clock, said so
-        progress(f"could not measure the clock ({type(e).__name__}: {e}); using /proc/cpuinfo's")
-        return cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)", False
-    how = f"measured: fp32 FMA loop on {cores} threads"
-    if c.split_512:
-        how += "; one 512-bit FMA a cycle here, not two"
-    return round(c.ghz, 2), how, c.split_512
+    except Exception as e:  # noqa: BLE001 - no compiler for the loop here: the stated or base clock, said so
+        progress(f"could not time the FMA loop ({type(e).__name__}: {e}); using "
+                 + ("the stated clock, two 512-bit FMA ports assumed" if stated else "/proc/cpuinfo's clock"))
+        return (stated, "stated", False) if stated else (cpu_ghz(), "/proc/cpuinfo cpu MHz (base clock)", False)
+    ghz, how = (stated, "stated") if stated else (round(c.ghz, 2), f"measured: fp32 FMA loop on {cores} threads")
+    return ghz, how + ("; one 512-bit FMA a cycle here, not two" if c.split_512 else ""), c.split_512
 
 
 def conv_macs(name: str, args: list) -> int | None:
@@ -131,17 +133,7 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
     wmax = int(((man.get("precision") or {}).get("int8") or {}).get("weight_max", 127))
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
-    source, split = "stated", False
-    if not ghz:
-        ghz, source, split = _clock(comp.preset, cores, progress)
-    elif comp.preset.vector_bits == 512:   # the ports do not depend on the clock: measured all the same
-        from .clock import measured_clock
-        progress("checking whether 512-bit FMAs issue one or two a cycle here")
-        try:
-            split = measured_clock(comp.preset, cores).split_512
-        except Exception as e:  # noqa: BLE001 - no compiler for the loop here: two ports assumed, said so
-            progress(f"could not time the FMA loop ({type(e).__name__}: {e}); assuming two 512-bit FMA ports")
-        source = "stated; one 512-bit FMA a cycle here, not two" if split else source
+    ghz, source, split = _clock(comp.preset, cores, progress, ghz)
     peak = Peak.of(feats, comp.preset.vector_bits, wmax, split_512=split)
     rows = []
     for key, (func, args, n) in calls.items():

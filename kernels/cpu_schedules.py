@@ -186,31 +186,30 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         # channel groups are under the tile: before, whichever reduction came first went
         # outside, so a conv over one input block had its taps or groups there (the 1x1 64 ->
         # 256 conv of R50's layer1 ran at 30% of the VNNI peak).
-        red = ([], red) if vnni or red_ext[0] <= 1 else (red[:1], red[1:])
+        tiled = ([], red) if vnni or red_ext[0] <= 1 else (red[:1], red[1:])   # (outside, under the tile)
         if amx:
-            red = red[0] + red[1]
             # input rows exactly OW pixels wide (a 1x1 conv's, or a narrow map's padded input
             # laid out per column tap: Int8Flavour.row_tiles): whole image rows fill a tile
             contiguous = int(data.shape[-2]) == ow
             self._amx(sch, conv, ch, cw, cv, red, ow, "bf16" if bf16 else "int8", contiguous)
         elif sdot:
-            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 4, ARM_SDOT_S8S8_4x4)
+            self._dot_tiles(sch, conv, ch, cw, cv, tiled, ow, 4, ARM_SDOT_S8S8_4x4)
         elif avx2 and weight_max <= 31 and red_ext[3] % 2 == 0:
             # 6-bit weights: two 4-channel groups per vpmaddwd (x86_intrin.AVX2_U8S8_8x8)
-            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x8, pair=True)
+            self._dot_tiles(sch, conv, ch, cw, cv, tiled, ow, 8, AVX2_U8S8_8x8, pair=True)
         elif avx2:
-            self._dot_tiles(sch, conv, ch, cw, cv, red, ow, 8, AVX2_U8S8_8x4)
+            self._dot_tiles(sch, conv, ch, cw, cv, tiled, ow, 8, AVX2_U8S8_8x4)
         elif vnni:
             cvo, cvi = sch.split(cv, [None, LANES])
-            self._vector(sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni)
+            self._vector(sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, vnni)
         else:
-            self._loops(sch, conv, ch, cw, cv, red, ow)
+            self._loops(sch, conv, ch, cw, cv, tiled, ow)
         _parallel_rows(sch, func, BPAD16_BLOCK if bf16 else QPAD_BLOCK, 3)
         return sch
 
-    def _vector(self, sch, conv, ch, cw, cvo, cvi, red, ow, ob, vnni):
+    def _vector(self, sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, vnni):
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // (ob // LANES)))
-        head, red = red
+        head, red = tiled[0], list(tiled[1])
         ri = red.pop()          # the 4-channel group: innermost
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
         inner = [cvo, cvi, ri] if vnni else [cvo, ri, cvi]  # a vectorised loop cannot hold a reduction
@@ -230,14 +229,14 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         if vnni:
             sch.tensorize(cvi, VNNI_U8S8_16x4)
 
-    def _loops(self, sch, conv, ch, cw, cv, red, ow):
+    def _loops(self, sch, conv, ch, cw, cv, tiled, ow):
         """No int8 dot product: 16 output channels (int32 lanes: 2 AVX2 registers, 4 SSE/NEON)
         x `reg_w` pixels of accumulators under the reductions, products widened by LLVM
         (vpmaddwd on x86)."""
         regs = max(1, 512 // self.vector_bits)
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))
         cvo, cvi = sch.split(cv, [None, LANES])
-        head, red = red
+        head, red = tiled[0], list(tiled[1])
         ri = red.pop()
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
         order = head + ([ch] if ch is not None else []) + [cvo] + ([cwo] if cwo is not None else []) + red \
@@ -250,7 +249,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
 
-    def _dot_tiles(self, sch, conv, ch, cw, cv, red, ow, lanes, intrin, pair=False):
+    def _dot_tiles(self, sch, conv, ch, cw, cv, tiled, ow, lanes, intrin, pair=False):
         """A dot-product instruction of `lanes` int32 lanes x 4 input channels (NEON sdot: 4
         lanes; AVX2 vpmaddubsw + vpmaddwd: 8), or with `pair` x 8 (two 4-channel groups, the
         group loop's inner half of 2): 16 output channels x `reg_w` pixels of accumulators
@@ -258,7 +257,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         regs = 16 // lanes
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // regs))
         cvo, cvm, cvi = sch.split(cv, [None, regs, lanes])
-        head, red = red
+        head, red = tiled[0], list(tiled[1])
         ri = red.pop()
         pairs = []
         if pair:   # the group loop (innermost of the rest) in halves of 2, the 2 with the lanes
