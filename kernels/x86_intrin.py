@@ -12,35 +12,41 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 VNNI_U8S8_16x4 = "reidc_vnni_u8s8_16x4"
+# the same on an accumulator in a "local" buffer (a register tile the schedule caches: its zeroing
+# is then no memset of the task's accumulator block)
+VNNI_U8S8_16x4_LOCAL = "reidc_vnni_u8s8_16x4_local"
 
 
-@T.prim_func(s_tir=True)
-def _desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _vnni_pair(scope: str):
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            # one expression (see _avx2): no local buffer for LLVM to leave in memory
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
+                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    return desc, impl
 
 
-@T.prim_func(s_tir=True)
-def _vnni(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-          C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        # one expression (see _avx2): no local buffer for LLVM to leave in memory
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
-            B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-
-TensorIntrin.register(VNNI_U8S8_16x4, _desc, _vnni, override=True)
+TensorIntrin.register(VNNI_U8S8_16x4, *_vnni_pair("global"), override=True)
+TensorIntrin.register(VNNI_U8S8_16x4_LOCAL, *_vnni_pair("local"), override=True)
 
 # AVX2 (no VNNI): 8 int32 lanes += sum over 4 of u8 x s8, weights in "dot4" order (8 lanes x 4
 # input channels: 32 contiguous bytes), as ONNX Runtime and oneDNN do it on AVX2: `vpmaddubsw`
