@@ -161,7 +161,8 @@ def test_a_residual_add_reads_the_uint8_copy_so_the_stream_is_stored_in_int8():
     back = q["s"].inputs[1]
     assert q[back].op == Op.DEQUANTIZE and q[q[back].inputs[0]].op == Op.QUANTIZE
     assert q[back].attrs["scale"] is q[q[back].inputs[0]].attrs["scale"] and q[back].attrs["zero_point"] == 0
-    assert [q[c].op for c in q.consumers("r")] == [Op.QUANTIZE]          # r is stored in uint8 only
+    assert "r" not in q and [q[c].op for c in q.consumers("a")] == [Op.QUANTIZE]   # r: uint8 only, its
+    # ReLU left to the quantize's clip (test_a_relu_read_only_by_a_zero_point_0_quantize_goes)
     # the residual's copy keeps its tail: r's step is its peak / 255, not the MSE-clipped one
     assert np.allclose(np.asarray(q[back].attrs["scale"]), peak / 255)
     kept = verify(quantize_int8(g, ranges, residual=False).graph)
@@ -172,6 +173,42 @@ def test_a_residual_add_reads_the_uint8_copy_so_the_stream_is_stored_in_int8():
     a, b = run(g, y), run(q, y)
     cos = (a * b).sum((1, 2, 3)) / np.linalg.norm(a.reshape(4, -1), axis=1) / np.linalg.norm(b.reshape(4, -1), axis=1)
     assert cos.min() > 0.99
+
+
+def test_a_relu_read_only_by_a_zero_point_0_quantize_goes():
+    """quantize clips at its zero point, so with zero point 0 a ReLU before it changes nothing:
+    the rule drops it (the conv epilogue it fuses into does one vector max fewer), not where the
+    ReLU has another reader or the zero point is not 0."""
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 16, 8, 8), attrs={"name": "x"}))
+    w = lambda: const(RNG.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.2)
+    for conv, src in (("a", "x"), ("b", "ra"), ("c", "rb"), ("d", "rc")):
+        g.add(conv, Node(Op.CONV2D, (src,), ("N", 16, 8, 8),
+                         attrs={"weight": w(), "stride": (1, 1), "padding": (1, 1)}, source=conv))
+        g.add("r" + conv, Node(Op.RELU, (conv,), ("N", 16, 8, 8)))
+    g.add("p", Node(Op.GLOBAL_AVGPOOL, ("rb",), ("N", 16)))   # rb has a float reader too
+    g.outputs = ["rd", "p"]
+    g = verify(g)
+    x = RNG.standard_normal((6, 16, 8, 8)).astype(np.float32)
+    ranges = _ranges(g, x)
+    ranges["rc"] = ActivationRange(-1.0, ranges["rc"].threshold, ranges["rc"].peak)   # as if signed: zero point 128
+    stats = Counter()
+    q = verify(quantize_int8(g, ranges, stats).graph)
+    # the IR: ra's quantize reads conv a itself, ra is gone; rb (pooled too) and rc (zero point 128) stay
+    qa = next(c for c in q.consumers("a"))
+    assert "ra" not in q and q[qa].op == Op.QUANTIZE and q[qa].attrs["zero_point"] == 0
+    assert [q[q[c].inputs[0]].op for c in ("rb", "rc")] == [Op.CONV2D_INT8, Op.CONV2D_INT8]
+    assert {q[c].op for c in q.consumers("rb")} == {Op.QUANTIZE, Op.GLOBAL_AVGPOOL}
+    assert [q[c].attrs["zero_point"] for c in q.consumers("rc")] == [128]
+    assert stats["relu_into_quantize_clip"] == 1
+    assert stats["relu_into_quantize_clip:skipped:the ReLU's only reader"] == 1
+    assert stats["relu_into_quantize_clip:skipped:zero point 0"] == 1
+    # the numbers: the uint8 tensor is exactly the quantized ReLU
+    y = RNG.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    got = run_all(q, {"x": y})
+    scale = np.float32(1) / np.asarray(q[qa].attrs["scale"], np.float32)[0]
+    want = np.clip(np.rint(np.maximum(got["a"], 0) * scale), 0, 255).astype(np.uint8)
+    assert (got["a"] < 0).any() and np.array_equal(got[qa], want)
 
 
 def test_binary_convs_stay_binary_and_the_int8_shortcuts_join_them(tmp_path):

@@ -135,17 +135,34 @@ def _residual(g: Graph, nid: str, n: Node) -> Rewrite | None:
     return Rewrite(node=n.with_(inputs=tuple(inputs)), add=add, note="residual read from its uint8 copy")
 
 
+def _clipping_quantize(g: Graph, nid: str, n: Node) -> Rewrite:
+    """A ReLU read only by a zero-point-0 quantize goes: the quantize's clip at 0 does its work
+    (x < 0 rounds to 0 or below and clips to 0), exactly, and the conv epilogue it is fused
+    into does one max fewer per vector."""
+    return Rewrite(node=n.with_(inputs=(g[n.inputs[0]].inputs[0],) + n.inputs[1:]), note="ReLU folded into the clip")
+
+
+def _only_reader(g: Graph, nid: str, n: Node) -> bool:
+    src = n.inputs[0]
+    return g.consumers(src) == [nid] and src not in g.outputs
+
+
 def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None,
                   residual: bool = True, weight_max: int = 127) -> Applied:
     """The graph with every conv int8 can take quantized, weights in [-weight_max, weight_max]
     (63 for a target whose dot product sums pairs in int16), and, with `residual`, the residual
-    adds reading the uint8 copies of what those convs read; facts: the convs left in fp32 and why."""
+    adds reading the uint8 copies of what those convs read, and ReLUs whose only reader is a
+    zero-point-0 quantize left to its clip; facts: the convs left in fp32 and why."""
     rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges, residual, weight_max), (
         ("the int8 kernel takes it", lambda g, nid, n: int8_blocker(g, nid) is None),
         ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
     out = apply_rules(g, rules, stats).graph
     if residual:
         out = apply_rules(out, [Rule("int8_residual", Op.ADD, _residual)], stats).graph
+    out = apply_rules(out, [Rule("relu_into_quantize_clip", Op.QUANTIZE, _clipping_quantize, (
+        ("reads a ReLU", lambda g, nid, n: g[n.inputs[0]].op == Op.RELU),
+        ("zero point 0", lambda g, nid, n: int(n.attrs["zero_point"]) == 0),
+        ("the ReLU's only reader", _only_reader)))], stats).graph
     kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
             for nid, n in out.items() if n.op in (Op.CONV2D, Op.GROUP_CONV2D)}
     return Applied(out, {"fp32_convs": kept} if kept else {})
