@@ -8,6 +8,8 @@ the flag. Checked three ways: the IR it produces, the loops in the assembly (wit
 it), and the numbers."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -81,7 +83,8 @@ def test_a_vnni_conv_keeps_every_reduction_under_its_accumulators():
     conv ran at 30% of the VNNI peak on a Zen 4); the first conv, over four 16-channel blocks,
     had its input-block loop there. Now no vpdpbusd loop stores; the numbers are unchanged.
     Each register tile is a "local" buffer written back to the task's accumulator block once,
-    so its zeroing is in registers: zeroed in the block, it was a 1 KB memset per tile."""
+    so its zeroing is in registers: zeroed in the block, it was a 1 KB memset per tile; the
+    fused epilogue runs per tile, on the accumulators just stored."""
     preset = get_target("x86-avx512-vnni")
     quant = (Op.QUANTIZE, {"scale": const([0.02]), "zero_point": 0})
     g = _chain(64, (16, 8), [(Op.RELU, {}), quant, (Op.CONV2D_INT8, _qconv(64, 64, 1)), (Op.RELU, {}), quant,
@@ -99,6 +102,12 @@ def test_a_vnni_conv_keeps_every_reduction_under_its_accumulators():
     assert len({name for name, _, _ in loops}) == 2, loops   # both convs' dot-product loops
     assert all(stores == 0 for _, _, stores in loops), loops
     assert not functions_with(asm, "memset") & functions_with(asm, "vpdpbusd")
+    # the epilogue runs per tile: the accumulators it reads are one tile (4 pixels x 64 channels
+    # of int32, 1 KB), not the task's block (16 rows x 8 pixels x 64 channels, 32 KB)
+    ll = "\n".join(m.inspect_source("ll") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    bodies = [f for f in ll.split("\ndefine ") if "vpdpbusd" in f]
+    sizes = [int(s) for f in bodies for s in re.findall(r"i32 %dev_id, i64 (\d+)", f)]
+    assert len(bodies) == 2 and sizes and max(sizes) <= 1024, sizes
     if preset.missing_on_host():
         pytest.skip("this CPU lacks AVX-512 VNNI: checked in its assembly only")
     x = RNG.standard_normal((2, 64, 16, 8)).astype(np.float32)
