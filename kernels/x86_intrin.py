@@ -11,42 +11,20 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from .dot_intrin import broadcast_dot_impl, dot_desc
+
 VNNI_U8S8_16x4 = "reidc_vnni_u8s8_16x4"
 # the same on an accumulator in a "local" buffer (a register tile the schedule caches: its zeroing
 # is then no memset of the task's accumulator block)
 VNNI_U8S8_16x4_LOCAL = "reidc_vnni_u8s8_16x4_local"
 
 
-def _vnni_pair(scope: str):
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope=scope)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            # one expression (see _avx2): no local buffer for LLVM to leave in memory
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64"),
-                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-    return desc, impl
+def _vnni(scope: str):
+    return broadcast_dot_impl(16, "uint8", "llvm.x86.avx512.vpdpbusd.512", scope)
 
 
-TensorIntrin.register(VNNI_U8S8_16x4, *_vnni_pair("global"), override=True)
-TensorIntrin.register(VNNI_U8S8_16x4_LOCAL, *_vnni_pair("local"), override=True)
+TensorIntrin.register(VNNI_U8S8_16x4, dot_desc(16, "uint8"), _vnni("global"), override=True)
+TensorIntrin.register(VNNI_U8S8_16x4_LOCAL, dot_desc(16, "uint8", "local"), _vnni("local"), override=True)
 
 # AVX2 (no VNNI): 8 int32 lanes += sum over 4 of u8 x s8, weights in "dot4" order (8 lanes x 4
 # input channels: 32 contiguous bytes), as ONNX Runtime and oneDNN do it on AVX2: `vpmaddubsw`
@@ -58,19 +36,6 @@ TensorIntrin.register(VNNI_U8S8_16x4_LOCAL, *_vnni_pair("local"), override=True)
 # this flavour (Int8Flavour.weight_max), the lowering (compiler/lower/ops/quant.py) refuses a
 # weight outside it, and the schedule tensorizes only kernels annotated with weight_max <= 63.
 AVX2_U8S8_8x4 = "reidc_avx2_u8s8_8x4"
-
-
-@T.prim_func(s_tir=True)
-def _avx2_desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
-               C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -90,7 +55,7 @@ def _avx2(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8
             T.broadcast(T.int16(1), 16), dtype="int32x8")
 
 
-TensorIntrin.register(AVX2_U8S8_8x4, _avx2_desc, _avx2, override=True)
+TensorIntrin.register(AVX2_U8S8_8x4, dot_desc(8, "uint8"), _avx2, override=True)
 
 # AVX2 with 6-bit weights (|w| <= 31): 8 int32 lanes += sum over 8 input channels (two groups of
 # 4, their weights `sb` apart) of u8 x s8. Two vpmaddubsw (one per group) are added in int16 by
