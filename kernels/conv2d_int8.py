@@ -71,13 +71,16 @@ class Int8Flavour:
     row_tiles: the dot product takes 16-row tiles (AMX): a stride-1 conv on a map narrower
       than 16 (OW 8, 4, 2) reads its padded input copied once per column tap,
       src[c, kx, y, x] = padded[c, y, x + kx], so for every tap whole image rows of OW pixels
-      are consecutive and 16 // OW of them fill a tile (cpu_schedules.py)."""
+      are consecutive and 16 // OW of them fill a tile (cpu_schedules.py);
+    narrow_by_add: a quantize's float -> uint8 is one float add and a truncating narrow
+      (narrow_u8.py; AVX-512's vpmovdb), not rint + convert + an int32 clamp."""
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
     weight_max: int = 127    # the int8 pass quantizes weights to [-weight_max, weight_max] at most
     paired_max: int = 0      # ... and by default to [-paired_max, paired_max], where non-zero
     row_tiles: bool = False  # AMX: narrow maps' padded inputs laid out per column tap
+    narrow_by_add: bool = False   # AVX-512: quantize narrows x + 1.5 * 2^23's low byte
 
 
 def column_fold(stride: tuple, kernel: tuple, cb: int) -> tuple[int, int] | None:

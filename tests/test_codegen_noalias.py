@@ -102,6 +102,12 @@ def test_a_vnni_conv_keeps_every_reduction_under_its_accumulators():
     assert len({name for name, _, _ in loops}) == 2, loops   # both convs' dot-product loops
     assert all(stores == 0 for _, _, stores in loops), loops
     assert not functions_with(asm, "memset") & functions_with(asm, "vpdpbusd")
+    # the first conv's epilogue requantises by one float add and vpmovdb (narrow_u8.py), no
+    # rounding or float -> int32 convert
+    dots = functions_with(asm, "vpdpbusd")
+    assert functions_with(asm, "vpmovdb") & dots
+    assert not (functions_with(asm, "vrndscaleps") | functions_with(asm, "vroundps")
+                | functions_with(asm, "vcvttps2dq")) & dots
     # the epilogue runs per tile: the accumulators it reads are one tile (4 pixels x 64 channels
     # of int32, 1 KB), not the task's block (16 rows x 8 pixels x 64 channels, 32 KB)
     ll = "\n".join(m.inspect_source("ll") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")

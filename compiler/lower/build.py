@@ -90,7 +90,7 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     if preset.arch == "aarch64":
         return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")
     if "avx512vnni" in feats:
-        return Int8Flavour(row_tiles="amx-int8" in feats)
+        return Int8Flavour(row_tiles="amx-int8" in feats, narrow_by_add=True)
     if "avx2" in feats:
         return Int8Flavour(order="dot4", weight_max=63, paired_max=31)
     return Int8Flavour(order="lanes")

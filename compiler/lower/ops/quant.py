@@ -13,6 +13,7 @@ from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.quant import inverse_scale
 from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, fold_columns, fold_weight, output_block,
                                       pack_weight_int8, weight_sums)
+from reidc.kernels.narrow_u8 import narrow_u8
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -32,8 +33,14 @@ def _per_sample(low, n, table: np.ndarray, cb: int) -> relax.Expr:
 @lowers(Op.QUANTIZE)
 def _quantize(low, nid, n, ins):
     cb = low.cb[n.inputs[0]]
-    y = low.emit(relax.op.round(relax.op.multiply(ins[0], _per_sample(low, n, inverse_scale(n.attrs["scale"]), cb))))
+    y = low.emit(relax.op.multiply(ins[0], _per_sample(low, n, inverse_scale(n.attrs["scale"]), cb)))
     zp = float(n.attrs["zero_point"])
+    if low.int8.narrow_by_add:   # rint(y) + zp = rint(y + zp) for an integer zero point
+        if zp:
+            y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
+        return Lowered(low.bb.emit_te(narrow_u8, y, primfunc_name_hint="narrow_u8",
+                                      primfunc_attrs={"op_pattern": 0}), cb)   # element-wise: fused
+    y = low.emit(relax.op.round(y))
     if zp:
         y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
     # the clip in int32, after the convert, the top bound in float first (no float beyond
