@@ -157,10 +157,13 @@ def test_a_residual_add_reads_the_uint8_copy_so_the_stream_is_stored_in_int8():
     peak = run_all(g, {"x": x})["r"].max()
     assert np.isclose(ranges["r"].peak[0], peak, rtol=1e-6)
     ranges["r"] = ActivationRange(0.0, (peak / 2,), (peak,))   # calibration clipped r's tail at half its peak
-    q = verify(quantize_int8(g, ranges).graph)
+    q = verify(quantize_int8(g, ranges, fold_steps=False).graph)
     back = q["s"].inputs[1]
     assert q[back].op == Op.DEQUANTIZE and q[q[back].inputs[0]].op == Op.QUANTIZE
     assert q[back].attrs["scale"] is q[q[back].inputs[0]].attrs["scale"] and q[back].attrs["zero_point"] == 0
+    folded = verify(quantize_int8(g, ranges).graph)   # conv a took r's step: its quantize's is 1
+    assert np.array_equal(folded[back].attrs["scale"], q[back].attrs["scale"])
+    assert folded[folded[back].inputs[0]].attrs["scale"].tolist() == [1.0]
     assert "r" not in q and [q[c].op for c in q.consumers("a")] == [Op.QUANTIZE]   # r: uint8 only, its
     # ReLU left to the quantize's clip (test_a_relu_read_only_by_a_zero_point_0_quantize_goes)
     # the residual's copy keeps its tail: r's step is its peak / 255, not the MSE-clipped one
@@ -209,6 +212,55 @@ def test_a_relu_read_only_by_a_zero_point_0_quantize_goes():
     scale = np.float32(1) / np.asarray(q[qa].attrs["scale"], np.float32)[0]
     want = np.clip(np.rint(np.maximum(got["a"], 0) * scale), 0, 255).astype(np.uint8)
     assert (got["a"] < 0).any() and np.array_equal(got[qa], want)
+
+
+def test_a_quantize_step_goes_into_the_convs_and_dequantizes_that_feed_it():
+    """y / s is what a conv computes with weight_scale / s and bias / s (and a residual
+    dequantize with scale / s), so a quantize they alone feed multiplies by nothing: one vector
+    multiply fewer in the epilogue. Not where the quantize reads a ReLU that stays (another
+    reader), nor for a conv or dequantize no quantize follows (a graph output)."""
+    g = Graph("t")
+    g.add("x", Node(Op.INPUT, (), ("N", 16, 8, 8), attrs={"name": "x"}))
+    w = lambda: const(RNG.standard_normal((16, 16, 3, 3)).astype(np.float32) * 0.2)
+    conv = lambda nid, src: g.add(nid, Node(Op.CONV2D, (src,), ("N", 16, 8, 8), source=nid,
+                                            attrs={"weight": w(), "bias": const(RNG.standard_normal(16).astype(
+                                                np.float32)), "stride": (1, 1), "padding": (1, 1)}))
+    unary = lambda nid, op, src: g.add(nid, Node(op, (src,), ("N", 16, 8, 8)))
+    conv("a", "x"), unary("ra", Op.RELU, "a"), conv("b", "ra")
+    g.add("s", Node(Op.ADD, ("b", "ra"), ("N", 16, 8, 8)))
+    unary("rs", Op.RELU, "s"), conv("c", "rs"), unary("rc", Op.RELU, "c"), conv("d", "rc")
+    g.add("t", Node(Op.ADD, ("d", "rs"), ("N", 16, 8, 8)))
+    g.add("p", Node(Op.GLOBAL_AVGPOOL, ("rc",), ("N", 16)))   # rc keeps its ReLU: a float reader
+    g.outputs = ["t", "p"]
+    g = verify(g)
+    x = RNG.standard_normal((6, 16, 8, 8)).astype(np.float32)
+    ranges = _ranges(g, x)
+    stats = Counter()
+    q = verify(quantize_int8(g, ranges, stats).graph)
+    plain = verify(quantize_int8(g, ranges, fold_steps=False).graph)
+    # the IR: a's and s's quantizes have step 1, and what feeds them took the old step
+    qa, qs = q.consumers("a")[0], q.consumers("s")[0]
+    step_a, step_s = (plain[plain.consumers(k)[0]].attrs["scale"][0] for k in ("a", "s"))
+    assert [q[k].attrs["scale"].tolist() for k in (qa, qs)] == [[1.0], [1.0]]
+    np.testing.assert_allclose(q["a"].attrs["weight_scale"], plain["a"].attrs["weight_scale"] / step_a, rtol=1e-6)
+    np.testing.assert_allclose(q["b"].attrs["bias"], plain["b"].attrs["bias"] / step_s, rtol=1e-6)
+    deq = next(i for i in q["s"].inputs if q[i].op == Op.DEQUANTIZE)
+    np.testing.assert_allclose(q[deq].attrs["scale"], plain[deq].attrs["scale"] / step_s, rtol=1e-6)
+    for k in ("c", "d"):   # c feeds a kept ReLU, d a graph output: unchanged
+        assert np.array_equal(q[k].attrs["weight_scale"], plain[k].attrs["weight_scale"])
+    assert stats["quantize_step_into_conv"] == 2 and stats["quantize_step_into_dequantize"] == 1
+    assert stats["quantize_step_taken"] == 2
+    assert stats["quantize_step_into_conv:skipped:feeds a quantize whose per-tensor step folds"] == 2
+    assert stats["quantize_step_taken:skipped:its producers took its per-tensor step"] == 2   # x's, rc's
+    # the numbers: the uint8 tensors are the unfolded graph's up to float rounding (off by one at
+    # a tie, rarely), and so are the outputs
+    y = RNG.standard_normal((8, 16, 8, 8)).astype(np.float32)
+    got, want = run_all(q, {"x": y}), run_all(plain, {"x": y})
+    for k in (qa, qs):
+        diff = np.abs(got[k].astype(np.int32) - want[k].astype(np.int32))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    for o in q.outputs:
+        np.testing.assert_allclose(got[o], want[o], rtol=1e-2, atol=step_s)
 
 
 def test_binary_convs_stay_binary_and_the_int8_shortcuts_join_them(tmp_path):

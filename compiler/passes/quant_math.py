@@ -125,3 +125,9 @@ def sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if flat.size <= SAMPLES_PER_BATCH:
         return flat.copy()
     return flat[rng.integers(0, flat.size, SAMPLES_PER_BATCH)]
+
+
+def divided(a, step) -> np.ndarray:
+    """a / step in float32 (computed in float64): a conv's weight scale and bias, or a
+    dequantize's scale, taking the step of the quantize that reads them (y / s, then rint)."""
+    return (np.asarray(a, np.float64) / float(np.asarray(step, np.float64).reshape(-1)[0])).astype(np.float32)

@@ -20,7 +20,7 @@ import numpy as np
 
 from reidc.compiler.ir import Graph, Node, Op, Placement, const
 
-from .quant_math import ActivationRange, quantize_weight, shared_weight
+from .quant_math import ActivationRange, divided, quantize_weight, shared_weight
 from .rewrite import Applied, Fresh, Rewrite, Rule, apply_rules, modality_input
 
 GROUP, LANES = 4, 16   # the int8 kernel's input-channel group and output-channel block
@@ -142,17 +142,65 @@ def _clipping_quantize(g: Graph, nid: str, n: Node) -> Rewrite:
     return Rewrite(node=n.with_(inputs=(g[n.inputs[0]].inputs[0],) + n.inputs[1:]), note="ReLU folded into the clip")
 
 
+def _sole_reader(g: Graph, nid: str) -> str | None:
+    readers = g.consumers(nid)
+    return readers[0] if len(readers) == 1 and nid not in g.outputs else None
+
+
+def _step_folds(g: Graph, q: str) -> bool:
+    """Whether the per-tensor step of quantize q can be taken by what makes its input: an int8
+    conv, or an add of int8 convs and dequantizes (a residual block's end), each read only on
+    the way to q. Then y / s is what they compute (conv: weight_scale / s, bias / s; dequantize:
+    scale / s) and q multiplies by nothing: one vector multiply fewer in the conv's epilogue."""
+    n = g[q]
+    if n.op != Op.QUANTIZE or np.shape(n.attrs["scale"]) != (1,) or float(n.attrs["scale"][0]) == 1.0:
+        return False
+    src = n.inputs[0]
+    if _sole_reader(g, src) != q:
+        return False
+    if g[src].op == Op.CONV2D_INT8:
+        return True
+    return g[src].op == Op.ADD and all(
+        g[i].op in (Op.CONV2D_INT8, Op.DEQUANTIZE) and _sole_reader(g, i) == src for i in g[src].inputs)
+
+
+def _quantize_taking_step(g: Graph, nid: str) -> str | None:
+    """The quantize whose step the conv or dequantize nid takes, or None."""
+    r = _sole_reader(g, nid)
+    if r is not None and g[r].op == Op.ADD:
+        r = _sole_reader(g, r)
+    return r if r is not None and _step_folds(g, r) else None
+
+
+def _step_into_producer(g: Graph, nid: str, n: Node) -> Rewrite:
+    step = g[_quantize_taking_step(g, nid)].attrs["scale"]
+    if n.op == Op.DEQUANTIZE:
+        attrs = {**n.attrs, "scale": const(divided(n.attrs["scale"], step))}
+    else:
+        attrs = {**n.attrs, "weight_scale": const(divided(n.attrs["weight_scale"], step))}
+        if n.attr("bias") is not None:
+            attrs["bias"] = const(divided(n.attrs["bias"], step))
+    return Rewrite(node=n.with_(attrs=attrs), note=f"takes the step {float(step[0]):g} of the quantize it feeds")
+
+
+def _step_taken(g: Graph, nid: str, n: Node) -> Rewrite:
+    return Rewrite(node=n.with_(attrs={**n.attrs, "scale": const(np.ones(1, np.float32))}),
+                   note="its step taken by its producers")
+
+
 def _only_reader(g: Graph, nid: str, n: Node) -> bool:
     src = n.inputs[0]
     return g.consumers(src) == [nid] and src not in g.outputs
 
 
 def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None,
-                  residual: bool = True, weight_max: int = 127) -> Applied:
+                  residual: bool = True, weight_max: int = 127, fold_steps: bool = True) -> Applied:
     """The graph with every conv int8 can take quantized, weights in [-weight_max, weight_max]
     (63 for a target whose dot product sums pairs in int16), and, with `residual`, the residual
-    adds reading the uint8 copies of what those convs read, and ReLUs whose only reader is a
-    zero-point-0 quantize left to its clip; facts: the convs left in fp32 and why."""
+    adds reading the uint8 copies of what those convs read, ReLUs whose only reader is a
+    zero-point-0 quantize left to its clip, and per-tensor quantize steps taken by the convs
+    (and residual dequantizes) that feed them (`_step_folds`; `fold_steps`); facts: the convs left in fp32
+    and why."""
     rules = [Rule("quantize_conv_int8", Op.CONV2D, _rewrite(ranges, residual, weight_max), (
         ("the int8 kernel takes it", lambda g, nid, n: int8_blocker(g, nid) is None),
         ("calibrated", lambda g, nid, n: n.inputs[0] in ranges)))]
@@ -163,6 +211,14 @@ def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter |
         ("reads a ReLU", lambda g, nid, n: g[n.inputs[0]].op == Op.RELU),
         ("zero point 0", lambda g, nid, n: int(n.attrs["zero_point"]) == 0),
         ("the ReLU's only reader", _only_reader)))], stats).graph
+    takes = ("feeds a quantize whose per-tensor step folds",
+             lambda g, nid, n: fold_steps and _quantize_taking_step(g, nid) is not None)
+    out = apply_rules(out, [
+        Rule("quantize_step_into_conv", Op.CONV2D_INT8, _step_into_producer, (takes,)),
+        Rule("quantize_step_into_dequantize", Op.DEQUANTIZE, _step_into_producer, (takes,)),
+        Rule("quantize_step_taken", Op.QUANTIZE, _step_taken, (
+            ("its producers took its per-tensor step", lambda g, nid, n: fold_steps and _step_folds(g, nid)),))],
+        stats).graph
     kept = {n.source or nid: int8_blocker(g, nid) or "its input was not calibrated"
             for nid, n in out.items() if n.op in (Op.CONV2D, Op.GROUP_CONV2D)}
     return Applied(out, {"fp32_convs": kept} if kept else {})

@@ -33,7 +33,9 @@ def _per_sample(low, n, table: np.ndarray, cb: int) -> relax.Expr:
 @lowers(Op.QUANTIZE)
 def _quantize(low, nid, n, ins):
     cb = low.cb[n.inputs[0]]
-    y = low.emit(relax.op.multiply(ins[0], _per_sample(low, n, inverse_scale(n.attrs["scale"]), cb)))
+    inv = inverse_scale(n.attrs["scale"])
+    y = ins[0] if inv.shape == (1,) and inv[0] == 1 else \
+        low.emit(relax.op.multiply(ins[0], _per_sample(low, n, inv, cb)))   # a step its producer took: none
     zp = float(n.attrs["zero_point"])
     if low.int8.narrow_by_add:   # rint(y) + zp = rint(y + zp) for an integer zero point
         if zp:
