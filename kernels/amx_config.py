@@ -26,7 +26,7 @@ def _is_ldtilecfg(stmt) -> bool:
     return int(call.args[0].value) == tvm.target.codegen.llvm_lookup_intrinsic_id(LDTILECFG)
 
 
-def _children(stmt) -> list:
+def children(stmt) -> list:
     """The statements directly under `stmt` (the containers these kernels' lowered TIR has)."""
     if isinstance(stmt, tirx.SeqStmt):
         return list(stmt.seq)
@@ -37,7 +37,7 @@ def _children(stmt) -> list:
     return []
 
 
-def _rebuild(stmt, kids: list):
+def rebuild(stmt, kids: list):
     if isinstance(stmt, tirx.SeqStmt):
         return tirx.SeqStmt(kids) if len(kids) > 1 else (kids[0] if kids else tirx.Evaluate(0))
     if isinstance(stmt, tirx.For):
@@ -54,7 +54,7 @@ def _rebuild(stmt, kids: list):
 
 def _walk(stmt, fn):
     fn(stmt)
-    for k in _children(stmt):
+    for k in children(stmt):
         _walk(k, fn)
 
 
@@ -84,13 +84,13 @@ def _stores(stmt) -> list:
 
 
 def _strip(stmt, gone):
-    kids = _children(stmt)
+    kids = children(stmt)
     if not kids:
         return stmt
     new = [_strip(k, gone) for k in kids if not any(k.same_as(g) for g in gone)]
     if len(new) == len(kids) and all(a.same_as(b) for a, b in zip(new, kids)):
         return stmt
-    return _rebuild(stmt, new)
+    return rebuild(stmt, new)
 
 
 def _hoist(loop: tirx.For) -> tirx.For:
@@ -120,9 +120,9 @@ def _hoist(loop: tirx.For) -> tirx.For:
 def _rewrite_parallel(stmt):
     if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
         return _hoist(stmt)
-    kids = _children(stmt)
+    kids = children(stmt)
     new = [_rewrite_parallel(k) for k in kids]
-    return stmt if all(a.same_as(b) for a, b in zip(new, kids)) else _rebuild(stmt, new)
+    return stmt if all(a.same_as(b) for a, b in zip(new, kids)) else rebuild(stmt, new)
 
 
 def hoist_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:

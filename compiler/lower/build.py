@@ -8,6 +8,7 @@ from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
 from reidc.kernels.amx_config import hoist_tile_config
+from reidc.kernels.stack_tiles import stack_register_tiles
 from reidc.kernels.conv2d_bf16 import Bf16Conv
 from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.kernels.cuda_wmma import wmma_arch
@@ -160,12 +161,14 @@ def restrict_single_buffer_functions(mod: tvm.IRModule) -> tvm.IRModule:
 def _cpu_tir_pipeline(**kwargs):
     """TVM's TIR lowering (every single-buffer function restricted first: see
     `restrict_single_buffer_functions`), then AMX tile configurations hoisted to the top of each
-    parallel task (kernels/amx_config.py)."""
+    parallel task (kernels/amx_config.py) and small "local" register tiles kept on the stack
+    (kernels/stack_tiles.py)."""
     lower, finalize_host, finalize_device = tvm.tirx.compilation_pipeline.get_tir_pipeline("default", **kwargs)
 
     def pipeline(mod: tvm.IRModule) -> tvm.IRModule:
         mod = lower(restrict_single_buffer_functions(mod))
-        funcs = {gv: hoist_tile_config(f) if isinstance(f, tvm.tirx.PrimFunc) else f for gv, f in mod.functions.items()}
+        funcs = {gv: stack_register_tiles(hoist_tile_config(f)) if isinstance(f, tvm.tirx.PrimFunc) else f
+                 for gv, f in mod.functions.items()}
         return tvm.IRModule(funcs, attrs=mod.attrs)
     return pipeline, finalize_host, finalize_device
 
