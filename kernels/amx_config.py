@@ -14,6 +14,8 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
+from .tir_walk import children, rebuild, rewritten, walk
+
 LDTILECFG = "llvm.x86.ldtilecfg"
 
 
@@ -24,38 +26,6 @@ def _is_ldtilecfg(stmt) -> bool:
     if getattr(call.op, "name", "") != "tirx.call_llvm_intrin" or not isinstance(call.args[0], tirx.IntImm):
         return False
     return int(call.args[0].value) == tvm.target.codegen.llvm_lookup_intrinsic_id(LDTILECFG)
-
-
-def children(stmt) -> list:
-    """The statements directly under `stmt` (the containers these kernels' lowered TIR has)."""
-    if isinstance(stmt, tirx.SeqStmt):
-        return list(stmt.seq)
-    if isinstance(stmt, (tirx.For, tirx.AttrStmt, tirx.While)):
-        return [stmt.body]
-    if isinstance(stmt, tirx.IfThenElse):
-        return [stmt.then_case] + ([stmt.else_case] if stmt.else_case is not None else [])
-    return []
-
-
-def rebuild(stmt, kids: list):
-    if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt(kids) if len(kids) > 1 else (kids[0] if kids else tirx.Evaluate(0))
-    if isinstance(stmt, tirx.For):
-        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, kids[0], stmt.thread_binding,
-                        stmt.annotations, stmt.step, stmt.span)
-    if isinstance(stmt, tirx.AttrStmt):
-        return tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, kids[0], stmt.span)
-    if isinstance(stmt, tirx.While):
-        return tirx.While(stmt.condition, kids[0], stmt.span)
-    if isinstance(stmt, tirx.IfThenElse):
-        return tirx.IfThenElse(stmt.condition, kids[0], kids[1] if len(kids) > 1 else None, stmt.span)
-    return stmt
-
-
-def _walk(stmt, fn):
-    fn(stmt)
-    for k in children(stmt):
-        _walk(k, fn)
 
 
 def _config_pairs(body) -> list:
@@ -69,7 +39,7 @@ def _config_pairs(body) -> list:
             for i, s in enumerate(seq):
                 if _is_ldtilecfg(s) and i > 0 and isinstance(seq[i - 1], tirx.For):
                     pairs.append((seq[i - 1], s))
-    _walk(body, visit)
+    walk(body, visit)
     return pairs
 
 
@@ -79,7 +49,7 @@ def _stores(stmt) -> list:
     def visit(node):
         if isinstance(node, tirx.BufferStore) and not any(node.buffer.same_as(b) for b in found):
             found.append(node.buffer)
-    _walk(stmt, visit)
+    walk(stmt, visit)
     return found
 
 
@@ -117,15 +87,8 @@ def _hoist(loop: tirx.For) -> tirx.For:
     return loop
 
 
-def _rewrite_parallel(stmt):
-    if isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL:
-        return _hoist(stmt)
-    kids = children(stmt)
-    new = [_rewrite_parallel(k) for k in kids]
-    return stmt if all(a.same_as(b) for a, b in zip(new, kids)) else rebuild(stmt, new)
-
-
 def hoist_tile_config(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """`func` with each parallel task's tile configuration loaded once, at the task's top."""
-    body = _rewrite_parallel(func.body)
+    body = rewritten(func.body, lambda s: _hoist(s) if isinstance(s, tirx.For) and s.kind == tirx.ForKind.PARALLEL
+                     else None)
     return func if body.same_as(func.body) else func.with_body(body)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tvm import tirx
 
-from .amx_config import children, rebuild
+from .tir_walk import rewritten
 
 MAX_BYTES = 4096
 DISABLE_LOWER_BUILTIN = "disable_lower_builtin"   # TVM's transform::kDisableLowerTVMBuiltin
@@ -28,19 +28,17 @@ def _bytes(buf) -> int | None:
 
 
 def _marked(stmt):
-    if isinstance(stmt, tirx.AllocBuffer):
-        size = _bytes(stmt.buffer)
-        if stmt.buffer.scope() == "local" and size is not None and size <= MAX_BYTES \
-                and DISABLE_LOWER_BUILTIN not in (stmt.annotations or {}):
-            return tirx.AllocBuffer(stmt.buffer, {**dict(stmt.annotations or {}), DISABLE_LOWER_BUILTIN: tirx.IntImm("int32", 1)},
-                                    stmt.span)
+    if not isinstance(stmt, tirx.AllocBuffer):
+        return None
+    size = _bytes(stmt.buffer)
+    if stmt.buffer.scope() != "local" or size is None or size > MAX_BYTES \
+            or DISABLE_LOWER_BUILTIN in (stmt.annotations or {}):
         return stmt
-    kids = children(stmt)
-    new = [_marked(k) for k in kids]
-    return stmt if all(a.same_as(b) for a, b in zip(new, kids)) else rebuild(stmt, new)
+    marks = {**dict(stmt.annotations or {}), DISABLE_LOWER_BUILTIN: tirx.IntImm("int32", 1)}
+    return tirx.AllocBuffer(stmt.buffer, marks, stmt.span)
 
 
 def stack_register_tiles(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """`func` with its small "local" allocations kept on the stack."""
-    body = _marked(func.body)
+    body = rewritten(func.body, _marked)
     return func if body.same_as(func.body) else func.with_body(body)
