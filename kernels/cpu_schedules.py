@@ -120,8 +120,8 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
       NEON sdot likewise in 4-lane quarters;
     - else loops LLVM vectorises (widening multiplies).
     The fused epilogue (zero-point correction, scales, bias, ReLU, requantisation to the next
-    layer's uint8) runs per row block; on VNNI and AMX per register tile (tile group), on the
-    accumulators just stored.
+    layer's uint8) runs per row block; on AMX per tile group, on the accumulators just stored;
+    on VNNI in the register tile's write-back, on the accumulators in registers.
     The AMX-layout bf16 conv (conv2d_bf16.py, on AMX-BF16 targets) takes the same path: AMX-BF16
     tiles (`amx_bf16`: tdpbf16ps, 32 input channels per tile row) where it has the same shape,
     else the loops. (Elsewhere a bf16 conv is conv2d.py's float32 conv of the decoded values.)"""
@@ -227,10 +227,11 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         # as a pass over the task's block first: small-K convs 3-5% faster on a Zen 4). The tile
         # is a "local" buffer of its own, stored after its reductions: zeroed in the task's
         # block, the tile's zeros were a memset LLVM kept (1 KB per tile; R50 int8 kernels at
-        # batch 16 on a Zen 4: 159.9 -> 157.3 ms). The fused epilogue runs per tile too, on the
-        # 1 KB just stored, not on the task's whole block (up to 32 KB, L1's size) after its
-        # last tile: R50 int8 kernels at batch 16 155.5 -> 150.8 ms, whole run -5%. (Reading
-        # the local tile itself kept it in a heap workspace, TVM's for 1 KB and over: slower.)
+        # batch 16 on a Zen 4: 159.9 -> 157.3 ms). The fused epilogue runs per tile too, not on
+        # the task's whole block (up to 32 KB, L1's size) after its last tile (R50 int8 kernels
+        # at batch 16 155.5 -> 150.8 ms, whole run -5%), and inlined into the write-back: it
+        # reads the tile in registers (kernels/stack_tiles.py keeps it off the heap) and the
+        # task's int32 block is gone, with its 16 stores and loads a tile.
         in_tile = bool(vnni and not head and red)
         cached = in_tile and cwo is not None
         if cached:
@@ -238,12 +239,15 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             sch.reverse_compute_at(wb, cwo)
             tails = [wb]
             out = sch.get_consumers(wb)
-            if len(out) == 1:   # the fused epilogue per tile too, on the tile just stored (in L1)
+            if len(out) == 1:   # the fused epilogue per tile too: in the write-back, on the registers
                 try:
-                    sch.reverse_compute_at(out[0], cwo)
-                    tails.append(out[0])
-                except s_tir.ScheduleError:   # deliberate: the epilogue then runs per task, as before
-                    pass
+                    sch.reverse_compute_inline(out[0])
+                except s_tir.ScheduleError:   # deliberate: then after the write-back, on the tile just stored
+                    try:
+                        sch.reverse_compute_at(out[0], cwo)
+                        tails.append(out[0])
+                    except s_tir.ScheduleError:   # deliberate: the epilogue then runs per task, as before
+                        pass
             for tail in tails:
                 loops = sch.get_loops(tail)
                 below = [i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(cwo))][0] + 1
