@@ -15,10 +15,16 @@ NARROW_BLOCK = "reidc_narrow_u8"
 MAGIC = 12582912.0   # 1.5 * 2^23
 
 
-def narrow_u8(x: te.Tensor) -> te.Tensor:
-    """uint8 = clip(rint(x), 0, 255) for a float32 tensor of any shape."""
+def narrow_u8(x: te.Tensor, zero_point: int = 0) -> te.Tensor:
+    """uint8 = clip(rint(x) + zero_point, 0, 255) for a float32 tensor of any shape. The zero
+    point goes into the added constant (its low byte; one rounding, as rint's: adding it to x
+    first rounded x + 128 to float32's 2^-16 steps, so x just past a tie fell back onto it), and
+    an even one keeps ties going to even."""
+    if zero_point % 2 or not 0 <= zero_point <= 255:
+        raise ValueError(f"narrow_u8 takes an even zero point in [0, 255], not {zero_point}")
+
     def body(*i):
-        v = tir.min(tir.max(x(*i), tir.const(0.0, "float32")), tir.const(255.0, "float32"))
-        bits = tir.reinterpret("int32", v + tir.const(MAGIC, "float32"))
+        v = tir.min(tir.max(x(*i), tir.const(-zero_point, "float32")), tir.const(255 - zero_point, "float32"))
+        bits = tir.reinterpret("int32", v + tir.const(MAGIC + zero_point, "float32"))
         return tir.Cast("uint8", bits)
     return te.compute(x.shape, body, name=NARROW_BLOCK, tag="elemwise")

@@ -24,10 +24,9 @@ from test_amx_tiles import _chain, _qconv
 N = 64
 
 
-@pytest.fixture(scope="module")
-def narrow():
+def _built(zero_point: int):
     x = te.placeholder((N,), "float32", name="x")
-    y = narrow_u8(x)
+    y = narrow_u8(x, zero_point)
     f = tvm.compile(tvm.IRModule({"main": te.create_prim_func([x, y]).with_attr("global_symbol", "main")}),
                     target="llvm")
 
@@ -38,8 +37,27 @@ def narrow():
     return run
 
 
-def _want(v: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+@pytest.fixture(scope="module")
+def narrow():
+    return _built(0)
+
+
+def _want(v: np.ndarray, zero_point: int = 0) -> np.ndarray:
+    return np.clip(np.rint(v) + zero_point, 0, 255).astype(np.uint8)
+
+
+def test_a_zero_point_rounds_once_even_just_past_a_tie():
+    """With zero point 128, x + 128 in float32 first would round x = 0.5 + 2^-24 onto 128.5
+    and then to even (128), where rint(x) + 128 is 129: the zero point is in the constant."""
+    run = _built(128)
+    ties = np.arange(-130.5, 130, 1.0, dtype=np.float32)
+    v = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                        [-1e30, 1e30, 0.0, -0.0]]).astype(np.float32)
+    for k in range(0, len(v), N):
+        chunk = np.resize(v[k:k + N], N)
+        np.testing.assert_array_equal(run(chunk), _want(chunk, 128), err_msg=str(chunk))
+    with pytest.raises(ValueError, match="even zero point"):
+        narrow_u8(te.placeholder((N,), "float32", name="x"), 3)
 
 
 def test_ties_bounds_and_far_values(narrow):

@@ -189,8 +189,7 @@ def _step_taken(g: Graph, nid: str, n: Node) -> Rewrite:
 
 
 def _only_reader(g: Graph, nid: str, n: Node) -> bool:
-    src = n.inputs[0]
-    return g.consumers(src) == [nid] and src not in g.outputs
+    return _sole_reader(g, n.inputs[0]) == nid
 
 
 def quantize_int8(g: Graph, ranges: dict[str, ActivationRange], stats: Counter | None = None,

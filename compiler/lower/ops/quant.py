@@ -37,10 +37,8 @@ def _quantize(low, nid, n, ins):
     y = ins[0] if inv.shape == (1,) and inv[0] == 1 else \
         low.emit(relax.op.multiply(ins[0], _per_sample(low, n, inv, cb)))   # a step its producer took: none
     zp = float(n.attrs["zero_point"])
-    if low.int8.narrow_by_add:   # rint(y) + zp = rint(y + zp) for an integer zero point
-        if zp:
-            y = low.emit(relax.op.add(y, relax.const(np.float32(zp))))
-        return Lowered(low.bb.emit_te(narrow_u8, y, primfunc_name_hint="narrow_u8",
+    if low.int8.narrow_by_add:
+        return Lowered(low.bb.emit_te(narrow_u8, y, int(zp), primfunc_name_hint="narrow_u8",
                                       primfunc_attrs={"op_pattern": 0}), cb)   # element-wise: fused
     y = low.emit(relax.op.round(y))
     if zp:
