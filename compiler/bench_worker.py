@@ -412,6 +412,8 @@ def serve(conn) -> None:
             conn.send(("prepared", info))
         elif msg[0] == "round":
             conn.send(("round", time_round(call, calls)))
+        elif msg[0] == "kernel":  # a layer engine's conv kernel alone (compiler/layer_engines.py)
+            conn.send(("kernel", engine.kernel_ms(msg[1])))
         elif msg[0] == "stop":
             return
         else:

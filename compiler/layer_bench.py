@@ -8,11 +8,21 @@ extra) and PyTorch's float conv of the same shape. Each engine runs in a process
 (TVM fixes its thread count at the first parallel call), timed in turn as `reidc bench` does
 (compiler/layer_engines.py holds the engines). reidc's and OpenVINO's outputs must be the exact
 integer conv; the command fails if either is not.
+
+Then the conv kernels alone, in as many alternating rounds (reidc's fused popcount-conv
+function; OpenVINO's BinaryConvolution node, from its profiler): the whole layer also times
+each engine's layout changes, bit-packing and per-call overhead. Each kernel's binary GMAC/s is
+stated against the core's popcount peak as `reidc profile` states it: one vector-width of bits
+a cycle (one 512-bit VPOPCNTQ) per thread, at the clock an FMA loop measures on these threads
+(compiler/clock.py). A kernel that XORs, counts and adds each word issues three vector
+instructions per word, so on a core that retires two 512-bit vector instructions a cycle (Zen 4)
+it cannot pass two thirds of that peak.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import sys
 
 from .base.atomic import atomic_write_json, guard_output_file
@@ -23,7 +33,7 @@ from .bench import LABELS
 def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int = 5, peers: bool = True,
             progress=lambda s: None) -> dict:
     """{"shape", "threads", "binary_macs", "engines": {name: {ms, ..., exact}}, "speedup": {name: x}}."""
-    from .bench import start_workers, shutdown, time_rounds
+    from .bench import ROUND_S, start_workers, shutdown, time_rounds
     from .layer_engines import exact, layer
     spec = {"threads": threads, "layer": {"channels": channels, "out": channels, "size": size, "seed": 0}}
     names = ["layer_reidc"]
@@ -34,9 +44,15 @@ def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int =
     try:
         d = layer(spec)
         res = time_rounds(workers, RunMode.VISIBLE.value, d["x"], None, repeat, say=progress)
+        kernels = {n: [] for n in names if n != "layer_torch"}
+        for r in range(repeat):
+            progress(f"kernel round {r + 1}/{repeat}")
+            for n in (list(kernels)[r % len(kernels):] + list(kernels)[:r % len(kernels)]):
+                kernels[n].append(workers[n].ask(("kernel", ROUND_S), "timing the conv kernel alone"))
         done = True
     finally:
         shutdown(workers, polite=done)
+    clock = _clock_ghz(threads)
     macs = channels * channels * 9 * size * size
     rows = {}
     for n in names:
@@ -45,9 +61,37 @@ def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int =
                    "spread": r["spread"], "gmac_per_s": macs / r["ms"] * 1e-6}
         if n != "layer_torch":
             rows[n]["exact"] = exact(r["out"], d)
-    base = rows["layer_reidc"]["ms"]
+            k = statistics.median(kernels[n])
+            rows[n]["kernel"] = {"ms": k, "min_ms": min(kernels[n]), "max_ms": max(kernels[n]),
+                                 "gmac_per_s": macs / k * 1e-6}
+            if clock:
+                rows[n]["kernel"]["of_peak"] = macs / (k * 1e-3) / (clock * 1e9 * threads * _vector_bits())
+    base, kbase = rows["layer_reidc"]["ms"], rows["layer_reidc"]["kernel"]["ms"]
     return {"shape": f"{size}x{size}x{channels}->{channels} 3x3, batch 1", "threads": threads, "binary_macs": macs,
-            "engines": rows, "speedup": {n: rows[n]["ms"] / base for n in names if n != "layer_reidc"}}
+            "ghz": clock, "engines": rows,
+            "speedup": {n: rows[n]["ms"] / base for n in names if n != "layer_reidc"},
+            "kernel_speedup": {n: rows[n]["kernel"]["ms"] / kbase for n in kernels if n != "layer_reidc"}}
+
+
+def _vector_bits() -> int:
+    from ..targets import get_target
+    return get_target("host").vector_bits
+
+
+def _clock_ghz(threads: int) -> float | None:
+    """The clock an FMA loop on `threads` threads measures (compiler/clock.py), None where it
+    cannot run."""
+    import os
+
+    from ..targets import get_target
+    from .clock import measured_clock
+    from .runtime import usable_cpus
+    # TVM's pool takes its size at its first parallel call; unset, half the logical CPUs
+    os.environ.setdefault("TVM_NUM_THREADS", str(max(threads, usable_cpus())))
+    try:
+        return round(measured_clock(get_target("host"), threads).ghz, 2)
+    except Exception:  # noqa: BLE001 - the kernels' rates are still stated, their share of peak not
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         x = f"  reidc {r['speedup'][n]:.2f}x faster" if n in r["speedup"] else ""
         print(f"  {row['label']:<28} {row['ms']:8.4f} ms  ({row['min_ms']:.4f}-{row['max_ms']:.4f})  "
               f"{row['gmac_per_s']:7.0f} GMAC/s{ok}{x}")
+    peak = f" (of the popcount peak at {r['ghz']:.2f} GHz)" if r["ghz"] else ""
+    print(f"the conv kernel alone{peak}:")
+    for n, row in r["engines"].items():
+        if "kernel" in row:
+            k = row["kernel"]
+            share = f"  {k['of_peak']:4.0%}" if "of_peak" in k else ""
+            x = f"  reidc {r['kernel_speedup'][n]:.2f}x its speed" if n in r["kernel_speedup"] else ""
+            print(f"  {row['label']:<28} {k['ms']:8.4f} ms  ({k['min_ms']:.4f}-{k['max_ms']:.4f})  "
+                  f"{k['gmac_per_s']:7.0f} GMAC/s{share}{x}")
     if args.json:
         atomic_write_json(args.json, r, "--json")
     return 0 if all(row.get("exact", True) for row in r["engines"].values()) else 1

@@ -6,12 +6,30 @@ threshold, a 3x3 +-1 conv, a per-channel scale), batch 1,
 - `layer_openvino`: OpenVINO's `BinaryConvolution` (xnor-popcount) behind a 2-level
   FakeQuantize, the form its CPU plugin runs with its binary kernels, then the same scale;
 - `layer_torch`: PyTorch's float conv of the same shape (what a float network runs there).
-Every engine's output is checked against the exact integer conv (`reference`)."""
+Every engine's output is checked against the exact integer conv (`reference`).
+
+The binary engines also time their conv kernel alone (`kernel_ms`): the whole layer adds each
+engine's layout changes, bit-packing and per-call overhead, which differ more between engines
+than the kernels do. reidc's kernel is its fused popcount-conv function, called on the
+arguments one instrumented run recorded (as `reidc profile` does); OpenVINO's is the
+BinaryConvolution node's own time (its scale fused in) from its profiler, in a second compile
+of the model with PERF_COUNT on, so that the whole-layer timing runs without the profiler."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
+
+
+def _calls_for(call: Callable[[], object], round_s: float) -> int:
+    """Calls that take about round_s seconds, after a warm-up of 20 calls."""
+    for _ in range(20):
+        call()
+    t = time.perf_counter()
+    for _ in range(20):
+        call()
+    return max(1, int(round_s / max((time.perf_counter() - t) / 20, 1e-7)))
 
 
 def layer(spec: dict) -> dict:
@@ -69,11 +87,43 @@ class ReidcLayer:
         g.outputs = ["b"]
         ex = build(to_relax({RunMode.VISIBLE: bitpack_weights(g)}), get_target("host"))
         self._tvm = tvm
-        self.fn = relax.VirtualMachine(ex, tvm.cpu())[RunMode.VISIBLE.value]
+        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+        self.fn = self.vm[RunMode.VISIBLE.value]
+        self.x = d["x"]
 
     def call_for(self, entry: str, x, m) -> Callable[[], np.ndarray]:
         xt = self._tvm.runtime.tensor(x)  # like the peers: the input is handed over once
         return lambda: self.fn(xt).numpy()
+
+    def kernel(self) -> tuple[str, Callable[[], object]]:
+        """(name, one call) of the popcount conv kernel on the arguments a run gave it."""
+        seen = []
+
+        def record(func, name, before_run, ret, *args):
+            if before_run and "bconv2d" in name and not seen:
+                seen.append((name, func, list(args)))
+            return 0
+        xt = self._tvm.runtime.tensor(self.x)
+        self.fn(xt)
+        self.vm.set_instrument(record)
+        try:
+            self.fn(xt)
+        finally:
+            self.vm.set_instrument(None)
+        if not seen:
+            raise RuntimeError("no bconv2d kernel ran in reidc's layer")
+        name, func, args = seen[0]
+        return name, lambda: func(*args)
+
+    def kernel_ms(self, round_s: float) -> float:
+        """Mean ms per call of the conv kernel alone over a round of about round_s seconds."""
+        if not hasattr(self, "_kernel"):
+            self._kernel = self.kernel()[1]
+            self._kernel_calls = _calls_for(self._kernel, round_s)
+        t = time.perf_counter()
+        for _ in range(self._kernel_calls):
+            self._kernel()
+        return (time.perf_counter() - t) / self._kernel_calls * 1e3
 
 
 class OpenVinoLayer:
@@ -94,15 +144,32 @@ class OpenVinoLayer:
         w = ov.op.Constant(ov.Type.u1, ov.Shape(list(d["signs"].shape)), ones.tolist())
         conv = op1.binary_convolution(bits, w, [1, 1], [1, 1], [1, 1], [1, 1], "xnor-popcount", 0.0)
         y = op.multiply(conv, op.constant(d["scale"].reshape(1, o, 1, 1)))
-        compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {
-            "INFERENCE_NUM_THREADS": spec["threads"], "PERFORMANCE_HINT": "LATENCY"})
+        config = {"INFERENCE_NUM_THREADS": spec["threads"], "PERFORMANCE_HINT": "LATENCY"}
+        compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", config)
         kinds = [str(n.get_rt_info()["layerType"].astype(str)) for n in compiled.get_runtime_model().get_ordered_ops()]
         if "BinaryConvolution" not in kinds:
             raise RuntimeError(f"OpenVINO did not run a BinaryConvolution kernel (ran {', '.join(kinds)})")
         self.request = compiled.create_infer_request()
+        self._profiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", {**config, "PERF_COUNT": True})
+        self.x = d["x"]
 
     def call_for(self, entry: str, x, m) -> Callable[[], np.ndarray]:
         return lambda: self.request.infer({0: x})[0]
+
+    def kernel_ms(self, round_s: float) -> float:
+        """Mean ms per call of the BinaryConvolution node over a round of about round_s seconds,
+        from OpenVINO's profiler (microsecond counts, summed over the round's calls)."""
+        if not hasattr(self, "_preq"):
+            self._preq = self._profiled.create_infer_request()
+            self._kernel_calls = _calls_for(lambda: self._preq.infer({0: self.x}), round_s)
+        total = 0.0
+        for _ in range(self._kernel_calls):
+            self._preq.infer({0: self.x})
+            total += sum(p.real_time.total_seconds() for p in self._preq.get_profiling_info()
+                         if p.node_type == "BinaryConvolution")
+        if total <= 0:
+            raise RuntimeError("OpenVINO's profiler reported no BinaryConvolution time")
+        return total / self._kernel_calls * 1e3
 
 
 class TorchLayer:

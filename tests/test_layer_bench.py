@@ -50,7 +50,20 @@ def test_the_command_writes_its_figures(tmp_path):
     fig = json.loads(out.read_text())
     row = fig["engines"]["layer_reidc"]
     assert row["exact"] and row["ms"] > 0 and fig["binary_macs"] == 64 * 64 * 9 * 25
-    assert "reidc (binary)" in r.stdout
+    assert row["kernel"]["ms"] > 0 and row["kernel"]["gmac_per_s"] > 0
+    assert "reidc (binary)" in r.stdout and "the conv kernel alone" in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(n for n in LAYER_ENGINES if n != "layer_torch"))
+def test_binary_engines_time_their_conv_kernel_alone(name):
+    if name == "layer_openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is in the bench extra")
+    engine = LAYER_ENGINES[name](SMALL)
+    if name == "layer_reidc":   # the fused popcount conv, not the bit-packing or a layout change
+        kernel, call = engine.kernel()
+        assert "bconv2d" in kernel and "bitpack" not in kernel and "transpose" not in kernel
+        call()
+    assert engine.kernel_ms(0.01) > 0   # OpenVINO: its profiler timed a BinaryConvolution node
 
 
 def test_bad_arguments_are_named(tmp_path):
