@@ -97,7 +97,8 @@ def conv_macs(name: str, args: list) -> int | None:
     """Multiply-accumulates of one call of a conv kernel on these arrays (None for other kernels)."""
     if kernel_kind(name) is None or len(args) < 3:
         return None
-    weight, out = args[1], args[-1]
+    # a binary conv that bit-packs its output too (lower/fuse_bitpack.py) ends (output, bits)
+    weight, out = args[1], args[-2] if name.endswith("_bitpack") else args[-1]
     return macs_of(name, tuple(int(v) for v in weight.shape), str(weight.dtype), tuple(int(v) for v in out.shape))
 
 

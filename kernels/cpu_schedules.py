@@ -16,6 +16,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .arm_intrin import ARM_SDOT_S8S8_4x4
 from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
+from .bitpack_schedule import pack_under, with_packed_output
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
@@ -381,9 +382,13 @@ class BConv2dNCHWc(CPUScheduleRule):
         self.seal_w = seal_w  # pixels whose adder chains interleave (each holds ~6 vector registers)
 
     def apply(self, func, target, tunable):
-        found = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK)
-        if found is None:
-            return None
+        found, pack = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK), None
+        if found is None:   # a conv that also bit-packs its output: the words of a task's row there
+            packed = with_packed_output(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
+            if packed is None:
+                return None
+            sch, out, loops, pack, per_word = packed
+            found = sch, sch.get_sblock(BCONV_BLOCK), out, loops
         sch, pop, out, (n, o, h, w, v) = found
         ow = extent(sch, w)
         if ow is None:
@@ -396,12 +401,19 @@ class BConv2dNCHWc(CPUScheduleRule):
         ob = extent(sch, v)
         lanes = largest_divisor_at_most(ob, self.lanes)
         vo, vi = sch.split(v, [None, lanes])
-        sch.reorder(vo, wo, wi, vi)
-        sch.parallel(sch.fuse(n, o, h))
+        if pack is None:
+            sch.reorder(vo, wo, wi, vi)
+            task = sch.fuse(n, o, h)
+        else:   # a task: one row of the channel blocks one word packs
+            oo, oi = sch.split(o, [None, per_word])
+            sch.reorder(h, oi, vo, wo, wi, vi)
+            task = sch.fuse(n, oo, h)
+        sch.parallel(task)
         sch.vectorize(vi)
         sch.compute_at(pop, wo)
         sch.set_scope(pop, 0, "local")
-        inner = sch.get_loops(pop)[3:]  # under (n*o*h, lane block, w-block); unit loops dropped
+        # under (n*o*h, lane block, w-block) (and the word's channel block); unit loops dropped
+        inner = sch.get_loops(pop)[3 + (pack is not None):]
         nsp = 1 + (reg_w > 1)
         spatial, red = inner[:nsp], inner[nsp:]
         if seal and len(red) == 3 and lanes >= 2 and extent(sch, spatial[-1]) == lanes:
@@ -411,6 +423,8 @@ class BConv2dNCHWc(CPUScheduleRule):
             sch.vectorize(sch.get_loops(init)[-1])
             sch.tensorize(spatial[-1], harley_seal_intrinsic(*taps, lanes))
             _parallel_rows(sch, func, BPAD_BLOCK, 2)
+            if pack is not None:
+                pack_under(sch, pack, task, target)
             return sch
         if red:
             sch.reorder(*red, *spatial)
@@ -420,6 +434,8 @@ class BConv2dNCHWc(CPUScheduleRule):
         init = sch.decompose_reduction(pop, red[0] if red else spatial[0])
         sch.vectorize(sch.get_loops(init)[-1])
         _parallel_rows(sch, func, BPAD_BLOCK, 2)
+        if pack is not None:
+            pack_under(sch, pack, task, target)
         return sch
 
 

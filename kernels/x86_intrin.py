@@ -8,6 +8,8 @@ byte operands as <16 x i32>, which the LLVM that TVM 0.27 links (where vpdpbusd 
 """
 from __future__ import annotations
 
+import re
+
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -179,6 +181,17 @@ def bitpack_intrinsic(cb: int, bits: int, dtype: str = "float32") -> str:
     TensorIntrin.register(name, desc, impl, override=True)
     _REGISTERED.add(name)
     return name
+
+
+_BITPACK_NAME = re.compile(r"reidc_bitpack_(float32|int32)_uint(32|64)_(slice|\d+)")
+
+
+def register_bitpack_named_in(text: str) -> None:
+    """Register every bit-packing intrinsic `text` (tuning records) names: a binary conv that
+    packs its output (compiler/lower/fuse_bitpack.py) tensorizes with one, and TVM cannot read
+    a record whose trace names an intrinsic it does not know."""
+    for dtype, bits, cb in set(_BITPACK_NAME.findall(text)):
+        bitpack_intrinsic(2 * int(bits) if cb == "slice" else int(cb), int(bits), dtype)
 
 
 def _bitpack_word(A, S, B, cb, slice_, bits, dtype):

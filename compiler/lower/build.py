@@ -7,6 +7,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.relax.backend.cuda import pipeline as cuda
 from tvm.s_tir import dlight as dl
 
+from reidc.compiler.lower.fuse_bitpack import fuse_bitpack_into_producer
 from reidc.kernels.amx_config import hoist_tile_config
 from reidc.kernels.stack_tiles import stack_register_tiles
 from reidc.kernels.conv2d_bf16 import Bf16Conv
@@ -97,11 +98,22 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     return Int8Flavour(order="lanes")
 
 
+def legalize_passes(preset: TargetPreset) -> list:
+    """TVM's legalisation and fusion; on CPUs a binary conv's group also takes the bit-packing
+    of its output (fuse_bitpack.py) before FuseTIR makes one function of each group."""
+    passes = cpu.legalize_passes(preset.tvm_target())
+    if preset.kind == "cuda":
+        return passes
+    if passes[-1].info.name != "FuseTIR":
+        raise RuntimeError(f"TVM's CPU legalisation no longer ends with FuseTIR ({passes[-1].info.name})")
+    return passes[:-1] + [fuse_bitpack_into_producer] + passes[-1:]
+
+
 def fused_module(mod: tvm.IRModule, preset: TargetPreset) -> tvm.IRModule:
     """TVM's legalisation and fusion: the PrimFuncs that get scheduled (and that tuning tunes)."""
     target = preset.tvm_target()
     with target:
-        return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + cpu.legalize_passes(target))(mod)
+        return tvm.transform.Sequential(cpu.library_dispatch_passes(target) + legalize_passes(preset))(mod)
 
 
 def relax_pipeline(preset: TargetPreset, database=None) -> tvm.transform.Pass:
@@ -128,7 +140,7 @@ def relax_pipeline(preset: TargetPreset, database=None) -> tvm.transform.Pass:
                                                      dl.gpu.Fallback())]
                           + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))
             else:
-                passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + tuned
+                passes = (cpu.library_dispatch_passes(target) + legalize_passes(preset) + tuned
                           + [dl.ApplyDefaultSchedule(*schedule_rules(preset))]
                           + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)

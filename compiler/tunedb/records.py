@@ -314,11 +314,14 @@ def register_cpu_tensor_intrinsics(record_text: str = "") -> None:
     143 s measured here in a process that has torch loaded (TVMScript's inspect.stack() walks
     every loaded module). reidc tunes CPU targets only, so the package is set up without it.
     A trace that tensorizes names these intrinsics, so checking such a record needs them too,
-    and reidc's own that are registered per shape (the Harley-Seal reductions `record_text` names)."""
+    and reidc's own that are registered per shape (the Harley-Seal reductions and bit-packing
+    words `record_text` names)."""
     import importlib
     import types
     from reidc.kernels.harley_seal import register_named_in
+    from reidc.kernels.x86_intrin import register_bitpack_named_in
     register_named_in(record_text)
+    register_bitpack_named_in(record_text)
     name = "tvm.s_tir.tensor_intrin"
     if name in sys.modules:
         return
