@@ -67,9 +67,9 @@ SHAPES = [  # N, C, H, W, O, k, stride, pad
 ]
 
 
-def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET, rule=None):
-    X = te.placeholder((n, h, w, words(c)), "uint64", name="X")
-    W = te.placeholder((o // ob, k, k, words(c), ob), "uint64", name="W")
+def _bconv_lib(n, c, h, w, o, k, s, p, ob, target=TARGET, rule=None, word="uint64"):
+    X = te.placeholder((n, h, w, words(c, word)), word, name="X")
+    W = te.placeholder((o // ob, k, k, words(c, word), ob), word, name="W")
     signs = np.where(np.random.default_rng(1).standard_normal((o, c, k, k)) < 0, -1, 1).astype(np.int8)
     table, ycls, xcls = border_correction(signs, (h, w), (s, s), (p, p))
     corr = te.placeholder(table.shape, "int32", name="corr")
@@ -89,18 +89,21 @@ SEALED = [  # reductions of 32 words or more: Harley-Seal adders on x86 without 
 ]
 
 
-@pytest.mark.parametrize("shape, seal", [(s, False) for s in SHAPES] + [(s, True) for s in SHAPES[-1:] + SEALED],
-                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else ("sealed" if v else "plain"))
-def test_bconv2d_is_integer_exact(shape, seal):
+@pytest.mark.parametrize("shape, seal, word", [(s, False, "uint64") for s in SHAPES]
+                         + [(s, True, "uint64") for s in SHAPES[-1:] + SEALED]
+                         + [(s, False, "uint32") for s in SHAPES[:2] + SHAPES[-1:]],   # build.binary_word on AVX-512
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else (
+                             v if isinstance(v, str) else ("sealed" if v else "plain")))
+def test_bconv2d_is_integer_exact(shape, seal, word):
     n, c, h, w, o, k, s, p = shape
     ob = 16
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    lib, signs, corr = _bconv_lib(n, c, h, w, o, k, s, p, ob, rule=BConv2dNCHWc(harley_seal=seal))
+    lib, signs, corr = _bconv_lib(n, c, h, w, o, k, s, p, ob, rule=BConv2dNCHWc(harley_seal=seal), word=word)
     assert ("harley_seal" in lib.scheduled.script()) is (seal and k > 1 and k * k * words(c) >= 32)
     x = np.random.default_rng(2).standard_normal((n, c, h, w)).astype(np.float32)
     out = tvm.runtime.tensor(np.zeros((n, o // ob, oh, ow, ob), np.int32))
-    lib["main"](tvm.runtime.tensor(pack_signs(x.transpose(0, 2, 3, 1))),
-                tvm.runtime.tensor(pack_binary_weight(pack_signs(signs.transpose(0, 2, 3, 1)), ob)),
+    lib["main"](tvm.runtime.tensor(pack_signs(x.transpose(0, 2, 3, 1), word)),
+                tvm.runtime.tensor(pack_binary_weight(pack_signs(signs.transpose(0, 2, 3, 1), word), ob)),
                 *(tvm.runtime.tensor(a) for a in corr), out)
     xs = torch.from_numpy(np.where(x < 0, -1.0, 1.0))
     ref = torch.nn.functional.conv2d(xs, torch.from_numpy(signs.astype(np.float64)), stride=s, padding=p).numpy()
@@ -118,11 +121,14 @@ def test_border_correction_classes():
     assert full[1:-1, 1:-1].sum() == 0 and full[0, 0].tolist() == (w[:, :, 0, :].sum((1, 2)) + w[:, :, 1:, 0].sum((1, 2))).tolist()
 
 
-@pytest.mark.parametrize("preset, instruction", [("x86-avx512", "vpopcntq"), ("x86-avx2", "vpshufb")])
-def test_vector_popcount_in_generated_code(preset, instruction):
-    """Compiles only (no need to run): AVX-512 VPOPCNTDQ targets get the native instruction,
-    AVX2 gets LLVM's nibble-lookup sequence."""
-    lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target())[0]
+@pytest.mark.parametrize("preset, word, instruction", [("x86-avx512", "uint64", "vpopcntq"),
+                                                       ("x86-avx512", "uint32", "vpopcntd"),
+                                                       ("x86-avx2", "uint64", "vpshufb")])
+def test_vector_popcount_in_generated_code(preset, word, instruction):
+    """Compiles only (no need to run): AVX-512 VPOPCNTDQ targets get the native instruction (on
+    the 32-bit words build.binary_word picks there, vpopcntd), AVX2 gets LLVM's nibble-lookup
+    sequence."""
+    lib = _bconv_lib(1, 128, 8, 8, 32, 3, 1, 1, 16, target=get_target(preset).tvm_target(), word=word)[0]
     assert instruction in lib.mod.inspect_source("asm")
 
 

@@ -1,6 +1,7 @@
 """Bit-packing fused into the binary conv that produces its input (compiler/lower/fuse_bitpack.py
 and BConv2dNCHWc's packed-output schedule): the IR it makes, that it fires only after a binary
-conv (and only on CPUs), and exact numbers through two binary layers."""
+conv (and only on CPUs), and exact numbers through two binary layers. Also the word binary
+convs count in (build.binary_word: uint32 views of the packed words on AVX-512 VPOPCNTDQ)."""
 import re
 
 import numpy as np
@@ -11,12 +12,13 @@ from tvm import relax, tirx
 
 from reidc.compiler.ir import Graph, Node, Op, RunMode
 from reidc.compiler.ir.ops import BITS
-from reidc.compiler.lower.build import build, fused_module, legalize_passes
+from reidc.compiler.lower.build import binary_word, build, fused_module, legalize_passes, lowering_options
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.compiler.passes.bitpack_weights import bitpack_weights
 from reidc.kernels.bconv2d import BCONV_BLOCK
 from reidc.kernels.cpu_schedules import BConv2dNCHWc
 from reidc.targets import get_target
+from reidc.targets.presets import host_features
 
 C, HW = 128, 6
 
@@ -51,7 +53,7 @@ def _reference(x, signs, t1, t2):
 
 def _fused(preset):
     g, *_ = _two_layers()
-    return fused_module(to_relax({RunMode.VISIBLE: g}), preset)
+    return fused_module(to_relax({RunMode.VISIBLE: g}, **lowering_options(preset)), preset)
 
 
 def test_the_conv_group_takes_the_bitpack_of_its_output_only():
@@ -66,7 +68,8 @@ def test_the_conv_group_takes_the_bitpack_of_its_output_only():
     assert len(re.findall(r"R\.call_tir\(bitpack\d*, ", main)) == 1
     assert len(re.findall(rf"R\.call_tir\({fused[0]}, ", main)) == 1
     # the fused call returns (output, bits): the second conv reads its bits
-    assert re.search(r"= (\w+)\[1\]\n\s+\w+ = R\.call_tir\(fused_bconv2d", main)
+    bits = re.search(r"(\w+)(?:: [^\n]*?)? = \w+\[1\]\n", main)
+    assert bits and re.search(rf"(R\.memory\.view\(|R\.call_tir\(fused_bconv2d\w*, \(){bits.group(1)}\b", main)
 
 
 def test_not_on_cuda_where_no_schedule_packs_a_conv_output():
@@ -92,10 +95,12 @@ def test_the_words_are_packed_in_the_conv_rows_task():
         assert sch.get(loops[0]).same_as(sch.get(conv_task)) and sch.get(loops[0]).kind == tirx.ForKind.PARALLEL
 
 
-@pytest.mark.parametrize("preset", ["host", "x86-avx2"])
+@pytest.mark.parametrize("preset", ["x86-avx2", "x86-avx512"])
 def test_two_binary_layers_are_exact(preset):
+    if preset == "x86-avx512" and not {"avx512f", "avx512_vpopcntdq"} <= host_features():
+        pytest.skip("the host has no AVX-512 VPOPCNTDQ")
     g, signs, t1, t2 = _two_layers()
-    ex = build(to_relax({RunMode.VISIBLE: g}), get_target(preset))
+    ex = build(to_relax({RunMode.VISIBLE: g}, **lowering_options(get_target(preset))), get_target(preset))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = np.random.default_rng(1).standard_normal((2, C, HW, HW)).astype(np.float32)
     got = vm[RunMode.VISIBLE.value](tvm.runtime.tensor(x)).numpy()
@@ -113,3 +118,16 @@ def test_a_tuning_record_naming_a_packing_word_can_be_read():
         TensorIntrin.get(name)
     register_bitpack_named_in(f'[0,[[[["Tensorize",["b1"],["{name}",1],[]]]]]]')
     assert TensorIntrin.get(name) is not None
+
+
+@pytest.mark.parametrize("preset, word", [("x86-avx512", "uint32"), ("x86-amx", "uint32"), ("x86-avx2", "uint64"),
+                                          ("rpi5", "uint64"), ("sm86", "uint64")])
+def test_binary_convs_count_uint32_words_only_with_avx512_popcount(preset, word):
+    """vpopcntd counts as many bits a vector as vpopcntq; AVX2's Harley-Seal adders, NEON's cnt
+    and CUDA's popc keep 64-bit words. The packed bits stay uint64 between kernels: the conv views
+    them."""
+    assert binary_word(get_target(preset)) == word
+    g, *_ = _two_layers()
+    main = to_relax({RunMode.VISIBLE: g}, binary_word=word)[RunMode.VISIBLE.value].script()
+    views = re.findall(r'R\.memory\.view\(\w+, R\.shape\(\[n, 6, 6, 4\]\), R\.dtype\("uint32"\)', main)
+    assert len(views) == (2 if word == "uint32" else 0)   # each binary conv's input

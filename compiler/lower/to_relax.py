@@ -46,8 +46,10 @@ class Lowerer:
     registered lowering (compiler/lower/registry.py); remembers every value and its layout."""
 
     def __init__(self, bb: relax.BlockBuilder, g: Graph, x: relax.Var, m: relax.Var | None, n,
-                 const: _Constants | None = None, int8: Int8Flavour = Int8Flavour(), bf16: Bf16Conv = Bf16Conv.TILES):
+                 const: _Constants | None = None, int8: Int8Flavour = Int8Flavour(), bf16: Bf16Conv = Bf16Conv.TILES,
+                 binary_word: str = "uint64"):
         self.bb, self.g, self.m, self.n, self.x = bb, g, m, n, x
+        self.binary_word = binary_word   # the word binary convs count in (packed bits stay uint64)
         self.int8 = int8   # how the int8 convs' arithmetic is written for the target's ISA
         self.bf16 = bf16   # the kernel bf16 convs lower to
         self.const = const or _Constants()
@@ -124,7 +126,8 @@ def bit_sites(g: Graph) -> list[str]:
     return [n.attr("site") or n.source or nid for nid, n in g.items() if n.op == Op.BITPACK]
 
 
-def _function(bb, mode, g, name, with_bits, const, batch, int8=Int8Flavour(), bf16=Bf16Conv.TILES):
+def _function(bb, mode, g, name, with_bits, const, batch, int8=Int8Flavour(), bf16=Bf16Conv.TILES,
+              binary_word="uint64"):
     x_node = next((n for _, n in g.items() if n.op == Op.INPUT and n.attrs["name"] == "x"), None)
     if x_node is None:
         raise LoweringError(f"{mode} graph has no image input")
@@ -139,7 +142,7 @@ def _function(bb, mode, g, name, with_bits, const, batch, int8=Int8Flavour(), bf
         params.append(m)
     with bb.function(name, params):
         with bb.dataflow():
-            low = Lowerer(bb, g, x, m, nvar, const, int8, bf16)
+            low = Lowerer(bb, g, x, m, nvar, const, int8, bf16, binary_word)
             for nid in g.topo():
                 low.lower(nid)
             result = low.output(g.outputs[0])
@@ -150,18 +153,20 @@ def _function(bb, mode, g, name, with_bits, const, batch, int8=Int8Flavour(), bf
 
 
 def to_relax(graphs: dict[str, Graph], batch: int | None = None, int8: Int8Flavour = Int8Flavour(),
-             bf16: Bf16Conv = Bf16Conv.TILES) -> tvm.IRModule:
+             bf16: Bf16Conv = Bf16Conv.TILES, binary_word: str = "uint64") -> tvm.IRModule:
     """One Relax function per mode graph; each takes the batch size symbolically, or fixed at
     `batch` (what tuning measures, and the tuned kernels need: MetaSchedule tunes static shapes). Graphs with
     binary layers also get `<mode>_bits`, returning (features, packed bits of every bitpack in
     `bit_sites` order), which verification uses to count sign flips exactly; it shares all
     kernels with the main entry. `int8`: how the int8 convs are written for the target's ISA
     (compiler/lower/build.py: `int8_flavour(preset)`); `bf16`: the kernel bf16 convs take
-    (`bf16_conv(preset)`: AMX-BF16 tiles, CUDA tensor cores, or float32 convs of the decoded values)."""
+    (`bf16_conv(preset)`: AMX-BF16 tiles, CUDA tensor cores, or float32 convs of the decoded values);
+    `binary_word`: the word binary convs XOR and count in (`binary_word(preset)`), their packed
+    uint64 input viewed as twice as many uint32 words where it is "uint32"."""
     bb = relax.BlockBuilder()
     const = _Constants()
     for mode, g in graphs.items():
-        _function(bb, mode, g, mode, False, const, batch, int8, bf16)
+        _function(bb, mode, g, mode, False, const, batch, int8, bf16, binary_word)
         if g.count(Op.BITPACK):
-            _function(bb, mode, g, f"{mode}_bits", True, const, batch, int8, bf16)
+            _function(bb, mode, g, f"{mode}_bits", True, const, batch, int8, bf16, binary_word)
     return bb.get()

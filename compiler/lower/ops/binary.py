@@ -32,10 +32,17 @@ def _bitpack(low, nid, n, ins):
 def _bconv2d(low, nid, n, ins):
     src = low.g[n.inputs[0]]
     ob = low.block(n.shape[1])
-    w = low.const(pack_binary_weight(np.asarray(n.attrs["packed"]), ob))
+    packed, data = np.ascontiguousarray(n.attrs["packed"]), ins[0]
+    if low.binary_word == "uint32":
+        # uint32 lanes count 16 channels a 512-bit vector with no narrowing before the epilogue
+        # (build.binary_word); little-endian, word w's low half holds channels 64w .. 64w + 31
+        *lead, cw = data.ty.shape.values
+        data = low.emit(relax.op.memory.view(data, [*lead, cw * 2], "uint32"))
+        packed = packed.view(np.uint32)
+    w = low.const(pack_binary_weight(packed, ob))
     corr = [low.const(a) for a in border_correction(np.asarray(n.attrs["signs"]), src.shape[2:] or (1, 1),
                                                      n.attrs["stride"], n.attrs["padding"])]
-    dot = low.bb.emit_te(bconv2d_nchwc, ins[0], w, *corr, src.shape[1], tuple(n.attrs["stride"]),
+    dot = low.bb.emit_te(bconv2d_nchwc, data, w, *corr, src.shape[1], tuple(n.attrs["stride"]),
                          tuple(n.attrs["padding"]), primfunc_name_hint="bconv2d", primfunc_attrs={"op_pattern": 4})
     if len(n.shape) == 2:  # binary dense: (N, O//ob, 1, 1, ob) -> (N, O)
         dot, ob = low.emit(relax.op.reshape(dot, (low.n, n.shape[1]))), 0
