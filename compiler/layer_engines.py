@@ -70,7 +70,7 @@ class ReidcLayer:
 
         from .ir import Graph, Node, Op, RunMode
         from .ir.ops import BITS
-        from .lower.build import build
+        from .lower.build import build, lowering_options
         from .lower.to_relax import to_relax
         from .passes.bitpack_weights import bitpack_weights
         from ..targets import get_target
@@ -85,7 +85,8 @@ class ReidcLayer:
             "signs": d["signs"], "scale": d["scale"], "bias": np.zeros(o, np.float32), "stride": (1, 1),
             "padding": (1, 1)}))
         g.outputs = ["b"]
-        ex = build(to_relax({RunMode.VISIBLE: bitpack_weights(g)}), get_target("host"))
+        preset = get_target("host")   # lowered as `reidc compile` lowers for it (the word binary convs count in)
+        ex = build(to_relax({RunMode.VISIBLE: bitpack_weights(g)}, **lowering_options(preset)), preset)
         self._tvm = tvm
         self.vm = relax.VirtualMachine(ex, tvm.cpu())
         self.fn = self.vm[RunMode.VISIBLE.value]
