@@ -1,5 +1,6 @@
 """Binarized networks end to end: models, the four binary passes (IR, numbers, where they
 fire), compilation with exact sign-flip accounting, and a BNN written outside the zoo."""
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -115,6 +116,12 @@ def test_bire_resnet18_compiles_and_verifies_all_modes(tmp_path, bire, split):
     for rows in v.get("sign_flips", {}).values():  # every reported flip started at a rounding-size value
         assert all(r["rounding_only"] and r["first_site_max_abs_presign"] < 1e-4 for r in rows)
     assert set(comp.modes) == {"visible", "infrared", "mixed"}
+    # issue 13's size target for the default build; the library carries no DWARF (build.LINK_OPTIONS)
+    w = man["weights"]
+    assert w["fp32_weight_bytes"] >= 11.75 * w["artifact_bytes"], w
+    sections = subprocess.run(["readelf", "-S", "-W", str(tmp_path / "art" / "model.so")], capture_output=True,
+                              text=True, check=True).stdout
+    assert ".text" in sections and ".debug_" not in sections
 
 
 def test_partly_real_and_binary_downsample_variants(tmp_path):

@@ -221,13 +221,20 @@ def device_source(ex) -> str | None:
     return None
 
 
+# TVM's LLVM codegen emits DWARF for every kernel; nothing reads it from a deployed library
+# (symbols stay, for perf and gdb backtraces) and it was a sixth of bire-resnet18's artifact:
+# the linker drops it
+LINK_OPTIONS = ["-Wl,--strip-debug"]
+
+
 def export(ex, path, preset: TargetPreset) -> None:
-    """Write the library (and, for CUDA, the generated kernels' source beside it as kernels.cu,
-    for nvcc checks and profiling); cross targets link with their toolchain."""
+    """Write the library, without debug sections (and, for CUDA, the generated kernels' source
+    beside it as kernels.cu, for nvcc checks and profiling); cross targets link with their
+    toolchain."""
     if preset.kind == "cuda":
         (path.parent / "kernels.cu").write_text(device_source(ex))
     if preset.cross_compiler:
         from tvm.support.cc import cross_compiler
-        ex.export_library(str(path), fcompile=cross_compiler(preset.cross_compiler))
+        ex.export_library(str(path), fcompile=cross_compiler(preset.cross_compiler), options=LINK_OPTIONS)
     else:
-        ex.export_library(str(path))
+        ex.export_library(str(path), options=LINK_OPTIONS)
