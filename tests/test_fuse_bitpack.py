@@ -23,7 +23,7 @@ from reidc.targets.presets import host_features
 C, HW = 128, 6
 
 
-def _two_layers():
+def _two_layers(C=C):
     """x -> bitpack (threshold t1) -> bconv -> bitpack (t2, of the conv's float output) -> bconv.
     Scale 1 and bias 0 keep the first conv's output integral and the thresholds are half-integers,
     so every bit is exact in any float order."""
@@ -51,8 +51,8 @@ def _reference(x, signs, t1, t2):
     return conv(np.where(y1 < t2[None, :, None, None], -1.0, 1.0), signs[1])
 
 
-def _fused(preset):
-    g, *_ = _two_layers()
+def _fused(preset, channels=C):
+    g, *_ = _two_layers(channels)
     return fused_module(to_relax({RunMode.VISIBLE: g}, **lowering_options(preset)), preset)
 
 
@@ -70,6 +70,19 @@ def test_the_conv_group_takes_the_bitpack_of_its_output_only():
     # the fused call returns (output, bits): the second conv reads its bits
     bits = re.search(r"(\w+)(?:: [^\n]*?)? = \w+\[1\]\n", main)
     assert bits and re.search(rf"(R\.memory\.view\(|R\.call_tir\(fused_bconv2d\w*, \(){bits.group(1)}\b", main)
+
+
+def test_not_where_a_word_would_hold_part_of_a_channel_block():
+    """96 channels: the second 64-bit word holds 32 channels, half of its last word: no fused
+    schedule packs that, so the bitpack stays a kernel of its own, and the numbers stay exact."""
+    preset = get_target("x86-avx2")
+    mod = _fused(preset, 96)
+    assert not [gv for gv in mod.functions if gv.name_hint.endswith("_bitpack")]
+    g, signs, t1, t2 = _two_layers(96)
+    ex = build(to_relax({RunMode.VISIBLE: g}, **lowering_options(preset)), preset)
+    x = np.random.default_rng(1).standard_normal((1, 96, HW, HW)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())[RunMode.VISIBLE.value](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _reference(x, signs, t1, t2).astype(np.float32))
 
 
 def test_not_on_cuda_where_no_schedule_packs_a_conv_output():

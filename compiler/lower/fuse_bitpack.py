@@ -11,9 +11,10 @@ schedule (kernels/cpu_schedules.py `BConv2dNCHWc`) packs each output row's words
 parallel task that computed the row.
 
 It fires where a bitpack's data is the output of a fused group holding a binary conv
-(kernels/bconv2d.py's block) and nothing else, and its other arguments (the thresholds) are
-constants or values defined before the conv; it leaves every other bitpack alone (the one after
-the stem's max-pool, per-modality thresholds picked after the conv, a conv group that already
+(kernels/bconv2d.py's block), its other arguments (the thresholds) are constants or values
+defined before the conv, and each word holds whole channel blocks (channels a multiple of the
+word's bits); it leaves every other bitpack alone (the one after the stem's max-pool,
+per-modality thresholds picked after the conv, a partial last word, a conv group that already
 returns a tuple).
 """
 from __future__ import annotations
@@ -82,6 +83,18 @@ def _merged(mod: tvm.IRModule, group, bitpack_call) -> relax.Function:
                           relax.TupleType([out.ty, bits_ty]), f.is_pure, f.attrs)
 
 
+def _whole_words(data_ty, bits_ty) -> bool:
+    """Whether each packed word holds whole channel blocks of the conv's output (N, C/cb, H, W,
+    cb): the form the conv's schedule packs under its row task (bitpack_schedule.py)."""
+    try:
+        blocks, cb = (int(v) for v in data_ty.shape.values[1:5:3])
+        words = int(bits_ty.shape.values[-1])
+    except (TypeError, AttributeError):
+        return False
+    bits = 64 if str(bits_ty.dtype) == "uint64" else 32
+    return bits % cb == 0 and words * bits == blocks * cb
+
+
 def _available(arg, before: int, params: set, position: dict) -> bool:
     """Whether `arg` is defined before binding `before`: a constant, a parameter, or bound earlier."""
     return isinstance(arg, tvm.ir.expr.Constant) or arg in params or position.get(arg, before) < before
@@ -102,6 +115,8 @@ def _rewrite_block(mod: tvm.IRModule, bb: relax.BlockBuilder, block, params: set
         data, *rest = b.value.args[1].fields
         i = producer.get(data)
         if i is None or i in fuse or not all(_available(a, i, params, position) for a in rest):
+            continue
+        if not _whole_words(data.ty, b.value.ty):   # a partial last word: its own kernel, as before
             continue
         fuse[i] = j
     if not fuse:
