@@ -9,7 +9,8 @@ import time
 from .runtime import Compiled
 
 
-def _calls_per_round(func, args, budget_s: float) -> int:
+def calls_per_round(func, args, budget_s: float) -> int:
+    """How many calls of func(*args) take about budget_s (after one warm-up call)."""
     func(*args)
     t0 = time.perf_counter()
     func(*args)
@@ -20,7 +21,7 @@ def time_kernels(calls: dict[tuple, list], budget_s: float = 0.05, rounds: int =
     """Seconds per call of each recorded kernel alone on its recorded arguments: the best of
     `rounds` rounds of about budget_s each, the kernels taking turns within a round (so the
     slow drift of a shared machine's speed hits them alike)."""
-    number = {k: _calls_per_round(f, a, budget_s) for k, (f, a, _) in calls.items()}
+    number = {k: calls_per_round(f, a, budget_s) for k, (f, a, _) in calls.items()}
     best = {k: float("inf") for k in calls}
     for _ in range(rounds):
         for k, (func, args, _) in calls.items():
@@ -35,8 +36,12 @@ def record_kernels(comp: Compiled, entry: str, arrays) -> tuple[dict[tuple, list
     """One instrumented run of `entry` on `arrays` (the VM's instrument hook: no rebuild):
     {(kernel name, argument shapes and dtypes): [func, args, calls]} in first-call order, and
     the number of VM builtin calls."""
+    return record_vm_kernels(comp.executor.vm, entry, arrays)
+
+
+def record_vm_kernels(vm, entry: str, arrays) -> tuple[dict[tuple, list], int]:
+    """`record_kernels` on a Relax VirtualMachine itself."""
     import tvm
-    vm = comp.executor.vm
     tensors = [tvm.runtime.tensor(a) for a in arrays]
     vm[entry](*tensors)   # warm-up: the first call allocates
     calls: dict[tuple, list] = {}

@@ -52,7 +52,7 @@ def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int =
         done = True
     finally:
         shutdown(workers, polite=done)
-    clock = _clock_ghz(threads)
+    clock, per_cycle = _peak(threads, progress)
     macs = channels * channels * 9 * size * size
     rows = {}
     for n in names:
@@ -65,7 +65,7 @@ def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int =
             rows[n]["kernel"] = {"ms": k, "min_ms": min(kernels[n]), "max_ms": max(kernels[n]),
                                  "gmac_per_s": macs / k * 1e-6}
             if clock:
-                rows[n]["kernel"]["of_peak"] = macs / (k * 1e-3) / (clock * 1e9 * threads * _vector_bits())
+                rows[n]["kernel"]["of_peak"] = macs / (k * 1e-3) / (clock * 1e9 * threads * per_cycle)
     base, kbase = rows["layer_reidc"]["ms"], rows["layer_reidc"]["kernel"]["ms"]
     return {"shape": f"{size}x{size}x{channels}->{channels} 3x3, batch 1", "threads": threads, "binary_macs": macs,
             "ghz": clock, "engines": rows,
@@ -73,25 +73,19 @@ def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int =
             "kernel_speedup": {n: rows[n]["kernel"]["ms"] / kbase for n in kernels if n != "layer_reidc"}}
 
 
-def _vector_bits() -> int:
-    from ..targets import get_target
-    return get_target("host").vector_bits
-
-
-def _clock_ghz(threads: int) -> float | None:
-    """The clock an FMA loop on `threads` threads measures (compiler/clock.py), None where it
-    cannot run."""
+def _peak(threads: int, progress) -> tuple[float | None, float]:
+    """(GHz, binary MACs per cycle and core) as `reidc profile` states the popcount peak: the
+    clock an FMA loop measures on `threads` threads (or /proc/cpuinfo's where it cannot run)."""
     import os
 
     from ..targets import get_target
-    from .clock import measured_clock
+    from .profile import Peak, peak_clock
     from .runtime import usable_cpus
     # TVM's pool takes its size at its first parallel call; unset, half the logical CPUs
     os.environ.setdefault("TVM_NUM_THREADS", str(max(threads, usable_cpus())))
-    try:
-        return round(measured_clock(get_target("host"), threads).ghz, 2)
-    except Exception:  # noqa: BLE001 - the kernels' rates are still stated, their share of peak not
-        return None
+    preset = get_target("host")
+    ghz, _, split = peak_clock(preset, threads, progress)
+    return ghz, Peak.of(preset.cpu_features(), preset.vector_bits, split_512=split).binary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,20 +16,9 @@ BinaryConvolution node's own time (its scale fused in) from its profiler, in a s
 of the model with PERF_COUNT on, so that the whole-layer timing runs without the profiler."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
-
-
-def _calls_for(call: Callable[[], object], round_s: float) -> int:
-    """Calls that take about round_s seconds, after a warm-up of 20 calls."""
-    for _ in range(20):
-        call()
-    t = time.perf_counter()
-    for _ in range(20):
-        call()
-    return max(1, int(round_s / max((time.perf_counter() - t) / 20, 1e-7)))
 
 
 def layer(spec: dict) -> dict:
@@ -96,35 +85,24 @@ class ReidcLayer:
         xt = self._tvm.runtime.tensor(x)  # like the peers: the input is handed over once
         return lambda: self.fn(xt).numpy()
 
-    def kernel(self) -> tuple[str, Callable[[], object]]:
-        """(name, one call) of the popcount conv kernel on the arguments a run gave it."""
-        seen = []
-
-        def record(func, name, before_run, ret, *args):
-            if before_run and "bconv2d" in name and not seen:
-                seen.append((name, func, list(args)))
-            return 0
-        xt = self._tvm.runtime.tensor(self.x)
-        self.fn(xt)
-        self.vm.set_instrument(record)
-        try:
-            self.fn(xt)
-        finally:
-            self.vm.set_instrument(None)
-        if not seen:
+    def kernel(self) -> tuple[tuple, list]:
+        """(key, [func, args, calls]) of the popcount conv kernel as one instrumented run
+        recorded it (kernel_timing.record_vm_kernels, as `reidc profile` records)."""
+        from .ir import RunMode
+        from .kernel_timing import record_vm_kernels
+        calls, _ = record_vm_kernels(self.vm, RunMode.VISIBLE.value, [self.x])
+        conv = [k for k in calls if "bconv2d" in k[0]]
+        if not conv:
             raise RuntimeError("no bconv2d kernel ran in reidc's layer")
-        name, func, args = seen[0]
-        return name, lambda: func(*args)
+        return conv[0], calls[conv[0]]
 
     def kernel_ms(self, round_s: float) -> float:
-        """Mean ms per call of the conv kernel alone over a round of about round_s seconds."""
+        """ms per call of the conv kernel alone over a round of about round_s seconds."""
+        from .kernel_timing import time_kernels
         if not hasattr(self, "_kernel"):
-            self._kernel = self.kernel()[1]
-            self._kernel_calls = _calls_for(self._kernel, round_s)
-        t = time.perf_counter()
-        for _ in range(self._kernel_calls):
-            self._kernel()
-        return (time.perf_counter() - t) / self._kernel_calls * 1e3
+            self._kernel = self.kernel()
+        key, rec = self._kernel
+        return time_kernels({key: rec}, round_s, rounds=1)[key] * 1e3
 
 
 class OpenVinoLayer:
@@ -160,9 +138,10 @@ class OpenVinoLayer:
     def kernel_ms(self, round_s: float) -> float:
         """Mean ms per call of the BinaryConvolution node over a round of about round_s seconds,
         from OpenVINO's profiler (microsecond counts, summed over the round's calls)."""
+        from .kernel_timing import calls_per_round
         if not hasattr(self, "_preq"):
             self._preq = self._profiled.create_infer_request()
-            self._kernel_calls = _calls_for(lambda: self._preq.infer({0: self.x}), round_s)
+            self._kernel_calls = calls_per_round(self._preq.infer, [{0: self.x}], round_s)
         total = 0.0
         for _ in range(self._kernel_calls):
             self._preq.infer({0: self.x})

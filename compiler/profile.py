@@ -31,7 +31,7 @@ import numpy as np
 
 from .base.errors import InputError
 from .kernel_timing import record_kernels, time_kernels
-from .lower.kernel_macs import conv_macs as macs_of, kernel_kind
+from .lower.kernel_macs import conv_macs as macs_of, kernel_kind, output_index
 from .runtime import Compiled
 
 
@@ -75,7 +75,7 @@ def cpu_ghz() -> float | None:
     return None
 
 
-def _clock(preset, cores: int, progress, stated: float | None = None) -> tuple[float | None, str, bool]:
+def peak_clock(preset, cores: int, progress, stated: float | None = None) -> tuple[float | None, str, bool]:
     """(GHz, how it was found, whether 512-bit FMAs issue one a cycle): `stated`, else measured on
     `cores` threads, else /proc/cpuinfo's base clock. The FMA ports do not depend on the clock:
     on a 512-bit preset they are measured with a stated clock too."""
@@ -97,8 +97,7 @@ def conv_macs(name: str, args: list) -> int | None:
     """Multiply-accumulates of one call of a conv kernel on these arrays (None for other kernels)."""
     if kernel_kind(name) is None or len(args) < 3:
         return None
-    # a binary conv that bit-packs its output too (lower/fuse_bitpack.py) ends (output, bits)
-    weight, out = args[1], args[-2] if name.endswith("_bitpack") else args[-1]
+    weight, out = args[1], args[output_index(name)]
     return macs_of(name, tuple(int(v) for v in weight.shape), str(weight.dtype), tuple(int(v) for v in out.shape))
 
 
@@ -134,7 +133,7 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
     wmax = int(((man.get("precision") or {}).get("int8") or {}).get("weight_max", 127))
     cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
-    ghz, source, split = _clock(comp.preset, cores, progress, ghz)
+    ghz, source, split = peak_clock(comp.preset, cores, progress, ghz)
     peak = Peak.of(feats, comp.preset.vector_bits, wmax, split_512=split)
     rows = []
     for key, (func, args, n) in calls.items():

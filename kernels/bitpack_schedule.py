@@ -9,7 +9,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from reidc.compiler.ir.bits import WORD_BITS
 
 from .bitpack import BITPACK_BLOCK, whole_words
-from .schedule_utils import anchored, block_named
+from .schedule_utils import anchored, block_named, inline_epilogue
 from .x86_intrin import bitpack_intrinsic
 
 
@@ -88,19 +88,12 @@ def with_packed_output(func, anchor: str, keep: tuple[str, ...]):
     if not isinstance(func, tirx.PrimFunc):
         return None
     sch = s_tir.Schedule(func)
-    root = block_named(sch, func, "root")
-    if root is None or block_named(sch, func, anchor) is None or block_named(sch, func, BITPACK_BLOCK) is None:
+    if block_named(sch, func, anchor) is None or block_named(sch, func, BITPACK_BLOCK) is None:
         return None
-    blocks = sch.get_child_blocks(root)
-    if len(blocks) < 3 or sch.get(blocks[-1]).name_hint != BITPACK_BLOCK or sch.get(blocks[-2]).name_hint in keep:
+    last = inline_epilogue(sch, func, keep, tail=2)
+    if last is None or sch.get(last[1]).name_hint != BITPACK_BLOCK or sch.get(last[0]).name_hint in keep:
         return None
-    for b in blocks[:-2]:
-        if sch.get(b).name_hint not in keep:
-            try:
-                sch.compute_inline(b)
-            except s_tir.ScheduleError:
-                return None
-    out, pack = blocks[-2], blocks[-1]
+    out, pack = last
     loops = sch.get_loops(out)
     form = _word_form(sch, pack)
     if len(loops) != 5 or form is None or WORD_BITS[form[0]] % form[2]:

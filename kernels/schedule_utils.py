@@ -53,20 +53,21 @@ def anchored_nchwc(func, anchor: str, pad: str):
     return sch, sch.get_sblock(anchor), out, loops
 
 
-def inline_epilogue(sch, func, keep):
-    """Inline every block except `keep` and the last; return the last (the output) or None."""
+def inline_epilogue(sch, func, keep, tail: int = 1):
+    """Inline every block except `keep` and the last `tail`; return the last (the output), or
+    the last `tail` blocks as a list where tail > 1; None if a block does not inline."""
     root = block_named(sch, func, "root")
     blocks = sch.get_child_blocks(root) if root is not None else []
-    if not blocks:
+    if len(blocks) < tail or not blocks:
         return None
-    for b in blocks[:-1]:
+    for b in blocks[:-tail]:
         if sch.get(b).name_hint in keep:
             continue
         try:
             sch.compute_inline(b)
         except s_tir.ScheduleError:
             return None
-    return blocks[-1]
+    return blocks[-1] if tail == 1 else blocks[-tail:]
 
 
 def reads_of(sch, block_rv) -> list:

@@ -60,9 +60,9 @@ def test_binary_engines_time_their_conv_kernel_alone(name):
         pytest.skip("openvino is in the bench extra")
     engine = LAYER_ENGINES[name](SMALL)
     if name == "layer_reidc":   # the fused popcount conv, not the bit-packing or a layout change
-        kernel, call = engine.kernel()
+        (kernel, _), (func, args, _) = engine.kernel()
         assert "bconv2d" in kernel and "bitpack" not in kernel and "transpose" not in kernel
-        call()
+        func(*args)
     assert engine.kernel_ms(0.01) > 0   # OpenVINO: its profiler timed a BinaryConvolution node
 
 

@@ -22,9 +22,12 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, tirx
 
+from reidc.compiler.ir.bits import WORD_BITS
 from reidc.kernels.bconv2d import BCONV_BLOCK
-from reidc.kernels.bitpack import BITPACK_BLOCK
+from reidc.kernels.bitpack import BITPACK_BLOCK, whole_words
 from reidc.kernels.schedule_utils import block_named
+
+from .kernel_macs import PACKS_OUTPUT
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 
@@ -44,20 +47,15 @@ def _call_tir_callees(func: relax.Function) -> list:
     return out
 
 
-def _is_bconv_group(mod: tvm.IRModule, gv) -> bool:
-    if not isinstance(gv, tvm.ir.GlobalVar) or gv not in mod.functions:
-        return False
-    f = mod[gv]
-    if not isinstance(f, relax.Function) or not f.attrs or not f.attrs.get("Primitive"):
-        return False
-    if isinstance(f.ret_ty, relax.TupleType):
-        return False
-    return any(_has_block(mod[c], BCONV_BLOCK) for c in _call_tir_callees(f))
-
-
-def _is_bitpack(mod: tvm.IRModule, call) -> bool:
-    return (isinstance(call, relax.Call) and call.op.same_as(_CALL_TIR)
-            and isinstance(call.args[0], tvm.ir.GlobalVar) and _has_block(mod[call.args[0]], BITPACK_BLOCK))
+def _roles(mod: tvm.IRModule) -> tuple[set, set]:
+    """(primitive groups holding a binary conv and returning one tensor, bitpack PrimFuncs),
+    found once per module: each PrimFunc is looked at once."""
+    bitpacks = {gv for gv, f in mod.functions.items() if _has_block(f, BITPACK_BLOCK)}
+    bconvs = {gv for gv, f in mod.functions.items() if _has_block(f, BCONV_BLOCK)}
+    groups = {gv for gv, f in mod.functions.items()
+              if isinstance(f, relax.Function) and f.attrs and f.attrs.get("Primitive")
+              and not isinstance(f.ret_ty, relax.TupleType) and any(c in bconvs for c in _call_tir_callees(f))}
+    return groups, bitpacks
 
 
 def _merged(mod: tvm.IRModule, group, bitpack_call) -> relax.Function:
@@ -91,8 +89,9 @@ def _whole_words(data_ty, bits_ty) -> bool:
         words = int(bits_ty.shape.values[-1])
     except (TypeError, AttributeError):
         return False
-    bits = 64 if str(bits_ty.dtype) == "uint64" else 32
-    return bits % cb == 0 and words * bits == blocks * cb
+    word = str(bits_ty.dtype)
+    return (word in WORD_BITS and WORD_BITS[word] % cb == 0 and whole_words(cb, blocks * cb, word)
+            and words * WORD_BITS[word] == blocks * cb)
 
 
 def _available(arg, before: int, params: set, position: dict) -> bool:
@@ -100,17 +99,19 @@ def _available(arg, before: int, params: set, position: dict) -> bool:
     return isinstance(arg, tvm.ir.expr.Constant) or arg in params or position.get(arg, before) < before
 
 
-def _rewrite_block(mod: tvm.IRModule, bb: relax.BlockBuilder, block, params: set, merged: dict):
+def _rewrite_block(mod: tvm.IRModule, bb: relax.BlockBuilder, block, params: set, merged: dict, roles):
     """The block with each fusable (conv group, bitpack) pair rewritten; None if none was."""
+    groups, bitpacks = roles
     bindings = list(block.bindings)
     producer = {}   # var -> index of its binding, for conv-group calls
     for i, b in enumerate(bindings):
-        if isinstance(b, relax.VarBinding) and isinstance(b.value, relax.Call) and _is_bconv_group(mod, b.value.op):
+        if isinstance(b, relax.VarBinding) and isinstance(b.value, relax.Call) and b.value.op in groups:
             producer[b.var] = i
     fuse = {}   # producer index -> bitpack binding index
     position = {b.var: k for k, b in enumerate(bindings)}
     for j, b in enumerate(bindings):
-        if not isinstance(b, relax.VarBinding) or not _is_bitpack(mod, b.value):
+        v = b.value if isinstance(b, relax.VarBinding) else None
+        if not (isinstance(v, relax.Call) and v.op.same_as(_CALL_TIR) and v.args[0] in bitpacks):
             continue
         data, *rest = b.value.args[1].fields
         i = producer.get(data)
@@ -132,7 +133,7 @@ def _rewrite_block(mod: tvm.IRModule, bb: relax.BlockBuilder, block, params: set
         key = (b.value.op, pack.value.args[0])
         if key not in merged:
             func = _merged(mod, b.value.op, pack.value)
-            merged[key] = (func, bb.add_func(func, f"{b.value.op.name_hint}_bitpack"))
+            merged[key] = (func, bb.add_func(func, b.value.op.name_hint + PACKS_OUTPUT))
         func, gv = merged[key]
         call = bb.normalize(relax.Call(gv, list(b.value.args) + list(pack.value.args[1].fields[1:])))
         var = relax.DataflowVar if isinstance(b.var, relax.DataflowVar) else relax.Var
@@ -150,6 +151,9 @@ def fuse_bitpack_into_producer(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     of a group returning (output, bits); one new group per (group, bitpack kernel) pair."""
     merged: dict = {}
     updates = {}
+    roles = _roles(mod)
+    if not all(roles):
+        return mod
     bb = relax.BlockBuilder(mod)
     for gv, f in mod.functions.items():
         if not isinstance(f, relax.Function) or (f.attrs and f.attrs.get("Primitive")):
@@ -158,7 +162,7 @@ def fuse_bitpack_into_producer(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             continue
         blocks, changed = [], False
         for blk in f.body.blocks:
-            new = _rewrite_block(mod, bb, blk, set(f.params), merged)
+            new = _rewrite_block(mod, bb, blk, set(f.params), merged, roles)
             blocks.append(new if new is not None else blk)
             changed |= new is not None
         if changed:

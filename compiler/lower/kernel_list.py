@@ -21,7 +21,7 @@ from tvm import relax
 from reidc.targets import TargetPreset
 
 from .build import fused_module
-from .kernel_macs import conv_macs
+from .kernel_macs import conv_macs, output_index
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,7 @@ def _macs(name: str, shapes: list[tuple[str, ...]]) -> int | None:
     name, not the family: "conv2d_int8" and "conv2d_bf16" lose their digits there)."""
     if len(shapes) < 3:
         return None
-    # a binary conv that bit-packs its output too (fuse_bitpack.py) ends (output, bits)
-    weight, out = shapes[1], shapes[-2] if name.endswith("_bitpack") else shapes[-1]
+    weight, out = shapes[1], shapes[output_index(name)]
     if not all(d.isdigit() for d in weight[:-1]) or len(out) != 6 or not all(d.isdigit() for d in out[1:5]):
         return None
     return conv_macs(name, tuple(int(d) for d in weight[:-1]), weight[-1], (1,) + tuple(int(d) for d in out[1:5]))

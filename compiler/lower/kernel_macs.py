@@ -6,6 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 
+PACKS_OUTPUT = "_bitpack"   # a binary conv that also bit-packs its output (fuse_bitpack.py) ends so
+
+
+def output_index(name: str) -> int:
+    """Where a conv kernel's output is among its arguments: last, or before the bits of a conv
+    that also bit-packs it (its arguments end (output, bits))."""
+    return -2 if name.endswith(PACKS_OUTPUT) else -1
+
+
 def kernel_kind(name: str) -> str | None:
     """The unit a fused function's anchor runs on, from TVM's fused-function name."""
     for key, kind in (("bconv2d", "binary"), ("conv2d_int8", "int8"), ("conv2d_bf16", "bf16"),
