@@ -82,7 +82,7 @@ def _compile_int8_narrow_first(ckpt, source, out, opts: CompileOptions, inputs, 
 
 
 def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str | None = None) -> dict:
-    from reidc.compiler.lower.build import bf16_kernel, build, export, int8_flavour, lowering_options  # TVM is imported only once compiling starts
+    from reidc.compiler.lower.build import bf16_kernel, build, export, int8_flavour, int8_kernel, lowering_options  # TVM is imported only once compiling starts
     from reidc.compiler.lower.to_relax import bit_sites, to_relax
     import tvm
 
@@ -101,8 +101,9 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
         from .tunedb.database import open_for_compile
         tuning = open_for_compile(opts.tuning_db, preset, opts.batch, say)
         batch = tuning.batch
-    if opts.precision == "bf16":
-        say(f"bf16 convs on {preset.name}: {bf16_kernel(preset)}")
+    kernel = {"bf16": bf16_kernel, "int8": int8_kernel}.get(opts.precision, lambda _: "")(preset)
+    if kernel:
+        say(f"{opts.precision} convs on {preset.name}: {kernel}")
     say(f"lowering to Relax and building for {preset.name} ({json.dumps(preset.tvm)})"
         + (f", batch {batch}" if batch else ""))
     relax_mod = to_relax(graphs, batch, **lowering_options(preset))
@@ -135,7 +136,7 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
             "mixed_plan": graphs[RunMode.MIXED].meta.get("mixed_plan", {}) if RunMode.MIXED in graphs else {},
             "pass_stats": {k: v for k, v in sorted(stats.items()) if ":skipped:" not in k},
             "binary_layers": sum(1 for _, n in graphs[modes[0]].items() if n.op == Op.BCONV2D),
-            "precision": layer_precision(graphs[modes[0]], opts.precision, bits_why, bf16_kernel(preset)),
+            "precision": layer_precision(graphs[modes[0]], opts.precision, bits_why, kernel),
             "bit_sites": {m: bit_sites(g) for m, g in graphs.items() if g.count(Op.BITPACK)},
             "build_seconds": round(build_s, 1),
             "per_sample": macs(graphs[modes[0]]),
@@ -206,10 +207,10 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     return man
 
 
-def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, bf16_kernel: str = "") -> dict:
+def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, kernel: str = "") -> dict:
     """Each conv and dense layer's arithmetic, as the manifest and `reidc inspect` state it; at
-    int8 or bf16, a layer that stays fp32 says why; `bf16_kernel`: what a bf16 conv runs on
-    (lower.build.bf16_kernel)."""
+    int8 or bf16, a layer that stays fp32 says why; `kernel`: what an int8 or bf16 conv runs on
+    (lower.build.int8_kernel, bf16_kernel)."""
     kept = (g.meta.get(precision) or {}).get("fp32_convs", {})
     layers = []
     for nid, n in g.items():
@@ -237,13 +238,14 @@ def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, bf1
                            "a residual add reads too: its peak (no clipping)",
             "calibration": meta.get("calibration"),
             "requantisation": "fused into the producing conv's epilogue (uint8 between int8 layers); a residual add "
-                              "reads the uint8 copy back (dequantize), so block outputs are stored once, in uint8"}
+                              "reads the uint8 copy back (dequantize), so block outputs are stored once, in uint8",
+            **({"kernel": kernel} if kernel else {})}
     if precision == "bf16":
         out["bf16"] = {
             "weights": "rounded to bf16 (nearest even); a split BN's two folded sets share one, with a per-modality "
                        "per-channel output scale",
             "activations": "rounded to bf16 (nearest even) where a bf16 conv reads them; products exact, sums float32",
-            "kernel": bf16_kernel}
+            "kernel": kernel}
     return out
 
 

@@ -23,6 +23,7 @@ from tvm import te, tirx as tir
 
 QCONV_BLOCK = "reidc_conv2d_int8"
 QPAD_BLOCK = "reidc_pad_u8"
+QWMMA_BLOCK = "reidc_conv2d_int8_wmma"
 FOLD_BLOCK = "reidc_fold_columns"
 LANES, GROUP = 16, 4   # output channels per block, input channels per dot-product group
 
@@ -73,7 +74,9 @@ class Int8Flavour:
       src[c, kx, y, x] = padded[c, y, x + kx], so for every tap whole image rows of OW pixels
       are consecutive and 16 // OW of them fill a tile (cpu_schedules.py);
     narrow_by_add: a quantize's float -> uint8 is one float add and a truncating narrow
-      (narrow_u8.py; AVX-512's vpmovdb), not rint + convert + an int32 clamp."""
+      (narrow_u8.py; AVX-512's vpmovdb), not rint + convert + an int32 clamp;
+    tensor_cores: CUDA's s8 x s8 WMMA (`conv2d_nchwc_int8_wmma`, kernels/cuda_int8_wmma.py)
+      instead of dp4a; always signed."""
 
     signed: bool = False
     order: str = "dot4"      # the 4 input channels x lanes of a weight group (`pack_weight_int8`)
@@ -81,6 +84,7 @@ class Int8Flavour:
     paired_max: int = 0      # ... and by default to [-paired_max, paired_max], where non-zero
     row_tiles: bool = False  # AMX: narrow maps' padded inputs laid out per column tap
     narrow_by_add: bool = False   # AVX-512: quantize narrows x + 1.5 * 2^23's low byte
+    tensor_cores: bool = False    # CUDA: implicit-GEMM convs on s8 WMMA fragments
 
 
 def column_fold(stride: tuple, kernel: tuple, cb: int) -> tuple[int, int] | None:
@@ -185,3 +189,41 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
         product(tap(b, rc, y, x, ry, rx, rg * group + ri), wt(b, o, rc, ry, rx, rg, v, ri)),
         axis=[rc, ry, rx, rg, ri]), name=QCONV_BLOCK,
         attrs={"reidc_int8_order": order, "reidc_int8_signed": int(signed), "reidc_int8_weight_max": flavour.weight_max})
+
+
+def pack_weight_gemm(w: np.ndarray) -> np.ndarray:
+    """(O, C, KH, KW) int8 -> (O, KH, KW, C): each output channel's taps in the order of the
+    implicit GEMM's K (`conv2d_nchwc_int8_wmma`), contiguous; a leading modality axis is kept."""
+    w = np.asarray(w, np.int8)
+    return np.ascontiguousarray(np.moveaxis(w, -3, -1))
+
+
+def conv2d_nchwc_int8_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
+                           ob: int, modality: te.Tensor | None = None) -> te.Tensor:
+    """The int8 conv for CUDA tensor cores as an implicit GEMM of s8 x s8 -> s32: data
+    (N, C//cb, H, W, cb) uint8 enters as data - 128 (int8; padding as zero_point - 128, so the
+    lowering subtracts (zero_point - 128) * sum(w), exact), weight (O, KH, KW, C) int8
+    (`pack_weight_gemm`; or (2, O, KH, KW, C) with an int32 modality (N,), the sample's weight
+    set read per sample); output (N, O//ob, OH, OW, ob) int32. The int32 sum casts each operand
+    before the product: the matmul form the WMMA rule tensorizes. K runs over (ky, kx, input
+    channel), the channel innermost, so a K tile's staging reads runs of contiguous bytes of the
+    input and of each output channel's weights. The weights are read per sample, so the batch is
+    an axis of all three operands (the rule's batch of matmuls, grid z; a symbolic batch inside
+    I would break its padding)."""
+    n, cc, h, w, cb = data.shape
+    oc, kh, kw, _ = weight.shape[-4:]
+    (sh, sw), (ph, pw) = stride, padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    fill = tir.const(zero_point - 128, "int8")
+    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
+        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw),
+        (data[b, c, y - ph, x - pw, i].astype("int32") - 128).astype("int8"), fill), name=QPAD_BLOCK)
+    wt = te.compute((n, oc, kh, kw, cc * cb), lambda b, *i: weight(*i) if modality is None else weight(modality[b], *i),
+                    name="reidc_weight_s8")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    ic = te.reduce_axis((0, cc * cb), "ic")
+    return te.compute((n, oc // ob, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("int32")
+        * wt[b, o * ob + v, ry, rx, ic].astype("int32"), axis=[ry, rx, ic]), name=QWMMA_BLOCK)

@@ -1,5 +1,6 @@
-"""The int8 conv on CUDA: `dp4a` (four u8 x s8 products added to an int32 in one instruction,
-sm_61 and newer) on shared-memory tiles, as a dlight rule.
+"""The int8 conv on CUDA GPUs without int8 tensor cores (sm_61 to sm_70; from sm_72 the int8
+convs take cuda_int8_wmma.py): `dp4a` (four u8 x s8 products added to an int32 in one
+instruction) on shared-memory tiles, as a dlight rule.
 
 For an output (N, O//ob, OH, OW, ob) (conv2d_int8.py's blocked layout, weights (ob, 4) per
 4-channel group):

@@ -1,6 +1,7 @@
 """CUDA schedules as dlight rules: `ConvGPU` for reidc's float conv, grouped conv and binary conv
 (each with its fused epilogue), `BitpackGPU` for bit-packing; the int8 conv's `ConvInt8GPU`
-(dp4a) is in cuda_int8_schedule.py. Everything else takes TVM's dlight
+(dp4a) is in cuda_int8_schedule.py, the tensor-core convs' in cuda_wmma.py (bf16) and
+cuda_int8_wmma.py (int8). Everything else takes TVM's dlight
 GPU rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback; see compiler/lower/build.py).
 
 ConvGPU, for an output (N, O//ob, OH, OW, ob):
@@ -20,6 +21,7 @@ from .bitpack import BITPACK_BLOCK
 from .cuda_wmma import ConvBF16WMMA
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .cuda_int8_schedule import ConvInt8GPU
+from .cuda_int8_wmma import ConvInt8WMMA
 from .schedule_utils import anchored, block_named, cooperative_fetch, largest_divisor_at_most, reads_of, thread_tile
 
 
@@ -128,7 +130,7 @@ class BitpackGPU(GPUScheduleRule):
 
 
 def cuda_rules() -> list:
-    return [ConvBF16WMMA(), ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
+    return [ConvBF16WMMA(), ConvInt8WMMA(), ConvGPU(CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(GROUP_CONV_BLOCK, PAD_BLOCK, chunk_axis=0, elem_bytes=4),
             ConvGPU(BCONV_BLOCK, BPAD_BLOCK, chunk_axis=2, elem_bytes=8), ConvInt8GPU(),
             BitpackGPU()]

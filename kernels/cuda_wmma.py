@@ -84,7 +84,8 @@ class ConvBF16WMMA(GPUScheduleRule):
             return None
 
 
-def wmma_arch(arch: str | None) -> bool:
-    """Whether a CUDA arch ("sm_86", "sm_90a") has bf16 WMMA (Ampere, sm_80, and later)."""
+def wmma_arch(arch: str | None, dtype: str = "bfloat16") -> bool:
+    """Whether a CUDA arch ("sm_86", "sm_90a") has WMMA for `dtype`: bf16 from Ampere (sm_80),
+    int8 from Xavier and Turing (sm_72)."""
     m = re.match(r"sm_(\d+)", arch or "")
-    return bool(m) and int(m.group(1)) >= 80
+    return bool(m) and int(m.group(1)) >= (80 if dtype == "bfloat16" else 72)

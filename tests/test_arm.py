@@ -150,6 +150,7 @@ def test_int8_on_dotprod_boards_is_sdot_and_verifies_under_qemu(tmp_path):
     v = man["verification"]
     assert v["status"] == "passed" and v["min_cosine"]["visible"] >= 0.99
     assert len(re.findall(r"\bsdot\s+v\d+\.4s", _disassemble(art / "model.so"))) > 20
+    assert man["precision"]["int8"]["kernel"].startswith("sdot")
     x = _x(2, seed=3)
     got, ref = Compiled(art).run(x, "visible"), torch_forward(model, x, "visible")
     assert ((got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)).min() > 0.95

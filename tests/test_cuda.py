@@ -1,6 +1,7 @@
 """CUDA: codegen for every CUDA preset, checked by nvcc (no GPU needed), and the `cuda` tier
 that runs the builds on a GPU and compares them with PyTorch on CUDA (skipped without one).
 With REIDC_REQUIRE_TOOLS=1 (CI) a missing nvcc fails instead of skipping."""
+import dataclasses
 import glob
 import os
 import platform
@@ -127,24 +128,92 @@ def test_float_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch):
     _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)   # last: it may skip
 
 
+_WMMA_ACCESS = re.compile(r"(?:load|store)_matrix_sync\((?:[^;]*?, )?\(&\(\(\((signed char|nv_bfloat16|float|int)\*\)"
+                          r"buf_dyn_shmem_ptr\)\[(.*?)\]\)\), (?:\w+\[[^\]]*\], )?(\d+)(?:, nvcuda::wmma::mem_row_major)?\);")
+_ELEM_BYTES = {"signed char": 1, "nv_bfloat16": 2, "float": 4, "int": 4}
+
+
+def _wmma_accesses_aligned(body: str) -> int:
+    """Checks every WMMA fragment load and store of shared memory in a kernel against what
+    WMMA requires and nvcc does not check: a row stride (ldm) of a multiple of 16 bytes and a
+    pointer aligned to 256 bits. The offset expression is evaluated for random values of the
+    thread and loop indices (bit masks and shifts included); returns how many accesses."""
+    rng = np.random.default_rng(0)
+    found = _WMMA_ACCESS.findall(body)
+    for dtype, offset, ldm in found:
+        size = _ELEM_BYTES[dtype]
+        assert int(ldm) * size % 16 == 0, (dtype, ldm)
+        expr = re.sub(r"\((?:int|int64_t|uint)\)", "", offset).replace(".", "_").replace("/", "//")
+        names = set(re.findall(r"[A-Za-z_]\w*", expr))
+        for _ in range(64):
+            value = eval(expr, {}, {n: int(rng.integers(0, 64)) for n in names})  # noqa: S307 - our own codegen's text
+            assert value * size % 32 == 0, (dtype, offset, value)
+    assert "buf_dyn_shmem_ptr" not in body or re.search(r"__align__\((?:32|64|128|256)\) uchar buf_dyn_shmem_ptr", body)
+    return len(found)
+
+
 @pytest.mark.parametrize("name, modes", [("cmnas-resnet18", ("visible", "mixed")), ("bire-resnet18", ("visible",))])
-def test_int8_networks_run_dp4a_in_shared_memory_tiles(tmp_path, ckpts, nvcc, name, modes, monkeypatch):
-    """--precision int8 on CUDA: every int8 conv (the stem on 4 channels, 3x3, strided, 1x1
-    downsample; per-modality weights in the mixed entry) takes ConvInt8GPU's schedule: shared
-    tiles and reidc's u8 x s8 dp4a function, which PTX shows as dp4a.u32.s32; ptxas accepts the
-    cubin, and so does NVRTC (with TVM's own `__dp4a` it failed on an H200: an unresolved extern)."""
+def test_int8_networks_run_on_int8_tensor_cores(tmp_path, ckpts, nvcc, name, modes, monkeypatch):
+    """--precision int8 on CUDA (sm86): every int8 conv (the stem on 4 channels, 3x3, strided,
+    1x1 downsample; the mixed entry's per-modality scales) is an s8 x s8 WMMA implicit GEMM
+    (kernels/cuda_int8_wmma.py): `wmma.mma.sync ... s32.s8.s8.s32` in the PTX, each fragment of
+    shared memory loaded with a legal stride and alignment; ptxas and NVRTC accept it."""
     _, ck = ckpts[name]
-    compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=modes, precision="int8",
-                                                            calibration_images=2))
+    man = compile_checkpoint(ck, tmp_path / "art", CompileOptions(target="sm86", verify=False, modes=modes,
+                                                                  precision="int8", calibration_images=2))
+    assert man["target"]["tvm"]["kind"] == "cuda" and man["precision"]["int8"]["kernel"].startswith("tensor cores")
     src = (tmp_path / "art" / "kernels.cu").read_text()
     convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
     assert len(convs) >= (4 if name.startswith("bire") else 8), sorted(convs)
     for k, body in convs.items():
-        assert "reidc_dp4a_u8s8(" in body and "__shared__" in body and "__syncthreads" in body, k
-        assert re.search(r"reidc_conv2d_int8_intermediate_local_ptr\[[1-9]\]", body), k  # several outputs per thread
+        assert "nvcuda::wmma::mma_sync(" in body and "signed char, nvcuda::wmma::row_major" in body, k
+        assert _wmma_accesses_aligned(body) >= 5, k   # A and B loads, the accumulator's store
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", "sm_86", tmp_path)
-    assert len(re.findall(r"\bdp4a\.u32\.s32\b", ptx)) >= len(convs)
+    mma = re.findall(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.s32\.s8\.s8\.s32", ptx)
+    assert len(mma) >= len(convs) and "dp4a" not in ptx
     _nvrtc(tmp_path / "art" / "kernels.cu", "sm_86", monkeypatch)
+
+
+def test_int8_convs_before_tensor_cores_run_dp4a_in_shared_memory_tiles(tmp_path, nvcc, monkeypatch):
+    """A GPU before sm_72 (no int8 tensor cores; `int8_flavour` of a custom sm_61 target) takes
+    dp4a: ConvInt8GPU's shared tiles and reidc's u8 x s8 dp4a function, which PTX shows as
+    dp4a.u32.s32, for one weight set and, in the mixed entry, scales per modality; ptxas accepts
+    the cubin, and so does NVRTC (with TVM's own `__dp4a` it failed on an H200: an unresolved extern)."""
+    from test_op_specs import CASES
+    from reidc.compiler.lower.build import build, device_source, int8_flavour, int8_kernel
+    from reidc.compiler.lower.to_relax import to_relax
+    preset = PRESETS["sm86"]
+    old = dataclasses.replace(preset, tvm={**preset.tvm, "arch": "sm_61"})
+    flavour = int8_flavour(old)
+    assert not flavour.tensor_cores and int8_flavour(preset).tensor_cores and int8_kernel(old).startswith("dp4a")
+    for case, mode in (("conv2d_int8", "visible"), ("conv2d_int8_per_modality", "mixed")):
+        src = device_source(build(to_relax({mode: CASES[case]()}, int8=flavour), preset))
+        (tmp_path / f"{case}.cu").write_text(src)
+        convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
+        assert len(convs) == 1, sorted(convs)
+        for k, body in convs.items():
+            assert "reidc_dp4a_u8s8(" in body and "__shared__" in body and "__syncthreads" in body, k
+            assert re.search(r"reidc_conv2d_int8_intermediate_local_ptr\[[1-9]\]", body), k  # several outputs/thread
+        ptx = _nvcc(nvcc, tmp_path / f"{case}.cu", "sm_86", tmp_path)
+        assert re.search(r"\bdp4a\.u32\.s32\b", ptx) and "wmma" not in ptx
+    _nvrtc(tmp_path / "conv2d_int8.cu", "sm_86", monkeypatch)
+
+
+def test_int8_conv_with_a_weight_set_per_modality_runs_on_tensor_cores(tmp_path, nvcc):
+    """A mixed entry's int8 conv with a weight set per modality (a split BN folded into
+    different weights; the zoo's random splits make proportional ones, which share one set):
+    the tensor-core GEMM reads each sample's set, so it is WMMA too (dp4a's schedule declines it)."""
+    from test_op_specs import CASES
+    from reidc.compiler.lower.build import build, device_source, int8_flavour
+    from reidc.compiler.lower.to_relax import to_relax
+    preset = PRESETS["sm86"]
+    g = CASES["conv2d_int8_per_modality_weights"]()
+    assert next(n for _, n in g.items() if n.op.value == "conv2d_int8").attrs["weight"].ndim == 5
+    src = device_source(build(to_relax({"mixed": g}, int8=int8_flavour(preset)), preset))
+    (tmp_path / "k.cu").write_text(src)
+    convs = {k: v for k, v in _kernels(src).items() if "conv2d_int8" in k}
+    assert len(convs) == 1 and all("nvcuda::wmma::mma_sync(" in v and _wmma_accesses_aligned(v) for v in convs.values())
+    assert re.search(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.s32\.s8\.s8\.s32", _nvcc(nvcc, tmp_path / "k.cu", "sm_86", tmp_path))
 
 
 @pytest.mark.parametrize("preset", ["sm86", "sm75"])
@@ -164,11 +233,7 @@ def test_bf16_network_codegen_compiles(tmp_path, ckpts, nvcc, monkeypatch, prese
     assert len(convs) >= 8 and all("__shared__" in v or "buf_dyn_shmem" in v for v in convs.values()), sorted(convs)
     assert all(("nvcuda::wmma::mma_sync(" in v and "nv_bfloat16, nvcuda::wmma::row_major" in v) == wmma
                for v in convs.values()), sorted(convs)
-    # WMMA's loads and stores need a row stride (ldm) of a multiple of 16 bytes, which nvcc does
-    # not check: 8 bf16 or 4 float elements
-    strides = [(t, int(ldm)) for v in convs.values() for t, ldm in re.findall(
-        r"(?:load|store)_matrix_sync\([^;]*?\(\((nv_bfloat16|float)\*\)[^;]*?, (\d+)(?:, nvcuda::wmma::mem_row_major)?\);", v)]
-    assert bool(strides) == wmma and all(ldm % (8 if t == "nv_bfloat16" else 4) == 0 for t, ldm in strides), strides
+    assert all(bool(_wmma_accesses_aligned(v)) == wmma for v in convs.values())
     arch = f"sm_{preset[2:]}"
     ptx = _nvcc(nvcc, tmp_path / "art" / "kernels.cu", arch, tmp_path)
     assert "dp4a" not in ptx and f".target {arch}" in ptx
@@ -359,3 +424,33 @@ def test_bf16_wmma_rule_takes_only_its_conv_and_leaves_tvm_as_it_was():
     assert "tvm_mma_sync" in script
     from reidc.kernels.cuda_wmma import wmma_arch
     assert [wmma_arch(a) for a in ("sm_75", "sm_80", "sm_90a", "sm_100a", None)] == [False, True, True, True, False]
+    assert [wmma_arch(a, "int8") for a in ("sm_61", "sm_72", "sm_75", "sm_90a")] == [False, True, True, True]
+
+
+def test_int8_wmma_rule_takes_only_its_conv():
+    """kernels/cuda_int8_wmma.py: the rule schedules reidc's s8 implicit-GEMM conv with a symbolic
+    batch (the artifact's) on s8 fragments, the K stage staged fragment-major (a 3-D shared buffer
+    of 16 x 16 fragments), and returns None for any other function (the dp4a conv, the bf16 one)."""
+    import tvm
+    from tvm import te
+    from reidc.kernels.conv2d_bf16 import conv2d_nchwc_wmma
+    from reidc.kernels.conv2d_int8 import conv2d_nchwc_int8, conv2d_nchwc_int8_wmma
+    from reidc.kernels.cuda_int8_wmma import ConvInt8WMMA
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_86", "host": "llvm"})
+    n = te.var("n")
+    x = te.placeholder((n, 4, 8, 4, 16), "uint8", name="x")
+    w = te.placeholder((128, 3, 3, 64), "int8", name="w")
+    wd = te.placeholder((8, 4, 3, 3, 4, 16, 4), "int8", name="w")
+    x16 = te.placeholder((n, 4, 8, 4, 16), "uint16", name="x")
+    w16 = te.placeholder((128, 3, 3, 64), "uint16", name="w")
+    with target:
+        sch = ConvInt8WMMA().apply(te.create_prim_func([x, w, conv2d_nchwc_int8_wmma(x, w, (1, 1), (1, 1), 3, 16)]),
+                                   target, False)
+        for other in (te.create_prim_func([x, wd, conv2d_nchwc_int8(x, wd, (1, 1), (1, 1), 3)]),
+                      te.create_prim_func([x16, w16, conv2d_nchwc_wmma(x16, w16, (1, 1), (1, 1), 16)])):
+            assert ConvInt8WMMA().apply(other, target, False) is None
+    script = sch.mod["main"].script()
+    assert '"int8", scope="wmma.matrix_a"' in script and '"int32", scope="wmma.accumulator"' in script
+    assert "tvm_mma_sync" in script
+    # both operands staged as (batch, K // 16, 128 rows, 16): K = 3 x 3 x 64 = 36 fragments deep
+    assert len(re.findall(r'alloc_buffer\(\(n, 36, 128, 16\), "int8", scope="shared\.dyn"\)', script)) == 2

@@ -315,6 +315,9 @@ def test_int8_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
     assert min(v["min_cosine"].values()) >= 0.99 and v["budget"] == {"min_feature_cosine": 0.99}
     p = art.manifest["precision"]
     assert p["real_valued"] == "int8" and "mean squared" in p["int8"]["activations"]
+    from reidc.compiler.lower.build import int8_kernel
+    from reidc.targets import get_target
+    assert p["int8"]["kernel"] == int8_kernel(get_target(art.manifest["target"]["preset"]))   # what the host preset runs
     rows = {r["layer"]: r for r in p["layers"]}
     assert rows["conv1"]["precision"] == "int8" and len(rows) == 20
     assert all(r["precision"] == "int8" for r in rows.values())

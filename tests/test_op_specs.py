@@ -16,6 +16,7 @@ from reidc.compiler.ir.shapes import infer
 from reidc.compiler.ir.spec import SPECS, Attr, Cost, spec_of
 from reidc.compiler.lower.build import bf16_conv, build, int8_flavour, lowering_options
 from reidc.kernels.conv2d_bf16 import Bf16Conv
+from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.compiler.lower.ops import lowering_of
 from reidc.compiler.lower.registry import LOWERINGS, LoweringError
 from reidc.compiler.lower.to_relax import to_relax
@@ -225,9 +226,14 @@ def test_op_lowering_matches_its_reference(case, host):
     want = run_all(g, feeds)[g.outputs[0]]
     # a bf16 conv has three lowerings: the AMX-layout kernel (its loops here), CUDA's tensor-core
     # matmul (its bfloat16 TE, built here for the CPU) and, on targets without either such as
-    # this one, the float32 conv of the decoded values: all checked
-    for kind in (tuple(Bf16Conv) if "conv2d_bf16" in case else (bf16_conv(host),)):
-        mod = to_relax({mode: g}, **{**lowering_options(host), "bf16": kind})
+    # this one, the float32 conv of the decoded values; an int8 conv the target's dot-product
+    # kernel and CUDA's tensor-core implicit GEMM (s8 x s8, its TE built here for the CPU): all checked
+    options = [{**lowering_options(host), "bf16": kind}
+               for kind in (tuple(Bf16Conv) if "conv2d_bf16" in case else (bf16_conv(host),))]
+    if "conv2d_int8" in case:
+        options.append({**options[0], "int8": Int8Flavour(signed=True, tensor_cores=True)})
+    for opts in options:
+        mod = to_relax({mode: g}, **opts)
         vm = relax.VirtualMachine(build(mod, host), tvm.cpu())
         args = [tvm.runtime.tensor(x)] + ([tvm.runtime.tensor(m)] if modal else [])
         got = vm[mode](*args).numpy()

@@ -74,6 +74,26 @@ def bf16_kernel(preset: TargetPreset) -> str:
             "convs are faster); weights stored as float32")
 
 
+def int8_kernel(preset: TargetPreset) -> str:
+    """What an int8 conv runs on for the preset (`int8_flavour`), as the manifest states it."""
+    flavour, feats = int8_flavour(preset), (preset.cpu_features() if preset.kind != "cuda" else ())
+    if flavour.tensor_cores:
+        return ("tensor cores: s8 x s8 WMMA 16x16x16 with int32 accumulation (implicit GEMM, K staged 64 deep in "
+                "whole fragments); uint8 activations enter as q - 128")
+    if preset.kind == "cuda":
+        return "dp4a (u8 x s8, int32 accumulation) from shared-memory tiles"
+    if flavour.row_tiles:
+        return ("AMX-INT8 tiles (tdpbusd) for convs on 64-channel rows with one weight set, AVX-512 VNNI "
+                "(vpdpbusd) for the rest")
+    if "avx512vnni" in feats:
+        return "AVX-512 VNNI (vpdpbusd, u8 x s8 -> int32)"
+    if flavour.paired_max:
+        return "AVX2 vpmaddubsw + vpmaddwd (u8 x s8 pair sums in int16, exact for the weight range)"
+    if flavour.signed and flavour.order == "dot4":
+        return "sdot (s8 x s8 -> int32); uint8 activations enter as q - 128"
+    return "int32 SIMD lanes (the target has no int8 dot product)"
+
+
 def lowering_options(preset: TargetPreset) -> dict:
     """How the reduced-precision and binary convs are written for the preset (`to_relax`'s keywords)."""
     return {"int8": int8_flavour(preset), "bf16": bf16_conv(preset), "binary_word": binary_word(preset)}
@@ -94,9 +114,11 @@ def int8_flavour(preset: TargetPreset) -> Int8Flavour:
     vpmaddubsw, whose saturating int16 pair sums are exact only for 7-bit weights (|w| <= 63),
     and which can add two of them in int16 before one vpmaddwd for 6-bit weights (|w| <= 31:
     what the int8 pass quantizes to unless asked for 7 bits; x86_intrin.AVX2_U8S8_8x8); x86
-    without AVX2 widens to int32 in plain SIMD."""
+    without AVX2 widens to int32 in plain SIMD; CUDA: s8 x s8 WMMA on tensor cores from sm_72,
+    dp4a (u8 x s8) before."""
     if preset.kind == "cuda":
-        return Int8Flavour()
+        tc = wmma_arch(preset.cuda_arch, "int8")
+        return Int8Flavour(signed=tc, tensor_cores=tc)
     feats = preset.cpu_features()
     if preset.arch == "aarch64":
         return Int8Flavour(signed=True, order="dot4" if "dotprod" in feats else "lanes")

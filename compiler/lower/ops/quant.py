@@ -11,8 +11,8 @@ from tvm import relax
 
 from reidc.compiler.ir import Op
 from reidc.compiler.ir.opset.quant import inverse_scale
-from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, fold_columns, fold_weight, output_block,
-                                      pack_weight_int8, weight_sums)
+from reidc.kernels.conv2d_int8 import (GROUP, LANES, column_fold, conv2d_nchwc_int8, conv2d_nchwc_int8_wmma, fold_columns,
+                                      fold_weight, output_block, pack_weight_gemm, pack_weight_int8, weight_sums)
 from reidc.kernels.narrow_u8 import narrow_u8
 
 from ..registry import Lowered, LoweringError, lowers
@@ -93,15 +93,21 @@ def _conv2d_int8(low, nid, n, ins):
                               primfunc_attrs={"op_pattern": 8})   # its own kernel: the quantize stays vectorised
         packed = pack_weight_int8(fold_weight(np.asarray(w), stride, *fold), 64, ob, low.int8.order)
         stride, padding = (1, 1), (0, 0)
+    elif low.int8.tensor_cores:   # CUDA: an s8 x s8 implicit GEMM (its weights in K order)
+        packed = pack_weight_gemm(w)
     else:
         packed = pack_weight_int8(np.asarray(w), cb, ob, low.int8.order)
     args = [data, low.const(packed), stride, padding, zp]
+    modality = ins[1] if w.ndim == 5 else None
     flavour = low.int8
     if flavour.paired_max and peak <= flavour.paired_max:   # AVX2: two groups per vpmaddwd
         flavour = replace(flavour, weight_max=flavour.paired_max)
-    kernel = partial(conv2d_nchwc_int8, flavour=flavour)
-    acc = low.bb.emit_te(kernel, *args, modality=ins[1] if w.ndim == 5 else None,
-                         primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
+    if flavour.tensor_cores:
+        acc = low.bb.emit_te(conv2d_nchwc_int8_wmma, *args, ob, modality=modality, primfunc_name_hint="conv2d_int8",
+                             primfunc_attrs={"op_pattern": 4})
+    else:
+        acc = low.bb.emit_te(partial(conv2d_nchwc_int8, flavour=flavour), *args, modality=modality,
+                             primfunc_name_hint="conv2d_int8", primfunc_attrs={"op_pattern": 4})
     shift = zp - 128 if low.int8.signed else zp   # what the kernel's input values carry beyond q - zp
     if shift:  # the zero point's share of the sum, exact in int32
         acc = low.emit(relax.op.subtract(acc, low.per_channel(n, ob, shift * weight_sums(np.asarray(w)), "int32")))
