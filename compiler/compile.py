@@ -156,13 +156,32 @@ _LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D_BF16:
                     Op.GROUP_CONV2D: "fp32", Op.DENSE: "fp32"}
 
 
-def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
-    """--precision auto: build fp32, int8 and, on AMX-BF16 targets, bf16 (each verified: the
-    reduced ones within their budgets), time them here at batch 1 (or the fixed batch) and keep
-    the fastest; where the build cannot run here, int8 if the target has an int8 dot product
-    (VNNI, AMX, dotprod) and int8 verified, else bf16 where built, else fp32. The manifest's
-    precision.auto says what was measured and why."""
+def auto_candidates(preset) -> tuple[str, ...]:
+    """What --precision auto builds for the preset: int8 and fp32, and bf16 where a bf16 unit
+    runs it (AMX-BF16 tiles, tensor cores from sm_80); elsewhere bf16 is fp32's speed at best."""
+    from reidc.compiler.lower.build import bf16_conv
+    from reidc.kernels.conv2d_bf16 import Bf16Conv
+    return ("int8", "bf16", "fp32") if bf16_conv(preset) is not Bf16Conv.DECODED else ("int8", "fp32")
+
+
+def untimed_choice(preset, built) -> tuple[str, str]:
+    """(precision, why) for --precision auto where the builds cannot be timed here: int8 if the
+    target has a 4-way int8 dot product (VNNI, AMX, sdot, AVX2's vpmaddubsw pairs; on every CUDA
+    GPU dp4a or int8 tensor cores: dp4a alone ran CM-NAS ResNet-50 3.7x / 4.2x faster than fp32 at
+    batch 1 / 16 on an H200) and int8 was built, else bf16 where built, else fp32."""
     from reidc.compiler.lower.build import int8_flavour
+    dot = preset.kind == "cuda" or int8_flavour(preset).order == "dot4"
+    chosen = "int8" if "int8" in built and dot else "bf16" if "bf16" in built else "fp32"
+    return chosen, (f"not timed (the build does not run here); {preset.name} "
+                    + ("has a 4-way int8 dot product (VNNI, AMX, sdot, dp4a or int8 tensor cores)" if dot else
+                       "has no 4-way int8 dot product (int8 measured slower than fp32 on AVX2 and plain SIMD)"))
+
+
+def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
+    """--precision auto: build fp32, int8 and, where a bf16 unit runs it, bf16 (each verified:
+    the reduced ones within their budgets), time them here at batch 1 (or the fixed batch) and
+    keep the fastest; where the build cannot run here, `untimed_choice`. The manifest's
+    precision.auto says what was measured and why."""
     from .runtime import Compiled
     preset = get_target(opts.target)
     out = Path(out)
@@ -171,8 +190,7 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
     cached = source() if source else None
     with tempfile.TemporaryDirectory(prefix="reidc-auto-") as d:
         built, failed = {}, {}
-        candidates = ("int8", "bf16", "fp32") if "amx-bf16" in preset.cpu_features() else ("int8", "fp32")
-        for p in candidates:
+        for p in auto_candidates(preset):
             opts.progress(f"--precision auto: building {p}")
             try:
                 built[p] = _compile(ckpt, (lambda: cached) if cached else None, Path(d) / p,
@@ -190,11 +208,7 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
             chosen = min(ms, key=ms.get)
             why = "faster here: " + ", ".join(f"{p} {t} ms" for p, t in ms.items())
         else:
-            dot = int8_flavour(preset).order == "dot4" and preset.kind != "cuda"   # VNNI, AMX, sdot, AVX2 vpmaddubsw
-            chosen = "int8" if "int8" in built and dot else "bf16" if "bf16" in built else "fp32"
-            why = (f"not timed (the build does not run here); {preset.name} "
-                   + ("has a 4-way int8 dot product (VNNI, AMX or sdot)" if dot else
-                      "has no 4-way int8 dot product (int8 measured slower than fp32 on AVX2 and plain SIMD)"))
+            chosen, why = untimed_choice(preset, built)
         for p in failed:
             why = f"{p} failed verification ({failed[p]}); " + why
         man = built[chosen]

@@ -384,3 +384,23 @@ def test_auto_keeps_the_faster_verified_build(tmp_path):
     dot = int8_flavour(get_target("host")).order == "dot4"
     assert blind.manifest["precision"]["auto"]["chose"] == ("int8" if dot else "fp32")
     assert "not timed" in blind.manifest["precision"]["auto"]["why"]
+
+
+@pytest.mark.parametrize("target, candidates, chosen", [
+    ("sm86", ("int8", "bf16", "fp32"), "int8"),     # tensor cores for both
+    ("sm75", ("int8", "fp32"), "int8"),             # Turing: s8 tensor cores, no bf16 ones
+    ("rpi4", ("int8", "fp32"), "fp32"),             # no dotprod: int8 on widening multiplies
+    ("rpi5", ("int8", "fp32"), "int8"),             # sdot
+])
+def test_auto_without_timing_decides_by_the_targets_units(target, candidates, chosen):
+    """--precision auto on a target whose builds cannot be timed here: bf16 is built only where a
+    bf16 unit runs it, and int8 is kept where the target has a 4-way int8 dot product (every
+    CUDA GPU: int8 tensor cores from sm_72, dp4a before), else bf16 where built, else fp32."""
+    from reidc.compiler.compile import auto_candidates, untimed_choice
+    from reidc.targets import get_target
+    preset = get_target(target)
+    assert auto_candidates(preset) == candidates
+    built = dict.fromkeys(candidates)
+    assert untimed_choice(preset, built)[0] == chosen and "not timed" in untimed_choice(preset, built)[1]
+    without_int8 = {p: None for p in candidates if p != "int8"}   # int8 failed verification
+    assert untimed_choice(preset, without_int8)[0] == ("bf16" if "bf16" in candidates else "fp32")
