@@ -24,6 +24,7 @@ from .base.version import __version__
 from .verify_reduced import verify_reduced
 from .costs import macs, weight_bytes
 from .ir import Op, RunMode
+from .ir.opset.conv import WINOGRAD_TILES
 from .prepare import CompileOptions, check_precision, checkpoint_digest, int8_weight_max, load_source, prepare  # noqa: F401 (callers import them here)
 from .reference import count_flips, presign_values, rel_err, seeded_inputs, torch_forward
 from .runtime import INPUT_CONTRACT, LIB, MANIFEST, Compiled, read_manifest
@@ -230,8 +231,9 @@ def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, ker
     for nid, n in g.items():
         if n.op in _LAYER_PRECISION:
             row = {"layer": n.source or nid, "op": str(n.op), "precision": _LAYER_PRECISION[n.op]}
-            if n.attr("algorithm") == "winograd_f2":   # compiler/passes/choose_winograd.py
-                row["algorithm"] = "winograd F(2x2, 3x3)"
+            m = WINOGRAD_TILES.get(n.attr("algorithm"))
+            if m:   # compiler/passes/choose_winograd.py
+                row["algorithm"] = f"winograd F({m}x{m}, 3x3)"
             if precision != "fp32" and n.op in (Op.CONV2D, Op.GROUP_CONV2D):
                 row["why"] = kept.get(n.source or nid, "not quantized")
             elif precision != "fp32" and n.op == Op.DENSE:

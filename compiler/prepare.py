@@ -49,7 +49,7 @@ class CompileOptions:
     retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
     int8_weight_bits: int | None = None  # int8 weights' bits (None: the target's fastest, Int8Flavour.paired_max)
     seed: int = 0
-    winograd: bool = True         # fp32 3x3 convs as Winograd F(2x2, 3x3) where the target runs it faster
+    winograd: bool = True         # fp32 3x3 convs as Winograd F(4x4) or F(2x2, 3x3) where the target runs it faster
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
 

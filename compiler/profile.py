@@ -19,7 +19,8 @@ target) unless stated (`ghz`); /proc/cpuinfo's "cpu MHz" (the base clock) only w
 measurement cannot run. Kernel times alone leave out what
 a whole run adds (the VM's allocations and calls, caches cold from the previous kernel): the
 report states that remainder. A Winograd conv's rate counts the direct conv's MACs (2.25x the
-multiplies it does), so it compares with the direct kernels and can pass 100% of the peak.
+multiplies F(2x2, 3x3) does, 4x F(4x4)'s), so it compares with the direct kernels and can pass
+100% of the peak.
 """
 from __future__ import annotations
 
@@ -145,8 +146,8 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
         if macs:
             gmacs = macs / (ms * 1e-3) / 1e9
             row.update(unit=kind, macs_per_call=int(macs), gmac_per_s=round(gmacs, 1))
-            if "winograd" in name:   # the direct conv's MACs (kernel_macs.py): 2.25x what it multiplies
-                row["effective"] = "winograd F(2x2, 3x3): rate in the direct conv's MACs"
+            if "winograd" in name:   # the direct conv's MACs (kernel_macs.py): 2.25x (F(2x2)) or 4x (F(4x4)) what it multiplies
+                row["effective"] = "winograd: rate in the direct conv's MACs"
             if ghz:
                 row["peak_fraction"] = round(gmacs / (getattr(peak, kind) * cores * ghz), 3)
         rows.append(row)

@@ -22,48 +22,81 @@ WINO_IN = "reidc_winograd_in"
 WINO_GEMM = "reidc_winograd_gemm"
 WINO_OUT = "reidc_winograd_out"
 
-G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# F(m x m, 3 x 3): Y = A^T [(G g G^T) * (B^T d B)] A on (m + 2)^2 input patches (Lavin & Gray's
+# matrices; F(4x4) on the points 0, +-1, +-2 and infinity)
+MATRICES = {
+    2: dict(G=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+            BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+            AT=[[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: dict(G=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+            BT=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+            AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+G = np.array(MATRICES[2]["G"])
 
 
-def transform_weight(w: np.ndarray, ob: int) -> np.ndarray:
-    """(O, C, 3, 3) float -> U = G w G^T as (4, 4, O // ob, C, ob) float32 (computed in float64)."""
+def transform_weight(w: np.ndarray, ob: int, m: int = 2) -> np.ndarray:
+    """(O, C, 3, 3) float -> U = G w G^T as (m + 2, m + 2, O // ob, C, ob) float32 (computed in float64)."""
     o, c, kh, kw = w.shape
-    if (kh, kw) != (3, 3) or o % ob:
-        raise ValueError(f"winograd F(2x2, 3x3) needs a (O, C, 3, 3) weight with O a multiple of {ob}; got {w.shape}")
-    u = np.einsum("ai,ocij,bj->abco", G, np.asarray(w, np.float64), G)
-    return np.ascontiguousarray(u.reshape(4, 4, c, o // ob, ob).transpose(0, 1, 3, 2, 4)).astype(np.float32)
+    if (kh, kw) != (3, 3) or o % ob or m not in MATRICES:
+        raise ValueError(f"winograd F({m}x{m}, 3x3) needs a (O, C, 3, 3) weight with O a multiple of {ob} "
+                         f"and m in {sorted(MATRICES)}; got {w.shape}, m={m}")
+    g = np.array(MATRICES[m]["G"], np.float64)
+    u = np.einsum("ai,ocij,bj->abco", g, np.asarray(w, np.float64), g)
+    t = m + 2
+    return np.ascontiguousarray(u.reshape(t, t, c, o // ob, ob).transpose(0, 1, 3, 2, 4)).astype(np.float32)
 
 
-def _bt(a, g):
-    """Row a of B^T applied to g(0..3): [d0 - d2, d1 + d2, d2 - d1, d1 - d3]."""
-    return tir.Select(a == 0, g(0) - g(2), tir.Select(a == 1, g(1) + g(2), tir.Select(a == 2, g(2) - g(1), g(1) - g(3))))
+def _row(matrix, r, g):
+    """Row r (a loop variable) of a constant matrix applied to g(0..k-1), as a Select over the
+    rows; each row a sum over its non-zero entries in index order, +-1 as adds and subtracts.
+    Unrolled, r is a constant and the Select folds away (and LLVM shares the sums a row of the
+    other transform's applications have in common)."""
+    def term(acc, c, j):
+        v = g(j)
+        if c in (1, -1):
+            return v if acc is None and c == 1 else (-v if acc is None else (acc + v if c == 1 else acc - v))
+        v = v * float(c)
+        return v if acc is None else acc + v
 
-
-def _at(r, g):
-    """Row r of A^T applied to g(0..3): [m0 + m1 + m2, m1 - m2 - m3]."""
-    return tir.Select(r == 0, g(0) + g(1) + g(2), g(1) - g(2) - g(3))
+    rows = []
+    for coeffs in matrix:
+        acc = None
+        for j, c in enumerate(coeffs):
+            if c:
+                acc = term(acc, c, j)
+        rows.append(acc)
+    expr = rows[-1]
+    for i in range(len(rows) - 2, -1, -1):
+        expr = tir.Select(r == i, rows[i], expr)
+    return expr
 
 
 def conv2d_winograd_nchwc(data: te.Tensor, u: te.Tensor) -> te.Tensor:
     """The 3x3, stride-1, pad-1 conv of data (N, C // cb, H, W, cb) with the transformed weight
-    u (4, 4, O // ob, C, ob): (N, O // ob, H, W, ob), equal to conv2d_nchwc's up to rounding."""
+    u (m + 2, m + 2, O // ob, C, ob) of F(m x m, 3 x 3): (N, O // ob, H, W, ob), equal to
+    conv2d_nchwc's up to rounding."""
     n, cc, h, w, cb = data.shape
-    _, _, ocb, c, ob = u.shape
-    th, tw = (int(h) + 1) // 2, (int(w) + 1) // 2
+    t, _, ocb, c, ob = u.shape
+    m = int(t) - 2
+    bt, at = MATRICES[m]["BT"], MATRICES[m]["AT"]
+    th, tw = (int(h) + m - 1) // m, (int(w) + m - 1) // m
 
     def pixel(b, ch, y, x):   # the input at padded coordinates (y, x): zeros outside the map
         return tir.if_then_else(tir.all(y >= 1, y <= h, x >= 1, x <= w), data[b, ch // cb, y - 1, x - 1, ch % cb],
                                 tir.const(0.0, data.dtype))
 
-    def transformed(a, bb, b, t, ch):
-        ty, tx = t // tw, t % tw
-        return _bt(a, lambda i: _bt(bb, lambda j: pixel(b, ch, 2 * ty + i, 2 * tx + j)))
-    v = te.compute((4, 4, n, th * tw, c), transformed, name=WINO_IN)
+    def transformed(a, bb, b, tile, ch):
+        ty, tx = tile // tw, tile % tw
+        return _row(bt, a, lambda i: _row(bt, bb, lambda j: pixel(b, ch, m * ty + i, m * tx + j)))
+    v = te.compute((t, t, n, th * tw, c), transformed, name=WINO_IN)
     rc = te.reduce_axis((0, c), "rc")
-    m = te.compute((4, 4, ocb, n, th * tw, ob), lambda a, bb, o, b, t, lane: te.sum(
-        v[a, bb, b, t, rc] * u[a, bb, o, rc, lane], axis=rc), name=WINO_GEMM)
+    mm = te.compute((t, t, ocb, n, th * tw, ob), lambda a, bb, o, b, tile, lane: te.sum(
+        v[a, bb, b, tile, rc] * u[a, bb, o, rc, lane], axis=rc), name=WINO_GEMM)
 
     def output(b, o, y, x, lane):
-        t = (y // 2) * tw + x // 2
-        return _at(y % 2, lambda a: _at(x % 2, lambda bb: m[a, bb, o, b, t, lane]))
+        tile = (y // m) * tw + x // m
+        return _row(at, y % m, lambda a: _row(at, x % m, lambda bb: mm[a, bb, o, b, tile, lane]))
     return te.compute((n, ocb, h, w, ob), output, name=WINO_OUT)

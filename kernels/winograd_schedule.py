@@ -1,12 +1,12 @@
 """The CPU schedule of the Winograd conv (winograd.py) as a dlight rule:
-  wino_in    parallel over (image, tile), the 16 (a, b) outputs unrolled (B^T's rows fold to
-             constants), input channels vectorised;
+  wino_in    parallel over (image, tile), the (m + 2)^2 (a, b) outputs unrolled (B^T's rows fold
+             to constants), input channels vectorised;
   wino_gemm  parallel over ((a, b), output-block group, image); a register tile of tiles x
              output blocks (`register_tile`, as the direct conv's), the reduction over input
              channels outside it, lanes vectorised;
   output     A^T M A inlined into the fused epilogue: parallel over (image, block, row pair),
-             the 2x2 pixels of a tile unrolled (A^T's rows fold to constants, the tile's 16
-             values of M are read once for its four pixels)."""
+             the m x m pixels of a tile unrolled (A^T's rows fold to constants, the tile's
+             (m + 2)^2 values of M are read once for its pixels)."""
 from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -26,9 +26,10 @@ class WinogradNCHWc(CPUScheduleRule):
         if found is None:
             return None
         sch, out = found
+        m = extent(sch, sch.get_loops(sch.get_sblock(WINO_GEMM))[0]) - 2   # F(m x m, 3 x 3)
         self._input(sch)
         self._gemm(sch, target)
-        self._output(sch, out)
+        self._output(sch, out, m)
         return sch
 
     def _input(self, sch):
@@ -61,10 +62,10 @@ class WinogradNCHWc(CPUScheduleRule):
         sch.vectorize(sch.get_loops(store)[-1])
         sch.decompose_reduction(block, rc)
 
-    def _output(self, sch, out):
+    def _output(self, sch, out, m):
         n, o, y, x, v = sch.get_loops(out)
-        yo, yi = sch.split(y, [None, 2])
-        xo, xi = sch.split(x, [None, 2])
+        yo, yi = sch.split(y, [None, m])
+        xo, xi = sch.split(x, [None, m])
         sch.reorder(n, o, yo, xo, yi, xi, v)
         sch.parallel(sch.fuse(n, o, yo))
         sch.unroll(yi)

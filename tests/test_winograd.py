@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3) for fp32 3x3 convs (kernels/winograd.py, compiler/passes/choose_winograd.py):
+"""Winograd F(4x4, 3x3) and F(2x2, 3x3) for fp32 3x3 convs (kernels/winograd.py, compiler/passes/choose_winograd.py):
 the pass fires where it should and nowhere else (the IR it writes), the kernel matches PyTorch
 on the shapes that stress its tiling (odd maps, batches, input blocks of 8, a residual
 epilogue), and a compiled network records the layers it chose."""
@@ -14,7 +14,7 @@ from tvm import te, topi
 
 from reidc.compiler.ir import Graph, IRError, Node, Op, const, dump, verify
 from reidc.compiler.ir.shapes import infer
-from reidc.compiler.passes.choose_winograd import WINOGRAD, choose_winograd, winograd_target
+from reidc.compiler.passes.choose_winograd import WINOGRAD, WINOGRAD_F4, choose_winograd, winograd_target
 from reidc.kernels.winograd import conv2d_winograd_nchwc, transform_weight
 from reidc.kernels.winograd_schedule import WinogradNCHWc
 from reidc.targets import get_target
@@ -22,9 +22,9 @@ from reidc.targets import get_target
 RNG = np.random.default_rng(11)
 
 
-def _conv_graph(c=64, o=64, k=3, stride=(1, 1), padding=(1, 1), modal=False, pad_value=False):
+def _conv_graph(c=64, o=64, k=3, stride=(1, 1), padding=(1, 1), modal=False, pad_value=False, hw=(8, 8)):
     g = Graph("w")
-    g.add("x", Node(Op.INPUT, (), ("N", c, 8, 8), attrs={"name": "x"}))
+    g.add("x", Node(Op.INPUT, (), ("N", c) + hw, attrs={"name": "x"}))
     inputs = ("x",)
     if modal:
         g.add("modality", Node(Op.INPUT, (), ("N",), "int32", {"name": "modality"}))
@@ -53,21 +53,36 @@ def test_the_pass_fires_only_on_wide_3x3_stride1_convs(kw, fires, guard):
     g = _conv_graph(**kw)
     stats = Counter()
     out = choose_winograd(g, stats)
-    assert (out["conv"].attr("algorithm") == WINOGRAD) == fires
-    assert stats["winograd_f2"] == int(fires)
+    assert (out["conv"].attr("algorithm") == WINOGRAD_F4) == fires   # 64 channels: F(4x4)'s U is small
+    assert stats["winograd"] == int(fires)
     if guard:
-        assert stats[f"winograd_f2:skipped:{guard}"] == 1
+        assert stats[f"winograd:skipped:{guard}"] == 1
     assert ("algorithm=" in dump(out)) == fires                   # the IR dump shows the choice
     assert g["conv"].attr("algorithm") is None                    # the input graph is untouched
     again = Counter()
     choose_winograd(out, again)
-    assert again["winograd_f2"] == 0                              # idempotent
+    assert again["winograd"] == 0                                 # idempotent
+
+
+@pytest.mark.parametrize("c, hw, algorithm", [
+    (512, (8, 4), WINOGRAD),       # 37.7 MB of U read for 2 tiles an image: F(4x4) measured 0.53x
+    (512, (16, 8), WINOGRAD_F4),   # 8 tiles an image: 1.39x at batch 1
+    (256, (8, 4), WINOGRAD_F4),    # U 9.4 MB: 1.23x
+    (64, (7, 9), WINOGRAD_F4),
+])
+def test_the_pass_takes_f4_where_its_bigger_weights_pay(c, hw, algorithm):
+    out = choose_winograd(_conv_graph(c=c, o=c, hw=hw))
+    assert out["conv"].attr("algorithm") == algorithm
+    assert f'algorithm="{algorithm}"' in dump(out) or f"algorithm='{algorithm}'" in dump(out)
 
 
 def test_the_verifier_refuses_winograd_where_the_kernel_cannot_run():
     g = _conv_graph(stride=(2, 2))
     g.replace("conv", g["conv"].with_(attrs={**g["conv"].attrs, "algorithm": WINOGRAD}))
     with pytest.raises(IRError, match=r"winograd_f2 needs one 3x3 weight set, stride 1, padding 1"):
+        verify(g)
+    g.replace("conv", g["conv"].with_(attrs={**g["conv"].attrs, "algorithm": "winograd_f6"}))
+    with pytest.raises(IRError, match=r"algorithm 'winograd_f6': expected direct, winograd_f2 or winograd_f4"):
         verify(g)
 
 
@@ -87,12 +102,13 @@ def _blocked(a, cb):
 ])
 @pytest.mark.parametrize("rule", [dict(vector_lanes=16, accumulators=24), dict(vector_lanes=8, accumulators=12)],
                          ids=["avx512-tile", "avx2-tile"])
-def test_the_kernel_matches_pytorch(n, c, h, w, o, cb, rule):
+@pytest.mark.parametrize("m", [2, 4])
+def test_the_kernel_matches_pytorch(n, c, h, w, o, cb, rule, m):
     x = RNG.standard_normal((n, c, h, w)).astype(np.float32)
     wt = (RNG.standard_normal((o, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
     res = RNG.standard_normal((n, o, h, w)).astype(np.float32)
     X = te.placeholder((n, c // cb, h, w, cb), "float32", name="X")
-    U = te.placeholder((4, 4, o // 16, c, 16), "float32", name="U")
+    U = te.placeholder((m + 2, m + 2, o // 16, c, 16), "float32", name="U")
     R = te.placeholder((n, o // 16, h, w, 16), "float32", name="R")
     func = te.create_prim_func([X, U, R, topi.nn.relu(topi.add(conv2d_winograd_nchwc(X, U), R))])
     sch = WinogradNCHWc(**rule).apply(func, get_target("host").tvm_target(), False)
@@ -100,11 +116,11 @@ def test_the_kernel_matches_pytorch(n, c, h, w, o, cb, rule):
     lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
                       target=get_target("host").tvm_target())
     out = tvm.runtime.tensor(np.zeros((n, o // 16, h, w, 16), np.float32))
-    lib["main"](*(tvm.runtime.tensor(a) for a in (_blocked(x, cb), transform_weight(wt, 16), _blocked(res, 16))), out)
+    lib["main"](*(tvm.runtime.tensor(a) for a in (_blocked(x, cb), transform_weight(wt, 16, m), _blocked(res, 16))), out)
     ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(wt), padding=1)
                      + torch.from_numpy(res)).numpy()
     got = out.numpy().transpose(0, 1, 4, 2, 3).reshape(ref.shape)
-    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5      # F(2x2, 3x3) adds ~1e-7 here
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5      # F(2x2) adds ~1e-7 here, F(4x4) ~1e-6
 
 
 def test_the_weight_transform_refuses_what_it_cannot_take():
@@ -112,17 +128,21 @@ def test_the_weight_transform_refuses_what_it_cannot_take():
         transform_weight(np.zeros((16, 4, 1, 1), np.float32), 16)
     with pytest.raises(ValueError, match="multiple of 16"):
         transform_weight(np.zeros((24, 4, 3, 3), np.float32), 16)
+    with pytest.raises(ValueError, match="m=3"):
+        transform_weight(np.zeros((16, 4, 3, 3), np.float32), 16, 3)
 
 
 def test_a_network_compiles_with_and_without_winograd(tmp_path):
-    """Default: the stride-1 3x3 convs of 64+ channels run as Winograd and verify against
-    PyTorch; winograd=False keeps every conv direct (and the stored weights at fp32 size)."""
+    """Default: the stride-1 3x3 convs of 64+ channels run as Winograd (F(4x4) on layer1's map,
+    F(2x2) on layer4's 512-channel 2x1 one) and verify against PyTorch; winograd=False keeps
+    every conv direct (and the stored weights at fp32 size)."""
     import reidc
     model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
     on = reidc.compile(model, output=tmp_path / "on", modes="visible")
     off = reidc.compile(model, output=tmp_path / "off", modes="visible", winograd=False)
     rows = {r["layer"]: r.get("algorithm") for r in on.manifest["precision"]["layers"]}
-    assert rows["layer1.0.conv1"] == "winograd F(2x2, 3x3)" and rows["layer2.0.conv1"] is None   # stride 2
+    assert rows["layer1.0.conv1"] == "winograd F(4x4, 3x3)" and rows["layer2.0.conv1"] is None   # stride 2
+    assert rows["layer4.1.conv1"] == "winograd F(2x2, 3x3)"
     assert not any(r.get("algorithm") for r in off.manifest["precision"]["layers"])
     assert on.manifest["verification"]["status"] == off.manifest["verification"]["status"] == "passed"
     assert off.manifest["weights"]["stored_weight_bytes"] == off.manifest["weights"]["fp32_weight_bytes"]

@@ -84,9 +84,11 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     modes: entries to build (visible, infrared, mixed); default all the model has.
     input_shape: (C, H, W); for a checkpoint, its H x W replaces the spec's input size.
     tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
-    winograd: fp32 stride-1 3x3 convs of 64 channels or more as Winograd F(2x2, 3x3) on x86
-      (1.5-1.9x faster per layer here, relative error ~1e-6; the transformed weights are 16/9 the
-      size of the 3x3 weights, so a ResNet's library grows 1.3-1.8x); False keeps every conv direct.
+    winograd: fp32 stride-1 3x3 convs of 64 channels or more as Winograd F(4x4, 3x3) (where its
+      bigger transformed weights pay: passes/choose_winograd.py) or F(2x2, 3x3) on x86 (F(2x2)
+      1.5-1.9x the direct conv per layer, F(4x4) another 1.4-1.7x; relative error 2-5e-6 per
+      layer; the transformed weights are 4x (F(4x4)) or 16/9 the size of the 3x3 weights, so a
+      ResNet's library grows about 2x); False keeps every conv direct.
     verify=False writes the build unverified (e.g. for a target this machine cannot run).
     Other keywords are `reidc compile`'s options of the same names (arch, split_config, weights,
     feature: checkpoints only)."""

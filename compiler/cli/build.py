@@ -67,8 +67,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                                          "target's fastest, 6 on AVX2 without VNNI "
                                                                          "(7 where 6 miss the budget), else 8; "
                                                                          "AVX2 takes up to 7)"),
-                winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(2x2, 3x3) on x86 "
-                                                         "(faster; their weights take 16/9 the bytes); "
+                winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(4x4, 3x3) or "
+                                                         "F(2x2, 3x3) on x86 (faster; their weights take 4 or "
+                                                         "16/9 the bytes); "
                                                          "--no-winograd keeps every conv direct")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
@@ -106,9 +107,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
                             if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
-    wino = sum(1 for r in prec.get("layers", []) if r.get("algorithm"))
+    wino = Counter(r["algorithm"] for r in prec.get("layers", []) if r.get("algorithm"))
     if wino:
-        out.print(f"  {wino} 3x3 convs as Winograd F(2x2, 3x3); library {w['artifact_bytes'] / 1e6:.1f} MB "
+        out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a[len('winograd '):]}" for a, c in sorted(wino.items()))
+                  + f"; library {w['artifact_bytes'] / 1e6:.1f} MB "
                   f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --no-winograd keeps them direct)")
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "

@@ -50,6 +50,7 @@ def conv_macs(name: str, weight_shape: tuple[int, ...], weight_dtype: str, out_s
         count *= np.dtype(weight_dtype).itemsize * 8
     if "depthwise" not in name and per_modality(kind, weight_shape):
         count //= 2
-    if "winograd" in name:   # U is (4, 4, O // ob, C, ob): count the direct conv's 3 x 3 MACs, so rates compare
-        count = count // 16 * 9
+    if "winograd" in name:   # U is (m + 2, m + 2, O // ob, C, ob): the direct conv's 3 x 3 MACs, so rates compare
+        t = int(weight_shape[0])
+        count = count // (t * t) * 9
     return count * n * oh * ow

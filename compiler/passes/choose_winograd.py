@@ -1,8 +1,8 @@
-"""Winograd F(2x2, 3x3) for the fp32 3x3 convs where reidc's Winograd kernel is faster
-(kernels/winograd.py): graph surgery only, the conv's `algorithm` attribute set to
-"winograd_f2"; its maths (and the IR interpreter's reference) are the conv's.
+"""Winograd F(4x4, 3x3) or F(2x2, 3x3) for the fp32 3x3 convs where reidc's Winograd kernel is
+faster (kernels/winograd.py): graph surgery only, the conv's `algorithm` attribute set to
+"winograd_f4" or "winograd_f2"; its maths (and the IR interpreter's reference) are the conv's.
 
-    %y = conv2d(%x) [3x3, stride 1, pad 1]  ->  %y = conv2d(%x) [..., algorithm="winograd_f2"]
+    %y = conv2d(%x) [3x3, stride 1, pad 1]  ->  %y = conv2d(%x) [..., algorithm="winograd_f4"]
 
 Fires on a conv with a 3x3 kernel, stride 1, padding 1 and zeros at the border (no
 `pad_value`), one weight set (per-modality weights stay direct), at least MIN_CHANNELS input
@@ -13,6 +13,17 @@ direct conv with its 4x4 register tile vs Winograd): ResNet-50's 3x3 convs at 25
 32-channel 7x9 conv was 1.5x slower, hence MIN_CHANNELS. aarch64 and CUDA keep the direct
 conv (not measured on a board or a GPU). Each rewritten conv is listed in the manifest's
 layer table with its algorithm.
+
+F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2) multiplies 16 times per 4 (1.78x
+fewer), for 4x the 3x3 weights in the transformed U (F(2x2): 16/9) and a relative error of
+2-5e-6 per layer against F(2x2)'s 0.5-1.4e-6 (the G of F(4x4) has sixths and twelfths). It is
+chosen unless its U is both too big for the caches and read for too few tiles (`_f4_pays`).
+Kernels alone, 2 threads, Zen 4 (AVX-512) / the x86-avx2 build on it, F(2x2) ms -> F(4x4) ms:
+ResNet-50's 3x3 layers at 256x128 input, batch 1: 64 ch 64x32 0.73 -> 0.46 (1.61x; AVX2
+1.46x), 128 ch 32x16 1.69x (1.57x), 256 ch 16x8 1.60x (1.34x), 512 ch 16x8 2.65 -> 1.90 (1.39x;
+1.07x); batch 16: 1.53x, 1.69x, 1.69x, 1.66x. But 512 ch 8x4 at batch 1: 0.68 -> 1.30 ms
+(0.53x): two tiles per image read all 37.7 MB of U each time, where F(2x2)'s 16.8 MB serve
+eight; 256 ch 8x4 (9.4 MB) was still 1.23x, 64 ch 14x14 1.08x, 128 ch 7x9 1.31x.
 """
 from __future__ import annotations
 
@@ -23,7 +34,10 @@ from reidc.compiler.ir import Graph, Node, Op
 from .rewrite import Rewrite, Rule, apply_rules
 
 WINOGRAD = "winograd_f2"
+WINOGRAD_F4 = "winograd_f4"
 MIN_CHANNELS = 64
+F4_CACHED_PRODUCTS = 256 * 256   # C x O at most: F(4x4)'s U (36 C O floats, 9.4 MB) stays in the caches
+F4_MIN_TILES = 8                 # ... or at least this many 4x4 tiles per image read it
 
 
 def winograd_target(preset) -> bool:
@@ -53,11 +67,21 @@ def _direct(g: Graph, nid: str, n: Node) -> bool:
     return n.attr("algorithm") in (None, "direct")
 
 
+def _f4_pays(n: Node) -> bool:
+    """Whether F(4x4, 3x3) beats F(2x2) for this conv (module docstring): its U fits the caches,
+    or each image has enough 4x4 tiles to read it for."""
+    o, c = n.attrs["weight"].shape[:2]
+    h, w = n.shape[-2:]
+    return c * o <= F4_CACHED_PRODUCTS or -(-h // 4) * -(-w // 4) >= F4_MIN_TILES
+
+
 def _winograd(g: Graph, nid: str, n: Node) -> Rewrite:
+    if _f4_pays(n):
+        return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD_F4}), note="F(4x4, 3x3)")
     return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}), note="F(2x2, 3x3)")
 
 
-RULES = [Rule("winograd_f2", Op.CONV2D, _winograd,
+RULES = [Rule("winograd", Op.CONV2D, _winograd,
               guards=(("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set), ("zero_border", _zero_border),
                       ("channels", _wide_enough), ("direct", _direct)))]
 

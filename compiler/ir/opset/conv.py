@@ -7,6 +7,10 @@ from ..spec import Attr, Cost, OpSpec, conv_out, declare
 from . import refmath
 
 
+# a Winograd conv's `algorithm` -> m, the output tile's side of F(m x m, 3 x 3)
+WINOGRAD_TILES = {"winograd_f2": 2, "winograd_f4": 4}
+
+
 def _spatial(shape) -> int:
     return int(np.prod(shape[2:])) if len(shape) > 2 else 1
 
@@ -30,17 +34,18 @@ def _check_conv(n, ins, modal):
     if pv is not None and pv.shape != (i,):
         return f"pad_value shape {pv.shape} does not fit {i} input channels"
     algo = n.attrs.get("algorithm", "direct")
-    if algo not in ("direct", "winograd_f2"):
-        return f"algorithm {algo!r}: expected direct or winograd_f2"
-    if algo == "winograd_f2" and (w.ndim != 4 or tuple(w.shape[2:]) != (3, 3) or tuple(n.attrs["stride"]) != (1, 1)
+    if algo not in ("direct",) + tuple(WINOGRAD_TILES):
+        return f"algorithm {algo!r}: expected direct, " + " or ".join(WINOGRAD_TILES)
+    if algo != "direct" and (w.ndim != 4 or tuple(w.shape[2:]) != (3, 3) or tuple(n.attrs["stride"]) != (1, 1)
                                   or tuple(pad) != (1, 1) or pv is not None):
-        return "winograd_f2 needs one 3x3 weight set, stride 1, padding 1 and a zero border"
+        return f"{algo} needs one 3x3 weight set, stride 1, padding 1 and a zero border"
     return None
 
 
 def _conv_cost(n) -> Cost:
     count = int(np.prod(n.attrs["weight"].shape[-4:]))
-    stored = count // 9 * 16 if n.attrs.get("algorithm") == "winograd_f2" else count   # Winograd keeps G w G^T: 4x4
+    m = WINOGRAD_TILES.get(n.attrs.get("algorithm"))
+    stored = count // 9 * (m + 2) ** 2 if m else count   # Winograd F(m x m) keeps G w G^T: (m + 2)^2 per 3x3
     return Cost(float_macs=count * _spatial(n.shape), fp32_weight_bytes=4 * count, stored_weight_bytes=4 * stored)
 
 
@@ -72,8 +77,9 @@ CONV2D = declare(OpSpec(
            "stride": Attr("pair", "(sh, sw)"), "padding": Attr("pair", "(ph, pw), zeros unless pad_value"),
            "pad_value": Attr("array", "(I,) the border's value per input channel (an input normalisation "
                                       "folded into the conv), default zeros", required=False),
-           "algorithm": Attr("str", "direct (default) or winograd_f2: how the kernel computes it (F(2x2, 3x3) "
-                                    "Winograd; compiler/passes/choose_winograd.py), the same maths", required=False)},
+           "algorithm": Attr("str", "direct (default), winograd_f2 or winograd_f4: how the kernel computes it "
+                                    "(F(2x2, 3x3) or F(4x4, 3x3) Winograd; compiler/passes/choose_winograd.py), the "
+                                    "same maths", required=False)},
     shape=lambda ins, a: conv_out(ins[0], a["weight"].shape, a["stride"], a["padding"]),
     check=_check_conv, cost=_conv_cost))
 

@@ -6,6 +6,7 @@ import numpy as np
 from tvm import relax
 
 from reidc.compiler.ir import Op
+from reidc.compiler.ir.opset.conv import WINOGRAD_TILES
 from reidc.kernels.conv2d import conv2d_nchwc, depthwise_nchwc, group_conv2d_nchwc, pack_depthwise, pack_weight
 from reidc.kernels.schedule_utils import largest_divisor_at_most
 from reidc.kernels.winograd import conv2d_winograd_nchwc, transform_weight
@@ -16,8 +17,9 @@ from ..registry import Lowered, LoweringError, lowers
 @lowers(Op.CONV2D)
 def _conv2d(low, nid, n, ins):
     cb, ob = low.cb[n.inputs[0]], low.block(n.shape[1])
-    if n.attr("algorithm") == "winograd_f2":   # choose_winograd's pick: the transformed weight, one kernel
-        u = low.const(transform_weight(np.asarray(n.attrs["weight"]), ob))
+    m = WINOGRAD_TILES.get(n.attr("algorithm"))
+    if m:   # choose_winograd's pick: the transformed weight of F(m x m, 3 x 3), one kernel
+        u = low.const(transform_weight(np.asarray(n.attrs["weight"]), ob, m))
         y = low.bb.emit_te(conv2d_winograd_nchwc, ins[0], u, primfunc_name_hint="conv2d_winograd",
                            primfunc_attrs={"op_pattern": 4})
         return Lowered(low.emit(relax.op.add(y, low.per_channel(n, ob, _bias(n)))), ob)
