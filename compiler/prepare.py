@@ -50,6 +50,7 @@ class CompileOptions:
     int8_weight_bits: int | None = None  # int8 weights' bits (None: the target's fastest, Int8Flavour.paired_max)
     seed: int = 0
     winograd: bool = True         # fp32 3x3 convs as Winograd F(4x4) or F(2x2, 3x3) where the target runs it faster
+    winograd_tiles: str = "auto"  # which take F(4x4): passes/choose_winograd.py TILES
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
 
@@ -150,7 +151,7 @@ def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
     """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
     faster (the IR dump gets `choose_winograd`, after any precision step)."""
     from .ir import dump, verify
-    w = verify(choose_winograd(g, stats))   # the rewrite's copy keeps g's meta
+    w = verify(choose_winograd(g, stats, opts.winograd_tiles))   # the rewrite's copy keeps g's meta
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
     return w

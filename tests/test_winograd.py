@@ -64,16 +64,23 @@ def test_the_pass_fires_only_on_wide_3x3_stride1_convs(kw, fires, guard):
     assert again["winograd"] == 0                                 # idempotent
 
 
-@pytest.mark.parametrize("c, hw, algorithm", [
-    (512, (8, 4), WINOGRAD),       # 37.7 MB of U read for 2 tiles an image: F(4x4) measured 0.53x
-    (512, (16, 8), WINOGRAD_F4),   # 8 tiles an image: 1.39x at batch 1
-    (256, (8, 4), WINOGRAD_F4),    # U 9.4 MB: 1.23x
-    (64, (7, 9), WINOGRAD_F4),
+@pytest.mark.parametrize("c, hw, auto, fast", [
+    (512, (8, 4), WINOGRAD, WINOGRAD),         # 37.7 MB of U read for 2 tiles an image: F(4x4) measured 0.53x
+    (512, (16, 8), WINOGRAD, WINOGRAD_F4),     # 8 tiles an image: F(4x4) 1.39x at batch 1, but 4x the weights
+    (256, (8, 4), WINOGRAD_F4, WINOGRAD_F4),   # U 9.4 MB: 1.23x
+    (64, (7, 9), WINOGRAD_F4, WINOGRAD_F4),
 ])
-def test_the_pass_takes_f4_where_its_bigger_weights_pay(c, hw, algorithm):
-    out = choose_winograd(_conv_graph(c=c, o=c, hw=hw))
-    assert out["conv"].attr("algorithm") == algorithm
-    assert f'algorithm="{algorithm}"' in dump(out) or f"algorithm='{algorithm}'" in dump(out)
+def test_the_pass_takes_f4_as_its_tiles_policy_says(c, hw, auto, fast):
+    """"auto": F(4x4) where its U stays in the caches; "4": wherever it was measured faster;
+    "2": never. Anything else is refused by name."""
+    g = _conv_graph(c=c, o=c, hw=hw)
+    for tiles, algorithm in (("auto", auto), ("4", fast), ("2", WINOGRAD)):
+        out = choose_winograd(g, tiles=tiles)
+        assert out["conv"].attr("algorithm") == algorithm, tiles
+        assert algorithm in dump(out)
+    assert choose_winograd(g)["conv"].attr("algorithm") == auto
+    with pytest.raises(ValueError, match="winograd tiles '3': expected one of auto, 4, 2"):
+        choose_winograd(g, tiles="3")
 
 
 def test_the_verifier_refuses_winograd_where_the_kernel_cannot_run():
@@ -145,6 +152,9 @@ def test_a_network_compiles_with_and_without_winograd(tmp_path):
     assert rows["layer4.1.conv1"] == "winograd F(2x2, 3x3)"
     assert not any(r.get("algorithm") for r in off.manifest["precision"]["layers"])
     assert on.manifest["verification"]["status"] == off.manifest["verification"]["status"] == "passed"
+    with pytest.raises(reidc.InputError, match="winograd_tiles='8': expected one of auto, 4, 2"):
+        reidc.compile(model, output=tmp_path / "bad", winograd_tiles="8")
+    assert not (tmp_path / "bad").exists()
     assert off.manifest["weights"]["stored_weight_bytes"] == off.manifest["weights"]["fp32_weight_bytes"]
     x = np.random.default_rng(2).standard_normal((2, 3, 64, 32)).astype(np.float32)
     a, b = on.run(x, "visible"), off.run(x, "visible")

@@ -13,6 +13,7 @@ from .artifact import Artifact
 from .needs import needs_compiler
 
 PRECISIONS = ("fp32", "int8", "bf16", "auto")
+WINOGRAD_TILES = ("auto", "4", "2")   # compiler/passes/choose_winograd.py TILES
 CHECKPOINT_ONLY = ("arch", "split_config", "fastreid_config", "torchreid_arch", "weights", "feature")
 
 
@@ -27,6 +28,10 @@ def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str,
         raise InputError(f"int8_weight_bits={bits}: int8 weights take 2 to 8 bits, with precision='int8' or 'auto'")
     if options.get("calibration_images", 1) < 1:
         raise InputError(f"calibration_images={options['calibration_images']}: must be at least 1")
+    if str(options.get("winograd_tiles", "auto")) not in WINOGRAD_TILES:
+        raise InputError(f"winograd_tiles={options['winograd_tiles']!r}: expected one of {', '.join(WINOGRAD_TILES)} "
+                         "(auto: F(4x4, 3x3) where its weights stay in the caches, else F(2x2); 4: F(4x4) wherever "
+                         "faster; 2: F(2x2) only)")
     if mixed_strategy not in (None, "affine", "weights"):
         raise InputError(f"mixed_strategy={mixed_strategy!r}: expected None (per layer), 'affine' or 'weights'")
     if isinstance(modes, str):
@@ -48,7 +53,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
             split_config: str | Path | None = None, fastreid_config: str | Path | None = None,
             torchreid_arch: str | None = None, weights: str = "model", feature: str | None = None, mixed_strategy: str | None = None, dump_ir: str | Path | None = None, seed: int = 0,
             calibration: str | Path = "synthetic", calibration_images: int = 16, retrieval: str | None = None,
-            int8_weight_bits: int | None = None, winograd: bool = True, progress: Callable[[str], None] | None = None) -> Artifact:
+            int8_weight_bits: int | None = None, winograd: bool = True, winograd_tiles: str | int = "auto",
+            progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile `model` for `target` (a preset name such as "host", "x86-avx512", "rpi5",
     "sm86" (see `reidc.target_presets()`), or a TVM target JSON) and verify it against PyTorch
     on seeded inputs.
@@ -87,8 +93,12 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     winograd: fp32 stride-1 3x3 convs of 64 channels or more as Winograd F(4x4, 3x3) (where its
       bigger transformed weights pay: passes/choose_winograd.py) or F(2x2, 3x3) on x86 (F(2x2)
       1.5-1.9x the direct conv per layer, F(4x4) another 1.4-1.7x; relative error 2-5e-6 per
-      layer; the transformed weights are 4x (F(4x4)) or 16/9 the size of the 3x3 weights, so a
-      ResNet's library grows about 2x); False keeps every conv direct.
+      layer; the transformed weights are 4x (F(4x4)) or 16/9 the size of the 3x3 weights); False
+      keeps every conv direct.
+    winograd_tiles: which convs take F(4x4): "auto" those whose transformed weights stay in the
+      caches (C x O <= 256 x 256), F(2x2) beyond; "4" (or 4) wherever F(4x4) was measured
+      faster, for the most speed (CM-NAS ResNet-50: library 221 MB, against auto's 158 and 127
+      with "2"); "2" F(2x2) only.
     verify=False writes the build unverified (e.g. for a target this machine cannot run).
     Other keywords are `reidc compile`'s options of the same names (arch, split_config, weights,
     feature: checkpoints only)."""
@@ -97,7 +107,7 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
                     "torchreid_arch": torchreid_arch,
                     "weights": weights, "feature": feature,
                     "calibration_images": calibration_images, "retrieval": retrieval,
-                    "int8_weight_bits": int8_weight_bits})
+                    "int8_weight_bits": int8_weight_bits, "winograd_tiles": winograd_tiles})
     with needs_compiler("compiling"):
         from reidc.compiler.compile import CompileOptions, compile_checkpoint, compile_module
     opts = CompileOptions(target=target, arch=None if arch is None else str(arch),
@@ -109,7 +119,8 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
                           tuning_db=None if tuning_db is None else str(tuning_db), weights=weights,
                           feature=feature, input_size=None, seed=seed, progress=progress or (lambda msg: None),
                           precision=precision, calibration=str(calibration), calibration_images=calibration_images,
-                          retrieval=retrieval, int8_weight_bits=int8_weight_bits, winograd=winograd)
+                          retrieval=retrieval, int8_weight_bits=int8_weight_bits, winograd=winograd,
+                          winograd_tiles=str(winograd_tiles))
     owned = None
     if output is None:
         owned = tempfile.mkdtemp(prefix="reidc-")

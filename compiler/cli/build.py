@@ -70,7 +70,11 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(4x4, 3x3) or "
                                                          "F(2x2, 3x3) on x86 (faster; their weights take 4 or "
                                                          "16/9 the bytes); "
-                                                         "--no-winograd keeps every conv direct")):
+                                                         "--no-winograd keeps every conv direct"),
+                winograd_tiles: str = typer.Option("auto", help="which 3x3 convs take Winograd F(4x4): auto (those "
+                                                                "whose weights stay in the caches; F(2x2) beyond), "
+                                                                "4 (wherever faster: the most speed, the biggest "
+                                                                "library) or 2 (F(2x2) only)")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))
@@ -83,6 +87,7 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                             feature=None if feature == "bnneck" else feature,
                             input_shape=(3,) + _hw(input_size) if input_size else None, progress=_progress,
                             precision=precision, calibration=calibration, winograd=winograd,
+                            winograd_tiles=winograd_tiles,
                             calibration_images=calibration_images, retrieval=retrieval,
                             int8_weight_bits=int8_weight_bits).manifest
     except (UserError, ValueError) as e:

@@ -17,7 +17,12 @@ layer table with its algorithm.
 F(4x4, 3x3) multiplies 36 times per 16 outputs where F(2x2) multiplies 16 times per 4 (1.78x
 fewer), for 4x the 3x3 weights in the transformed U (F(2x2): 16/9) and a relative error of
 2-5e-6 per layer against F(2x2)'s 0.5-1.4e-6 (the G of F(4x4) has sixths and twelfths). It is
-chosen unless its U is both too big for the caches and read for too few tiles (`_f4_pays`).
+chosen by `tiles`: "auto" (the default) takes F(4x4) where its U fits the caches (C x O <=
+256 x 256, 9.4 MB) and F(2x2) beyond, as a library's size matters as much as its speed; "4"
+takes F(4x4) wherever it was measured faster, also where an image has enough tiles to read a
+bigger U for (`_f4_pays`); "2" keeps F(2x2) everywhere (the smallest Winograd library).
+CM-NAS ResNet-50 (Zen 4, 2 threads, in-process A/B): "2" 31.8 / 506 ms at batch 1 / 16, 127 MB;
+"auto" 30.7 / 481 ms, 158 MB; "4" 30.4 / 456 ms, 221 MB.
 Kernels alone, 2 threads, Zen 4 (AVX-512) / the x86-avx2 build on it, F(2x2) ms -> F(4x4) ms:
 ResNet-50's 3x3 layers at 256x128 input, batch 1: 64 ch 64x32 0.73 -> 0.46 (1.61x; AVX2
 1.46x), 128 ch 32x16 1.69x (1.57x), 256 ch 16x8 1.60x (1.34x), 512 ch 16x8 2.65 -> 1.90 (1.39x;
@@ -37,7 +42,8 @@ WINOGRAD = "winograd_f2"
 WINOGRAD_F4 = "winograd_f4"
 MIN_CHANNELS = 64
 F4_CACHED_PRODUCTS = 256 * 256   # C x O at most: F(4x4)'s U (36 C O floats, 9.4 MB) stays in the caches
-F4_MIN_TILES = 8                 # ... or at least this many 4x4 tiles per image read it
+F4_MIN_TILES = 8                 # ... or at least this many 4x4 tiles per image read it ("4")
+TILES = ("auto", "4", "2")       # what `choose_winograd` takes F(4x4) for (module docstring)
 
 
 def winograd_target(preset) -> bool:
@@ -67,25 +73,37 @@ def _direct(g: Graph, nid: str, n: Node) -> bool:
     return n.attr("algorithm") in (None, "direct")
 
 
-def _f4_pays(n: Node) -> bool:
-    """Whether F(4x4, 3x3) beats F(2x2) for this conv (module docstring): its U fits the caches,
-    or each image has enough 4x4 tiles to read it for."""
+def _f4_fits(n: Node) -> bool:
+    """Whether F(4x4, 3x3)'s U for this conv stays in the caches."""
     o, c = n.attrs["weight"].shape[:2]
+    return c * o <= F4_CACHED_PRODUCTS
+
+
+def _f4_pays(n: Node) -> bool:
+    """Whether F(4x4, 3x3) was measured faster than F(2x2) for this conv (module docstring): its
+    U fits the caches, or each image has enough 4x4 tiles to read it for."""
     h, w = n.shape[-2:]
-    return c * o <= F4_CACHED_PRODUCTS or -(-h // 4) * -(-w // 4) >= F4_MIN_TILES
+    return _f4_fits(n) or -(-h // 4) * -(-w // 4) >= F4_MIN_TILES
 
 
-def _winograd(g: Graph, nid: str, n: Node) -> Rewrite:
-    if _f4_pays(n):
-        return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD_F4}), note="F(4x4, 3x3)")
-    return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}), note="F(2x2, 3x3)")
+_TAKES_F4 = {"auto": _f4_fits, "4": _f4_pays, "2": lambda n: False}
 
 
-RULES = [Rule("winograd", Op.CONV2D, _winograd,
-              guards=(("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set), ("zero_border", _zero_border),
-                      ("channels", _wide_enough), ("direct", _direct)))]
+def _rules(tiles: str) -> list[Rule]:
+    takes_f4 = _TAKES_F4[tiles]
+
+    def winograd(g: Graph, nid: str, n: Node) -> Rewrite:
+        if takes_f4(n):
+            return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD_F4}), note="F(4x4, 3x3)")
+        return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}), note="F(2x2, 3x3)")
+    return [Rule("winograd", Op.CONV2D, winograd,
+                 guards=(("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
+                         ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct)))]
 
 
-def choose_winograd(g: Graph, stats: Counter | None = None) -> Graph:
-    """g with its qualifying 3x3 convs set to Winograd (see the module docstring)."""
-    return apply_rules(g, RULES, stats).graph
+def choose_winograd(g: Graph, stats: Counter | None = None, tiles: str = "auto") -> Graph:
+    """g with its qualifying 3x3 convs set to Winograd, F(4x4) or F(2x2) as `tiles` says (see
+    the module docstring)."""
+    if tiles not in _TAKES_F4:
+        raise ValueError(f"winograd tiles {tiles!r}: expected one of {', '.join(TILES)}")
+    return apply_rules(g, _rules(tiles), stats).graph
