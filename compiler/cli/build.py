@@ -116,7 +116,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
     if wino:
         out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a[len('winograd '):]}" for a, c in sorted(wino.items()))
                   + f"; library {w['artifact_bytes'] / 1e6:.1f} MB "
-                  f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --no-winograd keeps them direct)")
+                  f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --winograd-tiles 4 trades size for speed, "
+                  "--winograd-tiles 2 or --no-winograd speed for size)")
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
                   f"{w['fp32_weight_bytes'] / 1e6:.1f} MB fp32; library {w['artifact_bytes'] / 1e6:.2f} MB; "
