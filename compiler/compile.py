@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reidc.targets import ToolchainError, get_target, preset_from_manifest
-from reidc.targets.presets import cpuinfo_names
+from reidc.targets.presets import CUDA, LOCAL, cpuinfo_names
 
 from .base.atomic import atomic_directory, atomic_write_json, guard_output_dir
 from .base.digest import file_sha256
@@ -201,7 +201,8 @@ def _compile_auto(ckpt, source, out, opts: CompileOptions, inputs) -> dict:
                     raise
                 failed[p] = str(e)
         ms = {}
-        runs_here = opts.verify and preset.runs_via == "local" and not preset.missing_on_host()
+        # timed where the build runs natively: this CPU, or a CUDA GPU here (not under qemu)
+        runs_here = opts.verify and preset.runs_via in (LOCAL, CUDA) and not preset.missing_on_host()
         if runs_here:
             for p, man in built.items():
                 x, m = seeded_inputs(tuple(man["input_shape"]), man.get("batch") or 1, man["modes"][0], opts.seed)

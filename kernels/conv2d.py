@@ -70,6 +70,24 @@ def padded_copy(data: te.Tensor, ph: int, pw: int, read=None, dtype: str | None 
     return te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), value, name=PAD_BLOCK)
 
 
+def implicit_gemm(src: te.Tensor, wt: te.Tensor, stride: tuple, ob: int, acc: str, name: str) -> te.Tensor:
+    """A conv as the matmul tensor cores take: src (N, C//cb, HP, WP, cb) already padded, wt
+    (N, O, KH, KW, C) read per sample (the batch is an axis of all three operands: a batch of
+    matmuls); out (N, O//ob, OH, OW, ob) in `acc`, each operand cast to it before the product.
+    K runs over (ky, kx, input channel), the channel innermost, so staging a K tile reads runs of
+    contiguous input channels and of each output channel's weights."""
+    n, cc, hp, wp, cb = src.shape
+    _, oc, kh, kw, _ = wt.shape
+    sh, sw = stride
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    ic = te.reduce_axis((0, cc * cb), "ic")
+    return te.compute((n, oc // ob, oh, ow, ob), lambda b, o, y, x, v: te.sum(
+        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype(acc)
+        * wt[b, o * ob + v, ry, rx, ic].astype(acc), axis=[ry, rx, ic]), name=name)
+
+
 def _zero_padded(data: te.Tensor, ph: int, pw: int) -> te.Tensor:
     """`padded_copy` of data, or data itself where there is no border."""
     return padded_copy(data, ph, pw) if ph or pw else data

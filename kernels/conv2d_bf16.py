@@ -22,7 +22,7 @@ from enum import Enum
 import numpy as np
 from tvm import te, tirx as tir
 
-from .conv2d import conv2d_nchwc, padded_copy
+from .conv2d import conv2d_nchwc, implicit_gemm, padded_copy
 
 BCONV16_BLOCK = "reidc_conv2d_bf16"
 BPAD16_BLOCK = "reidc_pad_bf16"
@@ -147,21 +147,13 @@ def conv2d_nchwc_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     staging of a K tile reads runs of contiguous channels of the input and of each output
     channel's weights."""
     n, cc, h, w, cb = data.shape
-    oc, kh, kw, _ = weight.shape
-    (sh, sw), (ph, pw) = stride, padding
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
+    ph, pw = padding
     src = padded_copy(data, ph, pw, read=lambda *i: tir.reinterpret("bfloat16", data[i]), dtype="bfloat16")
     # the weights as read per sample: the batch is then an axis of all three operands, the
     # rule's batch of matmuls (grid z), not part of I (a symbolic batch in I breaks its padding)
     wt = te.compute((n,) + tuple(weight.shape), lambda b, *i: tir.reinterpret("bfloat16", weight(*i)),
                     name="reidc_weight_bf16")
-    ry = te.reduce_axis((0, kh), "ry")
-    rx = te.reduce_axis((0, kw), "rx")
-    ic = te.reduce_axis((0, cc * cb), "ic")
-    return te.compute((n, oc // ob, oh, ow, ob), lambda b, o, y, x, v: te.sum(
-        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("float32")
-        * wt[b, o * ob + v, ry, rx, ic].astype("float32"), axis=[ry, rx, ic]), name=WMMA_BLOCK)
+    return implicit_gemm(src, wt, stride, ob, "float32", WMMA_BLOCK)
 
 
 def to_bf16_nchwc(x: te.Tensor, cb_out: int) -> te.Tensor:

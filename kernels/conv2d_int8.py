@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx as tir
 
+from .conv2d import implicit_gemm
+
 QCONV_BLOCK = "reidc_conv2d_int8"
 QPAD_BLOCK = "reidc_pad_u8"
 QWMMA_BLOCK = "reidc_conv2d_int8_wmma"
@@ -55,7 +57,8 @@ def weight_sums(w: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Int8Flavour:
     """How the int8 conv's arithmetic is written for an ISA (the lowering picks it per target):
-    signed: inputs enter as data - 128 in int8 (dot products of s8 x s8: ARM sdot), so the sum
+    signed: inputs enter as data - 128 in int8 (dot products of s8 x s8: ARM sdot, CUDA's int8
+      tensor cores), so the sum
       is sum(data * weight) - 128 * sum(weight), which the lowering adds back;
     order: how a group's 4 input channels x `ob` lanes of weights are stored: "dot4" (ob, 4),
       a 4-way dot product's operand (vpdpbusd, tdpbusd, sdot; AVX2's vpmaddubsw + vpmaddwd);
@@ -128,6 +131,22 @@ def fold_columns(data: te.Tensor, stride: tuple, padding: tuple, kernel: tuple, 
     return te.compute((n, 1, oh + kyq - 1, ow, 64), value, name=FOLD_BLOCK)
 
 
+def _padded(data: te.Tensor, padding: tuple, zero_point: int, signed: bool):
+    """The uint8 input at padded coordinates (b, c, y, x, i), its border the zero point; signed:
+    as int8 q - 128 (border zero_point - 128), for s8 x s8 dot products."""
+    _, _, h, w, _ = data.shape
+    ph, pw = padding
+    fill = tir.const(zero_point - 128 if signed else zero_point, "int8" if signed else data.dtype)
+
+    def value(b, c, y, x, i):
+        v = data[b, c, y, x, i]
+        return (v.astype("int32") - 128).astype("int8") if signed else v
+
+    def padded(b, c, y, x, i):
+        return tir.if_then_else(tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), value(b, c, y - ph, x - pw, i), fill)
+    return padded
+
+
 def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding: tuple, zero_point: int,
                       modality: te.Tensor | None = None, flavour: Int8Flavour = Int8Flavour()) -> te.Tensor:
     """int32 sum over taps and channels of data * weight, padding with `zero_point` (see
@@ -141,14 +160,7 @@ def conv2d_nchwc_int8(data: te.Tensor, weight: te.Tensor, stride: tuple, padding
     (sh, sw), (ph, pw) = stride, padding
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
-
-    def value(b, c, y, x, i):
-        v = data[b, c, y, x, i]
-        return (v.astype("int32") - 128).astype("int8") if signed else v
-    fill = tir.const(zero_point - 128 if signed else zero_point, "int8" if signed else data.dtype)
-
-    def padded(b, c, y, x, i):   # the input at padded coordinates (y, x)
-        return tir.if_then_else(tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw), value(b, c, y - ph, x - pw, i), fill)
+    padded = _padded(data, padding, zero_point, signed)
     if sh > 1 or sw > 1:
         # a strided conv reads its input split into phases: src[b, c, py, px, yq, xq] is the
         # padded input at (yq * sh + py, xq * sw + px), so a tap (ry, rx) reads phase
@@ -212,18 +224,8 @@ def conv2d_nchwc_int8_wmma(data: te.Tensor, weight: te.Tensor, stride: tuple, pa
     I would break its padding)."""
     n, cc, h, w, cb = data.shape
     oc, kh, kw, _ = weight.shape[-4:]
-    (sh, sw), (ph, pw) = stride, padding
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    fill = tir.const(zero_point - 128, "int8")
-    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), lambda b, c, y, x, i: tir.if_then_else(
-        tir.all(y >= ph, y < h + ph, x >= pw, x < w + pw),
-        (data[b, c, y - ph, x - pw, i].astype("int32") - 128).astype("int8"), fill), name=QPAD_BLOCK)
+    ph, pw = padding
+    src = te.compute((n, cc, h + 2 * ph, w + 2 * pw, cb), _padded(data, padding, zero_point, True), name=QPAD_BLOCK)
     wt = te.compute((n, oc, kh, kw, cc * cb), lambda b, *i: weight(*i) if modality is None else weight(modality[b], *i),
                     name="reidc_weight_s8")
-    ry = te.reduce_axis((0, kh), "ry")
-    rx = te.reduce_axis((0, kw), "rx")
-    ic = te.reduce_axis((0, cc * cb), "ic")
-    return te.compute((n, oc // ob, oh, ow, ob), lambda b, o, y, x, v: te.sum(
-        src[b, ic // cb, y * sh + ry, x * sw + rx, ic % cb].astype("int32")
-        * wt[b, o * ob + v, ry, rx, ic].astype("int32"), axis=[ry, rx, ic]), name=QWMMA_BLOCK)
+    return implicit_gemm(src, wt, stride, ob, "int32", QWMMA_BLOCK)

@@ -88,4 +88,4 @@ def wmma_arch(arch: str | None, dtype: str = "bfloat16") -> bool:
     """Whether a CUDA arch ("sm_86", "sm_90a") has WMMA for `dtype`: bf16 from Ampere (sm_80),
     int8 from Xavier and Turing (sm_72)."""
     m = re.match(r"sm_(\d+)", arch or "")
-    return bool(m) and int(m.group(1)) >= (80 if dtype == "bfloat16" else 72)
+    return bool(m) and int(m.group(1)) >= {"bfloat16": 80, "int8": 72}[dtype]

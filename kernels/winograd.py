@@ -1,16 +1,18 @@
-"""Winograd F(2x2, 3x3) for stride-1, pad-1 3x3 convs in the blocked channel layout.
+"""Winograd F(m x m, 3x3), m = 2 or 4, for stride-1, pad-1 3x3 convs in the blocked channel layout.
 
-Each 2x2 block of output pixels (a tile) is computed from the 4x4 input patch around it with
-16 multiplies per input/output channel pair instead of 36 (2.25x fewer MACs):
+Each m x m block of output pixels (a tile) is computed from the (m + 2)^2 input patch around it
+with (m + 2)^2 multiplies per input/output channel pair instead of 9 m^2 (F(2x2): 16 for 36,
+2.25x fewer; F(4x4): 36 for 144, 4x fewer):
     Y = A^T [ (G g G^T) * (B^T d B) ] A     (Lavin & Gray, "Fast Algorithms for CNNs", 2016)
-Three stages in one TE function (TVM fuses the conv's epilogue into the last):
-  wino_in    V (4, 4, N, T, C): B^T d B per tile and input channel (T = tiles per image), the
-             padding and the overhang of odd maps read as zeros;
-  wino_gemm  M (4, 4, O // ob, N, T, ob): 16 matrix products V[a, b] x U[a, b] over C;
+Three stages in one TE function (TVM fuses the conv's epilogue into the last), t = m + 2:
+  wino_in    V (t, t, N, T, C): B^T d B per tile and input channel (T = tiles per image), the
+             padding and the overhang of maps not a multiple of m read as zeros;
+  wino_gemm  M (t, t, O // ob, N, T, ob): t^2 matrix products V[a, b] x U[a, b] over C;
   output     (N, O // ob, OH, OW, ob): A^T M A per tile, the epilogue fused after it.
-U = G g G^T (4, 4, O // ob, C, ob) is computed at compile time (`transform_weight`). The added
-rounding is that of the transforms' few adds and the 0.5 factors of G (exact in binary): the
-relative L2 error against the direct conv is ~1e-6 on ResNet-50's layers.
+U = G g G^T (t, t, O // ob, C, ob) is computed at compile time in float64 (`transform_weight`).
+The added rounding is that of the transforms: F(2x2)'s few adds and G's halves (exact in
+binary) give a relative L2 error of ~1e-6 against the direct conv on ResNet-50's layers;
+F(4x4)'s G has sixths and its B^T and A^T multiply by 2, 4, 5 and 8: 2-5e-6.
 The schedule is kernels/winograd_schedule.py.
 """
 from __future__ import annotations
@@ -34,9 +36,6 @@ MATRICES = {
                 [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
             AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
 }
-G = np.array(MATRICES[2]["G"])
-
-
 def transform_weight(w: np.ndarray, ob: int, m: int = 2) -> np.ndarray:
     """(O, C, 3, 3) float -> U = G w G^T as (m + 2, m + 2, O // ob, C, ob) float32 (computed in float64)."""
     o, c, kh, kw = w.shape

@@ -4,7 +4,7 @@
   wino_gemm  parallel over ((a, b), output-block group, image); a register tile of tiles x
              output blocks (`register_tile`, as the direct conv's), the reduction over input
              channels outside it, lanes vectorised;
-  output     A^T M A inlined into the fused epilogue: parallel over (image, block, row pair),
+  output     A^T M A inlined into the fused epilogue: parallel over (image, block, tile row),
              the m x m pixels of a tile unrolled (A^T's rows fold to constants, the tile's
              (m + 2)^2 values of M are read once for its pixels)."""
 from __future__ import annotations

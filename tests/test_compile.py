@@ -40,10 +40,11 @@ def test_resnet18_all_modes_verified(tmp_path, small_r18, split):
     assert manifest["arch"]["split"] == list(m.spec.split) and manifest["tvm_version"]
     # the three entries share their convs' weights (split BNs stay affines after them): the
     # library holds one weight set plus code, not one folded set per entry (2.6x before); the
-    # set as stored: Winograd's 3x3 convs keep 4x4 transformed weights (16/9 the fp32 bytes)
+    # set as stored: Winograd's 3x3 convs keep transformed weights, 6x6 for F(4x4) (4x the fp32
+    # bytes: the 64 to 256-channel convs here) and 4x4 for F(2x2) (16/9: the 512-channel ones)
     w = manifest["weights"]
     assert w["artifact_bytes"] < 1.15 * w["stored_weight_bytes"]
-    assert 1.6 * w["fp32_weight_bytes"] < w["stored_weight_bytes"] < 16 / 9 * w["fp32_weight_bytes"]
+    assert 16 / 9 * w["fp32_weight_bytes"] < w["stored_weight_bytes"] < 4 * w["fp32_weight_bytes"]
     assert all(p["strategy"] == "affine" for p in manifest["mixed_plan"].values())
 
 

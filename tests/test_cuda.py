@@ -140,6 +140,7 @@ def _wmma_accesses_aligned(body: str) -> int:
     thread and loop indices (bit masks and shifts included); returns how many accesses."""
     rng = np.random.default_rng(0)
     found = _WMMA_ACCESS.findall(body)
+    assert len(found) == len(re.findall(r"(?:load|store)_matrix_sync\(", body))   # none unread
     for dtype, offset, ldm in found:
         size = _ELEM_BYTES[dtype]
         assert int(ldm) * size % 16 == 0, (dtype, ldm)

@@ -140,8 +140,8 @@ def test_the_weight_transform_refuses_what_it_cannot_take():
 
 
 def test_a_network_compiles_with_and_without_winograd(tmp_path):
-    """Default: the stride-1 3x3 convs of 64+ channels run as Winograd (F(4x4) on layer1's map,
-    F(2x2) on layer4's 512-channel 2x1 one) and verify against PyTorch; winograd=False keeps
+    """Default: the stride-1 3x3 convs of 64+ channels run as Winograd (F(4x4) on layer1's 16x8
+    map, F(2x2) for layer4's 512-channel convs, whose F(4x4) weights would outgrow the caches) and verify against PyTorch; winograd=False keeps
     every conv direct (and the stored weights at fp32 size)."""
     import reidc
     model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))

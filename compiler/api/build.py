@@ -13,7 +13,7 @@ from .artifact import Artifact
 from .needs import needs_compiler
 
 PRECISIONS = ("fp32", "int8", "bf16", "auto")
-WINOGRAD_TILES = ("auto", "4", "2")   # compiler/passes/choose_winograd.py TILES
+WINOGRAD_TILE_POLICIES = ("auto", "4", "2")   # compiler/passes/choose_winograd.py TILES
 CHECKPOINT_ONLY = ("arch", "split_config", "fastreid_config", "torchreid_arch", "weights", "feature")
 
 
@@ -28,8 +28,8 @@ def _check(model, precision, modes, mixed_strategy, options: dict) -> tuple[str,
         raise InputError(f"int8_weight_bits={bits}: int8 weights take 2 to 8 bits, with precision='int8' or 'auto'")
     if options.get("calibration_images", 1) < 1:
         raise InputError(f"calibration_images={options['calibration_images']}: must be at least 1")
-    if str(options.get("winograd_tiles", "auto")) not in WINOGRAD_TILES:
-        raise InputError(f"winograd_tiles={options['winograd_tiles']!r}: expected one of {', '.join(WINOGRAD_TILES)} "
+    if str(options.get("winograd_tiles", "auto")) not in WINOGRAD_TILE_POLICIES:
+        raise InputError(f"winograd_tiles={options['winograd_tiles']!r}: expected one of {', '.join(WINOGRAD_TILE_POLICIES)} "
                          "(auto: F(4x4, 3x3) where its weights stay in the caches, else F(2x2); 4: F(4x4) wherever "
                          "faster; 2: F(2x2) only)")
     if mixed_strategy not in (None, "affine", "weights"):

@@ -26,13 +26,13 @@ def kernel_kind(name: str) -> str | None:
 
 def per_modality(kind: str, weight_shape: tuple[int, ...]) -> bool:
     """Whether a conv's weight stacks two modality sets (a leading axis of 2): fp32 NCHWc
-    weights are 6-D for one set; int8 7-D ("dot4" (.., ob, 4), "lanes" (.., 4, ob)); bf16 and
-    binary weights are never stacked."""
+    weights are 6-D for one set; int8 7-D ("dot4" (.., ob, 4), "lanes" (.., 4, ob)), or 4-D
+    (O, KH, KW, C) for CUDA's tensor cores; bf16 and binary weights are never stacked."""
     nd = len(weight_shape)
     if kind == "fp32":
         return nd == 7
     if kind == "int8":
-        return nd == 8
+        return nd in (5, 8)
     return False
 
 
