@@ -286,3 +286,18 @@ def test_latency_on_two_rpc_devices_at_once(tmp_path, monkeypatch):
 def test_search_errors_name_the_bad_input(tmp_path, args, message):
     r = CliRunner().invoke(app, ["search", "-o", str(tmp_path / "o")] + args)
     assert r.exit_code == 1 and message in r.output, r.output
+
+
+def test_latency_cache_keys_change_with_the_generated_code(tmp_path, monkeypatch):
+    """A latency measured with other kernels (same reidc version, edited kernels/ or passes/)
+    is not reused: the key holds a digest of the code-generating sources."""
+    import random
+    import reidc.compiler.search.latency as latency
+    from reidc.compiler.base.version import codegen_digest
+    spec = random_arch(random.Random(2), (64, 32), 10)
+    meter = LatencyMeter("host", Scenario("visible", 1), cache=tmp_path / "lat.json")
+    before = meter.key(spec)
+    assert meter.setup()["codegen"] == codegen_digest() and len(codegen_digest()) == 16
+    assert meter.key(spec) == before                       # stable within a process
+    monkeypatch.setattr(latency, "codegen_digest", lambda: "0" * 16)
+    assert meter.key(spec) != before

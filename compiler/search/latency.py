@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from reidc.compiler.base.atomic import OutputError, atomic_write_json
-from reidc.compiler.base.version import __version__
+from reidc.compiler.base.version import __version__, codegen_digest
 from reidc.compiler.ir import MODEL_MODES, RunMode
 from reidc.frontend.arch import ArchSpec
 
@@ -143,7 +143,7 @@ class LatencyMeter:
         threads = os.environ.get("TVM_NUM_THREADS") or str(usable_cpus())
         where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
         return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
-                "where": where, "tvm": tvm.__version__, "reidc": __version__,
+                "where": where, "tvm": tvm.__version__, "reidc": __version__, "codegen": codegen_digest(),
                 "timing": f"min over {self.repeat} repeats of the mean of {self.number} runs",
                 "kernels": None if self.rpc else "each alone, best of 3 alternating rounds of about 20 ms"}
 
