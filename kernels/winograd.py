@@ -48,13 +48,17 @@ def transform_weight(w: np.ndarray, ob: int, m: int = 2) -> np.ndarray:
     return np.ascontiguousarray(u.reshape(t, t, c, o // ob, ob).transpose(0, 1, 3, 2, 4)).astype(np.float32)
 
 
-def _row(matrix, r, g):
+def _row(matrix, r, g, dtype: str = "float32"):
     """Row r (a loop variable) of a constant matrix applied to g(0..k-1), as a Select over the
     rows; each row a sum over its non-zero entries in index order, +-1 as adds and subtracts.
-    Unrolled, r is a constant and the Select folds away (and LLVM shares the sums a row of the
-    other transform's applications have in common)."""
+    Each g(j) is bound once (a Let), so a nested transform is (m + 2) inner rows, not one per
+    use: the unrolled loops' expressions stay small for TVM's simplifier. Unrolled, r is a
+    constant and the Select folds away."""
+    used = sorted({j for coeffs in matrix for j, c in enumerate(coeffs) if c})
+    names = {j: tir.Var(f"w{j}", dtype) for j in used}
+
     def term(acc, c, j):
-        v = g(j)
+        v = names[j]
         if c in (1, -1):
             return v if acc is None and c == 1 else (-v if acc is None else (acc + v if c == 1 else acc - v))
         v = v * float(c)
@@ -70,6 +74,8 @@ def _row(matrix, r, g):
     expr = rows[-1]
     for i in range(len(rows) - 2, -1, -1):
         expr = tir.Select(r == i, rows[i], expr)
+    for j in reversed(used):
+        expr = tir.Let(names[j], g(j), expr)
     return expr
 
 
@@ -89,7 +95,8 @@ def conv2d_winograd_nchwc(data: te.Tensor, u: te.Tensor) -> te.Tensor:
 
     def transformed(a, bb, b, tile, ch):
         ty, tx = tile // tw, tile % tw
-        return _row(bt, a, lambda i: _row(bt, bb, lambda j: pixel(b, ch, m * ty + i, m * tx + j)))
+        return _row(bt, a, lambda i: _row(bt, bb, lambda j: pixel(b, ch, m * ty + i, m * tx + j), data.dtype),
+                    data.dtype)
     v = te.compute((t, t, n, th * tw, c), transformed, name=WINO_IN)
     rc = te.reduce_axis((0, c), "rc")
     mm = te.compute((t, t, ocb, n, th * tw, ob), lambda a, bb, o, b, tile, lane: te.sum(
@@ -97,5 +104,5 @@ def conv2d_winograd_nchwc(data: te.Tensor, u: te.Tensor) -> te.Tensor:
 
     def output(b, o, y, x, lane):
         tile = (y // m) * tw + x // m
-        return _row(at, y % m, lambda a: _row(at, x % m, lambda bb: mm[a, bb, o, b, tile, lane]))
+        return _row(at, y % m, lambda a: _row(at, x % m, lambda bb: mm[a, bb, o, b, tile, lane], mm.dtype), mm.dtype)
     return te.compute((n, ocb, h, w, ob), output, name=WINO_OUT)
