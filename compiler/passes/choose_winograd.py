@@ -43,7 +43,6 @@ WINOGRAD_F4 = "winograd_f4"
 MIN_CHANNELS = 64
 F4_CACHED_PRODUCTS = 256 * 256   # C x O at most: F(4x4)'s U (36 C O floats, 9.4 MB) stays in the caches
 F4_MIN_TILES = 8                 # ... or at least this many 4x4 tiles per image read it ("4")
-TILES = ("auto", "4", "2")       # what `choose_winograd` takes F(4x4) for (module docstring)
 
 
 def winograd_target(preset) -> bool:
@@ -87,6 +86,7 @@ def _f4_pays(n: Node) -> bool:
 
 
 _TAKES_F4 = {"auto": _f4_fits, "4": _f4_pays, "2": lambda n: False}
+TILES = tuple(_TAKES_F4)   # what `choose_winograd` takes F(4x4) for (module docstring)
 
 
 def _rules(tiles: str) -> list[Rule]:
