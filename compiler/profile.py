@@ -10,7 +10,8 @@ states GMAC/s and the fraction of the unit's peak on this machine:
 (fp32: 2 FMA ports x SIMD lanes; int8: VNNI 2 x 64, AMX-INT8 1024, AVX2 vpmaddubsw 32, or
 42.7 with 6-bit weights, two vpmaddubsw per vpmaddwd (the image's stem, one 4-channel group,
 takes one per vpmaddwd and shows below its peak); bf16:
-AMX-BF16 512; binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle; where the
+AMX-BF16 512, AVX512-BF16 vdpbf16ps 2 x lanes x 2 (measured one 512-bit vdpbf16ps a cycle on a
+Zen 4: the same port count as its FMA); binary: one 512-bit VPOPCNTQ (or the vector width) of bits per cycle; where the
 core issues one 512-bit FMA a cycle (Zen 4, one-port Intel parts: compiler/clock.py measures it,
 with `ghz` stated too) the 512-bit SIMD units (fp32, and bf16 and int8 on them) give one port's
 worth). The
@@ -61,7 +62,12 @@ class Peak:
             int8 = ports * lanes * 2.0                    # vpmaddubsw + vpmaddwd per 32 MACs, or widening SIMD
             if "avx2" in features and int8_weight_max <= 31:
                 int8 *= 4 / 3                             # 2 vpmaddubsw + 1 vpmaddwd per 64 MACs
-        bf16 = 512.0 if "amx-bf16" in features else fp32  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
+        if "amx-bf16" in features:
+            bf16 = 512.0                                  # tdpbf16ps: 16 x 16 x 32 per 16 cycles
+        elif "avx512bf16" in features:
+            bf16 = fp32 * 2                               # vdpbf16ps: lanes x a pair, on the FMA ports
+        else:
+            bf16 = fp32                                   # float32 FMAs of the decoded values
         return cls(float(fp32), int8, bf16, float(vector_bits))
 
 

@@ -13,7 +13,8 @@ A product of two bf16 is exact in float32, so only the order of the float32 sums
 the reference. With cb = 64, (up to 16 pixels) x 16 output channels x 32 input channels is one
 AMX `tdpbf16ps` on tiles loaded straight from these layouts (cpu_schedules.py); a strided conv
 first splits its input into the stride's phases (`phases`), so the tiles always read
-unit-stride rows.
+unit-stride rows. Without AMX, AVX512-BF16's `vdpbf16ps` takes the same layouts with any even cb:
+one input pixel's channel pair broadcast x the 16 output channels' pairs of weights.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ PAIR = 2   # input channels per bf16 dot-product pair
 class Bf16Conv(Enum):
     """Which kernel a bf16 conv lowers to (compiler/lower/build.py `bf16_conv` picks per target)."""
     TILES = "amx-bf16"      # `conv2d_nchwc_bf16`: AMX-BF16 tiles
+    DOT = "avx512-bf16"     # `conv2d_nchwc_bf16`: AVX512-BF16 vdpbf16ps, 16 lanes x a channel pair
     WMMA = "wmma"           # `conv2d_nchwc_wmma`: CUDA tensor cores, sm_80+
     DECODED = "decoded"     # `conv2d_nchwc_decoded`: float32 convs of the decoded values
 

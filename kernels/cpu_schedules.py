@@ -21,6 +21,7 @@ from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .amx_intrin import amx_intrinsics, amx_intrinsics_2x2
+from .bf16_intrin import DPBF16_16x2, DPBF16_16x2_LOCAL
 from .x86_intrin import AVX2_U8S8_8x4, AVX2_U8S8_8x8, VNNI_U8S8_16x4, VNNI_U8S8_16x4_LOCAL
 from .harley_seal import MIN_WORDS, harley_seal_intrinsic
 from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
@@ -125,12 +126,15 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
     on VNNI in the register tile's write-back, on the accumulators in registers.
     The AMX-layout bf16 conv (conv2d_bf16.py, on AMX-BF16 targets) takes the same path: AMX-BF16
     tiles (`amx_bf16`: tdpbf16ps, 32 input channels per tile row) where it has the same shape,
-    else the loops. (Elsewhere a bf16 conv is conv2d.py's float32 conv of the decoded values.)"""
+    with AVX512-BF16 (`dpbf16`) VNNI's register tile with one vdpbf16ps per 16 lanes x channel
+    pair, else the loops. (Elsewhere a bf16 conv is conv2d.py's float32 conv of the decoded
+    values.)"""
 
     def __init__(self, vnni: bool = False, amx: bool = False, sdot: bool = False, avx2: bool = False,
                  accumulators: int = 24, vector_bits: int = 512, acc_bytes: int = 32768, amx_bf16: bool = False,
-                 amx_pairs: bool = True):
+                 amx_pairs: bool = True, dpbf16: bool = False):
         self.amx_pairs = amx_pairs
+        self.dpbf16 = dpbf16
         self.vnni = vnni
         self.amx = amx
         self.amx_bf16 = amx_bf16
@@ -163,6 +167,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         tiles = int(data.shape[-1]) == 64 and ob == 64 and not per_sample_weights
         amx = (self.amx_bf16 if bf16 else self.amx and dot4 and not signed) and tiles
         vnni = self.vnni and dot4 and not signed and not bf16
+        dpbf16 = self.dpbf16 and bf16 and not amx and not per_sample_weights
         sdot = self.sdot and dot4 and signed and not bf16
         # vpmaddubsw's int16 pair sums saturate: exact only with |w| <= 63 (x86_intrin.py)
         avx2 = self.avx2 and dot4 and not signed and not bf16 and not vnni and weight_max <= 63
@@ -172,7 +177,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.parallel(outer)
         sch.vectorize(v)
         sch.compute_at(conv, outer)
-        if not (vnni or amx or sdot or avx2):
+        if not (vnni or dpbf16 or amx or sdot or avx2):
             sch.set_scope(conv, 0, "local")
         loops = sch.get_loops(conv)[1:]
         nred = sum(e > 1 for e in red_ext)
@@ -188,7 +193,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         # channel groups are under the tile: before, whichever reduction came first went
         # outside, so a conv over one input block had its taps or groups there (the 1x1 64 ->
         # 256 conv of R50's layer1 ran at 30% of the VNNI peak).
-        tiled = ([], red) if vnni or red_ext[0] <= 1 else (red[:1], red[1:])   # (outside, under the tile)
+        tiled = ([], red) if vnni or dpbf16 or red_ext[0] <= 1 else (red[:1], red[1:])   # (outside, under the tile)
         if amx:
             # input rows exactly OW pixels wide (a 1x1 conv's, or a narrow map's padded input
             # laid out per column tap: Int8Flavour.row_tiles): whole image rows fill a tile
@@ -201,29 +206,30 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             self._dot_tiles(sch, conv, ch, cw, cv, tiled, ow, 8, AVX2_U8S8_8x8, pair=True)
         elif avx2:
             self._dot_tiles(sch, conv, ch, cw, cv, tiled, ow, 8, AVX2_U8S8_8x4)
-        elif vnni:
+        elif vnni or dpbf16:
             cvo, cvi = sch.split(cv, [None, LANES])
-            self._vector(sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, vnni)
+            dot = (VNNI_U8S8_16x4, VNNI_U8S8_16x4_LOCAL) if vnni else (DPBF16_16x2, DPBF16_16x2_LOCAL)
+            self._vector(sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, dot)
         else:
             self._loops(sch, conv, ch, cw, cv, tiled, ow)
         _parallel_rows(sch, func, BPAD16_BLOCK if bf16 else QPAD_BLOCK, 3)
         return sch
 
-    def _vector(self, sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, vnni):
+    def _vector(self, sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, dot):
+        """A register tile of `reg_w` pixels x `ob` lanes under every reduction; its innermost
+        16 lanes x group one instruction: `dot` = (the intrinsic on memory, on the local tile),
+        vpdpbusd (groups of 4 u8) or vdpbf16ps (pairs of bf16)."""
         reg_w = largest_divisor_at_most(ow, max(1, self.accumulators // (ob // LANES)))
         head, red = tiled[0], list(tiled[1])
-        ri = red.pop()          # the 4-channel group: innermost
+        ri = red.pop()          # the channel group: innermost
         cwo, cwi = sch.split(cw, [None, reg_w]) if cw is not None else (None, None)
-        inner = [cvo, cvi, ri] if vnni else [cvo, ri, cvi]  # a vectorised loop cannot hold a reduction
+        inner = [cvo, cvi, ri]
         order = head + ([ch] if ch is not None else []) + ([cwo] if cwo is not None else []) + red \
             + ([cwi] if cwi is not None else []) + inner
         sch.reorder(*order)
         if cwi is not None:
             sch.unroll(cwi)
         sch.unroll(cvo)
-        if not vnni:
-            sch.unroll(ri)
-            sch.vectorize(cvi)
         # VNNI: the accumulators are zeroed per tile, in registers, under the pixel loop (not
         # as a pass over the task's block first: small-K convs 3-5% faster on a Zen 4). The tile
         # is a "local" buffer of its own, stored after its reductions: zeroed in the task's
@@ -233,7 +239,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         # at batch 16 155.5 -> 150.8 ms, whole run -5%), and inlined into the write-back: it
         # reads the tile in registers (kernels/stack_tiles.py keeps it off the heap) and the
         # task's int32 block is gone, with its 16 stores and loads a tile.
-        in_tile = bool(vnni and not head and red)
+        in_tile = bool(not head and red)
         cached = in_tile and cwo is not None
         if cached:
             wb = sch.cache_write(conv, 0, "local")
@@ -261,8 +267,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         if cached:   # unrolled zeroing (pixels x 16-lane blocks): constant offsets into the tile
             for lp in sch.get_loops(init)[-3:-1]:
                 sch.unroll(lp)
-        if vnni:
-            sch.tensorize(cvi, VNNI_U8S8_16x4_LOCAL if cached else VNNI_U8S8_16x4)
+        sch.tensorize(cvi, dot[1] if cached else dot[0])
 
     def _loops(self, sch, conv, ch, cw, cv, tiled, ow):
         """No int8 dot product: 16 output channels (int32 lanes: 2 AVX2 registers, 4 SSE/NEON)

@@ -124,7 +124,7 @@ _A64_ISA = ("neon", "fp-armv8", "dotprod", "fullfp16", "i8mm", "sve", "sve2", "b
 _CPUINFO = {"x86_64": {"sse3": "pni", "bmi": "bmi1", "lzcnt": "abm", "pclmul": "pclmulqdq", "sha": "shani"},
             "aarch64": {"neon": "asimd", "fparmv8": "fp", "dotprod": "asimddp", "fullfp16": "asimdhp"}}
 _FLAG_TO_LLVM = {"avx512_vpopcntdq": "avx512vpopcntdq", "avx512_vnni": "avx512vnni", "amx_tile": "amx-tile",
-                 "amx_int8": "amx-int8", "amx_bf16": "amx-bf16"}
+                 "amx_int8": "amx-int8", "amx_bf16": "amx-bf16", "avx512_bf16": "avx512bf16"}
 
 
 def _norm(name: str) -> str:
@@ -224,6 +224,10 @@ PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
          {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq", "+avx512vnni"]},
          requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni"),
          features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni")),
+    _x86("x86-avx512-bf16", "x86-64-v4 + VPOPCNTDQ + VNNI + AVX512-BF16 (bf16 vdpbf16ps): Zen 4 and newer",
+         {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vpopcntdq", "+avx512vnni", "+avx512bf16"]},
+         requires=_AVX512 + ("avx512_vpopcntdq", "avx512_vnni", "avx512_bf16"),
+         features=("avx512f", "avx512bw", "avx512vl", "avx512vpopcntdq", "avx512vnni", "avx512bf16")),
     _x86("x86-amx", "x86-64-v4 + VPOPCNTDQ + VNNI + AMX-INT8/BF16 (tiles: tdpbusd, tdpbf16ps): Sapphire Rapids "
                     "and newer Xeons",
          # -prefer-256-bit: LLVM splits x86-64-v4's wide vector loops into 256-bit halves by
@@ -249,7 +253,7 @@ PRESETS: dict[str, TargetPreset] = {p.name: p for p in (
 
 def _host_preset() -> TargetPreset:
     have = host_features()
-    base = next((PRESETS[n] for n in ("x86-amx", "x86-avx512-vnni", "x86-avx512", "x86-avx2") if all(f in have for f in PRESETS[n].requires)),
+    base = next((PRESETS[n] for n in ("x86-amx", "x86-avx512-bf16", "x86-avx512-vnni", "x86-avx512", "x86-avx2") if all(f in have for f in PRESETS[n].requires)),
                 PRESETS["x86-64"])
     cores = os.cpu_count() or 1
     return dataclasses.replace(base, name="host", description=f"this machine: {base.name} ({cores} cores)",

@@ -149,43 +149,82 @@ def test_a_residual_add_reads_the_bf16_copy_so_the_stream_is_stored_in_bf16():
 
 
 # --- the kernel -----------------------------------------------------------------------------
+def _two_bf16_convs(kernel, stride, padding, cin=64, depth=5):
+    """to_bf16 -> bf16 conv (128 outputs, `stride`) -> relu -> to_bf16 -> bf16 conv (64 outputs),
+    the first `depth` of them."""
+    from reidc.compiler.ir.shapes import infer
+    from reidc.compiler.ir.spec import spec_of
+    g = Graph("op")
+    g.add("x", Node(Op.INPUT, (), ("N", cin, 10, 12), attrs={"name": "x"}))
+    w = lambda o, i: const(to_bf16_bits(RNG.standard_normal((o, i, kernel, kernel)).astype(np.float32) * 0.1))
+    steps = [(Op.TO_BF16, {}), (Op.CONV2D_BF16, {"weight": w(128, cin), "bias": const(RNG.standard_normal(128)),
+                                                 "stride": (stride, stride), "padding": (padding, padding)}),
+             (Op.RELU, {}), (Op.TO_BF16, {}),
+             (Op.CONV2D_BF16, {"weight": w(64, 128), "stride": (1, 1), "padding": (padding, padding)})]
+    prev = "x"
+    for k, (op, attrs) in enumerate(steps[:depth]):
+        attrs = {a: const(np.asarray(v, np.float32)) if a == "bias" else v for a, v in attrs.items()}
+        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
+    g.outputs = [prev]
+    return verify(g)
+
+
+def _build_and_check(g, preset, cin, runs_here, tol):
+    """Build `g` for `preset` and return its assembly; where `runs_here`, run it on a batch of 2
+    against the op's reference, to `tol`."""
+    import tvm
+    from tvm import relax
+    from reidc.compiler.ir.interp import run_all
+    from reidc.compiler.lower.build import build, lowering_options
+    from reidc.compiler.lower.to_relax import to_relax
+    ex = build(to_relax({"visible": g}, **lowering_options(preset)), preset)
+    asm = "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    if runs_here:
+        x = RNG.standard_normal((2, cin, 10, 12)).astype(np.float32)
+        want = run_all(g, {"x": x})[g.outputs[0]]
+        got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    return asm
+
+
+# One conv's float32 sums in another order: to 1e-5. Through a second conv, its input rounded to
+# bf16 again: an element that lies at a rounding boundary can round the other way (one bf16 step,
+# 2**-8 relative), which moves the next conv's outputs by up to ~1e-3 here; a wrong layout or
+# tap moves them by O(1).
+ONE_CONV, TWO_CONVS = 1e-5, 5e-3
+
+
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (1, 1, 0)])
 def test_bf16_conv_on_amx_tiles(kernel, stride, padding):
     """A 64-channel bf16 input is AMX's, strided or not: tile loads and tdpbf16ps (x86-amx,
     checked in the assembly). Where this machine has AMX-BF16 it runs and matches the op's
     reference (float32 sums: to 1e-5)."""
-    import tvm
-    from tvm import relax
-    from reidc.compiler.ir.interp import run_all
-    from reidc.compiler.ir.shapes import infer
-    from reidc.compiler.ir.spec import spec_of
-    from reidc.compiler.lower.build import build, int8_flavour
-    from reidc.compiler.lower.to_relax import to_relax
-    g = Graph("op")
-    g.add("x", Node(Op.INPUT, (), ("N", 64, 10, 12), attrs={"name": "x"}))
-    w = lambda o, i: const(to_bf16_bits(RNG.standard_normal((o, i, kernel, kernel)).astype(np.float32) * 0.1))
-    steps = [(Op.TO_BF16, {}), (Op.CONV2D_BF16, {"weight": w(128, 64), "bias": const(RNG.standard_normal(128)),
-                                                 "stride": (stride, stride), "padding": (padding, padding)}),
-             (Op.RELU, {}), (Op.TO_BF16, {}),
-             (Op.CONV2D_BF16, {"weight": w(64, 128), "stride": (1, 1), "padding": (padding, padding)})]
-    prev = "x"
-    for k, (op, attrs) in enumerate(steps):
-        attrs = {a: const(np.asarray(v, np.float32)) if a == "bias" else v for a, v in attrs.items()}
-        prev = g.add(f"n{k}", Node(op, (prev,), infer(op, [g[prev].shape], attrs), spec_of(op).out_dtype(attrs), attrs))
-    g.outputs = [prev]
-    g = verify(g)
-    ex = build(to_relax({"visible": g}, int8=int8_flavour(AMX)), AMX)
-    asm = "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    asm = _build_and_check(_two_bf16_convs(kernel, stride, padding), AMX, 64, _amx_here(), TWO_CONVS)
     assert asm.count("tdpbf16ps") >= 8 and "tileloadd" in asm
+    _build_and_check(_two_bf16_convs(kernel, stride, padding, depth=2), AMX, 64, _amx_here(), ONE_CONV)
     if not _amx_here():
         pytest.skip("this CPU (or kernel) has no AMX-BF16: the build is checked in its assembly only")
-    x = RNG.standard_normal((2, 64, 10, 12)).astype(np.float32)
-    want = run_all(g, {"x": x})[g.outputs[0]]
-    got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset, kernel", [("x86-amx", "tiles"), ("x86-avx2", "decoded"), ("rpi5", "decoded"),
+@pytest.mark.parametrize("kernel, stride, padding, cin", [(3, 1, 1, 64), (3, 2, 1, 32), (1, 2, 0, 64), (1, 1, 0, 48)])
+def test_bf16_conv_on_avx512_bf16(kernel, stride, padding, cin):
+    """Without AMX, AVX512-BF16 (x86-avx512-bf16: Zen 4) runs each bf16 conv as vdpbf16ps on
+    zmm registers (and no float32 FMA in its reduction), any even input channel block, strided
+    or not. Where this machine has AVX512-BF16 it runs and matches the op's reference: float32
+    sums in another order, and denormals flushed: to 1e-5 (ONE_CONV)."""
+    preset = get_target("x86-avx512-bf16")
+    here = not preset.missing_on_host()
+    asm = _build_and_check(_two_bf16_convs(kernel, stride, padding, cin), preset, cin, here, TWO_CONVS)
+    _build_and_check(_two_bf16_convs(kernel, stride, padding, cin, depth=2), preset, cin, here, ONE_CONV)
+    dots = [ln for ln in asm.splitlines() if "vdpbf16ps" in ln]
+    assert len(dots) >= 16 and all("zmm" in ln for ln in dots)
+    assert "reidc_dpbf16ps_512" not in asm   # the wrapper is inlined, not called
+    if not here:
+        pytest.skip("this CPU has no AVX512-BF16: the build is checked in its assembly only")
+
+
+@pytest.mark.parametrize("preset, kernel", [("x86-amx", "tiles"), ("x86-avx512-bf16", "tiles"),
+                                            ("x86-avx512-vnni", "decoded"), ("x86-avx2", "decoded"), ("rpi5", "decoded"),
                                             ("sm75", "decoded"), ("sm86", "wmma"), ("sm90", "wmma")])
 def test_each_target_lowers_bf16_convs_to_its_kernel(preset, kernel):
     """What a target's bf16 convs are lowered to (not what the manifest says): the AMX-layout
@@ -202,14 +241,24 @@ def test_each_target_lowers_bf16_convs_to_its_kernel(preset, kernel):
 
 
 # --- compiled networks ------------------------------------------------------------------------
-@pytest.mark.skipif(not _amx_here(), reason="needs AMX-BF16 to run the build (the kernel's assembly is checked above)")
+def _bf16_unit_here() -> str | None:
+    """The preset whose bf16 unit this machine has (AMX-BF16 tiles, or AVX512-BF16), if any."""
+    if _amx_here():
+        return "x86-amx"
+    return None if get_target("x86-avx512-bf16").missing_on_host() else "x86-avx512-bf16"
+
+
+@pytest.mark.skipif(_bf16_unit_here() is None,
+                    reason="needs AMX-BF16 or AVX512-BF16 to run the build (the kernels' assembly is checked above)")
 def test_bf16_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
+    target = _bf16_unit_here()
     model = reidc.zoo_model("cmnas-resnet18", input_size=(64, 32))
-    art = reidc.compile(model, output=tmp_path / "a", precision="bf16", modes="visible,mixed", target="x86-amx")
+    art = reidc.compile(model, output=tmp_path / "a", precision="bf16", modes="visible,mixed", target=target)
     v = art.manifest["verification"]
     assert v["status"] == "passed" and v["precision"] == "bf16" and min(v["min_cosine"].values()) >= 0.999
     p = art.manifest["precision"]
     assert p["real_valued"] == "bf16" and "nearest even" in p["bf16"]["weights"]
+    assert p["bf16"]["kernel"].startswith({"x86-amx": "AMX-BF16 tiles", "x86-avx512-bf16": "AVX512-BF16"}[target])
     rows = {r["layer"]: r for r in p["layers"]}
     assert Counter(r["precision"] for r in rows.values()) == {"bf16": 19, "fp32": 1}   # all but the stem
     assert rows["conv1"]["why"] == "3 input channels: the bf16 kernel reads rows of 64 channels (AMX-BF16's tile rows)"

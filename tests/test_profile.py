@@ -64,6 +64,8 @@ def test_split_512_bit_units_give_half_the_peak():
     assert splits_512(117.3e9, 117.4e9) and not splits_512(1.5e9, 1e9) and not splits_512(2e9, 1e9)
     split = Peak.of(("avx512f", "avx512vnni"), 512, split_512=True)
     assert (split.fp32, split.int8, split.bf16, split.binary) == (16, 64, 16, 512)
+    zen4 = Peak.of(("avx512f", "avx512vnni", "avx512bf16"), 512, split_512=True)
+    assert (zen4.fp32, zen4.bf16) == (16, 32)   # vdpbf16ps: one 512-bit a cycle, 16 lanes x a pair
     assert Peak.of(("avx512f",), 512, split_512=True).int8 == Peak.of(("avx512f",), 512).int8 / 2   # vpmaddubsw
     assert Peak.of(("avx2",), 256, split_512=True) == Peak.of(("avx2",), 256)   # 256-bit units: whole
     amx = Peak.of(("avx512f", "avx512vnni", "amx-int8", "amx-bf16"), 512, split_512=True)

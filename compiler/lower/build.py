@@ -32,7 +32,8 @@ def schedule_rules(preset: TargetPreset) -> list:
             Conv2dNCHWcInt8(vnni="avx512vnni" in preset.cpu_features(), amx="amx-int8" in preset.cpu_features(),
                             sdot="dotprod" in preset.cpu_features(), avx2="avx2" in preset.cpu_features(),
                             accumulators=preset.vector_registers * 3 // 4, vector_bits=preset.vector_bits,
-                            amx_bf16="amx-bf16" in preset.cpu_features()),
+                            amx_bf16="amx-bf16" in preset.cpu_features(),
+                            dpbf16="avx512bf16" in preset.cpu_features()),
             BConv2dNCHWc(reg_w=12, lanes=binary_lanes, harley_seal=harley_seal(preset)), Bitpack(), FoldColumns(),
             WinogradNCHWc(vector_lanes=preset.vector_lanes, accumulators=preset.vector_registers * 3 // 4), CPUFallback()]
 
@@ -45,26 +46,31 @@ def harley_seal(preset: TargetPreset) -> bool:
 
 
 def bf16_conv(preset: TargetPreset) -> Bf16Conv:
-    """The kernel bf16 convs take: AMX-BF16 tiles on x86 with AMX-BF16; tensor cores (bf16 WMMA)
-    on CUDA sm_80+; elsewhere float32 convs of the decoded bf16 values. That includes x86 with
-    AVX512-BF16 but no AMX (Zen 4): `llvm.x86.avx512bf16.dpbf16ps.512` takes <32 x bfloat>
-    operands, and TVM 0.27's LLVM codegen has no bfloat type (BF16ComputeLegalize widens a
-    bfloat16 reinterpret to float32, so the call fails LLVM's verifier; with the legalisation
-    passes disabled, a bfloat16 value crashes the codegen)."""
+    """The kernel bf16 convs take: AMX-BF16 tiles on x86 with AMX-BF16; vdpbf16ps on x86 with
+    AVX512-BF16 but no AMX (Zen 4, `x86-avx512-bf16`: kernels/bf16_intrin.py); tensor cores
+    (bf16 WMMA) on CUDA sm_80+; elsewhere float32 convs of the decoded bf16 values."""
     if preset.kind == "cuda":
         return Bf16Conv.WMMA if wmma_arch(preset.cuda_arch) else Bf16Conv.DECODED
-    return Bf16Conv.TILES if "amx-bf16" in preset.cpu_features() else Bf16Conv.DECODED
+    feats = preset.cpu_features()
+    if "amx-bf16" in feats:
+        return Bf16Conv.TILES
+    return Bf16Conv.DOT if "avx512bf16" in feats else Bf16Conv.DECODED
 
 
 def bf16_kernel(preset: TargetPreset) -> str:
     """What a bf16 conv runs on for the preset, as the manifest states it. Every product of two
     bf16 is exact in float32 and the sums are float32 on each (tensor cores' float32
-    accumulation is not IEEE round-to-nearest at every add), so the numbers differ in the order
-    and rounding of the sums only; only AMX-BF16 and tensor cores make bf16 faster than fp32."""
+    accumulation is not IEEE round-to-nearest at every add; vdpbf16ps flushes denormals), so the
+    numbers differ in the order and rounding of the sums only; only AMX-BF16, vdpbf16ps and
+    tensor cores make bf16 faster than fp32."""
     kind = bf16_conv(preset)
     if kind is Bf16Conv.TILES:
         return ("AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
                 "stride's phases")
+    if kind is Bf16Conv.DOT:
+        return ("AVX512-BF16 (vdpbf16ps: 16 float32 lanes += a broadcast input channel pair x 16 output channels' "
+                "pairs), a register tile of pixels x 64 output channels; a strided conv reads its input split into "
+                "the stride's phases; weights stored as bf16")
     if kind is Bf16Conv.WMMA:
         return ("tensor cores: bf16 WMMA 16x16x16 with float32 accumulation (TVM's dlight tensor-core matmul "
                 "schedule, implicit GEMM); weights stored as bf16")

@@ -1,8 +1,8 @@
 """bf16 ops: rounding to bf16 (TVM fuses it into the producing kernel's epilogue where the
 channel block stays; a change of block to the AMX kernel's 64 is a kernel of its own), and the
 bf16 conv through reidc's TE kernel (kernels/conv2d_bf16.py) with its scale and bias epilogue:
-the one `Lowerer.bf16` names: AMX-BF16 tiles, CUDA tensor cores (bf16 WMMA), or the float32 conv
-of the decoded values."""
+the one `Lowerer.bf16` names: AMX-BF16 tiles, AVX512-BF16 vdpbf16ps (the tiles' layouts), CUDA
+tensor cores (bf16 WMMA), or the float32 conv of the decoded values."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,10 +45,11 @@ def _conv2d_bf16(low, nid, n, ins):
     cb, o = low.cb[n.inputs[0]], n.shape[1]
     if not cb:
         raise LoweringError(f"conv2d_bf16 at {n.source or nid} needs a 4-D blocked input")
-    tiles = low.bf16 is Bf16Conv.TILES
+    tiles = low.bf16 in (Bf16Conv.TILES, Bf16Conv.DOT)   # the same TE and layouts
     if tiles and (cb % PAIR or o % 16):
-        raise LoweringError(f"conv2d_bf16 at {n.source or nid}: the AMX kernel needs input channel blocks of a "
-                            f"multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} outputs)")
+        raise LoweringError(f"conv2d_bf16 at {n.source or nid}: the {low.bf16.value} kernel needs input channel "
+                            f"blocks of a multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} "
+                            "outputs)")
     weight, stride, padding = np.asarray(n.attrs["weight"]), tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
     if tiles:
         ob = output_block(o)
