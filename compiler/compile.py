@@ -159,7 +159,8 @@ _LAYER_PRECISION = {Op.BCONV2D: "1-bit", Op.CONV2D_INT8: "int8", Op.CONV2D_BF16:
 
 def auto_candidates(preset) -> tuple[str, ...]:
     """What --precision auto builds for the preset: int8 and fp32, and bf16 where a bf16 unit
-    runs it (AMX-BF16 tiles, tensor cores from sm_80); elsewhere bf16 is fp32's speed at best."""
+    runs it (AMX-BF16 tiles, AVX512-BF16, tensor cores from sm_80); elsewhere bf16 is fp32's
+    speed at best."""
     from reidc.compiler.lower.build import bf16_conv
     from reidc.kernels.conv2d_bf16 import Bf16Conv
     return ("int8", "bf16", "fp32") if bf16_conv(preset) is not Bf16Conv.DECODED else ("int8", "fp32")

@@ -374,8 +374,8 @@ def test_auto_keeps_the_faster_verified_build(tmp_path):
     art = reidc.compile(model, output=tmp_path / "a", precision="auto", modes="visible", calibration_images=4)
     auto = art.manifest["precision"]["auto"]
     from reidc.targets import get_target
-    amx_bf16 = "amx-bf16" in get_target("host").cpu_features()
-    assert set(auto["ms"]) == ({"int8", "bf16", "fp32"} if amx_bf16 else {"int8", "fp32"})   # bf16 on AMX only
+    bf16_unit = {"amx-bf16", "avx512bf16"} & set(get_target("host").cpu_features())
+    assert set(auto["ms"]) == ({"int8", "bf16", "fp32"} if bf16_unit else {"int8", "fp32"})   # bf16 on its units only
     assert auto["chose"] == min(auto["ms"], key=auto["ms"].get)
     assert art.manifest["precision"]["real_valued"] == auto["chose"] and art.manifest["verification"]["status"] == "passed"
     from reidc.compiler.lower.build import int8_flavour
@@ -389,6 +389,8 @@ def test_auto_keeps_the_faster_verified_build(tmp_path):
 @pytest.mark.parametrize("target, candidates, chosen", [
     ("sm86", ("int8", "bf16", "fp32"), "int8"),     # tensor cores for both
     ("sm75", ("int8", "fp32"), "int8"),             # Turing: s8 tensor cores, no bf16 ones
+    ("x86-avx512-bf16", ("int8", "bf16", "fp32"), "int8"),   # vdpbf16ps; vpdpbusd for int8
+    ("x86-avx512-vnni", ("int8", "fp32"), "int8"),
     ("rpi4", ("int8", "fp32"), "fp32"),             # no dotprod: int8 on widening multiplies
     ("rpi5", ("int8", "fp32"), "int8"),             # sdot
 ])
