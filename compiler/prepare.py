@@ -149,9 +149,13 @@ def prepare(ckpt, opts: CompileOptions, source=None):
 
 def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
     """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
-    faster (the IR dump gets `choose_winograd`, after any precision step)."""
+    faster, and on AVX512-BF16 the bf16 ones (the IR dump gets `choose_winograd`, after any
+    precision step)."""
     from .ir import dump, verify
-    w = verify(choose_winograd(g, stats, opts.winograd_tiles))   # the rewrite's copy keeps g's meta
+    from .lower.build import bf16_conv
+    from reidc.kernels.conv2d_bf16 import Bf16Conv
+    bf16 = opts.precision == "bf16" and bf16_conv(get_target(opts.target)) is Bf16Conv.DOT   # vdpbf16ps: F(2x2) too
+    w = verify(choose_winograd(g, stats, opts.winograd_tiles, bf16))   # the rewrite's copy keeps g's meta
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
     return w

@@ -3,7 +3,8 @@
              to constants), input channels vectorised;
   wino_gemm  parallel over ((a, b), output-block group, image); a register tile of tiles x
              output blocks (`register_tile`, as the direct conv's), the reduction over input
-             channels outside it, lanes vectorised;
+             channels outside it, lanes vectorised (bf16: each 16 lanes x channel pair one
+             vdpbf16ps, kernels/bf16_intrin.py);
   output     A^T M A inlined into the fused epilogue: parallel over (image, block, tile row),
              the m x m pixels of a tile unrolled (A^T's rows fold to constants, the tile's
              (m + 2)^2 values of M are read once for its pixels)."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
+from .bf16_intrin import DPBF16_16x2_LOCAL
 from .schedule_utils import anchored, extent, largest_divisor_at_most, register_tile
 from .winograd import WINO_GEMM, WINO_IN
 
@@ -45,22 +47,33 @@ class WinogradNCHWc(CPUScheduleRule):
 
     def _gemm(self, sch, target):
         block = sch.get_sblock(WINO_GEMM)
-        a, b, o, n, t, v, rc = sch.get_loops(block)
+        a, b, o, n, t, v, *red = sch.get_loops(block)   # red: (rc,), or bf16's (channel pair, 2)
         ob, tiles, blocks = extent(sch, v), extent(sch, t), extent(sch, o)
-        rows, oct_ = register_tile(tiles, blocks, max(1, ob // self.lanes), self.accumulators, self.max_oc_tile)
+        bf16 = len(red) == 2
+        if bf16 and ob % 16:
+            raise ValueError(f"the bf16 Winograd GEMM needs output blocks of 16 lanes; has {ob}")
+        lanes = 16 if bf16 else self.lanes
+        rows, oct_ = register_tile(tiles, blocks, max(1, ob // lanes), self.accumulators, self.max_oc_tile)
         oo, oi = sch.split(o, [None, oct_])
         to, ti = sch.split(t, [None, rows])
-        sch.reorder(a, b, oo, n, to, rc, oi, ti, v)
+        lane_loops = list(sch.split(v, [None, lanes])) if bf16 else [v]
+        sch.reorder(a, b, oo, n, to, red[0], oi, ti, *lane_loops, *red[1:])
         sch.parallel(sch.fuse(a, b, oo, n))
         sch.unroll(oi)
         sch.unroll(ti)
-        sch.vectorize(v)
+        if bf16:
+            sch.unroll(lane_loops[0])
+        else:
+            sch.vectorize(v)
         # the tile accumulates in a local buffer (registers), written to M once per tile: in M
         # itself LLVM loaded and stored every accumulator around every FMA
         store = sch.cache_write(block, 0, "local")
         sch.reverse_compute_at(store, to)
         sch.vectorize(sch.get_loops(store)[-1])
-        sch.decompose_reduction(block, rc)
+        init = sch.decompose_reduction(block, red[0])
+        if bf16:
+            sch.vectorize(sch.get_loops(init)[-1])
+            sch.tensorize(lane_loops[1], DPBF16_16x2_LOCAL)
 
     def _output(self, sch, out, m):
         n, o, y, x, v = sch.get_loops(out)

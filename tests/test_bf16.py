@@ -149,13 +149,13 @@ def test_a_residual_add_reads_the_bf16_copy_so_the_stream_is_stored_in_bf16():
 
 
 # --- the kernel -----------------------------------------------------------------------------
-def _two_bf16_convs(kernel, stride, padding, cin=64, depth=5):
+def _two_bf16_convs(kernel, stride, padding, cin=64, depth=5, hw=(10, 12)):
     """to_bf16 -> bf16 conv (128 outputs, `stride`) -> relu -> to_bf16 -> bf16 conv (64 outputs),
     the first `depth` of them."""
     from reidc.compiler.ir.shapes import infer
     from reidc.compiler.ir.spec import spec_of
     g = Graph("op")
-    g.add("x", Node(Op.INPUT, (), ("N", cin, 10, 12), attrs={"name": "x"}))
+    g.add("x", Node(Op.INPUT, (), ("N", cin) + hw, attrs={"name": "x"}))
     w = lambda o, i: const(to_bf16_bits(RNG.standard_normal((o, i, kernel, kernel)).astype(np.float32) * 0.1))
     steps = [(Op.TO_BF16, {}), (Op.CONV2D_BF16, {"weight": w(128, cin), "bias": const(RNG.standard_normal(128)),
                                                  "stride": (stride, stride), "padding": (padding, padding)}),
@@ -180,7 +180,7 @@ def _build_and_check(g, preset, cin, runs_here, tol):
     ex = build(to_relax({"visible": g}, **lowering_options(preset)), preset)
     asm = "\n".join(m.inspect_source("asm") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     if runs_here:
-        x = RNG.standard_normal((2, cin, 10, 12)).astype(np.float32)
+        x = RNG.standard_normal((2, cin) + tuple(g["x"].shape[2:])).astype(np.float32)
         want = run_all(g, {"x": x})[g.outputs[0]]
         got = relax.VirtualMachine(ex, tvm.cpu())["visible"](tvm.runtime.tensor(x)).numpy()
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -240,6 +240,62 @@ def test_each_target_lowers_bf16_convs_to_its_kernel(preset, kernel):
     assert convs and all({k for k, b in blocks.items() if f'"{b}"' in c} == {kernel} for c in convs)
 
 
+# --- bf16 Winograd F(2x2, 3x3) (AVX512-BF16) ---------------------------------------------------
+def test_bf16_winograd_pass_fires_only_where_vdpbf16ps_runs_it():
+    """choose_winograd with bf16=True (the target's bf16 convs run on vdpbf16ps) sets the bf16
+    3x3 stride-1 convs to F(2x2) (never F(4x4), whatever the tiles policy) and nothing else;
+    without it they stay direct. The verifier refuses what the kernel cannot take."""
+    from reidc.compiler.passes.choose_winograd import choose_winograd
+    from reidc.compiler.ir import IRError
+    g = _two_bf16_convs(3, 2, 1)
+    stats = Counter()
+    out = choose_winograd(g, stats, tiles="4", bf16=True)
+    algos = {nid: n.attr("algorithm") for nid, n in out.items() if n.op == Op.CONV2D_BF16}
+    assert algos == {"n1": None, "n4": "winograd_f2"}     # the strided conv stays direct
+    assert stats["winograd_bf16"] == 1 and stats["winograd_bf16:skipped:3x3_stride1_pad1"] == 1
+    assert all(choose_winograd(g)[nid].attr("algorithm") is None for nid in algos)   # no vdpbf16ps: none
+    bad = out["n1"].with_(attrs={**out["n1"].attrs, "algorithm": "winograd_f2"})     # stride 2
+    out.replace("n1", bad)
+    with pytest.raises(IRError, match="winograd_f2 needs a 3x3 weight with an even input channel count, stride 1"):
+        verify(out)
+    out.replace("n1", bad.with_(attrs={**bad.attrs, "algorithm": "winograd_f4"}))
+    with pytest.raises(IRError, match="algorithm 'winograd_f4': expected direct or winograd_f2"):
+        verify(out)
+
+
+def test_bf16_winograd_reference_is_the_direct_conv_where_nothing_rounds():
+    """The IR's reference (refmath.winograd_bf16) rounds V and U to bf16 as the kernel does: on
+    small integers (x in [-4, 4], w multiples of 4: V and U exact in bf16) it equals the direct
+    conv exactly; on random values it stays within 1% (relative L2) of the direct bf16 conv,
+    the error the rounding of V and U adds (the verification's cosine budget judges it)."""
+    from reidc.compiler.ir.opset.refmath import conv2d, winograd_bf16
+    x = RNG.integers(-4, 5, (2, 6, 7, 9)).astype(np.float32)
+    w = 4 * RNG.integers(-2, 3, (8, 6, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(winograd_bf16(to_bf16_bits(x), to_bf16_bits(w)), conv2d(x, w, (1, 1), (1, 1)))
+    xb, wb = to_bf16_bits(RNG.standard_normal((2, 64, 7, 9)).astype(np.float32)), \
+        to_bf16_bits(RNG.standard_normal((8, 64, 3, 3)).astype(np.float32))
+    direct = conv2d(from_bf16_bits(xb).astype(np.float64), from_bf16_bits(wb).astype(np.float64), (1, 1), (1, 1))
+    err = np.linalg.norm(winograd_bf16(xb, wb) - direct) / np.linalg.norm(direct)
+    assert 1e-4 < err < 1e-2
+
+
+def test_bf16_winograd_kernel_matches_its_reference():
+    """The bf16 Winograd kernel (x86-avx512-bf16) on an odd map (overhanging tiles) after a
+    direct bf16 conv: vdpbf16ps in its GEMM; where this machine has AVX512-BF16 it matches the
+    IR reference, which models its roundings, to 1e-5 (one conv) / TWO_CONVS (two)."""
+    from reidc.compiler.passes.choose_winograd import choose_winograd
+    preset = get_target("x86-avx512-bf16")
+    here = not preset.missing_on_host()
+    for depth, tol in ((5, TWO_CONVS), (2, ONE_CONV)):
+        g = _two_bf16_convs(3, 1, 1, depth=depth, hw=(9, 11))
+        g = verify(choose_winograd(g, bf16=True))
+        assert sum(n.attr("algorithm") == "winograd_f2" for _, n in g.items()) == depth // 2
+        asm = _build_and_check(g, preset, 64, here, tol)
+        assert asm.count("vdpbf16ps") >= 8
+    if not here:
+        pytest.skip("this CPU has no AVX512-BF16: the build is checked in its assembly only")
+
+
 # --- compiled networks ------------------------------------------------------------------------
 def _bf16_unit_here() -> str | None:
     """The preset whose bf16 unit this machine has (AMX-BF16 tiles, or AVX512-BF16), if any."""
@@ -263,6 +319,9 @@ def test_bf16_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
     assert Counter(r["precision"] for r in rows.values()) == {"bf16": 19, "fp32": 1}   # all but the stem
     assert rows["conv1"]["why"] == "3 input channels: the bf16 kernel reads rows of 64 channels (AMX-BF16's tile rows)"
     assert rows["layer2.0.conv1"]["precision"] == "bf16"                              # stride 2
+    wino = {r["layer"] for r in rows.values() if r.get("algorithm") == "winograd F(2x2, 3x3)"}
+    # vdpbf16ps: all 14 stride-1 3x3 convs are F(2x2) (layer2/3's strided ones and the 1x1s stay direct); AMX: none
+    assert len(wino) == (14 if target == "x86-avx512-bf16" else 0) and "layer2.0.conv1" not in wino
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 32), dtype=np.float32)
     m = np.array([0, 1], np.int32)
     assert art.run(x, m).shape == (2, 512)

@@ -89,21 +89,32 @@ _TAKES_F4 = {"auto": _f4_fits, "4": _f4_pays, "2": lambda n: False}
 TILES = tuple(_TAKES_F4)   # what `choose_winograd` takes F(4x4) for (module docstring)
 
 
-def _rules(tiles: str) -> list[Rule]:
+def _even_input(g: Graph, nid: str, n: Node) -> bool:
+    return n.attrs["weight"].shape[1] % 2 == 0
+
+
+def _rules(tiles: str, bf16: bool = False) -> list[Rule]:
     takes_f4 = _TAKES_F4[tiles]
 
     def winograd(g: Graph, nid: str, n: Node) -> Rewrite:
         if takes_f4(n):
             return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD_F4}), note="F(4x4, 3x3)")
         return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}), note="F(2x2, 3x3)")
-    return [Rule("winograd", Op.CONV2D, winograd,
-                 guards=(("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
-                         ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct)))]
+    guards = (("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
+              ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct))
+    rules = [Rule("winograd", Op.CONV2D, winograd, guards=guards)]
+    if bf16:   # F(2x2) only: F(4x4)'s transforms (x4, x5, x8) on bf16-rounded V would add too much error
+        rules.append(Rule("winograd_bf16", Op.CONV2D_BF16,
+                          lambda g, nid, n: Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}),
+                                                    note="F(2x2, 3x3), bf16"),
+                          guards=guards + (("even_input", _even_input),)))
+    return rules
 
 
-def choose_winograd(g: Graph, stats: Counter | None = None, tiles: str = "auto") -> Graph:
+def choose_winograd(g: Graph, stats: Counter | None = None, tiles: str = "auto", bf16: bool = False) -> Graph:
     """g with its qualifying 3x3 convs set to Winograd, F(4x4) or F(2x2) as `tiles` says (see
-    the module docstring)."""
+    the module docstring); with `bf16` (the target's bf16 convs run on vdpbf16ps) its bf16 3x3
+    convs too, F(2x2) whatever `tiles` says."""
     if tiles not in _TAKES_F4:
         raise ValueError(f"winograd tiles {tiles!r}: expected one of {', '.join(TILES)}")
-    return apply_rules(g, _rules(tiles), stats).graph
+    return apply_rules(g, _rules(tiles, bf16), stats).graph

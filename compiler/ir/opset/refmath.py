@@ -44,3 +44,45 @@ def to_bf16_bits(x: np.ndarray) -> np.ndarray:
 def from_bf16_bits(b: np.ndarray) -> np.ndarray:
     """bf16 bit patterns -> float32 (exact)."""
     return (np.asarray(b, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+# F(m x m, 3 x 3): Y = A^T [(G g G^T) * (B^T d B)] A on (m + 2)^2 input patches (Lavin & Gray's
+# matrices; F(4x4) on the points 0, +-1, +-2 and infinity)
+WINOGRAD_MATRICES = {
+    2: dict(G=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+            BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+            AT=[[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: dict(G=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+            BT=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+            AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+
+
+def winograd_bf16(x_bits: np.ndarray, w_bits: np.ndarray, m: int = 2) -> np.ndarray:
+    """The 3x3, stride-1, pad-1 conv of bf16 patterns as reidc's bf16 Winograd kernel computes it
+    (kernels/winograd.py): V = B^T d B per m x m output tile in float32, each patch row first
+    (F(2x2)'s rows are one add or subtract each, so the roundings are the kernel's), rounded to
+    bf16; U = G w G^T in float64, rounded to
+    float32 and then to bf16; their products summed over input channels and A^T M A applied in
+    float64 (the kernel's float32 sums differ from these in their rounding only). (N, O, H, W)."""
+    mats = WINOGRAD_MATRICES[m]
+    bt, g, at = (np.array(mats[k], np.float64) for k in ("BT", "G", "AT"))
+    x = from_bf16_bits(x_bits)
+    n, c, h, w = x.shape
+    th, tw, t = -(-h // m), -(-w // m), m + 2
+    pad = np.zeros((n, c, th * m + 2, tw * m + 2), np.float32)
+    pad[:, :, 1:h + 1, 1:w + 1] = x
+    # the (t, t) input patch of every tile: (N, C, th, tw, t, t)
+    patches = np.stack([np.stack([pad[:, :, i:i + th * m:m, j:j + tw * m:m] for j in range(t)], -1)
+                        for i in range(t)], -2)
+    # the kernel's order: each patch row's transform, then the rows' (one rounding each for F(2x2))
+    inner = np.einsum("bj,nchwij->nchwib", bt.astype(np.float32), patches)
+    v = np.einsum("ai,nchwib->nchwab", bt.astype(np.float32), inner)
+    v = from_bf16_bits(to_bf16_bits(v)).astype(np.float64)
+    u = np.einsum("ai,ocij,bj->ocab", g, from_bf16_bits(w_bits).astype(np.float64), g)
+    u = from_bf16_bits(to_bf16_bits(u.astype(np.float32))).astype(np.float64)
+    mm = np.einsum("nchwab,ocab->nohwab", v, u, optimize=True)
+    y = np.einsum("pa,nohwab,qb->nohpwq", at, mm, at).reshape(n, u.shape[0], th * m, tw * m)
+    return y[:, :, :h, :w]

@@ -9,12 +9,13 @@ import numpy as np
 from tvm import relax
 
 from reidc.compiler.ir import Op
-from reidc.compiler.ir.opset.refmath import from_bf16_bits
+from reidc.compiler.ir.opset.refmath import from_bf16_bits, to_bf16_bits
 from reidc.kernels.conv2d import pack_weight
 from reidc.kernels.conv2d_bf16 import (PAIR, Bf16Conv, conv2d_nchwc_bf16, conv2d_nchwc_decoded, conv2d_nchwc_wmma,
                                        decode, pack_weight_bf16, pack_weight_wmma, phase_weight,
                                        to_bf16_nchwc)
 from reidc.kernels.conv2d_int8 import output_block
+from reidc.kernels.winograd import conv2d_winograd_nchwc, pair_weight, transform_weight
 
 from ..registry import Lowered, LoweringError, lowers
 
@@ -51,7 +52,15 @@ def _conv2d_bf16(low, nid, n, ins):
                             f"blocks of a multiple of {PAIR} and output channels a multiple of 16 (has c{cb}, {o} "
                             "outputs)")
     weight, stride, padding = np.asarray(n.attrs["weight"]), tuple(n.attrs["stride"]), tuple(n.attrs["padding"])
-    if tiles:
+    if n.attr("algorithm") not in (None, "direct"):   # choose_winograd's F(2x2, 3x3): U rounded to bf16
+        if low.bf16 is not Bf16Conv.DOT or cb % PAIR:
+            raise LoweringError(f"conv2d_bf16 at {n.source or nid}: Winograd needs the AVX512-BF16 kernel and even "
+                                f"input channel blocks (has the {low.bf16.value} kernel, c{cb})")
+        ob = low.block(o)
+        u = pair_weight(to_bf16_bits(transform_weight(from_bf16_bits(weight), ob, 2)))
+        y = low.bb.emit_te(conv2d_winograd_nchwc, ins[0], low.const(u), primfunc_name_hint="conv2d_bf16_winograd",
+                           primfunc_attrs={"op_pattern": 4})
+    elif tiles:
         ob = output_block(o)
         w = low.const(pack_weight_bf16(phase_weight(weight, stride), cb, ob))
         y = low.bb.emit_te(conv2d_nchwc_bf16, ins[0], w, stride, padding, weight.shape[2:],
