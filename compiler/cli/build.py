@@ -112,12 +112,15 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
                             if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
-    wino = Counter(r["algorithm"] for r in prec.get("layers", []) if r.get("algorithm"))
+    wino = Counter(r["algorithm"] + (", bf16" if r["precision"] == "bf16" else "")
+                   for r in prec.get("layers", []) if r.get("algorithm"))
     if wino:
+        # bf16 convs take F(2x2) only (passes/choose_winograd.py): --winograd-tiles is fp32's choice
+        trade = ("--no-winograd trades speed for size" if all(k.endswith("bf16") for k in wino) else
+                 "--winograd-tiles 4 trades size for speed, --winograd-tiles 2 or --no-winograd speed for size")
         out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a[len('winograd '):]}" for a, c in sorted(wino.items()))
                   + f"; library {w['artifact_bytes'] / 1e6:.1f} MB "
-                  f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; --winograd-tiles 4 trades size for speed, "
-                  "--winograd-tiles 2 or --no-winograd speed for size)")
+                  f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; {trade})")
     if man.get("binary_layers"):
         out.print(f"  {man['binary_layers']} binary convs; weights {w['stored_weight_bytes'] / 1e6:.2f} MB stored vs "
                   f"{w['fp32_weight_bytes'] / 1e6:.1f} MB fp32; library {w['artifact_bytes'] / 1e6:.2f} MB; "
