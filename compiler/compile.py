@@ -262,7 +262,10 @@ def layer_precision(g, precision: str = "fp32", bits_why: str | None = None, ker
         out["bf16"] = {
             "weights": "rounded to bf16 (nearest even); a split BN's two folded sets share one, with a per-modality "
                        "per-channel output scale",
-            "activations": "rounded to bf16 (nearest even) where a bf16 conv reads them; products exact, sums float32",
+            "activations": "rounded to bf16 (nearest even) where a bf16 conv reads them; products exact, sums float32"
+                           + ("; a Winograd conv (the layer rows' algorithm) also rounds its transformed input and "
+                              "weights to bf16" if any(r.get("algorithm") and r["precision"] == "bf16" for r in layers)
+                              else ""),
             "kernel": kernel}
     return out
 

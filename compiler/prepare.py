@@ -49,7 +49,7 @@ class CompileOptions:
     retrieval: str | None = None   # reduced precision: also rank a dataset's test protocol (synthetic, sysu:PATH, ...)
     int8_weight_bits: int | None = None  # int8 weights' bits (None: the target's fastest, Int8Flavour.paired_max)
     seed: int = 0
-    winograd: bool = True         # fp32 3x3 convs as Winograd F(4x4) or F(2x2, 3x3) where the target runs it faster
+    winograd: bool = True         # 3x3 convs as Winograd where the target runs it faster (fp32: F(4x4) or F(2x2); bf16 on AVX512-BF16: F(2x2))
     winograd_tiles: str = "auto"  # which take F(4x4): passes/choose_winograd.py TILES
     progress: Callable[[str], None] = field(default=lambda msg: None)
 
@@ -57,7 +57,7 @@ class CompileOptions:
 def check_precision(opts: CompileOptions, preset, flavour) -> None:
     """Refuse, before any work, a precision the target cannot build: int8 weight bits beyond its
     dot product's bound (`flavour`: lower.build.int8_flavour(preset)). bf16 builds for every
-    target: AMX-BF16 tiles where it has them, tensor cores on CUDA sm_80+, else float32
+    target: AMX-BF16 tiles where it has them, AVX512-BF16 vdpbf16ps, tensor cores on CUDA sm_80+, else float32
     multiply-adds of the decoded bf16 values (lower.build.bf16_kernel says which)."""
     if opts.precision == "int8":
         int8_weight_max(opts, flavour)
@@ -142,19 +142,22 @@ def prepare(ckpt, opts: CompileOptions, source=None):
             graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
         elif opts.precision == "bf16":
             graphs[mode] = _to_bf16(graphs[mode], RunMode.parse(mode), opts, stats)
-        if opts.winograd and winograd_target(get_target(opts.target)):
-            graphs[mode] = _winograd(graphs[mode], RunMode.parse(mode), opts, stats)
+        graphs[mode] = _winograd(graphs[mode], RunMode.parse(mode), opts, stats)
     return module, graphs, modes, facts, stats
 
 
 def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
     """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
     faster, and on AVX512-BF16 the bf16 ones (the IR dump gets `choose_winograd`, after any
-    precision step)."""
+    precision step); g itself where the target takes none or `opts.winograd` is off."""
     from .ir import dump, verify
-    from .lower.build import bf16_conv
-    from reidc.kernels.conv2d_bf16 import Bf16Conv
-    bf16 = opts.precision == "bf16" and bf16_conv(get_target(opts.target)) is Bf16Conv.DOT   # vdpbf16ps: F(2x2) too
+    if not (opts.winograd and winograd_target(get_target(opts.target))):
+        return g
+    bf16 = False
+    if opts.precision == "bf16":   # vdpbf16ps: its bf16 3x3 convs take F(2x2) too
+        from .lower.build import bf16_conv
+        from reidc.kernels.conv2d_bf16 import Bf16Conv
+        bf16 = bf16_conv(get_target(opts.target)) is Bf16Conv.DOT
     w = verify(choose_winograd(g, stats, opts.winograd_tiles, bf16))   # the rewrite's copy keeps g's meta
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))

@@ -1,5 +1,7 @@
 """AVX512-BF16's dot product as a tensor intrinsic: 16 float32 lanes += sum over a pair of input
-channels of bf16 x bf16, one `vdpbf16ps` (Zen 4 and newer AMD, Cooper Lake, Sapphire Rapids).
+channels of bf16 x bf16, one `vdpbf16ps` (AVX512-BF16: Zen 4 and newer AMD; Cooper Lake and
+Sapphire Rapids have it too, where a target dict enables it: `x86-avx512-bf16` also asks VPOPCNTDQ,
+which Cooper Lake lacks, and `x86-amx` takes AMX's tiles).
 
 The instruction's LLVM intrinsic takes <32 x bfloat> operands, a type TVM 0.27's LLVM codegen
 never emits: its bf16 legalisation widens a bfloat16 reinterpret to float32, and the call then

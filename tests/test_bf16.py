@@ -1,7 +1,9 @@
 """--precision bf16: the rounding, the pass (the IR it produces, its numbers against the fp32
 graph, where it fires and where it does not), the AMX-BF16 kernel (tdpbf16ps in the assembly;
-strided convs through their input's phases) and compiled networks verified by feature cosine
-against PyTorch fp32. What needs AMX-BF16 to run is checked in its assembly elsewhere."""
+strided convs through their input's phases), the AVX512-BF16 kernel (vdpbf16ps) and its
+Winograd F(2x2) (the pass, the reference that models its roundings, the kernel against it) and
+compiled networks verified by feature cosine against PyTorch fp32. What needs AMX-BF16 or
+AVX512-BF16 to run is checked in its assembly on other CPUs."""
 from __future__ import annotations
 
 from collections import Counter
@@ -209,8 +211,7 @@ def test_bf16_conv_on_amx_tiles(kernel, stride, padding):
 @pytest.mark.parametrize("kernel, stride, padding, cin", [(3, 1, 1, 64), (3, 2, 1, 32), (1, 2, 0, 64), (1, 1, 0, 48)])
 def test_bf16_conv_on_avx512_bf16(kernel, stride, padding, cin):
     """Without AMX, AVX512-BF16 (x86-avx512-bf16: Zen 4) runs each bf16 conv as vdpbf16ps on
-    zmm registers (and no float32 FMA in its reduction), any even input channel block, strided
-    or not. Where this machine has AVX512-BF16 it runs and matches the op's reference: float32
+    zmm registers, any even input channel block, strided or not. Where this machine has AVX512-BF16 it runs and matches the op's reference: float32
     sums in another order, and denormals flushed: to 1e-5 (ONE_CONV)."""
     preset = get_target("x86-avx512-bf16")
     here = not preset.missing_on_host()
@@ -238,9 +239,32 @@ def test_each_target_lowers_bf16_convs_to_its_kernel(preset, kernel):
     mod = to_relax({"visible": convert_bf16(_net()).graph}, **lowering_options(get_target(preset)))
     convs = [f.script() for gv, f in mod.functions.items() if "conv2d_bf16" in gv.name_hint]
     assert convs and all({k for k, b in blocks.items() if f'"{b}"' in c} == {kernel} for c in convs)
+    # AMX reads 64-channel rows (the rounding re-blocks to them); vdpbf16ps keeps fp32's blocks
+    rounds = [f.script() for gv, f in mod.functions.items() if gv.name_hint.startswith("to_bf16")]
+    reblocks = [r for r in rounds if 'T.int64(16)), "float32"' in r and 'T.int64(64)), "uint16"' in r]
+    assert bool(reblocks) == (preset == "x86-amx")
 
 
 # --- bf16 Winograd F(2x2, 3x3) (AVX512-BF16) ---------------------------------------------------
+@pytest.mark.parametrize("preset, wino", [("x86-avx512-bf16", 2), ("x86-amx", 0), ("x86-avx512-vnni", 0),
+                                          ("x86-avx2", 0), ("rpi5", 0), ("sm86", 0)])
+def test_only_vdpbf16ps_targets_get_bf16_winograd_and_each_target_lowers_its_graph(preset, wino):
+    """compile's last step (prepare._winograd) gives bf16 convs Winograd only where the target's
+    bf16 convs run on vdpbf16ps (not AMX's tiles, not the decoded float32 convs, not CUDA), and
+    each target's lowering takes the graph it gets; --no-winograd keeps them direct. No build:
+    CPU only."""
+    from reidc.compiler.lower.build import lowering_options
+    from reidc.compiler.lower.to_relax import to_relax
+    from reidc.compiler.prepare import CompileOptions, _winograd
+    from reidc.compiler.ir import RunMode
+    g = _two_bf16_convs(3, 1, 1)
+    got = _winograd(g, RunMode.VISIBLE, CompileOptions(target=preset, precision="bf16"), Counter())
+    assert sum(n.attr("algorithm") == "winograd_f2" for _, n in got.items()) == wino
+    to_relax({"visible": got}, **lowering_options(get_target(preset)))
+    off = _winograd(g, RunMode.VISIBLE, CompileOptions(target=preset, precision="bf16", winograd=False), Counter())
+    assert all(n.attr("algorithm") is None for _, n in off.items())
+
+
 def test_bf16_winograd_pass_fires_only_where_vdpbf16ps_runs_it():
     """choose_winograd with bf16=True (the target's bf16 convs run on vdpbf16ps) sets the bf16
     3x3 stride-1 convs to F(2x2) (never F(4x4), whatever the tiles policy) and nothing else;

@@ -69,11 +69,12 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       file written). The module is put in eval mode, as verification needs.
     output: the artifact folder (a new one, or an artifact reidc wrote: replaced atomically).
       None: a temporary folder that lives as long as the returned Artifact (`.save()` it).
-    precision: "fp32", "int8", "bf16" or "auto" (fp32, int8 and on AMX-BF16 targets bf16 built
-      and verified, the fastest here kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
+    precision: "fp32", "int8", "bf16" or "auto" (fp32, int8 and, where a bf16 unit runs it, bf16
+      built and verified, the fastest here kept; the manifest's precision.auto says why), the real-valued layers (binary convs stay
       1-bit). bf16: weights and activations rounded to bf16, float32 sums, on AMX-BF16 tiles
-      (x86-amx targets), CUDA tensor cores (sm_80 and later); elsewhere float32 convs of the
-      bf16 values, no faster than fp32, verified
+      (x86-amx targets), AVX512-BF16 vdpbf16ps (x86-avx512-bf16: Zen 4; its 3x3 convs as
+      Winograd F(2x2) with the transformed values rounded to bf16 too), CUDA tensor cores (sm_80
+      and later); elsewhere float32 convs of the bf16 values, no faster than fp32, verified
       by feature cosine as int8 is; no calibration. int8:
       post-training quantization calibrated on `calibration` ("synthetic": rendered persons of
       both modalities, or a folder of images, with visible/ and infrared/ subfolders for a
@@ -93,8 +94,9 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
     winograd: fp32 stride-1 3x3 convs of 64 channels or more as Winograd F(4x4, 3x3) (where its
       bigger transformed weights pay: passes/choose_winograd.py) or F(2x2, 3x3) on x86 (F(2x2)
       1.5-1.9x the direct conv per layer, F(4x4) another 1.4-1.7x; relative error 2-5e-6 per
-      layer; the transformed weights are 4x (F(4x4)) or 16/9 the size of the 3x3 weights); False
-      keeps every conv direct.
+      layer; the transformed weights are 4x (F(4x4)) or 16/9 the size of the 3x3 weights); at bf16 on
+      AVX512-BF16 (x86-avx512-bf16) the bf16 3x3 convs as F(2x2) too, their transformed input and
+      weights rounded to bf16 (0.4% relative L2 per layer); False keeps every conv direct.
     winograd_tiles: which convs take F(4x4): "auto" those whose transformed weights stay in the
       caches (C x O <= 256 x 256), F(2x2) beyond; "4" (or 4) wherever F(4x4) was measured
       faster, for the most speed (CM-NAS ResNet-50: library 221 MB, against auto's 158 and 127

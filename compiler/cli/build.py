@@ -52,10 +52,11 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                                     "256x128 for a bare weights file)"),
                 precision: str = typer.Option("fp32", help="fp32 | int8 | bf16 | auto: the real-valued layers (binary "
                                                            "convs stay 1-bit); int8 is calibrated, int8 and bf16 (AMX "
-                                                           "tiles, tensor cores on CUDA sm_80+, elsewhere float32 "
-                                                           "convs of the bf16 values) are "
+                                                           "tiles, AVX512-BF16 vdpbf16ps, tensor cores on CUDA "
+                                                           "sm_80+, elsewhere float32 convs of the bf16 values) are "
                                                            "verified by feature cosine; auto builds fp32, "
-                                                           "int8 (and bf16 on AMX) and keeps the fastest here"),
+                                                           "int8 (and bf16 where a bf16 unit runs it) and keeps the "
+                                                           "fastest here"),
                 calibration: str = typer.Option("synthetic", help="int8 calibration images: synthetic (rendered "
                                                                   "persons) or a folder (visible/ and infrared/ "
                                                                   "subfolders for a cross-modality model)"),
@@ -68,8 +69,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                                                                          "(7 where 6 miss the budget), else 8; "
                                                                          "AVX2 takes up to 7)"),
                 winograd: bool = typer.Option(True, help="fp32 stride-1 3x3 convs as Winograd F(4x4, 3x3) or "
-                                                         "F(2x2, 3x3) on x86 (faster; their weights take 4 or "
-                                                         "16/9 the bytes); "
+                                                         "F(2x2, 3x3) on x86, bf16 ones as F(2x2) on AVX512-BF16 "
+                                                         "(faster; their weights take 4 or 16/9 the bytes); "
                                                          "--no-winograd keeps every conv direct"),
                 winograd_tiles: str = typer.Option("auto", help="which 3x3 convs take Winograd F(4x4): auto (those "
                                                                 "whose weights stay in the caches; F(2x2) beyond), "
@@ -112,13 +113,13 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                   + "".join(f"; {r['layer']} stays fp32: {r['why']}" for r in prec["layers"]
                             if r["precision"] == "fp32" and r["op"] in ("conv2d", "group_conv2d")))
     w, ops = man["weights"], man["per_sample"]
-    wino = Counter(r["algorithm"] + (", bf16" if r["precision"] == "bf16" else "")
+    wino = Counter(("bf16 " if r["precision"] == "bf16" else "") + r["algorithm"][len("winograd "):]
                    for r in prec.get("layers", []) if r.get("algorithm"))
     if wino:
         # bf16 convs take F(2x2) only (passes/choose_winograd.py): --winograd-tiles is fp32's choice
-        trade = ("--no-winograd trades speed for size" if all(k.endswith("bf16") for k in wino) else
+        trade = ("--no-winograd trades speed for size" if all(k.startswith("bf16") for k in wino) else
                  "--winograd-tiles 4 trades size for speed, --winograd-tiles 2 or --no-winograd speed for size")
-        out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a[len('winograd '):]}" for a, c in sorted(wino.items()))
+        out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a}" for a, c in sorted(wino.items()))
                   + f"; library {w['artifact_bytes'] / 1e6:.1f} MB "
                   f"({w['fp32_weight_bytes'] / 1e6:.1f} MB of fp32 weights; {trade})")
     if man.get("binary_layers"):

@@ -103,7 +103,8 @@ def profile_cmd(artifact: Path = typer.Argument(...),
               f"the rest {r['remainder_ms']:.2f} ms (the VM's {r['vm_builtin_calls']} builtin calls, caches a kernel "
               f"finds cold in a run). Peak = threads x {r['ghz']} GHz ({r['ghz_source']}) x MACs/cycle: fp32 "
               f"{p['fp32']:.0f}, int8 {p['int8']:.0f}, bf16 {p['bf16']:.0f}, binary {p['binary']:.0f}"
-              + ("; fp32*: Winograd, its rate in the direct conv's MACs (2.25x F(2x2)'s multiplies, 4x F(4x4)'s)"
+              + ("; fp32* / bf16*: Winograd, its rate in the direct conv's MACs (2.25x F(2x2)'s multiplies, "
+                 "4x F(4x4)'s)"
                  if any(k.get("effective") for k in r["kernels"]) else ""))
     if json_out:
         out.print(f"wrote {json_out}")

@@ -61,8 +61,9 @@ def bf16_kernel(preset: TargetPreset) -> str:
     """What a bf16 conv runs on for the preset, as the manifest states it. Every product of two
     bf16 is exact in float32 and the sums are float32 on each (tensor cores' float32
     accumulation is not IEEE round-to-nearest at every add; vdpbf16ps flushes denormals), so the
-    numbers differ in the order and rounding of the sums only; only AMX-BF16, vdpbf16ps and
-    tensor cores make bf16 faster than fp32."""
+    numbers differ in the order and rounding of the sums only, except in a bf16 Winograd conv
+    (vdpbf16ps targets), which also rounds its transformed input and weights to bf16; only
+    AMX-BF16, vdpbf16ps and tensor cores make bf16 faster than fp32."""
     kind = bf16_conv(preset)
     if kind is Bf16Conv.TILES:
         return ("AMX-BF16 tiles (tdpbf16ps), 64-channel rows; a strided conv reads its input split into the "
@@ -70,7 +71,9 @@ def bf16_kernel(preset: TargetPreset) -> str:
     if kind is Bf16Conv.DOT:
         return ("AVX512-BF16 (vdpbf16ps: 16 float32 lanes += a broadcast input channel pair x 16 output channels' "
                 "pairs), a register tile of pixels x 64 output channels; a strided conv reads its input split into "
-                "the stride's phases; weights stored as bf16")
+                "the stride's phases; 3x3 stride-1 convs of 64 channels or more as Winograd F(2x2, 3x3) with the "
+                "transformed input and weights rounded to bf16 (the layer rows' algorithm; --no-winograd keeps "
+                "them direct); weights stored as bf16")
     if kind is Bf16Conv.WMMA:
         return ("tensor cores: bf16 WMMA 16x16x16 with float32 accumulation (TVM's dlight tensor-core matmul "
                 "schedule, implicit GEMM); weights stored as bf16")

@@ -160,7 +160,8 @@ def to_relax(graphs: dict[str, Graph], batch: int | None = None, int8: Int8Flavo
     `bit_sites` order), which verification uses to count sign flips exactly; it shares all
     kernels with the main entry. `int8`: how the int8 convs are written for the target's ISA
     (compiler/lower/build.py: `int8_flavour(preset)`); `bf16`: the kernel bf16 convs take
-    (`bf16_conv(preset)`: AMX-BF16 tiles, CUDA tensor cores, or float32 convs of the decoded values);
+    (`bf16_conv(preset)`: AMX-BF16 tiles, AVX512-BF16 vdpbf16ps, CUDA tensor cores, or float32
+    convs of the decoded values);
     `binary_word`: the word binary convs XOR and count in (`binary_word(preset)`), their packed
     uint64 input viewed as twice as many uint32 words where it is "uint32"."""
     bb = relax.BlockBuilder()

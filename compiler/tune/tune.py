@@ -68,7 +68,9 @@ class TuneOptions:
 
 
 def extract_tasks(ckpt, opts: TuneOptions, preset):
-    copts = CompileOptions(batch=opts.batch, progress=opts.progress, precision=opts.precision,
+    # the target's own graph (which convs take Winograd, bf16 or not; int8's weight range), as
+    # compile builds it for that target: not host's
+    copts = CompileOptions(target=opts.target, batch=opts.batch, progress=opts.progress, precision=opts.precision,
                            int8_weight_bits=opts.int8_weight_bits, calibration=opts.calibration, **opts.source)
     opts.progress(f"loading {ckpt}")
     source = load_source(ckpt, copts)

@@ -66,7 +66,11 @@ def winograd_bf16(x_bits: np.ndarray, w_bits: np.ndarray, m: int = 2) -> np.ndar
     (F(2x2)'s rows are one add or subtract each, so the roundings are the kernel's), rounded to
     bf16; U = G w G^T in float64, rounded to
     float32 and then to bf16; their products summed over input channels and A^T M A applied in
-    float64 (the kernel's float32 sums differ from these in their rounding only). (N, O, H, W)."""
+    float64 (the kernel's float32 sums differ from these in their rounding only). (N, O, H, W).
+    F(2x2) only: the bf16 kernel takes no other (and F(4x4)'s rows would round in an order this
+    does not model)."""
+    if m != 2:
+        raise ValueError(f"winograd_bf16 models F(2x2, 3x3) only, not F({m}x{m})")
     mats = WINOGRAD_MATRICES[m]
     bt, g, at = (np.array(mats[k], np.float64) for k in ("BT", "G", "AT"))
     x = from_bf16_bits(x_bits)
