@@ -20,6 +20,8 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from .conv2d_bf16 import decode
+
 DPBF16_16x2 = "reidc_dpbf16_16x2"
 # the same on an accumulator in a "local" buffer (the schedule's register tile)
 DPBF16_16x2_LOCAL = "reidc_dpbf16_16x2_local"
@@ -38,12 +40,6 @@ attributes #0 = {{ alwaysinline nounwind "target-features"="+avx512f,+avx512bf16
 """
 
 
-def _decoded(v):
-    """A uint16 bf16 pattern's float32 value, as conv2d_bf16.decode writes it (what the conv's
-    block holds, and so what tensorize matches)."""
-    return T.reinterpret("float32", T.shift_left(T.Cast("uint32", v), T.uint32(16)))
-
-
 def _desc(scope: str):
     @T.prim_func(s_tir=True)
     def desc(A: T.Buffer((2,), "uint16", offset_factor=1), B: T.Buffer((16, 2), "uint16", offset_factor=1),
@@ -55,7 +51,7 @@ def _desc(scope: str):
                 for k in T.serial(0, 2):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + _decoded(A[vk]) * _decoded(B[vi, vk])
+                        C[vi] = C[vi] + decode(A[vk]) * decode(B[vi, vk])   # the conv block's own expression
 
     return desc
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx as tir
 
-from reidc.compiler.ir.opset.refmath import WINOGRAD_MATRICES as MATRICES
+from reidc.compiler.ir.opset.refmath import WINOGRAD_MATRICES as MATRICES, winograd_weight
 
 from .conv2d_bf16 import PAIR, decode, encode
 
@@ -40,8 +40,7 @@ def transform_weight(w: np.ndarray, ob: int, m: int = 2) -> np.ndarray:
     if (kh, kw) != (3, 3) or o % ob or m not in MATRICES:
         raise ValueError(f"winograd F({m}x{m}, 3x3) needs a (O, C, 3, 3) weight with O a multiple of {ob} "
                          f"and m in {sorted(MATRICES)}; got {w.shape}, m={m}")
-    g = np.array(MATRICES[m]["G"], np.float64)
-    u = np.einsum("ai,ocij,bj->abco", g, np.asarray(w, np.float64), g)
+    u = winograd_weight(w, m)
     t = m + 2
     return np.ascontiguousarray(u.reshape(t, t, c, o // ob, ob).transpose(0, 1, 3, 2, 4)).astype(np.float32)
 
@@ -57,14 +56,14 @@ def pair_weight(u_bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(v).astype(np.uint16)
 
 
-def _row(matrix, r, g, dtype: str = "float32"):
+def _row(matrix, r, g):
     """Row r (a loop variable) of a constant matrix applied to g(0..k-1), as a Select over the
     rows; each row a sum over its non-zero entries in index order, +-1 as adds and subtracts.
     Each g(j) is bound once (a Let), so a nested transform is (m + 2) inner rows, not one per
     use: the unrolled loops' expressions stay small for TVM's simplifier. Unrolled, r is a
     constant and the Select folds away."""
     used = sorted({j for coeffs in matrix for j, c in enumerate(coeffs) if c})
-    names = {j: tir.Var(f"w{j}", dtype) for j in used}
+    names = {j: tir.Var(f"w{j}", "float32") for j in used}   # both transforms read float32
 
     def term(acc, c, j):
         v = names[j]
@@ -125,5 +124,5 @@ def conv2d_winograd_nchwc(data: te.Tensor, u: te.Tensor) -> te.Tensor:
 
     def output(b, o, y, x, lane):
         tile = (y // m) * tw + x // m
-        return _row(at, y % m, lambda a: _row(at, x % m, lambda bb: mm[a, bb, o, b, tile, lane], mm.dtype), mm.dtype)
+        return _row(at, y % m, lambda a: _row(at, x % m, lambda bb: mm[a, bb, o, b, tile, lane]))
     return te.compute((n, ocb, h, w, ob), output, name=WINO_OUT)

@@ -99,20 +99,20 @@ def _even_input(g: Graph, nid: str, n: Node) -> bool:
     return n.attrs["weight"].shape[1] % 2 == 0
 
 
+def _set(n: Node, algorithm: str, note: str) -> Rewrite:
+    return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": algorithm}), note=note)
+
+
 def _rules(tiles: str, bf16: bool = False) -> list[Rule]:
     takes_f4 = _TAKES_F4[tiles]
 
     def winograd(g: Graph, nid: str, n: Node) -> Rewrite:
-        if takes_f4(n):
-            return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD_F4}), note="F(4x4, 3x3)")
-        return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}), note="F(2x2, 3x3)")
+        return _set(n, WINOGRAD_F4, "F(4x4, 3x3)") if takes_f4(n) else _set(n, WINOGRAD, "F(2x2, 3x3)")
     guards = (("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
               ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct))
     rules = [Rule("winograd", Op.CONV2D, winograd, guards=guards)]
     if bf16:   # F(2x2) only: F(4x4)'s transforms (x4, x5, x8) on bf16-rounded V would add too much error
-        rules.append(Rule("winograd_bf16", Op.CONV2D_BF16,
-                          lambda g, nid, n: Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": WINOGRAD}),
-                                                    note="F(2x2, 3x3), bf16"),
+        rules.append(Rule("winograd_bf16", Op.CONV2D_BF16, lambda g, nid, n: _set(n, WINOGRAD, "F(2x2, 3x3), bf16"),
                           guards=guards + (("even_input", _even_input),)))
     return rules
 

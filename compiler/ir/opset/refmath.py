@@ -60,6 +60,12 @@ WINOGRAD_MATRICES = {
 }
 
 
+def winograd_weight(w: np.ndarray, m: int) -> np.ndarray:
+    """U = G w G^T of F(m x m, 3 x 3) in float64: (O, C, 3, 3) -> (m + 2, m + 2, C, O)."""
+    g = np.array(WINOGRAD_MATRICES[m]["G"], np.float64)
+    return np.einsum("ai,ocij,bj->abco", g, np.asarray(w, np.float64), g)
+
+
 def winograd_bf16(x_bits: np.ndarray, w_bits: np.ndarray, m: int = 2) -> np.ndarray:
     """The 3x3, stride-1, pad-1 conv of bf16 patterns as reidc's bf16 Winograd kernel computes it
     (kernels/winograd.py): V = B^T d B per m x m output tile in float32, each patch row first
@@ -72,7 +78,7 @@ def winograd_bf16(x_bits: np.ndarray, w_bits: np.ndarray, m: int = 2) -> np.ndar
     if m != 2:
         raise ValueError(f"winograd_bf16 models F(2x2, 3x3) only, not F({m}x{m})")
     mats = WINOGRAD_MATRICES[m]
-    bt, g, at = (np.array(mats[k], np.float64) for k in ("BT", "G", "AT"))
+    bt, at = (np.array(mats[k], np.float64) for k in ("BT", "AT"))
     x = from_bf16_bits(x_bits)
     n, c, h, w = x.shape
     th, tw, t = -(-h // m), -(-w // m), m + 2
@@ -85,8 +91,8 @@ def winograd_bf16(x_bits: np.ndarray, w_bits: np.ndarray, m: int = 2) -> np.ndar
     inner = np.einsum("bj,nchwij->nchwib", bt.astype(np.float32), patches)
     v = np.einsum("ai,nchwib->nchwab", bt.astype(np.float32), inner)
     v = from_bf16_bits(to_bf16_bits(v)).astype(np.float64)
-    u = np.einsum("ai,ocij,bj->ocab", g, from_bf16_bits(w_bits).astype(np.float64), g)
+    u = winograd_weight(from_bf16_bits(w_bits), m)
     u = from_bf16_bits(to_bf16_bits(u.astype(np.float32))).astype(np.float64)
-    mm = np.einsum("nchwab,ocab->nohwab", v, u, optimize=True)
-    y = np.einsum("pa,nohwab,qb->nohpwq", at, mm, at).reshape(n, u.shape[0], th * m, tw * m)
+    mm = np.einsum("nchwab,abco->nohwab", v, u, optimize=True)
+    y = np.einsum("pa,nohwab,qb->nohpwq", at, mm, at).reshape(n, u.shape[3], th * m, tw * m)
     return y[:, :, :h, :w]
