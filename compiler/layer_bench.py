@@ -28,12 +28,13 @@ import sys
 from .base.atomic import atomic_write_json, guard_output_file
 from .base.errors import EngineError
 from .base.modes import RunMode
-from .bench import LABELS
+from .bench_process import LABELS
 
 def measure(channels: int = 256, size: int = 14, threads: int = 1, repeat: int = 5, peers: bool = True,
             progress=lambda s: None) -> dict:
     """{"shape", "threads", "binary_macs", "engines": {name: {ms, ..., exact}}, "speedup": {name: x}}."""
-    from .bench import ROUND_S, start_workers, shutdown, time_rounds
+    from .bench import ROUND_S, time_rounds
+    from .bench_process import shutdown, start_workers
     from .layer_engines import exact, layer
     spec = {"threads": threads, "layer": {"channels": channels, "out": channels, "size": size, "seed": 0}}
     names = ["layer_reidc"]

@@ -1,7 +1,7 @@
-"""CPU schedules (x86 and aarch64) as dlight rules: `Conv2dNCHWc` for reidc's conv and grouped
-conv (with their fused epilogue), `BConv2dNCHWc` for the binary conv (bit-packing's rule is
-bitpack_schedule.py), and
-`CPUFallback` for everything else (pooling, reductions, elementwise, layout changes). One rule serves both ISAs:
+"""CPU schedules (x86 and aarch64) of the real-valued convs as dlight rules: `Conv2dNCHWc` for
+reidc's conv and grouped conv (with their fused epilogue), `Conv2dNCHWcInt8` for the int8 and
+AMX-layout bf16 convs (the binary conv's rule is bconv_schedule.py, bit-packing's
+bitpack_schedule.py, everything else's fallback_schedule.py). One rule serves both ISAs:
 the target's SIMD width and register count (targets/presets.py) set the register tiles, LLVM
 selects the instructions (x86: FMA, vpshufb/VPOPCNTQ popcount; NEON: fmla, cnt + uaddlp).
 
@@ -10,22 +10,18 @@ can search them later; the defaults are derived from the target's SIMD width.
 """
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.s_tir import dlight as dl
+from tvm import s_tir
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from .arm_intrin import ARM_SDOT_S8S8_4x4
-from .bconv2d import BCONV_BLOCK, BPAD_BLOCK
-from .bitpack_schedule import pack_under, with_packed_output
 from .conv2d import CONV_BLOCK, GROUP_CONV_BLOCK, PAD_BLOCK
 from .conv2d_bf16 import BCONV16_BLOCK, BPAD16_BLOCK
 from .conv2d_int8 import LANES, QCONV_BLOCK, QPAD_BLOCK
 from .amx_intrin import amx_intrinsics, amx_intrinsics_2x2
 from .bf16_intrin import DPBF16_16x2, DPBF16_16x2_LOCAL
 from .x86_intrin import AVX2_U8S8_8x4, AVX2_U8S8_8x8, VNNI_U8S8_16x4, VNNI_U8S8_16x4_LOCAL
-from .harley_seal import MIN_WORDS, harley_seal_intrinsic
-from .schedule_utils import (anchored_nchwc, block_named, extent, largest_divisor_at_most, register_tile,
-                             rows_for_tasks, safe_inline, target_cores)
+from .schedule_utils import (anchored_nchwc, extent, largest_divisor_at_most, parallel_rows, register_tile,
+                             rows_for_tasks, target_cores)
 
 
 class Conv2dNCHWc(CPUScheduleRule):
@@ -103,7 +99,7 @@ class Conv2dNCHWc(CPUScheduleRule):
         sch.vectorize(cv)
         init = sch.decompose_reduction(conv, order[0])
         sch.vectorize(sch.get_loops(init)[-1])
-        _parallel_rows(sch, func, PAD_BLOCK, 3)
+        parallel_rows(sch, func, PAD_BLOCK, 3)
         return sch
 
 
@@ -212,7 +208,7 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
             self._vector(sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, dot)
         else:
             self._loops(sch, conv, ch, cw, cv, tiled, ow)
-        _parallel_rows(sch, func, BPAD16_BLOCK if bf16 else QPAD_BLOCK, 3)
+        parallel_rows(sch, func, BPAD16_BLOCK if bf16 else QPAD_BLOCK, 3)
         return sch
 
     def _vector(self, sch, conv, ch, cw, cvo, cvi, tiled, ow, ob, dot):
@@ -362,88 +358,6 @@ class Conv2dNCHWcInt8(CPUScheduleRule):
         sch.tensorize(sch.get_loops(wb)[-depth], store_i)
 
 
-def _parallel_rows(sch, func, block: str, nfuse: int) -> None:
-    """Parallelise a padding stage over its first `nfuse` loops and vectorise its innermost
-    (channel) loop, if the function has that stage."""
-    if block_named(sch, func, block) is not None:
-        loops = sch.get_loops(sch.get_sblock(block))
-        sch.parallel(sch.fuse(*loops[:nfuse]))
-        if extent(sch, loops[-1]) is not None:
-            sch.vectorize(loops[-1])
-
-
-class BConv2dNCHWc(CPUScheduleRule):
-    """Binary conv: parallel over (n, oc-block, row), `reg_w` pixels x `ob` output channels of
-    popcount accumulators in vector registers (vector popcount: VPOPCNTQ with AVX-512
-    VPOPCNTDQ, a pshufb sequence on AVX2, `cnt` on NEON), reduction over (ky, kx, words) outside.
-    With `harley_seal` (x86 without VPOPCNTQ) a reduction of MIN_WORDS words
-    or more over a kernel at least 2 wide and high is instead one Harley-Seal intrinsic per pixel
-    and `lanes` channels (harley_seal.py), `seal_w` pixels unrolled."""
-
-    def __init__(self, reg_w: int = 12, lanes: int = 4, harley_seal: bool = False, seal_w: int = 2):
-        self.reg_w = reg_w
-        self.lanes = lanes  # output channels (64-bit words) per register tile: one or two vector registers
-        self.harley_seal = harley_seal
-        self.seal_w = seal_w  # pixels whose adder chains interleave (each holds ~6 vector registers)
-
-    def apply(self, func, target, tunable):
-        found, pack = anchored_nchwc(func, BCONV_BLOCK, BPAD_BLOCK), None
-        if found is None:   # a conv that also bit-packs its output: the words of a task's row there
-            packed = with_packed_output(func, BCONV_BLOCK, (BCONV_BLOCK, BPAD_BLOCK))
-            if packed is None:
-                return None
-            sch, out, loops, pack, per_word = packed
-            found = sch, sch.get_sblock(BCONV_BLOCK), out, loops
-        sch, pop, out, (n, o, h, w, v) = found
-        ow = extent(sch, w)
-        if ow is None:
-            return None
-        taps = [int(iv.dom.extent) for iv in sch.get(pop).iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
-        # 1-wide kernels' unit tap loops are dropped from the nest the intrinsic is matched against
-        seal = self.harley_seal and len(taps) == 3 and min(taps[:2]) > 1 and taps[0] * taps[1] * taps[2] >= MIN_WORDS
-        reg_w = largest_divisor_at_most(ow, self.seal_w if seal else self.reg_w)
-        wo, wi = sch.split(w, [None, reg_w])
-        ob = extent(sch, v)
-        lanes = largest_divisor_at_most(ob, self.lanes)
-        vo, vi = sch.split(v, [None, lanes])
-        if pack is None:
-            sch.reorder(vo, wo, wi, vi)
-            task = sch.fuse(n, o, h)
-        else:   # a task: one row of the channel blocks one word packs
-            oo, oi = sch.split(o, [None, per_word])
-            sch.reorder(h, oi, vo, wo, wi, vi)
-            task = sch.fuse(n, oo, h)
-        sch.parallel(task)
-        sch.vectorize(vi)
-        sch.compute_at(pop, wo)
-        sch.set_scope(pop, 0, "local")
-        # under (n*o*h, lane block, w-block) (and the word's channel block); unit loops dropped
-        inner = sch.get_loops(pop)[3 + (pack is not None):]
-        nsp = 1 + (reg_w > 1)
-        spatial, red = inner[:nsp], inner[nsp:]
-        if seal and len(red) == 3 and lanes >= 2 and extent(sch, spatial[-1]) == lanes:
-            if len(spatial) == 2:
-                sch.unroll(spatial[0])    # the pixels' adder chains interleave
-            init = sch.decompose_reduction(pop, spatial[-1])
-            sch.vectorize(sch.get_loops(init)[-1])
-            sch.tensorize(spatial[-1], harley_seal_intrinsic(*taps, lanes))
-            _parallel_rows(sch, func, BPAD_BLOCK, 2)
-            if pack is not None:
-                pack_under(sch, pack, task, target)
-            return sch
-        if red:
-            sch.reorder(*red, *spatial)
-        if len(spatial) == 2:
-            sch.unroll(spatial[0])
-        sch.vectorize(spatial[-1])
-        init = sch.decompose_reduction(pop, red[0] if red else spatial[0])
-        sch.vectorize(sch.get_loops(init)[-1])
-        _parallel_rows(sch, func, BPAD_BLOCK, 2)
-        if pack is not None:
-            pack_under(sch, pack, task, target)
-        return sch
-
-
 def _conv_dims(sch, anchor: str = CONV_BLOCK):
     """(kh, kw, input channels (per group), input channel block) read off the conv block's iter
     domains."""
@@ -478,55 +392,3 @@ def _ic_block(sch, anchor: str = CONV_BLOCK) -> int:
         if len(buf.shape) == 5:
             return int(buf.shape[-1])
     raise ValueError(f"{anchor} reads no 5-D data buffer")
-
-
-def _lanes_under_reduction(sch, block, loops, kinds, lead) -> bool:
-    """A reduction over a blocked layout (pooling: S... (channel lanes) R...): move the lane loop
-    under the reductions and vectorise it, parallel over the other spatial loops. True if done."""
-    if not (2 <= lead < len(kinds) and all(k == "R" for k in kinds[lead:])):
-        return False
-    lanes = extent(sch, loops[lead - 1])
-    if lanes is None or not 4 <= lanes <= 64 or any(extent(sch, r) is None for r in loops[lead:]):
-        return False
-    if sch.get(block).init is None:
-        return False
-    sch.reorder(*loops[lead:], loops[lead - 1])
-    if lead > 2:
-        sch.parallel(sch.fuse(*loops[:lead - 1]))
-    else:
-        sch.parallel(loops[0])
-    sch.vectorize(loops[lead - 1])
-    init = sch.decompose_reduction(block, loops[lead])
-    sch.vectorize(sch.get_loops(init)[-1])
-    return True
-
-
-class CPUFallback(CPUScheduleRule):
-    """Inline what can be inlined, then parallelise the outer spatial loops of each block and
-    vectorise an innermost spatial loop of static extent. Correct for any PrimFunc."""
-
-    def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        infos = dl.normalize_prim_func(sch)
-        if infos is None:
-            return None
-        infos = safe_inline(sch, infos)
-        for info in infos:
-            block = info.block_rv
-            loops = sch.get_loops(block)
-            kinds = [it.kind for it in info.iters]
-            if len(loops) != len(kinds) or not loops:
-                continue
-            lead = 0
-            while lead < len(kinds) and kinds[lead] == "S":
-                lead += 1
-            if _lanes_under_reduction(sch, block, loops, kinds, lead):
-                continue
-            if lead == len(kinds) and lead > 1 and (extent(sch, loops[-1]) or 0) <= 64:
-                sch.vectorize(loops[-1])
-                lead -= 1
-            if lead >= 1:
-                sch.parallel(sch.fuse(*loops[:lead]) if lead > 1 else loops[0])
-        return sch

@@ -195,3 +195,13 @@ def safe_inline(sch, blocks):
         if i is None:
             return blocks
         blocks.pop(i)
+
+
+def parallel_rows(sch, func, block: str, nfuse: int) -> None:
+    """Parallelise a padding stage over its first `nfuse` loops and vectorise its innermost
+    (channel) loop, if the function has that stage."""
+    if block_named(sch, func, block) is not None:
+        loops = sch.get_loops(sch.get_sblock(block))
+        sch.parallel(sch.fuse(*loops[:nfuse]))
+        if extent(sch, loops[-1]) is not None:
+            sch.vectorize(loops[-1])

@@ -11,7 +11,7 @@ from reidc.compiler.ir.bits import border_correction, expand_correction, pack_si
 from reidc.compiler.passes.binary_math import sign_threshold
 from reidc.kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
 from reidc.kernels.bitpack import bitpack_nchwc
-from reidc.kernels.cpu_schedules import BConv2dNCHWc
+from reidc.kernels.bconv_schedule import BConv2dNCHWc
 from reidc.targets import get_target
 
 TARGET = get_target("host").tvm_target()

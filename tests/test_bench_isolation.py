@@ -12,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import reidc.compiler.bench as bench_mod
+import reidc.compiler.bench_process as process_mod
+from reidc.compiler.base.errors import EngineError
 from reidc.compiler.cli import app
 
 runner = CliRunner()
@@ -117,9 +119,9 @@ def test_bad_arguments_are_one_line_before_any_work(art, tmp_path, no_workers, a
 
 def test_a_dying_worker_is_one_line_naming_the_engine(art):
     spec = bench_mod.plan(art, modes=("visible",), batches=(1,)).engines["reidc"]
-    w = bench_mod.Worker("reidc", spec)
+    w = process_mod.Worker("reidc", spec)
     os.kill(w.pid, signal.SIGKILL)  # long before it has loaded TVM
-    with pytest.raises(bench_mod.EngineError, match=r"the reidc worker \(pid \d+\) died while building: "
+    with pytest.raises(EngineError, match=r"the reidc worker \(pid \d+\) died while building: "
                                                     r"killed by signal SIGKILL"):
         w.reply("building")
     assert _gone(w.pid)
@@ -127,7 +129,7 @@ def test_a_dying_worker_is_one_line_naming_the_engine(art):
 
 def test_ctrl_c_stops_every_worker(art, monkeypatch):
     started = []
-    init = bench_mod.Worker.__init__
+    init = process_mod.Worker.__init__
 
     def record(self, *a, **k):
         init(self, *a, **k)
@@ -136,8 +138,8 @@ def test_ctrl_c_stops_every_worker(art, monkeypatch):
     def interrupted(self, doing):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench_mod.Worker, "__init__", record)
-    monkeypatch.setattr(bench_mod.Worker, "reply", interrupted)
+    monkeypatch.setattr(process_mod.Worker, "__init__", record)
+    monkeypatch.setattr(process_mod.Worker, "reply", interrupted)
     with pytest.raises(KeyboardInterrupt):
         bench_mod.bench(art, batches=(1,), repeat=1, runtimes=("onnxruntime",))
     assert {w.name for w in started} == ENGINES

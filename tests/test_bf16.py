@@ -19,6 +19,9 @@ from reidc.compiler.ir.opset.refmath import from_bf16_bits, to_bf16_bits
 from reidc.compiler.passes.convert_bf16 import bf16_blocker, convert_bf16
 from reidc.targets import get_target
 
+STEM_WHY = ("3 input channels: bf16 convs take whole blocks of 64 input channels (AMX-BF16's tile rows; "
+            "the same rule on every target, so a build's numbers do not depend on it)")
+
 RNG = np.random.default_rng(11)
 AMX = get_target("x86-amx")
 
@@ -92,7 +95,7 @@ def test_pass_converts_convs_shares_one_rounding_per_tensor_and_keeps_the_stem()
     q, facts = convert_bf16(g)
     q = verify(q)
     assert q.count(Op.CONV2D_BF16) == 3 and q.count(Op.CONV2D) == 1 and q.count(Op.TO_BF16) == 2
-    assert facts == {"fp32_convs": {"stem": "3 input channels: the bf16 kernel reads rows of 64 channels (AMX-BF16's tile rows)"}}
+    assert facts == {"fp32_convs": {"stem": STEM_WHY}}
     qb, qc = (q[n] for n, node in q.items() if node.source in ("b", "c"))
     assert qb.inputs == qc.inputs and q[qb.inputs[0]].op == Op.TO_BF16 and q[qb.inputs[0]].dtype == "bfloat16"
     assert qb.attrs["weight"].dtype == np.uint16
@@ -341,7 +344,7 @@ def test_bf16_cmnas_compiles_verifies_by_cosine_and_states_each_layer(tmp_path):
     assert p["bf16"]["kernel"].startswith({"x86-amx": "AMX-BF16 tiles", "x86-avx512-bf16": "AVX512-BF16"}[target])
     rows = {r["layer"]: r for r in p["layers"]}
     assert Counter(r["precision"] for r in rows.values()) == {"bf16": 19, "fp32": 1}   # all but the stem
-    assert rows["conv1"]["why"] == "3 input channels: the bf16 kernel reads rows of 64 channels (AMX-BF16's tile rows)"
+    assert rows["conv1"]["why"] == STEM_WHY
     assert rows["layer2.0.conv1"]["precision"] == "bf16"                              # stride 2
     wino = {r["layer"] for r in rows.values() if r.get("algorithm") == "winograd F(2x2, 3x3)"}
     # vdpbf16ps: all 14 stride-1 3x3 convs are F(2x2) (layer2/3's strided ones and the 1x1s stay direct); AMX: none
@@ -368,7 +371,7 @@ def test_bf16_without_bf16_units_builds_the_same_numbers_and_says_so(tmp_path):
     assert any(m.startswith("bf16 convs on x86-avx2: float32 convs (SIMD FMAs)") for m in said), said
     rows = {r["layer"]: r for r in p["layers"]}
     assert Counter(r["precision"] for r in rows.values()) == {"bf16": 19, "fp32": 1}   # as on AMX
-    assert rows["conv1"]["why"] == "3 input channels: the bf16 kernel reads rows of 64 channels (AMX-BF16's tile rows)"
+    assert rows["conv1"]["why"] == STEM_WHY
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 32), dtype=np.float32)
     assert art.run(x, np.array([0, 1], np.int32)).shape == (2, 512)
 

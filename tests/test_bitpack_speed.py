@@ -1,4 +1,4 @@
-"""Bit-packing on x86 as vector compares (kernels/bitpack.py, cpu_schedules.py `Bitpack`,
+"""Bit-packing on x86 as vector compares (kernels/bitpack.py, bitpack_schedule.py `Bitpack`,
 x86_intrin.py `bitpack_intrinsic`): bit-exact against Op.BITPACK's reference, values equal to
 the thresholds, NaN and infinities included, both flip values, per-modality thresholds, int32
 accumulators, partial words (the unrolled fallback); and the generated code compares vectors

@@ -16,7 +16,7 @@ from reidc.compiler.lower.build import binary_word, build, fused_module, legaliz
 from reidc.compiler.lower.to_relax import to_relax
 from reidc.compiler.passes.bitpack_weights import bitpack_weights
 from reidc.kernels.bconv2d import BCONV_BLOCK
-from reidc.kernels.cpu_schedules import BConv2dNCHWc
+from reidc.kernels.bconv_schedule import BConv2dNCHWc
 from reidc.targets import get_target
 from reidc.targets.presets import host_features
 

@@ -17,7 +17,7 @@ from tvm.script import tirx as T
 from reidc.compiler.ir.bits import border_correction, pack_signs, words
 from reidc.compiler.lower.build import CPU_TIR_PIPELINE
 from reidc.kernels.bconv2d import bconv2d_nchwc, pack_binary_weight
-from reidc.kernels.cpu_schedules import BConv2dNCHWc
+from reidc.kernels.bconv_schedule import BConv2dNCHWc
 from reidc.kernels.stack_tiles import DISABLE_LOWER_BUILTIN, stack_register_tiles
 from reidc.targets import get_target
 

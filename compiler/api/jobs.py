@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from reidc.compiler.bench import BUSY_CORES, ROUND_S, RUNTIMES as ENGINES, engine_label  # noqa: F401  (for printing rows)
+from reidc.compiler.bench import BUSY_CORES, ROUND_S, RUNTIMES as ENGINES  # noqa: F401  (for printing rows)
+from reidc.compiler.bench_process import engine_label  # noqa: F401  (for printing rows)
 
 from .needs import needs_compiler
 

@@ -14,7 +14,9 @@ from reidc.kernels.conv2d_bf16 import Bf16Conv
 from reidc.kernels.conv2d_int8 import Int8Flavour
 from reidc.kernels.cuda_wmma import wmma_arch
 from reidc.kernels.bitpack_schedule import Bitpack
-from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc, Conv2dNCHWcInt8, CPUFallback
+from reidc.kernels.bconv_schedule import BConv2dNCHWc
+from reidc.kernels.cpu_schedules import Conv2dNCHWc, Conv2dNCHWcInt8
+from reidc.kernels.fallback_schedule import CPUFallback
 from reidc.kernels.fold_schedule import FoldColumns
 from reidc.kernels.cuda_schedules import cuda_rules
 from reidc.kernels.winograd_schedule import WinogradNCHWc

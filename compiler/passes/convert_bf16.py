@@ -39,7 +39,8 @@ def bf16_blocker(g: Graph, nid: str) -> str | None:
         return None
     c, o = g[n.inputs[0]].shape[1], n.shape[1]
     if c % ROW:
-        return f"{c} input channels: the bf16 kernel reads rows of {ROW} channels (AMX-BF16's tile rows)"
+        return (f"{c} input channels: bf16 convs take whole blocks of {ROW} input channels (AMX-BF16's tile rows; "
+                "the same rule on every target, so a build's numbers do not depend on it)")
     if o % ROW:
         return f"{o} output channels: the bf16 kernel writes blocks of {ROW}"
     if n.attr("pad_value") is not None:

@@ -13,7 +13,8 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 from reidc.compiler.lower.build import harley_seal, schedule_rules
-from reidc.kernels.cpu_schedules import BConv2dNCHWc, Conv2dNCHWc
+from reidc.kernels.bconv_schedule import BConv2dNCHWc
+from reidc.kernels.cpu_schedules import Conv2dNCHWc
 from reidc.targets import TargetPreset
 
 
