@@ -94,14 +94,15 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
     guard_output_dir(out, "artifact", inputs)  # refuse before any work: nothing of the user's is at risk
     check_can_build(preset, opts.verify)
     check_precision(opts, preset, int8_flavour(preset))   # before any work
-    module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None)
-    if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
-        raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
     tuning, batch = None, opts.batch
-    if opts.tuning_db:
+    if opts.tuning_db:   # before the passes: its measured algorithms choose the 3x3 convs' Winograd
         from .tunedb.database import open_for_compile
         tuning = open_for_compile(opts.tuning_db, preset, opts.batch, say)
         batch = tuning.batch
+    module, graphs, modes, facts, stats = prepare(ckpt, opts, source() if source else None,
+                                                  measured=tuning.measured if tuning else None)
+    if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
+        raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
     kernel = {"bf16": bf16_kernel, "int8": int8_kernel}.get(opts.precision, lambda _: "")(preset)
     if kernel:
         say(f"{opts.precision} convs on {preset.name}: {kernel}")

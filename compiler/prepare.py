@@ -119,10 +119,11 @@ def load_source(ckpt: str | Path, opts: CompileOptions):
     return model, g, MODEL_MODES, facts
 
 
-def prepare(ckpt, opts: CompileOptions, source=None):
+def prepare(ckpt, opts: CompileOptions, source=None, measured: dict | None = None):
     """(torch module, {mode: optimised IR graph}, modes, manifest facts, pass stats): everything
     before TVM, shared by compile and tune. `source`: what `load_source` gives, already loaded
-    (an in-memory module's, frontend/inmemory.py); else the checkpoint `ckpt` is loaded."""
+    (an in-memory module's, frontend/inmemory.py); else the checkpoint `ckpt` is loaded.
+    `measured`: a tuning database's fastest algorithm per 3x3 conv shape (choose_winograd)."""
     if source is None:
         opts.progress(f"loading {ckpt}")
         source = load_source(ckpt, opts)
@@ -142,11 +143,16 @@ def prepare(ckpt, opts: CompileOptions, source=None):
             graphs[mode] = _quantize(graphs[mode], RunMode.parse(mode), facts, opts, stats)
         elif opts.precision == "bf16":
             graphs[mode] = _to_bf16(graphs[mode], RunMode.parse(mode), opts, stats)
-        graphs[mode] = _winograd(graphs[mode], RunMode.parse(mode), opts, stats)
-    return module, graphs, modes, facts, stats
+    return module, winograd_step(graphs, opts, stats, measured), modes, facts, stats
 
 
-def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
+def winograd_step(graphs: dict, opts: CompileOptions, stats: Counter, measured: dict | None = None) -> dict:
+    """prepare's last step on each entry's graph (`_winograd`): also what `reidc tune` runs on
+    the graphs it prepared without it, once it has measured the convs' algorithms."""
+    return {mode: _winograd(g, RunMode.parse(mode), opts, stats, measured) for mode, g in graphs.items()}
+
+
+def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter, measured: dict | None = None):
     """The target-dependent last step: the fp32 3x3 convs that reidc's Winograd kernel runs
     faster, and on AVX512-BF16 the bf16 ones (the IR dump gets `choose_winograd`, after any
     precision step); g itself where the target takes none or `opts.winograd` is off."""
@@ -158,7 +164,7 @@ def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter):
         from .lower.build import bf16_conv
         from reidc.kernels.conv2d_bf16 import Bf16Conv
         bf16 = bf16_conv(get_target(opts.target)) is Bf16Conv.DOT
-    w = verify(choose_winograd(g, stats, opts.winograd_tiles, bf16))   # the rewrite's copy keeps g's meta
+    w = verify(choose_winograd(g, stats, opts.winograd_tiles, bf16, measured))   # the rewrite's copy keeps g's meta
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
     return w

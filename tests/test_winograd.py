@@ -83,6 +83,29 @@ def test_the_pass_takes_f4_as_its_tiles_policy_says(c, hw, auto, fast):
         choose_winograd(g, tiles="3")
 
 
+def test_measured_algorithms_replace_the_policy_for_their_shapes_only():
+    """A tuning database's measured fastest algorithm per shape ("CxHxW->O") overrides
+    `tiles` for convs of that shape; "direct" leaves the conv alone; other shapes, and convs
+    the guards refuse, are as without it; a name that is no algorithm is refused."""
+    from reidc.compiler.passes.choose_winograd import candidates, policy, signature
+    g = _conv_graph(c=512, o=512, hw=(16, 8))
+    sig = signature(g["conv"])
+    assert sig == "512x16x8->512" and policy(sig) == WINOGRAD and policy(sig, "4") == WINOGRAD_F4
+    assert list(candidates(g)) == ["conv"] and candidates(_conv_graph(stride=(2, 2))) == {}
+    stats = Counter()
+    out = choose_winograd(g, stats, measured={sig: WINOGRAD_F4})
+    assert out["conv"].attr("algorithm") == WINOGRAD_F4 and stats["winograd"] == 1   # "auto" alone says F(2x2)
+    stats = Counter()
+    out = choose_winograd(g, stats, tiles="4", measured={sig: "direct"})
+    assert out["conv"].attr("algorithm") is None and stats["winograd"] == 0 and "algorithm=" not in dump(out)
+    assert choose_winograd(g, measured={"64x8x8->64": "direct"})["conv"].attr("algorithm") == WINOGRAD
+    strided = _conv_graph(c=512, o=512, hw=(16, 8), stride=(2, 2))
+    assert choose_winograd(strided, measured={signature(strided["conv"]): WINOGRAD_F4})["conv"].attr("algorithm") is None
+    with pytest.raises(ValueError, match="measured algorithms .*winograd_f6.*: expected one of direct, winograd_f2, "
+                                         "winograd_f4"):
+        choose_winograd(g, measured={sig: "winograd_f6"})
+
+
 def test_the_verifier_refuses_winograd_where_the_kernel_cannot_run():
     g = _conv_graph(stride=(2, 2))
     g.replace("conv", g["conv"].with_(attrs={**g["conv"].attrs, "algorithm": WINOGRAD}))

@@ -20,7 +20,7 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
          arch: str | Path | None = None, split_config: str | Path | None = None,
          fastreid_config: str | Path | None = None, torchreid_arch: str | None = None,
          weights: str = "model", precision: str = "fp32", int8_weight_bits: int | None = None,
-         calibration: str | Path = "synthetic", confirm_rounds: int = 3) -> dict[str, Any]:
+         calibration: str | Path = "synthetic", confirm_rounds: int = 3, algorithms: bool = True) -> dict[str, Any]:
     """Auto-tune a model's kernels with MetaSchedule, measured here or on a device registered
     with TVM's RPC tracker (`rpc_tracker` "HOST:PORT", `rpc_key`), into the database folder `db`
     (created if new; a rerun resumes). Ctrl-C keeps every finished trial (TuningInterrupted, a
@@ -32,7 +32,10 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
     to tune, as `compile` takes them; compile with the same ones for the records to apply.
     `confirm_rounds`: after each task, its best record and reidc's default are re-measured in
     this many alternating rounds, and compile applies the record only if it wins them (0: trust
-    the search's minimum, which noise biases low)."""
+    the search's minimum, which noise biases low). `algorithms`: on x86 in fp32, first time each
+    3x3 conv shape as a direct conv, F(2x2, 3x3) and F(4x4, 3x3) Winograd (`confirm_rounds`
+    paired rounds), so that compiling with the database builds the fastest instead of
+    `winograd_tiles`' guess, and tune that graph's kernels."""
     with needs_compiler("tuning"):
         from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
     source = {k: str(v) if isinstance(v, Path) else v for k, v in (
@@ -40,7 +43,7 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
         ("torchreid_arch", torchreid_arch), ("weights", weights)) if v is not None}
     opts = TuneOptions(db=str(db), target=target, trials=trials, batch=batch, modes=tuple(modes) if modes else None,
                        only=tuple(only), source=source, precision=precision, int8_weight_bits=int8_weight_bits,
-                       calibration=str(calibration), confirm_rounds=confirm_rounds,
+                       calibration=str(calibration), confirm_rounds=confirm_rounds, algorithms=algorithms,
                        rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout_s, cores=cores, seed=seed,
                        progress=progress or (lambda msg: None), on_stop_now=on_stop_now or (lambda: None))
     return tune_checkpoint(checkpoint, opts)

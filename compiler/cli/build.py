@@ -117,7 +117,10 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                    for r in prec.get("layers", []) if r.get("algorithm"))
     if wino:
         # bf16 convs take F(2x2) only (passes/choose_winograd.py): --winograd-tiles is fp32's choice
+        measured = (man.get("tuning") or {}).get("measured_algorithms")
         trade = ("--no-winograd trades speed for size" if all(k.startswith("bf16") for k in wino) else
+                 f"{len(measured)} conv shapes as `reidc tune` timed fastest, --no-winograd trades speed for size"
+                 if measured else
                  "--winograd-tiles 4 trades size for speed, --winograd-tiles 2 or --no-winograd speed for size")
         out.print(f"  3x3 convs as Winograd: " + ", ".join(f"{c} {a}" for a, c in sorted(wino.items()))
                   + f"; library {w['artifact_bytes'] / 1e6:.1f} MB "

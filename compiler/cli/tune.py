@@ -36,6 +36,8 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
          cores: Optional[int] = typer.Option(None, help="the device's CPU cores (default: this machine's; 4 via RPC)"),
          confirm_rounds: int = typer.Option(3, help="paired rounds re-measuring each task's best record against "
                                                     "reidc's default; compile applies it only if it wins (0: off)"),
+         algorithms: bool = typer.Option(True, help="x86 fp32: first time each 3x3 conv shape as direct, F(2x2) and "
+                                                    "F(4x4) Winograd; compile --tuning-db then builds the fastest"),
          report: Optional[Path] = typer.Option(None, "--report", help="print a report of this database and plot it")):
     """Auto-tune a model's kernels with MetaSchedule (locally or through an RPC tracker); Ctrl-C
     keeps every finished trial and a rerun resumes. `--report DB` summarises a database."""
@@ -54,7 +56,7 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
                          split_config=split_config,
                          only=tuple(o.strip() for o in only.split(",")) if only else (),
                          rpc_tracker=rpc_tracker, rpc_key=rpc_key, timeout_s=timeout, cores=cores,
-                         confirm_rounds=confirm_rounds,
+                         confirm_rounds=confirm_rounds, algorithms=algorithms,
                          precision=precision, int8_weight_bits=int8_weight_bits, calibration=calibration,
                          progress=_progress, on_stop_now=interrupted)
     except KeyboardInterrupt:  # the first Ctrl-C, after the batch; the second ends in on_stop_now
@@ -90,6 +92,15 @@ def _tune_report(db: Path) -> None:
         out.print(t)
         out.print(f"kernel time per run: {d['total_default_ms']:.3f} ms default -> {d['total_ms']:.3f} ms tuned; "
                   f"plot: {d['plot']}")
+        if d["algorithms"]:
+            a = Table("batch", "3x3 conv (CxHxW->O)", "direct ms", "F(2x2) ms", "F(4x4) ms", "chosen",
+                      "--winograd-tiles auto", "speedup", title=f"{key}: algorithms measured")
+            f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            for r in d["algorithms"]:
+                a.add_row(str(r["batch"]), r["conv"], f(r["ms"].get("direct")), f(r["ms"].get("winograd_f2")),
+                          f(r["ms"].get("winograd_f4")), r["chosen"], r["policy"],
+                          "-" if r["speedup"] is None else f"{r['speedup']:.2f}x")
+            out.print(a)
         unchecked = sum(1 for r in d["rows"] if r["kept"] is None and r["tuned_ms"])
         if unchecked:
             out.print(f"{unchecked} tasks' tuned figures are the search's minimum, not re-measured in pairs "

@@ -35,10 +35,17 @@ ResNet-50's 3x3 layers at 256x128 input, batch 1: 64 ch 64x32 0.73 -> 0.46 (1.61
 1.07x); batch 16: 1.53x, 1.69x, 1.69x, 1.66x. But 512 ch 8x4 at batch 1: 0.68 -> 1.30 ms
 (0.53x): two tiles per image read all 37.7 MB of U each time, where F(2x2)'s 16.8 MB serve
 eight; 256 ch 8x4 (9.4 MB) was still 1.23x, 64 ch 14x14 1.08x, 128 ch 7x9 1.31x.
+
+With a tuning database (`reidc compile --tuning-db`), `measured` replaces the policy's guess for
+every conv shape `reidc tune` timed (compiler/tune/algorithms.py: direct, F(2x2) and F(4x4) each
+built alone and timed on the target at the tuned batch): the fastest there, "direct" included.
+On the Zen 4 above it took F(4x4) for ResNet-50's 512-channel 16x8 conv at batch 16 (39.9 ->
+23.3 ms a call), which "auto" leaves at F(2x2) to keep 63 MB out of the library.
 """
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 from reidc.compiler.ir import Graph, Node, Op
 
@@ -78,21 +85,32 @@ def _direct(g: Graph, nid: str, n: Node) -> bool:
     return n.attr("algorithm") in (None, "direct")
 
 
-def _f4_fits(n: Node) -> bool:
+def _f4_fits(c: int, o: int, h: int, w: int) -> bool:
     """Whether F(4x4, 3x3)'s U for this conv stays in the caches."""
-    o, c = n.attrs["weight"].shape[:2]
     return c * o <= F4_CACHED_PRODUCTS
 
 
-def _f4_pays(n: Node) -> bool:
+def _f4_pays(c: int, o: int, h: int, w: int) -> bool:
     """Whether F(4x4, 3x3) was measured faster than F(2x2) for this conv (module docstring): its
     U fits the caches, or each image has enough 4x4 tiles to read it for."""
-    h, w = n.shape[-2:]
-    return _f4_fits(n) or -(-h // 4) * -(-w // 4) >= F4_MIN_TILES
+    return _f4_fits(c, o, h, w) or -(-h // 4) * -(-w // 4) >= F4_MIN_TILES
 
 
-_TAKES_F4 = {"auto": _f4_fits, "4": _f4_pays, "2": lambda n: False}
+_TAKES_F4 = {"auto": _f4_fits, "4": _f4_pays, "2": lambda c, o, h, w: False}
 TILES = tuple(_TAKES_F4)   # what `choose_winograd` takes F(4x4) for (module docstring)
+
+
+def _dims(n: Node) -> tuple[int, int, int, int]:
+    o, c = n.attrs["weight"].shape[:2]
+    h, w = n.shape[-2:]
+    return int(c), int(o), int(h), int(w)
+
+
+def policy(sig: str, tiles: str = "auto") -> str:
+    """The algorithm `tiles` gives a candidate conv of this `signature` (no measurement)."""
+    chw, o = sig.split("->")
+    c, h, w = (int(v) for v in chw.split("x"))
+    return WINOGRAD_F4 if _TAKES_F4[tiles](c, int(o), h, w) else WINOGRAD
 
 
 def _even_input(g: Graph, nid: str, n: Node) -> bool:
@@ -103,24 +121,51 @@ def _set(n: Node, algorithm: str, note: str) -> Rewrite:
     return Rewrite(node=n.with_(attrs={**n.attrs, "algorithm": algorithm}), note=note)
 
 
-def _rules(tiles: str, bf16: bool = False) -> list[Rule]:
-    takes_f4 = _TAKES_F4[tiles]
+GUARDS = (("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
+          ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct))
+ALGORITHMS = ("direct", WINOGRAD, WINOGRAD_F4)   # what `reidc tune` measures per candidate conv
 
-    def winograd(g: Graph, nid: str, n: Node) -> Rewrite:
-        return _set(n, WINOGRAD_F4, "F(4x4, 3x3)") if takes_f4(n) else _set(n, WINOGRAD, "F(2x2, 3x3)")
-    guards = (("3x3_stride1_pad1", _is_3x3_same), ("one_weight_set", _one_weight_set),
-              ("zero_border", _zero_border), ("channels", _wide_enough), ("direct", _direct))
-    rules = [Rule("winograd", Op.CONV2D, winograd, guards=guards)]
+
+def signature(n: Node) -> str:
+    """A 3x3 conv's shape as a tuning database keys its measured algorithm: "CxHxW->O"."""
+    c, o, h, w = _dims(n)
+    return f"{c}x{h}x{w}->{o}"
+
+
+def candidates(g: Graph) -> dict[str, Node]:
+    """The fp32 convs this pass may rewrite (every guard holds), by id."""
+    return {nid: n for nid, n in g.items()
+            if n.op == Op.CONV2D and all(pred(g, nid, n) for _, pred in GUARDS)}
+
+
+def _rules(tiles: str, bf16: bool = False, measured: Mapping[str, str] | None = None) -> list[Rule]:
+    takes_f4 = _TAKES_F4[tiles]
+    measured = measured or {}
+
+    def winograd(g: Graph, nid: str, n: Node) -> Rewrite | None:
+        chosen = measured.get(signature(n))
+        if chosen == "direct":
+            return None
+        if chosen is not None:
+            return _set(n, chosen, f"{chosen}, measured fastest by `reidc tune`")
+        return _set(n, WINOGRAD_F4, "F(4x4, 3x3)") if takes_f4(*_dims(n)) else _set(n, WINOGRAD, "F(2x2, 3x3)")
+    rules = [Rule("winograd", Op.CONV2D, winograd, guards=GUARDS)]
     if bf16:   # F(2x2) only: F(4x4)'s transforms (x4, x5, x8) on bf16-rounded V would add too much error
         rules.append(Rule("winograd_bf16", Op.CONV2D_BF16, lambda g, nid, n: _set(n, WINOGRAD, "F(2x2, 3x3), bf16"),
-                          guards=guards + (("even_input", _even_input),)))
+                          guards=GUARDS + (("even_input", _even_input),)))
     return rules
 
 
-def choose_winograd(g: Graph, stats: Counter | None = None, tiles: str = "auto", bf16: bool = False) -> Graph:
+def choose_winograd(g: Graph, stats: Counter | None = None, tiles: str = "auto", bf16: bool = False,
+                    measured: Mapping[str, str] | None = None) -> Graph:
     """g with its qualifying 3x3 convs set to Winograd, F(4x4) or F(2x2) as `tiles` says (see
     the module docstring); with `bf16` (the target's bf16 convs run on vdpbf16ps) its bf16 3x3
-    convs too, F(2x2) whatever `tiles` says."""
+    convs too, F(2x2) whatever `tiles` says. `measured` (a tuning database's, by `signature`):
+    the algorithm `reidc tune` timed fastest for an fp32 conv of that shape on the target, which
+    replaces the policy's guess there ("direct" leaves the conv as it is)."""
     if tiles not in _TAKES_F4:
         raise ValueError(f"winograd tiles {tiles!r}: expected one of {', '.join(TILES)}")
-    return apply_rules(g, _rules(tiles, bf16), stats).graph
+    bad = {k: v for k, v in (measured or {}).items() if v not in ALGORITHMS}
+    if bad:
+        raise ValueError(f"measured algorithms {bad}: expected one of {', '.join(ALGORITHMS)}")
+    return apply_rules(g, _rules(tiles, bf16, measured), stats).graph

@@ -1,7 +1,7 @@
 """The writing side of a tuning database (the format, and the reading that `reidc compile`
 does, are compiler/tunedb/database.py): `reidc tune` creates the folder, moves the lines TVM
 cannot read to `<file>.rejected`, registers the target and batch in index.json, keeps its
-per-task figures in reidc_tasks.json and stamps what it has checked. Every file reidc writes
+per-task figures in reidc_tasks.json, its measured conv algorithms in reidc_algorithms.json and stamps what it has checked. Every file reidc writes
 here is replaced atomically (compiler/base/atomic.py); the two JSONDatabase files are then
 appended to by TVM itself as trials are measured."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from reidc.compiler.base.atomic import atomic_write_bytes, atomic_write_json, why_not_writable
 from reidc.compiler.tunedb import records
-from reidc.compiler.tunedb.database import (CHECKED, INDEX, RECORDS, TASKS, WORKLOADS, TargetDB, TuningDatabaseError,
-                                      encode, load_database, looks_like_database, read_index, read_tasks,
-                                      warn_rejected)
+from reidc.compiler.tunedb.database import (ALGORITHMS, CHECKED, INDEX, RECORDS, TASKS, WORKLOADS, TargetDB,
+                                            TuningDatabaseError, encode, load_database, looks_like_database,
+                                            read_algorithms, read_index, read_tasks, warn_rejected)
 
 
 class TunedTarget(TargetDB):
@@ -47,7 +47,8 @@ class TunedTarget(TargetDB):
             if not self.path.is_dir():
                 raise TuningDatabaseError(f"{self.path}: exists and is not a folder")
             read_tasks(self.path)
-        for p in (root, root / INDEX, self.path, *(self.path / n for n in (WORKLOADS, RECORDS, TASKS, CHECKED))):
+            read_algorithms(self.path)
+        for p in (root, root / INDEX, self.path, *(self.path / n for n in (WORKLOADS, RECORDS, TASKS, CHECKED, ALGORITHMS))):
             why = p.exists() and why_not_writable(p)
             if why:
                 raise TuningDatabaseError(f"{where}: cannot write {p} ({why})")
@@ -79,6 +80,9 @@ class TunedTarget(TargetDB):
 
     def save_tasks(self, tasks: dict) -> None:
         _write(self.path / TASKS, tasks)
+
+    def save_algorithms(self, table: dict) -> None:
+        _write(self.path / ALGORITHMS, table)
 
     def stamp(self) -> None:
         """Remember the files as they are now as checked (their complete lines)."""

@@ -1,14 +1,16 @@
 """`reidc tune --report DB`: per target and task, reidc-default vs tuned latency, trials, and the
 task's share of end-to-end kernel time (latency x calls per run); a bar chart per target. Where
 `reidc tune` re-measured a task's best record against the default in paired rounds, the figures
-are those rounds' minima, and "tuned" is what compile applies (the default where it lost)."""
+are those rounds' minima, and "tuned" is what compile applies (the default where it lost). Then
+per 3x3 conv shape the algorithms `reidc tune` timed (tune/algorithms.py), the one it chose and
+what compile's policy would have built without the database."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
 from reidc.compiler.base.atomic import atomic_write_bytes
-from reidc.compiler.tunedb.database import existing_index, read_tasks
+from reidc.compiler.tunedb.database import existing_index, read_algorithms, read_tasks
 
 
 def report_rows(root: str | Path) -> dict[str, list[dict]]:
@@ -35,8 +37,25 @@ def report_rows(root: str | Path) -> dict[str, list[dict]]:
             r["share"] = r["calls"] * r["tuned_ms"] / total if r["tuned_ms"] and total else None
             r["speedup"] = r["default_ms"] / r["tuned_ms"] if r["default_ms"] and r["tuned_ms"] else None
         rows.sort(key=lambda r: -(r["share"] or 0))
-        out[key] = {"preset": index[key]["preset"], "rows": rows, "total_ms": total, "total_default_ms": total_default}
+        out[key] = {"preset": index[key]["preset"], "rows": rows, "total_ms": total, "total_default_ms": total_default,
+                    "algorithms": algorithm_rows(read_algorithms(root / key))}
     return out
+
+
+def algorithm_rows(table: dict) -> list[dict]:
+    """Per batch and 3x3 conv shape: each algorithm's ms, the one measured fastest, what
+    compile's default policy (`--winograd-tiles auto`) would build, and the chosen one's
+    speedup over it (the per-kernel gain the measurement buys)."""
+    from reidc.compiler.passes.choose_winograd import policy
+    rows = []
+    for batch, per in sorted(table.items(), key=lambda kv: int(kv[0])):
+        for sig, e in per.items():
+            ms = {a: (t * 1e3 if t is not None else None) for a, t in e.items() if a != "chosen"}
+            default = policy(sig)
+            gain = ms[default] / ms[e["chosen"]] if ms.get(default) and ms.get(e["chosen"]) else None
+            rows.append({"batch": int(batch), "conv": sig, "ms": ms, "chosen": e["chosen"], "policy": default,
+                         "speedup": gain})
+    return rows
 
 
 def plot(key: str, data: dict, path: Path) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,8 @@ from tvm.ir.utils import derived_object
 
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, load_source, prepare
-from reidc.compiler.prepare import check_precision
+from reidc.compiler.prepare import check_precision, winograd_step
+from reidc.compiler.passes.choose_winograd import winograd_target
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module, int8_flavour, lowering_options
 from reidc.compiler.lower.to_relax import to_relax
@@ -30,7 +32,7 @@ from reidc.compiler.tunedb.records import register_cpu_tensor_intrinsics
 from reidc.targets import TargetError, get_target
 from reidc.targets.presets import ToolchainError
 
-from . import measure
+from . import algorithms, measure
 from .database import TunedTarget
 from .interrupt import Interrupts, TuningInterrupted
 from .space import default_schedule, reidc_schedules, rule_variants, search_space
@@ -62,25 +64,46 @@ class TuneOptions:
                                    # default before compile may apply it (0: trust the search's minimum)
     cores: int | None = None       # the device's cores (MetaSchedule's parallel tiling); default: this
                                    # machine's when measuring here, 4 through RPC
+    algorithms: bool = True        # fp32 on a Winograd target: time each 3x3 conv shape's direct, F(2x2) and
+                                   # F(4x4) first (algorithms.py); compile --tuning-db builds the fastest
     seed: int = 0
     progress: Callable[[str], None] = field(default=lambda msg: None)
     on_stop_now: Callable[[], None] = field(default=lambda: None)  # second Ctrl-C: last words before exit 130
 
 
-def extract_tasks(ckpt, opts: TuneOptions, preset):
-    # the target's own graph (which convs take Winograd, bf16 or not; int8's weight range), as
-    # compile builds it for that target: not host's
+def load_graphs(ckpt, opts: TuneOptions, preset, winograd: bool = True, measured: dict | None = None):
+    """(compile options, {mode: graph}, facts): the target's own graphs (which convs take
+    Winograd, bf16 or not; int8's weight range), as compile prepares them for that target, not
+    host's; without the Winograd step where `winograd` is off (the algorithms are measured first)."""
     copts = CompileOptions(target=opts.target, batch=opts.batch, progress=opts.progress, precision=opts.precision,
                            int8_weight_bits=opts.int8_weight_bits, calibration=opts.calibration, **opts.source)
     opts.progress(f"loading {ckpt}")
     source = load_source(ckpt, copts)
     modes = opts.modes or ((RunMode.VISIBLE,) if RunMode.VISIBLE in source[2] else source[2][:1])
-    _, graphs, _, facts, _ = prepare(ckpt, replace(copts, modes=tuple(modes)), source=source)
+    copts = replace(copts, modes=tuple(modes))
+    _, graphs, _, facts, _ = prepare(ckpt, replace(copts, winograd=winograd and copts.winograd), source=source,
+                                     measured=measured)
+    return copts, graphs, facts
+
+
+def tasks_of(graphs: dict, opts: TuneOptions, preset) -> list:
+    """The MetaSchedule tasks (fused PrimFuncs) of the graphs at the tuned batch, less those
+    `opts.only` leaves out."""
     mod = fused_module(to_relax(graphs, opts.batch, **lowering_options(preset)), preset)
     tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
     if opts.only:
         tasks = [t for t in tasks if any(s in t.task_name for s in opts.only)]
-    return tasks, facts
+    return tasks
+
+
+def extract_tasks(ckpt, opts: TuneOptions, preset, measured: dict | None = None):
+    _, graphs, facts = load_graphs(ckpt, opts, preset, measured=measured)
+    return tasks_of(graphs, opts, preset), facts
+
+
+def measures_algorithms(opts: TuneOptions, preset) -> bool:
+    """Whether tune times each fp32 3x3 conv shape's algorithms first (algorithms.py)."""
+    return opts.algorithms and opts.precision == "fp32" and winograd_target(preset)
 
 
 def check_options(opts: TuneOptions, preset) -> None:
@@ -127,22 +150,38 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     db = TunedTarget(Path(opts.db), preset)
     db.check_writable()
     with Interrupts(say, opts.on_stop_now) as stop:
-        tasks, facts = extract_tasks(ckpt, opts, preset)
-        if not tasks:
+        first = measures_algorithms(opts, preset)
+        copts, graphs, facts = load_graphs(ckpt, opts, preset, winograd=not first)
+        tasks = None if first else tasks_of(graphs, opts, preset)
+        if tasks == []:
             raise InputError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
         run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
         build = measure.builder(preset)  # (their worker processes inherit the blocked SIGINT)
-        stop.check()
-        register_cpu_tensor_intrinsics()
-        with stop.writing:
-            database = db.open(say)
-            db.register(opts.batch)
+        opened = False
         try:
+            stop.check()
+            register_cpu_tensor_intrinsics()
+            with stop.writing:
+                database = db.open(say)
+                opened = True
+                db.register(opts.batch)
+            if first:   # the algorithm of each 3x3 conv shape, then the tasks of the graph that takes them
+
+                def save(table):
+                    with stop.writing:
+                        db.save_algorithms(table)
+                measured = algorithms.choose(db.algorithms(), graphs, opts.batch, preset, build, run,
+                                             opts.confirm_rounds, save, say, stop.check)
+                graphs = winograd_step(graphs, copts, Counter(), measured)
+                tasks = tasks_of(graphs, opts, preset)
+                if not tasks:
+                    raise InputError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
             _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop)
         finally:
             build.shutdown()
             with stop.writing, contextlib.suppress(TuningDatabaseError):  # (a cache: best effort)
-                db.stamp()  # what this run appended is TVM's own writing: no need to check it again
+                if opened:
+                    db.stamp()  # what this run appended is TVM's own writing: no need to check it again
     return {"target_key": db.key, "database": str(db.path), "tasks": len(tasks), "records": db.record_count()}
 
 

@@ -5,6 +5,8 @@
     DB/<key>/database_tuning_record.json  workload / measured trial, appended as measured
     DB/<key>/reidc_tasks.json           per task: name, weight, reidc-default latency (atomic)
     DB/<key>/reidc_checked.json         how much of the two JSONDatabase files was checked
+    DB/<key>/reidc_algorithms.json      per batch, per 3x3 conv shape: each algorithm's measured
+                                        time and the fastest (atomic; compile's Winograd choice)
     DB/<key>/<file>.rejected            lines moved out of a JSONDatabase file (appended)
 
 <key> is the preset name plus a digest of its TVM target dict, so records measured on one
@@ -27,7 +29,7 @@ import hashlib
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidc.targets import TargetPreset
@@ -35,7 +37,8 @@ from reidc.targets import TargetPreset
 from . import records
 from .records import RECORDS, WORKLOADS, TuningDatabaseError
 
-TASKS, INDEX, CHECKED = "reidc_tasks.json", "index.json", "reidc_checked.json"
+TASKS, INDEX, CHECKED, ALGORITHMS = "reidc_tasks.json", "index.json", "reidc_checked.json", "reidc_algorithms.json"
+_SIGNATURE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]*->[1-9][0-9]*$")   # passes/choose_winograd.signature
 WARN_LINES = 10   # per file; then one line counts the rest
 
 
@@ -91,6 +94,27 @@ def _valid_tasks(data) -> bool:
     return isinstance(data, dict) and all(
         isinstance(t, dict) and "trials" in t and "failed" in t
         and all(ok(t[k]) for k, ok in _TASK_FIELDS.items() if k in t) for t in data.values())
+
+
+def _valid_algorithms(data) -> bool:
+    """{batch: {signature: {algorithm: seconds or null, ..., "chosen": algorithm}}}, the chosen
+    one measured."""
+    from reidc.compiler.passes.choose_winograd import ALGORITHMS as ALGOS
+
+    def one(e) -> bool:
+        times = {k: v for k, v in e.items() if k != "chosen"} if isinstance(e, dict) else None
+        return (times is not None and set(times) <= set(ALGOS) and all(_secs(v) for v in times.values())
+                and e.get("chosen") in ALGOS and times.get(e["chosen"]) is not None)
+    return isinstance(data, dict) and all(
+        isinstance(b, str) and b.isdigit() and int(b) > 0 and isinstance(per, dict)
+        and all(isinstance(sig, str) and _SIGNATURE.match(sig) and one(e) for sig, e in per.items())
+        for b, per in data.items())
+
+
+def read_algorithms(folder: Path) -> dict:
+    return _read_json(folder / ALGORITHMS, {}, _valid_algorithms,
+                      '{batch: {"CxHxW->O": {algorithm: seconds, "chosen": algorithm}}}',
+                      "delete it and rerun `reidc tune` to measure the convs' algorithms again")
 
 
 def _read_json(path: Path, default, valid, expected: str, remedy: str):
@@ -172,6 +196,9 @@ class TargetDB:
     def tasks(self) -> dict:
         return read_tasks(self.path)
 
+    def algorithms(self) -> dict:
+        return read_algorithms(self.path)
+
     def record_count(self) -> int:
         return len(records.split_lines(self._read(RECORDS)))
 
@@ -241,6 +268,8 @@ class CompileTuning:
     applied: object = None  # what the build applies: `database` less the records of the tasks (kept_keys)
     kept_keys: frozenset = frozenset()   # whose best record lost the paired re-measure against reidc's default
 
+    measured: dict = field(default_factory=dict)   # the batch's fastest algorithm per 3x3 conv shape (choose_winograd)
+
     kept_default: int = 0   # of the module's kernels with records, how many are in kept_keys
     tuned_functions: int = 0
     functions: int = 0
@@ -266,7 +295,8 @@ class CompileTuning:
             digest = h.hexdigest()
         return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
                 "records": len(self.database), "kernels_with_records": self.tuned_functions,
-                "kernels": self.functions, "kept_default": self.kept_default, "records_sha256": digest}
+                "kernels": self.functions, "kept_default": self.kept_default, "records_sha256": digest,
+                "measured_algorithms": dict(sorted(self.measured.items()))}
 
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
@@ -288,7 +318,8 @@ def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, 
     database, copy = db.load_checked_copy(say)
     dropped = kept_default(db.tasks())
     applied = without_workloads(database, dropped) if dropped else database
-    return CompileTuning(db, database, batch, copy, applied=applied, kept_keys=frozenset(dropped))
+    measured = {sig: e["chosen"] for sig, e in db.algorithms().get(str(batch), {}).items()}
+    return CompileTuning(db, database, batch, copy, applied=applied, kept_keys=frozenset(dropped), measured=measured)
 
 
 def without_workloads(database, keys: set[str]):

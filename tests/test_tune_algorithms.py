@@ -1,0 +1,95 @@
+"""`reidc tune` first times each fp32 3x3 conv shape as a direct conv, F(2x2) and F(4x4)
+Winograd (compiler/tune/algorithms.py); `reidc compile --tuning-db` builds the fastest, the
+report shows them, a rerun does not measure them again, and a corrupt reidc_algorithms.json is
+refused in one line naming it. One tiny budget (cmnas-resnet18 at 64x32, one paired round, one
+trial of the max-pool task): the machinery, not the figures."""
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+from reidc.compiler.compile import CompileOptions, compile_checkpoint
+from reidc.compiler.passes.choose_winograd import ALGORITHMS, WINOGRAD_F4, candidates, signature
+from reidc.compiler.tune.database import TunedTarget
+from reidc.compiler.tune.report import report_rows
+from reidc.compiler.tune.tune import TuneOptions, load_graphs, measures_algorithms, tune_checkpoint
+from reidc.compiler.tunedb.database import ALGORITHMS as ALGORITHMS_FILE, TuningDatabaseError
+from reidc.frontend.checkpoint import save_checkpoint
+from reidc.frontend.zoo import zoo_model
+from reidc.targets import get_target
+
+SIZE = (64, 32)
+
+
+@pytest.fixture(scope="module")
+def ck(tmp_path_factory):
+    d = tmp_path_factory.mktemp("alg")
+    save_checkpoint(zoo_model("cmnas-resnet18", "all-shared", seed=1, input_size=SIZE), d / "ck")
+    return d / "ck"
+
+
+def _tune(ck, db, lines):
+    return tune_checkpoint(ck, TuneOptions(db=str(db), trials=1, only=("max_pool",), confirm_rounds=1,
+                                           progress=lines.append))
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, ck):
+    db = tmp_path_factory.mktemp("alg-db") / "db"
+    lines = []
+    _tune(ck, db, lines)
+    return db, lines
+
+
+def test_only_fp32_on_winograd_targets_measures_algorithms():
+    host = get_target("host")
+    assert measures_algorithms(TuneOptions(db="x"), host)
+    assert not measures_algorithms(TuneOptions(db="x", algorithms=False), host)
+    assert not measures_algorithms(TuneOptions(db="x", precision="int8"), host)
+    assert not measures_algorithms(TuneOptions(db="x"), get_target("rpi5"))
+
+
+def test_tune_times_every_shape_and_compile_builds_the_fastest(ck, tuned, tmp_path):
+    db, lines = tuned
+    key = TunedTarget(db, get_target("host")).key
+    table = json.loads((db / key / ALGORITHMS_FILE).read_text())
+    _, raw, _ = load_graphs(ck, TuneOptions(db="x", modes=("visible",)), get_target("host"), winograd=False)
+    convs = candidates(raw["visible"])
+    shapes = Counter(signature(n) for n in convs.values())
+    assert set(table) == {"1"} and set(table["1"]) == set(shapes) and len(shapes) == 5   # layer4 starts 256 -> 512 at stride 1
+    for sig, e in table["1"].items():
+        times = {a: e[a] for a in ALGORITHMS}
+        assert all(t > 0 for t in times.values()), sig
+        assert e["chosen"] == min(times, key=times.get)
+    assert sum(ln.startswith("algorithms ") for ln in lines) == len(shapes)
+
+    man = compile_checkpoint(ck, tmp_path / "a", CompileOptions(modes=("visible",), tuning_db=str(db), batch=1))
+    chosen = {sig: e["chosen"] for sig, e in table["1"].items()}
+    assert man["tuning"]["measured_algorithms"] == chosen and man["verification"]["status"] == "passed"
+    built = Counter(r.get("algorithm") for r in man["precision"]["layers"])
+    want = Counter(chosen[signature(n)] for n in convs.values())
+    assert built["winograd F(4x4, 3x3)"] == want[WINOGRAD_F4]
+    assert built["winograd F(2x2, 3x3)"] == want["winograd_f2"]
+
+    rows = report_rows(db)[key]["algorithms"]
+    assert {r["conv"] for r in rows} == set(shapes) and all(r["speedup"] >= 1.0 for r in rows)
+
+    again = []   # a rerun measures no shape again
+    _tune(ck, db, again)
+    assert not any(ln.startswith("algorithms ") for ln in again)
+    assert json.loads((db / key / ALGORITHMS_FILE).read_text()) == table
+
+
+@pytest.mark.parametrize("text", ['{"1": {"64x16x8->64": {"direct": 0.001, "chosen": "winograd_f4"}}}',
+                                  '{"1": {"64x16x8": {"direct": 0.001, "chosen": "direct"}}}', "[1, 2"])
+def test_a_corrupt_algorithms_file_is_refused_in_one_line(ck, tuned, tmp_path, text):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    path = db / TunedTarget(db, get_target("host")).key / ALGORITHMS_FILE
+    path.write_text(text)
+    with pytest.raises(TuningDatabaseError, match=f"{path}: corrupt") as e:
+        compile_checkpoint(ck, tmp_path / "a", CompileOptions(modes=("visible",), tuning_db=str(db), batch=1))
+    assert "\n" not in str(e.value) and not (tmp_path / "a").exists()
+    with pytest.raises(TuningDatabaseError, match=f"{path}: corrupt"):
+        _tune(ck, db, [])
