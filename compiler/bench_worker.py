@@ -1,5 +1,5 @@
 """One engine of `reidc bench` in a process of its own: built once, then timed round by round
-when the parent asks (compiler/bench.py is the other side).
+when the parent asks (compiler/bench_process.py is the other side).
 
 Started as `python -m compiler.bench_worker FD` with its thread settings in the environment
 (TVM_NUM_THREADS, OMP_NUM_THREADS); FD is its end of a socket pair carrying pickled tuples:

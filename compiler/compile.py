@@ -103,6 +103,11 @@ def _compile_one(ckpt, source, out, opts: CompileOptions, inputs, bits_why: str 
                                                   measured=tuning.measured if tuning else None)
     if opts.batch is not None and facts.get("export_batch") not in (None, opts.batch):
         raise InputError(f"--batch {opts.batch}: the program was exported for batch {facts['export_batch']}")
+    if tuning:
+        tuning.measured_applied = {s: a for g in graphs.values() for s, a in g.meta.get("measured_algorithms", {}).items()}
+        if tuning.measured_applied:
+            say(f"3x3 convs of {len(tuning.measured_applied)} shapes take the algorithm `reidc tune` timed fastest"
+                + (f" (not --winograd-tiles {opts.winograd_tiles}'s)" if opts.winograd_tiles != "auto" else ""))
     kernel = {"bf16": bf16_kernel, "int8": int8_kernel}.get(opts.precision, lambda _: "")(preset)
     if kernel:
         say(f"{opts.precision} convs on {preset.name}: {kernel}")

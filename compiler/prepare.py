@@ -165,6 +165,10 @@ def _winograd(g, mode: RunMode, opts: CompileOptions, stats: Counter, measured: 
         from reidc.kernels.conv2d_bf16 import Bf16Conv
         bf16 = bf16_conv(get_target(opts.target)) is Bf16Conv.DOT
     w = verify(choose_winograd(g, stats, opts.winograd_tiles, bf16, measured))   # the rewrite's copy keeps g's meta
+    if measured:   # which of the database's measured shapes this graph has: the manifest records those
+        from .passes.choose_winograd import candidates, signature
+        have = {signature(n) for n in candidates(g).values()}
+        w.meta = {**w.meta, "measured_algorithms": {s: a for s, a in measured.items() if s in have}}
     if opts.dump_ir is not None:
         atomic_write_text(Path(opts.dump_ir) / f"{mode}.99z-choose_winograd.ir", dump(w))
     return w

@@ -3,7 +3,7 @@ reidc's conv and grouped conv (with their fused epilogue), `Conv2dNCHWcInt8` for
 AMX-layout bf16 convs (the binary conv's rule is bconv_schedule.py, bit-packing's
 bitpack_schedule.py, everything else's fallback_schedule.py). One rule serves both ISAs:
 the target's SIMD width and register count (targets/presets.py) set the register tiles, LLVM
-selects the instructions (x86: FMA, vpshufb/VPOPCNTQ popcount; NEON: fmla, cnt + uaddlp).
+selects the instructions (x86: FMA, vpdpbusd; NEON: fmla, sdot).
 
 Tunable knobs (register tile width, reduction split) are plain parameters so MetaSchedule
 can search them later; the defaults are derived from the target's SIMD width.

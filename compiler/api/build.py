@@ -90,7 +90,9 @@ def compile(model: str | os.PathLike | Any, target: str = "host", *, output: str
       AVX2's vpmaddubsw takes exactly).
     modes: entries to build (visible, infrared, mixed); default all the model has.
     input_shape: (C, H, W); for a checkpoint, its H x W replaces the spec's input size.
-    tuning_db: a `reidc.tune` database; batch: a fixed batch (tuned kernels need one).
+    tuning_db: a `reidc.tune` database (its tuned kernels, and per 3x3 conv shape the Winograd
+      algorithm it timed fastest, which replaces `winograd_tiles`' guess there); batch: a fixed
+      batch (tuned kernels need one).
     winograd: fp32 stride-1 3x3 convs of 64 channels or more as Winograd F(4x4, 3x3) (where its
       bigger transformed weights pay: passes/choose_winograd.py) or F(2x2, 3x3) on x86 (F(2x2)
       1.5-1.9x the direct conv per layer, F(4x4) another 1.4-1.7x; relative error 2-5e-6 per

@@ -35,7 +35,8 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
     the search's minimum, which noise biases low). `algorithms`: on x86 in fp32, first time each
     3x3 conv shape as a direct conv, F(2x2, 3x3) and F(4x4, 3x3) Winograd (`confirm_rounds`
     paired rounds), so that compiling with the database builds the fastest instead of
-    `winograd_tiles`' guess, and tune that graph's kernels."""
+    `winograd_tiles`' guess, and tune that graph's kernels (measured in `confirm_rounds` rounds,
+    at least one)."""
     with needs_compiler("tuning"):
         from reidc.compiler.tune.tune import TuneOptions, tune_checkpoint
     source = {k: str(v) if isinstance(v, Path) else v for k, v in (
@@ -51,7 +52,9 @@ def tune(checkpoint: str | Path, db: str | Path, target: str = "host", *, trials
 
 def tune_report(db: str | Path, *, plot: bool = True) -> dict[str, dict]:
     """Per target in the database: its preset, per-kernel rows (calls, trials, default and tuned
-    ms, speedup, share of a run) and totals; with `plot`, a report.png per target (its path, or
+    ms, speedup, share of a run) and totals, and under "algorithms" per batch and 3x3 conv shape
+    the Winograd algorithms tune timed, the one chosen and `winograd_tiles="auto"`'s; with `plot`,
+    a report.png per target (its path, or
     why it was not written, under "plot")."""
     from reidc.compiler.base.atomic import OutputError
     with needs_compiler("the tuning report"):

@@ -44,7 +44,9 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 modes: Optional[str] = typer.Option(None, help="entries to build, e.g. visible or visible,mixed (default: all)"),
                 verify: bool = typer.Option(True, help="check against PyTorch before writing (default on)"),
                 batch: Optional[int] = typer.Option(None, help="fixed batch size (default: any); tuned kernels need one"),
-                tuning_db: Optional[Path] = typer.Option(None, help="apply the records of a `reidc tune` database"),
+                tuning_db: Optional[Path] = typer.Option(None, help="apply the records of a `reidc tune` database "
+                                                                    "(its kernels, and the Winograd algorithm it "
+                                                                    "timed fastest per 3x3 conv shape)"),
                 weights: str = typer.Option("model", help="a training checkpoint's weights: model, or ema (CM-NAS)"),
                 feature: str = typer.Option("bnneck", help="bnneck: the feature after the BNNeck BN (CM-NAS's feat); "
                                                            "pool: before it (its global_feat)"),
@@ -75,7 +77,8 @@ def compile_cmd(checkpoint: Path = typer.Argument(..., help="checkpoint dir, .sa
                 winograd_tiles: str = typer.Option("auto", help="which 3x3 convs take Winograd F(4x4): auto (those "
                                                                 "whose weights stay in the caches; F(2x2) beyond), "
                                                                 "4 (wherever faster: the most speed, the biggest "
-                                                                "library) or 2 (F(2x2) only)")):
+                                                                "library) or 2 (F(2x2) only); with --tuning-db, "
+                                                                "only for conv shapes `reidc tune` did not time")):
     """Compile a checkpoint for a target; the artifact is written only after it verifies."""
     if mixed_strategy not in ("auto", "affine", "weights"):
         _fail(ValueError(f"--mixed-strategy {mixed_strategy!r}: expected auto, affine or weights"))

@@ -7,7 +7,7 @@ kernel call, one more pass over the thread pool, and a read of the conv's whole 
 Bi-Real block that float output is also the next block's residual, so it is still written; what
 fusion removes is the separate kernel. This pass extends the conv's fused group with the
 bitpack call: the group returns (output, bits), and FuseTIR makes one PrimFunc of both, whose
-schedule (kernels/cpu_schedules.py `BConv2dNCHWc`) packs each output row's words in the same
+schedule (kernels/bconv_schedule.py `BConv2dNCHWc`) packs each output row's words in the same
 parallel task that computed the row.
 
 It fires where a bitpack's data is the output of a fused group holding a binary conv

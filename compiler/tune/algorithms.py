@@ -8,21 +8,22 @@ batch 16 on a 512-channel layer, not always at batch 1), so here each distinct s
 (`choose_winograd.signature`, the candidates its guards accept) is built as a one-conv model
 three times, one per algorithm, each function scheduled by reidc's default rules, and timed
 through the same builder and runner as the search (locally or on an RPC device), in
-`rounds` paired rounds, alternating; the fastest minimum is chosen. The figures go to the
-database's reidc_algorithms.json (per batch; a rerun measures only the shapes it lacks), and
+`rounds` paired rounds (at least one), alternating; the fastest minimum is chosen. The figures
+go to the database's reidc_algorithms.json (per batch; a rerun measures only the shapes it
+lacks, or where an algorithm failed), and
 the tasks the search then tunes are those of the graph with the chosen algorithms, as
 `reidc compile --tuning-db` builds it.
 """
 from __future__ import annotations
 
 from reidc.compiler.ir import Graph, Node, Op, verify
+from reidc.compiler.passes.choose_winograd import ALGORITHMS, candidates, signature
 
 from . import measure
 
 
 def shapes(graphs: dict[str, Graph]) -> dict[str, Node]:
     """One conv node per distinct signature among the graphs' Winograd candidates."""
-    from reidc.compiler.passes.choose_winograd import candidates, signature
     out: dict[str, Node] = {}
     for g in graphs.values():
         for n in candidates(g).values():
@@ -56,16 +57,30 @@ def conv_schedule(g: Graph, batch: int, preset):
 
 
 def measure_shape(n: Node, batch: int, preset, build, run, rounds: int) -> tuple[dict[str, float | None], str | None]:
-    """Each algorithm's minimum over `rounds` paired rounds (None where it failed), and the
-    first error met."""
-    from reidc.compiler.passes.choose_winograd import ALGORITHMS
-    schs = [conv_schedule(one_conv(n, a), batch, preset) for a in ALGORITHMS]
-    times, err = measure.measure_paired(schs, preset, build, run, max(1, rounds))
+    """Each algorithm's minimum over `rounds` paired rounds, at least one (None where it could
+    not be scheduled, built or run), and the first error met."""
+    schs, errs = {}, []
+    for a in ALGORITHMS:
+        try:
+            sch = conv_schedule(one_conv(n, a), batch, preset)
+        except (RuntimeError, ValueError) as e:   # TVM's errors are RuntimeErrors
+            errs.append(f"{a}: {e}")
+            continue
+        if sch is None:
+            errs.append(f"{a}: reidc's rules did not schedule it")
+        else:
+            schs[a] = sch
+    times = dict.fromkeys(ALGORITHMS)
+    if not schs:
+        return times, errs[0]
+    paired, err = measure.measure_paired(list(schs.values()), preset, build, run, max(1, rounds))
     if not err:
-        return {a: min(t) for a, t in zip(ALGORITHMS, times)}, None
-    # one failed: time each alone, so the others still count
-    single = measure.measure_many(schs, preset, build, run)
-    return {a: secs for a, (secs, _) in zip(ALGORITHMS, single)}, err
+        times.update({a: min(t) for a, t in zip(schs, paired)})
+        return times, errs[0] if errs else None
+    # one failed to build or run: time each alone, so the others still count
+    single = measure.measure_many(list(schs.values()), preset, build, run)
+    times.update({a: secs for a, (secs, _) in zip(schs, single)})
+    return times, (errs or [err])[0]
 
 
 def choose(table: dict, graphs: dict[str, Graph], batch: int, preset, build, run, rounds: int,
@@ -75,8 +90,8 @@ def choose(table: dict, graphs: dict[str, Graph], batch: int, preset, build, run
     per = table.setdefault(str(batch), {})
     todo = shapes(graphs)
     for k, (sig, n) in enumerate(todo.items(), 1):
-        if sig in per:
-            continue
+        if sig in per and all(per[sig].get(a) is not None for a in ALGORITHMS):
+            continue   # (one with a failed algorithm is measured again)
         check()
         times, err = measure_shape(n, batch, preset, build, run, rounds)
         ok = {a: t for a, t in times.items() if t is not None}

@@ -1,5 +1,8 @@
 """`reidc tune`: one MetaSchedule search per task of the compiled model, task after task.
 
+On x86 in fp32 the graph's Winograd algorithms are measured first (algorithms.py): the tasks are
+those of the graph that takes the fastest, as `reidc compile --tuning-db` builds it.
+
 For each task (a fused PrimFunc of the model at a fixed batch) reidc first measures its default
 schedule and records it, then lets MetaSchedule search (evolutionary, XGBoost cost model) over
 reidc's rule variants and MetaSchedule's generated space. Every measured trial is appended to
@@ -96,8 +99,8 @@ def tasks_of(graphs: dict, opts: TuneOptions, preset) -> list:
     return tasks
 
 
-def extract_tasks(ckpt, opts: TuneOptions, preset, measured: dict | None = None):
-    _, graphs, facts = load_graphs(ckpt, opts, preset, measured=measured)
+def extract_tasks(ckpt, opts: TuneOptions, preset):
+    _, graphs, facts = load_graphs(ckpt, opts, preset)
     return tasks_of(graphs, opts, preset), facts
 
 
@@ -151,10 +154,14 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     db.check_writable()
     with Interrupts(say, opts.on_stop_now) as stop:
         first = measures_algorithms(opts, preset)
-        copts, graphs, facts = load_graphs(ckpt, opts, preset, winograd=not first)
+        # compile --tuning-db builds the algorithms the database holds: so are the tasks here
+        stored = None if first or not db.path.is_dir() else db.algorithms().get(str(opts.batch))
+        copts, graphs, facts = load_graphs(ckpt, opts, preset, winograd=not first, measured=stored)
         tasks = None if first else tasks_of(graphs, opts, preset)
+        if first and opts.only:   # (refused before the database is created; checked again once measured)
+            tasks = tasks_of(winograd_step(graphs, copts, Counter()), opts, preset)
         if tasks == []:
-            raise InputError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+            raise InputError(_no_tasks(opts))
         run = measure.runner(preset, opts.rpc_tracker, opts.rpc_key, opts.timeout_s)
         build = measure.builder(preset)  # (their worker processes inherit the blocked SIGINT)
         opened = False
@@ -175,7 +182,7 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
                 graphs = winograd_step(graphs, copts, Counter(), measured)
                 tasks = tasks_of(graphs, opts, preset)
                 if not tasks:
-                    raise InputError(f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}")
+                    raise InputError(_no_tasks(opts))
             _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop)
         finally:
             build.shutdown()
@@ -183,6 +190,23 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
                 if opened:
                     db.stamp()  # what this run appended is TVM's own writing: no need to check it again
     return {"target_key": db.key, "database": str(db.path), "tasks": len(tasks), "records": db.record_count()}
+
+
+def _searchable(task) -> bool:
+    """Whether MetaSchedule's task scheduler can take the task: it estimates every task's FLOPs
+    first, and that analysis raises on a tir.Let expression (TVM 0.27), which the Winograd
+    transforms use (kernels/winograd.py `_row`). Such a task is measured with reidc's default
+    and variants, and not searched."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+    try:
+        estimate_tir_flops(task.dispatched[0])
+    except RuntimeError:   # TVM's InternalError
+        return False
+    return True
+
+
+def _no_tasks(opts: TuneOptions) -> str:
+    return f"no tuning tasks{' match --only ' + ','.join(opts.only) if opts.only else ''}"
 
 
 def _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop) -> None:
@@ -213,7 +237,13 @@ def _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop) -> N
             _measure_variants(task, preset, build, run, database, entry, opts, label, stop, save, clock)
             stop.check()
         left = opts.trials - entry["trials"]
-        if left > 0 and not entry.get("exhausted"):
+        if left > 0 and not entry.get("exhausted") and not _searchable(task):
+            say(f"{label}: MetaSchedule cannot analyse this kernel (its transforms bind values with tir.Let, "
+                "which its FLOP estimate rejects); reidc's variants only")
+            with stop.writing:
+                entry["exhausted"] = True
+                save()
+        elif left > 0 and not entry.get("exhausted"):
             _search(k, task, target, preset, build, run, database, db, entry, opts, label, stop, save, clock, left)
         elif not fresh and entry.get("confirmed", {}).get("trials") == entry["trials"]:
             say(f"{label}: done earlier ({entry['trials']} trials)")

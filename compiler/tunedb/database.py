@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -38,7 +39,8 @@ from . import records
 from .records import RECORDS, WORKLOADS, TuningDatabaseError
 
 TASKS, INDEX, CHECKED, ALGORITHMS = "reidc_tasks.json", "index.json", "reidc_checked.json", "reidc_algorithms.json"
-_SIGNATURE = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]*->[1-9][0-9]*$")   # passes/choose_winograd.signature
+_SIGNATURE = re.compile(r"[1-9][0-9]{0,5}x[1-9][0-9]{0,5}x[1-9][0-9]{0,5}->[1-9][0-9]{0,5}")   # choose_winograd.signature
+_BATCH = re.compile(r"[1-9][0-9]{0,5}")
 WARN_LINES = 10   # per file; then one line counts the rest
 
 
@@ -103,11 +105,12 @@ def _valid_algorithms(data) -> bool:
 
     def one(e) -> bool:
         times = {k: v for k, v in e.items() if k != "chosen"} if isinstance(e, dict) else None
-        return (times is not None and set(times) <= set(ALGOS) and all(_secs(v) for v in times.values())
-                and e.get("chosen") in ALGOS and times.get(e["chosen"]) is not None)
+        return (times is not None and set(times) <= set(ALGOS)
+                and all(v is None or (_secs(v) and math.isfinite(v)) for v in times.values())
+                and e.get("chosen") in ALGOS and (times.get(e["chosen"]) or 0) > 0)
     return isinstance(data, dict) and all(
-        isinstance(b, str) and b.isdigit() and int(b) > 0 and isinstance(per, dict)
-        and all(isinstance(sig, str) and _SIGNATURE.match(sig) and one(e) for sig, e in per.items())
+        isinstance(b, str) and _BATCH.fullmatch(b) and isinstance(per, dict)
+        and all(isinstance(sig, str) and _SIGNATURE.fullmatch(sig) and one(e) for sig, e in per.items())
         for b, per in data.items())
 
 
@@ -128,7 +131,11 @@ def _read_json(path: Path, default, valid, expected: str, remedy: str):
         raise TuningDatabaseError(f"{path}: cannot read it ({e.strerror})") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise TuningDatabaseError(f"{path}: corrupt (not JSON: {str(e).splitlines()[0][:80]}); {remedy}") from None
-    if not valid(data):
+    try:
+        ok = valid(data)
+    except (TypeError, ValueError):   # whatever the checks themselves trip on is corrupt too
+        ok = False
+    if not ok:
         raise TuningDatabaseError(f"{path}: corrupt (expected {expected}); {remedy}")
     return data
 
@@ -269,6 +276,7 @@ class CompileTuning:
     kept_keys: frozenset = frozenset()   # whose best record lost the paired re-measure against reidc's default
 
     measured: dict = field(default_factory=dict)   # the batch's fastest algorithm per 3x3 conv shape (choose_winograd)
+    measured_applied: dict = field(default_factory=dict)   # those of them the model's convs took (compile sets it)
 
     kept_default: int = 0   # of the module's kernels with records, how many are in kept_keys
     tuned_functions: int = 0
@@ -296,7 +304,7 @@ class CompileTuning:
         return {"database": str(self.db.root.resolve()), "target_key": self.db.key, "batch": self.batch,
                 "records": len(self.database), "kernels_with_records": self.tuned_functions,
                 "kernels": self.functions, "kept_default": self.kept_default, "records_sha256": digest,
-                "measured_algorithms": dict(sorted(self.measured.items()))}
+                "measured_algorithms": dict(sorted(self.measured_applied.items()))}
 
 
 def open_for_compile(root: str | Path, preset: TargetPreset, batch: int | None, say=lambda m: None) -> CompileTuning:
