@@ -16,10 +16,11 @@ the tasks the search then tunes are those of the graph with the chosen algorithm
 """
 from __future__ import annotations
 
-from reidc.compiler.ir import Graph, Node, Op, verify
+from reidc.compiler.ir import Graph, Node, Op, RunMode, verify
 from reidc.compiler.passes.choose_winograd import ALGORITHMS, candidates, signature
 
 from . import measure
+from .progress import ms_text
 
 
 def shapes(graphs: dict[str, Graph]) -> dict[str, Node]:
@@ -49,7 +50,7 @@ def conv_schedule(g: Graph, batch: int, preset):
     from reidc.compiler.lower.build import fused_module, lowering_options
     from reidc.compiler.lower.to_relax import to_relax
     from .space import default_schedule
-    mod = fused_module(to_relax({"visible": g}, batch, **lowering_options(preset)), preset)
+    mod = fused_module(to_relax({RunMode.VISIBLE: g}, batch, **lowering_options(preset)), preset)
     tasks = [t for t in ms.relax_integration.extract_tasks(mod, preset.tvm_target()) if "conv2d" in t.task_name]
     if len(tasks) != 1:
         raise RuntimeError(f"expected one conv function in the one-conv model, found {[t.task_name for t in tasks]}")
@@ -104,9 +105,5 @@ def choose(table: dict, graphs: dict[str, Graph], batch: int, preset, build, run
         chosen = min(ok, key=ok.get)
         per[sig] = {**times, "chosen": chosen}
         save(table)
-        say(f"{label}: " + ", ".join(f"{a} {_ms(t)}" for a, t in times.items()) + f" -> {chosen}")
+        say(f"{label}: " + ", ".join(f"{a} {ms_text(t, 'failed')}" for a, t in times.items()) + f" -> {chosen}")
     return {sig: e["chosen"] for sig, e in per.items() if sig in todo}
-
-
-def _ms(secs) -> str:
-    return f"{secs * 1e3:.3f} ms" if secs is not None else "failed"

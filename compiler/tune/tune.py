@@ -12,7 +12,6 @@ saved after every batch, so a killed run resumes with the trials it has not done
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Callable
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
-from tvm.ir.utils import derived_object
 
 from reidc.compiler.base.errors import InputError
 from reidc.compiler.compile import CompileOptions, load_source, prepare
@@ -36,6 +34,7 @@ from reidc.targets import TargetError, get_target
 from reidc.targets.presets import ToolchainError
 
 from . import algorithms, measure
+from .progress import Clock, Hold, Progress, ms_text
 from .database import TunedTarget
 from .interrupt import Interrupts, TuningInterrupted
 from .space import default_schedule, reidc_schedules, rule_variants, search_space
@@ -224,7 +223,7 @@ def _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop) -> N
     with stop.writing:
         save()
     say(f"{len(tasks)} tasks for {preset.name} at batch {opts.batch}; {opts.trials} trials each; database {db.path}")
-    clock = _Clock(sum(max(0, opts.trials - info[workload_key(t.dispatched[0])]["trials"]) for t in tasks))
+    clock = Clock(sum(max(0, opts.trials - info[workload_key(t.dispatched[0])]["trials"]) for t in tasks))
     for k, task in enumerate(tasks, 1):
         stop.check()
         entry = info[workload_key(task.dispatched[0])]
@@ -256,8 +255,8 @@ def _search(k, task, target, preset, build, run, database, db, entry, opts, labe
     ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=search_space(preset),
                          search_strategy=_strategy(opts.trials), task_name=task.task_name,
                          rand_state=opts.seed + 1000 * k + entry["trials"], num_threads=1)
-    watch = _Progress(entry, save, opts.progress, label, opts.trials, clock, opts, stop)
-    callbacks = [_Hold(watch), ms.measure_callback.AddToDatabase(), ms.measure_callback.RemoveBuildArtifact(),
+    watch = Progress(entry, save, opts.progress, label, opts.trials, clock, opts, stop)
+    callbacks = [Hold(watch), ms.measure_callback.AddToDatabase(), ms.measure_callback.RemoveBuildArtifact(),
                  ms.measure_callback.UpdateCostModel(), watch]
     try:
         ms.tune.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(db.path / "logs"),
@@ -313,8 +312,8 @@ def _confirm(task, preset, build, run, database, entry, opts, label, stop, save)
         entry["confirmed"] = result
         save()
     if result["rounds"]:
-        opts.progress(f"{label}: paired re-measure, {result['rounds']} rounds: best record {_ms(result['tuned_s'])} "
-                      f"(faster in {result['wins']}), reidc default {_ms(result['default_s'])}; "
+        opts.progress(f"{label}: paired re-measure, {result['rounds']} rounds: best record {ms_text(result['tuned_s'])} "
+                      f"(faster in {result['wins']}), reidc default {ms_text(result['default_s'])}; "
                       f"keeping {'the tuned record' if result['keep'] == 'tuned' else 'reidc default'}")
 
 
@@ -375,92 +374,8 @@ def _measure_variants(task, preset, build, run, database, entry, opts, label, st
             save()
         clock.done += len(batch)
         opts.progress(f"{label}: {entry['variants']}/{len(found)} reidc variants measured ({entry['failed']} failed); "
-                      f"best {_ms(entry.get('best_s'))}, reidc default {_ms(entry.get('default_s'))}; "
+                      f"best {ms_text(entry.get('best_s'))}, reidc default {ms_text(entry.get('default_s'))}; "
                       f"about {clock.left_s() / 60:.1f} min left")
     with stop.writing:
         entry["variants_done"] = True
         save()
-
-
-def _ms(secs) -> str:
-    return f"{secs * 1e3:.3f} ms" if secs else "-"
-
-
-class _Clock:
-    def __init__(self, total: int):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-
-    def left_s(self) -> float:
-        return (time.monotonic() - self.t0) / max(1, self.done) * max(0, self.total - self.done)
-
-
-@derived_object
-class _Hold(ms.measure_callback.PyMeasureCallback):
-    """First of a batch's callbacks: take the write lock while the records are appended and the
-    trial counts saved, so a second Ctrl-C never cuts a record in half or leaves it uncounted."""
-
-    def __init__(self, watch):
-        self.watch = watch
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        self.watch.hold()
-
-
-@derived_object
-class _Progress(ms.measure_callback.PyMeasureCallback):
-    """Last of a batch's callbacks: count trials and failures, save them, release the write lock,
-    print progress; then stop if Ctrl-C was pressed or, with RPC, the tracker has no device left
-    for the key."""
-
-    def __init__(self, entry, save, say, label, budget, clock, opts, stop):
-        self.entry, self.save, self.say, self.label, self.budget, self.clock = entry, save, say, label, budget, clock
-        self.opts, self.stop = opts, stop
-        self.abort = None
-        self.holding = False
-
-    def hold(self) -> None:
-        self.stop.writing.acquire()
-        self.holding = True
-
-    def release(self) -> None:
-        if self.holding:
-            self.holding = False
-            self.stop.writing.release()
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        try:
-            n, ok = self._count(builder_results, runner_results)
-        finally:
-            self.release()
-        if self.stop.requested:
-            raise RuntimeError("interrupted")  # reaches tune_checkpoint wrapped by TVM
-        if self.opts.rpc_tracker and ok < n:
-            self._check_devices()
-
-    def _count(self, builder_results, runner_results) -> tuple[int, int]:
-        ok = []
-        for b, r in zip(builder_results, runner_results):
-            if b.error_msg is None and r.error_msg is None and r.run_secs:
-                ok.append(sum(float(s) for s in r.run_secs) / len(r.run_secs))
-        n = len(runner_results)
-        if n == 0:  # MetaSchedule reports an empty batch when the space has nothing new
-            return 0, 0
-        self.entry["trials"] += n
-        self.entry["failed"] += n - len(ok)
-        if ok:
-            self.entry["best_s"] = min(ok + ([self.entry["best_s"]] if self.entry.get("best_s") else []))
-        self.save()
-        self.clock.done += n
-        best, default = self.entry.get("best_s"), self.entry.get("default_s")
-        self.say(f"{self.label}: {self.entry['trials']}/{self.budget} trials ({self.entry['failed']} failed); "
-                 f"best searched {_ms(best)}, reidc default {_ms(default)}; about {self.clock.left_s() / 60:.1f} min left")
-        return n, len(ok)
-
-    def _check_devices(self) -> None:
-        from reidc.targets.rpc import tracker_devices
-        host, _, port = self.opts.rpc_tracker.rpartition(":")
-        if tracker_devices(host, int(port), self.opts.rpc_key) == 0:
-            self.abort = (f"no device with key {self.opts.rpc_key!r} is left on the tracker "
-                          f"{self.opts.rpc_tracker}; {self.entry['trials']} trials of this task are saved, "
-                          "rerun `reidc tune` to resume")
-            raise RuntimeError(self.abort)
