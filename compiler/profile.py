@@ -34,7 +34,7 @@ import numpy as np
 from .base.errors import InputError
 from .kernel_timing import record_kernels, time_kernels
 from .lower.kernel_macs import conv_macs as macs_of, kernel_kind, output_index
-from .runtime import Compiled
+from .runtime import Compiled, tvm_threads
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,6 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
             progress=lambda msg: None) -> dict:
     """Per kernel: calls per run, ms per call alone, total, share of the run, GMAC/s and the
     fraction of the unit's peak (see the module docstring); plus the whole run's time."""
-    import os
     comp = Compiled(artifact, progress)
     vm = getattr(comp.executor, "vm", None)
     if vm is None or comp.preset.kind == "cuda":
@@ -139,7 +138,7 @@ def profile(artifact: str | Path, batch: int = 1, mode: str | None = None, seed:
     whole = comp.time_ms(x, which, number=max(1, int(200 / max(once, 1e-3))), repeat=3)   # ~0.2 s a round
     feats = tuple(man["target"].get("cpu_features") or comp.preset.cpu_features())
     wmax = int(((man.get("precision") or {}).get("int8") or {}).get("weight_max", 127))
-    cores = int(os.environ.get("TVM_NUM_THREADS") or os.cpu_count() or 1)
+    cores = tvm_threads()   # as Compiled set them
     ghz, source, split = peak_clock(comp.preset, cores, progress, ghz)
     peak = Peak.of(feats, comp.preset.vector_bits, wmax, split_512=split)
     rows = []

@@ -108,6 +108,20 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def tvm_threads() -> int:
+    """The threads TVM's CPU kernels run with here, fixed before TVM's pool starts: TVM_NUM_THREADS
+    if the user set it, else every CPU this process may use. TVM's pool reads the variable once,
+    at the first parallel kernel, and a worker process (MetaSchedule's LocalRunner, a bench
+    engine) inherits it; left unset, TVM takes half the logical CPUs (1 thread on a 2-core VM,
+    measured 1.8x slower), so a kernel tuned or timed there would be judged at one thread and
+    run at two."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
+    try:
+        return max(1, int(os.environ["TVM_NUM_THREADS"]))
+    except ValueError:
+        return usable_cpus()
+
+
 class Compiled:
     """A compiled model: `run(x, "visible" | "infrared" | modality_vector)` -> features.
 
@@ -116,9 +130,7 @@ class Compiled:
 
     def __init__(self, path: str | Path, progress=lambda msg: None, rpc: tuple[str, str] | None = None):
         """`rpc`: (tracker HOST:PORT, device key) to run on a remote device instead."""
-        # TVM's CPU thread pool reads TVM_NUM_THREADS once, at the first parallel kernel; left
-        # unset it takes half the logical CPUs (1 thread on a 2-core VM, measured 1.8x slower).
-        os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
+        tvm_threads()
         import tvm
         from reidc.targets import TargetError, preset_from_manifest
         from reidc.targets.executors import executor_for

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import threading
@@ -138,9 +137,8 @@ class LatencyMeter:
 
     def setup(self) -> dict:
         import tvm
-        from reidc.compiler.runtime import usable_cpus
-        # what compiler.runtime.Compiled will run with: the key must not change at the first run
-        threads = os.environ.get("TVM_NUM_THREADS") or str(usable_cpus())
+        from reidc.compiler.runtime import tvm_threads
+        threads = tvm_threads()   # what compiler.runtime.Compiled runs with
         where = f"rpc:{self.rpc[1]}" if self.rpc else f"local:{threads} threads"
         return {"target": self.preset.name, "tvm_target": self.preset.tvm, "scenario": str(self.scenario),
                 "where": where, "tvm": tvm.__version__, "reidc": __version__, "codegen": codegen_digest(),

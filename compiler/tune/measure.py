@@ -15,6 +15,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from reidc.compiler.lower.build import tir_pipeline_for
+from reidc.compiler.runtime import tvm_threads
 
 from .runner_side import alloc_local, alloc_rpc, create_session
 from reidc.targets import TargetPreset
@@ -118,6 +119,7 @@ def runner(preset: TargetPreset, tracker: str | None = None, key: str | None = N
         return ms.runner.RPCRunner(rpc_config=cfg, evaluator_config=evaluator(), max_workers=workers,
                                    f_create_session=create_session, f_alloc_argument=alloc_rpc)
     check(preset, tracker)
+    tvm_threads()   # the runner's worker process inherits it: candidates are timed at the threads compile's runs use
     return ms.runner.LocalRunner(timeout_sec=timeout_s, evaluator_config=evaluator(), f_alloc_argument=alloc_local)
 
 

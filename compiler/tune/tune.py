@@ -27,7 +27,7 @@ from reidc.compiler.passes.choose_winograd import winograd_target
 from reidc.compiler.ir import RunMode
 from reidc.compiler.lower.build import fused_module, int8_flavour, lowering_options
 from reidc.compiler.lower.to_relax import to_relax
-from reidc.compiler.runtime import usable_cpus
+from reidc.compiler.runtime import tvm_threads
 from reidc.compiler.tunedb.database import TuningDatabaseError, workload_key
 from reidc.compiler.tunedb.records import register_cpu_tensor_intrinsics
 from reidc.targets import TargetError, get_target
@@ -210,7 +210,7 @@ def _no_tasks(opts: TuneOptions) -> str:
 
 def _tune_tasks(tasks, facts, opts, preset, db, database, build, run, stop) -> None:
     say = opts.progress
-    cores = opts.cores or (4 if opts.rpc_tracker else usable_cpus())
+    cores = opts.cores or (4 if opts.rpc_tracker else tvm_threads())
     target = tvm.target.Target({**{k: v for k, v in preset.tvm.items() if k != "num-cores"}, "num-cores": cores})
     info = db.tasks()
 
