@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from reidc.compiler.cli import app
 from reidc.compiler.tunedb import records
+from reidc.compiler.runtime import tvm_threads
 from reidc.compiler.tune.database import TunedTarget
 from reidc.compiler.tunedb.database import CHECKED, INDEX, RECORDS, TASKS, WORKLOADS
 from reidc.compiler.tunedb.records import check, check_shapes
@@ -51,7 +52,7 @@ def tuned(tmp_path_factory, ck):
     sch = default_schedule(mod["main"], preset)
     tdb = TunedTarget(db, preset)
     database = tdb.open()
-    tdb.register(1)
+    tdb.register(1, f"here at {tvm_threads()} threads")
     wl = database.commit_workload(mod)
     for secs in (3e-5, 2e-5, 1e-5):
         database.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, [secs], preset.tvm_target(),
@@ -405,3 +406,18 @@ def test_corrupt_index_and_task_files_are_one_line_errors_naming_the_file(ck, tu
                  ["compile", ck, "--modes", "visible", "--tuning-db", db, "-o", tmp_path / "art"]):
         assert f"{db / INDEX}: corrupt (not JSON" in cli(*args, code=1)
     assert not (tmp_path / "art").exists()
+
+
+def test_a_database_measured_at_other_threads_is_not_resumed(ck, tuned, tmp_path):
+    """Its defaults, paired re-measures and algorithm choices were timed there: mixing them with
+    this run's would compare times taken two ways. Refused before anything is measured or written."""
+    db = tmp_path / "db"
+    shutil.copytree(tuned, db)
+    index = json.loads((db / INDEX).read_text())
+    for entry in index.values():
+        entry["measured"] = "here at 7 threads"
+    (db / INDEX).write_text(json.dumps(index))
+    before = {p: p.read_bytes() for p in db.rglob("*") if p.is_file()}
+    text = cli("tune", ck, "--db", db, "--trials", "1", code=1)
+    assert "measured here at 7 threads" in text and f"here at {tvm_threads()} threads" in text and "new --db" in text
+    assert {p: p.read_bytes() for p in db.rglob("*") if p.is_file()} == before

@@ -71,11 +71,21 @@ class TunedTarget(TargetDB):
         self.stamp()
         return load_database(self.path, new[RECORDS])
 
-    def register(self, batch: int) -> None:
+    def check_measured(self, where: str) -> None:
+        """A database's times are measured in one place: this machine at a thread count, or an
+        RPC device key. Resuming elsewhere would compare kernel times taken two ways (its
+        defaults, paired re-measures and algorithm choices would stand from the first)."""
+        before = (read_index(self.root, {}).get(self.key) or {}).get("measured")
+        if before and before != where:
+            raise TuningDatabaseError(f"{self.root}: its {self.preset.name} kernels were measured {before}; this run "
+                                      f"would measure {where}: tune into a new --db (or measure as before)")
+
+    def register(self, batch: int, where: str) -> None:
         index = read_index(self.root, {})
         entry = index.setdefault(self.key, {"preset": self.preset.name, "tvm": self.preset.tvm, "batches": []})
         if batch not in entry["batches"]:
             entry["batches"] = sorted(entry["batches"] + [batch])
+        entry["measured"] = where
         _write(self.root / INDEX, index)
 
     def save_tasks(self, tasks: dict) -> None:

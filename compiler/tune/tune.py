@@ -151,6 +151,8 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     check_options(opts, preset)
     db = TunedTarget(Path(opts.db), preset)
     db.check_writable()
+    where = f"through RPC key {opts.rpc_key}" if opts.rpc_tracker else f"here at {tvm_threads()} threads"
+    db.check_measured(where)
     with Interrupts(say, opts.on_stop_now) as stop:
         first = measures_algorithms(opts, preset)
         # compile --tuning-db builds the algorithms the database holds: so are the tasks here
@@ -170,7 +172,7 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
             with stop.writing:
                 database = db.open(say)
                 opened = True
-                db.register(opts.batch)
+                db.register(opts.batch, where)
             if first:   # the algorithm of each 3x3 conv shape, then the tasks of the graph that takes them
 
                 def save(table):

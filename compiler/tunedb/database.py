@@ -1,6 +1,6 @@
 """A tuning database directory that serves several targets without mixing them.
 
-    DB/index.json                       {key: {"preset", "tvm", "batches"}}   (atomic rewrite)
+    DB/index.json                       {key: {"preset", "tvm", "batches", "measured"}}   (atomic rewrite)
     DB/<key>/database_workload.json     TVM MetaSchedule JSONDatabase files: one line per
     DB/<key>/database_tuning_record.json  workload / measured trial, appended as measured
     DB/<key>/reidc_tasks.json           per task: name, weight, reidc-default latency (atomic)
@@ -89,6 +89,7 @@ def _valid_index(data) -> bool:
     return isinstance(data, dict) and all(
         isinstance(e, dict) and isinstance(e.get("preset"), str) and isinstance(e.get("tvm"), dict)
         and isinstance(e.get("batches"), list) and all(_count(b) and b > 0 for b in e["batches"])
+        and isinstance(e.get("measured", ""), str)
         for e in data.values())
 
 
