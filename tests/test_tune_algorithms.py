@@ -1,8 +1,8 @@
 """`reidc tune` first times each fp32 3x3 conv shape as a direct conv, F(2x2) and F(4x4)
 Winograd (compiler/tune/algorithms.py); `reidc compile --tuning-db` builds the fastest, the
 report shows them, a rerun does not measure them again, and a corrupt reidc_algorithms.json is
-refused in one line naming it. One tiny budget (cmnas-resnet18 at 64x32, one paired round, one
-trial of the max-pool task): the machinery, not the figures."""
+refused in one line naming it. One tiny budget (cmnas-resnet18 at 64x32, one paired round, three
+trials of the max-pool task, the Winograd tasks' variants): the machinery, not the figures."""
 import json
 import shutil
 from collections import Counter
@@ -32,7 +32,7 @@ def ck(tmp_path_factory):
 
 
 def _tune(ck, db, lines):
-    return tune_checkpoint(ck, TuneOptions(db=str(db), trials=2, only=("max_pool", "winograd"), confirm_rounds=1,
+    return tune_checkpoint(ck, TuneOptions(db=str(db), trials=3, only=("max_pool", "winograd"), confirm_rounds=1,
                                            progress=lines.append))
 
 
@@ -65,9 +65,10 @@ def test_tune_times_every_shape_and_compile_builds_the_fastest(ck, tuned, tmp_pa
         assert all(t > 0 for t in times.values()), sig
         assert e["chosen"] == min(times, key=times.get)
     assert sum(ln.startswith("algorithms ") for ln in lines) == len(shapes)
-    # the Winograd kernels are tuned too (their default measured), not searched: MetaSchedule's
-    # FLOP estimate raises on their tir.Let (before, `reidc tune` died there)
+    # the Winograd kernels are tuned too (their default and register-tile variants measured), not
+    # searched: MetaSchedule's FLOP estimate raises on their tir.Let (before, `reidc tune` died there)
     assert any("winograd" in ln and "MetaSchedule cannot analyse" in ln for ln in lines)
+    assert any("winograd" in ln and "reidc variants measured" in ln for ln in lines)
 
     man = compile_checkpoint(ck, tmp_path / "a", CompileOptions(modes=("visible",), tuning_db=str(db), batch=1))
     chosen = {sig: e["chosen"] for sig, e in table["1"].items()}
@@ -85,6 +86,21 @@ def test_tune_times_every_shape_and_compile_builds_the_fastest(ck, tuned, tmp_pa
     _tune(ck, db, again)
     assert not any(ln.startswith("algorithms ") for ln in again)
     assert json.loads((db / key / ALGORITHMS_FILE).read_text()) == table
+
+
+def test_winograd_kernels_offer_register_tile_variants_after_their_default(ck):
+    import tvm_ffi
+    from reidc.compiler.tune.space import default_schedule, reidc_schedules, rule_variants
+    from reidc.compiler.tune.tune import tasks_of
+    host = get_target("host")
+    opts = TuneOptions(db="x", modes=("visible",), only=("winograd",))
+    tasks = tasks_of(load_graphs(ck, opts, host)[1], opts, host)
+    assert tasks
+    for t in tasks:
+        func = t.dispatched[0]["main"]
+        found = reidc_schedules(func, host.tvm_target(), rule_variants(host))
+        assert len(found) > 1, t.task_name
+        assert tvm_ffi.structural_equal(found[0].mod, default_schedule(func, host).mod)
 
 
 def _models_shapes(ck):

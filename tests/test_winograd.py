@@ -130,8 +130,9 @@ def _blocked(a, cb):
     (2, 32, 7, 9, 48, 16),     # odd map: the last tiles overhang; three output blocks
     (3, 24, 5, 6, 32, 8),      # input in blocks of 8, batch 3
 ])
-@pytest.mark.parametrize("rule", [dict(vector_lanes=16, accumulators=24), dict(vector_lanes=8, accumulators=12)],
-                         ids=["avx512-tile", "avx2-tile"])
+@pytest.mark.parametrize("rule", [dict(vector_lanes=16, accumulators=24), dict(vector_lanes=8, accumulators=12),
+                                  dict(vector_lanes=16, accumulators=16, max_oc_tile=1)],   # a tuning variant
+                         ids=["avx512-tile", "avx2-tile", "one-block-tile"])
 @pytest.mark.parametrize("m", [2, 4])
 def test_the_kernel_matches_pytorch(n, c, h, w, o, cb, rule, m):
     x = RNG.standard_normal((n, c, h, w)).astype(np.float32)
