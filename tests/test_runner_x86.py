@@ -69,3 +69,19 @@ def test_the_runner_refuses_an_x86_cpu_without_the_artifacts_features(runner, in
     r, _, _ = _run(runner, int8_artifact, tmp_path, {"REIDC_CPUINFO": str(fake)})
     assert r.returncode == 2 and "this CPU lacks" in r.stderr and "avx2" in r.stderr, r.stderr
     assert not (tmp_path / "out0.bin").exists()
+
+
+def test_the_runner_runs_on_every_cpu_unless_told(runner, int8_artifact, tmp_path):
+    """TVM's pool, without TVM_NUM_THREADS, takes half the logical CPUs on x86 (one thread on a
+    2-core machine): the runner sets it to the CPUs it may use, and a user's setting stands."""
+    from reidc.compiler.runtime import usable_cpus
+    x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    entry = reidc.load(int8_artifact).modes[0]
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    for extra, want in (({}, usable_cpus()), ({"TVM_NUM_THREADS": "1"}, 1)):
+        r = subprocess.run([str(runner), str(int8_artifact / "model.so"), entry, str(tmp_path), "--repeat", "2",
+                            f"{tmp_path / 'x.bin'}:float32:2x3x16x16"], capture_output=True, text=True,
+                           env={**env, **extra})
+        assert r.returncode == 0, r.stderr
+        assert f"threads {want}" in r.stdout.splitlines(), r.stdout
