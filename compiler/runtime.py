@@ -109,17 +109,20 @@ def usable_cpus() -> int:
 
 
 def tvm_threads() -> int:
-    """The threads TVM's CPU kernels run with here, fixed before TVM's pool starts: TVM_NUM_THREADS
-    if the user set it, else every CPU this process may use. TVM's pool reads the variable once,
-    at the first parallel kernel, and a worker process (MetaSchedule's LocalRunner, a bench
-    engine) inherits it; left unset, TVM takes half the logical CPUs (1 thread on a 2-core VM,
-    measured 1.8x slower), so a kernel tuned or timed there would be judged at one thread and
-    run at two."""
-    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cpus()))
-    try:
-        return max(1, int(os.environ["TVM_NUM_THREADS"]))
-    except ValueError:
-        return usable_cpus()
+    """The threads TVM's CPU kernels run with here, set in TVM_NUM_THREADS for TVM's pool (called
+    before the pool starts): the user's TVM_NUM_THREADS, else OMP_NUM_THREADS (which TVM reads
+    next), else every CPU this process may use; a value that is not a positive whole number is
+    replaced. TVM's pool reads the variable once, at the first parallel kernel, and a worker
+    process (MetaSchedule's LocalRunner) inherits it; left unset, TVM takes half the logical CPUs
+    (1 thread on a 2-core VM, measured 1.8x slower), so a kernel tuned or timed there would be
+    judged at one thread and run at two."""
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            os.environ["TVM_NUM_THREADS"] = value
+            return int(value)
+    os.environ["TVM_NUM_THREADS"] = str(usable_cpus())
+    return usable_cpus()
 
 
 class Compiled:

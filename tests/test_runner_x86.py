@@ -78,8 +78,9 @@ def test_the_runner_runs_on_every_cpu_unless_told(runner, int8_artifact, tmp_pat
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32)
     x.tofile(tmp_path / "x.bin")
     entry = reidc.load(int8_artifact).modes[0]
-    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
-    for extra, want in (({}, usable_cpus()), ({"TVM_NUM_THREADS": "1"}, 1)):
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    for extra, want in (({}, usable_cpus()), ({"TVM_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "1"}, 1),
+                        ({"TVM_NUM_THREADS": "two"}, usable_cpus())):
         r = subprocess.run([str(runner), str(int8_artifact / "model.so"), entry, str(tmp_path), "--repeat", "2",
                             f"{tmp_path / 'x.bin'}:float32:2x3x16x16"], capture_output=True, text=True,
                            env={**env, **extra})

@@ -335,8 +335,18 @@ def test_local_candidates_are_timed_at_the_threads_compiled_models_run_with(monk
     from reidc.compiler.runtime import usable_cpus
     from reidc.compiler.tune import measure
     monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     run = measure.runner(get_target("host"))
     assert os.environ["TVM_NUM_THREADS"] == str(usable_cpus())
     assert run.pool.submit(num_threads).result() == usable_cpus()
     monkeypatch.setenv("TVM_NUM_THREADS", "1")   # the user's choice stands
     assert measure.runner(get_target("host")).pool.submit(num_threads).result() == 1
+    monkeypatch.setenv("TVM_NUM_THREADS", "two")   # (TVM would read 0, and run 1 thread)
+    assert measure.runner(get_target("host")).pool.submit(num_threads).result() == usable_cpus()
+
+
+def test_tune_records_where_it_measured(tuned):
+    from reidc.compiler.runtime import tvm_threads
+    db, _ = tuned
+    index = json.loads((db / "index.json").read_text())
+    assert [e["measured"] for e in index.values()] == [f"here at {tvm_threads()} threads"]

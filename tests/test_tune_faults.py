@@ -408,16 +408,32 @@ def test_corrupt_index_and_task_files_are_one_line_errors_naming_the_file(ck, tu
     assert not (tmp_path / "art").exists()
 
 
-def test_a_database_measured_at_other_threads_is_not_resumed(ck, tuned, tmp_path):
+def _index_measured(db, where):
+    index = json.loads((db / INDEX).read_text())
+    for entry in index.values():
+        entry.pop("measured", None)
+        if where:
+            entry["measured"] = where
+    (db / INDEX).write_text(json.dumps(index))
+
+
+def test_a_database_measured_elsewhere_is_not_resumed(ck, tuned, tmp_path):
     """Its defaults, paired re-measures and algorithm choices were timed there: mixing them with
     this run's would compare times taken two ways. Refused before anything is measured or written."""
     db = tmp_path / "db"
     shutil.copytree(tuned, db)
-    index = json.loads((db / INDEX).read_text())
-    for entry in index.values():
-        entry["measured"] = "here at 7 threads"
-    (db / INDEX).write_text(json.dumps(index))
+    _index_measured(db, "through RPC key board-x")
     before = {p: p.read_bytes() for p in db.rglob("*") if p.is_file()}
     text = cli("tune", ck, "--db", db, "--trials", "1", code=1)
-    assert "measured here at 7 threads" in text and f"here at {tvm_threads()} threads" in text and "new --db" in text
+    assert "measured through RPC key board-x" in text and f"here at {tvm_threads()} threads" in text
+    assert "new --db" in text
     assert {p: p.read_bytes() for p in db.rglob("*") if p.is_file()} == before
+
+
+def test_a_database_from_before_reidc_recorded_where_is_resumed_with_a_warning(ck, tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned, db)
+    _index_measured(db, None)
+    text = cli("tune", ck, "--db", db, "--trials", "1", "--confirm-rounds", "0", "--only", BCONV, code=0)
+    assert "tuned before reidc recorded where" in text and f"measures here at {tvm_threads()} threads" in text
+    assert all("measured" not in e for e in json.loads((db / INDEX).read_text()).values())   # it warns again next time

@@ -33,7 +33,7 @@ def tune(checkpoint: Optional[Path] = typer.Argument(None, help="checkpoint to t
          rpc_tracker: Optional[str] = typer.Option(None, help="HOST:PORT of a TVM RPC tracker to measure through"),
          rpc_key: Optional[str] = typer.Option(None, help="device key registered with the tracker"),
          timeout: float = typer.Option(30.0, help="seconds a candidate may run (and an RPC session may wait)"),
-         cores: Optional[int] = typer.Option(None, help="the device's CPU cores (default: this machine's; 4 via RPC)"),
+         cores: Optional[int] = typer.Option(None, help="the device's CPU cores (default: the threads candidates run with here, TVM_NUM_THREADS or every usable CPU; 4 via RPC)"),
          confirm_rounds: int = typer.Option(3, help="paired rounds re-measuring each task's best record against "
                                                     "reidc's default; compile applies it only if it wins (0: off)"),
          algorithms: bool = typer.Option(True, help="x86 fp32: first time each 3x3 conv shape as direct, F(2x2) and "

@@ -1,6 +1,6 @@
 """The writing side of a tuning database (the format, and the reading that `reidc compile`
 does, are compiler/tunedb/database.py): `reidc tune` creates the folder, moves the lines TVM
-cannot read to `<file>.rejected`, registers the target and batch in index.json, keeps its
+cannot read to `<file>.rejected`, registers the target, batch and where it measures in index.json, keeps its
 per-task figures in reidc_tasks.json, its measured conv algorithms in reidc_algorithms.json and stamps what it has checked. Every file reidc writes
 here is replaced atomically (compiler/base/atomic.py); the two JSONDatabase files are then
 appended to by TVM itself as trials are measured."""
@@ -71,21 +71,28 @@ class TunedTarget(TargetDB):
         self.stamp()
         return load_database(self.path, new[RECORDS])
 
-    def check_measured(self, where: str) -> None:
+    def check_measured(self, where: str) -> str | None:
         """A database's times are measured in one place: this machine at a thread count, or an
         RPC device key. Resuming elsewhere would compare kernel times taken two ways (its
-        defaults, paired re-measures and algorithm choices would stand from the first)."""
-        before = (read_index(self.root, {}).get(self.key) or {}).get("measured")
+        defaults, paired re-measures and algorithm choices would stand from the first): refused.
+        A target tuned before reidc recorded where is resumed, with the warning returned."""
+        entry = read_index(self.root, {}).get(self.key)
+        before = (entry or {}).get("measured")
         if before and before != where:
             raise TuningDatabaseError(f"{self.root}: its {self.preset.name} kernels were measured {before}; this run "
                                       f"would measure {where}: tune into a new --db (or measure as before)")
+        if entry and not before:
+            return (f"warning: {self.root}: its {self.preset.name} kernels were tuned before reidc recorded where they "
+                    "were measured (locally, at TVM's default of half the logical CPUs); this run measures "
+                    f"{where}, and their earlier figures stand: tune into a new --db for figures taken one way")
+        return None
 
     def register(self, batch: int, where: str) -> None:
         index = read_index(self.root, {})
-        entry = index.setdefault(self.key, {"preset": self.preset.name, "tvm": self.preset.tvm, "batches": []})
+        entry = index.setdefault(self.key, {"preset": self.preset.name, "tvm": self.preset.tvm, "batches": [],
+                                            "measured": where})   # (an older target keeps none: check_measured warns)
         if batch not in entry["batches"]:
             entry["batches"] = sorted(entry["batches"] + [batch])
-        entry["measured"] = where
         _write(self.root / INDEX, index)
 
     def save_tasks(self, tasks: dict) -> None:

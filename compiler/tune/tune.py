@@ -152,7 +152,9 @@ def tune_checkpoint(ckpt, opts: TuneOptions) -> dict:
     db = TunedTarget(Path(opts.db), preset)
     db.check_writable()
     where = f"through RPC key {opts.rpc_key}" if opts.rpc_tracker else f"here at {tvm_threads()} threads"
-    db.check_measured(where)
+    warning = db.check_measured(where)
+    if warning:
+        say(warning)
     with Interrupts(say, opts.on_stop_now) as stop:
         first = measures_algorithms(opts, preset)
         # compile --tuning-db builds the algorithms the database holds: so are the tasks here

@@ -142,7 +142,7 @@ def _read_json(path: Path, default, valid, expected: str, remedy: str):
 
 
 def read_index(root: Path, default=None):
-    return _read_json(root / INDEX, default, _valid_index, '{target key: {"preset", "tvm", "batches"}}',
+    return _read_json(root / INDEX, default, _valid_index, '{target key: {"preset", "tvm", "batches", "measured"}}',
                       "delete it to start a new index (the records are kept; a target reappears when tuned again)")
 
 

@@ -5,8 +5,9 @@
 // INPUT is PATH:DTYPE:SHAPE with raw little-endian data, e.g. x.bin:float32:1x3x256x128.
 // Every output tensor (a tuple is flattened depth-first) is written to OUTDIR/out<i>.bin and
 // announced on stdout as `out<i> DTYPE SHAPE`; with --repeat N the entry is then timed N times
-// and `time_ms MIN MEDIAN` and `threads N` (TVM's pool) are printed. TVM_NUM_THREADS sets the
-// threads; unset, every CPU the process may use (TVM alone takes half the logical CPUs on x86).
+// and `time_ms MIN MEDIAN` and `threads N` (TVM's pool) are printed. TVM_NUM_THREADS (else
+// OMP_NUM_THREADS) sets the threads; unset, every CPU the process may use (TVM alone takes half
+// the logical CPUs on x86).
 //
 // Build (board or cross): g++ -std=c++17 -O2 reidc_run.cc -I<tvm_ffi>/include
 //   -L<tvm/lib> -L<tvm_ffi/lib> -ltvm_runtime -ltvm_ffi -o reidc_run
@@ -169,10 +170,18 @@ void CheckCpu(const std::string& lib) {
 
 // TVM's pool reads TVM_NUM_THREADS at the first parallel kernel; unset, on x86 it takes half the
 // logical CPUs (one thread on a 2-core VM, 1.8x slower), as reidc's Python runtime found.
+// The user's TVM_NUM_THREADS, else OMP_NUM_THREADS, else every CPU the runner may use.
 void UseEveryCpu() {
+  for (const char* name : {"TVM_NUM_THREADS", "OMP_NUM_THREADS"}) {
+    const char* value = std::getenv(name);
+    if (value && std::atoi(value) > 0) {
+      setenv("TVM_NUM_THREADS", std::to_string(std::atoi(value)).c_str(), 1);
+      return;
+    }
+  }
   cpu_set_t cpus;
-  if (std::getenv("TVM_NUM_THREADS") || sched_getaffinity(0, sizeof cpus, &cpus) != 0) return;
-  setenv("TVM_NUM_THREADS", std::to_string(std::max(1, CPU_COUNT(&cpus))).c_str(), 0);
+  if (sched_getaffinity(0, sizeof cpus, &cpus) == 0)
+    setenv("TVM_NUM_THREADS", std::to_string(std::max(1, CPU_COUNT(&cpus))).c_str(), 1);
 }
 
 }  // namespace
