@@ -41,7 +41,7 @@ def rule_variants(preset: TargetPreset) -> list:
     # (register_tile), so a kernel has few distinct variants: CM-NAS ResNet-50 at batch 16 on a
     # Zen 4, two each, and none won its paired re-measure against the default there
     wino = next(r for r in defaults if isinstance(r, WinogradNCHWc))
-    winos = [wino] + [WinogradNCHWc(vector_lanes=lanes, accumulators=a, max_oc_tile=t)
+    winos = [wino] + [with_knobs(wino, accumulators=a, max_oc_tile=t)
                       for a, t in itertools.product(sorted({regs * 3 // 4, regs // 2, regs - 2}), (1, 2, 4, 8))]
     return defaults[:2] + convs + bconvs + qconvs + winos
 

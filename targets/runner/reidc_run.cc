@@ -169,8 +169,9 @@ void CheckCpu(const std::string& lib) {
 }
 
 // TVM's pool reads TVM_NUM_THREADS at the first parallel kernel; unset, on x86 it takes half the
-// logical CPUs (one thread on a 2-core VM, 1.8x slower), as reidc's Python runtime found.
-// The user's TVM_NUM_THREADS, else OMP_NUM_THREADS, else every CPU the runner may use.
+// logical CPUs (one thread on a 2-core VM, 1.8x slower). Set here as compiler/runtime.py's
+// tvm_threads() sets it: the user's TVM_NUM_THREADS, else OMP_NUM_THREADS, else every CPU the
+// runner may use.
 void UseEveryCpu() {
   for (const char* name : {"TVM_NUM_THREADS", "OMP_NUM_THREADS"}) {
     const char* value = std::getenv(name);
